@@ -1,0 +1,108 @@
+//! Validated names: namespaces, collections and path-parameter values.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Names a namespace may not take: they are the router's own first path segments.
+pub const RESERVED_NAMESPACES: [&str; 5] = ["pull", "push", "list", "health", "batch"];
+
+/// Why a namespace name was refused (the reference's exact wording).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamespaceNameError {
+    /// A character other than letters, digits, `-`, `_`, or an empty name.
+    Charset,
+    /// One of [`RESERVED_NAMESPACES`].
+    Reserved,
+}
+
+impl NamespaceNameError {
+    /// The reference's message for this error about namespace `name`.
+    pub fn message(self, name: &str) -> String {
+        match self {
+            Self::Charset => format!(
+                "Namespace \"{name}\": name must only contain letters, digits, hyphens, and underscores"
+            ),
+            Self::Reserved => {
+                format!("Namespace \"{name}\": name is reserved and cannot be used as a namespace")
+            }
+        }
+    }
+}
+
+/// A namespace name: `^[a-zA-Z0-9_-]+$` and not reserved.
+///
+/// ```
+/// use starfish_server::config::NamespaceName;
+/// assert!(NamespaceName::parse("acme-1_b").is_ok());
+/// assert!(NamespaceName::parse("pull").is_err());
+/// assert!(NamespaceName::parse("a.b").is_err());
+/// assert!(NamespaceName::parse("").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NamespaceName(Arc<str>);
+
+impl NamespaceName {
+    /// Checks `name`; a name can fail both rules, so every failure is returned.
+    ///
+    /// # Errors
+    /// The rules `name` breaks.
+    pub fn parse(name: &str) -> Result<Self, Vec<NamespaceNameError>> {
+        let mut errors = Vec::new();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            errors.push(NamespaceNameError::Charset);
+        }
+        if RESERVED_NAMESPACES.contains(&name) {
+            errors.push(NamespaceNameError::Reserved);
+        }
+        if errors.is_empty() {
+            Ok(Self(name.into()))
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NamespaceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A collection name, unique within its scope (root or one namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CollectionName(Arc<str>);
+
+impl CollectionName {
+    pub(crate) fn new(name: &str) -> Self {
+        Self(name.into())
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CollectionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// True when `value` may stand for a path parameter: `^[a-zA-Z0-9._:@-]+$`
+/// (the reference's rule; `.` and `..` pass it and are caught by the key check).
+pub fn is_param_value(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'-'))
+}

@@ -1,0 +1,173 @@
+//! Storage path templates: `users/{identity}/notes`.
+
+use super::names::is_param_value;
+use std::fmt;
+
+/// The parameter whose value is bound to the caller's identity.
+pub const IDENTITY_PARAM: &str = "identity";
+
+/// One `/`-separated part of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// Literal text.
+    Static(String),
+    /// A `{name}` placeholder filled from the URL.
+    Param(String),
+}
+
+/// A parsed `storagePath`. Every placeholder is a whole segment, static segments use
+/// the same characters a parameter value may, and there are no empty, `.` or `..`
+/// segments, so a resolved key can never leave its template.
+///
+/// ```
+/// use starfish_server::config::PathTemplate;
+/// let t = PathTemplate::parse("users/{identity}/notes").unwrap();
+/// assert_eq!(t.params().collect::<Vec<_>>(), ["identity"]);
+/// assert!(t.has_identity());
+/// assert!(PathTemplate::parse("a/../b").is_err());
+/// assert!(PathTemplate::parse("a//b").is_err());
+/// assert!(PathTemplate::parse("a/x{id}").is_err());
+/// assert!(PathTemplate::parse("a/{id}/{id}").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathTemplate {
+    raw: String,
+    segments: Vec<Segment>,
+}
+
+impl PathTemplate {
+    /// Parses a template (without a leading `/`).
+    ///
+    /// # Errors
+    /// A sentence saying what is wrong with the template.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut segments = Vec::new();
+        for part in raw.split('/') {
+            if part.is_empty() {
+                return Err("storagePath must not contain empty segments".into());
+            }
+            if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    return Err(format!(
+                        "storagePath placeholder \"{part}\" must be {{name}} with letters, digits or _"
+                    ));
+                }
+                if segments.contains(&Segment::Param(name.to_owned())) {
+                    return Err(format!(
+                        "storagePath uses the placeholder \"{{{name}}}\" twice"
+                    ));
+                }
+                segments.push(Segment::Param(name.to_owned()));
+            } else if part.contains(['{', '}']) {
+                return Err(format!(
+                    "storagePath segment \"{part}\" must be a whole {{param}} placeholder or plain text"
+                ));
+            } else if part == "." || part == ".." || !is_param_value(part) {
+                return Err(format!(
+                    "storagePath segment \"{part}\" may only contain letters, digits, '.', '_', ':', '@' and '-', and must not be . or .."
+                ));
+            } else {
+                segments.push(Segment::Static(part.to_owned()));
+            }
+        }
+        Ok(Self {
+            raw: raw.to_owned(),
+            segments,
+        })
+    }
+
+    /// The template as written in the config.
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// The segments in order.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// Placeholder names in order.
+    pub fn params(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Param(p) => Some(p.as_str()),
+            Segment::Static(_) => None,
+        })
+    }
+
+    /// True when the template has an `{identity}` placeholder.
+    pub fn has_identity(&self) -> bool {
+        self.params().any(|p| p == IDENTITY_PARAM)
+    }
+
+    /// The route pattern for this template (matchit syntax), e.g. `/users/{identity}/notes`.
+    pub(crate) fn route_pattern(&self) -> String {
+        let mut out = String::new();
+        for seg in &self.segments {
+            out.push('/');
+            match seg {
+                Segment::Static(s) => out.push_str(s),
+                Segment::Param(p) => {
+                    out.push('{');
+                    out.push_str(p);
+                    out.push('}');
+                }
+            }
+        }
+        out
+    }
+
+    /// Fills the placeholders; `None` when a value is missing.
+    /// Values must already be checked with [`is_param_value`].
+    pub fn resolve<'a>(&self, lookup: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
+        let mut out = String::with_capacity(self.raw.len() + 32);
+        for (i, seg) in self.segments.iter().enumerate() {
+            if i > 0 {
+                out.push('/');
+            }
+            match seg {
+                Segment::Static(s) => out.push_str(s),
+                Segment::Param(p) => out.push_str(lookup(p)?),
+            }
+        }
+        Some(out)
+    }
+}
+
+impl fmt::Display for PathTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+/// The reference's final check on a resolved key: no `..`, no control character, no `//`.
+pub fn is_safe_key(key: &str) -> bool {
+    !key.contains("..") && !key.contains("//") && !key.bytes().any(|b| b < 0x20 || b == 0x7f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_and_builds_route_patterns() {
+        let t = PathTemplate::parse("diary/{identity}/{day}").unwrap();
+        assert_eq!(t.route_pattern(), "/diary/{identity}/{day}");
+        let key = t.resolve(|p| match p {
+            "identity" => Some("abc"),
+            "day" => Some("2026-01-01"),
+            _ => None,
+        });
+        assert_eq!(key.as_deref(), Some("diary/abc/2026-01-01"));
+        assert_eq!(t.resolve(|_| None), None);
+    }
+
+    #[test]
+    fn unsafe_keys_are_refused() {
+        assert!(is_safe_key("users/abc/notes"));
+        assert!(!is_safe_key("users/../notes"));
+        assert!(!is_safe_key("users/a..b/notes"));
+        assert!(!is_safe_key("users//notes"));
+        assert!(!is_safe_key("users/\u{1}/notes"));
+    }
+}

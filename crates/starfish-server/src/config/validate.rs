@@ -1,0 +1,708 @@
+//! Validation with the reference's exact messages, then conversion to typed values.
+
+use super::raw::{RawCollection, RawConfig, RawNamespace};
+use super::{
+    AppendOnly, Bucket, Collection, CollectionName, ConfigError, DEFAULT_MAX_BODY_BYTES,
+    Encryption, FieldPermission, MimePattern, Namespace, NamespaceName, PathTemplate, Payload,
+    RateLimits, RateRule, RateWindow, RestrictedAction, Restriction, RoleSet, SyncConfig,
+};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+const MIME_JSON: &str = "application/json";
+const RATE_ACTIONS: [&str; 3] = ["push", "pull", "list"];
+
+fn deserialize<T: DeserializeOwned>(value: Value, context: &str) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            ConfigError::Shape(format!("{context}{inner}"))
+        } else {
+            ConfigError::Shape(format!("{context}{path}: {inner}"))
+        }
+    })
+}
+
+fn js_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) | Value::Object(_) => "object",
+    }
+}
+
+pub(super) fn load_value(value: Value) -> Result<SyncConfig, ConfigError> {
+    let Value::Object(mut top) = value else {
+        return Err(ConfigError::Shape("the config must be an object".into()));
+    };
+    // The reference checks the namespaces' shape before anything else.
+    let mut raw_namespaces = Vec::new();
+    match top.remove("namespaces") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (name, ns) in map {
+                if !ns.is_object() {
+                    return Err(ConfigError::Shape(format!(
+                        "namespace \"{name}\" must be an object, got {}",
+                        js_type(&ns)
+                    )));
+                }
+                let ns: RawNamespace = deserialize(ns, &format!("namespaces.{name}."))?;
+                raw_namespaces.push((name, ns));
+            }
+        }
+        Some(_) => {
+            return Err(ConfigError::Shape(
+                "\"namespaces\" must be an object".into(),
+            ));
+        }
+    }
+    let raw: RawConfig = deserialize(Value::Object(top), "")?;
+    build(raw, raw_namespaces)
+}
+
+/// Global rate-limit fields as written (each may be missing).
+#[derive(Default, Clone, Copy)]
+struct GlobalRate {
+    window_ms: Option<u64>,
+    max_requests: Option<u64>,
+}
+
+fn build(
+    raw: RawConfig,
+    raw_namespaces: Vec<(String, RawNamespace)>,
+) -> Result<SyncConfig, ConfigError> {
+    let mut errors = Vec::new();
+    if let Some(v) = &raw.version {
+        if v.as_u64() != Some(1) {
+            errors.push(format!("version must be 1, got {v}"));
+        }
+    }
+    let global = match &raw.rate_limit {
+        Some(Value::Object(rl)) => Some(GlobalRate {
+            window_ms: pos_int(rl.get("windowMs")),
+            max_requests: pos_int(rl.get("maxRequests")),
+        }),
+        // The reference keeps only a truthy value.
+        Some(Value::Null | Value::Bool(false)) | None => None,
+        Some(_) => {
+            errors.push("rateLimit must be an object".into());
+            None
+        }
+    };
+    let global_window = global.and_then(|g| window(g.window_ms, g.max_requests));
+
+    let collections = validate_scope(&raw.collections, "", global, &mut errors);
+    let top_restrictions = restrictions(raw.restrictions.as_ref(), "", &mut errors);
+
+    let mut namespaces = Vec::new();
+    for (name, ns) in &raw_namespaces {
+        let label = format!("Namespace \"{name}\": ");
+        let ns_restrictions = restrictions(ns.restrictions.as_ref(), &label, &mut errors);
+        let parsed = NamespaceName::parse(name);
+        if let Err(problems) = &parsed {
+            errors.extend(problems.iter().map(|p| p.message(name)));
+        }
+        if ns.collections.is_empty() {
+            errors.push(format!("{label}must contain at least one collection"));
+        }
+        let cols = validate_scope(&ns.collections, &label, global, &mut errors);
+        if let Ok(name) = parsed {
+            namespaces.push(Namespace {
+                name,
+                collections: cols,
+                restrictions: ns_restrictions,
+            });
+        }
+    }
+
+    if !errors.is_empty() {
+        return Err(ConfigError::Invalid(errors));
+    }
+    let mut warnings = collect_warnings(&raw.collections, "");
+    for (name, ns) in &raw_namespaces {
+        warnings.extend(collect_warnings(
+            &ns.collections,
+            &format!("Namespace \"{name}\": "),
+        ));
+    }
+    Ok(SyncConfig {
+        collections,
+        namespaces,
+        rate_limit: global_window,
+        restrictions: top_restrictions,
+        warnings,
+    })
+}
+
+/// `n == null || (Number.isInteger(n) && n > 0)` of the reference.
+fn is_pos_int(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => true,
+        Some(v) => pos_int(Some(v)).is_some(),
+    }
+}
+
+fn pos_int(v: Option<&Value>) -> Option<u64> {
+    let n = v?.as_f64()?;
+    (n.is_finite() && n.fract() == 0.0 && n > 0.0 && n <= u64::MAX as f64).then_some(n as u64)
+}
+
+fn present(v: Option<&Value>) -> bool {
+    !matches!(v, None | Some(Value::Null))
+}
+
+fn window(window_ms: Option<u64>, max_requests: Option<u64>) -> Option<RateWindow> {
+    Some(RateWindow {
+        window_ms: NonZeroU64::new(window_ms?)?,
+        max_requests: NonZeroU64::new(max_requests?)?,
+    })
+}
+
+fn is_binary(mimes: &[String]) -> bool {
+    !mimes.iter().any(|m| m.eq_ignore_ascii_case(MIME_JSON))
+}
+
+/// `appendOnly` after the reference's coercion: `true` -> `{type}`, an object gets a
+/// default `type`, anything falsy -> absent.
+fn coerce_append(v: Option<&Value>) -> Option<Map<String, Value>> {
+    match v? {
+        Value::Bool(true) => Some(Map::from_iter([(
+            "type".into(),
+            Value::from("by_timestamp"),
+        )])),
+        Value::Object(obj) => {
+            let mut obj = obj.clone();
+            if !present(obj.get("type")) {
+                obj.insert("type".into(), Value::from("by_timestamp"));
+            }
+            Some(obj)
+        }
+        _ => None,
+    }
+}
+
+fn validate_scope(
+    raws: &[RawCollection],
+    scope: &str,
+    global: Option<GlobalRate>,
+    errors: &mut Vec<String>,
+) -> Vec<Arc<Collection>> {
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for raw in raws {
+        let p = format!("{scope}Collection \"{}\": ", raw.name);
+        let err_count = errors.len();
+        if !names.insert(raw.name.as_str()) {
+            errors.push(format!(
+                "{scope}Duplicate collection name: \"{}\"",
+                raw.name
+            ));
+        }
+        let leading_slash = raw.storage_path.starts_with('/');
+        if leading_slash {
+            errors.push(format!("{p}storagePath must not start with /"));
+        }
+        let pull_only = raw.pull_only.unwrap_or(false);
+        let push_only = raw.push_only.unwrap_or(false);
+        if pull_only && push_only {
+            errors.push(format!("{p}cannot be both pullOnly and pushOnly"));
+        }
+        let mimes = raw
+            .allowed_mime_types
+            .clone()
+            .unwrap_or_else(|| vec![MIME_JSON.to_owned()]);
+        let binary = is_binary(&mimes);
+        let bundle = raw.bundle.clone().filter(|b| !b.is_empty());
+        let append = coerce_append(raw.append_only.as_ref());
+        if let Some(a) = &append {
+            let persist = a.get("persist") != Some(&Value::Bool(false));
+            let ty = a.get("type").cloned().unwrap_or(Value::Null);
+            if ty != Value::from("by_timestamp") {
+                let shown = match &ty {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                errors.push(format!(
+                    "{p}appendOnly.type \"{shown}\" is not supported (expected \"by_timestamp\")"
+                ));
+            }
+            if binary {
+                errors.push(format!(
+                    "{p}appendOnly cannot be used with binary collections"
+                ));
+            }
+            if pull_only {
+                errors.push(format!(
+                    "{p}appendOnly cannot be used with pullOnly (push routes are disabled)"
+                ));
+            }
+            if persist && bundle.is_some() {
+                errors.push(format!(
+                    "{p}appendOnly with persist=true cannot be used with bundle"
+                ));
+            }
+            const NUMERIC: [&str; 4] = [
+                "maxItems",
+                "chunkSize",
+                "maxPullLimit",
+                "maxCheckpointAgeMs",
+            ];
+            for field in NUMERIC {
+                if !is_pos_int(a.get(field)) {
+                    errors.push(format!("{p}appendOnly.{field} must be a positive integer"));
+                }
+            }
+            if !persist {
+                for field in NUMERIC {
+                    if present(a.get(field)) {
+                        errors.push(format!(
+                            "{p}appendOnly.{field} requires persist=true (nothing is stored when persist=false)"
+                        ));
+                    }
+                }
+            }
+        }
+        let listable = raw.listable.unwrap_or(false);
+        if listable {
+            let has_param = raw.storage_path.contains('{');
+            if !has_param {
+                errors.push(format!(
+                    "{p}listable requires at least one path parameter in storagePath"
+                ));
+            } else {
+                let last = raw
+                    .storage_path
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("");
+                let is_param = last.len() > 2
+                    && last.starts_with('{')
+                    && last.ends_with('}')
+                    && !last[1..last.len() - 1].contains('}');
+                if !is_param {
+                    errors.push(format!(
+                        "{p}listable requires the last storagePath segment to be a path parameter (e.g. {{day}}), got \"{last}\""
+                    ));
+                }
+            }
+            if append
+                .as_ref()
+                .is_some_and(|a| a.get("persist") == Some(&Value::Bool(false)))
+            {
+                errors.push(format!(
+                    "{p}listable cannot be used with appendOnly+persist=false (no documents are stored)"
+                ));
+            }
+            if bundle.is_some() {
+                errors.push(format!(
+                    "{p}listable cannot be used with bundle (bundled collections share storage paths)"
+                ));
+            }
+        }
+        let root_only = raw.root_only.unwrap_or(false);
+        if root_only
+            && (raw.read_roles.iter().any(|r| r == "public")
+                || raw.write_roles.iter().any(|r| r == "public"))
+        {
+            errors.push(format!(
+                "{p}rootOnly cannot be combined with the \"public\" role in readRoles/writeRoles (a root-only collection is never public)"
+            ));
+        }
+        if !pull_only && raw.read_roles.is_empty() {
+            errors.push(format!(
+                "{p}readRoles must not be empty (use [\"public\"] for public access)"
+            ));
+        }
+        if binary {
+            if raw.object_schema.is_some() {
+                errors.push(format!("{p}binary collections cannot have objectSchema"));
+            }
+            if bundle.is_some() {
+                errors.push(format!("{p}binary collections cannot be part of a bundle"));
+            }
+        }
+        if mimes.is_empty() {
+            errors.push(format!(
+                "{p}allowedMimeTypes must contain at least one pattern"
+            ));
+        }
+        let rate_limits = rate_limits(raw.rate_limit.as_ref(), &p, global, errors);
+        let restrictions = restrictions(raw.restrictions.as_ref(), &p, errors);
+
+        // Checks of our own, after the reference's, in the same message style.
+        let template = if leading_slash {
+            None
+        } else {
+            match PathTemplate::parse(&raw.storage_path) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    errors.push(format!("{p}{e}"));
+                    None
+                }
+            }
+        };
+        let encryption = match raw.encryption.as_deref() {
+            None | Some("none") => Encryption::None,
+            Some("delegated") => Encryption::Delegated,
+            Some(other) => {
+                errors.push(format!(
+                    "{p}encryption must be \"none\" or \"delegated\", got \"{other}\""
+                ));
+                Encryption::None
+            }
+        };
+        for (field, value) in [
+            ("maxBodyBytes", raw.max_body_bytes),
+            ("cacheDurationMs", raw.cache_duration_ms),
+            ("ttlMs", raw.ttl_ms),
+        ] {
+            if value == Some(0) {
+                errors.push(format!("{p}{field} must be a positive integer"));
+            }
+        }
+
+        if errors.len() != err_count {
+            continue;
+        }
+        let Some(storage_path) = template else {
+            continue;
+        };
+        let max_body = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        out.push(Arc::new(Collection {
+            name: CollectionName::new(&raw.name),
+            storage_path,
+            read_roles: RoleSet::parse(&raw.read_roles),
+            write_roles: RoleSet::parse(&raw.write_roles),
+            encryption,
+            max_body_bytes: NonZeroU64::new(max_body).unwrap_or(NonZeroU64::MIN),
+            max_body_bytes_configured: raw.max_body_bytes.is_some(),
+            payload: if binary {
+                Payload::Binary(mimes.iter().map(|m| MimePattern(m.clone())).collect())
+            } else {
+                Payload::Json
+            },
+            allowed_mime_types: mimes,
+            rate_limits,
+            cache_duration_ms: raw.cache_duration_ms,
+            object_schema: raw.object_schema.clone(),
+            pull_only,
+            push_only,
+            force_full_fetch: raw.force_full_fetch.unwrap_or(false),
+            bundle,
+            append_only: append.map(|a| typed_append(&a)),
+            ttl_ms: raw.ttl_ms.and_then(NonZeroU64::new),
+            field_permissions: raw
+                .field_permissions
+                .iter()
+                .flatten()
+                .map(|(field, perm)| {
+                    (
+                        field.clone(),
+                        FieldPermission {
+                            read: RoleSet::parse(&perm.read_roles),
+                            write: RoleSet::parse(&perm.write_roles),
+                        },
+                    )
+                })
+                .collect(),
+            keyring_path: raw.keyring_path.clone(),
+            listable,
+            root_only,
+            restrictions,
+        }));
+    }
+    // Bundles: every member shares one storagePath.
+    let mut bundles: Vec<(&str, &str)> = Vec::new();
+    for raw in raws {
+        let Some(bundle) = raw.bundle.as_deref().filter(|b| !b.is_empty()) else {
+            continue;
+        };
+        match bundles.iter_mut().find(|(b, _)| *b == bundle) {
+            Some((_, path)) => {
+                if *path != raw.storage_path {
+                    errors.push(format!(
+                        "{scope}Bundle \"{bundle}\": all collections must share the same storagePath (found \"{path}\" and \"{}\")",
+                        raw.storage_path
+                    ));
+                }
+                *path = &raw.storage_path;
+            }
+            None => bundles.push((bundle, &raw.storage_path)),
+        }
+    }
+    out
+}
+
+fn typed_append(a: &Map<String, Value>) -> AppendOnly {
+    let num = |f: &str| pos_int(a.get(f)).and_then(NonZeroU64::new);
+    AppendOnly {
+        field: a
+            .get("field")
+            .and_then(Value::as_str)
+            .unwrap_or("items")
+            .to_owned(),
+        persist: a.get("persist") != Some(&Value::Bool(false)),
+        max_items: num("maxItems"),
+        chunk_size: num("chunkSize"),
+        require_author_signature: a.get("requireAuthorSignature") != Some(&Value::Bool(false)),
+        allow_full: a.get("allowFull") != Some(&Value::Bool(false)),
+        max_pull_limit: num("maxPullLimit"),
+        max_checkpoint_age_ms: num("maxCheckpointAgeMs"),
+    }
+}
+
+fn bucket_of(v: Option<&Value>) -> Option<Result<Bucket, String>> {
+    match v? {
+        Value::Null => None,
+        Value::String(s) if s == "identity" => Some(Ok(Bucket::Identity)),
+        Value::String(s) if s == "ip" => Some(Ok(Bucket::Ip)),
+        Value::String(s) if s == "identity+ip" => Some(Ok(Bucket::IdentityIp)),
+        Value::String(s) => Some(Err(s.clone())),
+        other => Some(Err(other.to_string())),
+    }
+}
+
+fn rate_limits(
+    v: Option<&Value>,
+    p: &str,
+    global: Option<GlobalRate>,
+    errors: &mut Vec<String>,
+) -> RateLimits {
+    let empty = Map::new();
+    let rl = match v {
+        None | Some(Value::Null | Value::Bool(false)) => return RateLimits::default(),
+        Some(Value::Bool(true)) => &empty,
+        Some(Value::Object(o)) => o,
+        Some(_) => {
+            errors.push(format!("{p}rateLimit must be an object or a boolean"));
+            return RateLimits::default();
+        }
+    };
+    let g = global.unwrap_or_default();
+    let check_bucket = |b: Option<&Value>, where_: &str, errors: &mut Vec<String>| {
+        if let Some(Err(b)) = bucket_of(b) {
+            errors.push(format!(
+                "{p}rateLimit.{where_}bucket must be \"identity\", \"ip\", or \"identity+ip\", got \"{b}\""
+            ));
+        }
+    };
+    for f in ["windowMs", "maxRequests"] {
+        if !is_pos_int(rl.get(f)) {
+            errors.push(format!("{p}rateLimit.{f} must be a positive integer"));
+        }
+    }
+    check_bucket(rl.get("bucket"), "", errors);
+    let flat_w = pos_int(rl.get("windowMs"));
+    let flat_m = pos_int(rl.get("maxRequests"));
+    let mut out = RateLimits::default();
+    for action in RATE_ACTIONS {
+        let rule = match rl.get(action) {
+            Some(Value::Object(rule)) => rule,
+            None | Some(Value::Null) => {
+                // The reference's implicit push rule: the flat fields, only with a global rateLimit.
+                if action == "push" && global.is_some() {
+                    out.push =
+                        window(flat_w.or(g.window_ms), flat_m.or(g.max_requests)).map(|window| {
+                            RateRule::Single {
+                                window,
+                                bucket: bucket_of(rl.get("bucket"))
+                                    .and_then(Result::ok)
+                                    .unwrap_or(Bucket::Identity),
+                            }
+                        });
+                }
+                continue;
+            }
+            Some(_) => {
+                errors.push(format!("{p}rateLimit.{action} must be an object"));
+                continue;
+            }
+        };
+        for f in ["windowMs", "maxRequests"] {
+            if !is_pos_int(rule.get(f)) {
+                errors.push(format!(
+                    "{p}rateLimit.{action}.{f} must be a positive integer"
+                ));
+            }
+        }
+        check_bucket(rule.get("bucket"), &format!("{action}."), errors);
+        let split = present(rule.get("identity")) || present(rule.get("ip"));
+        if split && present(rule.get("bucket")) {
+            errors.push(format!(
+                "{p}rateLimit.{action} cannot set both \"bucket\" and an \"identity\"/\"ip\" sub-limit — use one form or the other"
+            ));
+        }
+        let rule_w = pos_int(rule.get("windowMs"));
+        let rule_m = pos_int(rule.get("maxRequests"));
+        let resolved = if split {
+            let mut dims = [None, None];
+            for (i, dim_name) in ["identity", "ip"].into_iter().enumerate() {
+                let Some(dim) = rule.get(dim_name).filter(|d| present(Some(d))) else {
+                    continue;
+                };
+                for f in ["windowMs", "maxRequests"] {
+                    if !is_pos_int(dim.get(f)) {
+                        errors.push(format!(
+                            "{p}rateLimit.{action}.{dim_name}.{f} must be a positive integer"
+                        ));
+                    }
+                }
+                let w = pos_int(dim.get("windowMs"))
+                    .or(rule_w)
+                    .or(flat_w)
+                    .or(g.window_ms);
+                let m = pos_int(dim.get("maxRequests"))
+                    .or(rule_m)
+                    .or(flat_m)
+                    .or(g.max_requests);
+                dims[i] = window(w, m);
+                if dims[i].is_none() {
+                    errors.push(format!(
+                        "{p}rateLimit.{action}.{dim_name} must resolve both windowMs and maxRequests — set them on the dimension, the rule, the collection's rateLimit, or the global rateLimit"
+                    ));
+                }
+            }
+            Some(RateRule::Split {
+                identity: dims[0],
+                ip: dims[1],
+            })
+        } else {
+            let w = rule_w.or(flat_w).or(g.window_ms);
+            let m = rule_m.or(flat_m).or(g.max_requests);
+            match window(w, m) {
+                Some(window) => Some(RateRule::Single {
+                    window,
+                    bucket: bucket_of(rule.get("bucket"))
+                        .and_then(Result::ok)
+                        .unwrap_or(Bucket::Identity),
+                }),
+                None => {
+                    errors.push(format!(
+                        "{p}rateLimit.{action} must resolve both windowMs and maxRequests — set them on the rule, on the collection's rateLimit, or on the global rateLimit"
+                    ));
+                    None
+                }
+            }
+        };
+        match action {
+            "push" => out.push = resolved,
+            "pull" => out.pull = resolved,
+            _ => out.list = resolved,
+        }
+    }
+    out
+}
+
+fn restrictions(v: Option<&Value>, label: &str, errors: &mut Vec<String>) -> Vec<Restriction> {
+    let items = match v {
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            errors.push(format!("{label}restrictions must be an array"));
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for (i, r) in items.iter().enumerate() {
+        let before = errors.len();
+        let mode = r.get("mode");
+        let allow = match mode.and_then(Value::as_str) {
+            Some("allow") => true,
+            Some("deny") => false,
+            _ => {
+                let shown = match mode {
+                    None => "undefined".to_owned(),
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                };
+                errors.push(format!(
+                    "{label}restrictions[{i}]: mode must be \"deny\" or \"allow\", got \"{shown}\""
+                ));
+                false
+            }
+        };
+        let identities: Vec<String> = match r.get("identities") {
+            Some(Value::Array(ids)) if !ids.is_empty() => {
+                if ids.iter().all(Value::is_string) {
+                    ids.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                } else {
+                    errors.push(format!(
+                        "{label}restrictions[{i}]: identities must contain only strings"
+                    ));
+                    Vec::new()
+                }
+            }
+            _ => {
+                errors.push(format!(
+                    "{label}restrictions[{i}]: identities must be a non-empty array"
+                ));
+                Vec::new()
+            }
+        };
+        let mut actions = Vec::new();
+        if let Some(Value::Array(list)) = r.get("actions") {
+            for a in list {
+                match a.as_str() {
+                    Some("pull") => actions.push(RestrictedAction::Pull),
+                    Some("push") => actions.push(RestrictedAction::Push),
+                    Some("list") => actions.push(RestrictedAction::List),
+                    _ => {
+                        let shown = a.as_str().map_or_else(|| a.to_string(), str::to_owned);
+                        errors.push(format!(
+                            "{label}restrictions[{i}]: unknown action \"{shown}\" (expected \"pull\", \"push\", or \"list\")"
+                        ));
+                    }
+                }
+            }
+        }
+        if errors.len() == before {
+            out.push(Restriction {
+                allow,
+                identities,
+                actions,
+            });
+        }
+    }
+    out
+}
+
+fn collect_warnings(raws: &[RawCollection], scope: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in raws {
+        let p = format!("{scope}Collection \"{}\": ", c.name);
+        if c.write_roles.iter().any(|r| r == "public") {
+            out.push(format!("{p}writeRoles contains \"public\" — anonymous clients can WRITE this collection. Remove it unless public writes are intended."));
+        }
+        for (label, roles) in [("readRoles", &c.read_roles), ("writeRoles", &c.write_roles)] {
+            for r in roles {
+                let mut parts = r.splitn(3, ':');
+                if let (Some("cap"), Some(op @ ("read" | "write" | "list")), Some(target)) =
+                    (parts.next(), parts.next(), parts.next())
+                {
+                    if !target.is_empty() && target != c.name && target != "*" {
+                        out.push(format!("{p}{label} references \"{r}\", a cap role scoped to a different collection (\"{target}\"). A cap-cert for \"{target}\" would gain access here — did you mean \"cap:{op}:{}\"?", c.name));
+                    }
+                }
+            }
+        }
+        let uses_self = c
+            .read_roles
+            .iter()
+            .chain(&c.write_roles)
+            .any(|r| r == "self");
+        if uses_self && !c.storage_path.contains("{identity}") {
+            out.push(format!("{p}uses the \"self\" role but its storagePath has no \"{{identity}}\" segment. \"self\" is granted only when the \"{{identity}}\" path param equals the caller, so it can never be granted here — did you mean to use \"{{identity}}\" instead of another param name?"));
+        }
+    }
+    out
+}

@@ -1,0 +1,104 @@
+//! `ApiError`: every error a handler returns, and the only place a status code and
+//! an error body are chosen.
+
+use crate::protocol::EnvelopeError;
+use crate::store::StoreError;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::borrow::Cow;
+
+/// An error answered to the client, with the protocol's status and body.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No route: the framework's plain-text 404, as the reference answers it.
+    #[error("not found")]
+    NotFound,
+    /// A path parameter or resolved key broke the character rules.
+    #[error("Invalid path parameter")]
+    InvalidPathParameter,
+    /// A malformed request, with the protocol's message.
+    #[error("{0}")]
+    BadRequest(Cow<'static, str>),
+    /// The push body was refused.
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    /// Authentication failed; the reason is logged, never sent.
+    #[error("Unauthorized")]
+    Unauthorized,
+    /// The caller lacks the role.
+    #[error("Forbidden")]
+    Forbidden,
+    /// A 403 whose message the protocol spells out (author proofs, field permissions).
+    #[error("{0}")]
+    ForbiddenMessage(&'static str),
+    /// A collection feature this build does not serve yet.
+    #[error("Not implemented")]
+    NotImplemented,
+    /// `baseHash` does not match the stored document.
+    #[error("hash_mismatch")]
+    HashMismatch,
+    /// The body is over a limit; the message is the protocol's.
+    #[error("{0}")]
+    PayloadTooLarge(Cow<'static, str>),
+    /// The media type is not accepted; the message is the protocol's.
+    #[error("{0}")]
+    UnsupportedMediaType(Cow<'static, str>),
+    /// The store failed. Logged; the client sees a generic message.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    /// The status code for this error. Exhaustive on purpose: a new variant must choose.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::InvalidPathParameter | Self::BadRequest(_) | Self::Envelope(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden | Self::ForbiddenMessage(_) => StatusCode::FORBIDDEN,
+            Self::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            Self::HashMismatch => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// `{"error": message}` with `Content-Type: application/json`.
+pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "error": message }).to_string();
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            Self::NotFound => (
+                status,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=UTF-8"),
+                )],
+                "404 Not Found",
+            )
+                .into_response(),
+            Self::Store(e) => {
+                tracing::error!(error = %e, "store failure");
+                json_error(status, "Internal error")
+            }
+            other => json_error(status, &other.to_string()),
+        }
+    }
+}

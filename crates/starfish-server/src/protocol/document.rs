@@ -1,0 +1,345 @@
+//! Regular JSON documents: the push envelope, sanitising, the stored layout and the
+//! pull response. Pure functions; the store and HTTP layers call them.
+
+use super::canonical::compute_hash;
+use serde_json::{Map, Number, Value};
+
+/// Deepest nesting a push body may have (objects and arrays both count; the body
+/// itself is level 1), as the reference's `MAX_DOC_DEPTH`.
+pub const MAX_DOC_DEPTH: usize = 64;
+
+/// Keys removed from every object before hashing and storing (prototype-pollution guards
+/// of the reference; kept so stored documents and hashes agree with it).
+pub const UNSAFE_KEYS: [&str; 5] = [
+    "__proto__",
+    "constructor",
+    "prototype",
+    "__class__",
+    "__dict__",
+];
+
+/// Why a push body was refused; each maps to one protocol error string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// The body is not JSON or not an object.
+    #[error("Body must be a JSON object")]
+    NotAnObject,
+    /// The body nests deeper than [`MAX_DOC_DEPTH`].
+    #[error("Body nesting too deep")]
+    TooDeep,
+    /// `data` is missing or not an object.
+    #[error("Missing or invalid data")]
+    MissingData,
+    /// `baseHash` is neither a string nor null.
+    #[error("baseHash must be a string or null")]
+    BadBaseHash,
+    /// Only one of the two author-proof fields, or one that is not a string.
+    #[error("author proof requires authorPubkey and authorSignature")]
+    PartialAuthorProof,
+}
+
+/// An author proof carried by a push (§5.4): both fields, still unverified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorProof {
+    /// Hex Ed25519 public key of the author.
+    pub pubkey: String,
+    /// Base64 signature over the author signing input.
+    pub signature: String,
+}
+
+/// A parsed, sanitised push request for a regular JSON collection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushEnvelope {
+    /// The document, with unsafe keys removed and numbers normalised.
+    pub data: Map<String, Value>,
+    /// `None` means "create": the document must not exist yet.
+    pub base_hash: Option<String>,
+    /// Optional document author proof.
+    pub author: Option<AuthorProof>,
+}
+
+/// Parses a push body. Checks run in the reference's order: JSON object, depth, `data`,
+/// `baseHash`, author fields.
+///
+/// # Errors
+/// The [`EnvelopeError`] the reference would answer with.
+pub fn parse_push_body(body: &[u8]) -> Result<PushEnvelope, EnvelopeError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        // serde_json stops at 128 levels; the reference would call that "too deep".
+        if e.to_string().contains("recursion limit exceeded") {
+            EnvelopeError::TooDeep
+        } else {
+            EnvelopeError::NotAnObject
+        }
+    })?;
+    let Value::Object(mut body) = value else {
+        return Err(EnvelopeError::NotAnObject);
+    };
+    if !depth_within(&body, MAX_DOC_DEPTH) {
+        return Err(EnvelopeError::TooDeep);
+    }
+    let data = match body.remove("data") {
+        Some(Value::Object(data)) => data,
+        _ => return Err(EnvelopeError::MissingData),
+    };
+    let base_hash = match body.remove("baseHash") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(EnvelopeError::BadBaseHash),
+    };
+    let author = parse_author(&mut body)?;
+    Ok(PushEnvelope {
+        data: sanitize_object(data),
+        base_hash,
+        author,
+    })
+}
+
+fn parse_author(body: &mut Map<String, Value>) -> Result<Option<AuthorProof>, EnvelopeError> {
+    match (body.remove("authorPubkey"), body.remove("authorSignature")) {
+        (None, None) => Ok(None),
+        (Some(Value::String(pubkey)), Some(Value::String(signature))) => {
+            Ok(Some(AuthorProof { pubkey, signature }))
+        }
+        _ => Err(EnvelopeError::PartialAuthorProof),
+    }
+}
+
+/// True when `body` nests at most `limit` levels (the body object is level 1).
+/// Iterative, so hostile input cannot overflow the stack.
+fn depth_within(body: &Map<String, Value>, limit: usize) -> bool {
+    let mut stack: Vec<(&Value, usize)> = body.values().map(|v| (v, 2)).collect();
+    while let Some((node, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match node {
+            Value::Object(map) => Box::new(map.values()),
+            Value::Array(items) => Box::new(items.iter()),
+            _ => continue,
+        };
+        if depth > limit {
+            return false;
+        }
+        stack.extend(children.map(|child| (child, depth + 1)));
+    }
+    true
+}
+
+/// Removes [`UNSAFE_KEYS`] from `map` and from every nested object reached through
+/// objects (the reference does not descend into arrays), and normalises numbers.
+pub fn sanitize_object(map: Map<String, Value>) -> Map<String, Value> {
+    map.into_iter()
+        .filter(|(key, _)| !UNSAFE_KEYS.contains(&key.as_str()))
+        .map(|(key, value)| (key, sanitize_value(value)))
+        .collect()
+}
+
+fn sanitize_value(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(sanitize_object(map)),
+        Value::Array(items) => Value::Array(items.into_iter().map(normalize_numbers).collect()),
+        other => normalize_numbers(other),
+    }
+}
+
+/// Rewrites every number as the double the reference would hold (`2.0` -> `2`,
+/// `-0` -> `0`, integers past 2^53 rounded), so what we store and echo is what the
+/// reference stores and echoes, and the stored hash covers exactly that.
+fn normalize_numbers(value: Value) -> Value {
+    match value {
+        Value::Number(n) => Value::Number(js_number(&n)),
+        Value::Array(items) => Value::Array(items.into_iter().map(normalize_numbers).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, normalize_numbers(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
+
+fn js_number(n: &Number) -> Number {
+    if let Some(i) = n.as_i64() {
+        if (i as f64).abs() <= MAX_SAFE {
+            return n.clone();
+        }
+    }
+    let x = n.as_f64().unwrap_or(0.0);
+    if x.fract() == 0.0 && x.abs() <= MAX_SAFE {
+        return Number::from(x as i64);
+    }
+    Number::from_f64(x).unwrap_or_else(|| Number::from(0))
+}
+
+/// A stored regular document (§10): `{"v":1,"data":…,"ts":…,"hash":…[,author]}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDoc {
+    /// The document body.
+    pub data: Map<String, Value>,
+    /// Write time in ms since the epoch (0 when absent).
+    pub ts: u64,
+    /// The hash stored with the document (`""` when absent).
+    pub hash: String,
+    /// Author proof stored with the document.
+    pub author: Option<AuthorProof>,
+}
+
+impl StoredDoc {
+    /// Builds the document a successful push stores.
+    pub fn new(data: Map<String, Value>, ts: u64, author: Option<AuthorProof>) -> Self {
+        let hash = compute_hash(&Value::Object(data.clone()));
+        Self {
+            data,
+            ts,
+            hash,
+            author,
+        }
+    }
+
+    /// Parses stored bytes; `None` for anything that is not a JSON object (the
+    /// reference reads such a document as empty).
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        let Ok(Value::Object(mut doc)) = serde_json::from_slice::<Value>(bytes) else {
+            return None;
+        };
+        let data = match doc.remove("data") {
+            Some(Value::Object(d)) => d,
+            _ => Map::new(),
+        };
+        let ts = doc.get("ts").and_then(Value::as_u64).unwrap_or(0);
+        let hash = match doc.remove("hash") {
+            Some(Value::String(h)) => h,
+            _ => String::new(),
+        };
+        let author = match (doc.remove("authorPubkey"), doc.remove("authorSignature")) {
+            (Some(Value::String(pubkey)), Some(Value::String(signature))) => {
+                Some(AuthorProof { pubkey, signature })
+            }
+            _ => None,
+        };
+        Some(Self {
+            data,
+            ts,
+            hash,
+            author,
+        })
+    }
+
+    /// The stored bytes, in the reference's key order.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut doc = Map::new();
+        doc.insert("v".into(), Value::from(1));
+        doc.insert("data".into(), Value::Object(self.data.clone()));
+        doc.insert("ts".into(), Value::from(self.ts));
+        doc.insert("hash".into(), Value::String(self.hash.clone()));
+        if let Some(author) = &self.author {
+            doc.insert("authorPubkey".into(), Value::String(author.pubkey.clone()));
+            doc.insert(
+                "authorSignature".into(),
+                Value::String(author.signature.clone()),
+            );
+        }
+        Value::Object(doc).to_string().into_bytes()
+    }
+}
+
+/// The body of a regular pull: `{"data","hash","timestamp"[,author]}`.
+pub fn pull_body(doc: Option<&StoredDoc>, now_ms: u64) -> Value {
+    let mut out = Map::new();
+    match doc {
+        Some(doc) => {
+            out.insert("data".into(), Value::Object(doc.data.clone()));
+            out.insert("hash".into(), Value::String(doc.hash.clone()));
+            out.insert("timestamp".into(), Value::from(now_ms));
+            if let Some(author) = &doc.author {
+                out.insert("authorPubkey".into(), Value::String(author.pubkey.clone()));
+                out.insert(
+                    "authorSignature".into(),
+                    Value::String(author.signature.clone()),
+                );
+            }
+        }
+        None => {
+            out.insert("data".into(), Value::Object(Map::new()));
+            out.insert("hash".into(), Value::String(String::new()));
+            out.insert("timestamp".into(), Value::from(now_ms));
+        }
+    }
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn envelope_errors_follow_reference_order() {
+        assert_eq!(parse_push_body(b"[1]"), Err(EnvelopeError::NotAnObject));
+        assert_eq!(parse_push_body(b"{"), Err(EnvelopeError::NotAnObject));
+        assert_eq!(
+            parse_push_body(br#"{"data":[1]}"#),
+            Err(EnvelopeError::MissingData)
+        );
+        assert_eq!(
+            parse_push_body(br#"{"data":{},"baseHash":5}"#),
+            Err(EnvelopeError::BadBaseHash)
+        );
+        assert_eq!(
+            parse_push_body(br#"{"data":{},"authorPubkey":"ab"}"#),
+            Err(EnvelopeError::PartialAuthorProof)
+        );
+        let ok = parse_push_body(br#"{"data":{"a":1},"baseHash":null}"#).unwrap();
+        assert_eq!(ok.base_hash, None);
+    }
+
+    #[test]
+    fn depth_limit_is_64_levels_counting_the_body() {
+        let nest = |levels: usize| {
+            // body {"data": {...}} : the body is level 1, data level 2, ...
+            let mut s = String::from("{\"data\":");
+            for _ in 0..levels - 2 {
+                s.push_str("{\"a\":");
+            }
+            s.push_str("{}");
+            for _ in 0..levels - 2 {
+                s.push('}');
+            }
+            s.push('}');
+            s
+        };
+        assert!(parse_push_body(nest(64).as_bytes()).is_ok());
+        assert_eq!(
+            parse_push_body(nest(65).as_bytes()),
+            Err(EnvelopeError::TooDeep)
+        );
+        assert_eq!(
+            parse_push_body(nest(500).as_bytes()),
+            Err(EnvelopeError::TooDeep)
+        );
+    }
+
+    #[test]
+    fn unsafe_keys_are_dropped_but_not_inside_arrays() {
+        let env = parse_push_body(
+            br#"{"data":{"__proto__":{"x":1},"a":{"constructor":1,"b":2},"arr":[{"prototype":1}],"n":2.0}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(env.data),
+            json!({"a":{"b":2},"arr":[{"prototype":1}],"n":2})
+        );
+    }
+
+    #[test]
+    fn stored_doc_round_trips_in_reference_layout() {
+        let doc = StoredDoc::new(json!({"t":"x"}).as_object().unwrap().clone(), 5, None);
+        let bytes = doc.to_bytes();
+        assert!(
+            String::from_utf8_lossy(&bytes)
+                .starts_with("{\"v\":1,\"data\":{\"t\":\"x\"},\"ts\":5,\"hash\":\"")
+        );
+        assert_eq!(StoredDoc::parse(&bytes), Some(doc));
+        assert_eq!(StoredDoc::parse(b"not json"), None);
+    }
+}

@@ -1,0 +1,100 @@
+//! `POST /[ns/]push/<storage path>` for regular JSON documents.
+
+use super::body::{content_length, read_limited};
+use super::{ResolvedRoute, authorize};
+use crate::access::Action;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::protocol::StoredDoc;
+use crate::protocol::author::{DOC_AUTHOR_DOMAIN, verify_author};
+use crate::protocol::document::parse_push_body;
+use crate::state::AppState;
+use crate::store::{CasError, DocStore};
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+#[tracing::instrument(skip_all, fields(collection = %route.target.collection.name))]
+pub(super) async fn push(
+    state: &AppState,
+    route: &ResolvedRoute,
+    caller: &Caller,
+    request: Request<Body>,
+) -> Result<Response, ApiError> {
+    authorize(caller, route, Action::Push)?;
+    let collection = &route.target.collection;
+    if collection.is_binary() || collection.append_only.is_some() {
+        return Err(ApiError::NotImplemented);
+    }
+    let (parts, body) = request.into_parts();
+    let declared = content_length(&parts.headers)?;
+    let limit = collection.max_body_bytes.get();
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge("Payload too large".into()));
+    }
+    let is_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType(
+            "Content-Type must be application/json".into(),
+        ));
+    }
+    let bytes = read_limited(body, declared, limit).await?;
+    let envelope = parse_push_body(&bytes)?;
+    let data = Value::Object(envelope.data);
+    if let Some(author) = &envelope.author {
+        if !verify_author(
+            DOC_AUTHOR_DOMAIN,
+            &data,
+            &route.key,
+            &author.pubkey,
+            &author.signature,
+        ) {
+            return Err(ApiError::ForbiddenMessage(
+                "invalid document author signature",
+            ));
+        }
+    }
+    let Value::Object(data) = data else {
+        return Err(ApiError::Envelope(
+            crate::protocol::EnvelopeError::MissingData,
+        ));
+    };
+    let now = state.clock.now_ms();
+    let new_doc = StoredDoc::new(data, now, envelope.author);
+    let new_bytes = new_doc.to_bytes();
+    let key = DocStore::key(&route.key)?;
+    let base_hash = envelope.base_hash;
+    let result = state
+        .store
+        .compare_and_swap(&key, |current| {
+            let accepted = match (current, &base_hash) {
+                // Create: nothing may be stored yet, not even a corrupt object.
+                (Some(_), None) => false,
+                (None, None) => true,
+                (current, Some(base)) => {
+                    let current_hash = current
+                        .and_then(StoredDoc::parse)
+                        .map(|d| d.hash)
+                        .unwrap_or_default();
+                    *base == current_hash
+                }
+            };
+            if accepted {
+                Ok((new_bytes.clone(), ()))
+            } else {
+                Err(())
+            }
+        })
+        .await;
+    match result {
+        Ok(()) => Ok(axum::Json(json!({ "hash": new_doc.hash, "timestamp": now })).into_response()),
+        Err(CasError::Rejected(()) | CasError::Contended) => Err(ApiError::HashMismatch),
+        Err(CasError::Store(e)) => Err(e.into()),
+    }
+}

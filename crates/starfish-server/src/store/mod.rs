@@ -1,0 +1,236 @@
+//! The `object_store` adapter: key building, reads, and compare-and-swap writes.
+//!
+//! Compare-and-swap rests on the store wherever the store can do it: a write that
+//! creates a document uses `PutMode::Create`, and a write that replaces one uses
+//! `PutMode::Update` with the version that was read, so two server processes sharing
+//! one bucket can never both win. `LocalFileSystem` supports `Create` (a hard link) but
+//! not `Update`; for it, replacing writes are serialised per key inside this process
+//! and land atomically (object_store writes a staging file and renames it). Several
+//! nodes must therefore share a store with conditional writes (S3, or any store whose
+//! [`Capabilities::conditional_update`] is true), not one directory.
+
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{
+    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    UpdateVersion,
+};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+
+/// How many times a write re-reads and retries after losing a race in the store.
+const CAS_ATTEMPTS: usize = 8;
+/// Lock stripes for stores without conditional updates.
+const LOCK_STRIPES: usize = 256;
+
+/// What the backend can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `PutMode::Update` works (memory, S3). Without it, replacing writes are
+    /// serialised per key in this process only.
+    pub conditional_update: bool,
+    /// Object attributes (content type) can be stored.
+    pub attributes: bool,
+}
+
+/// A store error that is not part of the protocol: always a 5xx.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed.
+    #[error("object store: {0}")]
+    Backend(#[from] object_store::Error),
+    /// A key built from validated parts was still refused by the store.
+    #[error("invalid object key: {0}")]
+    Key(#[from] object_store::path::Error),
+}
+
+/// Why a compare-and-swap did not write.
+#[derive(Debug, thiserror::Error)]
+pub enum CasError<E> {
+    /// The caller's check refused the current value.
+    #[error("rejected")]
+    Rejected(E),
+    /// Another writer kept winning the race; nothing was written.
+    #[error("contended")]
+    Contended,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Documents over an `object_store`. A cheap `Clone`.
+#[derive(Debug, Clone)]
+pub struct DocStore {
+    inner: Arc<dyn ObjectStore>,
+    caps: Capabilities,
+    locks: Arc<[tokio::sync::Mutex<()>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl DocStore {
+    /// Wraps `inner`, whose abilities are `caps`.
+    pub fn new(inner: Arc<dyn ObjectStore>, caps: Capabilities) -> Self {
+        Self {
+            inner,
+            caps,
+            locks: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    /// An in-memory store (conditional writes supported).
+    pub fn memory() -> Self {
+        Self::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            Capabilities {
+                conditional_update: true,
+                attributes: true,
+            },
+        )
+    }
+
+    /// A store of files under `dir`, in the reference's layout (`dir/users/abc/notes`).
+    ///
+    /// # Errors
+    /// When `dir` cannot be created or opened.
+    #[cfg(feature = "fs")]
+    pub fn local(dir: impl AsRef<std::path::Path>) -> Result<Self, StoreError> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Backend(object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(e),
+            })
+        })?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?
+            .with_automatic_cleanup(true);
+        Ok(Self::new(
+            Arc::new(fs),
+            Capabilities {
+                conditional_update: false,
+                attributes: false,
+            },
+        ))
+    }
+
+    /// An S3-compatible store configured from `AWS_*` environment variables
+    /// (`AWS_BUCKET_NAME`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, ...), with conditional writes.
+    ///
+    /// # Errors
+    /// When the environment does not describe a bucket.
+    #[cfg(feature = "aws")]
+    pub fn s3_from_env() -> Result<Self, StoreError> {
+        let s3 = object_store::aws::AmazonS3Builder::from_env()
+            .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
+            .build()?;
+        Ok(Self::new(
+            Arc::new(s3),
+            Capabilities {
+                conditional_update: true,
+                attributes: true,
+            },
+        ))
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner
+    }
+
+    /// What the backend can do.
+    pub fn capabilities(&self) -> Capabilities {
+        self.caps
+    }
+
+    /// The object key for a resolved storage path. The path was built from
+    /// validated segments, so this only fails on a bug.
+    ///
+    /// # Errors
+    /// [`StoreError::Key`] when the store refuses the key.
+    pub fn key(resolved: &str) -> Result<Path, StoreError> {
+        Ok(Path::parse(resolved)?)
+    }
+
+    /// Reads an object; `None` when it does not exist.
+    ///
+    /// # Errors
+    /// [`StoreError`] for anything but "not found".
+    pub async fn get(&self, key: &Path) -> Result<Option<Bytes>, StoreError> {
+        Ok(self.get_versioned(key).await?.map(|(bytes, _)| bytes))
+    }
+
+    async fn get_versioned(
+        &self,
+        key: &Path,
+    ) -> Result<Option<(Bytes, UpdateVersion)>, StoreError> {
+        match self.inner.get(key).await {
+            Ok(res) => {
+                let version = UpdateVersion {
+                    e_tag: res.meta.e_tag.clone(),
+                    version: res.meta.version.clone(),
+                };
+                Ok(Some((res.bytes().await?, version)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn lock_for(&self, key: &Path) -> &tokio::sync::Mutex<()> {
+        let mut h = self.hasher.build_hasher();
+        key.as_ref().hash(&mut h);
+        &self.locks[(h.finish() as usize) % self.locks.len()]
+    }
+
+    /// Reads `key`, lets `decide` compute the replacement from the current bytes, and
+    /// writes it only if nobody wrote in between; on a lost race it reads again and
+    /// asks `decide` again, a bounded number of times.
+    ///
+    /// # Errors
+    /// [`CasError::Rejected`] with `decide`'s error, [`CasError::Contended`] when every
+    /// attempt lost a race, [`CasError::Store`] when the store fails.
+    pub async fn compare_and_swap<T, E>(
+        &self,
+        key: &Path,
+        mut decide: impl FnMut(Option<&[u8]>) -> Result<(Vec<u8>, T), E>,
+    ) -> Result<T, CasError<E>> {
+        for _ in 0..CAS_ATTEMPTS {
+            // Without conditional updates, serialise in-process (documented above).
+            let _guard = if self.caps.conditional_update {
+                None
+            } else {
+                Some(self.lock_for(key).lock().await)
+            };
+            let current = self.get_versioned(key).await?;
+            let (bytes, out) =
+                decide(current.as_ref().map(|(b, _)| b.as_ref())).map_err(CasError::Rejected)?;
+            let mode = match current {
+                None => PutMode::Create,
+                Some((_, version)) if self.caps.conditional_update => PutMode::Update(version),
+                Some(_) => PutMode::Overwrite,
+            };
+            let mut opts = PutOptions::from(mode);
+            if self.caps.attributes {
+                opts.attributes = Attributes::from_iter([(
+                    Attribute::ContentType,
+                    object_store::AttributeValue::from("application/json"),
+                )]);
+            }
+            match self
+                .inner
+                .put_opts(key, PutPayload::from(Bytes::from(bytes)), opts)
+                .await
+            {
+                Ok(_) => return Ok(out),
+                Err(
+                    object_store::Error::Precondition { .. }
+                    | object_store::Error::AlreadyExists { .. },
+                ) => continue,
+                Err(e) => return Err(CasError::Store(e.into())),
+            }
+        }
+        Err(CasError::Contended)
+    }
+}
