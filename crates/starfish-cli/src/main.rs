@@ -1,1 +1,215 @@
-fn main() {}
+//! `starfish`: serve a Starfish sync config, or check one.
+//!
+//! ```text
+//! starfish serve --config starfish.yaml [--host 127.0.0.1] [--port 8080] [--data ./data]
+//!                [--store fs|memory|s3] [--base-path /v1]
+//! starfish check-config starfish.yaml
+//! ```
+
+use clap::{Parser, Subcommand, ValueEnum};
+use starfish_server::store::DocStore;
+use starfish_server::{ConfigError, SyncConfig, SyncOptions, create_sync_router};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "starfish", version, about = "Starfish document-sync server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the collections of a config file (YAML or JSON).
+    Serve(ServeArgs),
+    /// Validate a config file and print its warnings, without serving.
+    CheckConfig {
+        /// The config file (`.json` is read as JSON, anything else as YAML).
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The config file (`.json` is read as JSON, anything else as YAML).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Address to listen on. Loopback unless told otherwise.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, short, default_value_t = 8080)]
+    port: u16,
+    /// Directory of the filesystem store.
+    #[arg(long, default_value = "./data")]
+    data: PathBuf,
+    /// Where documents are stored.
+    #[arg(long, value_enum, default_value_t = StoreKind::Fs)]
+    store: StoreKind,
+    /// Mount the routes under this prefix (e.g. `/v1`) instead of the root.
+    #[arg(long)]
+    base_path: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StoreKind {
+    /// Files under `--data`, in the reference server's layout.
+    Fs,
+    /// In memory; lost on exit.
+    Memory,
+    /// An S3-compatible bucket from the `AWS_*` environment variables.
+    S3,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("starfish: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One line for a config error: the reference's text with its line breaks folded.
+fn one_line(e: &ConfigError) -> String {
+    match e {
+        ConfigError::Invalid(errors) => format!("Invalid sync config: {}", errors.join("; ")),
+        other => other.to_string(),
+    }
+}
+
+fn load_config(path: &Path) -> Result<SyncConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+    let is_json = path
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("json"));
+    let parsed = if is_json {
+        SyncConfig::from_json_str(&text)
+    } else {
+        SyncConfig::from_yaml_str(&text)
+    };
+    parsed.map_err(|e| format!("{}: {}", path.display(), one_line(&e)))
+}
+
+fn check_config(path: &Path) -> Result<(), String> {
+    let config = load_config(path)?;
+    // Route conflicts are found when the router is built.
+    let _routes = create_sync_router(SyncOptions::new(config.clone(), DocStore::memory()))
+        .map_err(|e| format!("{}: {}", path.display(), one_line(&e)))?;
+    for w in &config.warnings {
+        println!("warning: {w}");
+    }
+    let namespaces: usize = config.namespaces.iter().map(|n| n.collections.len()).sum();
+    println!(
+        "{}: ok ({} root collections, {} namespaces with {} collections)",
+        path.display(),
+        config.collections.len(),
+        config.namespaces.len(),
+        namespaces
+    );
+    Ok(())
+}
+
+fn open_store(args: &ServeArgs) -> Result<DocStore, String> {
+    match args.store {
+        StoreKind::Memory => Ok(DocStore::memory()),
+        #[cfg(feature = "fs")]
+        StoreKind::Fs => DocStore::local(&args.data)
+            .map_err(|e| format!("cannot open data directory {}: {e}", args.data.display())),
+        #[cfg(feature = "aws")]
+        StoreKind::S3 => DocStore::s3_from_env().map_err(|e| format!("cannot open S3 store: {e}")),
+        #[cfg(not(all(feature = "fs", feature = "aws")))]
+        #[allow(unreachable_patterns)]
+        other => {
+            let feature = match other {
+                StoreKind::S3 => "aws",
+                _ => "fs",
+            };
+            Err(format!("this build lacks the `{feature}` feature"))
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = load_config(&args.config)?;
+    for w in &config.warnings {
+        tracing::warn!("config warning: {w}");
+    }
+    let store = open_store(&args)?;
+    let sync = create_sync_router(SyncOptions::new(config, store)).map_err(|e| one_line(&e))?;
+    let app = match args.base_path.as_deref() {
+        None | Some("") | Some("/") => sync,
+        Some(prefix) if prefix.starts_with('/') && !prefix.ends_with('/') => {
+            axum::Router::new().nest(prefix, sync)
+        }
+        Some(prefix) => {
+            return Err(format!(
+                "--base-path must start with / and not end with one, got {prefix:?}"
+            ));
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let addr = format!("{}:{}", args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| format!("cannot read the bound address: {e}"))?;
+        tracing::info!(
+            "starfish listening on http://{local}{}",
+            args.base_path.as_deref().unwrap_or("")
+        );
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+        tracing::info!("starfish stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received, finishing in-flight requests");
+}

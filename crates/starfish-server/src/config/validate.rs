@@ -224,7 +224,7 @@ fn validate_scope(
         if let Some(a) = &append {
             let persist = a.get("persist") != Some(&Value::Bool(false));
             let ty = a.get("type").cloned().unwrap_or(Value::Null);
-            if ty != Value::from("by_timestamp") {
+            if ty != "by_timestamp" {
                 let shown = match &ty {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),

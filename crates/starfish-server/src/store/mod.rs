@@ -15,7 +15,7 @@ use object_store::{
     Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
     UpdateVersion,
 };
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 /// How many times a write re-reads and retries after losing a race in the store.
@@ -179,9 +179,8 @@ impl DocStore {
     }
 
     fn lock_for(&self, key: &Path) -> &tokio::sync::Mutex<()> {
-        let mut h = self.hasher.build_hasher();
-        key.as_ref().hash(&mut h);
-        &self.locks[(h.finish() as usize) % self.locks.len()]
+        let h = self.hasher.hash_one(key.as_ref());
+        &self.locks[(h as usize) % self.locks.len()]
     }
 
     /// Reads `key`, lets `decide` compute the replacement from the current bytes, and

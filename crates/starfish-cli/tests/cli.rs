@@ -1,0 +1,143 @@
+//! The `starfish` binary as a user runs it: a real process on a free loopback port,
+//! stopped by PID with SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_starfish");
+const SAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/serve-yaml/starfish.yaml"
+);
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(extra: &[&str], data: &std::path::Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config", SAMPLE, "--port", "0", "--data"])
+            .arg(data)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .unwrap();
+            if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                break digits.parse().unwrap();
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, port }
+    }
+
+    fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let body = body.unwrap_or("");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response[9..12].parse().unwrap();
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+        (status, body)
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        self.child.wait().unwrap()
+    }
+}
+
+#[test]
+fn serves_the_sample_config_and_stops_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&[], data.path());
+    let (status, body) = server.request(
+        "POST",
+        "/push/guestbook/lobby",
+        Some(r#"{"data":{"msg":"hi"},"baseHash":null}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.request("GET", "/pull/guestbook/lobby", None);
+    assert_eq!(status, 200);
+    assert!(body.contains(r#""data":{"msg":"hi"}"#), "{body}");
+    assert_eq!(server.request("GET", "/health", None).0, 200);
+    // Stored in the reference's layout under --data.
+    let stored = std::fs::read_to_string(data.path().join("guestbook/lobby")).unwrap();
+    assert!(
+        stored.starts_with(r#"{"v":1,"data":{"msg":"hi"},"ts":"#),
+        "{stored}"
+    );
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn base_path_mounts_the_routes_under_a_prefix() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&["--store", "memory", "--base-path", "/v1"], data.path());
+    assert_eq!(server.request("GET", "/v1/pull/guestbook/x", None).0, 200);
+    assert_eq!(server.request("GET", "/pull/guestbook/x", None).0, 404);
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn a_bad_config_is_one_line_on_stderr_and_a_failing_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "version: 1\nnamespaces:\n  health:\n    collections:\n      - {name: a, storagePath: a, readRoles: [public]}\n",
+    )
+    .unwrap();
+    for args in [
+        vec!["check-config", path.to_str().unwrap()],
+        vec!["serve", "--config", path.to_str().unwrap(), "--port", "0"],
+    ] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(
+                "Namespace \"health\": name is reserved and cannot be used as a namespace"
+            ),
+            "{stderr}"
+        );
+    }
+    let out = Command::new(BIN)
+        .args(["check-config", SAMPLE])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("ok (3 root collections")
+    );
+}
