@@ -40,7 +40,7 @@
 //! # Features
 //!
 //! - `fs` (default): [`store::DocStore::local`], a directory in the reference's layout.
-//! - `aws`: [`store::DocStore::s3_from_env`], an S3-compatible bucket with conditional writes.
+//! - `aws`: `store::DocStore::s3_from_env`, an S3-compatible bucket with conditional writes.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
