@@ -1,6 +1,7 @@
 //! `ApiError`: every error a handler returns, and the only place a status code and
 //! an error body are chosen.
 
+use crate::auth::AuthError;
 use crate::protocol::EnvelopeError;
 use crate::store::StoreError;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -23,8 +24,14 @@ pub enum ApiError {
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
     /// Authentication failed; the reason is logged, never sent.
-    #[error("Unauthorized")]
-    Unauthorized,
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The authenticator did not answer in time.
+    #[error("authentication timed out")]
+    AuthTimeout,
+    /// A role enricher failed.
+    #[error("Authorization error")]
+    AuthorizationError,
     /// The caller lacks the role.
     #[error("Forbidden")]
     Forbidden,
@@ -56,7 +63,11 @@ impl ApiError {
             Self::InvalidPathParameter | Self::BadRequest(_) | Self::Envelope(_) => {
                 StatusCode::BAD_REQUEST
             }
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Auth(AuthError::Unauthorized(_)) => StatusCode::UNAUTHORIZED,
+            Self::Auth(AuthError::Forbidden(_)) => StatusCode::FORBIDDEN,
+            Self::Auth(AuthError::BodyTooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::AuthTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AuthorizationError => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Forbidden | Self::ForbiddenMessage(_) => StatusCode::FORBIDDEN,
             Self::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             Self::HashMismatch => StatusCode::CONFLICT,
@@ -94,6 +105,16 @@ impl IntoResponse for ApiError {
                 "404 Not Found",
             )
                 .into_response(),
+            Self::Auth(e) => {
+                // The exact reason is for operators only.
+                tracing::debug!(reason = %e, "authentication refused");
+                match e {
+                    AuthError::Unauthorized(_) => json_error(status, "Unauthorized"),
+                    AuthError::Forbidden(_) => json_error(status, "Forbidden"),
+                    AuthError::BodyTooLarge(message) => json_error(status, message),
+                }
+            }
+            Self::AuthTimeout => json_error(status, "Unauthorized"),
             Self::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 json_error(status, "Internal error")

@@ -1,14 +1,20 @@
 //! `AppState`: the validated config, the route table, the store and the clock,
 //! behind one cheap `Clone` handle built once by `create_sync_router`.
 
-use crate::auth::{Clock, SystemClock};
+use crate::access::RoleEnricher;
+use crate::auth::{Authenticator, CapAuthOptions, CapCertAuthenticator, Clock, SystemClock};
 use crate::config::{Collection, ConfigError, SyncConfig};
 use crate::store::DocStore;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Default bound on how long an authenticator may take (the reference's
+/// `roleResolverTimeout`); past it the request gets 503.
+pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything `create_sync_router` needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SyncOptions {
     /// The validated config.
     pub config: SyncConfig,
@@ -16,22 +22,67 @@ pub struct SyncOptions {
     pub store: DocStore,
     /// The wall clock (a [`crate::auth::ManualClock`] in tests).
     pub clock: Arc<dyn Clock>,
+    /// Settings of the default cap-cert authenticator.
+    pub cap_auth: CapAuthOptions,
+    /// A replacement for the cap-cert authenticator.
+    pub authenticator: Option<Arc<dyn Authenticator>>,
+    /// Extra roles per collection.
+    pub role_enricher: Option<Arc<dyn RoleEnricher>>,
+    /// Bound on authentication time.
+    pub auth_timeout: Duration,
+}
+
+impl std::fmt::Debug for SyncOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncOptions")
+            .field("config", &self.config)
+            .field("store", &self.store)
+            .field("cap_auth", &self.cap_auth)
+            .field("custom_authenticator", &self.authenticator.is_some())
+            .field("role_enricher", &self.role_enricher.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SyncOptions {
-    /// Options with the system clock.
+    /// Options with the system clock and the reference's cap-cert auth defaults.
     pub fn new(config: SyncConfig, store: DocStore) -> Self {
         Self {
             config,
             store,
             clock: Arc::new(SystemClock),
+            cap_auth: CapAuthOptions::default(),
+            authenticator: None,
+            role_enricher: None,
+            auth_timeout: DEFAULT_AUTH_TIMEOUT,
         }
     }
 
-    /// Replaces the clock.
+    /// Replaces the clock (used by auth checks and document timestamps).
     #[must_use]
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Changes the cap-cert authenticator's settings.
+    #[must_use]
+    pub fn with_cap_auth(mut self, options: CapAuthOptions) -> Self {
+        self.cap_auth = options;
+        self
+    }
+
+    /// Replaces cap-cert authentication with `authenticator`.
+    #[must_use]
+    pub fn with_authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+        self.authenticator = Some(authenticator);
+        self
+    }
+
+    /// Adds roles per collection after authentication.
+    #[must_use]
+    pub fn with_role_enricher(mut self, enricher: Arc<dyn RoleEnricher>) -> Self {
+        self.role_enricher = Some(enricher);
         self
     }
 }
@@ -98,6 +149,9 @@ pub(crate) struct Inner {
     pub(crate) namespaces: HashMap<String, Scope>,
     pub(crate) store: DocStore,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) auth: Arc<dyn Authenticator>,
+    pub(crate) enricher: Option<Arc<dyn RoleEnricher>>,
+    pub(crate) auth_timeout: Duration,
 }
 
 /// Shared state of the router; clone = refcount bump.
@@ -130,12 +184,21 @@ impl AppState {
         if !errors.is_empty() {
             return Err(ConfigError::Invalid(errors));
         }
+        let auth = options.authenticator.unwrap_or_else(|| {
+            Arc::new(CapCertAuthenticator::new(
+                options.cap_auth,
+                options.clock.clone(),
+            ))
+        });
         Ok(Self(Arc::new(Inner {
             config: options.config,
             root,
             namespaces,
             store: options.store,
             clock: options.clock,
+            auth,
+            enricher: options.role_enricher,
+            auth_timeout: options.auth_timeout,
         })))
     }
 }

@@ -1,16 +1,55 @@
-//! Who is calling: the caller's identity and roles, and the clock auth checks use.
+//! Who is calling. The default [`CapCertAuthenticator`] verifies the reference's
+//! capability certificates and per-request signatures (§3); an embedder may replace
+//! it with any [`Authenticator`] (a JWT check, say) and add roles per collection with
+//! a [`crate::access::RoleEnricher`].
 
+mod capcert;
 mod clock;
+mod nonce;
+mod resolver;
+mod revocation;
+mod scope;
+mod signing;
 
+pub use capcert::{
+    CAP_CERT_DOMAIN, CapCert, CapCertError, CapKind, CapOp, user_id_from_pub_hex, verify_cap_cert,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use nonce::{NonceCache, NonceCacheLimits};
+pub use resolver::{
+    AuthError, AuthRequest, Authenticator, CapAuthOptions, CapCertAuthenticator, SignedBody,
+};
+pub use revocation::{InMemoryRevocationStore, RevocationError, RevocationStore};
+pub use scope::{canonical_scope_path, match_scope_path, path_glob_match, storage_path_of_request};
+pub use signing::{REQUEST_DOMAIN, REQUEST_SKEW_MS, SignedRequest, parse_ts_header};
 
 use std::sync::Arc;
+
+/// What a verified cap-cert allows, checked on every collection (including `self`
+/// ones, where the reference forgets to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapGrant {
+    /// Operations granted.
+    pub ops: Vec<CapOp>,
+    /// Collections granted (`*` = all).
+    pub collections: Vec<String>,
+}
+
+impl CapGrant {
+    /// True when the grant covers `op` on `collection`.
+    pub fn allows(&self, op: CapOp, collection: &str) -> bool {
+        self.ops.contains(&op) && self.collections.iter().any(|c| c == "*" || c == collection)
+    }
+}
 
 /// A caller after authentication: anonymous, or an identity with roles.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
     identity: Option<Arc<str>>,
     roles: Vec<Arc<str>>,
+    scope_paths: Option<Arc<[String]>>,
+    presenter: Option<Arc<str>>,
+    grant: Option<Arc<CapGrant>>,
 }
 
 impl Caller {
@@ -19,12 +58,34 @@ impl Caller {
         Self::default()
     }
 
-    /// A caller verified as `identity` holding `roles`.
+    /// A caller verified as `identity` holding `roles` (for custom authenticators).
     pub fn verified(identity: impl Into<Arc<str>>, roles: Vec<Arc<str>>) -> Self {
         Self {
             identity: Some(identity.into()),
             roles,
+            ..Self::default()
         }
+    }
+
+    /// Restricts the caller to `paths` (globs, §3.9).
+    #[must_use]
+    pub fn with_scope_paths(mut self, paths: Vec<String>) -> Self {
+        self.scope_paths = Some(paths.into());
+        self
+    }
+
+    /// Records the public key that signed this request.
+    #[must_use]
+    pub fn with_presenter(mut self, pub_hex: impl Into<Arc<str>>) -> Self {
+        self.presenter = Some(pub_hex.into());
+        self
+    }
+
+    /// Restricts the caller to a cap grant.
+    #[must_use]
+    pub fn with_grant(mut self, grant: CapGrant) -> Self {
+        self.grant = Some(Arc::new(grant));
+        self
     }
 
     /// The bound identity, `None` for anonymous callers.
@@ -35,5 +96,20 @@ impl Caller {
     /// The roles granted regardless of the collection (`self` is decided per request).
     pub fn roles(&self) -> &[Arc<str>] {
         &self.roles
+    }
+
+    /// Path globs the caller is confined to, if any.
+    pub fn scope_paths(&self) -> Option<&[String]> {
+        self.scope_paths.as_deref()
+    }
+
+    /// The key that signed the request, for author-proof binding.
+    pub fn presenter(&self) -> Option<&str> {
+        self.presenter.as_deref()
+    }
+
+    /// The cap grant, for cap-authenticated callers.
+    pub fn grant(&self) -> Option<&CapGrant> {
+        self.grant.as_deref()
     }
 }

@@ -28,9 +28,7 @@ pub fn parse_public_key(hex_key: &str) -> Option<VerifyingKey> {
 
 /// Decodes a standard-base64 (padding optional) 64-byte signature; `None` if malformed.
 pub fn parse_signature(b64: &str) -> Option<Signature> {
-    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(b64.trim_end_matches('='))
-        .ok()?;
+    let bytes = super::BASE64.decode(b64).ok()?;
     let bytes: [u8; 64] = bytes.try_into().ok()?;
     Some(Signature::from_bytes(&bytes))
 }

@@ -7,16 +7,18 @@ mod pull;
 mod push;
 
 use crate::access::{Action, Decision, decide};
-use crate::auth::Caller;
+use crate::auth::{AuthRequest, Caller, SignedBody, parse_ts_header};
 use crate::config::{IDENTITY_PARAM, is_param_value, is_safe_key};
 use crate::error::ApiError;
 use crate::state::{AppState, Scope, Target};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::Method;
+use axum::extract::{OriginalUri, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
 use axum::response::Response;
 use axum::routing::{any, get};
+use bytes::Bytes;
 use percent_encoding::percent_decode_str;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -122,31 +124,158 @@ fn resolve(
     ))
 }
 
-/// Authorises `caller` for `action` on the route.
-pub(crate) fn authorize(
+/// Authorises `caller` for `action` on the route, with roles from the enricher.
+pub(crate) async fn authorize(
+    state: &AppState,
     caller: &Caller,
     route: &ResolvedRoute,
     action: Action,
 ) -> Result<(), ApiError> {
-    match decide(
-        caller,
-        &route.target.collection,
-        action,
-        route.identity_param(),
-    ) {
+    let collection = &route.target.collection;
+    let extra = match &state.enricher {
+        Some(enricher) => enricher
+            .enrich(caller, collection, &route.params)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "role enricher failed");
+                ApiError::AuthorizationError
+            })?,
+        None => Vec::new(),
+    };
+    match decide(caller, &extra, collection, action, route.identity_param()) {
         Decision::Allow => Ok(()),
         Decision::Deny => Err(ApiError::Forbidden),
     }
+}
+
+/// A request body: buffered when a signature had to cover it, otherwise still streaming.
+pub(crate) enum RequestBody {
+    Buffered(Bytes),
+    Streaming(Body),
+}
+
+/// The host a client signed: the `Host` header (or the URI authority), lower-cased.
+fn request_host(parts: &Parts) -> String {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+/// Blob uploads (a non-empty media type other than JSON) are signed over an empty body.
+fn is_blob_media(headers: &HeaderMap) -> bool {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    !media.is_empty() && media != "application/json"
+}
+
+/// The pre-auth gate for a signed write: `Content-Length` present, an integer, within `limit`.
+fn signed_body_gate(headers: &HeaderMap, limit: u64) -> Result<u64, &'static str> {
+    let value = headers
+        .get(header::CONTENT_LENGTH)
+        .ok_or("missing Content-Length on write")?;
+    let n = value
+        .to_str()
+        .ok()
+        .and_then(parse_ts_header)
+        .filter(|n| *n >= 0)
+        .ok_or("invalid Content-Length")?;
+    let n = n as u64;
+    if n > limit {
+        return Err("request body too large");
+    }
+    Ok(n)
+}
+
+/// Authenticates the request (unless the collection is public for this action and no
+/// credentials were sent) and returns the caller and the body.
+async fn authenticate(
+    state: &AppState,
+    parts: &Parts,
+    body: Body,
+    route: &ResolvedRoute,
+    action: Action,
+) -> Result<(Caller, RequestBody), ApiError> {
+    let collection = &route.target.collection;
+    let required = match action {
+        Action::Push => &collection.write_roles,
+        Action::Pull | Action::List => &collection.read_roles,
+    };
+    let has_credentials = parts.headers.contains_key(header::AUTHORIZATION);
+    if required.is_public() && !collection.root_only && !has_credentials {
+        return Ok((Caller::anonymous(), RequestBody::Streaming(body)));
+    }
+    let is_write = matches!(
+        parts.method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    let signed_limit = if is_write && !is_blob_media(&parts.headers) {
+        state.auth.signed_body_limit(&parts.headers)
+    } else {
+        None
+    };
+    let (request_body, rejected) = match signed_limit {
+        None => (RequestBody::Streaming(body), None),
+        Some(limit) => match signed_body_gate(&parts.headers, limit) {
+            Ok(declared) => (
+                RequestBody::Buffered(body::read_limited(body, Some(declared), limit).await?),
+                None,
+            ),
+            Err(message) => (RequestBody::Streaming(body), Some(message)),
+        },
+    };
+    let signed = match (&request_body, rejected) {
+        (_, Some(message)) => SignedBody::Rejected(message),
+        (RequestBody::Buffered(bytes), None) => SignedBody::Bytes(bytes),
+        (RequestBody::Streaming(_), None) => SignedBody::Empty,
+    };
+    let original = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or(&parts.uri, |o| &o.0);
+    let path_and_query = original
+        .path_and_query()
+        .map_or_else(|| original.path(), |pq| pq.as_str());
+    let host = request_host(parts);
+    let request = AuthRequest {
+        method: &parts.method,
+        path_and_query,
+        host: &host,
+        headers: &parts.headers,
+        body: signed,
+        identity_param: route.identity_param(),
+        batch: false,
+    };
+    let caller = tokio::time::timeout(state.auth_timeout, state.auth.authenticate(request))
+        .await
+        .map_err(|_| ApiError::AuthTimeout)??;
+    Ok((caller, request_body))
 }
 
 async fn dispatch(
     State(state): State<AppState>,
     request: Request<Body>,
 ) -> Result<Response, ApiError> {
-    let (action, route) = resolve(&state, request.uri().path(), request.method())?;
-    let caller = Caller::anonymous();
-    match action {
-        RouteAction::Pull => pull::pull(&state, &route, &caller, request.headers()).await,
-        RouteAction::Push => push::push(&state, &route, &caller, request).await,
+    let (route_action, route) = resolve(&state, request.uri().path(), request.method())?;
+    let action = match route_action {
+        RouteAction::Pull => Action::Pull,
+        RouteAction::Push => Action::Push,
+    };
+    let (parts, body) = request.into_parts();
+    let (caller, body) = authenticate(&state, &parts, body, &route, action).await?;
+    authorize(&state, &caller, &route, action).await?;
+    match route_action {
+        RouteAction::Pull => pull::pull(&state, &route, &parts.headers).await,
+        RouteAction::Push => push::push(&state, &route, &caller, &parts.headers, body).await,
     }
 }

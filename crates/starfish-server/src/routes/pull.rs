@@ -1,8 +1,6 @@
 //! `GET /[ns/]pull/<storage path>` for regular JSON documents.
 
-use super::{ResolvedRoute, authorize};
-use crate::access::Action;
-use crate::auth::Caller;
+use super::ResolvedRoute;
 use crate::config::Collection;
 use crate::error::ApiError;
 use crate::protocol::StoredDoc;
@@ -27,10 +25,8 @@ pub(super) fn cache_control(collection: &Collection) -> Option<HeaderValue> {
 pub(super) async fn pull(
     state: &AppState,
     route: &ResolvedRoute,
-    caller: &Caller,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(caller, route, Action::Pull)?;
     let collection = &route.target.collection;
     if collection.is_binary() || collection.append_only.is_some() {
         return Err(ApiError::NotImplemented);

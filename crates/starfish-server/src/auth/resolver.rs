@@ -1,0 +1,306 @@
+//! The [`Authenticator`] trait and the default cap-cert implementation (§3.7).
+
+use super::capcert::{CapCert, CapKind};
+use super::nonce::{NonceCache, NonceCacheLimits};
+use super::revocation::{InMemoryRevocationStore, RevocationStore};
+use super::scope::{match_scope_path, storage_path_of_request};
+use super::signing::{REQUEST_SKEW_MS, SignedRequest, parse_ts_header};
+use super::{Caller, CapGrant, Clock};
+use crate::protocol::BASE64;
+use crate::protocol::author::{parse_public_key, parse_signature, verify};
+use axum::http::{HeaderMap, Method, header};
+use base64::Engine as _;
+use futures::future::BoxFuture;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// Why authentication failed. Only the status reaches the client; the reason is
+/// logged at debug level.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// `401 {"error":"Unauthorized"}`.
+    #[error("unauthorized: {0}")]
+    Unauthorized(Cow<'static, str>),
+    /// `403 {"error":"Forbidden"}`.
+    #[error("forbidden: {0}")]
+    Forbidden(Cow<'static, str>),
+    /// `413 {"error":<message>}`: the pre-auth body gate.
+    #[error("{0}")]
+    BodyTooLarge(&'static str),
+}
+
+/// The body a signature covers, as the router prepared it.
+#[derive(Debug, Clone, Copy)]
+pub enum SignedBody<'a> {
+    /// Reads and blob uploads: signed over the empty body.
+    Empty,
+    /// A JSON write, buffered.
+    Bytes(&'a [u8]),
+    /// The pre-auth body gate refused the body; the authenticator reports it in order.
+    Rejected(&'static str),
+}
+
+/// Everything an authenticator may look at.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthRequest<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// Path and query as the client sent them (before any `nest` prefix was stripped).
+    pub path_and_query: &'a str,
+    /// The host the client addressed (lower-cased `Host`, or the configured override).
+    pub host: &'a str,
+    /// All request headers.
+    pub headers: &'a HeaderMap,
+    /// The signed body.
+    pub body: SignedBody<'a>,
+    /// The route's `{identity}` parameter, if it has one.
+    pub identity_param: Option<&'a str>,
+    /// True for batch-pull URLs, which carry no storage path to scope-check.
+    pub batch: bool,
+}
+
+/// Decides who is calling. Replace the default [`CapCertAuthenticator`] with your own
+/// (bearer tokens, mTLS identities, ...) through [`crate::SyncOptions::with_authenticator`].
+pub trait Authenticator: Send + Sync + 'static {
+    /// Authenticates one request.
+    fn authenticate<'a>(
+        &'a self,
+        request: AuthRequest<'a>,
+    ) -> BoxFuture<'a, Result<Caller, AuthError>>;
+
+    /// When `Some(limit)`, the router buffers JSON write bodies (at most `limit` bytes,
+    /// `Content-Length` required) before calling [`Self::authenticate`], so the
+    /// signature can cover them. The default needs no body.
+    fn signed_body_limit(&self, _headers: &HeaderMap) -> Option<u64> {
+        None
+    }
+}
+
+/// Settings of the [`CapCertAuthenticator`]. Defaults are the reference's.
+#[derive(Debug, Clone)]
+pub struct CapAuthOptions {
+    /// Requests without `Authorization: Cap` are anonymous (`public` role) instead of 401.
+    pub allow_anonymous: bool,
+    /// Largest `Authorization` header, checked before any parsing (8 KiB).
+    pub max_cap_header_bytes: usize,
+    /// Largest signed write body buffered before the signature is checked (64 KiB).
+    pub max_signed_body_bytes: u64,
+    /// Allowed `X-Starfish-Ts` skew in ms (5 minutes).
+    pub max_skew_ms: u64,
+    /// Replay-cache bounds.
+    pub nonce_limits: NonceCacheLimits,
+    /// Verified certificates kept so a repeat caller costs one signature check, not two.
+    pub cert_cache_entries: usize,
+    /// Host to verify signatures against instead of the `Host` header (behind a proxy
+    /// that rewrites it).
+    pub host_override: Option<String>,
+    /// Revocation lists.
+    pub revocations: Arc<dyn RevocationStore>,
+}
+
+impl Default for CapAuthOptions {
+    fn default() -> Self {
+        Self {
+            allow_anonymous: true,
+            max_cap_header_bytes: 8 * 1024,
+            max_signed_body_bytes: 64 * 1024,
+            max_skew_ms: REQUEST_SKEW_MS,
+            nonce_limits: NonceCacheLimits::default(),
+            cert_cache_entries: 10_000,
+            host_override: None,
+            revocations: Arc::new(InMemoryRevocationStore::new()),
+        }
+    }
+}
+
+/// Verifies `Authorization: Cap …` plus `X-Starfish-Sig/Ts/Nonce` (§3.7).
+pub struct CapCertAuthenticator {
+    options: CapAuthOptions,
+    clock: Arc<dyn Clock>,
+    nonces: NonceCache,
+    /// Certificates whose shape and issuer signature verified, keyed by the exact
+    /// header value. Their validity window is still checked on every request.
+    certs: quick_cache::sync::Cache<Box<str>, Arc<CapCert>>,
+}
+
+impl std::fmt::Debug for CapCertAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CapCertAuthenticator")
+            .field("options", &self.options)
+            .field("nonces", &self.nonces)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unauthorized(reason: impl Into<Cow<'static, str>>) -> AuthError {
+    AuthError::Unauthorized(reason.into())
+}
+
+impl CapCertAuthenticator {
+    /// An authenticator with `options`, reading time from `clock`.
+    pub fn new(options: CapAuthOptions, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            nonces: NonceCache::new(options.nonce_limits),
+            certs: quick_cache::sync::Cache::new(options.cert_cache_entries.max(1)),
+            options,
+            clock,
+        }
+    }
+
+    /// The replay cache (its size is observable for tests and metrics).
+    pub fn nonce_cache(&self) -> &NonceCache {
+        &self.nonces
+    }
+
+    /// The settings.
+    pub fn options(&self) -> &CapAuthOptions {
+        &self.options
+    }
+
+    /// Parses and verifies (shape + issuer signature) a cap header value, or takes it
+    /// from the cache.
+    fn cert(&self, header_value: &str) -> Result<Arc<CapCert>, AuthError> {
+        if let Some(cert) = self.certs.get(header_value) {
+            return Ok(cert);
+        }
+        let b64 = header_value.strip_prefix("Cap ").unwrap_or("").trim();
+        let json = BASE64
+            .decode(b64)
+            .map_err(|_| unauthorized("malformed cap-cert in Authorization header"))?;
+        let value: serde_json::Value = serde_json::from_slice(&json)
+            .map_err(|_| unauthorized("malformed cap-cert in Authorization header"))?;
+        let cert = CapCert::parse(&value).map_err(|e| unauthorized(e.to_string()))?;
+        cert.check_signature()
+            .map_err(|e| unauthorized(e.to_string()))?;
+        let cert = Arc::new(cert);
+        self.certs.insert(header_value.into(), cert.clone());
+        Ok(cert)
+    }
+
+    fn verify(&self, request: &AuthRequest<'_>) -> Result<Caller, AuthError> {
+        let headers = request.headers;
+        let auth = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.starts_with("Cap "));
+        let Some(auth) = auth else {
+            if self.options.allow_anonymous {
+                return Ok(Caller::anonymous());
+            }
+            return Err(unauthorized("missing Authorization: Cap header"));
+        };
+        if auth.len() > self.options.max_cap_header_bytes {
+            return Err(unauthorized("cap-too-large"));
+        }
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let (Some(sig), Some(ts), Some(nonce)) = (
+            text("x-starfish-sig"),
+            text("x-starfish-ts"),
+            text("x-starfish-nonce"),
+        ) else {
+            return Err(unauthorized("missing request signature headers"));
+        };
+        let ts = parse_ts_header(ts).ok_or_else(|| unauthorized("invalid X-Starfish-Ts"))?;
+        let now_ms = self.clock.now_ms();
+        if ts.abs_diff(now_ms as i64) > self.options.max_skew_ms {
+            return Err(unauthorized("request timestamp outside clock skew"));
+        }
+        // Cheap checks first; then the issuer signature (cached) and the window.
+        let cert = self.cert(auth)?;
+        cert.check_window((now_ms / 1000) as f64)
+            .map_err(|e| unauthorized(e.to_string()))?;
+        if cert.kind != CapKind::Device {
+            // Member and audience caps need an extension validator, as in the reference.
+            return Err(unauthorized(format!(
+                "cap-cert kind \"{}\" has no registered validator",
+                cert.kind.as_str()
+            )));
+        }
+        let body = match request.body {
+            SignedBody::Empty => &[][..],
+            SignedBody::Bytes(b) => b,
+            SignedBody::Rejected(message) => return Err(AuthError::BodyTooLarge(message)),
+        };
+        let verifying = cert
+            .sub
+            .as_deref()
+            .ok_or_else(|| unauthorized("cap-cert missing subject"))?;
+        let signed = SignedRequest {
+            method: request.method.as_str(),
+            path_and_query: request.path_and_query,
+            body,
+            host: self
+                .options
+                .host_override
+                .as_deref()
+                .unwrap_or(request.host),
+            ts,
+            nonce,
+        };
+        let ok = match (parse_public_key(verifying), parse_signature(sig)) {
+            (Some(key), Some(sig)) => verify(&key, signed.signing_input().as_bytes(), &sig),
+            _ => false,
+        };
+        if !ok {
+            return Err(unauthorized("bad request signature"));
+        }
+        if !self.nonces.check_and_remember(verifying, nonce, now_ms) {
+            return Err(unauthorized("nonce replay (or replay cache full)"));
+        }
+        if self
+            .options
+            .revocations
+            .is_revoked(&cert.iss, verifying, &cert.nonce)
+        {
+            return Err(unauthorized("cap-cert revoked"));
+        }
+        let identity = cert.iss_user_id.as_str();
+        let paths: Option<Vec<String>> = cert.paths.as_ref().map(|ps| {
+            ps.iter()
+                .map(|p| p.replace("{identity}", identity))
+                .collect()
+        });
+        if !request.batch
+            && !match_scope_path(
+                storage_path_of_request(request.path_and_query),
+                paths.as_deref(),
+            )
+        {
+            return Err(AuthError::Forbidden(
+                "request path is outside cap scope".into(),
+            ));
+        }
+        if request.identity_param.is_some_and(|p| p != identity) {
+            return Err(AuthError::Forbidden(
+                "request identity does not match cap-bound identity".into(),
+            ));
+        }
+        let roles = cert.roles().into_iter().map(Arc::from).collect();
+        let mut caller = Caller::verified(identity, roles)
+            .with_presenter(verifying)
+            .with_grant(CapGrant {
+                ops: cert.ops.clone(),
+                collections: cert.collections.clone(),
+            });
+        if let Some(paths) = paths {
+            caller = caller.with_scope_paths(paths);
+        }
+        Ok(caller)
+    }
+}
+
+impl Authenticator for CapCertAuthenticator {
+    fn authenticate<'a>(
+        &'a self,
+        request: AuthRequest<'a>,
+    ) -> BoxFuture<'a, Result<Caller, AuthError>> {
+        Box::pin(async move { self.verify(&request) })
+    }
+
+    fn signed_body_limit(&self, headers: &HeaderMap) -> Option<u64> {
+        let is_cap = headers
+            .get(header::AUTHORIZATION)
+            .is_some_and(|v| v.as_bytes().starts_with(b"Cap "));
+        is_cap.then_some(self.options.max_signed_body_bytes)
+    }
+}
