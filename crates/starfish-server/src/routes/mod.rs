@@ -275,7 +275,9 @@ async fn dispatch(
     let (caller, body) = authenticate(&state, &parts, body, &route, action).await?;
     authorize(&state, &caller, &route, action).await?;
     match route_action {
-        RouteAction::Pull => pull::pull(&state, &route, &parts.headers).await,
+        RouteAction::Pull => {
+            pull::pull(&state, &route, &caller, parts.uri.query(), &parts.headers).await
+        }
         RouteAction::Push => push::push(&state, &route, &caller, &parts.headers, body).await,
     }
 }

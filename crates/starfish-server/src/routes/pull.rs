@@ -1,6 +1,7 @@
 //! `GET /[ns/]pull/<storage path>` for regular JSON documents.
 
 use super::ResolvedRoute;
+use crate::auth::{Caller, match_scope_path};
 use crate::config::Collection;
 use crate::error::ApiError;
 use crate::protocol::StoredDoc;
@@ -21,10 +22,23 @@ pub(super) fn cache_control(collection: &Collection) -> Option<HeaderValue> {
     HeaderValue::from_str(&value).ok()
 }
 
+/// `withKeyring=1` or `=true`, case-insensitive.
+fn wants_keyring(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&').any(|pair| {
+            pair.split_once('=').is_some_and(|(k, v)| {
+                k == "withKeyring" && (v == "1" || v.eq_ignore_ascii_case("true"))
+            })
+        })
+    })
+}
+
 #[tracing::instrument(skip_all, fields(collection = %route.target.collection.name))]
 pub(super) async fn pull(
     state: &AppState,
     route: &ResolvedRoute,
+    caller: &Caller,
+    query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let collection = &route.target.collection;
@@ -53,7 +67,23 @@ pub(super) async fn pull(
             return Ok(StatusCode::NOT_MODIFIED.into_response());
         }
     }
-    let mut response = axum::Json(pull_body(doc.as_ref(), now)).into_response();
+    let mut body = pull_body(doc.as_ref(), now);
+    // `?withKeyring=1|true`: the sibling `<key>/_keyring` document, when the caller's
+    // path scope covers it (otherwise the flag is dropped, as in the reference).
+    let keyring_key = format!("{}/_keyring", route.key);
+    if wants_keyring(query) && match_scope_path(&keyring_key, caller.scope_paths()) {
+        let keyring = state
+            .store
+            .get(&DocStore::key(&keyring_key)?)
+            .await?
+            .as_deref()
+            .and_then(StoredDoc::parse)
+            .map_or(serde_json::Value::Null, |k| pull_body(Some(&k), now));
+        if let serde_json::Value::Object(map) = &mut body {
+            map.insert("keyring".into(), keyring);
+        }
+    }
+    let mut response = axum::Json(body).into_response();
     let h = response.headers_mut();
     if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
         h.insert(header::ETAG, etag);
