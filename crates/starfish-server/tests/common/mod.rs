@@ -103,3 +103,150 @@ pub async fn push_doc(
     let status = res.status();
     (status, json_body(res).await)
 }
+
+// ---- signed requests ------------------------------------------------------------
+
+use base64::Engine as _;
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::json;
+use starfish_server::protocol::{sha256_hex, stable_stringify};
+
+pub const HOST: &str = "sync.example.com";
+
+/// A user: a root key (the identity) and a paired device key.
+pub struct User {
+    pub root: SigningKey,
+    pub device: SigningKey,
+    pub id: String,
+}
+
+pub fn pub_hex(k: &SigningKey) -> String {
+    hex::encode(k.verifying_key().as_bytes())
+}
+
+pub fn user(seed: u8) -> User {
+    let root = SigningKey::from_bytes(&[seed; 32]);
+    let device = SigningKey::from_bytes(&[seed.wrapping_add(100); 32]);
+    let id = starfish_server::auth::user_id_from_pub_hex(&pub_hex(&root)).unwrap();
+    User { root, device, id }
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A cap-cert for `subject`, issued and signed by `issuer`'s root key.
+pub fn cap(
+    issuer: &User,
+    subject: &SigningKey,
+    scope: serde_json::Value,
+    nbf: u64,
+    exp: u64,
+) -> serde_json::Value {
+    let mut cert = json!({
+        "v": 1, "kind": "device",
+        "iss": pub_hex(&issuer.root), "issUserId": issuer.id,
+        "sub": pub_hex(subject), "subKem": "00".repeat(32),
+        "scope": scope, "nbf": nbf, "exp": exp,
+        "nonce": b64(&[7u8; 16]),
+    });
+    let input = format!("starfish-capcert-v1\n{}", stable_stringify(&cert));
+    cert["sig"] = json!(b64(&issuer.root.sign(input.as_bytes()).to_bytes()));
+    cert
+}
+
+pub fn full_scope() -> serde_json::Value {
+    json!({"ops": ["read", "list", "write"], "collections": ["*"], "paths": ["**"]})
+}
+
+/// A 30-day device cap for `u`'s paired device, valid at [`T0`].
+pub fn device_cap(u: &User) -> serde_json::Value {
+    cap(
+        u,
+        &u.device,
+        full_scope(),
+        T0 / 1000 - 60,
+        T0 / 1000 + 30 * 86400,
+    )
+}
+
+pub fn cap_header(cert: &serde_json::Value) -> String {
+    format!("Cap {}", b64(stable_stringify(cert).as_bytes()))
+}
+
+static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Everything that goes into one signed request; tweak fields to forge one.
+pub struct Signed {
+    pub method: &'static str,
+    /// The URI the request is sent to.
+    pub uri: String,
+    /// The path+query the client signs (normally equal to `uri`).
+    pub signed_path: String,
+    pub host: String,
+    pub signed_host: String,
+    pub body: Option<String>,
+    pub signed_body: Option<String>,
+    pub ts: u64,
+    pub nonce: String,
+    pub cert: serde_json::Value,
+    pub key: SigningKey,
+}
+
+impl Signed {
+    pub fn new(method: &'static str, uri: &str, cert: serde_json::Value, key: &SigningKey) -> Self {
+        let n = NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self {
+            method,
+            uri: uri.to_owned(),
+            signed_path: uri.to_owned(),
+            host: HOST.into(),
+            signed_host: HOST.into(),
+            body: None,
+            signed_body: None,
+            ts: T0,
+            nonce: b64(&n.to_be_bytes()),
+            cert,
+            key: key.clone(),
+        }
+    }
+
+    pub fn get(uri: &str, u: &User) -> Self {
+        Self::new("GET", uri, device_cap(u), &u.device)
+    }
+
+    pub fn push(uri: &str, u: &User, body: &serde_json::Value) -> Self {
+        let mut s = Self::new("POST", uri, device_cap(u), &u.device);
+        s.body = Some(body.to_string());
+        s
+    }
+
+    pub fn build(&self) -> Request<Body> {
+        let body = self.body.clone().unwrap_or_default();
+        let signed_body = self.signed_body.clone().unwrap_or_else(|| body.clone());
+        let input = format!(
+            "starfish-req-v1\n{}",
+            stable_stringify(&json!({
+                "b": sha256_hex(signed_body.as_bytes()), "h": self.signed_host, "m": self.method,
+                "nonce": self.nonce, "p": self.signed_path, "ts": self.ts,
+            }))
+        );
+        let mut b = Request::builder()
+            .method(self.method)
+            .uri(&self.uri)
+            .header("host", &self.host)
+            .header("authorization", cap_header(&self.cert))
+            .header(
+                "x-starfish-sig",
+                b64(&self.key.sign(input.as_bytes()).to_bytes()),
+            )
+            .header("x-starfish-ts", self.ts.to_string())
+            .header("x-starfish-nonce", &self.nonce);
+        if self.method == "POST" {
+            b = b
+                .header("content-type", "application/json")
+                .header("content-length", body.len());
+        }
+        b.body(Body::from(body)).unwrap()
+    }
+}
