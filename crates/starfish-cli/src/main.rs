@@ -7,6 +7,7 @@
 //! ```
 
 use clap::{Parser, Subcommand, ValueEnum};
+use starfish_server::auth::{CapAuthOptions, NonceCacheLimits};
 use starfish_server::store::DocStore;
 use starfish_server::{ConfigError, SyncConfig, SyncOptions, create_sync_router};
 use std::net::SocketAddr;
@@ -51,6 +52,57 @@ struct ServeArgs {
     /// Mount the routes under this prefix (e.g. `/v1`) instead of the root.
     #[arg(long)]
     base_path: Option<String>,
+    #[command(flatten)]
+    auth: AuthArgs,
+}
+
+/// Cap-cert authentication; the defaults are the reference server's.
+#[derive(clap::Args)]
+struct AuthArgs {
+    /// Refuse requests without `Authorization: Cap` (401) instead of treating them as
+    /// anonymous callers with the `public` role.
+    #[arg(long)]
+    no_anonymous: bool,
+    /// Largest signed write body read before its signature is checked.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_signed_body_bytes: u64,
+    /// Largest `Authorization` header.
+    #[arg(long, default_value_t = 8 * 1024)]
+    max_cap_header_bytes: usize,
+    /// Allowed difference between a request's timestamp and the server clock, in ms.
+    #[arg(long, default_value_t = 300_000)]
+    max_skew_ms: u64,
+    /// How long a request nonce is remembered, in ms.
+    #[arg(long, default_value_t = 600_000)]
+    nonce_window_ms: u64,
+    /// Live nonces remembered in total; when full, signed requests are refused.
+    #[arg(long, default_value_t = 100_000)]
+    nonce_max_entries: usize,
+    /// Live nonces remembered per signing key.
+    #[arg(long, default_value_t = 4096)]
+    nonce_per_signer: usize,
+    /// Verify signatures against this host instead of the `Host` header (behind a
+    /// proxy that rewrites it).
+    #[arg(long)]
+    public_host: Option<String>,
+}
+
+impl AuthArgs {
+    fn options(&self) -> CapAuthOptions {
+        CapAuthOptions {
+            allow_anonymous: !self.no_anonymous,
+            max_cap_header_bytes: self.max_cap_header_bytes,
+            max_signed_body_bytes: self.max_signed_body_bytes,
+            max_skew_ms: self.max_skew_ms,
+            nonce_limits: NonceCacheLimits {
+                window_ms: self.nonce_window_ms,
+                max_entries: self.nonce_max_entries,
+                per_signer: self.nonce_per_signer,
+            },
+            host_override: self.public_host.clone(),
+            ..CapAuthOptions::default()
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -150,7 +202,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::warn!("config warning: {w}");
     }
     let store = open_store(&args)?;
-    let sync = create_sync_router(SyncOptions::new(config, store)).map_err(|e| one_line(&e))?;
+    let options = SyncOptions::new(config, store).with_cap_auth(args.auth.options());
+    let sync = create_sync_router(options).map_err(|e| one_line(&e))?;
     let app = match args.base_path.as_deref() {
         None | Some("") | Some("/") => sync,
         Some(prefix) if prefix.starts_with('/') && !prefix.ends_with('/') => {

@@ -141,3 +141,17 @@ fn a_bad_config_is_one_line_on_stderr_and_a_failing_exit() {
             .contains("ok (3 root collections")
     );
 }
+
+#[test]
+fn no_anonymous_refuses_callers_without_a_cap() {
+    let data = tempfile::tempdir().unwrap();
+    let open = Server::start(&["--store", "memory"], data.path());
+    assert_eq!(open.request("GET", "/pull/guestbook/x", None).0, 200);
+    assert!(open.terminate().success());
+    let closed = Server::start(&["--store", "memory", "--no-anonymous"], data.path());
+    let (status, body) = closed.request("GET", "/pull/notes-do-not-exist/x", None);
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = closed.request("GET", "/pull/users/abc/notes", None);
+    assert_eq!((status, body.as_str()), (401, r#"{"error":"Unauthorized"}"#));
+    assert!(closed.terminate().success());
+}
