@@ -152,6 +152,9 @@ fn no_anonymous_refuses_callers_without_a_cap() {
     let (status, body) = closed.request("GET", "/pull/notes-do-not-exist/x", None);
     assert_eq!(status, 404, "{body}");
     let (status, body) = closed.request("GET", "/pull/users/abc/notes", None);
-    assert_eq!((status, body.as_str()), (401, r#"{"error":"Unauthorized"}"#));
+    assert_eq!(
+        (status, body.as_str()),
+        (401, r#"{"error":"Unauthorized"}"#)
+    );
     assert!(closed.terminate().success());
 }

@@ -2,8 +2,9 @@
 //! in total and per signer; when a bound is reached it refuses new nonces rather than
 //! forgetting old ones (a forgotten nonce could be replayed).
 
+use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Limits of the in-memory nonce cache. Defaults are the reference's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,13 +27,30 @@ impl Default for NonceCacheLimits {
     }
 }
 
+/// A (signer, nonce) pair as 16 bytes of SHA-256: fixed size whatever the client
+/// sends, so a live entry costs tens of bytes, not hundreds. A collision (2^-64 even
+/// across billions of entries) could only refuse a request, never admit a replay.
+type Fingerprint = [u8; 16];
+
+fn fingerprint(signer: &str, nonce: &str) -> Fingerprint {
+    let mut h = Sha256::new();
+    h.update((signer.len() as u64).to_be_bytes());
+    h.update(signer.as_bytes());
+    h.update(nonce.as_bytes());
+    let digest = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
+}
+
 #[derive(Default)]
 struct State {
-    /// (signer, nonce) -> expiry ms.
-    seen: HashMap<(Box<str>, Box<str>), u64>,
+    /// fingerprint -> expiry ms.
+    seen: HashMap<Fingerprint, u64>,
     /// Insertion order; expiries are non-decreasing as long as the clock is.
-    order: VecDeque<(u64, Box<str>, Box<str>)>,
-    per_signer: HashMap<Box<str>, usize>,
+    order: VecDeque<(u64, Fingerprint, Arc<str>)>,
+    /// Live entries per signer; the key is shared with `order`.
+    per_signer: HashMap<Arc<str>, usize>,
 }
 
 /// A bounded in-memory replay cache.
@@ -80,20 +98,19 @@ impl NonceCache {
             if *expiry >= now_ms {
                 break;
             }
-            if let Some((expiry, s, n)) = st.order.pop_front() {
-                let key = (s, n);
+            if let Some((expiry, key, signer)) = st.order.pop_front() {
                 if st.seen.get(&key) == Some(&expiry) {
                     st.seen.remove(&key);
-                    if let Some(count) = st.per_signer.get_mut(&key.0) {
-                        *count -= 1;
-                        if *count == 0 {
-                            st.per_signer.remove(&key.0);
-                        }
+                }
+                if let Some(count) = st.per_signer.get_mut(&signer) {
+                    *count -= 1;
+                    if *count == 0 {
+                        st.per_signer.remove(&signer);
                     }
                 }
             }
         }
-        let key: (Box<str>, Box<str>) = (signer.into(), nonce.into());
+        let key = fingerprint(signer, nonce);
         if let Some(expiry) = st.seen.get(&key) {
             if *expiry >= now_ms {
                 return false;
@@ -105,8 +122,14 @@ impl NonceCache {
             return false;
         }
         let expiry = now_ms.saturating_add(self.limits.window_ms);
-        *st.per_signer.entry(key.0.clone()).or_insert(0) += 1;
-        st.order.push_back((expiry, key.0.clone(), key.1.clone()));
+        let signer: Arc<str> = match st.per_signer.get_key_value(signer) {
+            Some((shared, _)) => shared.clone(),
+            None => Arc::from(signer),
+        };
+        *st.per_signer.entry(signer.clone()).or_insert(0) += 1;
+        st.order.push_back((expiry, key, signer));
+        // An expired entry for the same key may still sit in `order`; it is dropped
+        // from `seen` only if its expiry matches, and counted off its signer either way.
         st.seen.insert(key, expiry);
         true
     }
