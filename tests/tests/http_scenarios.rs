@@ -52,18 +52,11 @@ const NOT_YET: &[(&str, &str)] = &[
     ("binary-push", "binary collections (issue 5)"),
     ("binary-pull", "binary collections (issue 5)"),
     ("binary-pull-if-none-match", "binary collections (issue 5)"),
-    ("list", "listable collections (issue 5)"),
-    ("list-paged", "listable collections (issue 5)"),
-    ("list-bad-limit", "listable collections (issue 5)"),
-    ("bundle-pull-owner", "bundle pull (issue 5)"),
-    ("bundle-pull-anonymous", "bundle pull (issue 5)"),
-    ("batch-pull", "batch pull (issue 5)"),
-    ("batch-pull-anonymous", "batch pull (issue 5)"),
-    ("batch-pull-missing-collections", "batch pull (issue 5)"),
-    ("batch-pull-bad-params", "batch pull (issue 5)"),
-    ("batch-pull-append", "batch pull (issue 5)"),
-    ("namespace-batch", "batch pull (issue 5)"),
-    ("rate-limited-push-3", "rate limits (issue 5)"),
+    ("batch-pull", "append-only entry in the batch (issue 5)"),
+    (
+        "batch-pull-append",
+        "appendParams need append-only logs (issue 5)",
+    ),
 ];
 
 fn request(scenario: &Value) -> Request<Body> {

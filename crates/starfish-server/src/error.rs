@@ -50,6 +50,12 @@ pub enum ApiError {
     /// The media type is not accepted; the message is the protocol's.
     #[error("{0}")]
     UnsupportedMediaType(Cow<'static, str>),
+    /// Over a rate limit; `Retry-After` says when the window ends.
+    #[error("Rate limit exceeded")]
+    RateLimited {
+        /// Seconds until the window ends.
+        retry_after: u64,
+    },
     /// The store failed. Logged; the client sees a generic message.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -73,6 +79,7 @@ impl ApiError {
             Self::HashMismatch => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -115,6 +122,12 @@ impl IntoResponse for ApiError {
                 }
             }
             Self::AuthTimeout => json_error(status, "Unauthorized"),
+            Self::RateLimited { retry_after } => {
+                let mut res = json_error(status, "Rate limit exceeded");
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+                res
+            }
             Self::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 json_error(status, "Internal error")

@@ -1,7 +1,7 @@
 //! `AppState`: the validated config, the route table, the store and the clock,
 //! behind one cheap `Clone` handle built once by `create_sync_router`.
 
-use crate::access::RoleEnricher;
+use crate::access::{DEFAULT_MAX_BUCKETS, RateLimiter, RoleEnricher};
 use crate::auth::{Authenticator, CapAuthOptions, CapCertAuthenticator, Clock, SystemClock};
 use crate::config::{Collection, ConfigError, SyncConfig};
 use crate::store::DocStore;
@@ -30,6 +30,16 @@ pub struct SyncOptions {
     pub role_enricher: Option<Arc<dyn RoleEnricher>>,
     /// Bound on authentication time.
     pub auth_timeout: Duration,
+    /// Most documents one batch pull may ask for (names and param sets).
+    pub max_collections_per_batch: usize,
+    /// Batch pulls refuse keys equal to or ending in `/<suffix>` (owner-only siblings).
+    pub batch_key_deny_suffixes: Vec<String>,
+    /// Reverse proxies in front of the server: the client IP is the N-th
+    /// `X-Forwarded-For` entry from the right. 0 (default): the socket address, and
+    /// `X-Forwarded-For` is ignored (it is client-controlled).
+    pub trusted_proxy_hops: usize,
+    /// Most rate-limit counters kept at once.
+    pub max_rate_buckets: usize,
 }
 
 impl std::fmt::Debug for SyncOptions {
@@ -55,6 +65,10 @@ impl SyncOptions {
             authenticator: None,
             role_enricher: None,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
+            max_collections_per_batch: 100,
+            batch_key_deny_suffixes: vec!["_keyring".into(), "_members".into()],
+            trusted_proxy_hops: 0,
+            max_rate_buckets: DEFAULT_MAX_BUCKETS,
         }
     }
 
@@ -87,53 +101,117 @@ impl SyncOptions {
     }
 }
 
+/// What a matched route does.
+#[derive(Debug, Clone)]
+pub(crate) enum TargetKind {
+    /// One document (or blob, or log) of `collection`.
+    Document,
+    /// Every member of a bundle, pulled together.
+    Bundle(Arc<[Arc<Collection>]>),
+    /// Keys under the template without its last segment.
+    List,
+}
+
 /// What a matched route leads to.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
+    /// The collection (for a bundle pull, its first member: they share the template).
     pub(crate) collection: Arc<Collection>,
     /// For bundle members, the member name appended to the resolved storage path.
     pub(crate) key_suffix: Option<String>,
+    pub(crate) kind: TargetKind,
 }
 
 /// The routes of one scope (the root, or one namespace).
 #[derive(Default)]
 pub(crate) struct Scope {
+    /// `None` at the root.
+    pub(crate) namespace: Option<String>,
     pub(crate) pull: matchit::Router<Target>,
     pub(crate) push: matchit::Router<Target>,
+    pub(crate) list: matchit::Router<Target>,
+    /// Collections by name, for batch pulls.
+    pub(crate) by_name: HashMap<String, Arc<Collection>>,
 }
 
 impl Scope {
-    fn build(collections: &[Arc<Collection>], label: &str, errors: &mut Vec<String>) -> Self {
-        let mut scope = Self::default();
+    fn build(
+        namespace: Option<String>,
+        collections: &[Arc<Collection>],
+        label: &str,
+        errors: &mut Vec<String>,
+    ) -> Self {
+        let mut scope = Self {
+            namespace,
+            ..Self::default()
+        };
+        let mut insert = |router: &mut matchit::Router<Target>, pattern: String, target: Target| {
+            let name = target.collection.name.clone();
+            let path = target.collection.storage_path.clone();
+            if let Err(e) = router.insert(pattern, target) {
+                errors.push(format!(
+                    "{label}Collection \"{name}\": storagePath \"{path}\" conflicts with another route ({e})"
+                ));
+            }
+        };
+        let mut bundles: Vec<(String, Vec<Arc<Collection>>)> = Vec::new();
         for c in collections {
+            scope.by_name.insert(c.name.to_string(), c.clone());
             let pattern = c.storage_path.route_pattern();
-            let (pull_pattern, push_pattern, key_suffix) = match &c.bundle {
-                // Bundle members are pulled together (issue: bundles) and pushed one by one.
-                Some(_) => (
-                    None,
-                    Some(format!("{pattern}/{}", c.name)),
-                    Some(c.name.to_string()),
-                ),
-                None => (Some(pattern.clone()), Some(pattern), None),
-            };
-            let target = Target {
+            let document = |key_suffix: Option<String>| Target {
                 collection: c.clone(),
                 key_suffix,
+                kind: TargetKind::Document,
             };
-            let mut insert = |router: &mut matchit::Router<Target>, pattern: String| {
-                if let Err(e) = router.insert(pattern, target.clone()) {
-                    errors.push(format!(
-                        "{label}Collection \"{}\": storagePath \"{}\" conflicts with another route ({e})",
-                        c.name, c.storage_path
-                    ));
+            match &c.bundle {
+                Some(bundle) => {
+                    match bundles.iter_mut().find(|(b, _)| b == bundle) {
+                        Some((_, members)) => members.push(c.clone()),
+                        None => bundles.push((bundle.clone(), vec![c.clone()])),
+                    }
+                    if !c.pull_only {
+                        let member = c.name.to_string();
+                        insert(
+                            &mut scope.push,
+                            format!("{pattern}/{member}"),
+                            document(Some(member)),
+                        );
+                    }
                 }
+                None => {
+                    if !c.push_only {
+                        insert(&mut scope.pull, pattern.clone(), document(None));
+                    }
+                    if !c.pull_only {
+                        insert(&mut scope.push, pattern, document(None));
+                    }
+                }
+            }
+            if c.listable {
+                let target = Target {
+                    collection: c.clone(),
+                    key_suffix: None,
+                    kind: TargetKind::List,
+                };
+                insert(
+                    &mut scope.list,
+                    c.storage_path.parent_route_pattern(),
+                    target,
+                );
+            }
+        }
+        for (_, members) in bundles {
+            let Some(first) = members.first().cloned() else {
+                continue;
             };
-            if let Some(p) = pull_pattern.filter(|_| !c.push_only) {
-                insert(&mut scope.pull, p);
-            }
-            if let Some(p) = push_pattern.filter(|_| !c.pull_only) {
-                insert(&mut scope.push, p);
-            }
+            let readable: Arc<[Arc<Collection>]> =
+                members.into_iter().filter(|m| !m.push_only).collect();
+            let target = Target {
+                collection: first.clone(),
+                key_suffix: None,
+                kind: TargetKind::Bundle(readable),
+            };
+            insert(&mut scope.pull, first.storage_path.route_pattern(), target);
         }
         scope
     }
@@ -152,6 +230,10 @@ pub(crate) struct Inner {
     pub(crate) auth: Arc<dyn Authenticator>,
     pub(crate) enricher: Option<Arc<dyn RoleEnricher>>,
     pub(crate) auth_timeout: Duration,
+    pub(crate) max_collections_per_batch: usize,
+    pub(crate) batch_key_deny_suffixes: Vec<String>,
+    pub(crate) trusted_proxy_hops: usize,
+    pub(crate) rate: RateLimiter,
 }
 
 /// Shared state of the router; clone = refcount bump.
@@ -168,7 +250,7 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub(crate) fn new(options: SyncOptions) -> Result<Self, ConfigError> {
         let mut errors = Vec::new();
-        let root = Scope::build(&options.config.collections, "", &mut errors);
+        let root = Scope::build(None, &options.config.collections, "", &mut errors);
         let namespaces = options
             .config
             .namespaces
@@ -177,7 +259,12 @@ impl AppState {
                 let label = format!("Namespace \"{}\": ", ns.name);
                 (
                     ns.name.to_string(),
-                    Scope::build(&ns.collections, &label, &mut errors),
+                    Scope::build(
+                        Some(ns.name.to_string()),
+                        &ns.collections,
+                        &label,
+                        &mut errors,
+                    ),
                 )
             })
             .collect();
@@ -199,6 +286,10 @@ impl AppState {
             auth,
             enricher: options.role_enricher,
             auth_timeout: options.auth_timeout,
+            max_collections_per_batch: options.max_collections_per_batch,
+            batch_key_deny_suffixes: options.batch_key_deny_suffixes,
+            trusted_proxy_hops: options.trusted_proxy_hops,
+            rate: RateLimiter::new(options.max_rate_buckets),
         })))
     }
 }

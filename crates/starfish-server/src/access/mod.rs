@@ -1,6 +1,10 @@
 //! The access decision: which roles a caller holds for one collection and whether
 //! they satisfy readRoles/writeRoles. Pure functions.
 
+mod rate;
+
+pub use rate::{DEFAULT_MAX_BUCKETS, RateLimiter, RateSubject};
+
 use crate::auth::{Caller, CapOp};
 use crate::config::{Collection, Role, RoleSet};
 use futures::future::BoxFuture;

@@ -117,11 +117,29 @@ impl PathTemplate {
         out
     }
 
+    /// The route pattern of the template without its last segment (the list route).
+    pub(crate) fn parent_route_pattern(&self) -> String {
+        let full = self.route_pattern();
+        match full.rfind('/') {
+            Some(0) | None => String::from("/"),
+            Some(i) => full[..i].to_owned(),
+        }
+    }
+
     /// Fills the placeholders; `None` when a value is missing.
     /// Values must already be checked with [`is_param_value`].
     pub fn resolve<'a>(&self, lookup: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
+        self.resolve_first(self.segments.len(), lookup)
+    }
+
+    /// Like [`Self::resolve`] for the first `n` segments only.
+    pub fn resolve_first<'a>(
+        &self,
+        n: usize,
+        lookup: impl Fn(&str) -> Option<&'a str>,
+    ) -> Option<String> {
         let mut out = String::with_capacity(self.raw.len() + 32);
-        for (i, seg) in self.segments.iter().enumerate() {
+        for (i, seg) in self.segments.iter().take(n).enumerate() {
             if i > 0 {
                 out.push('/');
             }

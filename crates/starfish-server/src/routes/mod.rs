@@ -1,25 +1,30 @@
 //! axum handlers. One entry point matches `/[ns/]pull|push/<storage path>` against the
 //! route table built at load time; the handlers for each family live in their own file.
 
+mod batch;
 mod body;
+mod bundle;
 mod health;
+mod list;
 mod pull;
 mod push;
+mod query;
 
-use crate::access::{Action, Decision, decide};
+use crate::access::{Action, Decision, RateSubject, decide};
 use crate::auth::{AuthRequest, Caller, SignedBody, parse_ts_header};
-use crate::config::{IDENTITY_PARAM, is_param_value, is_safe_key};
+use crate::config::{Collection, IDENTITY_PARAM, is_param_value, is_safe_key};
 use crate::error::ApiError;
-use crate::state::{AppState, Scope, Target};
+use crate::state::{AppState, Scope, Target, TargetKind};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{OriginalUri, Request, State};
+use axum::extract::{ConnectInfo, OriginalUri, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use axum::response::Response;
 use axum::routing::{any, get};
 use bytes::Bytes;
 use percent_encoding::percent_decode_str;
+use std::net::SocketAddr;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -37,8 +42,11 @@ async fn not_found() -> ApiError {
 pub(crate) struct ResolvedRoute {
     pub(crate) target: Target,
     pub(crate) params: Vec<(String, String)>,
-    /// The object key (storage path with parameters filled in), checked safe.
+    /// The object key (storage path with parameters filled in), checked safe. For a
+    /// list route, the prefix; for a bundle pull, the shared path of the members.
     pub(crate) key: String,
+    /// The namespace the route was reached through.
+    pub(crate) namespace: Option<String>,
 }
 
 impl ResolvedRoute {
@@ -55,39 +63,45 @@ impl ResolvedRoute {
 enum RouteAction {
     Pull,
     Push,
+    List,
+    Batch,
 }
 
 /// Splits `/[ns/]action/rest` into a scope, an action and the remaining path.
 fn split_path<'s>(state: &'s AppState, path: &'s str) -> Option<(&'s Scope, RouteAction, &'s str)> {
     let path = path.strip_prefix('/')?;
-    let (first, rest) = path.split_once('/')?;
     let action = |s: &str| match s {
         "pull" => Some(RouteAction::Pull),
         "push" => Some(RouteAction::Push),
+        "list" => Some(RouteAction::List),
         _ => None,
     };
+    if path == "batch/pull" {
+        return Some((&state.root, RouteAction::Batch, ""));
+    }
+    let (first, rest) = path.split_once('/')?;
     if let Some(a) = action(first) {
         return Some((&state.root, a, &path[first.len()..]));
     }
     let scope = state.namespaces.get(first)?;
+    if rest == "batch/pull" {
+        return Some((scope, RouteAction::Batch, ""));
+    }
     let (second, _) = rest.split_once('/')?;
     let a = action(second)?;
     Some((scope, a, &rest[second.len()..]))
 }
 
-fn resolve(
-    state: &AppState,
-    path: &str,
-    method: &Method,
-) -> Result<(RouteAction, ResolvedRoute), ApiError> {
-    let (scope, action, rest) = split_path(state, path).ok_or(ApiError::NotFound)?;
-    let (table, expected) = match action {
-        RouteAction::Pull => (&scope.pull, Method::GET),
-        RouteAction::Push => (&scope.push, Method::POST),
+fn resolve_route(
+    scope: &Scope,
+    action: RouteAction,
+    rest: &str,
+) -> Result<ResolvedRoute, ApiError> {
+    let table = match action {
+        RouteAction::Pull => &scope.pull,
+        RouteAction::Push => &scope.push,
+        RouteAction::List | RouteAction::Batch => &scope.list,
     };
-    if *method != expected {
-        return Err(ApiError::NotFound);
-    }
     let matched = table.at(rest).map_err(|_| ApiError::NotFound)?;
     let mut params = Vec::with_capacity(matched.params.len());
     for (name, raw) in matched.params.iter() {
@@ -102,10 +116,15 @@ fn resolve(
         params.push((name.to_owned(), value));
     }
     let target = matched.value.clone();
-    let mut key = target
-        .collection
-        .storage_path
-        .resolve(|p| params.iter().find(|(k, _)| k == p).map(|(_, v)| v.as_str()))
+    let template = &target.collection.storage_path;
+    let segments = match target.kind {
+        TargetKind::List => template.segments().len() - 1,
+        TargetKind::Document | TargetKind::Bundle(_) => template.segments().len(),
+    };
+    let mut key = template
+        .resolve_first(segments, |p| {
+            params.iter().find(|(k, _)| k == p).map(|(_, v)| v.as_str())
+        })
         .ok_or(ApiError::InvalidPathParameter)?;
     if let Some(suffix) = &target.key_suffix {
         key.push('/');
@@ -114,27 +133,26 @@ fn resolve(
     if !is_safe_key(&key) {
         return Err(ApiError::InvalidPathParameter);
     }
-    Ok((
-        action,
-        ResolvedRoute {
-            target,
-            params,
-            key,
-        },
-    ))
+    Ok(ResolvedRoute {
+        target,
+        params,
+        key,
+        namespace: scope.namespace.clone(),
+    })
 }
 
-/// Authorises `caller` for `action` on the route, with roles from the enricher.
-pub(crate) async fn authorize(
+/// True when `caller` may perform `action` on `collection` at these path parameters,
+/// with roles from the enricher.
+pub(crate) async fn permits(
     state: &AppState,
     caller: &Caller,
-    route: &ResolvedRoute,
+    collection: &Collection,
+    params: &[(String, String)],
     action: Action,
-) -> Result<(), ApiError> {
-    let collection = &route.target.collection;
+) -> Result<bool, ApiError> {
     let extra = match &state.enricher {
         Some(enricher) => enricher
-            .enrich(caller, collection, &route.params)
+            .enrich(caller, collection, params)
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "role enricher failed");
@@ -142,9 +160,32 @@ pub(crate) async fn authorize(
             })?,
         None => Vec::new(),
     };
-    match decide(caller, &extra, collection, action, route.identity_param()) {
-        Decision::Allow => Ok(()),
-        Decision::Deny => Err(ApiError::Forbidden),
+    let identity = params
+        .iter()
+        .find(|(k, _)| k == IDENTITY_PARAM)
+        .map(|(_, v)| v.as_str());
+    Ok(decide(caller, &extra, collection, action, identity) == Decision::Allow)
+}
+
+/// Authorises `caller` for `action` on the route: 403 otherwise.
+pub(crate) async fn authorize(
+    state: &AppState,
+    caller: &Caller,
+    route: &ResolvedRoute,
+    action: Action,
+) -> Result<(), ApiError> {
+    if permits(
+        state,
+        caller,
+        &route.target.collection,
+        &route.params,
+        action,
+    )
+    .await?
+    {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden)
     }
 }
 
@@ -199,20 +240,15 @@ fn signed_body_gate(headers: &HeaderMap, limit: u64) -> Result<u64, &'static str
 
 /// Authenticates the request (unless the collection is public for this action and no
 /// credentials were sent) and returns the caller and the body.
-async fn authenticate(
+pub(crate) async fn authenticate(
     state: &AppState,
     parts: &Parts,
     body: Body,
-    route: &ResolvedRoute,
-    action: Action,
+    route: Option<&ResolvedRoute>,
+    public: bool,
 ) -> Result<(Caller, RequestBody), ApiError> {
-    let collection = &route.target.collection;
-    let required = match action {
-        Action::Push => &collection.write_roles,
-        Action::Pull | Action::List => &collection.read_roles,
-    };
     let has_credentials = parts.headers.contains_key(header::AUTHORIZATION);
-    if required.is_public() && !collection.root_only && !has_credentials {
+    if public && !has_credentials {
         return Ok((Caller::anonymous(), RequestBody::Streaming(body)));
     }
     let is_write = matches!(
@@ -253,8 +289,8 @@ async fn authenticate(
         host: &host,
         headers: &parts.headers,
         body: signed,
-        identity_param: route.identity_param(),
-        batch: false,
+        identity_param: route.and_then(ResolvedRoute::identity_param),
+        batch: route.is_none(),
     };
     let caller = tokio::time::timeout(state.auth_timeout, state.auth.authenticate(request))
         .await
@@ -262,22 +298,125 @@ async fn authenticate(
     Ok((caller, request_body))
 }
 
+/// The client IP for rate limiting: the socket address, or with `trusted_proxy_hops`
+/// = N > 0 the N-th `X-Forwarded-For` entry from the right.
+fn client_ip(state: &AppState, parts: &Parts) -> String {
+    if state.trusted_proxy_hops > 0 {
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let hops: Vec<&str> = forwarded
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if let Some(ip) = hops
+            .len()
+            .checked_sub(state.trusted_proxy_hops)
+            .and_then(|i| hops.get(i))
+        {
+            return (*ip).to_owned();
+        }
+    }
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "anonymous".to_owned(), |c| c.0.ip().to_string())
+}
+
+/// Applies the collection's rate limit for `action`: 429 when over.
+pub(crate) fn rate_check(
+    state: &AppState,
+    parts: &Parts,
+    route: &ResolvedRoute,
+    caller: &Caller,
+    action: Action,
+) -> Result<(), ApiError> {
+    let limits = &route.target.collection.rate_limits;
+    let rule = match action {
+        Action::Push => limits.push.as_ref(),
+        Action::Pull => limits.pull.as_ref(),
+        Action::List => limits.list.as_ref(),
+    };
+    let Some(rule) = rule else {
+        return Ok(());
+    };
+    let collection = &route.target.collection;
+    let name = match &collection.bundle {
+        Some(bundle) => format!("{bundle}/{}", collection.name),
+        None => collection.name.to_string(),
+    };
+    let verb = match action {
+        Action::Push => "push",
+        Action::Pull => "pull",
+        Action::List => "list",
+    };
+    let scope = format!(
+        "{}/{name}:{verb}:",
+        route.namespace.as_deref().unwrap_or("")
+    );
+    let ip = client_ip(state, parts);
+    let subject = RateSubject {
+        identity: caller.identity(),
+        ip: &ip,
+    };
+    state
+        .rate
+        .check(&scope, rule, subject, state.clock.now_ms())
+        .map_err(|retry_after| ApiError::RateLimited { retry_after })
+}
+
+/// True when `action` on `collection` needs no credentials (the reference does not
+/// even run its resolver then).
+fn is_public(collection: &Collection, action: Action) -> bool {
+    let required = match action {
+        Action::Push => &collection.write_roles,
+        Action::Pull | Action::List => &collection.read_roles,
+    };
+    required.is_public() && !collection.root_only
+}
+
 async fn dispatch(
     State(state): State<AppState>,
     request: Request<Body>,
 ) -> Result<Response, ApiError> {
-    let (route_action, route) = resolve(&state, request.uri().path(), request.method())?;
-    let action = match route_action {
-        RouteAction::Pull => Action::Pull,
-        RouteAction::Push => Action::Push,
+    let path = request.uri().path().to_owned();
+    let (scope, route_action, rest) = split_path(&state, &path).ok_or(ApiError::NotFound)?;
+    let expected = match route_action {
+        RouteAction::Push => Method::POST,
+        RouteAction::Pull | RouteAction::List | RouteAction::Batch => Method::GET,
     };
+    if *request.method() != expected {
+        return Err(ApiError::NotFound);
+    }
     let (parts, body) = request.into_parts();
-    let (caller, body) = authenticate(&state, &parts, body, &route, action).await?;
+    if route_action == RouteAction::Batch {
+        return batch::batch_pull(&state, scope, &parts).await;
+    }
+    let route = resolve_route(scope, route_action, rest)?;
+    let action = match route_action {
+        RouteAction::Push => Action::Push,
+        RouteAction::List => Action::List,
+        RouteAction::Pull | RouteAction::Batch => Action::Pull,
+    };
+    if let TargetKind::Bundle(members) = &route.target.kind {
+        let public = members.iter().all(|m| is_public(m, Action::Pull));
+        let (caller, _) = authenticate(&state, &parts, body, Some(&route), public).await?;
+        return bundle::bundle_pull(&state, &route, members, &caller).await;
+    }
+    let public = is_public(&route.target.collection, action);
+    let (caller, body) = authenticate(&state, &parts, body, Some(&route), public).await?;
     authorize(&state, &caller, &route, action).await?;
+    if action != Action::Push {
+        rate_check(&state, &parts, &route, &caller, action)?;
+    }
     match route_action {
-        RouteAction::Pull => {
+        RouteAction::Pull | RouteAction::Batch => {
             pull::pull(&state, &route, &caller, parts.uri.query(), &parts.headers).await
         }
-        RouteAction::Push => push::push(&state, &route, &caller, &parts.headers, body).await,
+        RouteAction::Push => push::push(&state, &route, &caller, &parts, body).await,
+        RouteAction::List => list::list(&state, &route, parts.uri.query()).await,
     }
 }

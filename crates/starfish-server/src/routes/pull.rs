@@ -1,8 +1,9 @@
 //! `GET /[ns/]pull/<storage path>` for regular JSON documents.
 
 use super::ResolvedRoute;
+use crate::access::holds_any;
 use crate::auth::{Caller, match_scope_path};
-use crate::config::Collection;
+use crate::config::{Collection, IDENTITY_PARAM};
 use crate::error::ApiError;
 use crate::protocol::StoredDoc;
 use crate::protocol::document::pull_body;
@@ -20,6 +21,51 @@ pub(super) fn cache_control(collection: &Collection) -> Option<HeaderValue> {
         format!("private, max-age={secs}")
     };
     HeaderValue::from_str(&value).ok()
+}
+
+/// Reads a regular JSON document as `caller` sees it: `None` when missing, corrupt or
+/// expired (`ttlMs`), and fields the caller may not read removed (the hash still
+/// covers the whole document, as in the reference).
+pub(super) async fn read_json(
+    state: &AppState,
+    collection: &Collection,
+    key: &str,
+    caller: &Caller,
+    params: &[(String, String)],
+    now: u64,
+) -> Result<Option<StoredDoc>, ApiError> {
+    let stored = state.store.get(&DocStore::key(key)?).await?;
+    let Some(mut doc) = stored.as_deref().and_then(StoredDoc::parse) else {
+        return Ok(None);
+    };
+    if let Some(ttl) = collection.ttl_ms {
+        if doc.ts != 0 && now.saturating_sub(doc.ts) > ttl.get() {
+            return Ok(None);
+        }
+    }
+    if doc.hash.is_empty() && doc.data.is_empty() {
+        return Ok(None);
+    }
+    filter_fields(&mut doc.data, collection, caller, params);
+    Ok(Some(doc))
+}
+
+/// Removes top-level fields whose `fieldPermissions` readRoles the caller lacks.
+pub(super) fn filter_fields(
+    data: &mut serde_json::Map<String, serde_json::Value>,
+    collection: &Collection,
+    caller: &Caller,
+    params: &[(String, String)],
+) {
+    let identity = params
+        .iter()
+        .find(|(k, _)| k == IDENTITY_PARAM)
+        .map(|(_, v)| v.as_str());
+    for (field, perm) in &collection.field_permissions {
+        if !perm.read.is_empty() && !holds_any(caller, &[], &perm.read, identity) {
+            data.remove(field);
+        }
+    }
 }
 
 /// `withKeyring=1` or `=true`, case-insensitive.
@@ -46,15 +92,7 @@ pub(super) async fn pull(
         return Err(ApiError::NotImplemented);
     }
     let now = state.clock.now_ms();
-    let key = DocStore::key(&route.key)?;
-    let stored = state.store.get(&key).await?;
-    let mut doc = stored.as_deref().and_then(StoredDoc::parse);
-    if let (Some(ttl), Some(d)) = (collection.ttl_ms, &doc) {
-        if d.ts != 0 && now.saturating_sub(d.ts) > ttl.get() {
-            doc = None;
-        }
-    }
-    let doc = doc.filter(|d| !d.hash.is_empty() || !d.data.is_empty());
+    let doc = read_json(state, collection, &route.key, caller, &route.params, now).await?;
     let etag = doc
         .as_ref()
         .filter(|d| !d.hash.is_empty())

@@ -1,7 +1,8 @@
 //! `POST /[ns/]push/<storage path>` for regular JSON documents.
 
 use super::body::{content_length, read_limited};
-use super::{RequestBody, ResolvedRoute};
+use super::{RequestBody, ResolvedRoute, rate_check};
+use crate::access::Action;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::protocol::StoredDoc;
@@ -9,7 +10,8 @@ use crate::protocol::author::{DOC_AUTHOR_DOMAIN, verify_author};
 use crate::protocol::document::parse_push_body;
 use crate::state::AppState;
 use crate::store::{CasError, DocStore};
-use axum::http::{HeaderMap, header};
+use axum::http::header;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -18,9 +20,10 @@ pub(super) async fn push(
     state: &AppState,
     route: &ResolvedRoute,
     caller: &Caller,
-    headers: &HeaderMap,
+    parts: &Parts,
     body: RequestBody,
 ) -> Result<Response, ApiError> {
+    let headers = &parts.headers;
     let collection = &route.target.collection;
     if collection.is_binary() || collection.append_only.is_some() {
         return Err(ApiError::NotImplemented);
@@ -30,6 +33,7 @@ pub(super) async fn push(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge("Payload too large".into()));
     }
+    rate_check(state, parts, route, caller, Action::Push)?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
