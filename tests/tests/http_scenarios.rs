@@ -47,11 +47,6 @@ const NOT_YET: &[(&str, &str)] = &[
         "append-pull-full-with-bound",
         "append-only collections (issue 5)",
     ),
-    ("binary-pull-missing", "binary collections (issue 5)"),
-    ("binary-push-wrong-mime", "binary collections (issue 5)"),
-    ("binary-push", "binary collections (issue 5)"),
-    ("binary-pull", "binary collections (issue 5)"),
-    ("binary-pull-if-none-match", "binary collections (issue 5)"),
     ("batch-pull", "append-only entry in the batch (issue 5)"),
     (
         "batch-pull-append",

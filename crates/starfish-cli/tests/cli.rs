@@ -158,3 +158,125 @@ fn no_anonymous_refuses_callers_without_a_cap() {
     );
     assert!(closed.terminate().success());
 }
+
+/// Peak resident memory of a process, from /proc (Linux).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_50_mb_blob_round_trips_while_the_server_stays_far_below_50_mb() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("blobs.yaml");
+    std::fs::write(
+        &config,
+        "version: 1\ncollections:\n  - {name: files, storagePath: \"files/{id}\", readRoles: [public], writeRoles: [public], allowedMimeTypes: [\"application/octet-stream\"], maxBodyBytes: 60000000}\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--port", "0", "--config"])
+        .arg(&config)
+        .arg("--data")
+        .arg(&data)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let port: u16 = loop {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
+            break rest
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let server = Server { child, port };
+    let baseline = peak_rss_kib(server.child.id());
+
+    // Upload 50 MB of non-repeating bytes, 64 KiB at a time.
+    const SIZE: usize = 50 * 1024 * 1024;
+    let mut sent = Sha256::new();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /push/files/big HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/octet-stream\r\nContent-Length: {SIZE}\r\n\r\n"
+    )
+    .unwrap();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut chunk = vec![0u8; 64 * 1024];
+    for _ in 0..SIZE / chunk.len() {
+        for b in chunk.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        sent.update(&chunk);
+        stream.write_all(&chunk).unwrap();
+    }
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let sent = hex::encode(sent.finalize());
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains(&sent),
+        "the push answers the SHA-256 of the bytes: {response}"
+    );
+
+    // Download with HTTP/1.0 (no chunked encoding): read until the server closes.
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET /pull/files/big HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("etag: \"{sent}\"")),
+        "{head}"
+    );
+    let mut got = Sha256::new();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+        got.update(&buf[..n]);
+    }
+    assert_eq!(total, SIZE);
+    assert_eq!(hex::encode(got.finalize()), sent, "byte-identical");
+
+    let peak = peak_rss_kib(server.child.id());
+    eprintln!(
+        "starfish peak RSS: baseline {} KiB, after 50 MB up and down {} KiB",
+        baseline, peak
+    );
+    assert!(
+        peak < 32 * 1024,
+        "peak RSS {peak} KiB is not far below 50 MB"
+    );
+    assert!(server.terminate().success());
+}

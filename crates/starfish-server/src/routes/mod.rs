@@ -2,6 +2,7 @@
 //! route table built at load time; the handlers for each family live in their own file.
 
 mod batch;
+mod blob;
 mod body;
 mod bundle;
 mod health;
@@ -411,6 +412,13 @@ async fn dispatch(
     authorize(&state, &caller, &route, action).await?;
     if action != Action::Push {
         rate_check(&state, &parts, &route, &caller, action)?;
+    }
+    if route.target.collection.is_binary() {
+        return match action {
+            Action::Push => blob::push_blob(&state, &route, &caller, &parts, body).await,
+            Action::Pull => blob::pull_blob(&state, &route, &parts.headers).await,
+            Action::List => list::list(&state, &route, parts.uri.query()).await,
+        };
     }
     match route_action {
         RouteAction::Pull | RouteAction::Batch => {

@@ -88,7 +88,7 @@ pub(super) async fn pull(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let collection = &route.target.collection;
-    if collection.is_binary() || collection.append_only.is_some() {
+    if collection.append_only.is_some() {
         return Err(ApiError::NotImplemented);
     }
     let now = state.clock.now_ms();

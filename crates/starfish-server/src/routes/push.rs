@@ -25,7 +25,7 @@ pub(super) async fn push(
 ) -> Result<Response, ApiError> {
     let headers = &parts.headers;
     let collection = &route.target.collection;
-    if collection.is_binary() || collection.append_only.is_some() {
+    if collection.append_only.is_some() {
         return Err(ApiError::NotImplemented);
     }
     let declared = content_length(headers)?;

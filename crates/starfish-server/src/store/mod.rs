@@ -9,6 +9,10 @@
 //! nodes must therefore share a store with conditional writes (S3, or any store whose
 //! [`Capabilities::conditional_update`] is true), not one directory.
 
+mod blob;
+
+pub use blob::{Blob, BlobBody, BlobError, DEFAULT_BLOB_TYPE, META_SUFFIX};
+
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{

@@ -1,0 +1,178 @@
+//! Binary objects: streamed in under a byte limit, hashed on the way, never held
+//! whole in memory; their content type (and our hash) kept beside them.
+
+use super::{DocStore, StoreError};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use object_store::{Attribute, AttributeValue, Attributes, GetResult, ObjectStoreExt, PutPayload};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+/// Bytes buffered before an upload turns into a multipart upload.
+const PART_BYTES: usize = 5 * 1024 * 1024;
+/// Suffix of the sidecar that holds a blob's content type (the reference's filesystem
+/// layout) and, from us, its SHA-256 and the version it describes.
+pub const META_SUFFIX: &str = ".__meta__";
+/// The media type of a blob stored without one.
+pub const DEFAULT_BLOB_TYPE: &str = "application/octet-stream";
+
+/// Why a blob upload did not land. Nothing is stored in any of these cases.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// The body passed the limit.
+    #[error("blob over the size limit")]
+    TooLarge,
+    /// Reading the request body failed.
+    #[error("request body: {0}")]
+    Body(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A stored blob ready to be sent.
+pub struct Blob {
+    /// Its media type.
+    pub content_type: String,
+    /// Lowercase hex SHA-256 of its bytes.
+    pub sha256: String,
+    /// The bytes, still streaming from the store when the hash was known.
+    pub body: BlobBody,
+}
+
+/// The bytes of a [`Blob`].
+pub enum BlobBody {
+    /// Streaming from the store.
+    Stream(GetResult),
+    /// Already read (the hash had to be computed).
+    Bytes(Bytes),
+}
+
+fn meta_key(key: &Path) -> Path {
+    Path::from(format!("{key}{META_SUFFIX}"))
+}
+
+impl DocStore {
+    /// Streams `body` to `key`, at most `limit` bytes, and records its media type.
+    /// Returns the SHA-256 of what was stored. Last write wins.
+    ///
+    /// # Errors
+    /// [`BlobError`]; the upload is aborted and nothing is stored.
+    pub async fn put_blob<S, E>(
+        &self,
+        key: &Path,
+        mut body: S,
+        limit: u64,
+        content_type: &str,
+    ) -> Result<String, BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        // At most two parts in flight: memory per upload stays near 2 x PART_BYTES.
+        let mut writer = BufWriter::with_capacity(self.inner.clone(), key.clone(), PART_BYTES)
+            .with_max_concurrency(2);
+        if self.caps.attributes {
+            writer = writer.with_attributes(Attributes::from_iter([(
+                Attribute::ContentType,
+                AttributeValue::from(content_type.to_owned()),
+            )]));
+        }
+        let mut hasher = Sha256::new();
+        let mut total: u64 = 0;
+        let failure = loop {
+            match body.next().await {
+                None => break None,
+                Some(Err(e)) => break Some(BlobError::Body(e.to_string())),
+                Some(Ok(chunk)) => {
+                    total += chunk.len() as u64;
+                    if total > limit {
+                        break Some(BlobError::TooLarge);
+                    }
+                    hasher.update(&chunk);
+                    if let Err(e) = writer.put(chunk).await {
+                        break Some(BlobError::Store(e.into()));
+                    }
+                }
+            }
+        };
+        if let Some(e) = failure {
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+        writer.shutdown().await.map_err(|e| {
+            BlobError::Store(StoreError::Backend(object_store::Error::Generic {
+                store: "blob upload",
+                source: Box::new(e),
+            }))
+        })?;
+        let sha256 = hex::encode(hasher.finalize());
+        // Record the hash for the exact version just written, so a pull can trust it.
+        let version = self.inner.head(key).await.map_err(StoreError::from)?;
+        let meta = json!({
+            "contentType": content_type,
+            "sha256": sha256,
+            "size": version.size,
+            "eTag": version.e_tag,
+        });
+        self.inner
+            .put(&meta_key(key), PutPayload::from(meta.to_string()))
+            .await
+            .map_err(StoreError::from)?;
+        Ok(sha256)
+    }
+
+    /// Opens the blob at `key`; `None` when there is none.
+    ///
+    /// # Errors
+    /// [`StoreError`] for anything but "not found".
+    pub async fn get_blob(&self, key: &Path) -> Result<Option<Blob>, StoreError> {
+        let result = match self.inner.get(key).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let sidecar = match self.get(&meta_key(key)).await? {
+            Some(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes).ok(),
+            None => None,
+        };
+        let field = |name: &str| {
+            sidecar
+                .as_ref()
+                .and_then(|m| m.get(name))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        let content_type = field("contentType")
+            .or_else(|| {
+                result
+                    .attributes
+                    .get(&Attribute::ContentType)
+                    .map(|v| v.to_string())
+            })
+            .unwrap_or_else(|| DEFAULT_BLOB_TYPE.to_owned());
+        // Our hash is trusted only for the version it was recorded for.
+        let current = result.meta.e_tag.clone();
+        let recorded_for = field("eTag");
+        let trusted = field("sha256").filter(|_| current.is_some() && current == recorded_for);
+        match trusted {
+            Some(sha256) => Ok(Some(Blob {
+                content_type,
+                sha256,
+                body: BlobBody::Stream(result),
+            })),
+            None => {
+                // Written by another server (or its sidecar is stale): hash it here.
+                let bytes = result.bytes().await?;
+                Ok(Some(Blob {
+                    content_type,
+                    sha256: hex::encode(Sha256::digest(&bytes)),
+                    body: BlobBody::Bytes(bytes),
+                }))
+            }
+        }
+    }
+}
