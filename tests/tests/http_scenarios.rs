@@ -22,36 +22,7 @@ use tower::ServiceExt;
 /// (scenario, why it cannot pass yet)
 const NOT_YET: &[(&str, &str)] = &[
     ("config-endpoint", "/config endpoint (issue 5)"),
-    ("schema-invalid", "objectSchema (issue 5)"),
-    (
-        "schema-valid",
-        "objectSchema (issue 5): the invalid push before it is stored",
-    ),
-    ("append-without-author", "append-only collections (issue 5)"),
-    ("append-first", "append-only collections (issue 5)"),
-    (
-        "append-second-client-ts",
-        "append-only collections (issue 5)",
-    ),
-    (
-        "append-non-monotonic-ts",
-        "append-only collections (issue 5)",
-    ),
-    ("append-pull-unbounded", "append-only collections (issue 5)"),
-    ("append-pull-last", "append-only collections (issue 5)"),
-    (
-        "append-pull-checkpoint",
-        "append-only collections (issue 5)",
-    ),
-    (
-        "append-pull-full-with-bound",
-        "append-only collections (issue 5)",
-    ),
-    ("batch-pull", "append-only entry in the batch (issue 5)"),
-    (
-        "batch-pull-append",
-        "appendParams need append-only logs (issue 5)",
-    ),
+    ("batch-pull-append", "appendParams in batch pull (issue 5)"),
 ];
 
 fn request(scenario: &Value) -> Request<Body> {
@@ -178,10 +149,6 @@ async fn replay_reference_http_scenarios() {
         ours.insert(meta.location.to_string(), bytes);
     }
     for (key, text) in expected_json {
-        // Objects of collections not served yet (append-only logs, schema-checked docs).
-        if ["logs/", "typed/"].iter().any(|p| key.starts_with(p)) {
-            continue;
-        }
         let got = ours
             .get(key)
             .map(|b| String::from_utf8_lossy(b).into_owned());

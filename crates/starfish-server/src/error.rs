@@ -38,9 +38,28 @@ pub enum ApiError {
     /// A 403 whose message the protocol spells out (author proofs, field permissions).
     #[error("{0}")]
     ForbiddenMessage(&'static str),
-    /// A collection feature this build does not serve yet.
-    #[error("Not implemented")]
-    NotImplemented,
+    /// A 403 with a message built from the request (the field name).
+    #[error("{0}")]
+    ForbiddenText(String),
+    /// A 409 whose message the protocol spells out (`non_monotonic_timestamp`).
+    #[error("{0}")]
+    ConflictText(Cow<'static, str>),
+    /// `409 {"error":"append_limit_exceeded","limit":N}`.
+    #[error("append_limit_exceeded")]
+    AppendLimitExceeded {
+        /// The collection's `maxItems`.
+        limit: u64,
+    },
+    /// `400 {"error":"Schema validation failed: …","path":[…],"validator":"…"}`.
+    #[error("Schema validation failed: {message}")]
+    Schema {
+        /// The validator's message.
+        message: String,
+        /// Where in `data`.
+        path: Vec<serde_json::Value>,
+        /// The failing keyword.
+        validator: String,
+    },
     /// `baseHash` does not match the stored document.
     #[error("hash_mismatch")]
     HashMismatch,
@@ -74,8 +93,11 @@ impl ApiError {
             Self::Auth(AuthError::BodyTooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::AuthTimeout => StatusCode::SERVICE_UNAVAILABLE,
             Self::AuthorizationError => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Forbidden | Self::ForbiddenMessage(_) => StatusCode::FORBIDDEN,
-            Self::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            Self::Forbidden | Self::ForbiddenMessage(_) | Self::ForbiddenText(_) => {
+                StatusCode::FORBIDDEN
+            }
+            Self::ConflictText(_) | Self::AppendLimitExceeded { .. } => StatusCode::CONFLICT,
+            Self::Schema { .. } => StatusCode::BAD_REQUEST,
             Self::HashMismatch => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -87,14 +109,17 @@ impl ApiError {
 
 /// `{"error": message}` with `Content-Type: application/json`.
 pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
-    let body = serde_json::json!({ "error": message }).to_string();
+    json_body(status, &serde_json::json!({ "error": message }))
+}
+
+fn json_body(status: StatusCode, body: &serde_json::Value) -> Response {
     (
         status,
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        body,
+        body.to_string(),
     )
         .into_response()
 }
@@ -122,6 +147,22 @@ impl IntoResponse for ApiError {
                 }
             }
             Self::AuthTimeout => json_error(status, "Unauthorized"),
+            Self::AppendLimitExceeded { limit } => json_body(
+                status,
+                &serde_json::json!({ "error": "append_limit_exceeded", "limit": limit }),
+            ),
+            Self::Schema {
+                message,
+                path,
+                validator,
+            } => json_body(
+                status,
+                &serde_json::json!({
+                    "error": format!("Schema validation failed: {message}"),
+                    "path": path,
+                    "validator": validator,
+                }),
+            ),
             Self::RateLimited { retry_after } => {
                 let mut res = json_error(status, "Rate limit exceeded");
                 res.headers_mut()

@@ -277,8 +277,8 @@ pub struct Collection {
     pub rate_limits: RateLimits,
     /// `Cache-Control` max-age for pulls.
     pub cache_duration_ms: Option<u64>,
-    /// JSON Schema for `data` on push.
-    pub object_schema: Option<Value>,
+    /// JSON Schema for `data` on push, compiled.
+    pub object_schema: Option<crate::protocol::schema::ObjectSchema>,
     /// Push routes are not mounted.
     pub pull_only: bool,
     /// Pull routes are not mounted.

@@ -359,6 +359,17 @@ fn validate_scope(
                 Encryption::None
             }
         };
+        let object_schema = match &raw.object_schema {
+            Some(schema) if !binary => match crate::protocol::schema::ObjectSchema::compile(schema)
+            {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    errors.push(format!("{p}objectSchema is not a valid JSON Schema: {e}"));
+                    None
+                }
+            },
+            _ => None,
+        };
         for (field, value) in [
             ("maxBodyBytes", raw.max_body_bytes),
             ("cacheDurationMs", raw.cache_duration_ms),
@@ -392,7 +403,7 @@ fn validate_scope(
             allowed_mime_types: mimes,
             rate_limits,
             cache_duration_ms: raw.cache_duration_ms,
-            object_schema: raw.object_schema.clone(),
+            object_schema,
             pull_only,
             push_only,
             force_full_fetch: raw.force_full_fetch.unwrap_or(false),

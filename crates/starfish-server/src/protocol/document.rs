@@ -64,6 +64,14 @@ pub struct PushEnvelope {
 /// # Errors
 /// The [`EnvelopeError`] the reference would answer with.
 pub fn parse_push_body(body: &[u8]) -> Result<PushEnvelope, EnvelopeError> {
+    PushEnvelope::from_body(parse_body_object(body)?)
+}
+
+/// Parses a push body as a JSON object no deeper than [`MAX_DOC_DEPTH`].
+///
+/// # Errors
+/// [`EnvelopeError::NotAnObject`] or [`EnvelopeError::TooDeep`].
+pub fn parse_body_object(body: &[u8]) -> Result<Map<String, Value>, EnvelopeError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         // serde_json stops at 128 levels; the reference would call that "too deep".
         if e.to_string().contains("recursion limit exceeded") {
@@ -72,27 +80,97 @@ pub fn parse_push_body(body: &[u8]) -> Result<PushEnvelope, EnvelopeError> {
             EnvelopeError::NotAnObject
         }
     })?;
-    let Value::Object(mut body) = value else {
+    let Value::Object(body) = value else {
         return Err(EnvelopeError::NotAnObject);
     };
     if !depth_within(&body, MAX_DOC_DEPTH) {
         return Err(EnvelopeError::TooDeep);
     }
-    let data = match body.remove("data") {
-        Some(Value::Object(data)) => data,
-        _ => return Err(EnvelopeError::MissingData),
-    };
-    let base_hash = match body.remove("baseHash") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(_) => return Err(EnvelopeError::BadBaseHash),
-    };
-    let author = parse_author(&mut body)?;
-    Ok(PushEnvelope {
-        data: sanitize_object(data),
-        base_hash,
-        author,
-    })
+    Ok(body)
+}
+
+impl PushEnvelope {
+    /// The envelope of a regular push from its parsed body.
+    ///
+    /// # Errors
+    /// The [`EnvelopeError`] the reference would answer with.
+    pub fn from_body(mut body: Map<String, Value>) -> Result<Self, EnvelopeError> {
+        let data = match body.remove("data") {
+            Some(Value::Object(data)) => data,
+            _ => return Err(EnvelopeError::MissingData),
+        };
+        let base_hash = match body.remove("baseHash") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(_) => return Err(EnvelopeError::BadBaseHash),
+        };
+        let author = parse_author(&mut body)?;
+        Ok(PushEnvelope {
+            data: sanitize_object(data),
+            base_hash,
+            author,
+        })
+    }
+}
+
+/// Why an append body was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AppendEnvelopeError {
+    /// `data` missing or not an object.
+    #[error("Missing or invalid data")]
+    MissingData,
+    /// `ts` is not a non-negative integer.
+    #[error("ts must be a non-negative integer")]
+    BadTs,
+    /// An author proof is required and missing (or half there).
+    #[error("append requires authorPubkey and authorSignature")]
+    AuthorRequired,
+}
+
+/// A parsed append body: `{"data", "ts"?, "authorPubkey"?, "authorSignature"?}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendEnvelope {
+    /// The sanitised item.
+    pub item: Map<String, Value>,
+    /// A client-chosen timestamp.
+    pub ts: Option<u64>,
+    /// The author proof, if complete.
+    pub author: Option<AuthorProof>,
+}
+
+impl AppendEnvelope {
+    /// Parses an append body; `baseHash` is ignored, as in the reference.
+    ///
+    /// # Errors
+    /// [`AppendEnvelopeError`].
+    pub fn from_body(
+        mut body: Map<String, Value>,
+        require_author: bool,
+    ) -> Result<Self, AppendEnvelopeError> {
+        let item = match body.remove("data") {
+            Some(Value::Object(data)) => sanitize_object(data),
+            _ => return Err(AppendEnvelopeError::MissingData),
+        };
+        let author = match (body.remove("authorPubkey"), body.remove("authorSignature")) {
+            (Some(Value::String(pubkey)), Some(Value::String(signature))) => {
+                Some(AuthorProof { pubkey, signature })
+            }
+            (None, None) if !require_author => None,
+            _ => return Err(AppendEnvelopeError::AuthorRequired),
+        };
+        let ts = match body.remove("ts") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => {
+                let t = n.as_f64().unwrap_or(-1.0);
+                if !(t.is_finite() && t.fract() == 0.0 && t >= 0.0) {
+                    return Err(AppendEnvelopeError::BadTs);
+                }
+                Some(t as u64)
+            }
+            Some(_) => return Err(AppendEnvelopeError::BadTs),
+        };
+        Ok(Self { item, ts, author })
+    }
 }
 
 fn parse_author(body: &mut Map<String, Value>) -> Result<Option<AuthorProof>, EnvelopeError> {

@@ -1,11 +1,13 @@
 //! `GET /[ns/]pull/<storage path>` for regular JSON documents.
 
 use super::ResolvedRoute;
+use super::query::{canonical_uint, param};
 use crate::access::holds_any;
 use crate::auth::{Caller, match_scope_path};
-use crate::config::{Collection, IDENTITY_PARAM};
+use crate::config::{AppendOnly, Collection, IDENTITY_PARAM};
 use crate::error::ApiError;
 use crate::protocol::StoredDoc;
+use crate::protocol::append::LogRange;
 use crate::protocol::document::pull_body;
 use crate::state::AppState;
 use crate::store::DocStore;
@@ -21,6 +23,108 @@ pub(super) fn cache_control(collection: &Collection) -> Option<HeaderValue> {
         format!("private, max-age={secs}")
     };
     HeaderValue::from_str(&value).ok()
+}
+
+/// The range a log pull asks for (§4.7), checked against the collection's bounds.
+pub(super) fn log_range(
+    query: Option<&str>,
+    config: &AppendOnly,
+    now: u64,
+) -> Result<LogRange, ApiError> {
+    let bad = |m: &'static str| ApiError::BadRequest(m.into());
+    let checkpoint = match param(query, "checkpoint") {
+        None => None,
+        Some(raw) => Some(canonical_uint(&raw).ok_or_else(|| bad("Invalid checkpoint"))?),
+    };
+    // `limit` is an alias of `last` and wins when both are given.
+    let mut last = None;
+    for (name, message) in [("limit", "Invalid limit"), ("last", "Invalid last")] {
+        if let Some(raw) = param(query, name) {
+            last = Some(canonical_uint(&raw).ok_or_else(|| bad(message))?);
+            if name == "limit" {
+                break;
+            }
+        }
+    }
+    let full = matches!(param(query, "full").as_deref(), Some("true" | "1"));
+    if checkpoint.is_none() && last.is_none() && !full {
+        return Err(bad("pull_bound_required"));
+    }
+    if full && (checkpoint.is_some() || last.is_some()) {
+        return Err(bad("full_with_bounds"));
+    }
+    if full && !config.allow_full {
+        return Err(bad("full_not_allowed"));
+    }
+    if let (Some(cp), Some(age)) = (checkpoint, config.max_checkpoint_age_ms) {
+        if cp < now.saturating_sub(age.get()) {
+            return Err(bad("checkpoint_too_old"));
+        }
+    }
+    if let (Some(l), Some(max)) = (last, config.max_pull_limit) {
+        last = Some(l.min(max.get()));
+    }
+    Ok(LogRange { checkpoint, last })
+}
+
+/// A log pull's body: `{"data": {...other fields, "<field>": [elements]}, "hash", "timestamp"}`,
+/// with fields the caller may not read removed from the document and every element.
+pub(super) async fn read_log_body(
+    state: &AppState,
+    route: &ResolvedRoute,
+    caller: &Caller,
+    config: &AppendOnly,
+    range: LogRange,
+    now: u64,
+) -> Result<serde_json::Value, ApiError> {
+    let collection = &route.target.collection;
+    let log = state
+        .store
+        .read_log(&route.key, &config.field, range)
+        .await?;
+    let (mut data, elements, hash) = match log {
+        Some(l) => (l.data, l.elements, l.hash),
+        None => (serde_json::Map::new(), Vec::new(), String::new()),
+    };
+    filter_fields(&mut data, collection, caller, &route.params);
+    let elements = elements
+        .into_iter()
+        .map(|mut e| {
+            if let Some(serde_json::Value::Object(d)) = e.get_mut("data") {
+                filter_fields(d, collection, caller, &route.params);
+            }
+            e
+        })
+        .collect();
+    data.insert(config.field.clone(), serde_json::Value::Array(elements));
+    Ok(serde_json::json!({ "data": data, "hash": hash, "timestamp": now }))
+}
+
+/// Adds ETag (answering 304 on a match) and Cache-Control to a pull body.
+fn with_cache_headers(
+    body: serde_json::Value,
+    collection: &Collection,
+    headers: &HeaderMap,
+) -> Response {
+    let hash = body["hash"].as_str().unwrap_or("");
+    let etag = (!hash.is_empty()).then(|| format!("\"{hash}\""));
+    if let Some(etag) = &etag {
+        if headers
+            .get(header::IF_NONE_MATCH)
+            .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+        {
+            return StatusCode::NOT_MODIFIED.into_response();
+        }
+    }
+    let mut response = axum::Json(body).into_response();
+    let h = response.headers_mut();
+    if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        h.insert(header::ETAG, etag);
+    }
+    if let Some(cc) = cache_control(collection) {
+        h.insert(header::CACHE_CONTROL, cc);
+    }
+    response
 }
 
 /// Reads a regular JSON document as `caller` sees it: `None` when missing, corrupt or
@@ -88,23 +192,13 @@ pub(super) async fn pull(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let collection = &route.target.collection;
-    if collection.append_only.is_some() {
-        return Err(ApiError::NotImplemented);
-    }
     let now = state.clock.now_ms();
-    let doc = read_json(state, collection, &route.key, caller, &route.params, now).await?;
-    let etag = doc
-        .as_ref()
-        .filter(|d| !d.hash.is_empty())
-        .map(|d| format!("\"{}\"", d.hash));
-    if let Some(etag) = &etag {
-        if headers
-            .get(header::IF_NONE_MATCH)
-            .is_some_and(|v| v.as_bytes() == etag.as_bytes())
-        {
-            return Ok(StatusCode::NOT_MODIFIED.into_response());
-        }
+    if let Some(config) = &collection.append_only {
+        let range = log_range(query, config, now)?;
+        let body = read_log_body(state, route, caller, config, range, now).await?;
+        return Ok(with_cache_headers(body, collection, headers));
     }
+    let doc = read_json(state, collection, &route.key, caller, &route.params, now).await?;
     let mut body = pull_body(doc.as_ref(), now);
     // `?withKeyring=1|true`: the sibling `<key>/_keyring` document, when the caller's
     // path scope covers it (otherwise the flag is dropped, as in the reference).
@@ -121,13 +215,5 @@ pub(super) async fn pull(
             map.insert("keyring".into(), keyring);
         }
     }
-    let mut response = axum::Json(body).into_response();
-    let h = response.headers_mut();
-    if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
-        h.insert(header::ETAG, etag);
-    }
-    if let Some(cc) = cache_control(collection) {
-        h.insert(header::CACHE_CONTROL, cc);
-    }
-    Ok(response)
+    Ok(with_cache_headers(body, collection, headers))
 }

@@ -9,8 +9,10 @@
 //! nodes must therefore share a store with conditional writes (S3, or any store whose
 //! [`Capabilities::conditional_update`] is true), not one directory.
 
+mod append;
 mod blob;
 
+pub use append::{AppendFailure, AppendOp, LogRead};
 pub use blob::{Blob, BlobBody, BlobError, DEFAULT_BLOB_TYPE, META_SUFFIX};
 
 use bytes::Bytes;
