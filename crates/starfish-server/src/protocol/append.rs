@@ -170,10 +170,6 @@ pub fn single_doc_bytes(data: &Map<String, Value>, ts: u64, hash: &str) -> Vec<u
 }
 
 /// Bytes of a segmented head.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one argument per field of the stored head"
-)]
 pub fn seg_head_bytes(
     data: &Map<String, Value>,
     n: u64,
