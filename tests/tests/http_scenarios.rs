@@ -15,15 +15,12 @@ use object_store::ObjectStoreExt;
 use serde_json::Value;
 use starfish_server::auth::ManualClock;
 use starfish_server::store::DocStore;
-use starfish_server::{SyncConfig, SyncOptions, create_sync_router};
+use starfish_server::{ConfigEndpoint, SyncConfig, SyncOptions, create_sync_router};
 use std::sync::Arc;
 use tower::ServiceExt;
 
 /// (scenario, why it cannot pass yet)
-const NOT_YET: &[(&str, &str)] = &[
-    ("config-endpoint", "/config endpoint (issue 5)"),
-    ("batch-pull-append", "appendParams in batch pull (issue 5)"),
-];
+const NOT_YET: &[(&str, &str)] = &[];
 
 fn request(scenario: &Value) -> Request<Body> {
     let req = &scenario["request"];
@@ -96,7 +93,9 @@ async fn replay_reference_http_scenarios() {
     let clock = ManualClock::new(0);
     let store = DocStore::memory();
     let app = create_sync_router(
-        SyncOptions::new(config, store.clone()).with_clock(Arc::new(clock.clone())),
+        SyncOptions::new(config, store.clone())
+            .with_clock(Arc::new(clock.clone()))
+            .with_config_endpoint(ConfigEndpoint::Public),
     )
     .unwrap();
 

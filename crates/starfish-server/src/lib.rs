@@ -57,7 +57,7 @@ pub mod store;
 
 pub use config::{ConfigError, SyncConfig};
 pub use error::ApiError;
-pub use state::{DEFAULT_AUTH_TIMEOUT, SyncOptions};
+pub use state::{ConfigEndpoint, DEFAULT_AUTH_TIMEOUT, SyncOptions};
 
 /// Builds the sync routes for `options`: `GET /health`, and pull/push for every
 /// collection at the root and under `/<namespace>/`. Mount it at the root or under a

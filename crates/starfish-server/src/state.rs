@@ -34,12 +34,25 @@ pub struct SyncOptions {
     pub max_collections_per_batch: usize,
     /// Batch pulls refuse keys equal to or ending in `/<suffix>` (owner-only siblings).
     pub batch_key_deny_suffixes: Vec<String>,
+    /// Most log elements one batch pull may ask for (`appendParams` budget).
+    pub max_batch_append_elements: u64,
     /// Reverse proxies in front of the server: the client IP is the N-th
     /// `X-Forwarded-For` entry from the right. 0 (default): the socket address, and
     /// `X-Forwarded-For` is ignored (it is client-controlled).
     pub trusted_proxy_hops: usize,
     /// Most rate-limit counters kept at once.
     pub max_rate_buckets: usize,
+    /// Serve `GET /config` (off: 404, as in the reference).
+    pub config_endpoint: Option<ConfigEndpoint>,
+}
+
+/// Who `GET /config` describes collections to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigEndpoint {
+    /// Every collection, to anyone.
+    Public,
+    /// Collections whose readRoles or writeRoles the caller holds (`public` included).
+    RoleFiltered,
 }
 
 impl std::fmt::Debug for SyncOptions {
@@ -67,8 +80,10 @@ impl SyncOptions {
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
             max_collections_per_batch: 100,
             batch_key_deny_suffixes: vec!["_keyring".into(), "_members".into()],
+            max_batch_append_elements: 5000,
             trusted_proxy_hops: 0,
             max_rate_buckets: DEFAULT_MAX_BUCKETS,
+            config_endpoint: None,
         }
     }
 
@@ -90,6 +105,13 @@ impl SyncOptions {
     #[must_use]
     pub fn with_authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
         self.authenticator = Some(authenticator);
+        self
+    }
+
+    /// Serves `GET /config` to `who`.
+    #[must_use]
+    pub fn with_config_endpoint(mut self, who: ConfigEndpoint) -> Self {
+        self.config_endpoint = Some(who);
         self
     }
 
@@ -218,10 +240,6 @@ impl Scope {
 }
 
 pub(crate) struct Inner {
-    #[expect(
-        dead_code,
-        reason = "read by the /config and bundle routes, still to come"
-    )]
     pub(crate) config: SyncConfig,
     pub(crate) root: Scope,
     pub(crate) namespaces: HashMap<String, Scope>,
@@ -232,8 +250,10 @@ pub(crate) struct Inner {
     pub(crate) auth_timeout: Duration,
     pub(crate) max_collections_per_batch: usize,
     pub(crate) batch_key_deny_suffixes: Vec<String>,
+    pub(crate) max_batch_append_elements: u64,
     pub(crate) trusted_proxy_hops: usize,
     pub(crate) rate: RateLimiter,
+    pub(crate) config_endpoint: Option<ConfigEndpoint>,
 }
 
 /// Shared state of the router; clone = refcount bump.
@@ -288,8 +308,10 @@ impl AppState {
             auth_timeout: options.auth_timeout,
             max_collections_per_batch: options.max_collections_per_batch,
             batch_key_deny_suffixes: options.batch_key_deny_suffixes,
+            max_batch_append_elements: options.max_batch_append_elements,
             trusted_proxy_hops: options.trusted_proxy_hops,
             rate: RateLimiter::new(options.max_rate_buckets),
+            config_endpoint: options.config_endpoint,
         })))
     }
 }

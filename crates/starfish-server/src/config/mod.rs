@@ -301,6 +301,9 @@ pub struct Collection {
     pub root_only: bool,
     /// Identity restrictions for this collection.
     pub restrictions: Vec<Restriction>,
+    /// What `GET /config` tells clients about this collection (the reference's
+    /// `toCollectionClientInfo`, built once at load).
+    pub client_info: Value,
 }
 
 impl Collection {

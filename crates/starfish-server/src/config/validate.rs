@@ -387,6 +387,7 @@ fn validate_scope(
             continue;
         };
         let max_body = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        let client_info = client_info(raw, &mimes, append.as_ref());
         out.push(Arc::new(Collection {
             name: CollectionName::new(&raw.name),
             storage_path,
@@ -428,6 +429,7 @@ fn validate_scope(
             listable,
             root_only,
             restrictions,
+            client_info,
         }));
     }
     // Bundles: every member shares one storagePath.
@@ -450,6 +452,40 @@ fn validate_scope(
         }
     }
     out
+}
+
+/// `toCollectionClientInfo`: name, maxBodyBytes, encryption, allowedMimeTypes, then
+/// only the flags that are set.
+fn client_info(
+    raw: &RawCollection,
+    mimes: &[String],
+    append: Option<&Map<String, Value>>,
+) -> Value {
+    let mut info = Map::new();
+    info.insert("name".into(), Value::from(raw.name.as_str()));
+    if let Some(n) = raw.max_body_bytes {
+        info.insert("maxBodyBytes".into(), Value::from(n));
+    }
+    if let Some(e) = &raw.encryption {
+        info.insert("encryption".into(), Value::from(e.as_str()));
+    }
+    info.insert("allowedMimeTypes".into(), Value::from(mimes.to_vec()));
+    if raw.pull_only == Some(true) {
+        info.insert("pullOnly".into(), Value::Bool(true));
+    }
+    if raw.push_only == Some(true) {
+        info.insert("pushOnly".into(), Value::Bool(true));
+    }
+    if let Some(a) = append {
+        info.insert("appendOnly".into(), Value::Object(a.clone()));
+    }
+    if let Some(ttl) = raw.ttl_ms {
+        info.insert("ttlMs".into(), Value::from(ttl));
+    }
+    if raw.force_full_fetch == Some(true) {
+        info.insert("forceFullFetch".into(), Value::Bool(true));
+    }
+    Value::Object(info)
 }
 
 fn typed_append(a: &Map<String, Value>) -> AppendOnly {

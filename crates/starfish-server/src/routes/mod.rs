@@ -5,6 +5,7 @@ mod batch;
 mod blob;
 mod body;
 mod bundle;
+mod config;
 mod health;
 mod list;
 mod pull;
@@ -30,6 +31,7 @@ use std::net::SocketAddr;
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health::health))
+        .route("/config", get(config::config))
         .route("/{*rest}", any(dispatch))
         .fallback(not_found)
 }

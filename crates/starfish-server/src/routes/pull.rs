@@ -47,18 +47,29 @@ pub(super) fn log_range(
         }
     }
     let full = matches!(param(query, "full").as_deref(), Some("true" | "1"));
+    bounded_range(checkpoint, last, full, config, now).map_err(bad)
+}
+
+/// The bound rules of a log pull, shared by pulls and batch entries.
+pub(super) fn bounded_range(
+    checkpoint: Option<u64>,
+    mut last: Option<u64>,
+    full: bool,
+    config: &AppendOnly,
+    now: u64,
+) -> Result<LogRange, &'static str> {
     if checkpoint.is_none() && last.is_none() && !full {
-        return Err(bad("pull_bound_required"));
+        return Err("pull_bound_required");
     }
     if full && (checkpoint.is_some() || last.is_some()) {
-        return Err(bad("full_with_bounds"));
+        return Err("full_with_bounds");
     }
     if full && !config.allow_full {
-        return Err(bad("full_not_allowed"));
+        return Err("full_not_allowed");
     }
     if let (Some(cp), Some(age)) = (checkpoint, config.max_checkpoint_age_ms) {
         if cp < now.saturating_sub(age.get()) {
-            return Err(bad("checkpoint_too_old"));
+            return Err("checkpoint_too_old");
         }
     }
     if let (Some(l), Some(max)) = (last, config.max_pull_limit) {
@@ -71,27 +82,23 @@ pub(super) fn log_range(
 /// with fields the caller may not read removed from the document and every element.
 pub(super) async fn read_log_body(
     state: &AppState,
-    route: &ResolvedRoute,
+    (collection, key, params): (&Collection, &str, &[(String, String)]),
     caller: &Caller,
     config: &AppendOnly,
     range: LogRange,
     now: u64,
 ) -> Result<serde_json::Value, ApiError> {
-    let collection = &route.target.collection;
-    let log = state
-        .store
-        .read_log(&route.key, &config.field, range)
-        .await?;
+    let log = state.store.read_log(key, &config.field, range).await?;
     let (mut data, elements, hash) = match log {
         Some(l) => (l.data, l.elements, l.hash),
         None => (serde_json::Map::new(), Vec::new(), String::new()),
     };
-    filter_fields(&mut data, collection, caller, &route.params);
+    filter_fields(&mut data, collection, caller, params);
     let elements = elements
         .into_iter()
         .map(|mut e| {
             if let Some(serde_json::Value::Object(d)) = e.get_mut("data") {
-                filter_fields(d, collection, caller, &route.params);
+                filter_fields(d, collection, caller, params);
             }
             e
         })
@@ -195,7 +202,12 @@ pub(super) async fn pull(
     let now = state.clock.now_ms();
     if let Some(config) = &collection.append_only {
         let range = log_range(query, config, now)?;
-        let body = read_log_body(state, route, caller, config, range, now).await?;
+        let target = (
+            collection.as_ref(),
+            route.key.as_str(),
+            route.params.as_slice(),
+        );
+        let body = read_log_body(state, target, caller, config, range, now).await?;
         return Ok(with_cache_headers(body, collection, headers));
     }
     let doc = read_json(state, collection, &route.key, caller, &route.params, now).await?;

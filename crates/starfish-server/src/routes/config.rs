@@ -1,0 +1,81 @@
+//! `GET /config`: what clients may know about the collections (§2.1), when enabled.
+
+use super::authenticate;
+use crate::auth::Caller;
+use crate::config::{Collection, Role};
+use crate::error::ApiError;
+use crate::state::{AppState, ConfigEndpoint};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+fn visible(collection: &Collection, caller: &Caller, mode: ConfigEndpoint) -> bool {
+    if mode == ConfigEndpoint::Public {
+        return true;
+    }
+    let holds = |role: &Role| match role {
+        Role::Public => true,
+        Role::Owner => false,
+        Role::Named(name) => caller.roles().iter().any(|r| **r == **name),
+    };
+    collection
+        .read_roles
+        .iter()
+        .chain(collection.write_roles.iter())
+        .any(holds)
+}
+
+fn list(collections: &[Arc<Collection>], caller: &Caller, mode: ConfigEndpoint) -> Value {
+    Value::Array(
+        collections
+            .iter()
+            .filter(|c| visible(c, caller, mode))
+            .map(|c| c.client_info.clone())
+            .collect(),
+    )
+}
+
+pub(super) async fn config(
+    State(state): State<AppState>,
+    request: Request<Body>,
+) -> Result<Response, ApiError> {
+    let Some(mode) = state.config_endpoint else {
+        return Err(ApiError::NotFound);
+    };
+    let caller = if mode == ConfigEndpoint::RoleFiltered {
+        let (parts, body) = request.into_parts();
+        // A failed authentication lists what an anonymous caller may see; never a 5xx.
+        match authenticate(&state, &parts, body, None, false).await {
+            Ok((caller, _)) => caller,
+            Err(e) => {
+                tracing::debug!(error = %e, "/config: authentication failed");
+                Caller::anonymous()
+            }
+        }
+    } else {
+        Caller::anonymous()
+    };
+    let mut out = Map::new();
+    out.insert(
+        "collections".into(),
+        list(&state.config.collections, &caller, mode),
+    );
+    if !state.config.namespaces.is_empty() {
+        let namespaces: Map<String, Value> = state
+            .config
+            .namespaces
+            .iter()
+            .map(|ns| {
+                (
+                    ns.name.to_string(),
+                    json!({ "collections": list(&ns.collections, &caller, mode) }),
+                )
+            })
+            .collect();
+        out.insert("namespaces".into(), Value::Object(namespaces));
+    }
+    Ok(Json(Value::Object(out)).into_response())
+}
