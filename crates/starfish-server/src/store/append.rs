@@ -23,7 +23,16 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersio
 use serde_json::{Map, Value};
 
 /// Attempts before an append gives up under contention (409 for the client).
-const APPEND_ATTEMPTS: usize = 16;
+const APPEND_ATTEMPTS: usize = 32;
+
+/// Waits a little before retrying a lost race: exponential (1 ms, doubling, up to
+/// 32 ms) with full jitter, so racing writers spread out instead of colliding again.
+async fn backoff(attempt: usize) {
+    use std::hash::BuildHasher;
+    let cap_us = 1000u64 << attempt.min(5);
+    let jitter = std::collections::hash_map::RandomState::new().hash_one(attempt) % cap_us;
+    tokio::time::sleep(std::time::Duration::from_micros(jitter)).await;
+}
 
 /// One append.
 #[derive(Debug, Clone)]
@@ -141,7 +150,10 @@ impl DocStore {
         } else {
             Some(self.lock_for(&head_path).lock().await)
         };
-        for _ in 0..APPEND_ATTEMPTS {
+        for attempt in 0..APPEND_ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
             let head = self.read_versioned_key(op.key).await?;
             let parsed = head.as_ref().and_then(|(b, _)| LogHead::parse(b));
             let segmented = matches!(parsed, Some(LogHead::Segmented { .. }));
