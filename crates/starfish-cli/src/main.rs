@@ -9,7 +9,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use starfish_server::auth::{CapAuthOptions, NonceCacheLimits};
 use starfish_server::store::DocStore;
-use starfish_server::{ConfigError, SyncConfig, SyncOptions, create_sync_router};
+use starfish_server::{ConfigEndpoint, ConfigError, SyncConfig, SyncOptions, create_sync_router};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -52,8 +52,23 @@ struct ServeArgs {
     /// Mount the routes under this prefix (e.g. `/v1`) instead of the root.
     #[arg(long)]
     base_path: Option<String>,
+    /// Serve `GET /config`: to anyone (`public`), or filtered by the caller's roles.
+    #[arg(long, value_enum)]
+    config_endpoint: Option<ConfigEndpointArg>,
+    /// Reverse proxies in front of the server; the client IP for rate limits is the
+    /// N-th `X-Forwarded-For` entry from the right. 0: the socket address.
+    #[arg(long, default_value_t = 0)]
+    trusted_proxy_hops: usize,
     #[command(flatten)]
     auth: AuthArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ConfigEndpointArg {
+    /// Every collection, to anyone.
+    Public,
+    /// Only collections whose roles the caller holds.
+    RoleFiltered,
 }
 
 /// Cap-cert authentication; the defaults are the reference server's.
@@ -202,7 +217,14 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::warn!("config warning: {w}");
     }
     let store = open_store(&args)?;
-    let options = SyncOptions::new(config, store).with_cap_auth(args.auth.options());
+    let mut options = SyncOptions::new(config, store).with_cap_auth(args.auth.options());
+    options.trusted_proxy_hops = args.trusted_proxy_hops;
+    if let Some(endpoint) = args.config_endpoint {
+        options = options.with_config_endpoint(match endpoint {
+            ConfigEndpointArg::Public => ConfigEndpoint::Public,
+            ConfigEndpointArg::RoleFiltered => ConfigEndpoint::RoleFiltered,
+        });
+    }
     let sync = create_sync_router(options).map_err(|e| one_line(&e))?;
     let app = match args.base_path.as_deref() {
         None | Some("") | Some("/") => sync,

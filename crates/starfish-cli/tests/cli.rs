@@ -100,8 +100,21 @@ fn serves_the_sample_config_and_stops_on_sigterm() {
 #[test]
 fn base_path_mounts_the_routes_under_a_prefix() {
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start(&["--store", "memory", "--base-path", "/v1"], data.path());
+    let server = Server::start(
+        &[
+            "--store",
+            "memory",
+            "--base-path",
+            "/v1",
+            "--config-endpoint",
+            "public",
+        ],
+        data.path(),
+    );
     assert_eq!(server.request("GET", "/v1/pull/guestbook/x", None).0, 200);
+    let (status, body) = server.request("GET", "/v1/config", None);
+    assert_eq!(status, 200);
+    assert!(body.contains(r#""name":"guestbook""#), "{body}");
     assert_eq!(server.request("GET", "/pull/guestbook/x", None).0, 404);
     assert!(server.terminate().success());
 }
