@@ -7,12 +7,13 @@
 //! ```
 
 use clap::{Parser, Subcommand, ValueEnum};
-use starfish_server::auth::{CapAuthOptions, NonceCacheLimits};
+use starfish_server::auth::{CapAuthOptions, InMemoryRevocationStore, NonceCacheLimits};
 use starfish_server::store::DocStore;
 use starfish_server::{ConfigEndpoint, ConfigError, SyncConfig, SyncOptions, create_sync_router};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(name = "starfish", version, about = "Starfish document-sync server")]
@@ -49,9 +50,13 @@ struct ServeArgs {
     /// Where documents are stored.
     #[arg(long, value_enum, default_value_t = StoreKind::Fs)]
     store: StoreKind,
-    /// Mount the routes under this prefix (e.g. `/v1`) instead of the root.
+    /// Mount the routes under this prefix (e.g. `/v1`) instead of the root. Repeat it
+    /// to mount at several prefixes (`--base-path / --base-path /v1`).
     #[arg(long)]
-    base_path: Option<String>,
+    base_path: Vec<String>,
+    /// Signed revocation lists to honour (a JSON file holding one list or an array).
+    #[arg(long)]
+    revocations: Option<PathBuf>,
     /// Serve `GET /config`: to anyone (`public`), or filtered by the caller's roles.
     #[arg(long, value_enum)]
     config_endpoint: Option<ConfigEndpointArg>,
@@ -186,6 +191,25 @@ fn check_config(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Reads signed revocation lists; each must verify against its issuer.
+fn load_revocations(path: &Path) -> Result<InMemoryRevocationStore, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read revocations {}: {e}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+    let lists = match value {
+        serde_json::Value::Array(lists) => lists,
+        one => vec![one],
+    };
+    let store = InMemoryRevocationStore::new();
+    for (i, list) in lists.iter().enumerate() {
+        store
+            .accept_list(list)
+            .map_err(|e| format!("{}: revocation list {i}: {e}", path.display()))?;
+    }
+    Ok(store)
+}
+
 fn open_store(args: &ServeArgs) -> Result<DocStore, String> {
     match args.store {
         StoreKind::Memory => Ok(DocStore::memory()),
@@ -217,7 +241,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::warn!("config warning: {w}");
     }
     let store = open_store(&args)?;
-    let mut options = SyncOptions::new(config, store).with_cap_auth(args.auth.options());
+    let mut cap_auth = args.auth.options();
+    if let Some(path) = &args.revocations {
+        cap_auth.revocations = Arc::new(load_revocations(path)?);
+    }
+    let mut options = SyncOptions::new(config, store).with_cap_auth(cap_auth);
     options.trusted_proxy_hops = args.trusted_proxy_hops;
     if let Some(endpoint) = args.config_endpoint {
         options = options.with_config_endpoint(match endpoint {
@@ -226,17 +254,23 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         });
     }
     let sync = create_sync_router(options).map_err(|e| one_line(&e))?;
-    let app = match args.base_path.as_deref() {
-        None | Some("") | Some("/") => sync,
-        Some(prefix) if prefix.starts_with('/') && !prefix.ends_with('/') => {
-            axum::Router::new().nest(prefix, sync)
-        }
-        Some(prefix) => {
-            return Err(format!(
-                "--base-path must start with / and not end with one, got {prefix:?}"
-            ));
-        }
+    let mut app = axum::Router::new();
+    let prefixes = if args.base_path.is_empty() {
+        vec!["/".to_owned()]
+    } else {
+        args.base_path.clone()
     };
+    for prefix in &prefixes {
+        app = match prefix.as_str() {
+            "" | "/" => app.merge(sync.clone()),
+            p if p.starts_with('/') && !p.ends_with('/') => app.nest(p, sync.clone()),
+            p => {
+                return Err(format!(
+                    "--base-path must start with / and not end with one, got {p:?}"
+                ));
+            }
+        };
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -250,8 +284,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .local_addr()
             .map_err(|e| format!("cannot read the bound address: {e}"))?;
         tracing::info!(
-            "starfish listening on http://{local}{}",
-            args.base_path.as_deref().unwrap_or("")
+            "starfish listening on http://{local} (mounted at {})",
+            prefixes.join(", ")
         );
         axum::serve(
             listener,
