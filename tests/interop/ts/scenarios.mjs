@@ -1,0 +1,200 @@
+// Interop scenarios driven by the official TypeScript client
+// (@drakkar.software/starfish-client with starfish-identities), unmodified.
+// usage: node scenarios.mjs BASE_URL PHASE   (PHASE: main | revoked; state in $INTEROP_STATE)
+// Prints one line per scenario and a closing "N passed, M failed" line.
+import { readFileSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { StarfishClient, ConflictError, StarfishHttpError, buildRevocationList } from "@drakkar.software/starfish-client";
+import { deriveRootIdentity, mintDeviceCap, scopes } from "@drakkar.software/starfish-identities";
+import { ed25519Suite } from "@drakkar.software/starfish-protocol";
+
+const [BASE, PHASE] = process.argv.slice(2);
+const STATE = process.env.INTEROP_STATE + ".ts";
+const RUN = randomBytes(4).toString("hex");
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(`assertion failed: ${msg}`);
+}
+const eq = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+
+/** A root identity derived from a passphrase plus one paired device. */
+async function device(passphrase, { root = false } = {}) {
+  const id = await deriveRootIdentity(passphrase);
+  const signer = root
+    ? { privHex: id.keys.edPriv, pubHex: id.keys.edPub }
+    : ed25519Suite.generateSignerKeypair();
+  const kemPub = root ? id.keys.kemPub : randomBytes(32).toString("hex");
+  const cap = await mintDeviceCap(id.keys.edPriv, id.keys.edPub, { edPubHex: signer.pubHex, kemPubHex: kemPub }, scopes.rootAll());
+  const d = { id, uid: id.userId, cap, priv: signer.privHex, pub: signer.pubHex };
+  d.client = (namespace) =>
+    new StarfishClient({ baseUrl: BASE, namespace, capProvider: { getCap: async () => ({ cap: d.cap, devEdPrivHex: d.priv }) } });
+  return d;
+}
+
+async function expectStatus(promise, status) {
+  try {
+    await promise;
+  } catch (e) {
+    if (e instanceof StarfishHttpError || typeof e?.status === "number") {
+      assert(e.status === status, `expected HTTP ${status}, got ${e.status}: ${e.message}`);
+      return;
+    }
+    throw e;
+  }
+  throw new Error(`expected HTTP ${status}, got success`);
+}
+
+const alice = await device(`alice-ts-${RUN}`);
+const bob = await device(`bob-ts-${RUN}`);
+const anon = new StarfishClient({ baseUrl: BASE });
+
+const scenarios = {
+  async ownSettings() {
+    const c = alice.client();
+    const path = `/users/${alice.uid}/settings`;
+    const first = await c.push(`/push${path}`, { theme: "dark" }, null);
+    const got = await c.pull(`/pull${path}`);
+    assert(eq(got.data, { theme: "dark" }) && got.hash === first.hash, JSON.stringify(got));
+    const second = await c.push(`/push${path}`, { theme: "light" }, got.hash);
+    assert((await c.pull(`/pull${path}`)).hash === second.hash, "updated hash");
+  },
+  async conflictAndRetry() {
+    const other = await device(`alice-ts-${RUN}`);
+    const path = `/users/${alice.uid}/counter`;
+    const c1 = alice.client(), c2 = other.client();
+    await c1.push(`/push${path}`, { n: 0 }, null);
+    const base = (await c1.pull(`/pull${path}`)).hash;
+    let conflicts = 0;
+    const increment = async (c, baseHash) => {
+      for (;;) {
+        const current = await c.pull(`/pull${path}`);
+        try {
+          await c.push(`/push${path}`, { n: current.data.n + 1 }, baseHash ?? current.hash);
+          return;
+        } catch (e) {
+          if (!(e instanceof ConflictError)) throw e;
+          conflicts += 1;
+          baseHash = null;
+        }
+      }
+    };
+    await Promise.all([increment(c1, base), increment(c2, base)]);
+    const final = await c1.pull(`/pull${path}`);
+    assert(final.data.n === 2, `lost update: ${JSON.stringify(final.data)}`);
+    assert(conflicts >= 1, "expected a conflict");
+  },
+  async foreignDocumentRefused() {
+    const c = bob.client();
+    await expectStatus(c.pull(`/pull/users/${alice.uid}/settings`), 403);
+    await expectStatus(c.push(`/push/users/${alice.uid}/settings`, { evil: true }, null), 403);
+  },
+  async anonymousPublicRead() {
+    const root = await device(`alice-ts-${RUN}`, { root: true });
+    await root.client().push("/push/feed/ts-news", { headline: "hello" }, null);
+    const got = await anon.pull("/pull/feed/ts-news");
+    assert(eq(got.data, { headline: "hello" }), JSON.stringify(got));
+    await expectStatus(anon.pull(`/pull/users/${alice.uid}/settings`), 403);
+  },
+  async batchFanIn() {
+    const root = await device(`alice-ts-${RUN}`, { root: true });
+    await root.client().push("/push/feed/ts-sport", { headline: "goal" }, null);
+    const res = await alice.client().batchPull(["feed", "settings"], {
+      params: { feed: [{ topic: "ts-sport" }, { topic: "ts-news" }, { topic: "none" }] },
+    });
+    const feed = res.collections.feed.map((e) => e.data);
+    assert(eq(feed, [{ headline: "goal" }, { headline: "hello" }, {}]), JSON.stringify(res));
+    assert(eq(res.collections.settings[0].data, { theme: "light" }), JSON.stringify(res));
+  },
+  async bundlePull() {
+    const c = alice.client();
+    await c.push(`/push/p/${alice.uid}/profile`, { name: "Alice" }, null);
+    await c.push(`/push/p/${alice.uid}/prefs`, { lang: "fr" }, null);
+    // The client has no bundle helper: a bundle pull is a pull of the bundle path.
+    const own = await c.pull(`/pull/p/${alice.uid}`);
+    const cols = own.collections ?? own.data?.collections ?? own;
+    assert(cols.profile && cols.prefs, `owner sees both members: ${JSON.stringify(own)}`);
+    const pub = await anon.pull(`/pull/p/${alice.uid}`);
+    const pubCols = pub.collections ?? pub.data?.collections ?? pub;
+    assert(pubCols.profile && !pubCols.prefs, `anonymous sees the public member only: ${JSON.stringify(pub)}`);
+  },
+  async appendLog() {
+    const c = alice.client();
+    const path = `/logs/${alice.uid}/events`;
+    const stamps = [];
+    for (let i = 0; i < 5; i++) stamps.push((await c.append(`/push${path}`, { i })).timestamp);
+    assert(eq(stamps, [...stamps].sort((a, b) => a - b)) && new Set(stamps).size === 5, `${stamps}`);
+    const items = await c.pull(`/pull${path}`, { since: 0 });
+    assert(eq(items.map((e) => e.data.i), [0, 1, 2, 3, 4]), JSON.stringify(items));
+    assert(items.every((e) => e.authorPubkey === alice.pub), "authored by the device");
+    const tail = await c.pull(`/pull${path}`, { last: 2 });
+    assert(eq(tail.map((e) => e.data.i), [3, 4]), JSON.stringify(tail));
+  },
+  async blobRoundTrip() {
+    const png = new Uint8Array([0x89, 0x50, 0x4e, 0x47, ...randomBytes(4000)]);
+    const pushed = await alice.client().pushBlob(`/push/avatars/${alice.uid}`, png, "image/png");
+    const got = await anon.pullBlob(`/pull/avatars/${alice.uid}`);
+    assert(Buffer.from(got.data).equals(Buffer.from(png)), "same bytes");
+    assert(got.contentType === "image/png" && got.hash === pushed.hash, JSON.stringify({ ct: got.contentType, h: got.hash }));
+  },
+  async namespaceUnderV1() {
+    const c = alice.client("acme");
+    const path = `/acme/${alice.uid}/notes`;
+    const first = await c.push(`/push${path}`, { note: "in acme" }, null);
+    const got = await c.pull(`/pull${path}`);
+    assert(eq(got.data, { note: "in acme" }) && got.hash === first.hash, JSON.stringify(got));
+  },
+  async readOnlyCapCannotWrite() {
+    // A deliberate difference (docs/compatibility.md): the reference lets `self`
+    // admit any cap of the owner, so a read-only cap can write; we answer 403.
+    const signer = ed25519Suite.generateSignerKeypair();
+    const cap = await mintDeviceCap(alice.id.keys.edPriv, alice.id.keys.edPub, { edPubHex: signer.pubHex, kemPubHex: "00".repeat(32) }, { ops: ["read"], collections: ["*"], paths: ["**"] });
+    const ro = new StarfishClient({ baseUrl: BASE, capProvider: { getCap: async () => ({ cap, devEdPrivHex: signer.privHex }) } });
+    const path = `/users/${alice.uid}/settings`;
+    const current = await ro.pull(`/pull${path}`);
+    const write = ro.push(`/push${path}`, { theme: "hacked" }, current.hash);
+    if (process.env.STARFISH_INTEROP_SERVER === "reference") {
+      await write; // the reference accepts it
+      const owner = alice.client();
+      await owner.push(`/push${path}`, { theme: "light" }, (await owner.pull(`/pull${path}`)).hash);
+    } else {
+      await expectStatus(write, 403);
+    }
+  },
+  async prepareRevocation() {
+    await bob.client().push(`/push/users/${bob.uid}/settings`, { ok: true }, null);
+    const list = buildRevocationList({
+      issEdPubHex: bob.id.keys.edPub,
+      issEdPrivHex: bob.id.keys.edPriv,
+      generation: 1,
+      revoked: [{ sub: bob.cap.sub, nonce: bob.cap.nonce, exp: bob.cap.exp }],
+    });
+    writeFileSync(STATE, JSON.stringify({ passphrase: `bob-ts-${RUN}`, cap: bob.cap, priv: bob.priv, revocations: [list] }));
+  },
+};
+
+const revokedScenarios = {
+  async revokedDeviceRefused() {
+    const state = JSON.parse(readFileSync(STATE, "utf-8"));
+    const revoked = await device(state.passphrase);
+    revoked.cap = state.cap;
+    revoked.priv = state.priv;
+    await expectStatus(revoked.client().pull(`/pull/users/${revoked.uid}/settings`), 401);
+    const fresh = await device(state.passphrase);
+    const got = await fresh.client().pull(`/pull/users/${fresh.uid}/settings`);
+    assert(eq(got.data, { ok: true }), JSON.stringify(got));
+  },
+};
+
+let passed = 0, failed = 0;
+for (const [name, run] of Object.entries(PHASE === "revoked" ? revokedScenarios : scenarios)) {
+  try {
+    await run();
+    passed += 1;
+    console.log(`ts: ok   ${name}`);
+  } catch (e) {
+    failed += 1;
+    console.log(`ts: FAIL ${name}\n${e?.stack ?? e}`);
+  }
+}
+console.log(`ts-${PHASE}: ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
