@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: the Rust workspace (unit, router, conformance, CLI tests),
-# then the interop harness with the official clients.
+# the store suite on an S3-compatible server, then the interop harness with the
+# official clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace
+bash tests/s3/run.sh
 bash tests/interop/run.sh
