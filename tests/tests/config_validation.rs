@@ -101,3 +101,25 @@ fn unsafe_templates_and_route_conflicts_are_refused_at_load() {
         "{err}"
     );
 }
+
+#[test]
+fn collections_sharing_storage_across_namespaces_are_reported() {
+    let config = SyncConfig::from_json_str(
+        r#"{"version":1,"collections":[{"name":"notes","storagePath":"users/{identity}/notes","readRoles":["self"],"writeRoles":["self"]}],
+            "namespaces":{"acme":{"collections":[
+              {"name":"n","storagePath":"users/{id}/notes","readRoles":["self"],"writeRoles":["self"]},
+              {"name":"own","storagePath":"acme/{identity}/notes","readRoles":["self"],"writeRoles":["self"]}]}}}"#,
+    )
+    .unwrap();
+    let shared: Vec<&String> = config
+        .warnings
+        .iter()
+        .filter(|w| w.contains("namespaces do not prefix"))
+        .collect();
+    assert_eq!(shared.len(), 1, "{shared:?}");
+    assert!(
+        shared[0].contains("\"notes\" (root) and collection \"n\" (namespace \"acme\")"),
+        "{}",
+        shared[0]
+    );
+}

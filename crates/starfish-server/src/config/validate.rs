@@ -132,6 +132,7 @@ fn build(
             &format!("Namespace \"{name}\": "),
         ));
     }
+    warnings.extend(shared_storage_warnings(&collections, &namespaces));
     Ok(SyncConfig {
         collections,
         namespaces,
@@ -721,6 +722,49 @@ fn restrictions(v: Option<&Value>, label: &str, errors: &mut Vec<String>) -> Vec
         }
     }
     out
+}
+
+/// Namespaces do not prefix storage keys (as in the reference): a collection whose
+/// template can resolve to the same key as one in another scope shares its documents.
+/// That is sometimes intended and often a tenant leak, so it is reported.
+fn shared_storage_warnings(root: &[Arc<Collection>], namespaces: &[Namespace]) -> Vec<String> {
+    let scopes: Vec<(String, &[Arc<Collection>])> = std::iter::once(("root".to_owned(), root))
+        .chain(namespaces.iter().map(|ns| {
+            (
+                format!("namespace \"{}\"", ns.name),
+                ns.collections.as_slice(),
+            )
+        }))
+        .collect();
+    let mut out = Vec::new();
+    for (i, (scope_a, cols_a)) in scopes.iter().enumerate() {
+        for (scope_b, cols_b) in &scopes[i + 1..] {
+            for a in cols_a.iter() {
+                for b in cols_b.iter() {
+                    if templates_overlap(&a.storage_path, &b.storage_path) {
+                        out.push(format!(
+                            "Collection \"{}\" ({scope_a}) and collection \"{}\" ({scope_b}) can address the same objects (\"{}\" / \"{}\"): namespaces do not prefix storage keys",
+                            a.name, b.name, a.storage_path, b.storage_path
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// True when some parameter values make both templates the same key.
+fn templates_overlap(a: &PathTemplate, b: &PathTemplate) -> bool {
+    use super::Segment;
+    a.segments().len() == b.segments().len()
+        && a.segments()
+            .iter()
+            .zip(b.segments())
+            .all(|pair| match pair {
+                (Segment::Static(x), Segment::Static(y)) => x == y,
+                _ => true,
+            })
 }
 
 fn collect_warnings(raws: &[RawCollection], scope: &str) -> Vec<String> {
