@@ -1,9 +1,7 @@
 //! Binary collections (§7): raw bytes in and out, streamed both ways.
 
-use super::body::content_length;
 use super::pull::cache_control;
-use super::{RequestBody, ResolvedRoute, rate_check};
-use crate::access::Action;
+use super::{RequestBody, ResolvedRoute, push_gate};
 use crate::auth::Caller;
 use crate::config::{Collection, Payload};
 use crate::error::ApiError;
@@ -51,11 +49,8 @@ pub(super) async fn push_blob(
     body: RequestBody,
 ) -> Result<Response, ApiError> {
     let collection = &route.target.collection;
+    push_gate(state, parts, route, caller)?;
     let limit = collection.max_body_bytes.get();
-    if content_length(&parts.headers)?.is_some_and(|n| n > limit) {
-        return Err(ApiError::PayloadTooLarge("Payload too large".into()));
-    }
-    rate_check(state, parts, route, caller, Action::Push)?;
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)

@@ -40,6 +40,31 @@ async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
+/// The `{identity}` value among resolved path parameters.
+pub(crate) fn identity_of(params: &[(String, String)]) -> Option<&str> {
+    params
+        .iter()
+        .find(|(k, _)| k == IDENTITY_PARAM)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The per-collection gate every push passes before its body is read: the declared
+/// `Content-Length` against `maxBodyBytes` (413), then the push rate limit (429).
+/// Returns the declared length.
+pub(crate) fn push_gate(
+    state: &AppState,
+    parts: &Parts,
+    route: &ResolvedRoute,
+    caller: &Caller,
+) -> Result<Option<u64>, ApiError> {
+    let declared = body::content_length(&parts.headers)?;
+    if declared.is_some_and(|n| n > route.target.collection.max_body_bytes.get()) {
+        return Err(ApiError::PayloadTooLarge("Payload too large".into()));
+    }
+    rate_check(state, parts, route, caller, Action::Push)?;
+    Ok(declared)
+}
+
 /// A request matched to a collection, with its parameters checked and key resolved.
 #[derive(Debug)]
 pub(crate) struct ResolvedRoute {
@@ -55,10 +80,7 @@ pub(crate) struct ResolvedRoute {
 impl ResolvedRoute {
     /// The `{identity}` parameter, when the template has one.
     pub(crate) fn identity_param(&self) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == IDENTITY_PARAM)
-            .map(|(_, v)| v.as_str())
+        identity_of(&self.params)
     }
 }
 
@@ -163,11 +185,7 @@ pub(crate) async fn permits(
             })?,
         None => Vec::new(),
     };
-    let identity = params
-        .iter()
-        .find(|(k, _)| k == IDENTITY_PARAM)
-        .map(|(_, v)| v.as_str());
-    Ok(decide(caller, &extra, collection, action, identity) == Decision::Allow)
+    Ok(decide(caller, &extra, collection, action, identity_of(params)) == Decision::Allow)
 }
 
 /// Authorises `caller` for `action` on the route: 403 otherwise.

@@ -4,7 +4,7 @@ use super::ResolvedRoute;
 use super::query::{canonical_uint, param};
 use crate::access::holds_any;
 use crate::auth::{Caller, match_scope_path};
-use crate::config::{AppendOnly, Collection, IDENTITY_PARAM};
+use crate::config::{AppendOnly, Collection};
 use crate::error::ApiError;
 use crate::protocol::StoredDoc;
 use crate::protocol::append::LogRange;
@@ -168,10 +168,7 @@ pub(super) fn filter_fields(
     caller: &Caller,
     params: &[(String, String)],
 ) {
-    let identity = params
-        .iter()
-        .find(|(k, _)| k == IDENTITY_PARAM)
-        .map(|(_, v)| v.as_str());
+    let identity = super::identity_of(params);
     for (field, perm) in &collection.field_permissions {
         if !perm.read.is_empty() && !holds_any(caller, &[], &perm.read, identity) {
             data.remove(field);

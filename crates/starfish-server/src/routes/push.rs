@@ -1,11 +1,11 @@
 //! `POST /[ns/]push/<storage path>` for JSON collections: regular documents
 //! (compare-and-swap on `baseHash`) and append-only logs.
 
-use super::body::{content_length, read_limited};
-use super::{RequestBody, ResolvedRoute, rate_check};
-use crate::access::{Action, holds_any};
+use super::body::read_limited;
+use super::{RequestBody, ResolvedRoute, push_gate};
+use crate::access::holds_any;
 use crate::auth::Caller;
-use crate::config::{AppendOnly, Collection, IDENTITY_PARAM};
+use crate::config::{AppendOnly, Collection};
 use crate::error::ApiError;
 use crate::protocol::append::AppendError;
 use crate::protocol::append::MAX_FUTURE_MS;
@@ -29,12 +29,8 @@ pub(super) async fn push(
 ) -> Result<Response, ApiError> {
     let headers = &parts.headers;
     let collection = &route.target.collection;
-    let declared = content_length(headers)?;
+    let declared = push_gate(state, parts, route, caller)?;
     let limit = collection.max_body_bytes.get();
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::PayloadTooLarge("Payload too large".into()));
-    }
-    rate_check(state, parts, route, caller, Action::Push)?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -78,10 +74,7 @@ fn check_field_writes(
     caller: &Caller,
     params: &[(String, String)],
 ) -> Result<(), ApiError> {
-    let identity = params
-        .iter()
-        .find(|(k, _)| k == IDENTITY_PARAM)
-        .map(|(_, v)| v.as_str());
+    let identity = super::identity_of(params);
     for (field, perm) in &collection.field_permissions {
         if !perm.write.is_empty()
             && data.contains_key(field)

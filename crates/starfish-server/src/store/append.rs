@@ -97,18 +97,7 @@ impl DocStore {
         &self,
         key: &str,
     ) -> Result<Option<(Bytes, UpdateVersion)>, StoreError> {
-        let path = Path::parse(key)?;
-        match self.inner.get(&path).await {
-            Ok(res) => {
-                let version = UpdateVersion {
-                    e_tag: res.meta.e_tag.clone(),
-                    version: res.meta.version.clone(),
-                };
-                Ok(Some((res.bytes().await?, version)))
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        self.get_versioned(&Path::parse(key)?).await
     }
 
     /// Writes `bytes` if the object is still as read; `false` when another writer won.
