@@ -64,6 +64,21 @@ class RootDevice(Device):
         )
 
 
+def extra_device(owner: Device, scope) -> Device:
+    """Another device of `owner`'s identity, with its own key and a cap for `scope`."""
+    dev = Device.__new__(Device)
+    dev.__dict__.update(owner.__dict__)
+    ed = Ed25519PrivateKey.generate()
+    dev.dev_priv = ed.private_bytes_raw().hex()
+    dev.cap = mint_device_cap(
+        owner.root.keys.ed_priv,
+        owner.root.keys.ed_pub,
+        {"edPubHex": ed.public_key().public_bytes_raw().hex(), "kemPubHex": "00" * 32},
+        scope,
+    )
+    return dev
+
+
 RUN = secrets.token_hex(4)
 alice = Device(f"alice-{RUN}")
 bob = Device(f"bob-{RUN}")
@@ -91,16 +106,7 @@ async def own_settings():
 
 async def conflict_and_retry():
     # Two devices of one identity write the same document concurrently.
-    other = Device.__new__(Device)
-    other.__dict__.update(alice.__dict__)
-    ed = Ed25519PrivateKey.generate()
-    other.dev_priv = ed.private_bytes_raw().hex()
-    other.cap = mint_device_cap(
-        alice.root.keys.ed_priv,
-        alice.root.keys.ed_pub,
-        {"edPubHex": ed.public_key().public_bytes_raw().hex(), "kemPubHex": "00" * 32},
-        scopes.root_all(),
-    )
+    other = extra_device(alice, scopes.root_all())
     path = f"/users/{alice.uid}/counter"
     async with alice.client() as c1, other.client() as c2:
         await c1.push(f"/push{path}", {"n": 0}, None)
@@ -201,16 +207,7 @@ async def namespace_under_v1():
 async def read_only_cap_cannot_write():
     # A deliberate difference (docs/compatibility.md): the reference lets `self`
     # admit any cap of the owner, so a read-only cap can write; we answer 403.
-    ro = Device.__new__(Device)
-    ro.__dict__.update(alice.__dict__)
-    ed = Ed25519PrivateKey.generate()
-    ro.dev_priv = ed.private_bytes_raw().hex()
-    ro.cap = mint_device_cap(
-        alice.root.keys.ed_priv,
-        alice.root.keys.ed_pub,
-        {"edPubHex": ed.public_key().public_bytes_raw().hex(), "kemPubHex": "00" * 32},
-        {"ops": ["read"], "collections": ["*"], "paths": ["**"]},
-    )
+    ro = extra_device(alice, {"ops": ["read"], "collections": ["*"], "paths": ["**"]})
     path = f"/users/{alice.uid}/settings"
     async with ro.client() as c:
         current = await c.pull(f"/pull{path}")
