@@ -5,6 +5,7 @@ use crate::protocol::{BASE64, stable_stringify};
 use base64::Engine as _;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 /// Domain tag of the cap-cert signing input.
 pub const CAP_CERT_DOMAIN: &str = "starfish-capcert-v1\n";
@@ -118,6 +119,8 @@ pub struct CapCert {
     /// Expiry, unix seconds.
     pub exp: f64,
     sig: String,
+    /// `synthesizeRoles`, computed once: a cached certificate costs no allocation per request.
+    roles: Arc<[Arc<str>]>,
 }
 
 /// `userId` of a hex Ed25519 public key: the first 16 bytes of its SHA-256, as hex.
@@ -246,6 +249,7 @@ impl CapCert {
             }
         }
         let sig = text("sig").unwrap_or_default();
+        let roles = synthesize_roles(kind, &iss, sub.as_deref(), &iss_user_id, &ops, &collections);
         Ok(Self {
             raw: obj.clone(),
             kind,
@@ -261,6 +265,7 @@ impl CapCert {
             nbf,
             exp,
             sig,
+            roles,
         })
     }
 
@@ -313,25 +318,38 @@ impl CapCert {
     }
 
     /// Roles the cap grants regardless of collection (`synthesizeRoles`).
-    pub fn roles(&self) -> Vec<String> {
-        let mut roles = Vec::new();
-        for op in &self.ops {
-            for c in &self.collections {
-                roles.push(format!("cap:{}:{c}", op.as_str()));
-            }
-        }
-        if matches!(self.kind, CapKind::Member | CapKind::Audience) {
-            for c in &self.collections {
-                roles.push(format!("delegated:{}:{c}", self.iss_user_id));
-            }
-        }
-        if self.is_root_device() {
-            roles.push(crate::access::ROLE_DEVICE_ROOT.to_owned());
-        }
-        roles.sort();
-        roles.dedup();
-        roles
+    pub fn roles(&self) -> &Arc<[Arc<str>]> {
+        &self.roles
     }
+}
+
+/// `cap:<op>:<collection>` per op and collection, `delegated:<issUserId>:<collection>`
+/// for member and audience caps, and `device:root` for a self-signed device cap.
+fn synthesize_roles(
+    kind: CapKind,
+    iss: &str,
+    sub: Option<&str>,
+    iss_user_id: &str,
+    ops: &[CapOp],
+    collections: &[String],
+) -> Arc<[Arc<str>]> {
+    let mut roles = Vec::new();
+    for op in ops {
+        for c in collections {
+            roles.push(format!("cap:{}:{c}", op.as_str()));
+        }
+    }
+    if matches!(kind, CapKind::Member | CapKind::Audience) {
+        for c in collections {
+            roles.push(format!("delegated:{iss_user_id}:{c}"));
+        }
+    }
+    if kind == CapKind::Device && sub == Some(iss) {
+        roles.push(crate::access::ROLE_DEVICE_ROOT.to_owned());
+    }
+    roles.sort();
+    roles.dedup();
+    roles.into_iter().map(Arc::from).collect()
 }
 
 /// Full verification (`verifyCapCert`): shape, window, then signature.

@@ -46,7 +46,7 @@ impl CapGrant {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
     identity: Option<Arc<str>>,
-    roles: Vec<Arc<str>>,
+    roles: Arc<[Arc<str>]>,
     scope_paths: Option<Arc<[String]>>,
     presenter: Option<Arc<str>>,
     grant: Option<Arc<CapGrant>>,
@@ -60,6 +60,15 @@ impl Caller {
 
     /// A caller verified as `identity` holding `roles` (for custom authenticators).
     pub fn verified(identity: impl Into<Arc<str>>, roles: Vec<Arc<str>>) -> Self {
+        Self {
+            identity: Some(identity.into()),
+            roles: roles.into(),
+            ..Self::default()
+        }
+    }
+
+    /// A caller verified by a cap-cert: its roles are shared with the cached certificate.
+    pub(crate) fn from_cap(identity: &str, roles: Arc<[Arc<str>]>) -> Self {
         Self {
             identity: Some(identity.into()),
             roles,

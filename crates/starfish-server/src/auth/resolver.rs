@@ -275,8 +275,7 @@ impl CapCertAuthenticator {
                 "request identity does not match cap-bound identity".into(),
             ));
         }
-        let roles = cert.roles().into_iter().map(Arc::from).collect();
-        let mut caller = Caller::verified(identity, roles)
+        let mut caller = Caller::from_cap(identity, cert.roles().clone())
             .with_presenter(verifying)
             .with_grant(CapGrant {
                 ops: cert.ops.clone(),
