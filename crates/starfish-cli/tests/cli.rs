@@ -17,9 +17,17 @@ struct Server {
 }
 
 impl Server {
+    /// Serves the sample config with the data directory `data` and `extra` flags.
     fn start(extra: &[&str], data: &std::path::Path) -> Self {
+        Self::start_with(std::path::Path::new(SAMPLE), data, extra)
+    }
+
+    /// Serves `config` on a free port, and reads the port from the log.
+    fn start_with(config: &std::path::Path, data: &std::path::Path, extra: &[&str]) -> Self {
         let mut child = Command::new(BIN)
-            .args(["serve", "--config", SAMPLE, "--port", "0", "--data"])
+            .args(["serve", "--port", "0", "--config"])
+            .arg(config)
+            .arg("--data")
             .arg(data)
             .args(extra)
             .env("RUST_LOG", "info")
@@ -189,30 +197,8 @@ fn a_50_mb_blob_round_trips_while_the_server_stays_far_below_50_mb() {
         "version: 1\ncollections:\n  - {name: files, storagePath: \"files/{id}\", readRoles: [public], writeRoles: [public], allowedMimeTypes: [\"application/octet-stream\"], maxBodyBytes: 60000000}\n",
     )
     .unwrap();
-    let data = dir.path().join("data");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--port", "0", "--config"])
-        .arg(&config)
-        .arg("--data")
-        .arg(&data)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let port: u16 = loop {
-        let line = lines.next().unwrap().unwrap();
-        if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
-            break rest
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-                .parse()
-                .unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let server = Server { child, port };
+    let server = Server::start_with(&config, &dir.path().join("data"), &[]);
+    let port = server.port;
     let baseline = peak_rss_kib(server.child.id());
 
     // Upload 50 MB of non-repeating bytes, 64 KiB at a time.
