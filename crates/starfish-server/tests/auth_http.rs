@@ -245,14 +245,10 @@ async fn cap_scope_ops_and_collections_hold_on_self_collections() {
     let app = app();
     let a = user(1);
     let uri = format!("/push/users/{}/notes", a.id);
-    let now = T0 / 1000;
     let body = json!({"data": {"x": 1}});
-    let read_only = cap(
+    let read_only = scoped_cap(
         &a,
-        &a.device,
         json!({"ops": ["read"], "collections": ["*"], "paths": ["**"]}),
-        now - 60,
-        now + 3600,
     );
     let mut s = Signed::push(&uri, &a, &body);
     s.cert = read_only.clone();
@@ -267,12 +263,9 @@ async fn cap_scope_ops_and_collections_hold_on_self_collections() {
     s.cert = read_only;
     assert_eq!(status(&app, s.build()).await, StatusCode::OK);
 
-    let other = cap(
+    let other = scoped_cap(
         &a,
-        &a.device,
         json!({"ops": ["read", "write"], "collections": ["other"]}),
-        now - 60,
-        now + 3600,
     );
     let mut s = Signed::push(&uri, &a, &body);
     s.cert = other.clone();
@@ -286,13 +279,7 @@ async fn cap_scope_ops_and_collections_hold_on_self_collections() {
     s.cert = other;
     assert_eq!(status(&app, s.build()).await, StatusCode::FORBIDDEN);
 
-    let notes_only = cap(
-        &a,
-        &a.device,
-        json!({"ops": ["write"], "collections": ["notes"]}),
-        now - 60,
-        now + 3600,
-    );
+    let notes_only = scoped_cap(&a, json!({"ops": ["write"], "collections": ["notes"]}));
     let mut s = Signed::push(&uri, &a, &body);
     s.cert = notes_only;
     assert_eq!(status(&app, s.build()).await, StatusCode::OK);
@@ -302,13 +289,9 @@ async fn cap_scope_ops_and_collections_hold_on_self_collections() {
 async fn scope_paths_confine_a_cap_to_one_namespace() {
     let app = app();
     let a = user(1);
-    let now = T0 / 1000;
-    let acme_only = cap(
+    let acme_only = scoped_cap(
         &a,
-        &a.device,
         json!({"ops": ["read", "write"], "collections": ["*"], "paths": ["acme/{identity}/**"]}),
-        now - 60,
-        now + 3600,
     );
     let mut s = Signed::get(&format!("/acme/pull/acme/{}/notes", a.id), &a);
     s.cert = acme_only.clone();
@@ -322,12 +305,9 @@ async fn scope_paths_confine_a_cap_to_one_namespace() {
     )
     .await;
     // A deny entry wins over the allow, also when encoded.
-    let denied = cap(
+    let denied = scoped_cap(
         &a,
-        &a.device,
         json!({"ops": ["read"], "collections": ["*"], "paths": ["**", "!users/{identity}/notes"]}),
-        now - 60,
-        now + 3600,
     );
     let mut s = Signed::get(&format!("/pull/users/{}/notes", a.id), &a);
     s.cert = denied.clone();
@@ -350,7 +330,7 @@ async fn root_only_and_root_device_roles() {
         status(&app, Signed::get(&vault, &a).build()).await,
         StatusCode::FORBIDDEN
     );
-    let root_cap = cap(&a, &a.root, full_scope(), T0 / 1000 - 60, T0 / 1000 + 3600);
+    let root_cap = root_cap(&a);
     let s = Signed::new("GET", &vault, root_cap.clone(), &a.root);
     assert_eq!(status(&app, s.build()).await, StatusCode::OK);
     // feed: public read, root-device write.
@@ -499,7 +479,7 @@ async fn a_revoked_device_is_refused() {
         StatusCode::UNAUTHORIZED
     );
     // The root device (another subject) still works.
-    let root_cap = cap(&a, &a.root, full_scope(), T0 / 1000 - 60, T0 / 1000 + 3600);
+    let root_cap = root_cap(&a);
     let s = Signed::new("GET", &uri, root_cap, &a.root);
     assert_eq!(status(&app, s.build()).await, StatusCode::OK);
 }

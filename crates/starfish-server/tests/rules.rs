@@ -112,7 +112,7 @@ async fn field_permissions_hide_and_protect_fields() {
         "the hash covers the whole document"
     );
     // The root device may set the badge.
-    let root = cap(&a, &a.root, full_scope(), T0 / 1000 - 60, T0 / 1000 + 3600);
+    let root = root_cap(&a);
     let mut s = Signed::new("POST", &uri, root, &a.root);
     s.body = Some(
         json!({"data": {"name": "Ann", "badge": "gold"}, "baseHash": own["hash"]}).to_string(),
@@ -222,13 +222,7 @@ async fn the_config_endpoint_is_off_by_default_and_filters_by_role() {
     );
     assert_eq!(anon["namespaces"]["acme"]["collections"], json!([]));
     let a = user(1);
-    let team_cap = cap(
-        &a,
-        &a.device,
-        json!({"ops": ["read"], "collections": ["team"]}),
-        T0 / 1000 - 60,
-        T0 / 1000 + 60,
-    );
+    let team_cap = scoped_cap(&a, json!({"ops": ["read"], "collections": ["team"]}));
     let s = Signed::new("GET", "/config", team_cap, &a.device);
     let body = json_body(send(&filtered, s.build()).await).await;
     assert_eq!(body["namespaces"]["acme"]["collections"][0]["name"], "team");

@@ -159,6 +159,16 @@ pub fn full_scope() -> serde_json::Value {
     json!({"ops": ["read", "list", "write"], "collections": ["*"], "paths": ["**"]})
 }
 
+/// A one-hour cap for `u`'s paired device with `scope`, valid at [`T0`].
+pub fn scoped_cap(u: &User, scope: serde_json::Value) -> serde_json::Value {
+    cap(u, &u.device, scope, T0 / 1000 - 60, T0 / 1000 + 3600)
+}
+
+/// A one-hour self-signed cap of `u`'s root key (role `device:root`), valid at [`T0`].
+pub fn root_cap(u: &User) -> serde_json::Value {
+    cap(u, &u.root, full_scope(), T0 / 1000 - 60, T0 / 1000 + 3600)
+}
+
 /// A 30-day device cap for `u`'s paired device, valid at [`T0`].
 pub fn device_cap(u: &User) -> serde_json::Value {
     cap(
