@@ -23,7 +23,7 @@ if [ ! -x "$CACHE/venv/bin/python" ]; then python3 -m venv "$CACHE/venv"; fi
 case "$SERVER" in
   starfish)
     (cd "$ROOT" && cargo build --release -q -p starfish-cli)
-    start_cmd=("$ROOT/target/release/starfish" serve --base-path / --base-path /v1)
+    start_cmd=("${CARGO_TARGET_DIR:-$ROOT/target}/release/starfish" serve --base-path / --base-path /v1)
     ;;
   reference)
     export STARFISH_REF_DIR="$CACHE/reference"

@@ -1,6 +1,6 @@
-//! Loads the reference's test vectors (`shared/vectors/*.json`, produced by running the
-//! reference packages). The folder is `../shared/vectors` beside the workspace, or
-//! `$STARFISH_VECTORS`.
+//! Loads the reference's test vectors (`tests/vectors/*.json`, produced by running the
+//! reference packages; see `tests/vectors/README.md`). The folder is `vectors/` in this
+//! crate, or `$STARFISH_VECTORS`.
 
 use serde_json::Value;
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 /// The folder holding the vector files.
 pub fn vectors_dir() -> PathBuf {
     std::env::var_os("STARFISH_VECTORS").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors"),
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vectors"),
         PathBuf::from,
     )
 }

@@ -36,7 +36,7 @@ pub fn parse_signature(b64: &str) -> Option<Signature> {
 /// Verifies a signature the way every Starfish check does: strict RFC 8032
 /// verification (`verify_strict`, which refuses small-order keys and non-canonical
 /// signatures). The reference uses `@noble/curves`, which also refuses
-/// non-canonical `S`; every vector in `shared/vectors` verifies under this rule.
+/// non-canonical `S`; every vector in `tests/vectors` verifies under this rule.
 pub fn verify(key: &VerifyingKey, message: &[u8], signature: &Signature) -> bool {
     key.verify_strict(message, signature).is_ok()
 }

@@ -4,7 +4,7 @@
 //! double printed the way `JSON.stringify` prints it, object keys are sorted by
 //! Unicode code point, and there is no whitespace. Hashes and signatures are taken
 //! over the UTF-8 bytes of that text, so this module must agree with the reference
-//! byte for byte (see `shared/vectors/document-hash.json`).
+//! byte for byte (see `tests/vectors/document-hash.json`).
 
 use serde_json::{Number, Value};
 use sha2::{Digest, Sha256};
