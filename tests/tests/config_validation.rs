@@ -84,20 +84,32 @@ fn unsafe_templates_and_route_conflicts_are_refused_at_load() {
         "{err}"
     );
 
-    let config = SyncConfig::from_json_str(
+    // Route conflicts and same-scope overlaps are config errors: `check-config` sees them.
+    let err = SyncConfig::from_json_str(
         r#"{"version":1,"collections":[
             {"name":"a","storagePath":"x/{id}","readRoles":["public"]},
             {"name":"b","storagePath":"x/{other}","readRoles":["public"]}]}"#,
     )
-    .unwrap();
-    let err = starfish_server::create_sync_router(starfish_server::SyncOptions::new(
-        config,
-        starfish_server::store::DocStore::memory(),
-    ))
     .unwrap_err()
     .to_string();
     assert!(
         err.contains("Collection \"b\": storagePath \"x/{other}\" conflicts"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Collection \"a\" and collection \"b\" can address the same objects"),
+        "{err}"
+    );
+    // A literal segment beside a parameter routes fine but shares keys: refused too.
+    let err = SyncConfig::from_json_str(
+        r#"{"version":1,"namespaces":{"acme":{"collections":[
+            {"name":"docs","storagePath":"u/{identity}/{doc}","readRoles":["public"]},
+            {"name":"vault","storagePath":"u/{identity}/vault","readRoles":["self"]}]}}}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("Namespace \"acme\": Collection \"docs\" and collection \"vault\" can address the same objects"),
         "{err}"
     );
 }

@@ -125,8 +125,6 @@ fn verify(c: &mut Criterion) {
                         host: HOST,
                         headers: &headers,
                         body: SignedBody::Empty,
-                        identity_param: Some(&k.id),
-                        batch: false,
                     };
                     rt.block_on(auth.authenticate(req)).expect("verified")
                 },

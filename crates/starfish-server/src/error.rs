@@ -1,134 +1,220 @@
-//! `ApiError`: every error a handler returns, and the only place a status code and
-//! an error body are chosen.
+//! `ApiError`: every error a request can end with, one variant per protocol error,
+//! and the only place a status code and an error body are chosen.
 
 use crate::auth::AuthError;
-use crate::protocol::EnvelopeError;
 use crate::store::StoreError;
+use crate::sync::{ProofKind, SyncError};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use std::borrow::Cow;
+use serde_json::{Value, json};
 
 /// An error answered to the client, with the protocol's status and body.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// No route: the framework's plain-text 404, as the reference answers it.
     #[error("not found")]
     NotFound,
-    /// A path parameter or resolved key broke the character rules.
+    /// A path parameter or resolved key broke the character or length rules.
     #[error("Invalid path parameter")]
     InvalidPathParameter,
-    /// A malformed request, with the protocol's message.
-    #[error("{0}")]
-    BadRequest(Cow<'static, str>),
-    /// The push body was refused.
-    #[error(transparent)]
-    Envelope(#[from] EnvelopeError),
+    /// `Content-Length` is not a non-negative integer.
+    #[error("Invalid Content-Length")]
+    InvalidContentLength,
+    /// The request body could not be read.
+    #[error("Invalid request body")]
+    InvalidBody,
+    /// A log pull's `checkpoint` is not a canonical integer.
+    #[error("Invalid checkpoint")]
+    InvalidCheckpoint,
+    /// A log pull's `limit` is not a canonical integer.
+    #[error("Invalid limit")]
+    InvalidLimit,
+    /// A log pull's `last` is not a canonical integer.
+    #[error("Invalid last")]
+    InvalidLast,
+    /// A list's `limit` is not an integer from 1 to 1000.
+    #[error("Invalid limit parameter")]
+    InvalidListLimit,
+    /// A batch pull without `collections`.
+    #[error("Missing collections parameter")]
+    MissingCollections,
+    /// A batch pull over `maxCollectionsPerBatch`.
+    #[error("Too many collections")]
+    TooManyCollections,
+    /// A batch pull's `params` is malformed.
+    #[error("Invalid params parameter")]
+    InvalidParams,
+    /// A batch pull's `appendParams` is malformed.
+    #[error("Invalid appendParams parameter")]
+    InvalidAppendParams,
+    /// A batch pull's `appendParams` asks for a whole log.
+    #[error("appendParams[\"{0}\"]: full is not allowed in batch pull")]
+    AppendParamsFull(String),
+    /// `appendParams` and `params` differ in length for a collection.
+    #[error("appendParams length mismatch: must equal params length for each collection")]
+    AppendParamsLengthMismatch,
+    /// A batch pull asks for more log elements than `maxBatchAppendElements`.
+    #[error("Batch append element budget exceeded")]
+    BatchAppendBudget,
     /// Authentication failed; the reason is logged, never sent.
     #[error(transparent)]
     Auth(#[from] AuthError),
     /// The authenticator did not answer in time.
     #[error("authentication timed out")]
     AuthTimeout,
-    /// A role enricher failed.
+    /// A role enricher or authorize hook failed.
     #[error("Authorization error")]
     AuthorizationError,
-    /// The caller lacks the role.
+    /// The caller may not touch this object.
     #[error("Forbidden")]
     Forbidden,
-    /// A 403 whose message the protocol spells out (author proofs, field permissions).
-    #[error("{0}")]
-    ForbiddenMessage(&'static str),
-    /// A 403 with a message built from the request (the field name).
-    #[error("{0}")]
-    ForbiddenText(String),
-    /// A 409 whose message the protocol spells out (`non_monotonic_timestamp`).
-    #[error("{0}")]
-    ConflictText(Cow<'static, str>),
-    /// `409 {"error":"append_limit_exceeded","limit":N}`.
-    #[error("append_limit_exceeded")]
-    AppendLimitExceeded {
-        /// The collection's `maxItems`.
-        limit: u64,
-    },
-    /// `400 {"error":"Schema validation failed: …","path":[…],"validator":"…"}`.
-    #[error("Schema validation failed: {message}")]
-    Schema {
-        /// The validator's message.
-        message: String,
-        /// Where in `data`.
-        path: Vec<serde_json::Value>,
-        /// The failing keyword.
-        validator: String,
-    },
-    /// `baseHash` does not match the stored document.
-    #[error("hash_mismatch")]
-    HashMismatch,
-    /// The body is over a limit; the message is the protocol's.
-    #[error("{0}")]
-    PayloadTooLarge(Cow<'static, str>),
-    /// The media type is not accepted; the message is the protocol's.
-    #[error("{0}")]
-    UnsupportedMediaType(Cow<'static, str>),
+    /// The body is over the collection's limit.
+    #[error("Payload too large")]
+    PayloadTooLarge,
+    /// A JSON collection was sent something other than `application/json`.
+    #[error("Content-Type must be application/json")]
+    JsonMediaTypeRequired,
     /// Over a rate limit; `Retry-After` says when the window ends.
     #[error("Rate limit exceeded")]
     RateLimited {
         /// Seconds until the window ends.
         retry_after: u64,
     },
+    /// The sync core refused the pull or write.
+    #[error(transparent)]
+    Sync(SyncError),
     /// The store failed. Logged; the client sees a generic message.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-impl ApiError {
-    /// The status code for this error. Exhaustive on purpose: a new variant must choose.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Self::NotFound => StatusCode::NOT_FOUND,
-            Self::InvalidPathParameter | Self::BadRequest(_) | Self::Envelope(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            Self::Auth(AuthError::Unauthorized(_)) => StatusCode::UNAUTHORIZED,
-            Self::Auth(AuthError::Forbidden(_)) => StatusCode::FORBIDDEN,
-            Self::Auth(AuthError::BodyTooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::AuthTimeout => StatusCode::SERVICE_UNAVAILABLE,
-            Self::AuthorizationError => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Forbidden | Self::ForbiddenMessage(_) | Self::ForbiddenText(_) => {
-                StatusCode::FORBIDDEN
-            }
-            Self::ConflictText(_) | Self::AppendLimitExceeded { .. } => StatusCode::CONFLICT,
-            Self::Schema { .. } => StatusCode::BAD_REQUEST,
-            Self::HashMismatch => StatusCode::CONFLICT,
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+impl From<SyncError> for ApiError {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::Store(e) => Self::Store(e),
+            other => Self::Sync(other),
         }
     }
 }
 
-/// `{"error": message}` with `Content-Type: application/json`.
-pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
-    json_body(status, &serde_json::json!({ "error": message }))
+fn sync_status(e: &SyncError) -> StatusCode {
+    match e {
+        SyncError::HashMismatch
+        | SyncError::NonMonotonicTimestamp
+        | SyncError::AppendLimitExceeded { .. } => StatusCode::CONFLICT,
+        SyncError::Envelope(_)
+        | SyncError::AppendEnvelope(_)
+        | SyncError::TimestampInFuture
+        | SyncError::Schema(_)
+        | SyncError::Bound(_)
+        | SyncError::Body => StatusCode::BAD_REQUEST,
+        SyncError::FieldNotWritable(_)
+        | SyncError::AuthorNotPresenter(_)
+        | SyncError::InvalidAuthorSignature(_) => StatusCode::FORBIDDEN,
+        SyncError::MediaTypeNotAllowed { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        SyncError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        SyncError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
-fn json_body(status: StatusCode, body: &serde_json::Value) -> Response {
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body.to_string(),
-    )
-        .into_response()
+/// The protocol's body for a sync error.
+fn sync_body(e: &SyncError) -> Value {
+    let proof = |kind: &ProofKind| match kind {
+        ProofKind::Document => "document",
+        ProofKind::Append => "append",
+    };
+    let message = match e {
+        SyncError::AppendLimitExceeded { limit } => {
+            return json!({ "error": "append_limit_exceeded", "limit": limit });
+        }
+        SyncError::Schema(v) => {
+            return json!({
+                "error": format!("Schema validation failed: {}", v.message),
+                "path": v.path,
+                "validator": v.validator,
+            });
+        }
+        SyncError::AuthorNotPresenter(kind) => {
+            format!("{} author must be the request presenter", proof(kind))
+        }
+        SyncError::InvalidAuthorSignature(kind) => {
+            format!("invalid {} author signature", proof(kind))
+        }
+        SyncError::MediaTypeNotAllowed {
+            content_type,
+            allowed,
+        } => {
+            let allowed = serde_json::to_string(allowed).unwrap_or_default();
+            format!("Content-Type '{content_type}' is not allowed. Allowed: {allowed}")
+        }
+        SyncError::Store(_) => "Internal error".to_owned(),
+        other => other.to_string(),
+    };
+    json!({ "error": message })
+}
+
+impl ApiError {
+    /// The status code for this error. Exhaustive on purpose: a new variant must choose.
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::InvalidPathParameter
+            | Self::InvalidContentLength
+            | Self::InvalidBody
+            | Self::InvalidCheckpoint
+            | Self::InvalidLimit
+            | Self::InvalidLast
+            | Self::InvalidListLimit
+            | Self::MissingCollections
+            | Self::TooManyCollections
+            | Self::InvalidParams
+            | Self::InvalidAppendParams
+            | Self::AppendParamsFull(_)
+            | Self::AppendParamsLengthMismatch
+            | Self::BatchAppendBudget => StatusCode::BAD_REQUEST,
+            Self::Auth(AuthError::Unauthorized(_)) => StatusCode::UNAUTHORIZED,
+            Self::Auth(AuthError::Forbidden(_)) | Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Auth(AuthError::BodyTooLarge(_)) | Self::PayloadTooLarge => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Self::AuthTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AuthorizationError | Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::JsonMediaTypeRequired => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Sync(e) => sync_status(e),
+        }
+    }
+
+    /// The JSON body (`None` for the plain-text 404).
+    fn body(&self) -> Option<Value> {
+        let message = match self {
+            Self::NotFound => return None,
+            Self::Auth(e) => {
+                // The exact reason is for operators only.
+                tracing::debug!(reason = %e, "authentication refused");
+                match e {
+                    AuthError::Unauthorized(_) => "Unauthorized".to_owned(),
+                    AuthError::Forbidden(_) => "Forbidden".to_owned(),
+                    AuthError::BodyTooLarge(message) => (*message).to_owned(),
+                }
+            }
+            Self::AuthTimeout => "Unauthorized".to_owned(),
+            Self::Sync(e) => return Some(sync_body(e)),
+            Self::Store(e) => {
+                tracing::error!(error = %e, "store failure");
+                "Internal error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        Some(json!({ "error": message }))
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        match &self {
-            Self::NotFound => (
+        let Some(body) = self.body() else {
+            return (
                 status,
                 [(
                     header::CONTENT_TYPE,
@@ -136,44 +222,22 @@ impl IntoResponse for ApiError {
                 )],
                 "404 Not Found",
             )
-                .into_response(),
-            Self::Auth(e) => {
-                // The exact reason is for operators only.
-                tracing::debug!(reason = %e, "authentication refused");
-                match e {
-                    AuthError::Unauthorized(_) => json_error(status, "Unauthorized"),
-                    AuthError::Forbidden(_) => json_error(status, "Forbidden"),
-                    AuthError::BodyTooLarge(message) => json_error(status, message),
-                }
-            }
-            Self::AuthTimeout => json_error(status, "Unauthorized"),
-            Self::AppendLimitExceeded { limit } => json_body(
-                status,
-                &serde_json::json!({ "error": "append_limit_exceeded", "limit": limit }),
-            ),
-            Self::Schema {
-                message,
-                path,
-                validator,
-            } => json_body(
-                status,
-                &serde_json::json!({
-                    "error": format!("Schema validation failed: {message}"),
-                    "path": path,
-                    "validator": validator,
-                }),
-            ),
-            Self::RateLimited { retry_after } => {
-                let mut res = json_error(status, "Rate limit exceeded");
-                res.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
-                res
-            }
-            Self::Store(e) => {
-                tracing::error!(error = %e, "store failure");
-                json_error(status, "Internal error")
-            }
-            other => json_error(status, &other.to_string()),
+                .into_response();
+        };
+        let mut response = (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body.to_string(),
+        )
+            .into_response();
+        if let Self::RateLimited { retry_after } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
+        response
     }
 }

@@ -35,7 +35,7 @@
 //! - [`auth`]: the caller's identity and roles, and the [`auth::Clock`].
 //! - [`access`]: readRoles/writeRoles decisions; pure functions.
 //! - [`store`]: the `object_store` adapter and compare-and-swap.
-//! - `routes`: axum handlers; `error`: [`ApiError`], the only place a status is chosen.
+//! - `routes`: axum handlers; `error`: `ApiError`, the only place a status is chosen.
 //!
 //! # Features
 //!
@@ -50,13 +50,15 @@ pub mod access;
 pub mod auth;
 pub mod config;
 mod error;
+mod events;
 pub mod protocol;
 mod routes;
 mod state;
 pub mod store;
+mod sync;
 
 pub use config::{ConfigError, SyncConfig};
-pub use error::ApiError;
+pub use events::{AfterWrite, WriteAction, WriteEvent};
 pub use state::{ConfigEndpoint, DEFAULT_AUTH_TIMEOUT, SyncOptions};
 
 /// Builds the sync routes for `options`: `GET /health`, and pull/push for every

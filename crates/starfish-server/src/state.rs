@@ -1,9 +1,11 @@
 //! `AppState`: the validated config, the route table, the store and the clock,
 //! behind one cheap `Clone` handle built once by `create_sync_router`.
 
-use crate::access::{DEFAULT_MAX_BUCKETS, RateLimiter, RoleEnricher};
+use crate::access::{Authorize, DEFAULT_MAX_BUCKETS, Gate, RateLimiter, RoleEnricher};
 use crate::auth::{Authenticator, CapAuthOptions, CapCertAuthenticator, Clock, SystemClock};
-use crate::config::{Collection, ConfigError, SyncConfig};
+use crate::config::{ConfigError, SyncConfig};
+use crate::events::AfterWrite;
+use crate::routes::endpoint::Scope;
 use crate::store::DocStore;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,8 +15,9 @@ use std::time::Duration;
 /// `roleResolverTimeout`); past it the request gets 503.
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Everything `create_sync_router` needs.
+/// Everything `create_sync_router` needs: [`SyncOptions::new`], then `with_*`.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct SyncOptions {
     /// The validated config.
     pub config: SyncConfig,
@@ -26,8 +29,12 @@ pub struct SyncOptions {
     pub cap_auth: CapAuthOptions,
     /// A replacement for the cap-cert authenticator.
     pub authenticator: Option<Arc<dyn Authenticator>>,
-    /// Extra roles per collection.
+    /// Extra roles per access.
     pub role_enricher: Option<Arc<dyn RoleEnricher>>,
+    /// The embedder's last word on each access.
+    pub authorize: Option<Arc<dyn Authorize>>,
+    /// Told about every accepted write.
+    pub after_write: Option<Arc<dyn AfterWrite>>,
     /// Bound on authentication time.
     pub auth_timeout: Duration,
     /// Most documents one batch pull may ask for (names and param sets).
@@ -63,6 +70,8 @@ impl std::fmt::Debug for SyncOptions {
             .field("cap_auth", &self.cap_auth)
             .field("custom_authenticator", &self.authenticator.is_some())
             .field("role_enricher", &self.role_enricher.is_some())
+            .field("authorize", &self.authorize.is_some())
+            .field("after_write", &self.after_write.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -77,6 +86,8 @@ impl SyncOptions {
             cap_auth: CapAuthOptions::default(),
             authenticator: None,
             role_enricher: None,
+            authorize: None,
+            after_write: None,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
             max_collections_per_batch: 100,
             batch_key_deny_suffixes: vec!["_keyring".into(), "_members".into()],
@@ -115,127 +126,25 @@ impl SyncOptions {
         self
     }
 
-    /// Adds roles per collection after authentication.
+    /// Adds roles per access after authentication.
     #[must_use]
     pub fn with_role_enricher(mut self, enricher: Arc<dyn RoleEnricher>) -> Self {
         self.role_enricher = Some(enricher);
         self
     }
-}
 
-/// What a matched route does.
-#[derive(Debug, Clone)]
-pub(crate) enum TargetKind {
-    /// One document (or blob, or log) of `collection`.
-    Document,
-    /// Every member of a bundle, pulled together.
-    Bundle(Arc<[Arc<Collection>]>),
-    /// Keys under the template without its last segment.
-    List,
-}
+    /// Asks `hook` about every access the built-in rules allow.
+    #[must_use]
+    pub fn with_authorize(mut self, hook: Arc<dyn Authorize>) -> Self {
+        self.authorize = Some(hook);
+        self
+    }
 
-/// What a matched route leads to.
-#[derive(Debug, Clone)]
-pub(crate) struct Target {
-    /// The collection (for a bundle pull, its first member: they share the template).
-    pub(crate) collection: Arc<Collection>,
-    /// For bundle members, the member name appended to the resolved storage path.
-    pub(crate) key_suffix: Option<String>,
-    pub(crate) kind: TargetKind,
-}
-
-/// The routes of one scope (the root, or one namespace).
-#[derive(Default)]
-pub(crate) struct Scope {
-    /// `None` at the root.
-    pub(crate) namespace: Option<String>,
-    pub(crate) pull: matchit::Router<Target>,
-    pub(crate) push: matchit::Router<Target>,
-    pub(crate) list: matchit::Router<Target>,
-    /// Collections by name, for batch pulls.
-    pub(crate) by_name: HashMap<String, Arc<Collection>>,
-}
-
-impl Scope {
-    fn build(
-        namespace: Option<String>,
-        collections: &[Arc<Collection>],
-        label: &str,
-        errors: &mut Vec<String>,
-    ) -> Self {
-        let mut scope = Self {
-            namespace,
-            ..Self::default()
-        };
-        let mut insert = |router: &mut matchit::Router<Target>, pattern: String, target: Target| {
-            let name = target.collection.name.clone();
-            let path = target.collection.storage_path.clone();
-            if let Err(e) = router.insert(pattern, target) {
-                errors.push(format!(
-                    "{label}Collection \"{name}\": storagePath \"{path}\" conflicts with another route ({e})"
-                ));
-            }
-        };
-        let mut bundles: Vec<(String, Vec<Arc<Collection>>)> = Vec::new();
-        for c in collections {
-            scope.by_name.insert(c.name.to_string(), c.clone());
-            let pattern = c.storage_path.route_pattern();
-            let document = |key_suffix: Option<String>| Target {
-                collection: c.clone(),
-                key_suffix,
-                kind: TargetKind::Document,
-            };
-            match &c.bundle {
-                Some(bundle) => {
-                    match bundles.iter_mut().find(|(b, _)| b == bundle) {
-                        Some((_, members)) => members.push(c.clone()),
-                        None => bundles.push((bundle.clone(), vec![c.clone()])),
-                    }
-                    if !c.pull_only {
-                        let member = c.name.to_string();
-                        insert(
-                            &mut scope.push,
-                            format!("{pattern}/{member}"),
-                            document(Some(member)),
-                        );
-                    }
-                }
-                None => {
-                    if !c.push_only {
-                        insert(&mut scope.pull, pattern.clone(), document(None));
-                    }
-                    if !c.pull_only {
-                        insert(&mut scope.push, pattern, document(None));
-                    }
-                }
-            }
-            if c.listable {
-                let target = Target {
-                    collection: c.clone(),
-                    key_suffix: None,
-                    kind: TargetKind::List,
-                };
-                insert(
-                    &mut scope.list,
-                    c.storage_path.parent_route_pattern(),
-                    target,
-                );
-            }
-        }
-        for (_, members) in bundles {
-            let Some(first) = members.first().cloned() else {
-                continue;
-            };
-            let readable: Arc<[Arc<Collection>]> =
-                members.into_iter().filter(|m| !m.push_only).collect();
-            let target = Target {
-                collection: first.clone(),
-                key_suffix: None,
-                kind: TargetKind::Bundle(readable),
-            };
-            insert(&mut scope.pull, first.storage_path.route_pattern(), target);
-        }
-        scope
+    /// Tells `hook` about every accepted write.
+    #[must_use]
+    pub fn with_after_write(mut self, hook: Arc<dyn AfterWrite>) -> Self {
+        self.after_write = Some(hook);
+        self
     }
 }
 
@@ -246,7 +155,8 @@ pub(crate) struct Inner {
     pub(crate) store: DocStore,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) auth: Arc<dyn Authenticator>,
-    pub(crate) enricher: Option<Arc<dyn RoleEnricher>>,
+    pub(crate) gate: Gate,
+    pub(crate) after_write: Option<Arc<dyn AfterWrite>>,
     pub(crate) auth_timeout: Duration,
     pub(crate) max_collections_per_batch: usize,
     pub(crate) batch_key_deny_suffixes: Vec<String>,
@@ -269,42 +179,44 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     pub(crate) fn new(options: SyncOptions) -> Result<Self, ConfigError> {
-        let mut errors = Vec::new();
-        let root = Scope::build(None, &options.config.collections, "", &mut errors);
-        let namespaces = options
-            .config
+        let config = options.config;
+        let root = Scope {
+            namespace: None,
+            routes: config.routes.clone(),
+            restrictions: Vec::new(),
+        };
+        let namespaces = config
             .namespaces
             .iter()
             .map(|ns| {
-                let label = format!("Namespace \"{}\": ", ns.name);
-                (
-                    ns.name.to_string(),
-                    Scope::build(
-                        Some(ns.name.to_string()),
-                        &ns.collections,
-                        &label,
-                        &mut errors,
-                    ),
-                )
+                let scope = Scope {
+                    namespace: Some(ns.name.clone()),
+                    routes: ns.routes.clone(),
+                    restrictions: ns.restrictions.clone(),
+                };
+                (ns.name.to_string(), scope)
             })
             .collect();
-        if !errors.is_empty() {
-            return Err(ConfigError::Invalid(errors));
-        }
         let auth = options.authenticator.unwrap_or_else(|| {
             Arc::new(CapCertAuthenticator::new(
                 options.cap_auth,
                 options.clock.clone(),
             ))
         });
+        let gate = Gate {
+            restrictions: config.restrictions.clone(),
+            enricher: options.role_enricher,
+            hook: options.authorize,
+        };
         Ok(Self(Arc::new(Inner {
-            config: options.config,
+            config,
             root,
             namespaces,
             store: options.store,
             clock: options.clock,
             auth,
-            enricher: options.role_enricher,
+            gate,
+            after_write: options.after_write,
             auth_timeout: options.auth_timeout,
             max_collections_per_batch: options.max_collections_per_batch,
             batch_key_deny_suffixes: options.batch_key_deny_suffixes,

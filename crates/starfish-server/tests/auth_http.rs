@@ -9,12 +9,11 @@ use common::*;
 use ed25519_dalek::SigningKey;
 use futures::future::BoxFuture;
 use serde_json::json;
-use starfish_server::access::{EnrichError, RoleEnricher};
+use starfish_server::access::{AccessRequest, HookError, RoleEnricher};
 use starfish_server::auth::{
     AuthError, AuthRequest, Authenticator, Caller, CapAuthOptions, InMemoryRevocationStore,
     ManualClock,
 };
-use starfish_server::config::Collection;
 use starfish_server::protocol::stable_stringify;
 use starfish_server::store::DocStore;
 use starfish_server::{SyncConfig, SyncOptions, create_sync_router};
@@ -316,8 +315,8 @@ async fn scope_paths_confine_a_cap_to_one_namespace() {
     s.cert = denied;
     assert_eq!(
         status(&app, s.build()).await,
-        StatusCode::NOT_FOUND,
-        "no route named not%65s"
+        StatusCode::FORBIDDEN,
+        "not%65s routes as notes, and the deny holds on the key it resolves to"
     );
 }
 
@@ -537,16 +536,11 @@ struct Rooms;
 impl RoleEnricher for Rooms {
     fn enrich<'a>(
         &'a self,
-        caller: &'a Caller,
-        _collection: &'a Collection,
-        params: &'a [(String, String)],
-    ) -> BoxFuture<'a, Result<Vec<Arc<str>>, EnrichError>> {
+        request: &'a AccessRequest<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Arc<str>>, HookError>> {
         Box::pin(async move {
-            let room = params
-                .iter()
-                .find(|(k, _)| k == "room")
-                .map(|(_, v)| v.as_str());
-            Ok(match (caller.identity(), room) {
+            let room = request.param("room");
+            Ok(match (request.caller().identity(), room) {
                 (Some(me), Some(room)) if room.starts_with(me) => vec![Arc::from("member")],
                 _ => vec![],
             })

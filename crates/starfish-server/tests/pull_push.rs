@@ -13,14 +13,6 @@ use starfish_server::store::DocStore;
 
 const EMPTY_HASH: &str = "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 
-async fn stored(store: &DocStore, key: &str) -> Option<serde_json::Value> {
-    match store.inner().get(&Path::from(key)).await {
-        Ok(r) => Some(serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()),
-        Err(object_store::Error::NotFound { .. }) => None,
-        Err(e) => panic!("{e}"),
-    }
-}
-
 #[tokio::test]
 async fn missing_document_pulls_as_empty_without_etag() {
     let app = router(DocStore::memory());

@@ -1,122 +1,273 @@
-//! The access decision: which roles a caller holds for one collection and whether
-//! they satisfy readRoles/writeRoles. Pure functions.
+//! Authorisation, in one place: for every key a request reads or writes (each bundle
+//! member and batch entry included), [`Gate::authorize`] decides on the identity
+//! restrictions (server, namespace, collection), `rootOnly`, the cap grant
+//! (`scope.ops` x `scope.collections`), the identity binding of a cap, the
+//! collection's roles (with an enricher's extra roles), the cap's `scope.paths` on the
+//! resolved key, and last the embedder's [`Authorize`] hook.
 
 mod rate;
+mod restrictions;
 
-pub use rate::{DEFAULT_MAX_BUCKETS, RateLimiter, RateSubject};
+pub use rate::DEFAULT_MAX_BUCKETS;
+pub(crate) use rate::{RateLimiter, RateSubject};
 
-use crate::auth::{Caller, CapOp};
-use crate::config::{Collection, Role, RoleSet};
+use crate::auth::{Caller, CapOp, match_scope_path};
+use crate::config::{Collection, Restriction, Role, RoleSet};
+use crate::store::{ObjectKey, PathParams};
 use futures::future::BoxFuture;
 use std::sync::Arc;
 
-/// A role enricher failed; the client gets `500 {"error":"Authorization error"}`.
+/// A hook failed; the client gets `500 {"error":"Authorization error"}`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("role enricher failed: {0}")]
-pub struct EnrichError(pub String);
+#[error("authorization hook failed: {0}")]
+pub struct HookError(pub String);
 
-/// Adds roles per collection after authentication, like the reference's
-/// `roleEnricher` (team membership from a database, say). Set it with
+/// Adds roles per request after authentication, like the reference's `roleEnricher`
+/// (team membership from a database, say). Set it with
 /// [`crate::SyncOptions::with_role_enricher`].
 pub trait RoleEnricher: Send + Sync + 'static {
-    /// Extra roles `caller` holds for `collection` with these path parameters.
+    /// Extra roles the caller holds for this access.
     fn enrich<'a>(
         &'a self,
-        caller: &'a Caller,
-        collection: &'a Collection,
-        params: &'a [(String, String)],
-    ) -> BoxFuture<'a, Result<Vec<Arc<str>>, EnrichError>>;
+        request: &'a AccessRequest<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Arc<str>>, HookError>>;
+}
+
+/// The embedder's last word on an access the built-in rules allowed, like the
+/// reference's plugin `authorize`. Set it with [`crate::SyncOptions::with_authorize`].
+pub trait Authorize: Send + Sync + 'static {
+    /// `Ok(true)` lets the access through, `Ok(false)` answers 403.
+    fn authorize<'a>(
+        &'a self,
+        request: &'a AccessRequest<'a>,
+    ) -> BoxFuture<'a, Result<bool, HookError>>;
+}
+
+/// One access to one object, as hooks see it.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessRequest<'a> {
+    caller: &'a Caller,
+    namespace: Option<&'a str>,
+    collection: &'a Collection,
+    action: Action,
+    key: &'a ObjectKey,
+    params: &'a PathParams,
+}
+
+impl<'a> AccessRequest<'a> {
+    /// Who is calling.
+    pub fn caller(&self) -> &'a Caller {
+        self.caller
+    }
+
+    /// The namespace, `None` at the root.
+    pub fn namespace(&self) -> Option<&'a str> {
+        self.namespace
+    }
+
+    /// The collection's name.
+    pub fn collection(&self) -> &'a str {
+        self.collection.name.as_str()
+    }
+
+    /// What the caller wants to do.
+    pub fn action(&self) -> Action {
+        self.action
+    }
+
+    /// The object key read or written.
+    pub fn key(&self) -> &'a str {
+        self.key.as_str()
+    }
+
+    /// A path parameter's value.
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        self.params.get(name)
+    }
 }
 
 /// The root-device role, required by `rootOnly` collections.
-pub const ROLE_DEVICE_ROOT: &str = "device:root";
+pub(crate) const ROLE_DEVICE_ROOT: &str = "device:root";
 
 /// What the caller wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Action {
     /// Read a document (also bundle and batch reads).
     Pull,
-    /// Write a document.
+    /// Write a document, append to a log or upload a blob.
     Push,
     /// List keys.
     List,
 }
 
-/// The outcome of [`decide`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Go ahead.
-    Allow,
-    /// `403 Forbidden`.
-    Deny,
-}
-
 impl Action {
     /// The cap operation this action needs.
-    pub fn cap_op(self) -> CapOp {
+    pub(crate) fn cap_op(self) -> CapOp {
         match self {
             Self::Pull => CapOp::Read,
             Self::Push => CapOp::Write,
             Self::List => CapOp::List,
         }
     }
+
+    /// The word used in rate-limit scopes and restrictions.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Pull => "pull",
+            Self::Push => "push",
+            Self::List => "list",
+        }
+    }
 }
 
-/// True when `caller` (with `extra` roles) holds `role` for this request. `self` holds
-/// when the request's `{identity}` parameter equals the caller's identity.
-fn holds(caller: &Caller, extra: &[Arc<str>], role: &Role, identity_param: Option<&str>) -> bool {
+/// Why an access was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Denied {
+    /// `403 {"error":"Forbidden"}`; the reason is logged at debug level.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// A hook failed: `500 {"error":"Authorization error"}`.
+    #[error(transparent)]
+    Hook(#[from] HookError),
+}
+
+/// One key touched by a request, with where it was reached from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Touch<'a> {
+    pub(crate) namespace: Option<(&'a str, &'a [Restriction])>,
+    pub(crate) collection: &'a Collection,
+    pub(crate) action: Action,
+    pub(crate) key: &'a ObjectKey,
+    pub(crate) params: &'a PathParams,
+}
+
+/// Everything authorisation needs beyond the request, built once per router.
+#[derive(Default)]
+pub(crate) struct Gate {
+    pub(crate) restrictions: Vec<Restriction>,
+    pub(crate) enricher: Option<Arc<dyn RoleEnricher>>,
+    pub(crate) hook: Option<Arc<dyn Authorize>>,
+}
+
+impl Gate {
+    /// Decides whether `caller` may perform `touch`.
+    ///
+    /// # Errors
+    /// [`Denied`].
+    pub(crate) async fn authorize(&self, caller: &Caller, touch: Touch<'_>) -> Result<(), Denied> {
+        let c = touch.collection;
+        let restricted = restrictions::allow(
+            [
+                self.restrictions.as_slice(),
+                touch.namespace.map_or(&[][..], |(_, r)| r),
+                c.restrictions.as_slice(),
+            ],
+            caller.identity(),
+            touch.action,
+        );
+        if !restricted {
+            return Err(Denied::Forbidden("identity restriction"));
+        }
+        let request = AccessRequest {
+            caller,
+            namespace: touch.namespace.map(|(n, _)| n),
+            collection: c,
+            action: touch.action,
+            key: touch.key,
+            params: touch.params,
+        };
+        let extra = match &self.enricher {
+            Some(enricher) => enricher.enrich(&request).await?,
+            None => Vec::new(),
+        };
+        decide(caller, &extra, c, touch.action, touch.params)?;
+        if !in_scope(caller, touch.key) {
+            return Err(Denied::Forbidden("key outside the cap's scope.paths"));
+        }
+        match &self.hook {
+            Some(hook) if !hook.authorize(&request).await? => {
+                Err(Denied::Forbidden("refused by the authorize hook"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A cap is bound to its identity: a request whose `{identity}` parameter names
+/// someone else is refused whole (a bundle too, not member by member).
+///
+/// # Errors
+/// [`Denied::Forbidden`].
+pub(crate) fn check_binding(caller: &Caller, params: &PathParams) -> Result<(), Denied> {
+    let bound = caller.grant().is_some();
+    if bound
+        && params
+            .identity()
+            .is_some_and(|p| Some(p) != caller.identity())
+    {
+        return Err(Denied::Forbidden(
+            "identity parameter differs from the cap-bound identity",
+        ));
+    }
+    Ok(())
+}
+
+/// True when the caller's `scope.paths` cover `key` (a keyring sibling, say).
+pub(crate) fn in_scope(caller: &Caller, key: &ObjectKey) -> bool {
+    match_scope_path(key.as_str(), caller.scope_paths())
+}
+
+/// True when `caller` (with `extra` roles) holds `role` for a key with these
+/// parameters. `self` holds when the `{identity}` parameter is the caller's identity.
+fn holds(caller: &Caller, extra: &[Arc<str>], role: &Role, params: &PathParams) -> bool {
     match role {
         Role::Public => true,
         Role::Owner => matches!(
-            (caller.identity(), identity_param),
+            (caller.identity(), params.identity()),
             (Some(me), Some(param)) if me == param
         ),
         Role::Named(name) => caller.roles().iter().chain(extra).any(|r| **r == **name),
     }
 }
 
-/// True when `caller` holds any role in `required`.
-pub fn holds_any(
+/// True when `caller` holds any role in `required` (`fieldPermissions` too).
+pub(crate) fn holds_any(
     caller: &Caller,
     extra: &[Arc<str>],
     required: &RoleSet,
-    identity_param: Option<&str>,
+    params: &PathParams,
 ) -> bool {
-    required
-        .iter()
-        .any(|r| holds(caller, extra, r, identity_param))
+    required.iter().any(|r| holds(caller, extra, r, params))
 }
 
-/// Decides whether `caller` (holding `extra` roles from an enricher) may perform
-/// `action` on `collection`. `identity_param` is the request's `{identity}` path
-/// parameter, if the template has one.
-///
-/// A cap-authenticated caller must also hold the cap operation for the action on this
-/// collection (`scope.ops` x `scope.collections`), whatever role admits it: the
-/// reference lets `self` admit a read-only cap to write.
-pub fn decide(
+/// The collection rules: `rootOnly`, the cap grant on every collection (the
+/// reference lets `self` admit a read-only cap to write), the identity a cap is bound
+/// to, then readRoles/writeRoles.
+fn decide(
     caller: &Caller,
     extra: &[Arc<str>],
     collection: &Collection,
     action: Action,
-    identity_param: Option<&str>,
-) -> Decision {
+    params: &PathParams,
+) -> Result<(), Denied> {
     if collection.root_only && !caller.roles().iter().any(|r| &**r == ROLE_DEVICE_ROOT) {
-        return Decision::Deny;
+        return Err(Denied::Forbidden("rootOnly collection"));
     }
     if let Some(grant) = caller.grant() {
         if !grant.allows(action.cap_op(), collection.name.as_str()) {
-            return Decision::Deny;
+            return Err(Denied::Forbidden("cap grant lacks the operation"));
         }
     }
+    check_binding(caller, params)?;
     let required = match action {
         Action::Pull | Action::List => &collection.read_roles,
         Action::Push => &collection.write_roles,
     };
-    if holds_any(caller, extra, required, identity_param) {
-        Decision::Allow
+    if holds_any(caller, extra, required, params) {
+        Ok(())
     } else {
-        Decision::Deny
+        Err(Denied::Forbidden("missing role"))
     }
 }
 
@@ -124,12 +275,15 @@ pub fn decide(
 mod tests {
     use super::*;
     use crate::config::SyncConfig;
-    use std::sync::Arc;
 
     fn collection(json: &str) -> Arc<Collection> {
         let cfg = SyncConfig::from_json_str(&format!(r#"{{"version":1,"collections":[{json}]}}"#))
             .unwrap();
         cfg.collections[0].clone()
+    }
+
+    fn identity(id: &str) -> PathParams {
+        PathParams::checked([("identity", id.to_owned())]).unwrap()
     }
 
     #[test]
@@ -146,37 +300,45 @@ mod tests {
         let anon = Caller::anonymous();
         let alice = Caller::verified("alice", vec!["cap:write:f".into()]);
         let alice_root = Caller::verified("alice", vec![ROLE_DEVICE_ROOT.into()]);
-        assert_eq!(
-            decide(&anon, &[], &public, Action::Pull, None),
-            Decision::Allow
-        );
-        assert_eq!(
-            decide(&anon, &[], &public, Action::Push, None),
-            Decision::Deny
-        );
-        assert_eq!(
-            decide(&alice, &[], &public, Action::Push, None),
-            Decision::Allow
-        );
-        assert_eq!(
-            decide(&anon, &[], &own, Action::Pull, Some("alice")),
-            Decision::Deny
-        );
-        assert_eq!(
-            decide(&alice, &[], &own, Action::Pull, Some("alice")),
-            Decision::Allow
-        );
-        assert_eq!(
-            decide(&alice, &[], &own, Action::Push, Some("bob")),
-            Decision::Deny
-        );
-        assert_eq!(
-            decide(&alice, &[], &root, Action::Pull, Some("alice")),
-            Decision::Deny
-        );
-        assert_eq!(
-            decide(&alice_root, &[], &root, Action::Pull, Some("alice")),
-            Decision::Allow
-        );
+        let none = PathParams::default();
+        let ok = |r: Result<(), Denied>| r.is_ok();
+        assert!(ok(decide(&anon, &[], &public, Action::Pull, &none)));
+        assert!(!ok(decide(&anon, &[], &public, Action::Push, &none)));
+        assert!(ok(decide(&alice, &[], &public, Action::Push, &none)));
+        assert!(!ok(decide(
+            &anon,
+            &[],
+            &own,
+            Action::Pull,
+            &identity("alice")
+        )));
+        assert!(ok(decide(
+            &alice,
+            &[],
+            &own,
+            Action::Pull,
+            &identity("alice")
+        )));
+        assert!(!ok(decide(
+            &alice,
+            &[],
+            &own,
+            Action::Push,
+            &identity("bob")
+        )));
+        assert!(!ok(decide(
+            &alice,
+            &[],
+            &root,
+            Action::Pull,
+            &identity("alice")
+        )));
+        assert!(ok(decide(
+            &alice_root,
+            &[],
+            &root,
+            Action::Pull,
+            &identity("alice")
+        )));
     }
 }

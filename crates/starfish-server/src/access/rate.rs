@@ -11,11 +11,11 @@ pub const DEFAULT_MAX_BUCKETS: usize = 100_000;
 
 /// Who is asking, for bucketing.
 #[derive(Debug, Clone, Copy)]
-pub struct RateSubject<'a> {
+pub(crate) struct RateSubject<'a> {
     /// The caller's identity (`None` when anonymous).
-    pub identity: Option<&'a str>,
+    pub(crate) identity: Option<&'a str>,
     /// The client IP, as decided by the proxy-hop setting (`"anonymous"` when unknown).
-    pub ip: &'a str,
+    pub(crate) ip: &'a str,
 }
 
 #[derive(Default)]
@@ -27,7 +27,7 @@ struct State {
 }
 
 /// The rate limiter of one router.
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     max_buckets: usize,
     state: Mutex<State>,
 }
@@ -43,7 +43,7 @@ impl std::fmt::Debug for RateLimiter {
 
 impl RateLimiter {
     /// A limiter holding at most `max_buckets` live counters.
-    pub fn new(max_buckets: usize) -> Self {
+    pub(crate) fn new(max_buckets: usize) -> Self {
         Self {
             max_buckets: max_buckets.max(1),
             state: Mutex::new(State::default()),
@@ -51,13 +51,8 @@ impl RateLimiter {
     }
 
     /// Live counters.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.state.lock().map_or(0, |s| s.counters.len())
-    }
-
-    /// True when no counter is live.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Counts one request under `scope` (collection and action) and `rule`; returns
@@ -65,7 +60,7 @@ impl RateLimiter {
     ///
     /// # Errors
     /// The seconds until the fullest window ends.
-    pub fn check(
+    pub(crate) fn check(
         &self,
         scope: &str,
         rule: &RateRule,

@@ -20,7 +20,7 @@ pub use resolver::{
     AuthError, AuthRequest, Authenticator, CapAuthOptions, CapCertAuthenticator, SignedBody,
 };
 pub use revocation::{InMemoryRevocationStore, RevocationError, RevocationStore};
-pub use scope::{canonical_scope_path, match_scope_path, path_glob_match, storage_path_of_request};
+pub use scope::{canonical_scope_path, match_scope_path, path_glob_match};
 pub use signing::{REQUEST_DOMAIN, REQUEST_SKEW_MS, SignedRequest, parse_ts_header};
 
 use std::sync::Arc;

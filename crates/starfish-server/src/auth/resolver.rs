@@ -3,7 +3,6 @@
 use super::capcert::{CapCert, CapKind};
 use super::nonce::{NonceCache, NonceCacheLimits};
 use super::revocation::{InMemoryRevocationStore, RevocationStore};
-use super::scope::{match_scope_path, storage_path_of_request};
 use super::signing::{REQUEST_SKEW_MS, SignedRequest, parse_ts_header};
 use super::{Caller, CapGrant, Clock};
 use crate::protocol::BASE64;
@@ -53,10 +52,6 @@ pub struct AuthRequest<'a> {
     pub headers: &'a HeaderMap,
     /// The signed body.
     pub body: SignedBody<'a>,
-    /// The route's `{identity}` parameter, if it has one.
-    pub identity_param: Option<&'a str>,
-    /// True for batch-pull URLs, which carry no storage path to scope-check.
-    pub batch: bool,
 }
 
 /// Decides who is calling. Replace the default [`CapCertAuthenticator`] with your own
@@ -260,21 +255,6 @@ impl CapCertAuthenticator {
                 .map(|p| p.replace("{identity}", identity))
                 .collect()
         });
-        if !request.batch
-            && !match_scope_path(
-                storage_path_of_request(request.path_and_query),
-                paths.as_deref(),
-            )
-        {
-            return Err(AuthError::Forbidden(
-                "request path is outside cap scope".into(),
-            ));
-        }
-        if request.identity_param.is_some_and(|p| p != identity) {
-            return Err(AuthError::Forbidden(
-                "request identity does not match cap-bound identity".into(),
-            ));
-        }
         let mut caller = Caller::from_cap(identity, cert.roles().clone())
             .with_presenter(verifying)
             .with_grant(CapGrant {

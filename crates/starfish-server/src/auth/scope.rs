@@ -98,36 +98,9 @@ pub fn match_scope_path(path: &str, scope_paths: Option<&[String]>) -> bool {
     })
 }
 
-/// The storage-path form of a request path for scope checks: the query dropped, and
-/// everything up to and including the first `pull`, `push` or `list` segment removed.
-pub fn storage_path_of_request(path_and_query: &str) -> &str {
-    let path = path_and_query.split('?').next().unwrap_or("");
-    let trimmed = path.strip_prefix('/').unwrap_or(path);
-    let mut offset = 0;
-    for seg in trimmed.split('/') {
-        offset += seg.len() + 1;
-        if matches!(seg, "pull" | "push" | "list") {
-            return trimmed.get(offset..).unwrap_or("");
-        }
-    }
-    trimmed
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn storage_path_strips_namespace_action_and_query() {
-        assert_eq!(storage_path_of_request("/pull/notes/abc?x=1"), "notes/abc");
-        assert_eq!(
-            storage_path_of_request("/v1/acme/push/users/1/d"),
-            "users/1/d"
-        );
-        assert_eq!(storage_path_of_request("/list/shared"), "shared");
-        assert_eq!(storage_path_of_request("/pull"), "");
-        assert_eq!(storage_path_of_request("/foo/bar"), "foo/bar");
-    }
 
     #[test]
     fn hostile_globs_stay_linear() {

@@ -7,10 +7,12 @@
 
 mod names;
 mod raw;
+mod routes;
 mod template;
 mod validate;
 
 pub use names::{CollectionName, NamespaceName, RESERVED_NAMESPACES, is_param_value};
+pub(crate) use routes::{RouteTable, Target};
 pub use template::{IDENTITY_PARAM, PathTemplate, Segment, is_safe_key};
 
 use serde_json::Value;
@@ -53,6 +55,8 @@ pub struct SyncConfig {
     pub restrictions: Vec<Restriction>,
     /// Non-fatal findings (the reference's `collectConfigWarnings`).
     pub warnings: Vec<String>,
+    /// The root's routes, built at load.
+    pub(crate) routes: Arc<RouteTable>,
 }
 
 /// A namespace: its collections are mounted under `/<name>/…`.
@@ -64,6 +68,8 @@ pub struct Namespace {
     pub collections: Vec<Arc<Collection>>,
     /// Identity restrictions for the namespace.
     pub restrictions: Vec<Restriction>,
+    /// Its routes, built at load.
+    pub(crate) routes: Arc<RouteTable>,
 }
 
 /// A role name as it appears in `readRoles`/`writeRoles`.

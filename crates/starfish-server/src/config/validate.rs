@@ -1,6 +1,7 @@
 //! Validation with the reference's exact messages, then conversion to typed values.
 
 use super::raw::{RawCollection, RawConfig, RawNamespace};
+use super::routes::{RouteTable, keys_overlap};
 use super::{
     AppendOnly, Bucket, Collection, CollectionName, ConfigError, DEFAULT_MAX_BODY_BYTES,
     Encryption, FieldPermission, MimePattern, Namespace, NamespaceName, PathTemplate, Payload,
@@ -118,6 +119,7 @@ fn build(
                 name,
                 collections: cols,
                 restrictions: ns_restrictions,
+                routes: Arc::default(),
             });
         }
     }
@@ -133,13 +135,36 @@ fn build(
         ));
     }
     warnings.extend(shared_storage_warnings(&collections, &namespaces));
+    let routes = route_table(&collections, "", &mut errors);
+    for ns in &mut namespaces {
+        let label = format!("Namespace \"{}\": ", ns.name);
+        ns.routes = route_table(&ns.collections, &label, &mut errors);
+    }
+    if !errors.is_empty() {
+        return Err(ConfigError::Invalid(errors));
+    }
     Ok(SyncConfig {
         collections,
         namespaces,
         rate_limit: global_window,
         restrictions: top_restrictions,
         warnings,
+        routes,
     })
+}
+
+fn route_table(
+    collections: &[Arc<Collection>],
+    label: &str,
+    errors: &mut Vec<String>,
+) -> Arc<RouteTable> {
+    match RouteTable::build(collections, label) {
+        Ok(table) => Arc::new(table),
+        Err(problems) => {
+            errors.extend(problems);
+            Arc::default()
+        }
+    }
 }
 
 /// `n == null || (Number.isInteger(n) && n > 0)` of the reference.
@@ -741,7 +766,7 @@ fn shared_storage_warnings(root: &[Arc<Collection>], namespaces: &[Namespace]) -
         for (scope_b, cols_b) in &scopes[i + 1..] {
             for a in cols_a.iter() {
                 for b in cols_b.iter() {
-                    if templates_overlap(&a.storage_path, &b.storage_path) {
+                    if keys_overlap(a, b) {
                         out.push(format!(
                             "Collection \"{}\" ({scope_a}) and collection \"{}\" ({scope_b}) can address the same objects (\"{}\" / \"{}\"): namespaces do not prefix storage keys",
                             a.name, b.name, a.storage_path, b.storage_path
@@ -752,19 +777,6 @@ fn shared_storage_warnings(root: &[Arc<Collection>], namespaces: &[Namespace]) -
         }
     }
     out
-}
-
-/// True when some parameter values make both templates the same key.
-fn templates_overlap(a: &PathTemplate, b: &PathTemplate) -> bool {
-    use super::Segment;
-    a.segments().len() == b.segments().len()
-        && a.segments()
-            .iter()
-            .zip(b.segments())
-            .all(|pair| match pair {
-                (Segment::Static(x), Segment::Static(y)) => x == y,
-                _ => true,
-            })
 }
 
 fn collect_warnings(raws: &[RawCollection], scope: &str) -> Vec<String> {

@@ -18,7 +18,7 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiErro
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
         .map(Some)
-        .ok_or(ApiError::BadRequest("Invalid Content-Length".into()))
+        .ok_or(ApiError::InvalidContentLength)
 }
 
 /// Reads at most `limit` bytes. A declared length over the limit is refused before
@@ -31,7 +31,7 @@ pub(crate) async fn read_limited(
     declared: Option<u64>,
     limit: u64,
 ) -> Result<Bytes, ApiError> {
-    let too_large = || ApiError::PayloadTooLarge("Payload too large".into());
+    let too_large = || ApiError::PayloadTooLarge;
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
@@ -41,7 +41,7 @@ pub(crate) async fn read_limited(
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => {
             tracing::debug!(error = %e, "request body read failed");
-            Err(ApiError::BadRequest("Invalid request body".into()))
+            Err(ApiError::InvalidBody)
         }
     }
 }

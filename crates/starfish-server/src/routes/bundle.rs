@@ -1,43 +1,62 @@
 //! `GET /[ns/]pull/<bundle path>`: every member the caller may read, in one response.
 
-use super::pull::read_json;
-use super::{ResolvedRoute, permits};
-use crate::access::Action;
-use crate::auth::Caller;
-use crate::config::Collection;
+use super::endpoint::{Doc, Scope};
+use super::{allow, authenticate, is_public};
+use crate::access::{Action, check_binding};
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::sync::read::{Read, read};
+use crate::sync::{LogQuery, SyncError};
 use axum::Json;
+use axum::body::Body;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
 
-pub(super) async fn bundle_pull(
+pub(super) async fn pull(
     state: &AppState,
-    route: &ResolvedRoute,
-    members: &[Arc<Collection>],
-    caller: &Caller,
+    parts: &Parts,
+    scope: &Scope,
+    members: Vec<Doc>,
 ) -> Result<Response, ApiError> {
-    let now = state.clock.now_ms();
-    let mut readable = Vec::new();
-    for member in members {
+    let public = members
+        .iter()
+        .all(|m| is_public(&m.collection, Action::Pull));
+    let (caller, _) = authenticate(state, parts, Body::empty(), public).await?;
+    if let Some(first) = members.first() {
+        check_binding(&caller, &first.params).map_err(|_| ApiError::Forbidden)?;
+    }
+    let mut readable = Vec::with_capacity(members.len());
+    for member in &members {
         // A member the caller may not read is left out, never reported.
-        if permits(state, caller, member, &route.params, Action::Pull).await? {
-            readable.push(member);
+        match allow(state, &caller, scope, member, Action::Pull).await {
+            Ok(()) => readable.push(member),
+            Err(ApiError::Forbidden) => {}
+            Err(e) => return Err(e),
         }
     }
+    let now = state.clock.now_ms();
     let reads = readable.iter().map(|member| {
-        let key = format!("{}/{}", route.key, member.name);
-        async move { read_json(state, member, &key, caller, &route.params, now).await }
+        read(
+            &state.store,
+            member.as_ref(),
+            &caller,
+            LogQuery::default(),
+            now,
+        )
     });
-    let docs = futures::future::try_join_all(reads).await?;
+    let docs = futures::future::join_all(reads).await;
     let mut collections = Map::new();
     for (member, doc) in readable.iter().zip(docs) {
         let entry = match doc {
-            Some(d) => json!({ "data": Value::Object(d.data), "hash": d.hash }),
-            None => json!({ "data": {}, "hash": "" }),
+            Ok(Read::Document(Some(d))) => json!({ "data": Value::Object(d.data), "hash": d.hash }),
+            // A log member (never stored in a bundle) reads as empty.
+            Ok(Read::Document(None) | Read::Log(_)) | Err(SyncError::Bound(_)) => {
+                json!({ "data": {}, "hash": "" })
+            }
+            Err(e) => return Err(e.into()),
         };
-        collections.insert(member.name.to_string(), entry);
+        collections.insert(member.collection.name.to_string(), entry);
     }
     Ok(Json(json!({ "collections": collections, "timestamp": now })).into_response())
 }

@@ -48,7 +48,7 @@ pub(super) async fn config(
     let caller = if mode == ConfigEndpoint::RoleFiltered {
         let (parts, body) = request.into_parts();
         // A failed authentication lists what an anonymous caller may see; never a 5xx.
-        match authenticate(&state, &parts, body, None, false).await {
+        match authenticate(&state, &parts, body, false).await {
             Ok((caller, _)) => caller,
             Err(e) => {
                 tracing::debug!(error = %e, "/config: authentication failed");

@@ -1,69 +1,50 @@
 //! `GET /[ns/]list/<storage path without its last segment>?limit=&after=`: the keys
 //! of a listable collection, in order, with an exclusive cursor.
 
-use super::ResolvedRoute;
+use super::endpoint::{Doc, Scope};
 use super::query::{canonical_uint, param};
+use super::{allow, authenticate, is_public, rate_check};
+use crate::access::Action;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::DocStore;
 use axum::Json;
+use axum::body::Body;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use serde_json::json;
-use std::collections::BTreeSet;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-/// Names that are store bookkeeping, not documents.
-fn is_bookkeeping(item: &str) -> bool {
-    item.ends_with(".tmp") || item.ends_with(".__meta__") || item.contains('#')
-}
-
 pub(super) async fn list(
     state: &AppState,
-    route: &ResolvedRoute,
-    query: Option<&str>,
+    parts: &Parts,
+    scope: &Scope,
+    prefix: Doc,
 ) -> Result<Response, ApiError> {
+    let public = is_public(&prefix.collection, Action::List);
+    let (caller, _) = authenticate(state, parts, Body::empty(), public).await?;
+    allow(state, &caller, scope, &prefix, Action::List).await?;
+    rate_check(
+        state,
+        parts,
+        scope,
+        &prefix.collection,
+        &caller,
+        Action::List,
+    )?;
+    let query = parts.uri.query();
     let limit = match param(query, "limit") {
         None => DEFAULT_LIMIT,
         Some(raw) => canonical_uint(&raw)
             .map(|n| n as usize)
             .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or(ApiError::BadRequest("Invalid limit parameter".into()))?,
+            .ok_or(ApiError::InvalidListLimit)?,
     };
     let after = param(query, "after");
-    let prefix = DocStore::key(&route.key)?;
-    let prefix_text = format!("{}/", route.key);
-    let inner = state.store.inner();
-    let mut listing = match &after {
-        Some(after) => {
-            let offset = object_store::path::Path::from_iter(
-                prefix
-                    .parts()
-                    .chain(object_store::path::Path::from(after.as_str()).parts()),
-            );
-            inner.list_with_offset(Some(&prefix), &offset)
-        }
-        None => inner.list(Some(&prefix)),
-    };
-    // Keep only the `limit + 1` smallest keys: listing order is not guaranteed by every
-    // backend, and memory stays bounded by the page size.
-    let mut smallest = BTreeSet::new();
-    while let Some(meta) = listing.next().await {
-        let meta = meta.map_err(crate::store::StoreError::from)?;
-        let Some(item) = meta.location.as_ref().strip_prefix(&prefix_text) else {
-            continue;
-        };
-        if is_bookkeeping(item) || after.as_deref().is_some_and(|a| item <= a) {
-            continue;
-        }
-        smallest.insert(item.to_owned());
-        if smallest.len() > limit + 1 {
-            smallest.pop_last();
-        }
-    }
-    let has_more = smallest.len() > limit;
-    let items: Vec<String> = smallest.into_iter().take(limit).collect();
+    let (items, has_more) = state
+        .store
+        .list_page(&prefix.key, after.as_deref(), limit)
+        .await?;
     Ok(Json(json!({ "items": items, "hasMore": has_more })).into_response())
 }

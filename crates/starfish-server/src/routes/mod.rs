@@ -1,22 +1,33 @@
-//! axum handlers. One entry point matches `/[ns/]pull|push/<storage path>` against the
-//! route table built at load time; the handlers for each family live in their own file.
+//! The HTTP side of the pipeline. Every request goes the same way:
+//!
+//! 1. [`endpoint::Endpoint::parse`]: the path becomes a typed endpoint with its scope
+//!    and resolved keys (404/400 here);
+//! 2. [`authenticate`]: who is calling (401);
+//! 3. [`allow`]: `access::Gate::authorize` for every key touched (403);
+//! 4. [`rate_check`]: the collection's rate limit (429);
+//! 5. the sync core (`sync::read`, `sync::write`) and rendering, in one file per
+//!    route family; [`after_write`] once per accepted write.
 
 mod batch;
 mod blob;
 mod body;
 mod bundle;
 mod config;
+pub(crate) mod endpoint;
 mod health;
 mod list;
 mod pull;
 mod push;
 mod query;
+mod render;
 
-use crate::access::{Action, Decision, RateSubject, decide};
+use crate::access::{Action, Denied, RateSubject, Touch};
 use crate::auth::{AuthRequest, Caller, SignedBody, parse_ts_header};
-use crate::config::{Collection, IDENTITY_PARAM, is_param_value, is_safe_key};
+use crate::config::Collection;
 use crate::error::ApiError;
-use crate::state::{AppState, Scope, Target, TargetKind};
+use crate::events::{WriteAction, WriteEvent};
+use crate::state::AppState;
+use crate::sync::write::{Written, media_type};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, OriginalUri, Request, State};
@@ -25,7 +36,7 @@ use axum::http::{HeaderMap, Method, header};
 use axum::response::Response;
 use axum::routing::{any, get};
 use bytes::Bytes;
-use percent_encoding::percent_decode_str;
+use endpoint::{Doc, Endpoint, Scope};
 use std::net::SocketAddr;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -40,174 +51,75 @@ async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
-/// The `{identity}` value among resolved path parameters.
-pub(crate) fn identity_of(params: &[(String, String)]) -> Option<&str> {
-    params
-        .iter()
-        .find(|(k, _)| k == IDENTITY_PARAM)
-        .map(|(_, v)| v.as_str())
+async fn dispatch(
+    State(state): State<AppState>,
+    request: Request<Body>,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let namespace = |name: &str| state.namespaces.get(name);
+    match Endpoint::parse(&state.root, namespace, &parts.method, parts.uri.path())? {
+        Endpoint::Pull(scope, doc) => pull::pull(&state, &parts, scope, doc).await,
+        Endpoint::Push(scope, doc) => push::push(&state, &parts, body, scope, doc).await,
+        Endpoint::Bundle(scope, members) => bundle::pull(&state, &parts, scope, members).await,
+        Endpoint::List(scope, doc) => list::list(&state, &parts, scope, doc).await,
+        Endpoint::Batch(scope) => batch::pull(&state, &parts, scope).await,
+    }
 }
 
-/// The per-collection gate every push passes before its body is read: the declared
-/// `Content-Length` against `maxBodyBytes` (413), then the push rate limit (429).
-/// Returns the declared length.
-pub(crate) fn push_gate(
+/// Authorises `caller` for `action` on `doc`, reached through `scope`.
+///
+/// # Errors
+/// `403`, or `500 Authorization error` when a hook fails.
+pub(crate) async fn allow(
     state: &AppState,
-    parts: &Parts,
-    route: &ResolvedRoute,
     caller: &Caller,
-) -> Result<Option<u64>, ApiError> {
-    let declared = body::content_length(&parts.headers)?;
-    if declared.is_some_and(|n| n > route.target.collection.max_body_bytes.get()) {
-        return Err(ApiError::PayloadTooLarge("Payload too large".into()));
-    }
-    rate_check(state, parts, route, caller, Action::Push)?;
-    Ok(declared)
-}
-
-/// A request matched to a collection, with its parameters checked and key resolved.
-#[derive(Debug)]
-pub(crate) struct ResolvedRoute {
-    pub(crate) target: Target,
-    pub(crate) params: Vec<(String, String)>,
-    /// The object key (storage path with parameters filled in), checked safe. For a
-    /// list route, the prefix; for a bundle pull, the shared path of the members.
-    pub(crate) key: String,
-    /// The namespace the route was reached through.
-    pub(crate) namespace: Option<String>,
-}
-
-impl ResolvedRoute {
-    /// The `{identity}` parameter, when the template has one.
-    pub(crate) fn identity_param(&self) -> Option<&str> {
-        identity_of(&self.params)
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum RouteAction {
-    Pull,
-    Push,
-    List,
-    Batch,
-}
-
-/// Splits `/[ns/]action/rest` into a scope, an action and the remaining path.
-fn split_path<'s>(state: &'s AppState, path: &'s str) -> Option<(&'s Scope, RouteAction, &'s str)> {
-    let path = path.strip_prefix('/')?;
-    let action = |s: &str| match s {
-        "pull" => Some(RouteAction::Pull),
-        "push" => Some(RouteAction::Push),
-        "list" => Some(RouteAction::List),
-        _ => None,
-    };
-    if path == "batch/pull" {
-        return Some((&state.root, RouteAction::Batch, ""));
-    }
-    let (first, rest) = path.split_once('/')?;
-    if let Some(a) = action(first) {
-        return Some((&state.root, a, &path[first.len()..]));
-    }
-    let scope = state.namespaces.get(first)?;
-    if rest == "batch/pull" {
-        return Some((scope, RouteAction::Batch, ""));
-    }
-    let (second, _) = rest.split_once('/')?;
-    let a = action(second)?;
-    Some((scope, a, &rest[second.len()..]))
-}
-
-fn resolve_route(
     scope: &Scope,
-    action: RouteAction,
-    rest: &str,
-) -> Result<ResolvedRoute, ApiError> {
-    let table = match action {
-        RouteAction::Pull => &scope.pull,
-        RouteAction::Push => &scope.push,
-        RouteAction::List | RouteAction::Batch => &scope.list,
+    doc: &Doc,
+    action: Action,
+) -> Result<(), ApiError> {
+    let touch = Touch {
+        namespace: scope.access(),
+        collection: &doc.collection,
+        action,
+        key: &doc.key,
+        params: &doc.params,
     };
-    let matched = table.at(rest).map_err(|_| ApiError::NotFound)?;
-    let mut params = Vec::with_capacity(matched.params.len());
-    for (name, raw) in matched.params.iter() {
-        // Parameters are percent-decoded (an encoded `/` stays inside one segment and then
-        // fails the character rule); malformed escapes are left raw and fail it too.
-        let value = percent_decode_str(raw)
-            .decode_utf8()
-            .map_or_else(|_| raw.to_owned(), |v| v.into_owned());
-        if !is_param_value(&value) {
-            return Err(ApiError::InvalidPathParameter);
+    state.gate.authorize(caller, touch).await.map_err(|denied| {
+        tracing::debug!(reason = %denied, key = %doc.key, "access refused");
+        match denied {
+            Denied::Forbidden(_) => ApiError::Forbidden,
+            Denied::Hook(e) => {
+                tracing::warn!(error = %e, "authorization hook failed");
+                ApiError::AuthorizationError
+            }
         }
-        params.push((name.to_owned(), value));
-    }
-    let target = matched.value.clone();
-    let template = &target.collection.storage_path;
-    let segments = match target.kind {
-        TargetKind::List => template.segments().len() - 1,
-        TargetKind::Document | TargetKind::Bundle(_) => template.segments().len(),
-    };
-    let mut key = template
-        .resolve_first(segments, |p| {
-            params.iter().find(|(k, _)| k == p).map(|(_, v)| v.as_str())
-        })
-        .ok_or(ApiError::InvalidPathParameter)?;
-    if let Some(suffix) = &target.key_suffix {
-        key.push('/');
-        key.push_str(suffix);
-    }
-    if !is_safe_key(&key) {
-        return Err(ApiError::InvalidPathParameter);
-    }
-    Ok(ResolvedRoute {
-        target,
-        params,
-        key,
-        namespace: scope.namespace.clone(),
     })
 }
 
-/// True when `caller` may perform `action` on `collection` at these path parameters,
-/// with roles from the enricher.
-pub(crate) async fn permits(
+/// Tells the `after_write` hook about an accepted write.
+pub(crate) fn after_write(
     state: &AppState,
+    scope: &Scope,
+    doc: &Doc,
     caller: &Caller,
-    collection: &Collection,
-    params: &[(String, String)],
-    action: Action,
-) -> Result<bool, ApiError> {
-    let extra = match &state.enricher {
-        Some(enricher) => enricher
-            .enrich(caller, collection, params)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "role enricher failed");
-                ApiError::AuthorizationError
-            })?,
-        None => Vec::new(),
+    action: WriteAction,
+    written: &Written,
+) {
+    let Some(hook) = &state.after_write else {
+        return;
     };
-    Ok(decide(caller, &extra, collection, action, identity_of(params)) == Decision::Allow)
-}
-
-/// Authorises `caller` for `action` on the route: 403 otherwise.
-pub(crate) async fn authorize(
-    state: &AppState,
-    caller: &Caller,
-    route: &ResolvedRoute,
-    action: Action,
-) -> Result<(), ApiError> {
-    if permits(
-        state,
-        caller,
-        &route.target.collection,
-        &route.params,
-        action,
-    )
-    .await?
-    {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden)
+    if !written.stored {
+        return;
     }
+    hook.after_write(&WriteEvent {
+        namespace: scope.namespace.as_ref().map(|n| n.as_str().into()),
+        collection: doc.collection.name.as_str().into(),
+        key: doc.key.as_str().into(),
+        hash: written.hash.clone(),
+        timestamp: written.timestamp,
+        action,
+        identity: caller.identity().map(Into::into),
+    });
 }
 
 /// A request body: buffered when a signature had to cover it, otherwise still streaming.
@@ -227,18 +139,23 @@ fn request_host(parts: &Parts) -> String {
         .to_ascii_lowercase()
 }
 
-/// Blob uploads (a non-empty media type other than JSON) are signed over an empty body.
-fn is_blob_media(headers: &HeaderMap) -> bool {
-    let media = headers
+/// The request's media type (see [`media_type`]); `""` when absent.
+pub(crate) fn request_media_type(headers: &HeaderMap) -> String {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    !media.is_empty() && media != "application/json"
+        .map(media_type)
+        .unwrap_or_default()
+}
+
+/// A write body is signed when it is JSON: no media type, or exactly
+/// `application/json`. Anything else (a blob upload) is signed over the empty body,
+/// and a JSON collection refuses it, so an unsigned body is never taken as JSON.
+fn body_is_signed(headers: &HeaderMap) -> bool {
+    matches!(
+        request_media_type(headers).as_str(),
+        "" | "application/json"
+    )
 }
 
 /// The pre-auth gate for a signed write: `Content-Length` present, an integer, within `limit`.
@@ -259,13 +176,15 @@ fn signed_body_gate(headers: &HeaderMap, limit: u64) -> Result<u64, &'static str
     Ok(n)
 }
 
-/// Authenticates the request (unless the collection is public for this action and no
+/// Authenticates the request (unless `public` holds for this action and no
 /// credentials were sent) and returns the caller and the body.
+///
+/// # Errors
+/// `401`/`413` from the authenticator, `503` when it times out.
 pub(crate) async fn authenticate(
     state: &AppState,
     parts: &Parts,
     body: Body,
-    route: Option<&ResolvedRoute>,
     public: bool,
 ) -> Result<(Caller, RequestBody), ApiError> {
     let has_credentials = parts.headers.contains_key(header::AUTHORIZATION);
@@ -276,7 +195,7 @@ pub(crate) async fn authenticate(
         parts.method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     );
-    let signed_limit = if is_write && !is_blob_media(&parts.headers) {
+    let signed_limit = if is_write && body_is_signed(&parts.headers) {
         state.auth.signed_body_limit(&parts.headers)
     } else {
         None
@@ -310,8 +229,6 @@ pub(crate) async fn authenticate(
         host: &host,
         headers: &parts.headers,
         body: signed,
-        identity_param: route.and_then(ResolvedRoute::identity_param),
-        batch: route.is_none(),
     };
     let caller = tokio::time::timeout(state.auth_timeout, state.auth.authenticate(request))
         .await
@@ -347,15 +264,19 @@ fn client_ip(state: &AppState, parts: &Parts) -> String {
         .map_or_else(|| "anonymous".to_owned(), |c| c.0.ip().to_string())
 }
 
-/// Applies the collection's rate limit for `action`: 429 when over.
+/// Applies `collection`'s rate limit for `action`.
+///
+/// # Errors
+/// `429` with `Retry-After` when over.
 pub(crate) fn rate_check(
     state: &AppState,
     parts: &Parts,
-    route: &ResolvedRoute,
+    scope: &Scope,
+    collection: &Collection,
     caller: &Caller,
     action: Action,
 ) -> Result<(), ApiError> {
-    let limits = &route.target.collection.rate_limits;
+    let limits = &collection.rate_limits;
     let rule = match action {
         Action::Push => limits.push.as_ref(),
         Action::Pull => limits.pull.as_ref(),
@@ -364,20 +285,12 @@ pub(crate) fn rate_check(
     let Some(rule) = rule else {
         return Ok(());
     };
-    let collection = &route.target.collection;
     let name = match &collection.bundle {
         Some(bundle) => format!("{bundle}/{}", collection.name),
         None => collection.name.to_string(),
     };
-    let verb = match action {
-        Action::Push => "push",
-        Action::Pull => "pull",
-        Action::List => "list",
-    };
-    let scope = format!(
-        "{}/{name}:{verb}:",
-        route.namespace.as_deref().unwrap_or("")
-    );
+    let namespace = scope.namespace.as_ref().map_or("", |n| n.as_str());
+    let bucket = format!("{namespace}/{name}:{}:", action.as_str());
     let ip = client_ip(state, parts);
     let subject = RateSubject {
         identity: caller.identity(),
@@ -385,66 +298,16 @@ pub(crate) fn rate_check(
     };
     state
         .rate
-        .check(&scope, rule, subject, state.clock.now_ms())
+        .check(&bucket, rule, subject, state.clock.now_ms())
         .map_err(|retry_after| ApiError::RateLimited { retry_after })
 }
 
 /// True when `action` on `collection` needs no credentials (the reference does not
 /// even run its resolver then).
-fn is_public(collection: &Collection, action: Action) -> bool {
+pub(crate) fn is_public(collection: &Collection, action: Action) -> bool {
     let required = match action {
         Action::Push => &collection.write_roles,
         Action::Pull | Action::List => &collection.read_roles,
     };
     required.is_public() && !collection.root_only
-}
-
-async fn dispatch(
-    State(state): State<AppState>,
-    request: Request<Body>,
-) -> Result<Response, ApiError> {
-    let path = request.uri().path().to_owned();
-    let (scope, route_action, rest) = split_path(&state, &path).ok_or(ApiError::NotFound)?;
-    let expected = match route_action {
-        RouteAction::Push => Method::POST,
-        RouteAction::Pull | RouteAction::List | RouteAction::Batch => Method::GET,
-    };
-    if *request.method() != expected {
-        return Err(ApiError::NotFound);
-    }
-    let (parts, body) = request.into_parts();
-    if route_action == RouteAction::Batch {
-        return batch::batch_pull(&state, scope, &parts).await;
-    }
-    let route = resolve_route(scope, route_action, rest)?;
-    let action = match route_action {
-        RouteAction::Push => Action::Push,
-        RouteAction::List => Action::List,
-        RouteAction::Pull | RouteAction::Batch => Action::Pull,
-    };
-    if let TargetKind::Bundle(members) = &route.target.kind {
-        let public = members.iter().all(|m| is_public(m, Action::Pull));
-        let (caller, _) = authenticate(&state, &parts, body, Some(&route), public).await?;
-        return bundle::bundle_pull(&state, &route, members, &caller).await;
-    }
-    let public = is_public(&route.target.collection, action);
-    let (caller, body) = authenticate(&state, &parts, body, Some(&route), public).await?;
-    authorize(&state, &caller, &route, action).await?;
-    if action != Action::Push {
-        rate_check(&state, &parts, &route, &caller, action)?;
-    }
-    if route.target.collection.is_binary() {
-        return match action {
-            Action::Push => blob::push_blob(&state, &route, &caller, &parts, body).await,
-            Action::Pull => blob::pull_blob(&state, &route, &parts.headers).await,
-            Action::List => list::list(&state, &route, parts.uri.query()).await,
-        };
-    }
-    match route_action {
-        RouteAction::Pull | RouteAction::Batch => {
-            pull::pull(&state, &route, &caller, parts.uri.query(), &parts.headers).await
-        }
-        RouteAction::Push => push::push(&state, &route, &caller, &parts, body).await,
-        RouteAction::List => list::list(&state, &route, parts.uri.query()).await,
-    }
 }

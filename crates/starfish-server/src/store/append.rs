@@ -10,7 +10,7 @@
 //! the element is committed; a head that lags one append behind is repaired by the
 //! next one, and readers take elements from the chunks, never from the head.
 
-use super::{DocStore, StoreError};
+use super::{DocStore, ObjectKey, StoreError};
 use crate::protocol::AuthorProof;
 use crate::protocol::append::{
     AppendError, LogHead, LogRange, append_hash, chunk_key, chunk_key_ts, element, element_ts,
@@ -36,9 +36,9 @@ async fn backoff(attempt: usize) {
 
 /// One append.
 #[derive(Debug, Clone)]
-pub struct AppendOp<'a> {
+pub(crate) struct AppendOp<'a> {
     /// The log's document key.
-    pub key: &'a str,
+    pub key: &'a ObjectKey,
     /// The field of `data` holding the elements.
     pub field: &'a str,
     /// The sanitised item.
@@ -131,8 +131,9 @@ impl DocStore {
     ///
     /// # Errors
     /// [`AppendFailure`]; nothing is written on a refusal.
-    pub async fn append(&self, op: &AppendOp<'_>) -> Result<(String, u64), AppendFailure> {
-        let head_path = Path::parse(op.key).map_err(StoreError::from)?;
+    pub(crate) async fn append(&self, op: &AppendOp<'_>) -> Result<(String, u64), AppendFailure> {
+        let key = op.key.as_str();
+        let head_path = op.key.path();
         // Stores without conditional updates: one writer per log in this process.
         let _guard = if self.caps.conditional_update {
             None
@@ -143,7 +144,7 @@ impl DocStore {
             if attempt > 0 {
                 backoff(attempt).await;
             }
-            let head = self.read_versioned_key(op.key).await?;
+            let head = self.read_versioned_key(key).await?;
             let parsed = head.as_ref().and_then(|(b, _)| LogHead::parse(b));
             let segmented = matches!(parsed, Some(LogHead::Segmented { .. }));
             let expect = || match &head {
@@ -172,7 +173,7 @@ impl DocStore {
                 let hash = append_hash(n, op.item);
                 data.insert(op.field.to_owned(), Value::Array(items));
                 if self
-                    .put_if(op.key, single_doc_bytes(&data, ts, &hash), expect())
+                    .put_if(key, single_doc_bytes(&data, ts, &hash), expect())
                     .await?
                 {
                     return Ok((hash, ts));
@@ -208,7 +209,7 @@ impl DocStore {
                     let mut tail = None;
                     for chunk in items.chunks(chunk_size as usize) {
                         let first = element_ts(&chunk[0]).max(0) as u64;
-                        let key = chunk_key(op.key, first);
+                        let key = chunk_key(key, first);
                         let path = Path::parse(key.as_str()).map_err(StoreError::from)?;
                         let bytes = Value::Array(chunk.to_vec()).to_string();
                         self.inner
@@ -222,11 +223,10 @@ impl DocStore {
                             tail = Some(key);
                         }
                     }
-                    let tail =
-                        tail.unwrap_or_else(|| chunk_key(op.key, (last_ts + 1).max(0) as u64));
+                    let tail = tail.unwrap_or_else(|| chunk_key(key, (last_ts + 1).max(0) as u64));
                     let n = items.len() as u64;
                     let bytes = seg_head_bytes(&data, n, sealed, last_ts, &hash, chunk_size, &tail);
-                    self.put_if(op.key, bytes, expect()).await?;
+                    self.put_if(key, bytes, expect()).await?;
                     continue; // re-read the migrated head
                 }
                 None => (Map::new(), 0, -1, String::new(), None),
@@ -250,7 +250,7 @@ impl DocStore {
             // chunk keys stay in timestamp order whatever the writers' clocks say.
             let key_floor = tail_key
                 .as_deref()
-                .and_then(|k| chunk_key_ts(op.key, k))
+                .and_then(|k| chunk_key_ts(key, k))
                 .map_or(-1, |t| t as i64 - 1);
             let latest = tail_items
                 .last()
@@ -260,11 +260,11 @@ impl DocStore {
             let ts = next_ts(op.ts, latest, op.now)?;
             let Some(tail_key) = tail_key.filter(|_| (tail_items.len() as u64) < chunk_size) else {
                 // Open a new chunk: first point the head at it, then fill it.
-                let new_key = chunk_key(op.key, ts);
+                let new_key = chunk_key(key, ts);
                 let bytes = seg_head_bytes(
                     &data, count, count, head_ts, &head_hash, chunk_size, &new_key,
                 );
-                self.put_if(op.key, bytes, expect()).await?;
+                self.put_if(key, bytes, expect()).await?;
                 continue;
             };
             let mut items = tail_items;
@@ -288,7 +288,7 @@ impl DocStore {
             let n = sealed_n + items.len() as u64;
             let hash = append_hash(n, op.item);
             for _ in 0..APPEND_ATTEMPTS {
-                let current = self.read_versioned_key(op.key).await?;
+                let current = self.read_versioned_key(key).await?;
                 let (head_n, head_tail) =
                     match current.as_ref().and_then(|(b, _)| LogHead::parse(b)) {
                         Some(LogHead::Segmented { n, tail_key, .. }) => (n, tail_key),
@@ -303,7 +303,7 @@ impl DocStore {
                 };
                 let bytes =
                     seg_head_bytes(&data, n, sealed_n, ts as i64, &hash, chunk_size, &tail_key);
-                if self.put_if(op.key, bytes, expect).await? {
+                if self.put_if(key, bytes, expect).await? {
                     break;
                 }
             }
@@ -316,13 +316,13 @@ impl DocStore {
     ///
     /// # Errors
     /// [`StoreError`].
-    pub async fn read_log(
+    pub(crate) async fn read_log(
         &self,
-        key: &str,
+        key: &ObjectKey,
         field: &str,
         range: LogRange,
     ) -> Result<Option<LogRead>, StoreError> {
-        let Some(bytes) = self.get(&Path::parse(key)?).await? else {
+        let Some(bytes) = self.get(key).await? else {
             return Ok(None);
         };
         let Some(head) = LogHead::parse(&bytes) else {
@@ -349,7 +349,7 @@ impl DocStore {
                 let elements = if range.last == Some(0) {
                     Vec::new()
                 } else {
-                    let chunks = self.chunks_for(key, range, chunk_size).await?;
+                    let chunks = self.chunks_for(key.as_str(), range, chunk_size).await?;
                     range.apply(chunks)
                 };
                 Ok(Some(LogRead {
@@ -394,7 +394,9 @@ impl DocStore {
         }
         let reads = needed.iter().map(|k| async move {
             let path = Path::parse(k.as_str())?;
-            self.get(&path).await
+            self.get_versioned(&path)
+                .await
+                .map(|read| read.map(|(bytes, _)| bytes))
         });
         let chunks = futures::future::try_join_all(reads).await?;
         Ok(chunks

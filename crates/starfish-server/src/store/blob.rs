@@ -1,11 +1,10 @@
 //! Binary objects: streamed in under a byte limit, hashed on the way, never held
 //! whole in memory; their content type (and our hash) kept beside them.
 
-use super::{DocStore, StoreError};
+use super::{DocStore, ObjectKey, StoreError};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use object_store::buffered::BufWriter;
-use object_store::path::Path;
 use object_store::{Attribute, AttributeValue, Attributes, GetResult, ObjectStoreExt, PutPayload};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -51,8 +50,8 @@ pub enum BlobBody {
     Bytes(Bytes),
 }
 
-fn meta_key(key: &Path) -> Path {
-    Path::from(format!("{key}{META_SUFFIX}"))
+fn meta_key(key: &ObjectKey) -> ObjectKey {
+    key.derived(META_SUFFIX)
 }
 
 impl DocStore {
@@ -61,9 +60,9 @@ impl DocStore {
     ///
     /// # Errors
     /// [`BlobError`]; the upload is aborted and nothing is stored.
-    pub async fn put_blob<S, E>(
+    pub(crate) async fn put_blob<S, E>(
         &self,
-        key: &Path,
+        key: &ObjectKey,
         mut body: S,
         limit: u64,
         content_type: &str,
@@ -72,8 +71,9 @@ impl DocStore {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        let path = key.path();
         // At most two parts in flight: memory per upload stays near 2 x PART_BYTES.
-        let mut writer = BufWriter::with_capacity(self.inner.clone(), key.clone(), PART_BYTES)
+        let mut writer = BufWriter::with_capacity(self.inner.clone(), path.clone(), PART_BYTES)
             .with_max_concurrency(2);
         if self.caps.attributes {
             writer = writer.with_attributes(Attributes::from_iter([(
@@ -111,7 +111,7 @@ impl DocStore {
         })?;
         let sha256 = hex::encode(hasher.finalize());
         // Record the hash for the exact version just written, so a pull can trust it.
-        let version = self.inner.head(key).await.map_err(StoreError::from)?;
+        let version = self.inner.head(&path).await.map_err(StoreError::from)?;
         let meta = json!({
             "contentType": content_type,
             "sha256": sha256,
@@ -119,7 +119,7 @@ impl DocStore {
             "eTag": version.e_tag,
         });
         self.inner
-            .put(&meta_key(key), PutPayload::from(meta.to_string()))
+            .put(&meta_key(key).path(), PutPayload::from(meta.to_string()))
             .await
             .map_err(StoreError::from)?;
         Ok(sha256)
@@ -129,8 +129,8 @@ impl DocStore {
     ///
     /// # Errors
     /// [`StoreError`] for anything but "not found".
-    pub async fn get_blob(&self, key: &Path) -> Result<Option<Blob>, StoreError> {
-        let result = match self.inner.get(key).await {
+    pub(crate) async fn get_blob(&self, key: &ObjectKey) -> Result<Option<Blob>, StoreError> {
+        let result = match self.inner.get(&key.path()).await {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e.into()),

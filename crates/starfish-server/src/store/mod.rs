@@ -11,9 +11,13 @@
 
 mod append;
 mod blob;
+mod key;
+mod list;
 
-pub use append::{AppendFailure, AppendOp, LogRead};
+pub(crate) use append::AppendOp;
+pub use append::{AppendFailure, LogRead};
 pub use blob::{Blob, BlobBody, BlobError, DEFAULT_BLOB_TYPE, META_SUFFIX};
+pub(crate) use key::{KeyError, ObjectKey, PathParams};
 
 use bytes::Bytes;
 use object_store::path::Path;
@@ -150,21 +154,15 @@ impl DocStore {
         self.caps
     }
 
-    /// The object key for a resolved storage path. The path was built from
-    /// validated segments, so this only fails on a bug.
-    ///
-    /// # Errors
-    /// [`StoreError::Key`] when the store refuses the key.
-    pub fn key(resolved: &str) -> Result<Path, StoreError> {
-        Ok(Path::parse(resolved)?)
-    }
-
     /// Reads an object; `None` when it does not exist.
     ///
     /// # Errors
     /// [`StoreError`] for anything but "not found".
-    pub async fn get(&self, key: &Path) -> Result<Option<Bytes>, StoreError> {
-        Ok(self.get_versioned(key).await?.map(|(bytes, _)| bytes))
+    pub(crate) async fn get(&self, key: &ObjectKey) -> Result<Option<Bytes>, StoreError> {
+        Ok(self
+            .get_versioned(&key.path())
+            .await?
+            .map(|(bytes, _)| bytes))
     }
 
     async fn get_versioned(
@@ -196,11 +194,12 @@ impl DocStore {
     /// # Errors
     /// [`CasError::Rejected`] with `decide`'s error, [`CasError::Contended`] when every
     /// attempt lost a race, [`CasError::Store`] when the store fails.
-    pub async fn compare_and_swap<T, E>(
+    pub(crate) async fn compare_and_swap<T, E>(
         &self,
-        key: &Path,
+        key: &ObjectKey,
         mut decide: impl FnMut(Option<&[u8]>) -> Result<(Vec<u8>, T), E>,
     ) -> Result<T, CasError<E>> {
+        let key = &key.path();
         for _ in 0..CAS_ATTEMPTS {
             // Without conditional updates, serialise in-process (documented above).
             let _guard = if self.caps.conditional_update {

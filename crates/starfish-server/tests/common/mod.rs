@@ -6,6 +6,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use object_store::ObjectStoreExt;
 use serde_json::Value;
 use starfish_server::auth::ManualClock;
 use starfish_server::store::DocStore;
@@ -66,6 +67,19 @@ pub fn push_raw(uri: &str, body: impl Into<String>) -> Request<Body> {
 
 pub fn push(uri: &str, body: &Value) -> Request<Body> {
     push_raw(uri, body.to_string())
+}
+
+/// The JSON object stored at `key`, read straight from the store; `None` when absent.
+pub async fn stored(store: &DocStore, key: &str) -> Option<Value> {
+    match store
+        .inner()
+        .get(&object_store::path::Path::from(key))
+        .await
+    {
+        Ok(r) => Some(serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()),
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(e) => panic!("{e}"),
+    }
 }
 
 pub async fn body_bytes(res: Response<Body>) -> Vec<u8> {

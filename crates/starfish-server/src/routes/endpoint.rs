@@ -1,0 +1,207 @@
+//! Routing: a request path becomes one typed [`Endpoint`] carrying its scope and the
+//! resolved, checked object key(s). Paths are percent-decoded segment by segment
+//! before they are matched, so an escape selects exactly the template its decoded
+//! value would; no string path travels past this module.
+
+use crate::config::{Collection, NamespaceName, Restriction, RouteTable, Target};
+use crate::error::ApiError;
+use crate::store::{KeyError, ObjectKey, PathParams};
+use crate::sync::DocRef;
+use axum::http::Method;
+use percent_encoding::percent_decode_str;
+use std::sync::Arc;
+
+/// Most path segments a request may have (templates are far shorter); past it the
+/// path is not decoded at all.
+const MAX_SEGMENTS: usize = 64;
+
+/// The routes of one scope: the root, or one namespace.
+#[derive(Debug)]
+pub(crate) struct Scope {
+    /// `None` at the root.
+    pub(crate) namespace: Option<NamespaceName>,
+    pub(crate) routes: Arc<RouteTable>,
+    /// The namespace's identity restrictions.
+    pub(crate) restrictions: Vec<Restriction>,
+}
+
+impl Scope {
+    /// The namespace name and its restrictions, for authorisation.
+    pub(crate) fn access(&self) -> Option<(&str, &[Restriction])> {
+        self.namespace
+            .as_ref()
+            .map(|n| (n.as_str(), self.restrictions.as_slice()))
+    }
+}
+
+/// One object of a collection, its key resolved and checked.
+#[derive(Debug)]
+pub(crate) struct Doc {
+    pub(crate) collection: Arc<Collection>,
+    pub(crate) key: ObjectKey,
+    pub(crate) params: PathParams,
+}
+
+impl Doc {
+    /// The borrowed form the sync core takes.
+    pub(crate) fn as_ref(&self) -> DocRef<'_> {
+        DocRef {
+            collection: &self.collection,
+            key: &self.key,
+            params: &self.params,
+        }
+    }
+
+    /// Resolves `collection`'s key (its first `segments` segments, plus the member
+    /// name of a bundle member) from checked `params`.
+    pub(crate) fn resolve(
+        collection: &Arc<Collection>,
+        segments: usize,
+        params: &PathParams,
+        member: bool,
+    ) -> Result<Self, KeyError> {
+        let suffix = member.then(|| collection.name.as_str());
+        let key = ObjectKey::resolve(&collection.storage_path, segments, params, suffix)?;
+        Ok(Self {
+            collection: collection.clone(),
+            key,
+            params: params.clone(),
+        })
+    }
+}
+
+/// What a request asks for.
+#[derive(Debug)]
+pub(crate) enum Endpoint<'s> {
+    /// `GET /[ns/]pull/<path>`: a document, a log or a blob.
+    Pull(&'s Scope, Doc),
+    /// `POST /[ns/]push/<path>`: a document, an append or a blob.
+    Push(&'s Scope, Doc),
+    /// `GET /[ns/]pull/<bundle path>`: every readable member.
+    Bundle(&'s Scope, Vec<Doc>),
+    /// `GET /[ns/]list/<prefix>`: the key is the prefix.
+    List(&'s Scope, Doc),
+    /// `GET /[ns/]batch/pull`: entries come from the query.
+    Batch(&'s Scope),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Pull,
+    Push,
+    List,
+}
+
+impl Verb {
+    fn parse(segment: &str) -> Option<Self> {
+        match segment {
+            "pull" => Some(Self::Pull),
+            "push" => Some(Self::Push),
+            "list" => Some(Self::List),
+            _ => None,
+        }
+    }
+}
+
+/// Percent-decodes each segment of `path` (a malformed escape is left raw and later
+/// fails the parameter rule). A decoded `/` can never be part of a parameter.
+fn decode_segments(path: &str) -> Result<Vec<String>, ApiError> {
+    let path = path.strip_prefix('/').ok_or(ApiError::NotFound)?;
+    if path.split('/').nth(MAX_SEGMENTS).is_some() {
+        return Err(ApiError::NotFound);
+    }
+    path.split('/')
+        .map(|raw| {
+            let decoded = percent_decode_str(raw)
+                .decode_utf8()
+                .map_or_else(|_| raw.to_owned(), |v| v.into_owned());
+            if decoded.contains('/') {
+                Err(ApiError::InvalidPathParameter)
+            } else {
+                Ok(decoded)
+            }
+        })
+        .collect()
+}
+
+impl<'s> Endpoint<'s> {
+    /// Parses a request. `namespace` finds a namespace's scope by name.
+    ///
+    /// # Errors
+    /// `404` for no route (or the wrong method), `400 Invalid path parameter` for a
+    /// parameter or key that breaks the rules.
+    pub(crate) fn parse(
+        root: &'s Scope,
+        namespace: impl Fn(&str) -> Option<&'s Scope>,
+        method: &Method,
+        path: &str,
+    ) -> Result<Self, ApiError> {
+        let segments = decode_segments(path)?;
+        let (scope, rest) = match segments.first().map(String::as_str) {
+            Some(first) if first == "batch" || Verb::parse(first).is_some() => {
+                (root, &segments[..])
+            }
+            Some(first) => (namespace(first).ok_or(ApiError::NotFound)?, &segments[1..]),
+            None => return Err(ApiError::NotFound),
+        };
+        if let [batch, pull] = rest {
+            if batch == "batch" && pull == "pull" && *method == Method::GET {
+                return Ok(Self::Batch(scope));
+            }
+        }
+        let (verb, rest) = rest
+            .split_first()
+            .and_then(|(v, rest)| Some((Verb::parse(v)?, rest)))
+            .ok_or(ApiError::NotFound)?;
+        let expected = if verb == Verb::Push {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        if *method != expected || rest.is_empty() {
+            return Err(ApiError::NotFound);
+        }
+        let table = match verb {
+            Verb::Pull => &scope.routes.pull,
+            Verb::Push => &scope.routes.push,
+            Verb::List => &scope.routes.list,
+        };
+        let route = format!("/{}", rest.join("/"));
+        let matched = table.at(&route).map_err(|_| ApiError::NotFound)?;
+        let params = PathParams::checked(
+            matched
+                .params
+                .iter()
+                .map(|(name, value)| (name, value.to_owned())),
+        )
+        .map_err(|_| ApiError::InvalidPathParameter)?;
+        let invalid = |_: KeyError| ApiError::InvalidPathParameter;
+        Ok(match (verb, matched.value) {
+            (Verb::List, Target::List(c)) => {
+                let parent = c.storage_path.segments().len() - 1;
+                Self::List(
+                    scope,
+                    Doc::resolve(c, parent, &params, false).map_err(invalid)?,
+                )
+            }
+            (_, Target::Bundle(members)) => {
+                let docs = members
+                    .iter()
+                    .map(|m| Doc::resolve(m, m.storage_path.segments().len(), &params, true))
+                    .collect::<Result<_, _>>()
+                    .map_err(invalid)?;
+                Self::Bundle(scope, docs)
+            }
+            (_, Target::Document { collection, member }) => {
+                let n = collection.storage_path.segments().len();
+                let doc = Doc::resolve(collection, n, &params, *member).map_err(invalid)?;
+                if verb == Verb::Push {
+                    Self::Push(scope, doc)
+                } else {
+                    Self::Pull(scope, doc)
+                }
+            }
+            (_, Target::List(_)) => return Err(ApiError::NotFound),
+        })
+    }
+}

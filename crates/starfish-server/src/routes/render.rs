@@ -1,0 +1,45 @@
+//! Response rendering shared by the routes: ETag with `If-None-Match`, and
+//! `Cache-Control` from the collection's `cacheDurationMs`.
+
+use crate::config::Collection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// `Cache-Control` for a collection with `cacheDurationMs`.
+fn cache_control(collection: &Collection) -> Option<HeaderValue> {
+    let secs = collection.cache_duration_ms? / 1000;
+    let value = if collection.read_roles.is_public() {
+        format!("max-age={secs}")
+    } else {
+        format!("private, max-age={secs}")
+    };
+    HeaderValue::from_str(&value).ok()
+}
+
+/// `304 Not Modified` when the request's `If-None-Match` is `hash`'s ETag; otherwise
+/// `build()` with `ETag` (for a non-empty hash) and `Cache-Control` added.
+pub(super) fn cached(
+    hash: &str,
+    collection: &Collection,
+    request: &HeaderMap,
+    build: impl FnOnce() -> Response,
+) -> Response {
+    let etag = (!hash.is_empty()).then(|| format!("\"{hash}\""));
+    if let Some(etag) = &etag {
+        if request
+            .get(header::IF_NONE_MATCH)
+            .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+        {
+            return StatusCode::NOT_MODIFIED.into_response();
+        }
+    }
+    let mut response = build();
+    let h = response.headers_mut();
+    if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        h.insert(header::ETAG, etag);
+    }
+    if let Some(cc) = cache_control(collection) {
+        h.insert(header::CACHE_CONTROL, cc);
+    }
+    response
+}

@@ -1,0 +1,175 @@
+//! [`ObjectKey`]: the only kind of key the store accepts, built once from a
+//! collection's template and checked path parameters.
+//!
+//! A client's parameters reach the store only through [`ObjectKey::resolve`], which
+//! checks every value against the parameter rule and the whole key against the
+//! length and safety bounds. Bookkeeping objects (a blob's metadata sidecar, a log's
+//! chunks, a document's keyring sibling) are derived from a resolved key by the store's
+//! own methods; no parameter can name them.
+
+use crate::config::{IDENTITY_PARAM, PathTemplate, is_param_value, is_safe_key};
+use std::fmt;
+use std::sync::Arc;
+
+/// Longest accepted path parameter, in bytes (under every filesystem's `NAME_MAX`,
+/// with room for the store's own suffixes).
+pub(crate) const MAX_PARAM_BYTES: usize = 200;
+/// Longest accepted object key, in bytes (under S3's 1,024-byte key limit, with
+/// room for a namespace prefix and the store's own suffixes).
+pub(crate) const MAX_KEY_BYTES: usize = 768;
+
+/// Why a key could not be built: the client gets `400 Invalid path parameter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum KeyError {
+    /// A parameter is missing.
+    #[error("missing required path parameter")]
+    Missing,
+    /// A value breaks the character, length or safety rules.
+    #[error("invalid path parameter")]
+    Invalid,
+}
+
+/// Path parameters whose values passed the parameter rule, in template order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PathParams(Vec<(Arc<str>, String)>);
+
+impl PathParams {
+    /// Checks `pairs` (name, value): every value must pass the parameter rule and
+    /// the length bound.
+    pub(crate) fn checked(
+        pairs: impl IntoIterator<Item = (impl Into<Arc<str>>, String)>,
+    ) -> Result<Self, KeyError> {
+        let mut out = Vec::new();
+        for (name, value) in pairs {
+            if value.len() > MAX_PARAM_BYTES || !is_param_value(&value) {
+                return Err(KeyError::Invalid);
+            }
+            out.push((name.into(), value));
+        }
+        Ok(Self(out))
+    }
+
+    /// The value of `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| &**k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `{identity}` value, when the template has one.
+    pub(crate) fn identity(&self) -> Option<&str> {
+        self.get(IDENTITY_PARAM)
+    }
+}
+
+/// A resolved object key such as `users/abc/notes`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ObjectKey(Arc<str>);
+
+impl ObjectKey {
+    /// Fills the first `segments` segments of `template` from `params`, then appends
+    /// `suffix` (a bundle member's name, from the config). The one constructor that
+    /// takes client input.
+    pub(crate) fn resolve(
+        template: &PathTemplate,
+        segments: usize,
+        params: &PathParams,
+        suffix: Option<&str>,
+    ) -> Result<Self, KeyError> {
+        let mut key = template
+            .resolve_first(segments, |p| params.get(p))
+            .ok_or(KeyError::Missing)?;
+        if let Some(suffix) = suffix {
+            key.push('/');
+            key.push_str(suffix);
+        }
+        if key.len() > MAX_KEY_BYTES || !is_safe_key(&key) || has_dot_segment(&key) {
+            return Err(KeyError::Invalid);
+        }
+        Ok(Self(key.into()))
+    }
+
+    /// The key as text.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The `object_store` path of this key. Infallible: every segment passed the
+    /// parameter rule, which `Path::parse` accepts.
+    pub(crate) fn path(&self) -> object_store::path::Path {
+        object_store::path::Path::from_iter(self.0.split('/'))
+    }
+
+    /// The keyring document beside this one (`<key>/_keyring`).
+    pub(crate) fn keyring(&self) -> Self {
+        self.derived("/_keyring")
+    }
+
+    /// A bookkeeping object beside this key (`<key>/<name>` or `<key><suffix>`): only
+    /// the store builds these, from names it owns.
+    pub(super) fn derived(&self, joined: impl fmt::Display) -> Self {
+        Self(format!("{}{joined}", self.0).into())
+    }
+}
+
+impl fmt::Debug for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `.` and `..` segments pass the character rule; they never name a document.
+fn has_dot_segment(key: &str) -> bool {
+    key.split('/').any(|s| s == "." || s == "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Result<PathParams, KeyError> {
+        PathParams::checked(pairs.iter().map(|(k, v)| (*k, (*v).to_owned())))
+    }
+
+    #[test]
+    fn keys_come_only_from_checked_parameters() {
+        let t = PathTemplate::parse("users/{identity}/{doc}").unwrap();
+        let p = params(&[("identity", "abc"), ("doc", "notes")]).unwrap();
+        let key = ObjectKey::resolve(&t, 3, &p, None).unwrap();
+        assert_eq!(key.as_str(), "users/abc/notes");
+        assert_eq!(key.path().as_ref(), "users/abc/notes");
+        let member = ObjectKey::resolve(&t, 3, &p, Some("profile")).unwrap();
+        assert_eq!(member.as_str(), "users/abc/notes/profile");
+        assert_eq!(
+            ObjectKey::resolve(&t, 2, &p, None).unwrap().as_str(),
+            "users/abc"
+        );
+        for bad in ["a/b", "", "a b", "a%2Fb", "ü"] {
+            assert_eq!(params(&[("doc", bad)]), Err(KeyError::Invalid), "{bad:?}");
+        }
+        assert_eq!(
+            params(&[("doc", &"x".repeat(MAX_PARAM_BYTES + 1))]),
+            Err(KeyError::Invalid)
+        );
+        for dots in [".", "..", "a..b"] {
+            let p = params(&[("identity", "abc"), ("doc", dots)]).unwrap();
+            assert_eq!(
+                ObjectKey::resolve(&t, 3, &p, None),
+                Err(KeyError::Invalid),
+                "{dots}"
+            );
+        }
+        let missing = params(&[("identity", "abc")]).unwrap();
+        assert_eq!(
+            ObjectKey::resolve(&t, 3, &missing, None),
+            Err(KeyError::Missing)
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! One page of the keys under a prefix, in order, with an exclusive cursor.
+
+use super::{DocStore, ObjectKey, StoreError};
+use futures::StreamExt;
+use std::collections::BTreeSet;
+
+/// Names that are store bookkeeping, not documents.
+fn is_bookkeeping(item: &str) -> bool {
+    item.ends_with(".tmp") || item.ends_with(super::META_SUFFIX) || item.contains('#')
+}
+
+impl DocStore {
+    /// The names under `prefix/` (relative to it) after `after`, at most `limit` of
+    /// them, and whether more follow. Memory stays bounded by the page size, whatever
+    /// the backend's listing order.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub(crate) async fn list_page(
+        &self,
+        prefix: &ObjectKey,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool), StoreError> {
+        let prefix_path = prefix.path();
+        let prefix_text = format!("{prefix}/");
+        let mut listing = match after {
+            Some(after) => {
+                let offset = object_store::path::Path::from_iter(
+                    prefix_path
+                        .parts()
+                        .chain(object_store::path::Path::from(after).parts()),
+                );
+                self.inner.list_with_offset(Some(&prefix_path), &offset)
+            }
+            None => self.inner.list(Some(&prefix_path)),
+        };
+        let mut smallest = BTreeSet::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta?;
+            let Some(item) = meta.location.as_ref().strip_prefix(&prefix_text) else {
+                continue;
+            };
+            if is_bookkeeping(item) || after.is_some_and(|a| item <= a) {
+                continue;
+            }
+            smallest.insert(item.to_owned());
+            if smallest.len() > limit + 1 {
+                smallest.pop_last();
+            }
+        }
+        let has_more = smallest.len() > limit;
+        Ok((smallest.into_iter().take(limit).collect(), has_more))
+    }
+}

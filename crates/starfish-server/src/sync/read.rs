@@ -1,0 +1,150 @@
+//! The one read path: single pulls, bundle members and batch entries all come here,
+//! so `ttlMs`, log bounds and `fieldPermissions` hold in each of them.
+
+use super::{BoundError, DocRef, LogQuery, SyncError};
+use crate::access::holds_any;
+use crate::auth::Caller;
+use crate::config::AppendOnly;
+use crate::protocol::StoredDoc;
+use crate::protocol::append::LogRange;
+use crate::store::{DocStore, ObjectKey};
+use serde_json::{Map, Value};
+
+/// What one key holds, as the caller may see it.
+#[derive(Debug)]
+pub(crate) enum Read {
+    /// A regular document; `None` when missing, corrupt or expired.
+    Document(Option<StoredDoc>),
+    /// An append-only log's elements in the asked range, inside the document's other fields.
+    Log(LogView),
+}
+
+/// A log as a pull returns it.
+#[derive(Debug)]
+pub(crate) struct LogView {
+    /// The document's fields, with the elements under the collection's field.
+    pub(crate) data: Map<String, Value>,
+    /// The log hash (`""` when there is no log).
+    pub(crate) hash: String,
+}
+
+/// Reads `doc` for `caller`. A log needs bounds (`log`): the same rule for a single
+/// pull's query string and a batch entry's `appendParams`.
+///
+/// # Errors
+/// [`SyncError::Bound`] for a log read without acceptable bounds; store failures.
+pub(crate) async fn read(
+    store: &DocStore,
+    doc: DocRef<'_>,
+    caller: &Caller,
+    log: LogQuery,
+    now: u64,
+) -> Result<Read, SyncError> {
+    match &doc.collection.append_only {
+        Some(config) => {
+            let range = bounded_range(log, config, now)?;
+            read_log(store, doc, caller, config, range)
+                .await
+                .map(Read::Log)
+        }
+        None => read_document(store, doc, caller, now)
+            .await
+            .map(Read::Document),
+    }
+}
+
+/// The bound rules of a log pull.
+fn bounded_range(q: LogQuery, config: &AppendOnly, now: u64) -> Result<LogRange, BoundError> {
+    if q.checkpoint.is_none() && q.last.is_none() && !q.full {
+        return Err(BoundError::Required);
+    }
+    if q.full && (q.checkpoint.is_some() || q.last.is_some()) {
+        return Err(BoundError::FullWithBounds);
+    }
+    if q.full && !config.allow_full {
+        return Err(BoundError::FullNotAllowed);
+    }
+    if let (Some(cp), Some(age)) = (q.checkpoint, config.max_checkpoint_age_ms) {
+        if cp < now.saturating_sub(age.get()) {
+            return Err(BoundError::CheckpointTooOld);
+        }
+    }
+    let last = match (q.last, config.max_pull_limit) {
+        (Some(l), Some(max)) => Some(l.min(max.get())),
+        (last, _) => last,
+    };
+    Ok(LogRange {
+        checkpoint: q.checkpoint,
+        last,
+    })
+}
+
+async fn read_log(
+    store: &DocStore,
+    doc: DocRef<'_>,
+    caller: &Caller,
+    config: &AppendOnly,
+    range: LogRange,
+) -> Result<LogView, SyncError> {
+    let log = store.read_log(doc.key, &config.field, range).await?;
+    let (mut data, elements, hash) = match log {
+        Some(l) => (l.data, l.elements, l.hash),
+        None => (Map::new(), Vec::new(), String::new()),
+    };
+    filter_fields(&mut data, doc, caller);
+    let elements = elements
+        .into_iter()
+        .map(|mut e| {
+            if let Some(Value::Object(d)) = e.get_mut("data") {
+                filter_fields(d, doc, caller);
+            }
+            e
+        })
+        .collect();
+    data.insert(config.field.clone(), Value::Array(elements));
+    Ok(LogView { data, hash })
+}
+
+/// A regular document: `None` when missing, corrupt, empty or expired (`ttlMs`);
+/// fields the caller may not read removed (the hash still covers the whole
+/// document, as in the reference).
+async fn read_document(
+    store: &DocStore,
+    doc: DocRef<'_>,
+    caller: &Caller,
+    now: u64,
+) -> Result<Option<StoredDoc>, SyncError> {
+    let Some(mut stored) = read_stored(store, doc.key).await? else {
+        return Ok(None);
+    };
+    if let Some(ttl) = doc.collection.ttl_ms {
+        if stored.ts != 0 && now.saturating_sub(stored.ts) > ttl.get() {
+            return Ok(None);
+        }
+    }
+    if stored.hash.is_empty() && stored.data.is_empty() {
+        return Ok(None);
+    }
+    filter_fields(&mut stored.data, doc, caller);
+    Ok(Some(stored))
+}
+
+/// The stored document at `key`, unfiltered; `None` when missing or not a document.
+///
+/// # Errors
+/// Store failures.
+pub(crate) async fn read_stored(
+    store: &DocStore,
+    key: &ObjectKey,
+) -> Result<Option<StoredDoc>, SyncError> {
+    Ok(store.get(key).await?.as_deref().and_then(StoredDoc::parse))
+}
+
+/// Removes the top-level fields whose `fieldPermissions` readRoles the caller lacks.
+fn filter_fields(data: &mut Map<String, Value>, doc: DocRef<'_>, caller: &Caller) {
+    for (field, perm) in &doc.collection.field_permissions {
+        if !perm.read.is_empty() && !holds_any(caller, &[], &perm.read, doc.params) {
+            data.remove(field);
+        }
+    }
+}
