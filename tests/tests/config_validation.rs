@@ -47,10 +47,10 @@ namespaces:
 "#;
     let c = SyncConfig::from_yaml_str(yaml).unwrap();
     assert_eq!(
-        c.collections[0].storage_path.as_str(),
-        "users/{identity}/notes"
+        c.root_storage_paths().collect::<Vec<_>>(),
+        ["users/{identity}/notes"]
     );
-    assert_eq!(c.namespaces[0].name.as_str(), "acme");
+    assert_eq!(c.namespaces().collect::<Vec<_>>(), [("acme", 1)]);
     let bad = yaml.replace("acme:", "batch:");
     assert_eq!(
         SyncConfig::from_yaml_str(&bad).unwrap_err().to_string(),
@@ -124,7 +124,7 @@ fn collections_sharing_storage_across_namespaces_are_reported() {
     )
     .unwrap();
     let shared: Vec<&String> = config
-        .warnings
+        .warnings()
         .iter()
         .filter(|w| w.contains("namespaces do not prefix"))
         .collect();

@@ -173,20 +173,18 @@ fn load_config(path: &Path) -> Result<SyncConfig, String> {
 }
 
 fn check_config(path: &Path) -> Result<(), String> {
+    // Route conflicts and overlapping templates are load errors: no router needed.
     let config = load_config(path)?;
-    // Route conflicts are found when the router is built.
-    let _routes = create_sync_router(SyncOptions::new(config.clone(), DocStore::memory()))
-        .map_err(|e| format!("{}: {}", path.display(), one_line(&e)))?;
-    for w in &config.warnings {
+    for w in config.warnings() {
         println!("warning: {w}");
     }
-    let namespaces: usize = config.namespaces.iter().map(|n| n.collections.len()).sum();
+    let (count, in_namespaces) = config
+        .namespaces()
+        .fold((0, 0), |(n, c), (_, cols)| (n + 1, c + cols));
     println!(
-        "{}: ok ({} root collections, {} namespaces with {} collections)",
+        "{}: ok ({} root collections, {count} namespaces with {in_namespaces} collections)",
         path.display(),
-        config.collections.len(),
-        config.namespaces.len(),
-        namespaces
+        config.root_collections(),
     );
     Ok(())
 }
@@ -237,7 +235,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         )
         .init();
     let config = load_config(&args.config)?;
-    for w in &config.warnings {
+    for w in config.warnings() {
         tracing::warn!("config warning: {w}");
     }
     let store = open_store(&args)?;

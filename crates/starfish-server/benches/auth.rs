@@ -12,9 +12,10 @@ use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};
 use starfish_server::auth::{
     AuthRequest, Authenticator, CapAuthOptions, CapCertAuthenticator, ManualClock,
-    NonceCacheLimits, SignedBody, user_id_from_pub_hex,
+    NonceCacheLimits, SignedBody,
 };
-use starfish_server::protocol::{sha256_hex, stable_stringify};
+use starfish_server::internals::user_id_from_pub_hex;
+use starfish_server::internals::{sha256_hex, stable_stringify};
 use starfish_server::store::DocStore;
 use starfish_server::{SyncConfig, SyncOptions, create_sync_router};
 use std::sync::Arc;

@@ -28,14 +28,26 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # The pipeline
+//!
+//! Every request takes the same path, each step in one place (`docs/architecture.md`):
+//! the path becomes a typed endpoint with resolved object keys (`routes/endpoint.rs`);
+//! an [`auth::Authenticator`] says who is calling; one authorisation step decides for
+//! each key read or written (`access`: restrictions, roles, cap scopes, then your
+//! [`access::Authorize`] hook); the sync core applies the protocol's rules (`sync`);
+//! the store reads and compare-and-swaps ([`store::DocStore`]); every accepted write is
+//! told to your [`AfterWrite`] hook.
+//!
 //! # Layout
 //!
-//! - [`config`]: the config file parsed once into typed values, with the reference's messages.
-//! - [`protocol`]: canonical JSON, hashes, push envelopes and stored documents; no I/O.
-//! - [`auth`]: the caller's identity and roles, and the [`auth::Clock`].
-//! - [`access`]: readRoles/writeRoles decisions; pure functions.
-//! - [`store`]: the `object_store` adapter and compare-and-swap.
-//! - `routes`: axum handlers; `error`: `ApiError`, the only place a status is chosen.
+//! - [`SyncConfig`]: the config file parsed once into typed values, with the
+//!   reference's messages; route conflicts and overlapping templates are load errors.
+//! - [`SyncOptions`]: the store, the clock, the authenticator and the hooks.
+//! - [`auth`]: who is calling: the [`auth::Authenticator`] trait, the default cap-cert
+//!   settings ([`auth::CapAuthOptions`]), revocation, the [`auth::Clock`].
+//! - [`access`]: the [`access::RoleEnricher`] and [`access::Authorize`] hooks.
+//! - [`store`]: [`store::DocStore`] over any `object_store`, with compare-and-swap.
+//! - [`AfterWrite`]: one [`WriteEvent`] per accepted write, never the data.
 //!
 //! # Features
 //!
@@ -48,10 +60,10 @@
 
 pub mod access;
 pub mod auth;
-pub mod config;
+mod config;
 mod error;
 mod events;
-pub mod protocol;
+mod protocol;
 mod routes;
 mod state;
 pub mod store;
@@ -60,6 +72,23 @@ mod sync;
 pub use config::{ConfigError, SyncConfig};
 pub use events::{AfterWrite, WriteAction, WriteEvent};
 pub use state::{ConfigEndpoint, DEFAULT_AUTH_TIMEOUT, SyncOptions};
+
+/// Not part of the API: what the conformance tests check against the reference's
+/// vectors (canonical JSON, hashes, certificates, signatures, scope globs). It may
+/// change in any release.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::auth::capcert::{CapCert, user_id_from_pub_hex, verify_cap_cert};
+    pub use crate::auth::scope::{canonical_scope_path, match_scope_path, path_glob_match};
+    pub use crate::auth::signing::SignedRequest;
+    pub use crate::config::names::NamespaceName;
+    pub use crate::config::template::PathTemplate;
+    pub use crate::protocol::append::append_hash;
+    pub use crate::protocol::author::{
+        APPEND_AUTHOR_DOMAIN, DOC_AUTHOR_DOMAIN, author_signing_input, verify_author,
+    };
+    pub use crate::protocol::canonical::{compute_hash, sha256_hex, stable_stringify};
+}
 
 /// Builds the sync routes for `options`: `GET /health`, and pull/push for every
 /// collection at the root and under `/<namespace>/`. Mount it at the root or under a

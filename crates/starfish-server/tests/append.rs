@@ -10,7 +10,7 @@ use object_store::memory::InMemory;
 use object_store::throttle::{ThrottleConfig, ThrottledStore};
 use serde_json::{Value, json};
 use starfish_server::auth::ManualClock;
-use starfish_server::protocol::author::{APPEND_AUTHOR_DOMAIN, author_signing_input};
+use starfish_server::internals::{APPEND_AUTHOR_DOMAIN, author_signing_input};
 use starfish_server::store::{Capabilities, DocStore};
 use starfish_server::{SyncConfig, SyncOptions, create_sync_router};
 use std::sync::Arc;
@@ -218,7 +218,7 @@ async fn persist_false_acknowledges_and_stores_nothing() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
         b["hash"],
-        starfish_server::protocol::sha256_hex(b"{\"a\":1}")
+        starfish_server::internals::sha256_hex(b"{\"a\":1}")
     );
     use futures::StreamExt;
     assert_eq!(store.inner().list(None).count().await, 0);
@@ -323,7 +323,7 @@ async fn two_nodes_appending_to_one_segmented_log_lose_nothing() {
     assert_eq!(body["data"]["items"].as_array().unwrap().len(), 3);
     let head = json_body(send(&a, get("/pull/seg/shared?last=1")).await).await;
     let last = &head["data"]["items"][0]["data"];
-    let expected = starfish_server::protocol::append::append_hash(30, last.as_object().unwrap());
+    let expected = starfish_server::internals::append_hash(30, last.as_object().unwrap());
     assert_eq!(
         head["hash"], expected,
         "the head's hash caught up with the last append"

@@ -14,7 +14,7 @@ use starfish_server::auth::{
     AuthError, AuthRequest, Authenticator, Caller, CapAuthOptions, InMemoryRevocationStore,
     ManualClock,
 };
-use starfish_server::protocol::stable_stringify;
+use starfish_server::internals::stable_stringify;
 use starfish_server::store::DocStore;
 use starfish_server::{SyncConfig, SyncOptions, create_sync_router};
 use std::sync::Arc;

@@ -8,7 +8,7 @@ use axum::http::{Request, StatusCode};
 use common::*;
 use futures::StreamExt;
 use starfish_server::auth::ManualClock;
-use starfish_server::protocol::sha256_hex;
+use starfish_server::internals::sha256_hex;
 use starfish_server::store::DocStore;
 use starfish_server::{SyncConfig, SyncOptions, create_sync_router};
 use std::sync::Arc;

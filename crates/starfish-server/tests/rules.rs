@@ -8,7 +8,7 @@ use common::*;
 use ed25519_dalek::Signer;
 use serde_json::json;
 use starfish_server::auth::ManualClock;
-use starfish_server::protocol::author::{DOC_AUTHOR_DOMAIN, author_signing_input};
+use starfish_server::internals::{DOC_AUTHOR_DOMAIN, author_signing_input};
 use starfish_server::store::DocStore;
 use starfish_server::{ConfigEndpoint, SyncConfig, SyncOptions, create_sync_router};
 use std::sync::Arc;

@@ -27,10 +27,13 @@ mod tests {
     #[test]
     fn the_sample_config_loads_and_builds_a_router() {
         let config = SyncConfig::from_yaml_str(SAMPLE).unwrap();
-        assert_eq!(config.collections.len(), 3);
-        assert_eq!(config.namespaces[0].name.as_str(), "acme");
+        assert_eq!(config.root_collections(), 3);
+        assert_eq!(
+            config.namespaces().next().map(|(name, _)| name),
+            Some("acme")
+        );
         // The public write role is deliberate here, and flagged.
-        assert!(config.warnings.iter().any(|w| w.contains("guestbook")));
+        assert!(config.warnings().iter().any(|w| w.contains("guestbook")));
         let _router = create_sync_router(SyncOptions::new(config, DocStore::memory())).unwrap();
     }
 }

@@ -1,5 +1,5 @@
 //! Authorisation, in one place: for every key a request reads or writes (each bundle
-//! member and batch entry included), [`Gate::authorize`] decides on the identity
+//! member and batch entry included), `Gate::authorize` decides on the identity
 //! restrictions (server, namespace, collection), `rootOnly`, the cap grant
 //! (`scope.ops` x `scope.collections`), the identity binding of a cap, the
 //! collection's roles (with an enricher's extra roles), the cap's `scope.paths` on the
@@ -8,7 +8,7 @@
 mod rate;
 mod restrictions;
 
-pub use rate::DEFAULT_MAX_BUCKETS;
+pub(crate) use rate::DEFAULT_MAX_BUCKETS;
 pub(crate) use rate::{RateLimiter, RateSubject};
 
 use crate::auth::{Caller, CapOp, match_scope_path};

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 /// Counters kept at most; past it the oldest windows are dropped first.
-pub const DEFAULT_MAX_BUCKETS: usize = 100_000;
+pub(crate) const DEFAULT_MAX_BUCKETS: usize = 100_000;
 
 /// Who is asking, for bucketing.
 #[derive(Debug, Clone, Copy)]

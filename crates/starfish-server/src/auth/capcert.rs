@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// Domain tag of the cap-cert signing input.
-pub const CAP_CERT_DOMAIN: &str = "starfish-capcert-v1\n";
+pub(crate) const CAP_CERT_DOMAIN: &str = "starfish-capcert-v1\n";
 /// Allowed clock difference for `nbf`/`exp`, in seconds.
 pub(super) const CAP_SKEW_SECS: f64 = 300.0;
 

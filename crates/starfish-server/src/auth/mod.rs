@@ -3,32 +3,30 @@
 //! it with any [`Authenticator`] (a JWT check, say) and add roles per collection with
 //! a [`crate::access::RoleEnricher`].
 
-mod capcert;
+pub(crate) mod capcert;
 mod clock;
 mod nonce;
 mod resolver;
 mod revocation;
-mod scope;
-mod signing;
+pub(crate) mod scope;
+pub(crate) mod signing;
 
-pub use capcert::{
-    CAP_CERT_DOMAIN, CapCert, CapCertError, CapKind, CapOp, user_id_from_pub_hex, verify_cap_cert,
-};
+pub(crate) use capcert::CapOp;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use nonce::{NonceCache, NonceCacheLimits};
+pub use nonce::NonceCacheLimits;
 pub use resolver::{
     AuthError, AuthRequest, Authenticator, CapAuthOptions, CapCertAuthenticator, SignedBody,
 };
 pub use revocation::{InMemoryRevocationStore, RevocationError, RevocationStore};
-pub use scope::{canonical_scope_path, match_scope_path, path_glob_match};
-pub use signing::{REQUEST_DOMAIN, REQUEST_SKEW_MS, SignedRequest, parse_ts_header};
+pub(crate) use scope::match_scope_path;
+pub(crate) use signing::parse_ts_header;
 
 use std::sync::Arc;
 
 /// What a verified cap-cert allows, checked on every collection (including `self`
 /// ones, where the reference forgets to).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CapGrant {
+pub(crate) struct CapGrant {
     /// Operations granted.
     pub ops: Vec<CapOp>,
     /// Collections granted (`*` = all).
@@ -37,7 +35,7 @@ pub struct CapGrant {
 
 impl CapGrant {
     /// True when the grant covers `op` on `collection`.
-    pub fn allows(&self, op: CapOp, collection: &str) -> bool {
+    pub(crate) fn allows(&self, op: CapOp, collection: &str) -> bool {
         self.ops.contains(&op) && self.collections.iter().any(|c| c == "*" || c == collection)
     }
 }
@@ -92,7 +90,7 @@ impl Caller {
 
     /// Restricts the caller to a cap grant.
     #[must_use]
-    pub fn with_grant(mut self, grant: CapGrant) -> Self {
+    pub(crate) fn with_grant(mut self, grant: CapGrant) -> Self {
         self.grant = Some(Arc::new(grant));
         self
     }
@@ -118,7 +116,7 @@ impl Caller {
     }
 
     /// The cap grant, for cap-authenticated callers.
-    pub fn grant(&self) -> Option<&CapGrant> {
+    pub(crate) fn grant(&self) -> Option<&CapGrant> {
         self.grant.as_deref()
     }
 }

@@ -7,7 +7,7 @@ use percent_encoding::percent_decode_str;
 /// `/`, everything else itself. Linear two-pointer matching, no backtracking blow-up.
 ///
 /// ```
-/// use starfish_server::auth::path_glob_match;
+/// use starfish_server::internals::path_glob_match;
 /// assert!(path_glob_match("users/*/notes", "users/abc/notes"));
 /// assert!(!path_glob_match("users/*", "users/abc/notes"));
 /// assert!(path_glob_match("users/**", "users/abc/notes"));

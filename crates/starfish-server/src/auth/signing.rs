@@ -4,9 +4,9 @@ use crate::protocol::{sha256_hex, stable_stringify};
 use serde_json::{Map, Value};
 
 /// Domain tag of the request signing input.
-pub const REQUEST_DOMAIN: &str = "starfish-req-v1\n";
+pub(crate) const REQUEST_DOMAIN: &str = "starfish-req-v1\n";
 /// Allowed difference between `X-Starfish-Ts` and the server clock, in ms.
-pub const REQUEST_SKEW_MS: u64 = 300_000;
+pub(crate) const REQUEST_SKEW_MS: u64 = 300_000;
 
 /// What a request signature covers.
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +41,7 @@ impl SignedRequest<'_> {
 }
 
 /// Parses `X-Starfish-Ts`: `^-?[0-9]+$` only.
-pub fn parse_ts_header(value: &str) -> Option<i64> {
+pub(crate) fn parse_ts_header(value: &str) -> Option<i64> {
     let digits = value.strip_prefix('-').unwrap_or(value);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -5,15 +5,15 @@
 //! messages (all errors are collected, not first-fail). Past this module no `String`
 //! stands for a role, a template or a size.
 
-mod names;
+pub(crate) mod names;
 mod raw;
 mod routes;
-mod template;
+pub(crate) mod template;
 mod validate;
 
-pub use names::{CollectionName, NamespaceName, RESERVED_NAMESPACES, is_param_value};
+pub(crate) use names::{CollectionName, NamespaceName, is_param_value};
 pub(crate) use routes::{RouteTable, Target};
-pub use template::{IDENTITY_PARAM, PathTemplate, Segment, is_safe_key};
+pub(crate) use template::{IDENTITY_PARAM, PathTemplate, Segment, is_safe_key};
 
 use serde_json::Value;
 use std::num::NonZeroU64;
@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 /// Default per-collection push limit when `maxBodyBytes` is not set. The reference has
 /// none for public writes; we never run without one.
-pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024;
+pub(crate) const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024;
 
 /// Why a config was refused. `Display` gives the reference's `StartupError` text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,26 +42,25 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
-/// A whole validated configuration.
+/// A whole validated configuration: [`SyncConfig::from_json_str`] or
+/// [`SyncConfig::from_yaml_str`], then [`crate::SyncOptions::new`].
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
     /// Collections mounted at the root.
-    pub collections: Vec<Arc<Collection>>,
+    pub(crate) collections: Vec<Arc<Collection>>,
     /// Named namespaces, in file order.
-    pub namespaces: Vec<Namespace>,
-    /// Global rate-limit defaults.
-    pub rate_limit: Option<RateWindow>,
+    pub(crate) namespaces: Vec<Namespace>,
     /// Identity restrictions at the top level.
-    pub restrictions: Vec<Restriction>,
+    pub(crate) restrictions: Vec<Restriction>,
     /// Non-fatal findings (the reference's `collectConfigWarnings`).
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
     /// The root's routes, built at load.
     pub(crate) routes: Arc<RouteTable>,
 }
 
 /// A namespace: its collections are mounted under `/<name>/…`.
 #[derive(Debug, Clone)]
-pub struct Namespace {
+pub(crate) struct Namespace {
     /// The validated name.
     pub name: NamespaceName,
     /// Its collections.
@@ -351,6 +350,29 @@ impl SyncConfig {
     /// [`ConfigError`].
     pub fn from_value(value: Value) -> Result<Self, ConfigError> {
         validate::load_value(value)
+    }
+
+    /// Non-fatal findings, one sentence each (the reference's warnings, and pairs of
+    /// collections in different scopes that share storage keys).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Collections at the root.
+    pub fn root_collections(&self) -> usize {
+        self.collections.len()
+    }
+
+    /// Namespace names with their number of collections, in file order.
+    pub fn namespaces(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.namespaces
+            .iter()
+            .map(|ns| (ns.name.as_str(), ns.collections.len()))
+    }
+
+    /// The storage path templates of the root's collections, in file order.
+    pub fn root_storage_paths(&self) -> impl Iterator<Item = &str> {
+        self.collections.iter().map(|c| c.storage_path.as_str())
     }
 
     /// Every collection with the namespace it belongs to (`None` for root).

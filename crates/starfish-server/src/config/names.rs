@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 /// Names a namespace may not take: they are the router's own first path segments.
-pub const RESERVED_NAMESPACES: [&str; 5] = ["pull", "push", "list", "health", "batch"];
+pub(crate) const RESERVED_NAMESPACES: [&str; 5] = ["pull", "push", "list", "health", "batch"];
 
 /// Why a namespace name was refused (the reference's exact wording).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +32,7 @@ impl NamespaceNameError {
 /// A namespace name: `^[a-zA-Z0-9_-]+$` and not reserved.
 ///
 /// ```
-/// use starfish_server::config::NamespaceName;
+/// use starfish_server::internals::NamespaceName;
 /// assert!(NamespaceName::parse("acme-1_b").is_ok());
 /// assert!(NamespaceName::parse("pull").is_err());
 /// assert!(NamespaceName::parse("a.b").is_err());
@@ -100,7 +100,7 @@ impl fmt::Display for CollectionName {
 
 /// True when `value` may stand for a path parameter: `^[a-zA-Z0-9._:@-]+$`
 /// (the reference's rule; `.` and `..` pass it and are caught by the key check).
-pub fn is_param_value(value: &str) -> bool {
+pub(crate) fn is_param_value(value: &str) -> bool {
     !value.is_empty()
         && value
             .bytes()

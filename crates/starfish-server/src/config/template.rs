@@ -4,7 +4,7 @@ use super::names::is_param_value;
 use std::fmt;
 
 /// The parameter whose value is bound to the caller's identity.
-pub const IDENTITY_PARAM: &str = "identity";
+pub(crate) const IDENTITY_PARAM: &str = "identity";
 
 /// One `/`-separated part of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub enum Segment {
 /// segments, so a resolved key can never leave its template.
 ///
 /// ```
-/// use starfish_server::config::PathTemplate;
+/// use starfish_server::internals::PathTemplate;
 /// let t = PathTemplate::parse("users/{identity}/notes").unwrap();
 /// assert_eq!(t.params().collect::<Vec<_>>(), ["identity"]);
 /// assert!(t.has_identity());
@@ -159,7 +159,7 @@ impl fmt::Display for PathTemplate {
 }
 
 /// The reference's final check on a resolved key: no `..`, no control character, no `//`.
-pub fn is_safe_key(key: &str) -> bool {
+pub(crate) fn is_safe_key(key: &str) -> bool {
     !key.contains("..") && !key.contains("//") && !key.bytes().any(|b| b < 0x20 || b == 0x7f)
 }
 

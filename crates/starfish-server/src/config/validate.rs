@@ -97,7 +97,6 @@ fn build(
             None
         }
     };
-    let global_window = global.and_then(|g| window(g.window_ms, g.max_requests));
 
     let collections = validate_scope(&raw.collections, "", global, &mut errors);
     let top_restrictions = restrictions(raw.restrictions.as_ref(), "", &mut errors);
@@ -146,7 +145,6 @@ fn build(
     Ok(SyncConfig {
         collections,
         namespaces,
-        rate_limit: global_window,
         restrictions: top_restrictions,
         warnings,
         routes,

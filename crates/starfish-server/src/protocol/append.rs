@@ -6,17 +6,17 @@ use super::document::AuthorProof;
 use serde_json::{Map, Value};
 
 /// Chunks live under `<documentKey>__seg/`.
-pub const SEG_SUFFIX: &str = "__seg/";
+pub(crate) const SEG_SUFFIX: &str = "__seg/";
 /// Width of the zero-padded first-element timestamp in a chunk key.
-pub const SEG_TS_WIDTH: usize = 16;
+pub(crate) const SEG_TS_WIDTH: usize = 16;
 /// Chunk size of a segmented log whose head does not say.
-pub const DEFAULT_CHUNK_SIZE: u64 = 10_000;
+pub(crate) const DEFAULT_CHUNK_SIZE: u64 = 10_000;
 /// How far in the future a client-chosen `ts` may be, in ms.
-pub const MAX_FUTURE_MS: u64 = 300_000;
+pub(crate) const MAX_FUTURE_MS: u64 = 300_000;
 
 /// Why an append was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AppendError {
+pub(crate) enum AppendError {
     /// `ts` not after the last element: 409 `non_monotonic_timestamp`.
     #[error("non_monotonic_timestamp")]
     NonMonotonic,
@@ -26,12 +26,12 @@ pub enum AppendError {
 }
 
 /// The prefix of a log's chunk keys.
-pub fn seg_prefix(document_key: &str) -> String {
+pub(crate) fn seg_prefix(document_key: &str) -> String {
     format!("{document_key}{SEG_SUFFIX}")
 }
 
 /// The key of the chunk whose first element has timestamp `first_ts`.
-pub fn chunk_key(document_key: &str, first_ts: u64) -> String {
+pub(crate) fn chunk_key(document_key: &str, first_ts: u64) -> String {
     format!(
         "{}{first_ts:0width$}",
         seg_prefix(document_key),
@@ -40,12 +40,12 @@ pub fn chunk_key(document_key: &str, first_ts: u64) -> String {
 }
 
 /// The timestamp in a chunk key, if it is one.
-pub fn chunk_key_ts(document_key: &str, key: &str) -> Option<u64> {
+pub(crate) fn chunk_key_ts(document_key: &str, key: &str) -> Option<u64> {
     key.strip_prefix(&seg_prefix(document_key))?.parse().ok()
 }
 
 /// One stored element: `{ts, data[, authorPubkey, authorSignature]}`.
-pub fn element(ts: u64, item: &Map<String, Value>, author: Option<&AuthorProof>) -> Value {
+pub(crate) fn element(ts: u64, item: &Map<String, Value>, author: Option<&AuthorProof>) -> Value {
     let mut e = Map::new();
     e.insert("ts".into(), Value::from(ts));
     e.insert("data".into(), Value::Object(item.clone()));
@@ -57,7 +57,7 @@ pub fn element(ts: u64, item: &Map<String, Value>, author: Option<&AuthorProof>)
 }
 
 /// The `ts` of an element (`-1` for a malformed one, as the reference reads it).
-pub fn element_ts(e: &Value) -> i64 {
+pub(crate) fn element_ts(e: &Value) -> i64 {
     e.get("ts").and_then(Value::as_f64).map_or(-1, |t| t as i64)
 }
 
@@ -74,7 +74,7 @@ pub fn append_hash(n: u64, item: &Map<String, Value>) -> String {
 ///
 /// # Errors
 /// [`AppendError::NonMonotonic`].
-pub fn next_ts(provided: Option<u64>, latest: i64, now: u64) -> Result<u64, AppendError> {
+pub(crate) fn next_ts(provided: Option<u64>, latest: i64, now: u64) -> Result<u64, AppendError> {
     match provided {
         Some(ts) if (ts as i64) > latest => Ok(ts),
         Some(_) => Err(AppendError::NonMonotonic),
@@ -84,7 +84,7 @@ pub fn next_ts(provided: Option<u64>, latest: i64, now: u64) -> Result<u64, Appe
 
 /// What is stored at a log's key.
 #[derive(Debug, Clone, PartialEq)]
-pub enum LogHead {
+pub(crate) enum LogHead {
     /// One document: `{"v":1,"data":{…,"<field>":[elements]},"ts","hash"}`.
     Single {
         /// All of `data`, the element array included.
@@ -113,7 +113,7 @@ pub enum LogHead {
 
 impl LogHead {
     /// Parses a stored head; `None` when the bytes are not a JSON object.
-    pub fn parse(bytes: &[u8]) -> Option<Self> {
+    pub(crate) fn parse(bytes: &[u8]) -> Option<Self> {
         let Ok(Value::Object(doc)) = serde_json::from_slice::<Value>(bytes) else {
             return None;
         };
@@ -150,17 +150,10 @@ impl LogHead {
             Some(Self::Single { data, hash })
         }
     }
-
-    /// The stored hash.
-    pub fn hash(&self) -> &str {
-        match self {
-            Self::Single { hash, .. } | Self::Segmented { hash, .. } => hash,
-        }
-    }
 }
 
 /// Bytes of a single-document log.
-pub fn single_doc_bytes(data: &Map<String, Value>, ts: u64, hash: &str) -> Vec<u8> {
+pub(crate) fn single_doc_bytes(data: &Map<String, Value>, ts: u64, hash: &str) -> Vec<u8> {
     let mut doc = Map::new();
     doc.insert("v".into(), Value::from(1));
     doc.insert("data".into(), Value::Object(data.clone()));
@@ -170,7 +163,7 @@ pub fn single_doc_bytes(data: &Map<String, Value>, ts: u64, hash: &str) -> Vec<u
 }
 
 /// Bytes of a segmented head.
-pub fn seg_head_bytes(
+pub(crate) fn seg_head_bytes(
     data: &Map<String, Value>,
     n: u64,
     sealed_n: u64,
@@ -194,7 +187,7 @@ pub fn seg_head_bytes(
 
 /// Which elements a pull wants (§4.7).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LogRange {
+pub(crate) struct LogRange {
     /// Only elements with `ts` strictly greater.
     pub checkpoint: Option<u64>,
     /// Only the last `n` (after the checkpoint filter).
@@ -203,7 +196,7 @@ pub struct LogRange {
 
 impl LogRange {
     /// Applies the range to elements in order.
-    pub fn apply(&self, mut elements: Vec<Value>) -> Vec<Value> {
+    pub(crate) fn apply(&self, mut elements: Vec<Value>) -> Vec<Value> {
         if let Some(cp) = self.checkpoint.filter(|c| *c > 0) {
             let start = elements.partition_point(|e| element_ts(e) <= cp as i64);
             elements.drain(..start);

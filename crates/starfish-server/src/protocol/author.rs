@@ -20,14 +20,14 @@ pub fn author_signing_input(domain: &str, data: &Value, document_key: &str) -> S
 }
 
 /// Decodes a lowercase-or-uppercase hex Ed25519 public key; `None` if malformed.
-pub fn parse_public_key(hex_key: &str) -> Option<VerifyingKey> {
+pub(crate) fn parse_public_key(hex_key: &str) -> Option<VerifyingKey> {
     let mut bytes = [0u8; 32];
     hex::decode_to_slice(hex_key, &mut bytes).ok()?;
     VerifyingKey::from_bytes(&bytes).ok()
 }
 
 /// Decodes a standard-base64 (padding optional) 64-byte signature; `None` if malformed.
-pub fn parse_signature(b64: &str) -> Option<Signature> {
+pub(crate) fn parse_signature(b64: &str) -> Option<Signature> {
     let bytes = super::BASE64.decode(b64).ok()?;
     let bytes: [u8; 64] = bytes.try_into().ok()?;
     Some(Signature::from_bytes(&bytes))
@@ -37,7 +37,7 @@ pub fn parse_signature(b64: &str) -> Option<Signature> {
 /// verification (`verify_strict`, which refuses small-order keys and non-canonical
 /// signatures). The reference uses `@noble/curves`, which also refuses
 /// non-canonical `S`; every vector in `tests/vectors` verifies under this rule.
-pub fn verify(key: &VerifyingKey, message: &[u8], signature: &Signature) -> bool {
+pub(crate) fn verify(key: &VerifyingKey, message: &[u8], signature: &Signature) -> bool {
     key.verify_strict(message, signature).is_ok()
 }
 

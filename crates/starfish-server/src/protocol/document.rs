@@ -6,11 +6,11 @@ use serde_json::{Map, Number, Value};
 
 /// Deepest nesting a push body may have (objects and arrays both count; the body
 /// itself is level 1), as the reference's `MAX_DOC_DEPTH`.
-pub const MAX_DOC_DEPTH: usize = 64;
+pub(crate) const MAX_DOC_DEPTH: usize = 64;
 
 /// Keys removed from every object before hashing and storing (prototype-pollution guards
 /// of the reference; kept so stored documents and hashes agree with it).
-pub const UNSAFE_KEYS: [&str; 5] = [
+pub(crate) const UNSAFE_KEYS: [&str; 5] = [
     "__proto__",
     "constructor",
     "prototype",
@@ -20,7 +20,7 @@ pub const UNSAFE_KEYS: [&str; 5] = [
 
 /// Why a push body was refused; each maps to one protocol error string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum EnvelopeError {
+pub(crate) enum EnvelopeError {
     /// The body is not JSON or not an object.
     #[error("Body must be a JSON object")]
     NotAnObject,
@@ -40,7 +40,7 @@ pub enum EnvelopeError {
 
 /// An author proof carried by a push (§5.4): both fields, still unverified.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthorProof {
+pub(crate) struct AuthorProof {
     /// Hex Ed25519 public key of the author.
     pub pubkey: String,
     /// Base64 signature over the author signing input.
@@ -49,7 +49,7 @@ pub struct AuthorProof {
 
 /// A parsed, sanitised push request for a regular JSON collection.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PushEnvelope {
+pub(crate) struct PushEnvelope {
     /// The document, with unsafe keys removed and numbers normalised.
     pub data: Map<String, Value>,
     /// `None` means "create": the document must not exist yet.
@@ -63,7 +63,8 @@ pub struct PushEnvelope {
 ///
 /// # Errors
 /// The [`EnvelopeError`] the reference would answer with.
-pub fn parse_push_body(body: &[u8]) -> Result<PushEnvelope, EnvelopeError> {
+#[cfg(test)]
+fn parse_push_body(body: &[u8]) -> Result<PushEnvelope, EnvelopeError> {
     PushEnvelope::from_body(parse_body_object(body)?)
 }
 
@@ -71,7 +72,7 @@ pub fn parse_push_body(body: &[u8]) -> Result<PushEnvelope, EnvelopeError> {
 ///
 /// # Errors
 /// [`EnvelopeError::NotAnObject`] or [`EnvelopeError::TooDeep`].
-pub fn parse_body_object(body: &[u8]) -> Result<Map<String, Value>, EnvelopeError> {
+pub(crate) fn parse_body_object(body: &[u8]) -> Result<Map<String, Value>, EnvelopeError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         // serde_json stops at 128 levels; the reference would call that "too deep".
         if e.to_string().contains("recursion limit exceeded") {
@@ -94,7 +95,7 @@ impl PushEnvelope {
     ///
     /// # Errors
     /// The [`EnvelopeError`] the reference would answer with.
-    pub fn from_body(mut body: Map<String, Value>) -> Result<Self, EnvelopeError> {
+    pub(crate) fn from_body(mut body: Map<String, Value>) -> Result<Self, EnvelopeError> {
         let data = match body.remove("data") {
             Some(Value::Object(data)) => data,
             _ => return Err(EnvelopeError::MissingData),
@@ -115,7 +116,7 @@ impl PushEnvelope {
 
 /// Why an append body was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AppendEnvelopeError {
+pub(crate) enum AppendEnvelopeError {
     /// `data` missing or not an object.
     #[error("Missing or invalid data")]
     MissingData,
@@ -129,7 +130,7 @@ pub enum AppendEnvelopeError {
 
 /// A parsed append body: `{"data", "ts"?, "authorPubkey"?, "authorSignature"?}`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AppendEnvelope {
+pub(crate) struct AppendEnvelope {
     /// The sanitised item.
     pub item: Map<String, Value>,
     /// A client-chosen timestamp.
@@ -143,7 +144,7 @@ impl AppendEnvelope {
     ///
     /// # Errors
     /// [`AppendEnvelopeError`].
-    pub fn from_body(
+    pub(crate) fn from_body(
         mut body: Map<String, Value>,
         require_author: bool,
     ) -> Result<Self, AppendEnvelopeError> {
@@ -203,7 +204,7 @@ fn depth_within(body: &Map<String, Value>, limit: usize) -> bool {
 
 /// Removes [`UNSAFE_KEYS`] from `map` and from every nested object reached through
 /// objects (the reference does not descend into arrays), and normalises numbers.
-pub fn sanitize_object(map: Map<String, Value>) -> Map<String, Value> {
+pub(crate) fn sanitize_object(map: Map<String, Value>) -> Map<String, Value> {
     map.into_iter()
         .filter(|(key, _)| !UNSAFE_KEYS.contains(&key.as_str()))
         .map(|(key, value)| (key, sanitize_value(value)))
@@ -251,7 +252,7 @@ fn js_number(n: &Number) -> Number {
 
 /// A stored regular document (§10): `{"v":1,"data":…,"ts":…,"hash":…[,author]}`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StoredDoc {
+pub(crate) struct StoredDoc {
     /// The document body.
     pub data: Map<String, Value>,
     /// Write time in ms since the epoch (0 when absent).
@@ -264,7 +265,7 @@ pub struct StoredDoc {
 
 impl StoredDoc {
     /// Builds the document a successful push stores.
-    pub fn new(data: Map<String, Value>, ts: u64, author: Option<AuthorProof>) -> Self {
+    pub(crate) fn new(data: Map<String, Value>, ts: u64, author: Option<AuthorProof>) -> Self {
         let hash = compute_hash(&Value::Object(data.clone()));
         Self {
             data,
@@ -276,7 +277,7 @@ impl StoredDoc {
 
     /// Parses stored bytes; `None` for anything that is not a JSON object (the
     /// reference reads such a document as empty).
-    pub fn parse(bytes: &[u8]) -> Option<Self> {
+    pub(crate) fn parse(bytes: &[u8]) -> Option<Self> {
         let Ok(Value::Object(mut doc)) = serde_json::from_slice::<Value>(bytes) else {
             return None;
         };
@@ -304,7 +305,7 @@ impl StoredDoc {
     }
 
     /// The stored bytes, in the reference's key order.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let mut doc = Map::new();
         doc.insert("v".into(), Value::from(1));
         doc.insert("data".into(), Value::Object(self.data.clone()));
@@ -322,7 +323,7 @@ impl StoredDoc {
 }
 
 /// The body of a regular pull: `{"data","hash","timestamp"[,author]}`.
-pub fn pull_body(doc: Option<&StoredDoc>, now_ms: u64) -> Value {
+pub(crate) fn pull_body(doc: Option<&StoredDoc>, now_ms: u64) -> Value {
     let mut out = Map::new();
     match doc {
         Some(doc) => {

@@ -57,7 +57,7 @@ pub(crate) struct AppendOp<'a> {
 
 /// Why an append did not land.
 #[derive(Debug, thiserror::Error)]
-pub enum AppendFailure {
+pub(crate) enum AppendFailure {
     /// A protocol refusal.
     #[error(transparent)]
     Refused(#[from] AppendError),
@@ -71,7 +71,7 @@ pub enum AppendFailure {
 
 /// A log as a pull sees it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LogRead {
+pub(crate) struct LogRead {
     /// `data` without the elements.
     pub data: Map<String, Value>,
     /// The selected elements, oldest first.

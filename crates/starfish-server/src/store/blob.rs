@@ -14,13 +14,13 @@ use tokio::io::AsyncWriteExt;
 const PART_BYTES: usize = 5 * 1024 * 1024;
 /// Suffix of the sidecar that holds a blob's content type (the reference's filesystem
 /// layout) and, from us, its SHA-256 and the version it describes.
-pub const META_SUFFIX: &str = ".__meta__";
+pub(crate) const META_SUFFIX: &str = ".__meta__";
 /// The media type of a blob stored without one.
-pub const DEFAULT_BLOB_TYPE: &str = "application/octet-stream";
+pub(super) const DEFAULT_BLOB_TYPE: &str = "application/octet-stream";
 
 /// Why a blob upload did not land. Nothing is stored in any of these cases.
 #[derive(Debug, thiserror::Error)]
-pub enum BlobError {
+pub(crate) enum BlobError {
     /// The body passed the limit.
     #[error("blob over the size limit")]
     TooLarge,
@@ -33,7 +33,7 @@ pub enum BlobError {
 }
 
 /// A stored blob ready to be sent.
-pub struct Blob {
+pub(crate) struct Blob {
     /// Its media type.
     pub content_type: String,
     /// Lowercase hex SHA-256 of its bytes.
@@ -43,7 +43,7 @@ pub struct Blob {
 }
 
 /// The bytes of a [`Blob`].
-pub enum BlobBody {
+pub(crate) enum BlobBody {
     /// Streaming from the store.
     Stream(GetResult),
     /// Already read (the hash had to be computed).

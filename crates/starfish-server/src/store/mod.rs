@@ -14,9 +14,9 @@ mod blob;
 mod key;
 mod list;
 
+pub(crate) use append::AppendFailure;
 pub(crate) use append::AppendOp;
-pub use append::{AppendFailure, LogRead};
-pub use blob::{Blob, BlobBody, BlobError, DEFAULT_BLOB_TYPE, META_SUFFIX};
+pub(crate) use blob::{BlobBody, BlobError, META_SUFFIX};
 pub(crate) use key::{KeyError, ObjectKey, PathParams};
 
 use bytes::Bytes;
@@ -56,7 +56,7 @@ pub enum StoreError {
 
 /// Why a compare-and-swap did not write.
 #[derive(Debug, thiserror::Error)]
-pub enum CasError<E> {
+pub(crate) enum CasError<E> {
     /// The caller's check refused the current value.
     #[error("rejected")]
     Rejected(E),
