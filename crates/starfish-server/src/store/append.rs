@@ -10,16 +10,16 @@
 //! the element is committed; a head that lags one append behind is repaired by the
 //! next one, and readers take elements from the chunks, never from the head.
 
-use super::{DocStore, ObjectKey, StoreError};
+use super::{DocStore, Expect, ObjectKey, StoreError};
 use crate::protocol::AuthorProof;
 use crate::protocol::append::{
-    AppendError, LogHead, LogRange, append_hash, chunk_key, chunk_key_ts, element, element_ts,
-    next_ts, seg_head_bytes, seg_prefix, single_doc_bytes,
+    AppendError, DEFAULT_CHUNK_SIZE, LogHead, LogRange, append_hash, chunk_key, chunk_key_ts,
+    element, element_ts, next_ts, seg_head_bytes, seg_prefix, single_doc_bytes,
 };
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use object_store::{ObjectStoreExt, PutPayload, UpdateVersion};
 use serde_json::{Map, Value};
 
 /// Attempts before an append gives up under contention (409 for the client).
@@ -80,15 +80,88 @@ pub(crate) struct LogRead {
     pub hash: String,
 }
 
-enum Expect {
-    Absent,
-    Version(UpdateVersion),
-}
-
 fn parse_chunk(bytes: &[u8]) -> Vec<Value> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Array(items)) => items,
         _ => Vec::new(),
+    }
+}
+
+/// The elements under `field`, taken out of a log document.
+fn take_items(data: &mut Map<String, Value>, field: &str) -> Vec<Value> {
+    match data.remove(field) {
+        Some(Value::Array(items)) => items,
+        _ => Vec::new(),
+    }
+}
+
+fn expect_of(read: Option<(Bytes, UpdateVersion)>) -> Expect {
+    read.map_or(Expect::Absent, |(_, v)| Expect::Version(v))
+}
+
+/// A log's head as last read: its bytes' version and what it says.
+struct Head {
+    version: Option<(Bytes, UpdateVersion)>,
+    parsed: Option<LogHead>,
+}
+
+impl Head {
+    fn expect(&self) -> Expect {
+        expect_of(self.version.clone())
+    }
+}
+
+/// One attempt's outcome: done, or another writer won and the log must be re-read.
+enum Step {
+    Done(String, u64),
+    Retry,
+}
+
+/// The segmented head's fields an append works with.
+struct Segments {
+    data: Map<String, Value>,
+    sealed_n: u64,
+    head_ts: i64,
+    head_hash: String,
+    tail_key: Option<String>,
+    chunk_size: u64,
+}
+
+impl Segments {
+    /// The head's fields (a new log when there is no head yet).
+    fn of(parsed: Option<LogHead>, chunk_size: Option<u64>) -> Self {
+        let default_size = chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE);
+        match parsed {
+            Some(LogHead::Segmented {
+                data,
+                sealed_n,
+                ts,
+                hash,
+                tail_key,
+                chunk_size,
+                ..
+            }) => Self {
+                data,
+                sealed_n,
+                head_ts: ts,
+                head_hash: hash,
+                tail_key,
+                chunk_size: chunk_size.max(1),
+            },
+            _ => Self {
+                data: Map::new(),
+                sealed_n: 0,
+                head_ts: -1,
+                head_hash: String::new(),
+                tail_key: None,
+                chunk_size: default_size.max(1),
+            },
+        }
+    }
+
+    /// The head's bytes with these counters.
+    fn head_bytes(&self, n: u64, sealed_n: u64, ts: i64, hash: &str, tail_key: &str) -> Vec<u8> {
+        seg_head_bytes(&self.data, n, sealed_n, ts, hash, self.chunk_size, tail_key)
     }
 }
 
@@ -100,31 +173,13 @@ impl DocStore {
         self.get_versioned(&Path::parse(key)?).await
     }
 
-    /// Writes `bytes` if the object is still as read; `false` when another writer won.
-    async fn put_if(&self, key: &str, bytes: Vec<u8>, expect: Expect) -> Result<bool, StoreError> {
-        let mode = match expect {
-            Expect::Absent => PutMode::Create,
-            Expect::Version(v) if self.caps.conditional_update => PutMode::Update(v),
-            // Serialised by the per-key lock the caller holds (see `append`).
-            Expect::Version(_) => PutMode::Overwrite,
-        };
-        let path = Path::parse(key)?;
-        match self
-            .inner
-            .put_opts(
-                &path,
-                PutPayload::from(Bytes::from(bytes)),
-                PutOptions::from(mode),
-            )
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(
-                object_store::Error::Precondition { .. }
-                | object_store::Error::AlreadyExists { .. },
-            ) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+    async fn put_key_if(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        expect: Expect,
+    ) -> Result<bool, StoreError> {
+        self.put_if(&Path::parse(key)?, bytes, expect).await
     }
 
     /// Appends one element. Returns the new log hash and the element's timestamp.
@@ -132,184 +187,179 @@ impl DocStore {
     /// # Errors
     /// [`AppendFailure`]; nothing is written on a refusal.
     pub(crate) async fn append(&self, op: &AppendOp<'_>) -> Result<(String, u64), AppendFailure> {
-        let key = op.key.as_str();
-        let head_path = op.key.path();
         // Stores without conditional updates: one writer per log in this process.
         let _guard = if self.caps.conditional_update {
             None
         } else {
-            Some(self.lock_for(&head_path).lock().await)
+            Some(self.lock_for(&op.key.path()).lock().await)
         };
         for attempt in 0..APPEND_ATTEMPTS {
             if attempt > 0 {
                 backoff(attempt).await;
             }
-            let head = self.read_versioned_key(key).await?;
-            let parsed = head.as_ref().and_then(|(b, _)| LogHead::parse(b));
-            let segmented = matches!(parsed, Some(LogHead::Segmented { .. }));
-            let expect = || match &head {
-                Some((_, v)) => Expect::Version(v.clone()),
-                None => Expect::Absent,
+            let version = self.read_versioned_key(op.key.as_str()).await?;
+            let parsed = version.as_ref().and_then(|(b, _)| LogHead::parse(b));
+            let head = Head { version, parsed };
+            let step = match head.parsed {
+                Some(LogHead::Segmented { .. }) => self.append_segmented(op, head).await?,
+                _ if op.chunk_size.is_none() => self.append_single(op, head).await?,
+                Some(LogHead::Single { .. }) => self.migrate(op, head).await?,
+                None => self.append_segmented(op, head).await?,
             };
-            if !segmented && op.chunk_size.is_none() {
-                // One document: read, append, compare-and-swap.
-                let mut data = match &parsed {
-                    Some(LogHead::Single { data, .. }) => data.clone(),
-                    _ => Map::new(),
-                };
-                let mut items = match data.remove(op.field) {
-                    Some(Value::Array(items)) => items,
-                    _ => Vec::new(),
-                };
-                if let Some(max) = op.max_items {
-                    if items.len() as u64 >= max {
-                        return Err(AppendError::LimitExceeded(max).into());
-                    }
-                }
-                let latest = items.last().map_or(-1, element_ts);
-                let ts = next_ts(op.ts, latest, op.now)?;
-                items.push(element(ts, op.item, op.author));
-                let n = items.len() as u64;
-                let hash = append_hash(n, op.item);
-                data.insert(op.field.to_owned(), Value::Array(items));
-                if self
-                    .put_if(key, single_doc_bytes(&data, ts, &hash), expect())
-                    .await?
-                {
-                    return Ok((hash, ts));
-                }
-                continue;
+            if let Step::Done(hash, ts) = step {
+                return Ok((hash, ts));
             }
-            let chunk_size = match &parsed {
-                Some(LogHead::Segmented { chunk_size, .. }) => *chunk_size,
-                _ => op
-                    .chunk_size
-                    .unwrap_or(crate::protocol::append::DEFAULT_CHUNK_SIZE),
-            }
-            .max(1);
-            let (data, sealed_n, head_ts, head_hash, tail_key) = match parsed {
-                Some(LogHead::Segmented {
-                    data,
-                    sealed_n,
-                    ts,
-                    hash,
-                    tail_key,
-                    ..
-                }) => (data, sealed_n, ts, hash, tail_key),
-                Some(LogHead::Single { mut data, hash }) => {
-                    // A single-document log becomes segmented on its first append
-                    // under `chunkSize`; chunks are a function of the head just read,
-                    // so racing migrators write the same bytes.
-                    let items = match data.remove(op.field) {
-                        Some(Value::Array(items)) => items,
-                        _ => Vec::new(),
-                    };
-                    let mut sealed = 0u64;
-                    let mut last_ts = -1;
-                    let mut tail = None;
-                    for chunk in items.chunks(chunk_size as usize) {
-                        let first = element_ts(&chunk[0]).max(0) as u64;
-                        let key = chunk_key(key, first);
-                        let path = Path::parse(key.as_str()).map_err(StoreError::from)?;
-                        let bytes = Value::Array(chunk.to_vec()).to_string();
-                        self.inner
-                            .put(&path, PutPayload::from(bytes))
-                            .await
-                            .map_err(StoreError::from)?;
-                        last_ts = element_ts(&chunk[chunk.len() - 1]);
-                        if chunk.len() as u64 == chunk_size {
-                            sealed += chunk.len() as u64;
-                        } else {
-                            tail = Some(key);
-                        }
-                    }
-                    let tail = tail.unwrap_or_else(|| chunk_key(key, (last_ts + 1).max(0) as u64));
-                    let n = items.len() as u64;
-                    let bytes = seg_head_bytes(&data, n, sealed, last_ts, &hash, chunk_size, &tail);
-                    self.put_if(key, bytes, expect()).await?;
-                    continue; // re-read the migrated head
-                }
-                None => (Map::new(), 0, -1, String::new(), None),
-            };
-            // The open chunk, as stored now.
-            let tail = match &tail_key {
-                Some(k) => self.read_versioned_key(k).await?,
-                None => None,
-            };
-            let tail_items = tail
-                .as_ref()
-                .map(|(b, _)| parse_chunk(b))
-                .unwrap_or_default();
-            let count = sealed_n + tail_items.len() as u64;
-            if let Some(max) = op.max_items {
-                if count >= max {
-                    return Err(AppendError::LimitExceeded(max).into());
-                }
-            }
-            // Never before the head's last element nor before the chunk's own key, so
-            // chunk keys stay in timestamp order whatever the writers' clocks say.
-            let key_floor = tail_key
-                .as_deref()
-                .and_then(|k| chunk_key_ts(key, k))
-                .map_or(-1, |t| t as i64 - 1);
-            let latest = tail_items
-                .last()
-                .map_or(-1, element_ts)
-                .max(head_ts)
-                .max(key_floor);
-            let ts = next_ts(op.ts, latest, op.now)?;
-            let Some(tail_key) = tail_key.filter(|_| (tail_items.len() as u64) < chunk_size) else {
-                // Open a new chunk: first point the head at it, then fill it.
-                let new_key = chunk_key(key, ts);
-                let bytes = seg_head_bytes(
-                    &data, count, count, head_ts, &head_hash, chunk_size, &new_key,
-                );
-                self.put_if(key, bytes, expect()).await?;
-                continue;
-            };
-            let mut items = tail_items;
-            items.push(element(ts, op.item, op.author));
-            let tail_expect = match tail {
-                Some((_, v)) => Expect::Version(v),
-                None => Expect::Absent,
-            };
-            if !self
-                .put_if(
-                    &tail_key,
-                    Value::Array(items.clone()).to_string().into_bytes(),
-                    tail_expect,
-                )
-                .await?
-            {
-                continue;
-            }
-            // Committed. Bring the head's count and hash up to date unless a later
-            // append already did.
-            let n = sealed_n + items.len() as u64;
-            let hash = append_hash(n, op.item);
-            for _ in 0..APPEND_ATTEMPTS {
-                let current = self.read_versioned_key(key).await?;
-                let (head_n, head_tail) =
-                    match current.as_ref().and_then(|(b, _)| LogHead::parse(b)) {
-                        Some(LogHead::Segmented { n, tail_key, .. }) => (n, tail_key),
-                        _ => (0, None),
-                    };
-                if head_n >= n || head_tail.as_deref() != Some(tail_key.as_str()) {
-                    break;
-                }
-                let expect = match current {
-                    Some((_, v)) => Expect::Version(v),
-                    None => Expect::Absent,
-                };
-                let bytes =
-                    seg_head_bytes(&data, n, sealed_n, ts as i64, &hash, chunk_size, &tail_key);
-                if self.put_if(key, bytes, expect).await? {
-                    break;
-                }
-            }
-            return Ok((hash, ts));
         }
         Err(AppendFailure::Contended)
+    }
+
+    /// A single-document log: read, append, compare-and-swap.
+    async fn append_single(&self, op: &AppendOp<'_>, head: Head) -> Result<Step, AppendFailure> {
+        let mut data = match &head.parsed {
+            Some(LogHead::Single { data, .. }) => data.clone(),
+            _ => Map::new(),
+        };
+        let mut items = take_items(&mut data, op.field);
+        if let Some(max) = op.max_items {
+            if items.len() as u64 >= max {
+                return Err(AppendError::LimitExceeded(max).into());
+            }
+        }
+        let latest = items.last().map_or(-1, element_ts);
+        let ts = next_ts(op.ts, latest, op.now)?;
+        items.push(element(ts, op.item, op.author));
+        let hash = append_hash(items.len() as u64, op.item);
+        data.insert(op.field.to_owned(), Value::Array(items));
+        let bytes = single_doc_bytes(&data, ts, &hash);
+        Ok(
+            if self
+                .put_key_if(op.key.as_str(), bytes, head.expect())
+                .await?
+            {
+                Step::Done(hash, ts)
+            } else {
+                Step::Retry
+            },
+        )
+    }
+
+    /// A single-document log becomes segmented on its first append under `chunkSize`.
+    /// Chunks are a function of the head just read, so racing migrators write the
+    /// same bytes; the head is then swapped and the append retried on it.
+    async fn migrate(&self, op: &AppendOp<'_>, head: Head) -> Result<Step, AppendFailure> {
+        let expect = head.expect();
+        let Some(LogHead::Single { mut data, hash }) = head.parsed else {
+            return Ok(Step::Retry);
+        };
+        let key = op.key.as_str();
+        let chunk_size = op.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE).max(1);
+        let items = take_items(&mut data, op.field);
+        let (mut sealed, mut last_ts, mut tail) = (0u64, -1, None);
+        for chunk in items.chunks(chunk_size as usize) {
+            let first = chunk.first().map_or(0, |e| element_ts(e).max(0) as u64);
+            let chunk_key = chunk_key(key, first);
+            let path = Path::parse(chunk_key.as_str()).map_err(StoreError::from)?;
+            let bytes = Value::Array(chunk.to_vec()).to_string();
+            self.inner
+                .put(&path, PutPayload::from(bytes))
+                .await
+                .map_err(StoreError::from)?;
+            last_ts = chunk.last().map_or(last_ts, element_ts);
+            if chunk.len() as u64 == chunk_size {
+                sealed += chunk.len() as u64;
+            } else {
+                tail = Some(chunk_key);
+            }
+        }
+        let tail = tail.unwrap_or_else(|| chunk_key(key, (last_ts + 1).max(0) as u64));
+        let n = items.len() as u64;
+        let bytes = seg_head_bytes(&data, n, sealed, last_ts, &hash, chunk_size, &tail);
+        self.put_key_if(key, bytes, expect).await?;
+        Ok(Step::Retry) // re-read the migrated head
+    }
+
+    /// A segmented log: a conditional write of the tail chunk commits the element.
+    async fn append_segmented(&self, op: &AppendOp<'_>, head: Head) -> Result<Step, AppendFailure> {
+        let key = op.key.as_str();
+        let expect = head.expect();
+        let seg = Segments::of(head.parsed, op.chunk_size);
+        // The open chunk, as stored now.
+        let tail = match &seg.tail_key {
+            Some(k) => self.read_versioned_key(k).await?,
+            None => None,
+        };
+        let mut items = tail
+            .as_ref()
+            .map(|(b, _)| parse_chunk(b))
+            .unwrap_or_default();
+        let count = seg.sealed_n + items.len() as u64;
+        if let Some(max) = op.max_items {
+            if count >= max {
+                return Err(AppendError::LimitExceeded(max).into());
+            }
+        }
+        // Never before the head's last element nor before the chunk's own key, so
+        // chunk keys stay in timestamp order whatever the writers' clocks say.
+        let key_floor = seg
+            .tail_key
+            .as_deref()
+            .and_then(|k| chunk_key_ts(key, k))
+            .map_or(-1, |t| t as i64 - 1);
+        let latest = items
+            .last()
+            .map_or(-1, element_ts)
+            .max(seg.head_ts)
+            .max(key_floor);
+        let ts = next_ts(op.ts, latest, op.now)?;
+        let open = seg
+            .tail_key
+            .as_deref()
+            .filter(|_| (items.len() as u64) < seg.chunk_size);
+        let Some(tail_key) = open else {
+            // Open a new chunk: first point the head at it, then fill it.
+            let new_key = chunk_key(key, ts);
+            let bytes = seg.head_bytes(count, count, seg.head_ts, &seg.head_hash, &new_key);
+            self.put_key_if(key, bytes, expect).await?;
+            return Ok(Step::Retry);
+        };
+        items.push(element(ts, op.item, op.author));
+        let n = seg.sealed_n + items.len() as u64;
+        let chunk = Value::Array(items).to_string().into_bytes();
+        if !self.put_key_if(tail_key, chunk, expect_of(tail)).await? {
+            return Ok(Step::Retry);
+        }
+        let hash = append_hash(n, op.item);
+        self.catch_up_head(key, &seg, tail_key, n, ts, &hash)
+            .await?;
+        Ok(Step::Done(hash, ts))
+    }
+
+    /// After a committed append: bring the head's count and hash up to date unless a
+    /// later append already did.
+    async fn catch_up_head(
+        &self,
+        key: &str,
+        seg: &Segments,
+        tail_key: &str,
+        n: u64,
+        ts: u64,
+        hash: &str,
+    ) -> Result<(), StoreError> {
+        for _ in 0..APPEND_ATTEMPTS {
+            let current = self.read_versioned_key(key).await?;
+            let (head_n, head_tail) = match current.as_ref().and_then(|(b, _)| LogHead::parse(b)) {
+                Some(LogHead::Segmented { n, tail_key, .. }) => (n, tail_key),
+                _ => (0, None),
+            };
+            if head_n >= n || head_tail.as_deref() != Some(tail_key) {
+                break;
+            }
+            let bytes = seg.head_bytes(n, seg.sealed_n, ts as i64, hash, tail_key);
+            if self.put_key_if(key, bytes, expect_of(current)).await? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Reads the elements of a log in `range`; `None` when there is no log.

@@ -68,6 +68,14 @@ pub(crate) enum CasError<E> {
     Store(#[from] StoreError),
 }
 
+/// What a conditional write expects to find.
+enum Expect {
+    /// Nothing: the write creates.
+    Absent,
+    /// The version that was read.
+    Version(UpdateVersion),
+}
+
 /// Documents over an `object_store`. A cheap `Clone`.
 #[derive(Debug, Clone)]
 pub struct DocStore {
@@ -182,6 +190,38 @@ impl DocStore {
         }
     }
 
+    /// Writes JSON `bytes` at `path` if the object is still as read (`expect`):
+    /// `Ok(false)` when another writer won. Without conditional updates the caller
+    /// holds the key's in-process lock and the write replaces.
+    async fn put_if(
+        &self,
+        path: &Path,
+        bytes: Vec<u8>,
+        expect: Expect,
+    ) -> Result<bool, StoreError> {
+        let mode = match expect {
+            Expect::Absent => PutMode::Create,
+            Expect::Version(v) if self.caps.conditional_update => PutMode::Update(v),
+            Expect::Version(_) => PutMode::Overwrite,
+        };
+        let mut opts = PutOptions::from(mode);
+        if self.caps.attributes {
+            opts.attributes = Attributes::from_iter([(
+                Attribute::ContentType,
+                object_store::AttributeValue::from("application/json"),
+            )]);
+        }
+        let payload = PutPayload::from(Bytes::from(bytes));
+        match self.inner.put_opts(path, payload, opts).await {
+            Ok(_) => Ok(true),
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn lock_for(&self, key: &Path) -> &tokio::sync::Mutex<()> {
         let h = self.hasher.hash_one(key.as_ref());
         &self.locks[(h as usize) % self.locks.len()]
@@ -210,29 +250,9 @@ impl DocStore {
             let current = self.get_versioned(key).await?;
             let (bytes, out) =
                 decide(current.as_ref().map(|(b, _)| b.as_ref())).map_err(CasError::Rejected)?;
-            let mode = match current {
-                None => PutMode::Create,
-                Some((_, version)) if self.caps.conditional_update => PutMode::Update(version),
-                Some(_) => PutMode::Overwrite,
-            };
-            let mut opts = PutOptions::from(mode);
-            if self.caps.attributes {
-                opts.attributes = Attributes::from_iter([(
-                    Attribute::ContentType,
-                    object_store::AttributeValue::from("application/json"),
-                )]);
-            }
-            match self
-                .inner
-                .put_opts(key, PutPayload::from(Bytes::from(bytes)), opts)
-                .await
-            {
-                Ok(_) => return Ok(out),
-                Err(
-                    object_store::Error::Precondition { .. }
-                    | object_store::Error::AlreadyExists { .. },
-                ) => continue,
-                Err(e) => return Err(CasError::Store(e.into())),
+            let expect = current.map_or(Expect::Absent, |(_, v)| Expect::Version(v));
+            if self.put_if(key, bytes, expect).await? {
+                return Ok(out);
             }
         }
         Err(CasError::Contended)
