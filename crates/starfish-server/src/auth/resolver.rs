@@ -173,18 +173,58 @@ impl CapCertAuthenticator {
     }
 
     fn verify(&self, request: &AuthRequest<'_>) -> Result<Caller, AuthError> {
-        let headers = request.headers;
+        let Some(headers) = self.signature_headers(request.headers)? else {
+            return Ok(Caller::anonymous());
+        };
+        let now_ms = self.clock.now_ms();
+        if headers.ts.abs_diff(now_ms as i64) > self.options.max_skew_ms {
+            return Err(unauthorized("request timestamp outside clock skew"));
+        }
+        // Cheap checks first; then the issuer signature (cached) and the window.
+        let cert = self.cert(headers.cap)?;
+        cert.check_window((now_ms / 1000) as f64)
+            .map_err(|e| unauthorized(e.to_string()))?;
+        if cert.kind != CapKind::Device {
+            // Member and audience caps need an extension validator, as in the reference.
+            return Err(unauthorized(format!(
+                "cap-cert kind \"{}\" has no registered validator",
+                cert.kind.as_str()
+            )));
+        }
+        let verifying = self.check_signature(request, &headers, &cert)?;
+        if !self
+            .nonces
+            .check_and_remember(verifying, headers.nonce, now_ms)
+        {
+            return Err(unauthorized("nonce replay (or replay cache full)"));
+        }
+        if self
+            .options
+            .revocations
+            .is_revoked(&cert.iss, verifying, &cert.nonce)
+        {
+            return Err(unauthorized("cap-cert revoked"));
+        }
+        Ok(caller_of(&cert, verifying))
+    }
+
+    /// The `Authorization: Cap` value and the signature headers; `None` for an
+    /// anonymous request when anonymous callers are allowed.
+    fn signature_headers<'h>(
+        &self,
+        headers: &'h HeaderMap,
+    ) -> Result<Option<SignatureHeaders<'h>>, AuthError> {
         let auth = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .filter(|v| v.starts_with("Cap "));
-        let Some(auth) = auth else {
+        let Some(cap) = auth else {
             if self.options.allow_anonymous {
-                return Ok(Caller::anonymous());
+                return Ok(None);
             }
             return Err(unauthorized("missing Authorization: Cap header"));
         };
-        if auth.len() > self.options.max_cap_header_bytes {
+        if cap.len() > self.options.max_cap_header_bytes {
             return Err(unauthorized("cap-too-large"));
         }
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -196,21 +236,21 @@ impl CapCertAuthenticator {
             return Err(unauthorized("missing request signature headers"));
         };
         let ts = parse_ts_header(ts).ok_or_else(|| unauthorized("invalid X-Starfish-Ts"))?;
-        let now_ms = self.clock.now_ms();
-        if ts.abs_diff(now_ms as i64) > self.options.max_skew_ms {
-            return Err(unauthorized("request timestamp outside clock skew"));
-        }
-        // Cheap checks first; then the issuer signature (cached) and the window.
-        let cert = self.cert(auth)?;
-        cert.check_window((now_ms / 1000) as f64)
-            .map_err(|e| unauthorized(e.to_string()))?;
-        if cert.kind != CapKind::Device {
-            // Member and audience caps need an extension validator, as in the reference.
-            return Err(unauthorized(format!(
-                "cap-cert kind \"{}\" has no registered validator",
-                cert.kind.as_str()
-            )));
-        }
+        Ok(Some(SignatureHeaders {
+            cap,
+            sig,
+            ts,
+            nonce,
+        }))
+    }
+
+    /// Checks the request signature against the cap's subject key; returns that key.
+    fn check_signature<'c>(
+        &self,
+        request: &AuthRequest<'_>,
+        headers: &SignatureHeaders<'_>,
+        cert: &'c CapCert,
+    ) -> Result<&'c str, AuthError> {
         let body = match request.body {
             SignedBody::Empty => &[][..],
             SignedBody::Bytes(b) => b,
@@ -229,43 +269,47 @@ impl CapCertAuthenticator {
                 .host_override
                 .as_deref()
                 .unwrap_or(request.host),
-            ts,
-            nonce,
+            ts: headers.ts,
+            nonce: headers.nonce,
         };
-        let ok = match (parse_public_key(verifying), parse_signature(sig)) {
+        let ok = match (parse_public_key(verifying), parse_signature(headers.sig)) {
             (Some(key), Some(sig)) => verify(&key, signed.signing_input().as_bytes(), &sig),
             _ => false,
         };
-        if !ok {
-            return Err(unauthorized("bad request signature"));
+        if ok {
+            Ok(verifying)
+        } else {
+            Err(unauthorized("bad request signature"))
         }
-        if !self.nonces.check_and_remember(verifying, nonce, now_ms) {
-            return Err(unauthorized("nonce replay (or replay cache full)"));
-        }
-        if self
-            .options
-            .revocations
-            .is_revoked(&cert.iss, verifying, &cert.nonce)
-        {
-            return Err(unauthorized("cap-cert revoked"));
-        }
-        let identity = cert.iss_user_id.as_str();
-        let paths: Option<Vec<String>> = cert.paths.as_ref().map(|ps| {
-            ps.iter()
-                .map(|p| p.replace("{identity}", identity))
-                .collect()
-        });
-        let mut caller = Caller::from_cap(identity, cert.roles().clone())
-            .with_presenter(verifying)
-            .with_grant(CapGrant {
-                ops: cert.ops.clone(),
-                collections: cert.collections.clone(),
-            });
-        if let Some(paths) = paths {
-            caller = caller.with_scope_paths(paths);
-        }
-        Ok(caller)
     }
+}
+
+/// The signature headers of a signed request, before anything is verified.
+struct SignatureHeaders<'h> {
+    cap: &'h str,
+    sig: &'h str,
+    ts: i64,
+    nonce: &'h str,
+}
+
+/// The caller a verified certificate describes: its issuer's identity, roles, grant
+/// and path scope (`{identity}` filled in).
+fn caller_of(cert: &CapCert, presenter: &str) -> Caller {
+    let identity = cert.iss_user_id.as_str();
+    let mut caller = Caller::from_cap(identity, cert.roles().clone())
+        .with_presenter(presenter)
+        .with_grant(CapGrant {
+            ops: cert.ops.clone(),
+            collections: cert.collections.clone(),
+        });
+    if let Some(paths) = &cert.paths {
+        let paths = paths
+            .iter()
+            .map(|p| p.replace("{identity}", identity))
+            .collect();
+        caller = caller.with_scope_paths(paths);
+    }
+    caller
 }
 
 impl Authenticator for CapCertAuthenticator {

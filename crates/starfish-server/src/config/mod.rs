@@ -11,7 +11,7 @@ mod routes;
 pub(crate) mod template;
 mod validate;
 
-pub(crate) use names::{CollectionName, NamespaceName, is_param_value};
+pub(crate) use names::{CollectionName, NamespaceName, is_param_value, is_reserved};
 pub(crate) use routes::{RouteTable, Target};
 pub(crate) use template::{IDENTITY_PARAM, PathTemplate, Segment, is_safe_key};
 

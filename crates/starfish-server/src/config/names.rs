@@ -106,3 +106,15 @@ pub(crate) fn is_param_value(value: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'-'))
 }
+
+/// Suffixes of the store's own objects: a blob's metadata sidecar, a log's chunk
+/// folder, a staging file. No parameter value or template segment may end with one.
+pub(crate) const RESERVED_SUFFIXES: [&str; 3] = [".__meta__", "__seg", ".tmp"];
+/// Sibling documents the protocol gives a meaning to (`withKeyring`, shared
+/// members): only a literal template segment may name them.
+const RESERVED_NAMES: [&str; 2] = ["_keyring", "_members"];
+
+/// True when a parameter value names (or would form the key of) a bookkeeping object.
+pub(crate) fn is_reserved(value: &str) -> bool {
+    RESERVED_NAMES.contains(&value) || RESERVED_SUFFIXES.iter().any(|s| value.ends_with(s))
+}

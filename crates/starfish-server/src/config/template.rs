@@ -1,6 +1,6 @@
 //! Storage path templates: `users/{identity}/notes`.
 
-use super::names::is_param_value;
+use super::names::{RESERVED_SUFFIXES, is_param_value};
 use std::fmt;
 
 /// The parameter whose value is bound to the caller's identity.
@@ -28,6 +28,8 @@ pub enum Segment {
 /// assert!(PathTemplate::parse("a//b").is_err());
 /// assert!(PathTemplate::parse("a/x{id}").is_err());
 /// assert!(PathTemplate::parse("a/{id}/{id}").is_err());
+/// assert!(PathTemplate::parse("a/b.__meta__").is_err());
+/// assert!(PathTemplate::parse("a/{id}/_keyring").is_ok());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathTemplate {
@@ -62,6 +64,11 @@ impl PathTemplate {
             } else if part.contains(['{', '}']) {
                 return Err(format!(
                     "storagePath segment \"{part}\" must be a whole {{param}} placeholder or plain text"
+                ));
+            } else if RESERVED_SUFFIXES.iter().any(|s| part.ends_with(s)) {
+                return Err(format!(
+                    "storagePath segment \"{part}\" must not end with {}: the store keeps its own objects there",
+                    RESERVED_SUFFIXES.join(", ")
                 ));
             } else if part == "." || part == ".." || !is_param_value(part) {
                 return Err(format!(

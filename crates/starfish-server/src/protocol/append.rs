@@ -198,7 +198,9 @@ impl LogRange {
     /// Applies the range to elements in order.
     pub(crate) fn apply(&self, mut elements: Vec<Value>) -> Vec<Value> {
         if let Some(cp) = self.checkpoint.filter(|c| *c > 0) {
-            let start = elements.partition_point(|e| element_ts(e) <= cp as i64);
+            // Past i64::MAX a checkpoint is newer than every element.
+            let cp = i64::try_from(cp).unwrap_or(i64::MAX);
+            let start = elements.partition_point(|e| element_ts(e) <= cp);
             elements.drain(..start);
         }
         if let Some(last) = self.last {

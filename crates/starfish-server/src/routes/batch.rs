@@ -51,13 +51,23 @@ struct AppendParams {
 }
 
 impl AppendParams {
-    fn log_query(self) -> LogQuery {
+    /// The read this entry makes: `limit` wins over `last`, and an entry is never
+    /// larger than `cap` (`maxPullLimit`, or 1000), so the budget counts what is read.
+    fn log_query(self, cap: u64) -> LogQuery {
         LogQuery {
             checkpoint: self.since,
-            last: self.limit.or(self.last),
+            last: Some(self.limit.or(self.last).unwrap_or(cap).min(cap)),
             full: false,
         }
     }
+}
+
+/// The most elements one batch entry of `collection` may read.
+fn entry_cap(collection: Option<&Arc<Collection>>) -> u64 {
+    collection
+        .and_then(|c| c.append_only.as_ref())
+        .and_then(|a| a.max_pull_limit)
+        .map_or(1000, |m| m.get())
 }
 
 type AppendParamsMap = HashMap<String, Vec<Option<AppendParams>>>;
@@ -185,15 +195,10 @@ impl BatchQuery {
         }
         let mut budget = 0u64;
         for (name, aps) in &append_params {
-            let cap = scope
-                .routes
-                .by_name
-                .get(name)
-                .and_then(|c| c.append_only.as_ref())
-                .and_then(|a| a.max_pull_limit)
-                .map_or(1000, |m| m.get());
+            let cap = entry_cap(scope.routes.by_name.get(name));
             for ap in aps.iter().flatten() {
-                budget = budget.saturating_add(ap.last.or(ap.limit).unwrap_or(cap).min(cap));
+                let read = ap.log_query(cap).last.unwrap_or(cap);
+                budget = budget.saturating_add(read);
             }
         }
         if budget > state.max_batch_append_elements {
@@ -316,7 +321,7 @@ async fn entry(
     let log = match (append, &collection.append_only) {
         (Some(_), None) => return Err(EntryError::AppendParamsNotSupported),
         (Some(_), Some(a)) if !a.persist => return Err(EntryError::AppendParamsNotSupported),
-        (Some(ap), Some(_)) => ap.log_query(),
+        (Some(ap), Some(_)) => ap.log_query(entry_cap(Some(collection))),
         (None, _) => LogQuery::default(),
     };
     match read(&state.store, doc.as_ref(), caller, log, now).await {

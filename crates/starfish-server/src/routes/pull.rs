@@ -3,7 +3,7 @@
 use super::endpoint::{Doc, Scope};
 use super::query::{canonical_uint, param};
 use super::{allow, authenticate, blob, is_public, rate_check, render};
-use crate::access::{Action, in_scope};
+use crate::access::Action;
 use crate::error::ApiError;
 use crate::protocol::document::pull_body;
 use crate::state::AppState;
@@ -45,15 +45,25 @@ pub(super) async fn pull(
             (pull_body(stored.as_ref(), now), hash)
         }
     };
-    // `?withKeyring=1|true`: the sibling `<key>/_keyring` document, when the caller's
-    // path scope covers it (otherwise the flag is dropped, as in the reference).
-    let keyring = doc.key.keyring();
-    if doc.collection.append_only.is_none() && wants_keyring(query) && in_scope(&caller, &keyring) {
-        let value = read_stored(&state.store, &keyring)
-            .await?
-            .map_or(Value::Null, |k| pull_body(Some(&k), now));
-        if let Value::Object(map) = &mut body {
-            map.insert("keyring".into(), value);
+    // `?withKeyring=1|true`: the sibling `<key>/_keyring` document, when the caller
+    // may read that key too (otherwise the flag is dropped, as in the reference).
+    if doc.collection.append_only.is_none() && wants_keyring(query) {
+        let keyring = Doc {
+            collection: doc.collection.clone(),
+            key: doc.key.keyring(),
+            params: doc.params.clone(),
+        };
+        match allow(state, &caller, scope, &keyring, Action::Pull).await {
+            Ok(()) => {
+                let value = read_stored(&state.store, &keyring.key)
+                    .await?
+                    .map_or(Value::Null, |k| pull_body(Some(&k), now));
+                if let Value::Object(map) = &mut body {
+                    map.insert("keyring".into(), value);
+                }
+            }
+            Err(ApiError::Forbidden) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(render::cached(

@@ -282,7 +282,9 @@ impl DocStore {
     async fn append_segmented(&self, op: &AppendOp<'_>, head: Head) -> Result<Step, AppendFailure> {
         let key = op.key.as_str();
         let expect = head.expect();
-        let seg = Segments::of(head.parsed, op.chunk_size);
+        let mut seg = Segments::of(head.parsed, op.chunk_size);
+        // A head names its own chunks only: a tail key elsewhere is never written to.
+        seg.tail_key = seg.tail_key.filter(|k| chunk_key_ts(key, k).is_some());
         // The open chunk, as stored now.
         let tail = match &seg.tail_key {
             Some(k) => self.read_versioned_key(k).await?,
@@ -437,7 +439,8 @@ impl DocStore {
         }
         let mut needed = &keys[start..];
         if let Some(last) = range.last.filter(|l| *l > 0) {
-            let max_chunks = (last.div_ceil(chunk_size) + 1) as usize;
+            let max_chunks =
+                usize::try_from(last.div_ceil(chunk_size).saturating_add(1)).unwrap_or(usize::MAX);
             if needed.len() > max_chunks {
                 needed = &needed[needed.len() - max_chunks..];
             }

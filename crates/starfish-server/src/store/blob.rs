@@ -132,7 +132,7 @@ impl DocStore {
     pub(crate) async fn get_blob(&self, key: &ObjectKey) -> Result<Option<Blob>, StoreError> {
         let result = match self.inner.get(&key.path()).await {
             Ok(r) => r,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) if super::is_missing(&e) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         let sidecar = match self.get(&meta_key(key)).await? {

@@ -7,7 +7,7 @@
 //! chunks, a document's keyring sibling) are derived from a resolved key by the store's
 //! own methods; no parameter can name them.
 
-use crate::config::{IDENTITY_PARAM, PathTemplate, is_param_value, is_safe_key};
+use crate::config::{IDENTITY_PARAM, PathTemplate, is_param_value, is_reserved, is_safe_key};
 use std::fmt;
 use std::sync::Arc;
 
@@ -41,7 +41,7 @@ impl PathParams {
     ) -> Result<Self, KeyError> {
         let mut out = Vec::new();
         for (name, value) in pairs {
-            if value.len() > MAX_PARAM_BYTES || !is_param_value(&value) {
+            if value.len() > MAX_PARAM_BYTES || !is_param_value(&value) || is_reserved(&value) {
                 return Err(KeyError::Invalid);
             }
             out.push((name.into(), value));
@@ -84,7 +84,11 @@ impl ObjectKey {
             key.push('/');
             key.push_str(suffix);
         }
-        if key.len() > MAX_KEY_BYTES || !is_safe_key(&key) || has_dot_segment(&key) {
+        if key.is_empty()
+            || key.len() > MAX_KEY_BYTES
+            || !is_safe_key(&key)
+            || has_dot_segment(&key)
+        {
             return Err(KeyError::Invalid);
         }
         Ok(Self(key.into()))
@@ -151,7 +155,16 @@ mod tests {
             ObjectKey::resolve(&t, 2, &p, None).unwrap().as_str(),
             "users/abc"
         );
-        for bad in ["a/b", "", "a b", "a%2Fb", "ü"] {
+        for bad in [
+            "a/b",
+            "",
+            "a b",
+            "a%2Fb",
+            "ü",
+            "x.__meta__",
+            "x__seg",
+            "_keyring",
+        ] {
             assert_eq!(params(&[("doc", bad)]), Err(KeyError::Invalid), "{bad:?}");
         }
         assert_eq!(

@@ -4,13 +4,13 @@ use super::{DocStore, ObjectKey, StoreError};
 use futures::StreamExt;
 use std::collections::BTreeSet;
 
-/// Names that are store bookkeeping, not documents.
+/// Names that are store bookkeeping (or a filesystem staging file), not documents.
 fn is_bookkeeping(item: &str) -> bool {
-    item.ends_with(".tmp") || item.ends_with(super::META_SUFFIX) || item.contains('#')
+    crate::config::is_reserved(item) || item.contains('#')
 }
 
 impl DocStore {
-    /// The names under `prefix/` (relative to it) after `after`, at most `limit` of
+    /// The names directly under `prefix/` (relative to it) after `after`, at most `limit` of
     /// them, and whether more follow. Memory stays bounded by the page size, whatever
     /// the backend's listing order.
     ///
@@ -41,7 +41,8 @@ impl DocStore {
             let Some(item) = meta.location.as_ref().strip_prefix(&prefix_text) else {
                 continue;
             };
-            if is_bookkeeping(item) || after.is_some_and(|a| item <= a) {
+            // One level: deeper keys belong to other templates.
+            if item.contains('/') || is_bookkeeping(item) || after.is_some_and(|a| item <= a) {
                 continue;
             }
             smallest.insert(item.to_owned());

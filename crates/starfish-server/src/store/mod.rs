@@ -16,7 +16,7 @@ mod list;
 
 pub(crate) use append::AppendFailure;
 pub(crate) use append::AppendOp;
-pub(crate) use blob::{BlobBody, BlobError, META_SUFFIX};
+pub(crate) use blob::{BlobBody, BlobError};
 pub(crate) use key::{KeyError, ObjectKey, PathParams};
 
 use bytes::Bytes;
@@ -66,6 +66,24 @@ pub(crate) enum CasError<E> {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// True when `e` means "no such object": not found, or (in the filesystem layout) a
+/// path whose parent is a document, not a folder.
+pub(crate) fn is_missing(e: &object_store::Error) -> bool {
+    match e {
+        object_store::Error::NotFound { .. } => true,
+        other => {
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                    return io.kind() == std::io::ErrorKind::NotADirectory;
+                }
+                source = s.source();
+            }
+            false
+        }
+    }
 }
 
 /// What a conditional write expects to find.
@@ -185,7 +203,7 @@ impl DocStore {
                 };
                 Ok(Some((res.bytes().await?, version)))
             }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) if is_missing(&e) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
