@@ -7,6 +7,7 @@ use super::{
     Encryption, FieldPermission, MimePattern, Namespace, NamespaceName, PathTemplate, Payload,
     RateLimits, RateRule, RateWindow, RestrictedAction, Restriction, RoleSet, SyncConfig,
 };
+use crate::protocol::canonical::non_negative_integer;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -174,8 +175,7 @@ fn is_pos_int(v: Option<&Value>) -> bool {
 }
 
 fn pos_int(v: Option<&Value>) -> Option<u64> {
-    let n = v?.as_f64()?;
-    (n.is_finite() && n.fract() == 0.0 && n > 0.0 && n <= u64::MAX as f64).then_some(n as u64)
+    non_negative_integer(v?.as_f64()?).filter(|n| *n > 0)
 }
 
 fn present(v: Option<&Value>) -> bool {

@@ -50,8 +50,7 @@ pub(crate) fn element(ts: u64, item: &Map<String, Value>, author: Option<&Author
     e.insert("ts".into(), Value::from(ts));
     e.insert("data".into(), Value::Object(item.clone()));
     if let Some(a) = author {
-        e.insert("authorPubkey".into(), Value::from(a.pubkey.as_str()));
-        e.insert("authorSignature".into(), Value::from(a.signature.as_str()));
+        a.write_to(&mut e);
     }
     Value::Object(e)
 }

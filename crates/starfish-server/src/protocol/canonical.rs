@@ -91,6 +91,12 @@ fn write_number(out: &mut String, n: &Number) {
 }
 
 /// ECMAScript `Number::toString` for a double (the form `JSON.stringify` uses).
+/// `n` as a whole non-negative number (what `Number.isInteger(n) && n >= 0` admits,
+/// within `u64`); `None` for fractions, negatives, infinities and NaN.
+pub(crate) fn non_negative_integer(n: f64) -> Option<u64> {
+    (n.is_finite() && n.fract() == 0.0 && n >= 0.0 && n <= u64::MAX as f64).then_some(n as u64)
+}
+
 pub(crate) fn write_js_number(out: &mut String, x: f64) {
     if !x.is_finite() {
         out.push_str("null");

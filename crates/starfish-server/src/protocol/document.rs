@@ -1,7 +1,7 @@
 //! Regular JSON documents: the push envelope, sanitising, the stored layout and the
 //! pull response. Pure functions; the store and HTTP layers call them.
 
-use super::canonical::compute_hash;
+use super::canonical::{compute_hash, non_negative_integer};
 use serde_json::{Map, Number, Value};
 
 /// Deepest nesting a push body may have (objects and arrays both count; the body
@@ -152,22 +152,20 @@ impl AppendEnvelope {
             Some(Value::Object(data)) => sanitize_object(data),
             _ => return Err(AppendEnvelopeError::MissingData),
         };
-        let author = match (body.remove("authorPubkey"), body.remove("authorSignature")) {
-            (Some(Value::String(pubkey)), Some(Value::String(signature))) => {
-                Some(AuthorProof { pubkey, signature })
+        let author = match AuthorProof::take(&mut body) {
+            AuthorFields::Proof(proof) => Some(proof),
+            AuthorFields::Absent if !require_author => None,
+            AuthorFields::Absent | AuthorFields::Partial => {
+                return Err(AppendEnvelopeError::AuthorRequired);
             }
-            (None, None) if !require_author => None,
-            _ => return Err(AppendEnvelopeError::AuthorRequired),
         };
         let ts = match body.remove("ts") {
             None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => {
-                let t = n.as_f64().unwrap_or(-1.0);
-                if !(t.is_finite() && t.fract() == 0.0 && t >= 0.0) {
-                    return Err(AppendEnvelopeError::BadTs);
-                }
-                Some(t as u64)
-            }
+            Some(Value::Number(n)) => Some(
+                n.as_f64()
+                    .and_then(non_negative_integer)
+                    .ok_or(AppendEnvelopeError::BadTs)?,
+            ),
             Some(_) => return Err(AppendEnvelopeError::BadTs),
         };
         Ok(Self { item, ts, author })
@@ -175,12 +173,42 @@ impl AppendEnvelope {
 }
 
 fn parse_author(body: &mut Map<String, Value>) -> Result<Option<AuthorProof>, EnvelopeError> {
-    match (body.remove("authorPubkey"), body.remove("authorSignature")) {
-        (None, None) => Ok(None),
-        (Some(Value::String(pubkey)), Some(Value::String(signature))) => {
-            Ok(Some(AuthorProof { pubkey, signature }))
+    match AuthorProof::take(body) {
+        AuthorFields::Absent => Ok(None),
+        AuthorFields::Proof(proof) => Ok(Some(proof)),
+        AuthorFields::Partial => Err(EnvelopeError::PartialAuthorProof),
+    }
+}
+
+/// The author-proof fields an object carried.
+pub(crate) enum AuthorFields {
+    /// Neither field.
+    Absent,
+    /// Both, as strings.
+    Proof(AuthorProof),
+    /// One of them, or one that is not a string.
+    Partial,
+}
+
+impl AuthorProof {
+    /// Takes `authorPubkey` and `authorSignature` out of `map`.
+    pub(crate) fn take(map: &mut Map<String, Value>) -> AuthorFields {
+        match (map.remove("authorPubkey"), map.remove("authorSignature")) {
+            (None, None) => AuthorFields::Absent,
+            (Some(Value::String(pubkey)), Some(Value::String(signature))) => {
+                AuthorFields::Proof(AuthorProof { pubkey, signature })
+            }
+            _ => AuthorFields::Partial,
         }
-        _ => Err(EnvelopeError::PartialAuthorProof),
+    }
+
+    /// Writes the two fields into `map`.
+    pub(crate) fn write_to(&self, map: &mut Map<String, Value>) {
+        map.insert("authorPubkey".into(), Value::String(self.pubkey.clone()));
+        map.insert(
+            "authorSignature".into(),
+            Value::String(self.signature.clone()),
+        );
     }
 }
 
@@ -290,11 +318,9 @@ impl StoredDoc {
             Some(Value::String(h)) => h,
             _ => String::new(),
         };
-        let author = match (doc.remove("authorPubkey"), doc.remove("authorSignature")) {
-            (Some(Value::String(pubkey)), Some(Value::String(signature))) => {
-                Some(AuthorProof { pubkey, signature })
-            }
-            _ => None,
+        let author = match AuthorProof::take(&mut doc) {
+            AuthorFields::Proof(proof) => Some(proof),
+            AuthorFields::Absent | AuthorFields::Partial => None,
         };
         Some(Self {
             data,
@@ -312,11 +338,7 @@ impl StoredDoc {
         doc.insert("ts".into(), Value::from(self.ts));
         doc.insert("hash".into(), Value::String(self.hash.clone()));
         if let Some(author) = &self.author {
-            doc.insert("authorPubkey".into(), Value::String(author.pubkey.clone()));
-            doc.insert(
-                "authorSignature".into(),
-                Value::String(author.signature.clone()),
-            );
+            author.write_to(&mut doc);
         }
         Value::Object(doc).to_string().into_bytes()
     }
@@ -331,11 +353,7 @@ pub(crate) fn pull_body(doc: Option<&StoredDoc>, now_ms: u64) -> Value {
             out.insert("hash".into(), Value::String(doc.hash.clone()));
             out.insert("timestamp".into(), Value::from(now_ms));
             if let Some(author) = &doc.author {
-                out.insert("authorPubkey".into(), Value::String(author.pubkey.clone()));
-                out.insert(
-                    "authorSignature".into(),
-                    Value::String(author.signature.clone()),
-                );
+                author.write_to(&mut out);
             }
         }
         None => {

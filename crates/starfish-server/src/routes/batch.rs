@@ -8,7 +8,7 @@ use crate::access::Action;
 use crate::auth::Caller;
 use crate::config::{Collection, IDENTITY_PARAM};
 use crate::error::ApiError;
-use crate::protocol::canonical::write_js_number;
+use crate::protocol::canonical::{non_negative_integer, write_js_number};
 use crate::state::AppState;
 use crate::store::PathParams;
 use crate::sync::read::{Read, read};
@@ -125,10 +125,9 @@ fn append_bound(o: &Map<String, Value>, k: &str) -> Result<Option<u64>, ApiError
         Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
         Some(_) => None,
     };
-    match n {
-        Some(n) if n.is_finite() && n.fract() == 0.0 && n >= 0.0 => Ok(Some(n as u64)),
-        _ => Err(ApiError::InvalidAppendParams),
-    }
+    n.and_then(non_negative_integer)
+        .map(Some)
+        .ok_or(ApiError::InvalidAppendParams)
 }
 
 fn parse_append_entry(name: &str, e: Value) -> Result<Option<AppendParams>, ApiError> {
