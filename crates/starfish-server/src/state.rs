@@ -197,12 +197,19 @@ impl AppState {
                 (ns.name.to_string(), scope)
             })
             .collect();
-        let auth = options.authenticator.unwrap_or_else(|| {
-            Arc::new(CapCertAuthenticator::new(
-                options.cap_auth,
-                options.clock.clone(),
-            ))
-        });
+        let auth = match options.authenticator {
+            Some(custom) => custom,
+            None => {
+                options
+                    .cap_auth
+                    .check()
+                    .map_err(|e| ConfigError::Invalid(vec![e]))?;
+                Arc::new(CapCertAuthenticator::new(
+                    options.cap_auth,
+                    options.clock.clone(),
+                ))
+            }
+        };
         let gate = Gate {
             restrictions: config.restrictions.clone(),
             enricher: options.role_enricher,

@@ -1,15 +1,20 @@
-//! The replay cache: each (signer, nonce) is accepted once within its window. Bounded
-//! in total and per signer; when a bound is reached it refuses new nonces rather than
-//! forgetting old ones (a forgotten nonce could be replayed).
+//! The replay cache: each (signer, nonce) is accepted once while its request could
+//! still be accepted. Bounded in total and per signer, and a full cache never turns
+//! into a lockout: it evicts the entries with the oldest request timestamps and
+//! remembers the newest timestamp it evicted (a high-water mark). A request whose
+//! timestamp is not newer than that mark is refused, so an evicted nonce can never be
+//! replayed, while everyone whose clock is current keeps being served.
 
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
 
 /// Limits of the in-memory nonce cache. Defaults are the reference's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NonceCacheLimits {
-    /// How long a nonce is remembered, in ms (default 10 minutes).
+    /// How long a nonce is remembered, in ms, centred on its request timestamp
+    /// (default 10 minutes). Must be at least twice the allowed clock skew, so a
+    /// nonce is remembered as long as its request could be accepted.
     pub window_ms: u64,
     /// Live nonces across all signers (default 100 000).
     pub max_entries: usize,
@@ -28,14 +33,17 @@ impl Default for NonceCacheLimits {
 }
 
 /// A (signer, nonce) pair as 16 bytes of SHA-256: fixed size whatever the client
-/// sends, so a live entry costs tens of bytes, not hundreds. A collision (2^-64 even
-/// across billions of entries) could only refuse a request, never admit a replay.
+/// sends. A collision (2^-64 even across billions of entries) could only refuse a
+/// request, never admit a replay.
 type Fingerprint = [u8; 16];
 
-fn fingerprint(signer: &str, nonce: &str) -> Fingerprint {
+/// A signer: the raw bytes of its Ed25519 public key, so two spellings of one key
+/// (hex case) are one signer.
+pub(crate) type SignerKey = [u8; 32];
+
+fn fingerprint(signer: &SignerKey, nonce: &str) -> Fingerprint {
     let mut h = Sha256::new();
-    h.update((signer.len() as u64).to_be_bytes());
-    h.update(signer.as_bytes());
+    h.update(signer);
     h.update(nonce.as_bytes());
     let digest = h.finalize();
     let mut out = [0u8; 16];
@@ -45,16 +53,46 @@ fn fingerprint(signer: &str, nonce: &str) -> Fingerprint {
 
 #[derive(Default)]
 struct State {
-    /// fingerprint -> expiry ms.
-    seen: HashMap<Fingerprint, u64>,
-    /// Insertion order; expiries are non-decreasing as long as the clock is.
-    order: VecDeque<(u64, Fingerprint, Arc<str>)>,
-    /// Live entries per signer; the key is shared with `order`.
-    per_signer: HashMap<Arc<str>, usize>,
+    /// Live fingerprints.
+    seen: HashSet<Fingerprint>,
+    /// (request ts, arrival sequence) -> entry, oldest request first.
+    by_ts: BTreeMap<(i64, u64), (Fingerprint, SignerKey)>,
+    /// Live entries per signer.
+    per_signer: HashMap<SignerKey, u32>,
+    /// The newest request timestamp evicted to make room; requests not newer are
+    /// refused.
+    high_water: Option<i64>,
+    next_seq: u64,
+}
+
+impl State {
+    /// Drops the oldest entry; returns its request timestamp.
+    fn pop_oldest(&mut self) -> Option<i64> {
+        let ((ts, _), (key, signer)) = self.by_ts.pop_first()?;
+        self.seen.remove(&key);
+        if let Some(count) = self.per_signer.get_mut(&signer) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_signer.remove(&signer);
+            }
+        }
+        Some(ts)
+    }
+}
+
+/// Why a nonce was refused (for the operator's log only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NonceRefusal {
+    /// Seen already within its window.
+    Replay,
+    /// Not newer than the newest timestamp evicted from a full cache.
+    BelowHighWater,
+    /// The signer holds its share of the cache already.
+    SignerFull,
 }
 
 /// A bounded in-memory replay cache.
-pub struct NonceCache {
+pub(crate) struct NonceCache {
     limits: NonceCacheLimits,
     state: Mutex<State>,
 }
@@ -70,7 +108,7 @@ impl std::fmt::Debug for NonceCache {
 
 impl NonceCache {
     /// An empty cache with these limits.
-    pub fn new(limits: NonceCacheLimits) -> Self {
+    pub(crate) fn new(limits: NonceCacheLimits) -> Self {
         Self {
             limits,
             state: Mutex::new(State::default()),
@@ -78,60 +116,64 @@ impl NonceCache {
     }
 
     /// Live entries (for tests and metrics).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.state.lock().map_or(0, |s| s.seen.len())
     }
 
-    /// True when no nonce is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Records `nonce` for `signer` at `now_ms`. False when it was already seen within
-    /// its window, or when a bound is reached (fail closed).
-    pub fn check_and_remember(&self, signer: &str, nonce: &str, now_ms: u64) -> bool {
+    /// Records `nonce` of `signer` for a request signed at `ts`, at `now_ms`.
+    ///
+    /// # Errors
+    /// The [`NonceRefusal`] when the request must be refused.
+    pub(crate) fn check_and_remember(
+        &self,
+        signer: &SignerKey,
+        nonce: &str,
+        ts: i64,
+        now_ms: u64,
+    ) -> Result<(), NonceRefusal> {
         let Ok(mut st) = self.state.lock() else {
-            return false;
+            return Err(NonceRefusal::Replay);
         };
-        // Drop expired entries from the front (bounded work: each entry leaves once).
-        while let Some((expiry, _, _)) = st.order.front() {
-            if *expiry >= now_ms {
-                break;
-            }
-            if let Some((expiry, key, signer)) = st.order.pop_front() {
-                if st.seen.get(&key) == Some(&expiry) {
-                    st.seen.remove(&key);
-                }
-                if let Some(count) = st.per_signer.get_mut(&signer) {
-                    *count -= 1;
-                    if *count == 0 {
-                        st.per_signer.remove(&signer);
-                    }
-                }
-            }
+        // Forget entries whose request can no longer be accepted (bounded work: each
+        // entry leaves once).
+        let horizon = (now_ms as i64).saturating_sub((self.limits.window_ms / 2) as i64);
+        while st
+            .by_ts
+            .first_key_value()
+            .is_some_and(|((t, _), _)| *t < horizon)
+        {
+            st.pop_oldest();
         }
         let key = fingerprint(signer, nonce);
-        if let Some(expiry) = st.seen.get(&key) {
-            if *expiry >= now_ms {
-                return false;
+        if st.seen.contains(&key) {
+            return Err(NonceRefusal::Replay);
+        }
+        if st.high_water.is_some_and(|hw| ts <= hw) {
+            return Err(NonceRefusal::BelowHighWater);
+        }
+        if st.per_signer.get(signer).copied().unwrap_or(0) as usize >= self.limits.per_signer {
+            return Err(NonceRefusal::SignerFull);
+        }
+        if st.seen.len() >= self.limits.max_entries.max(1) {
+            // Full: this request would be the oldest, or the oldest makes room.
+            if st
+                .by_ts
+                .first_key_value()
+                .is_some_and(|((t, _), _)| ts <= *t)
+            {
+                st.high_water = Some(st.high_water.map_or(ts, |hw| hw.max(ts)));
+                return Err(NonceRefusal::BelowHighWater);
+            }
+            if let Some(evicted) = st.pop_oldest() {
+                st.high_water = Some(st.high_water.map_or(evicted, |hw| hw.max(evicted)));
             }
         }
-        if st.per_signer.get(signer).copied().unwrap_or(0) >= self.limits.per_signer
-            || st.seen.len() >= self.limits.max_entries
-        {
-            return false;
-        }
-        let expiry = now_ms.saturating_add(self.limits.window_ms);
-        let signer: Arc<str> = match st.per_signer.get_key_value(signer) {
-            Some((shared, _)) => shared.clone(),
-            None => Arc::from(signer),
-        };
-        *st.per_signer.entry(signer.clone()).or_insert(0) += 1;
-        st.order.push_back((expiry, key, signer));
-        // An expired entry for the same key may still sit in `order`; it is dropped
-        // from `seen` only if its expiry matches, and counted off its signer either way.
-        st.seen.insert(key, expiry);
-        true
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        st.seen.insert(key);
+        st.by_ts.insert((ts, seq), (key, *signer));
+        *st.per_signer.entry(*signer).or_insert(0) += 1;
+        Ok(())
     }
 }
 
@@ -141,47 +183,70 @@ mod tests {
 
     fn small() -> NonceCache {
         NonceCache::new(NonceCacheLimits {
-            window_ms: 1000,
+            window_ms: 2000,
             max_entries: 50,
             per_signer: 10,
         })
     }
 
+    fn signer(n: u8) -> SignerKey {
+        [n; 32]
+    }
+
     #[test]
-    fn a_nonce_is_accepted_once_per_window() {
+    fn a_nonce_is_accepted_once_while_its_request_is_valid() {
         let c = small();
-        assert!(c.check_and_remember("a", "n1", 0));
-        assert!(!c.check_and_remember("a", "n1", 1000));
-        assert!(c.check_and_remember("b", "n1", 0), "nonces are per signer");
+        assert!(c.check_and_remember(&signer(1), "n1", 0, 0).is_ok());
+        assert_eq!(
+            c.check_and_remember(&signer(1), "n1", 0, 1000),
+            Err(NonceRefusal::Replay)
+        );
         assert!(
-            c.check_and_remember("a", "n1", 1001),
-            "expired entries are forgotten"
+            c.check_and_remember(&signer(2), "n1", 0, 0).is_ok(),
+            "nonces are per signer"
+        );
+        assert!(
+            c.check_and_remember(&signer(1), "n1", 0, 1001).is_ok(),
+            "forgotten once the request is outside the window"
         );
     }
 
     #[test]
-    fn a_flood_of_distinct_nonces_stays_bounded_and_is_refused_not_forgotten() {
+    fn a_flood_evicts_the_oldest_and_locks_out_nobody_else() {
         let c = small();
-        let mut accepted = 0;
-        for signer in 0..20 {
-            for n in 0..100 {
-                if c.check_and_remember(&format!("s{signer}"), &format!("n{n}"), 5) {
-                    accepted += 1;
-                }
+        // 20 self-issued keys x 10 nonces, each request signed a little later.
+        let mut ts = 0;
+        for s in 0..20 {
+            for n in 0..10 {
+                ts += 1;
+                assert!(
+                    c.check_and_remember(&signer(s), &format!("n{n}"), ts, 300)
+                        .is_ok()
+                );
             }
         }
-        assert_eq!(c.len(), 50);
-        assert_eq!(accepted, 50);
-        // Earlier nonces are still remembered: a replay is refused.
-        assert!(!c.check_and_remember("s0", "n0", 5));
-        // Per-signer bound: one signer alone cannot fill the cache.
+        assert_eq!(c.len(), 50, "bounded");
+        // A user whose clock is current is served.
+        assert!(c.check_and_remember(&signer(99), "fresh", 300, 300).is_ok());
+        // An evicted nonce cannot be replayed: its timestamp is below the mark.
+        assert_eq!(
+            c.check_and_remember(&signer(0), "n0", 1, 300),
+            Err(NonceRefusal::BelowHighWater)
+        );
+        // A nonce still held is refused as a replay.
+        assert_eq!(
+            c.check_and_remember(&signer(19), "n9", 200, 300),
+            Err(NonceRefusal::Replay)
+        );
+        // One signer cannot hold more than its share.
         let c = small();
         let ok = (0..100)
-            .filter(|n| c.check_and_remember("x", &format!("{n}"), 0))
+            .filter(|n| {
+                c.check_and_remember(&signer(7), &format!("{n}"), 10, 10)
+                    .is_ok()
+            })
             .count();
         assert_eq!(ok, 10);
-        assert!(c.check_and_remember("y", "0", 0));
-        // Room comes back once the window passes.
-        assert!(c.check_and_remember("x", "new", 1001));
+        assert!(c.check_and_remember(&signer(8), "0", 10, 10).is_ok());
     }
 }

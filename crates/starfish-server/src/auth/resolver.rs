@@ -93,6 +93,23 @@ pub struct CapAuthOptions {
     pub revocations: Arc<dyn RevocationStore>,
 }
 
+impl CapAuthOptions {
+    /// Checks the settings against each other.
+    ///
+    /// # Errors
+    /// A sentence when the replay window is shorter than twice the allowed skew: a
+    /// nonce would be forgotten while its request could still be replayed.
+    pub fn check(&self) -> Result<(), String> {
+        if self.nonce_limits.window_ms < self.max_skew_ms.saturating_mul(2) {
+            return Err(format!(
+                "the nonce window ({} ms) must be at least twice the allowed clock skew ({} ms)",
+                self.nonce_limits.window_ms, self.max_skew_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for CapAuthOptions {
     fn default() -> Self {
         Self {
@@ -107,6 +124,9 @@ impl Default for CapAuthOptions {
         }
     }
 }
+
+/// Longest accepted `X-Starfish-Nonce` (clients send 16 random bytes in base64).
+const MAX_NONCE_BYTES: usize = 128;
 
 /// Verifies `Authorization: Cap …` plus `X-Starfish-Sig/Ts/Nonce` (§3.7).
 pub struct CapCertAuthenticator {
@@ -140,11 +160,6 @@ impl CapCertAuthenticator {
             options,
             clock,
         }
-    }
-
-    /// The replay cache (its size is observable for tests and metrics).
-    pub fn nonce_cache(&self) -> &NonceCache {
-        &self.nonces
     }
 
     /// The settings.
@@ -192,11 +207,14 @@ impl CapCertAuthenticator {
             )));
         }
         let verifying = self.check_signature(request, &headers, &cert)?;
-        if !self
-            .nonces
-            .check_and_remember(verifying, headers.nonce, now_ms)
+        let mut signer = [0u8; 32];
+        hex::decode_to_slice(verifying, &mut signer)
+            .map_err(|_| unauthorized("cap-cert subject is not a key"))?;
+        if let Err(refusal) =
+            self.nonces
+                .check_and_remember(&signer, headers.nonce, headers.ts, now_ms)
         {
-            return Err(unauthorized("nonce replay (or replay cache full)"));
+            return Err(unauthorized(format!("nonce refused: {refusal:?}")));
         }
         if self
             .options
@@ -236,6 +254,9 @@ impl CapCertAuthenticator {
             return Err(unauthorized("missing request signature headers"));
         };
         let ts = parse_ts_header(ts).ok_or_else(|| unauthorized("invalid X-Starfish-Ts"))?;
+        if nonce.len() > MAX_NONCE_BYTES {
+            return Err(unauthorized("X-Starfish-Nonce too long"));
+        }
         Ok(Some(SignatureHeaders {
             cap,
             sig,

@@ -1,0 +1,86 @@
+//! What an attacker with self-issued certificates can do to other users: nothing
+//! that locks them out or replays their requests.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::*;
+use starfish_server::auth::{CapAuthOptions, ManualClock, NonceCacheLimits};
+use starfish_server::store::DocStore;
+use starfish_server::{SyncConfig, SyncOptions, create_sync_router};
+use std::sync::Arc;
+
+fn options(clock: &ManualClock) -> SyncOptions {
+    SyncOptions::new(
+        SyncConfig::from_json_str(CONFIG).unwrap(),
+        DocStore::memory(),
+    )
+    .with_clock(Arc::new(clock.clone()))
+}
+
+#[tokio::test]
+async fn a_flood_of_self_issued_keys_locks_out_nobody_and_replays_stay_refused() {
+    let clock = ManualClock::new(T0);
+    let limits = NonceCacheLimits {
+        window_ms: 600_000,
+        max_entries: 50,
+        per_signer: 10,
+    };
+    let app = create_sync_router(options(&clock).with_cap_auth(CapAuthOptions {
+        nonce_limits: limits,
+        ..CapAuthOptions::default()
+    }))
+    .unwrap();
+    // Alice's request, signed first, will be evicted by the flood.
+    let alice = user(1);
+    let uri = format!("/pull/users/{}/notes", alice.id);
+    let mut early = Signed::get(&uri, &alice);
+    early.ts = T0 - 1000;
+    assert_eq!(send(&app, early.build()).await.status(), StatusCode::OK);
+    // 8 self-issued identities x 10 signed requests, one per millisecond: more than
+    // the cache holds.
+    let mut ts = T0;
+    for seed in 10..18 {
+        let attacker = user(seed);
+        let their = format!("/pull/users/{}/notes", attacker.id);
+        for _ in 0..10 {
+            ts += 1;
+            let mut s = Signed::get(&their, &attacker);
+            s.ts = ts;
+            assert_eq!(send(&app, s.build()).await.status(), StatusCode::OK);
+        }
+    }
+    // Bob, whose clock is current, is still served.
+    let bob = user(2);
+    let bobs = format!("/pull/users/{}/notes", bob.id);
+    let mut s = Signed::get(&bobs, &bob);
+    s.ts = ts + 1;
+    let res = send(&app, s.build()).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "a full replay cache locks nobody out"
+    );
+    // Alice's early request, replayed after its nonce was evicted: refused.
+    assert_eq!(
+        send(&app, early.build()).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_nonce_window_shorter_than_twice_the_skew_is_refused_at_startup() {
+    let clock = ManualClock::new(T0);
+    let err = create_sync_router(options(&clock).with_cap_auth(CapAuthOptions {
+        nonce_limits: NonceCacheLimits {
+            window_ms: 300_000,
+            ..NonceCacheLimits::default()
+        },
+        ..CapAuthOptions::default()
+    }))
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("twice the allowed clock skew"),
+        "{err}"
+    );
+}
