@@ -3,7 +3,7 @@
 use crate::protocol::author::{parse_public_key, parse_signature, verify};
 use crate::protocol::{BASE64, stable_stringify};
 use base64::Engine as _;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
@@ -148,107 +148,181 @@ fn is_lower_hex64(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// The code of every structural failure without a more precise one.
+const SHAPE: CapCertError = CapCertError::Malformed("malformed-shape");
+
+/// `obj[key]` when it is a string.
+fn text(obj: &Map<String, Value>, key: &str) -> Option<String> {
+    obj.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// `kind` is one of the three kinds.
+fn parse_kind(obj: &Map<String, Value>) -> Result<CapKind, CapCertError> {
+    match obj.get("kind").and_then(Value::as_str) {
+        Some("device") => Ok(CapKind::Device),
+        Some("member") => Ok(CapKind::Member),
+        Some("audience") => Ok(CapKind::Audience),
+        _ => Err(SHAPE),
+    }
+}
+
+/// `sub`: absent (with `subKem` and `subUserId`) for audience caps, else a string
+/// with a string `subKem`.
+fn parse_sub(obj: &Map<String, Value>, kind: CapKind) -> Result<Option<String>, CapCertError> {
+    if kind == CapKind::Audience {
+        if ["sub", "subKem", "subUserId"]
+            .iter()
+            .any(|k| obj.contains_key(*k))
+        {
+            return Err(CapCertError::Malformed("audience-has-sub"));
+        }
+        return Ok(None);
+    }
+    let sub = text(obj, "sub").ok_or(SHAPE)?;
+    text(obj, "subKem").ok_or(SHAPE)?;
+    Ok(Some(sub))
+}
+
+/// `nbf` and `exp` are integers.
+fn parse_window(obj: &Map<String, Value>) -> Result<(f64, f64), CapCertError> {
+    match (is_js_integer(obj.get("nbf")), is_js_integer(obj.get("exp"))) {
+        (Some(nbf), Some(exp)) => Ok((nbf, exp)),
+        _ => Err(SHAPE),
+    }
+}
+
+/// `subUserId` is absent or a string.
+fn parse_sub_user_id(obj: &Map<String, Value>) -> Result<Option<String>, CapCertError> {
+    match obj.get("subUserId") {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(SHAPE),
+    }
+}
+
+/// `nonce` is base64 of 16 bytes.
+fn check_nonce(nonce: &str) -> Result<(), CapCertError> {
+    if BASE64.decode(nonce).map(|b| b.len()) == Ok(16) {
+        Ok(())
+    } else {
+        Err(SHAPE)
+    }
+}
+
+/// A cap-cert's `scope`, checked.
+struct Scope {
+    ops: Vec<CapOp>,
+    collections: Vec<String>,
+    paths: Option<Vec<String>>,
+}
+
+/// `scope` is an object with known `ops`, string `collections` and optional string `paths`.
+fn parse_scope(obj: &Map<String, Value>) -> Result<Scope, CapCertError> {
+    let scope = obj.get("scope").and_then(Value::as_object).ok_or(SHAPE)?;
+    let ops = scope
+        .get("ops")
+        .and_then(Value::as_array)
+        .ok_or(SHAPE)?
+        .iter()
+        .map(|op| match op.as_str() {
+            Some("read") => Ok(CapOp::Read),
+            Some("write") => Ok(CapOp::Write),
+            Some("list") => Ok(CapOp::List),
+            _ => Err(SHAPE),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let collections = scope
+        .get("collections")
+        .and_then(string_list)
+        .ok_or(SHAPE)?;
+    let paths = match scope.get("paths") {
+        None => None,
+        Some(v) => Some(string_list(v).ok_or(SHAPE)?),
+    };
+    Ok(Scope {
+        ops,
+        collections,
+        paths,
+    })
+}
+
+/// `aud` is absent, or set only on audience caps.
+fn parse_aud(kind: CapKind, aud: Option<&Value>) -> Result<Option<Vec<String>>, CapCertError> {
+    match (kind, aud) {
+        (_, None) => Ok(None),
+        (CapKind::Audience, Some(v)) => audience_list(v).map(Some),
+        (_, Some(_)) => Err(CapCertError::Malformed("non-audience-has-aud")),
+    }
+}
+
+/// An audience cap's `aud`: 1 to 64 distinct lowercase hex keys.
+fn audience_list(v: &Value) -> Result<Vec<String>, CapCertError> {
+    use CapCertError::Malformed;
+    let list = v.as_array().ok_or(Malformed("audience-aud-bad-entry"))?;
+    if list.is_empty() {
+        return Err(Malformed("audience-empty-aud"));
+    }
+    if list.len() > 64 {
+        return Err(Malformed("audience-aud-too-large"));
+    }
+    let list: Vec<String> = list
+        .iter()
+        .map(|e| e.as_str().filter(|s| is_lower_hex64(s)).map(str::to_owned))
+        .collect::<Option<_>>()
+        .ok_or(Malformed("audience-aud-bad-entry"))?;
+    let unique: std::collections::HashSet<&String> = list.iter().collect();
+    if unique.len() != list.len() {
+        return Err(Malformed("audience-aud-dup"));
+    }
+    Ok(list)
+}
+
+/// `issUserId` is the user id of `iss`, and `subUserId`, when set, that of `sub`.
+fn check_user_ids(
+    iss: &str,
+    iss_user_id: &str,
+    sub: Option<&str>,
+    sub_user_id: Option<&String>,
+) -> Result<(), CapCertError> {
+    use CapCertError::Malformed;
+    // A key that is not hex makes the reference's hex decoder throw: code-less "malformed".
+    if user_id_from_pub_hex(iss).ok_or(Malformed("malformed"))? != iss_user_id {
+        return Err(Malformed("iss-userid-mismatch"));
+    }
+    if let Some(expected) = sub_user_id {
+        let actual = sub.and_then(user_id_from_pub_hex);
+        if actual.as_ref() != Some(expected) {
+            return Err(Malformed("sub-userid-mismatch"));
+        }
+    }
+    Ok(())
+}
+
 impl CapCert {
     /// Checks the structure (`assertCapCertWellFormed`), first failure wins.
     ///
     /// # Errors
     /// [`CapCertError::Malformed`] with the reference's code.
     pub fn parse(value: &Value) -> Result<Self, CapCertError> {
-        use CapCertError::Malformed;
-        let shape = Malformed("malformed-shape");
-        let obj = value.as_object().ok_or(shape)?;
-        let kind = match obj.get("kind").and_then(Value::as_str) {
-            Some("device") => CapKind::Device,
-            Some("member") => CapKind::Member,
-            Some("audience") => CapKind::Audience,
-            _ => return Err(shape),
-        };
-        let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_owned);
+        let obj = value.as_object().ok_or(SHAPE)?;
+        let kind = parse_kind(obj)?;
         let (Some(iss), Some(iss_user_id), Some(nonce)) =
-            (text("iss"), text("issUserId"), text("nonce"))
+            (text(obj, "iss"), text(obj, "issUserId"), text(obj, "nonce"))
         else {
-            return Err(shape);
+            return Err(SHAPE);
         };
-        let sub = if kind == CapKind::Audience {
-            if ["sub", "subKem", "subUserId"]
-                .iter()
-                .any(|k| obj.contains_key(*k))
-            {
-                return Err(Malformed("audience-has-sub"));
-            }
-            None
-        } else {
-            let sub = text("sub").ok_or(shape)?;
-            text("subKem").ok_or(shape)?;
-            Some(sub)
-        };
-        let (Some(nbf), Some(exp)) = (is_js_integer(obj.get("nbf")), is_js_integer(obj.get("exp")))
-        else {
-            return Err(shape);
-        };
-        let sub_user_id = match obj.get("subUserId") {
-            None => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => return Err(shape),
-        };
-        if BASE64.decode(&nonce).map(|b| b.len()) != Ok(16) {
-            return Err(shape);
-        }
-        let scope = obj.get("scope").and_then(Value::as_object).ok_or(shape)?;
-        let ops = scope
-            .get("ops")
-            .and_then(Value::as_array)
-            .ok_or(shape)?
-            .iter()
-            .map(|op| match op.as_str() {
-                Some("read") => Ok(CapOp::Read),
-                Some("write") => Ok(CapOp::Write),
-                Some("list") => Ok(CapOp::List),
-                _ => Err(shape),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let collections = scope
-            .get("collections")
-            .and_then(string_list)
-            .ok_or(shape)?;
-        let paths = match scope.get("paths") {
-            None => None,
-            Some(v) => Some(string_list(v).ok_or(shape)?),
-        };
-        let aud = match (kind, obj.get("aud")) {
-            (_, None) => None,
-            (CapKind::Audience, Some(v)) => {
-                let list = v.as_array().ok_or(Malformed("audience-aud-bad-entry"))?;
-                if list.is_empty() {
-                    return Err(Malformed("audience-empty-aud"));
-                }
-                if list.len() > 64 {
-                    return Err(Malformed("audience-aud-too-large"));
-                }
-                let list: Vec<String> = list
-                    .iter()
-                    .map(|e| e.as_str().filter(|s| is_lower_hex64(s)).map(str::to_owned))
-                    .collect::<Option<_>>()
-                    .ok_or(Malformed("audience-aud-bad-entry"))?;
-                let unique: std::collections::HashSet<&String> = list.iter().collect();
-                if unique.len() != list.len() {
-                    return Err(Malformed("audience-aud-dup"));
-                }
-                Some(list)
-            }
-            (_, Some(_)) => return Err(Malformed("non-audience-has-aud")),
-        };
-        // A key that is not hex makes the reference's hex decoder throw: code-less "malformed".
-        if user_id_from_pub_hex(&iss).ok_or(Malformed("malformed"))? != iss_user_id {
-            return Err(Malformed("iss-userid-mismatch"));
-        }
-        if let Some(expected) = &sub_user_id {
-            let actual = sub.as_deref().and_then(user_id_from_pub_hex);
-            if actual.as_ref() != Some(expected) {
-                return Err(Malformed("sub-userid-mismatch"));
-            }
-        }
-        let sig = text("sig").unwrap_or_default();
+        let sub = parse_sub(obj, kind)?;
+        let (nbf, exp) = parse_window(obj)?;
+        let sub_user_id = parse_sub_user_id(obj)?;
+        check_nonce(&nonce)?;
+        let Scope {
+            ops,
+            collections,
+            paths,
+        } = parse_scope(obj)?;
+        let aud = parse_aud(kind, obj.get("aud"))?;
+        check_user_ids(&iss, &iss_user_id, sub.as_deref(), sub_user_id.as_ref())?;
+        let sig = text(obj, "sig").unwrap_or_default();
         let roles = synthesize_roles(kind, &iss, sub.as_deref(), &iss_user_id, &ops, &collections);
         Ok(Self {
             raw: obj.clone(),

@@ -69,11 +69,27 @@ pub(super) fn load_value(value: Value) -> Result<SyncConfig, ConfigError> {
     build(raw, raw_namespaces)
 }
 
-/// Global rate-limit fields as written (each may be missing).
+/// `windowMs` and `maxRequests` as written (each may be missing): the global ones, or
+/// what a rate rule inherits.
 #[derive(Default, Clone, Copy)]
-struct GlobalRate {
+struct RateFields {
     window_ms: Option<u64>,
     max_requests: Option<u64>,
+}
+
+impl RateFields {
+    /// These fields, replaced by those `obj` sets to positive integers.
+    fn overridden_by(self, obj: &Map<String, Value>) -> Self {
+        Self {
+            window_ms: pos_int(obj.get("windowMs")).or(self.window_ms),
+            max_requests: pos_int(obj.get("maxRequests")).or(self.max_requests),
+        }
+    }
+
+    /// The window, when both fields are set.
+    fn window(self) -> Option<RateWindow> {
+        window(self.window_ms, self.max_requests)
+    }
 }
 
 fn build(
@@ -87,7 +103,7 @@ fn build(
         }
     }
     let global = match &raw.rate_limit {
-        Some(Value::Object(rl)) => Some(GlobalRate {
+        Some(Value::Object(rl)) => Some(RateFields {
             window_ms: pos_int(rl.get("windowMs")),
             max_requests: pos_int(rl.get("maxRequests")),
         }),
@@ -212,16 +228,62 @@ fn coerce_append(v: Option<&Value>) -> Option<Map<String, Value>> {
     }
 }
 
+/// One collection's settings after the reference's defaults, shared by its checks.
+struct Resolved<'a> {
+    raw: &'a RawCollection,
+    /// The message prefix, `Collection "<name>": ` within its scope.
+    p: String,
+    pull_only: bool,
+    push_only: bool,
+    listable: bool,
+    root_only: bool,
+    mimes: Vec<String>,
+    binary: bool,
+    bundle: Option<String>,
+    append: Option<Map<String, Value>>,
+}
+
+impl<'a> Resolved<'a> {
+    /// Applies the reference's defaults to `raw`.
+    fn new(raw: &'a RawCollection, scope: &str) -> Self {
+        let mimes = raw
+            .allowed_mime_types
+            .clone()
+            .unwrap_or_else(|| vec![MIME_JSON.to_owned()]);
+        Self {
+            raw,
+            p: format!("{scope}Collection \"{}\": ", raw.name),
+            pull_only: raw.pull_only.unwrap_or(false),
+            push_only: raw.push_only.unwrap_or(false),
+            listable: raw.listable.unwrap_or(false),
+            root_only: raw.root_only.unwrap_or(false),
+            binary: is_binary(&mimes),
+            mimes,
+            bundle: raw.bundle.clone().filter(|b| !b.is_empty()),
+            append: coerce_append(raw.append_only.as_ref()),
+        }
+    }
+}
+
+/// The typed values a collection's checks produced, for [`build_collection`].
+struct Typed {
+    template: Option<PathTemplate>,
+    encryption: Encryption,
+    object_schema: Option<crate::protocol::schema::ObjectSchema>,
+    rate_limits: RateLimits,
+    restrictions: Vec<Restriction>,
+}
+
+/// Checks one scope's collections and converts those without errors.
 fn validate_scope(
     raws: &[RawCollection],
     scope: &str,
-    global: Option<GlobalRate>,
+    global: Option<RateFields>,
     errors: &mut Vec<String>,
 ) -> Vec<Arc<Collection>> {
     let mut names = HashSet::new();
     let mut out = Vec::new();
     for raw in raws {
-        let p = format!("{scope}Collection \"{}\": ", raw.name);
         let err_count = errors.len();
         if !names.insert(raw.name.as_str()) {
             errors.push(format!(
@@ -229,234 +291,299 @@ fn validate_scope(
                 raw.name
             ));
         }
-        let leading_slash = raw.storage_path.starts_with('/');
-        if leading_slash {
-            errors.push(format!("{p}storagePath must not start with /"));
-        }
-        let pull_only = raw.pull_only.unwrap_or(false);
-        let push_only = raw.push_only.unwrap_or(false);
-        if pull_only && push_only {
-            errors.push(format!("{p}cannot be both pullOnly and pushOnly"));
-        }
-        let mimes = raw
-            .allowed_mime_types
-            .clone()
-            .unwrap_or_else(|| vec![MIME_JSON.to_owned()]);
-        let binary = is_binary(&mimes);
-        let bundle = raw.bundle.clone().filter(|b| !b.is_empty());
-        let append = coerce_append(raw.append_only.as_ref());
-        if let Some(a) = &append {
-            let persist = a.get("persist") != Some(&Value::Bool(false));
-            let ty = a.get("type").cloned().unwrap_or(Value::Null);
-            if ty != "by_timestamp" {
-                let shown = match &ty {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                errors.push(format!(
-                    "{p}appendOnly.type \"{shown}\" is not supported (expected \"by_timestamp\")"
-                ));
-            }
-            if binary {
-                errors.push(format!(
-                    "{p}appendOnly cannot be used with binary collections"
-                ));
-            }
-            if pull_only {
-                errors.push(format!(
-                    "{p}appendOnly cannot be used with pullOnly (push routes are disabled)"
-                ));
-            }
-            if persist && bundle.is_some() {
-                errors.push(format!(
-                    "{p}appendOnly with persist=true cannot be used with bundle"
-                ));
-            }
-            const NUMERIC: [&str; 4] = [
-                "maxItems",
-                "chunkSize",
-                "maxPullLimit",
-                "maxCheckpointAgeMs",
-            ];
-            for field in NUMERIC {
-                if !is_pos_int(a.get(field)) {
-                    errors.push(format!("{p}appendOnly.{field} must be a positive integer"));
-                }
-            }
-            if !persist {
-                for field in NUMERIC {
-                    if present(a.get(field)) {
-                        errors.push(format!(
-                            "{p}appendOnly.{field} requires persist=true (nothing is stored when persist=false)"
-                        ));
-                    }
-                }
-            }
-        }
-        let listable = raw.listable.unwrap_or(false);
-        if listable {
-            let has_param = raw.storage_path.contains('{');
-            if !has_param {
-                errors.push(format!(
-                    "{p}listable requires at least one path parameter in storagePath"
-                ));
-            } else {
-                let last = raw
-                    .storage_path
-                    .trim_end_matches('/')
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or("");
-                let is_param = last.len() > 2
-                    && last.starts_with('{')
-                    && last.ends_with('}')
-                    && !last[1..last.len() - 1].contains('}');
-                if !is_param {
-                    errors.push(format!(
-                        "{p}listable requires the last storagePath segment to be a path parameter (e.g. {{day}}), got \"{last}\""
-                    ));
-                }
-            }
-            if append
-                .as_ref()
-                .is_some_and(|a| a.get("persist") == Some(&Value::Bool(false)))
-            {
-                errors.push(format!(
-                    "{p}listable cannot be used with appendOnly+persist=false (no documents are stored)"
-                ));
-            }
-            if bundle.is_some() {
-                errors.push(format!(
-                    "{p}listable cannot be used with bundle (bundled collections share storage paths)"
-                ));
-            }
-        }
-        let root_only = raw.root_only.unwrap_or(false);
-        if root_only
-            && (raw.read_roles.iter().any(|r| r == "public")
-                || raw.write_roles.iter().any(|r| r == "public"))
-        {
-            errors.push(format!(
-                "{p}rootOnly cannot be combined with the \"public\" role in readRoles/writeRoles (a root-only collection is never public)"
-            ));
-        }
-        if !pull_only && raw.read_roles.is_empty() {
-            errors.push(format!(
-                "{p}readRoles must not be empty (use [\"public\"] for public access)"
-            ));
-        }
-        if binary {
-            if raw.object_schema.is_some() {
-                errors.push(format!("{p}binary collections cannot have objectSchema"));
-            }
-            if bundle.is_some() {
-                errors.push(format!("{p}binary collections cannot be part of a bundle"));
-            }
-        }
-        if mimes.is_empty() {
-            errors.push(format!(
-                "{p}allowedMimeTypes must contain at least one pattern"
-            ));
-        }
-        let rate_limits = rate_limits(raw.rate_limit.as_ref(), &p, global, errors);
-        let restrictions = restrictions(raw.restrictions.as_ref(), &p, errors);
-
-        // Checks of our own, after the reference's, in the same message style.
-        let template = if leading_slash {
-            None
-        } else {
-            match PathTemplate::parse(&raw.storage_path) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    errors.push(format!("{p}{e}"));
-                    None
-                }
-            }
-        };
-        let encryption = match raw.encryption.as_deref() {
-            None | Some("none") => Encryption::None,
-            Some("delegated") => Encryption::Delegated,
-            Some(other) => {
-                errors.push(format!(
-                    "{p}encryption must be \"none\" or \"delegated\", got \"{other}\""
-                ));
-                Encryption::None
-            }
-        };
-        let object_schema = match &raw.object_schema {
-            Some(schema) if !binary => match crate::protocol::schema::ObjectSchema::compile(schema)
-            {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    errors.push(format!("{p}objectSchema is not a valid JSON Schema: {e}"));
-                    None
-                }
-            },
-            _ => None,
-        };
-        for (field, value) in [
-            ("maxBodyBytes", raw.max_body_bytes),
-            ("cacheDurationMs", raw.cache_duration_ms),
-            ("ttlMs", raw.ttl_ms),
-        ] {
-            if value == Some(0) {
-                errors.push(format!("{p}{field} must be a positive integer"));
-            }
-        }
-
+        let c = Resolved::new(raw, scope);
+        let typed = check_collection(&c, global, errors);
         if errors.len() != err_count {
             continue;
         }
-        let Some(storage_path) = template else {
-            continue;
-        };
-        let max_body = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
-        let client_info = client_info(raw, &mimes, append.as_ref());
-        out.push(Arc::new(Collection {
-            name: CollectionName::new(&raw.name),
-            storage_path,
-            read_roles: RoleSet::parse(&raw.read_roles),
-            write_roles: RoleSet::parse(&raw.write_roles),
-            encryption,
-            max_body_bytes: NonZeroU64::new(max_body).unwrap_or(NonZeroU64::MIN),
-            max_body_bytes_configured: raw.max_body_bytes.is_some(),
-            payload: if binary {
-                Payload::Binary(mimes.iter().map(|m| MimePattern(m.clone())).collect())
-            } else {
-                Payload::Json
-            },
-            allowed_mime_types: mimes,
-            rate_limits,
-            cache_duration_ms: raw.cache_duration_ms,
-            object_schema,
-            pull_only,
-            push_only,
-            force_full_fetch: raw.force_full_fetch.unwrap_or(false),
-            bundle,
-            append_only: append.map(|a| typed_append(&a)),
-            ttl_ms: raw.ttl_ms.and_then(NonZeroU64::new),
-            field_permissions: raw
-                .field_permissions
-                .iter()
-                .flatten()
-                .map(|(field, perm)| {
-                    (
-                        field.clone(),
-                        FieldPermission {
-                            read: RoleSet::parse(&perm.read_roles),
-                            write: RoleSet::parse(&perm.write_roles),
-                        },
-                    )
-                })
-                .collect(),
-            keyring_path: raw.keyring_path.clone(),
-            listable,
-            root_only,
-            restrictions,
-            client_info,
-        }));
+        if let Some(collection) = build_collection(c, typed) {
+            out.push(Arc::new(collection));
+        }
     }
-    // Bundles: every member shares one storagePath.
+    check_bundles(raws, scope, errors);
+    out
+}
+
+/// All of one collection's checks: the reference's, in its order, then ours.
+fn check_collection(c: &Resolved, global: Option<RateFields>, errors: &mut Vec<String>) -> Typed {
+    let (raw, p) = (c.raw, c.p.as_str());
+    if raw.storage_path.starts_with('/') {
+        errors.push(format!("{p}storagePath must not start with /"));
+    }
+    if c.pull_only && c.push_only {
+        errors.push(format!("{p}cannot be both pullOnly and pushOnly"));
+    }
+    if let Some(a) = &c.append {
+        check_append(c, a, errors);
+    }
+    if c.listable {
+        check_listable(c, errors);
+    }
+    check_roles(c, errors);
+    check_payload(c, errors);
+    let rate_limits = rate_limits(raw.rate_limit.as_ref(), p, global, errors);
+    let restrictions = restrictions(raw.restrictions.as_ref(), p, errors);
+
+    // Checks of our own, after the reference's, in the same message style.
+    let template = parse_template(c, errors);
+    let encryption = parse_encryption(c, errors);
+    let object_schema = compile_schema(c, errors);
+    check_positive_sizes(c, errors);
+    Typed {
+        template,
+        encryption,
+        object_schema,
+        rate_limits,
+        restrictions,
+    }
+}
+
+/// `appendOnly`: a supported type, not with binary, pullOnly or a persisted bundle,
+/// positive numbers, and numbers only when persisted.
+fn check_append(c: &Resolved, a: &Map<String, Value>, errors: &mut Vec<String>) {
+    let p = &c.p;
+    let persist = a.get("persist") != Some(&Value::Bool(false));
+    let ty = a.get("type").cloned().unwrap_or(Value::Null);
+    if ty != "by_timestamp" {
+        let shown = match &ty {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        errors.push(format!(
+            "{p}appendOnly.type \"{shown}\" is not supported (expected \"by_timestamp\")"
+        ));
+    }
+    if c.binary {
+        errors.push(format!(
+            "{p}appendOnly cannot be used with binary collections"
+        ));
+    }
+    if c.pull_only {
+        errors.push(format!(
+            "{p}appendOnly cannot be used with pullOnly (push routes are disabled)"
+        ));
+    }
+    if persist && c.bundle.is_some() {
+        errors.push(format!(
+            "{p}appendOnly with persist=true cannot be used with bundle"
+        ));
+    }
+    const NUMERIC: [&str; 4] = [
+        "maxItems",
+        "chunkSize",
+        "maxPullLimit",
+        "maxCheckpointAgeMs",
+    ];
+    for field in NUMERIC {
+        if !is_pos_int(a.get(field)) {
+            errors.push(format!("{p}appendOnly.{field} must be a positive integer"));
+        }
+    }
+    if !persist {
+        for field in NUMERIC {
+            if present(a.get(field)) {
+                errors.push(format!(
+                    "{p}appendOnly.{field} requires persist=true (nothing is stored when persist=false)"
+                ));
+            }
+        }
+    }
+}
+
+/// `listable`: the path ends in a parameter, and documents are stored unbundled.
+fn check_listable(c: &Resolved, errors: &mut Vec<String>) {
+    let (path, p) = (&c.raw.storage_path, &c.p);
+    if !path.contains('{') {
+        errors.push(format!(
+            "{p}listable requires at least one path parameter in storagePath"
+        ));
+    } else {
+        let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+        if !is_param_segment(last) {
+            errors.push(format!(
+                "{p}listable requires the last storagePath segment to be a path parameter (e.g. {{day}}), got \"{last}\""
+            ));
+        }
+    }
+    if c.append
+        .as_ref()
+        .is_some_and(|a| a.get("persist") == Some(&Value::Bool(false)))
+    {
+        errors.push(format!(
+            "{p}listable cannot be used with appendOnly+persist=false (no documents are stored)"
+        ));
+    }
+    if c.bundle.is_some() {
+        errors.push(format!(
+            "{p}listable cannot be used with bundle (bundled collections share storage paths)"
+        ));
+    }
+}
+
+/// True for a whole-segment parameter such as `{day}`.
+fn is_param_segment(segment: &str) -> bool {
+    segment.len() > 2
+        && segment.starts_with('{')
+        && segment.ends_with('}')
+        && !segment[1..segment.len() - 1].contains('}')
+}
+
+/// Roles: a root-only collection is never public, and readable ones name readers.
+fn check_roles(c: &Resolved, errors: &mut Vec<String>) {
+    let (raw, p) = (c.raw, &c.p);
+    if c.root_only
+        && (raw.read_roles.iter().any(|r| r == "public")
+            || raw.write_roles.iter().any(|r| r == "public"))
+    {
+        errors.push(format!(
+            "{p}rootOnly cannot be combined with the \"public\" role in readRoles/writeRoles (a root-only collection is never public)"
+        ));
+    }
+    if !c.pull_only && raw.read_roles.is_empty() {
+        errors.push(format!(
+            "{p}readRoles must not be empty (use [\"public\"] for public access)"
+        ));
+    }
+}
+
+/// Payload: binary collections have no schema and no bundle; some media type is allowed.
+fn check_payload(c: &Resolved, errors: &mut Vec<String>) {
+    let p = &c.p;
+    if c.binary {
+        if c.raw.object_schema.is_some() {
+            errors.push(format!("{p}binary collections cannot have objectSchema"));
+        }
+        if c.bundle.is_some() {
+            errors.push(format!("{p}binary collections cannot be part of a bundle"));
+        }
+    }
+    if c.mimes.is_empty() {
+        errors.push(format!(
+            "{p}allowedMimeTypes must contain at least one pattern"
+        ));
+    }
+}
+
+/// `storagePath` as a template; not parsed when it starts with `/` (already reported).
+fn parse_template(c: &Resolved, errors: &mut Vec<String>) -> Option<PathTemplate> {
+    if c.raw.storage_path.starts_with('/') {
+        return None;
+    }
+    match PathTemplate::parse(&c.raw.storage_path) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errors.push(format!("{}{e}", c.p));
+            None
+        }
+    }
+}
+
+/// `encryption` is `none` (the default) or `delegated`.
+fn parse_encryption(c: &Resolved, errors: &mut Vec<String>) -> Encryption {
+    match c.raw.encryption.as_deref() {
+        None | Some("none") => Encryption::None,
+        Some("delegated") => Encryption::Delegated,
+        Some(other) => {
+            errors.push(format!(
+                "{}encryption must be \"none\" or \"delegated\", got \"{other}\"",
+                c.p
+            ));
+            Encryption::None
+        }
+    }
+}
+
+/// `objectSchema` of a JSON collection compiles (binary ones were reported already).
+fn compile_schema(
+    c: &Resolved,
+    errors: &mut Vec<String>,
+) -> Option<crate::protocol::schema::ObjectSchema> {
+    match &c.raw.object_schema {
+        Some(schema) if !c.binary => match crate::protocol::schema::ObjectSchema::compile(schema) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                errors.push(format!(
+                    "{}objectSchema is not a valid JSON Schema: {e}",
+                    c.p
+                ));
+                None
+            }
+        },
+        _ => None,
+    }
+}
+
+/// `maxBodyBytes`, `cacheDurationMs` and `ttlMs` are not 0.
+fn check_positive_sizes(c: &Resolved, errors: &mut Vec<String>) {
+    let raw = c.raw;
+    for (field, value) in [
+        ("maxBodyBytes", raw.max_body_bytes),
+        ("cacheDurationMs", raw.cache_duration_ms),
+        ("ttlMs", raw.ttl_ms),
+    ] {
+        if value == Some(0) {
+            errors.push(format!("{}{field} must be a positive integer", c.p));
+        }
+    }
+}
+
+/// The typed collection from a checked one; `None` without a storage template.
+fn build_collection(c: Resolved, typed: Typed) -> Option<Collection> {
+    let raw = c.raw;
+    let storage_path = typed.template?;
+    let max_body = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    let client_info = client_info(raw, &c.mimes, c.append.as_ref());
+    Some(Collection {
+        name: CollectionName::new(&raw.name),
+        storage_path,
+        read_roles: RoleSet::parse(&raw.read_roles),
+        write_roles: RoleSet::parse(&raw.write_roles),
+        encryption: typed.encryption,
+        max_body_bytes: NonZeroU64::new(max_body).unwrap_or(NonZeroU64::MIN),
+        max_body_bytes_configured: raw.max_body_bytes.is_some(),
+        payload: if c.binary {
+            Payload::Binary(c.mimes.iter().map(|m| MimePattern(m.clone())).collect())
+        } else {
+            Payload::Json
+        },
+        allowed_mime_types: c.mimes,
+        rate_limits: typed.rate_limits,
+        cache_duration_ms: raw.cache_duration_ms,
+        object_schema: typed.object_schema,
+        pull_only: c.pull_only,
+        push_only: c.push_only,
+        force_full_fetch: raw.force_full_fetch.unwrap_or(false),
+        bundle: c.bundle,
+        append_only: c.append.map(|a| typed_append(&a)),
+        ttl_ms: raw.ttl_ms.and_then(NonZeroU64::new),
+        field_permissions: field_permissions(raw),
+        keyring_path: raw.keyring_path.clone(),
+        listable: c.listable,
+        root_only: c.root_only,
+        restrictions: typed.restrictions,
+        client_info,
+    })
+}
+
+/// `fieldPermissions`, by field, with parsed role sets.
+fn field_permissions(raw: &RawCollection) -> Vec<(String, FieldPermission)> {
+    raw.field_permissions
+        .iter()
+        .flatten()
+        .map(|(field, perm)| {
+            (
+                field.clone(),
+                FieldPermission {
+                    read: RoleSet::parse(&perm.read_roles),
+                    write: RoleSet::parse(&perm.write_roles),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Bundles: every member shares one storagePath.
+fn check_bundles(raws: &[RawCollection], scope: &str, errors: &mut Vec<String>) {
     let mut bundles: Vec<(&str, &str)> = Vec::new();
     for raw in raws {
         let Some(bundle) = raw.bundle.as_deref().filter(|b| !b.is_empty()) else {
@@ -475,7 +602,6 @@ fn validate_scope(
             None => bundles.push((bundle, &raw.storage_path)),
         }
     }
-    out
 }
 
 /// `toCollectionClientInfo`: name, maxBodyBytes, encryption, allowedMimeTypes, then
@@ -541,10 +667,36 @@ fn bucket_of(v: Option<&Value>) -> Option<Result<Bucket, String>> {
     }
 }
 
+/// The bucket `v` names, or `identity` when it is missing or invalid (already reported).
+fn bucket_or_identity(v: Option<&Value>) -> Bucket {
+    bucket_of(v)
+        .and_then(Result::ok)
+        .unwrap_or(Bucket::Identity)
+}
+
+/// `<at>.bucket` is missing or a known bucket.
+fn check_bucket(obj: &Map<String, Value>, at: &str, errors: &mut Vec<String>) {
+    if let Some(Err(b)) = bucket_of(obj.get("bucket")) {
+        errors.push(format!(
+            "{at}.bucket must be \"identity\", \"ip\", or \"identity+ip\", got \"{b}\""
+        ));
+    }
+}
+
+/// `<at>.windowMs` and `<at>.maxRequests` are missing or positive integers.
+fn check_window_fields(obj: &Map<String, Value>, at: &str, errors: &mut Vec<String>) {
+    for f in ["windowMs", "maxRequests"] {
+        if !is_pos_int(obj.get(f)) {
+            errors.push(format!("{at}.{f} must be a positive integer"));
+        }
+    }
+}
+
+/// A collection's `rateLimit`: its own fields, then one rule per action.
 fn rate_limits(
     v: Option<&Value>,
     p: &str,
-    global: Option<GlobalRate>,
+    global: Option<RateFields>,
     errors: &mut Vec<String>,
 ) -> RateLimits {
     let empty = Map::new();
@@ -557,110 +709,29 @@ fn rate_limits(
             return RateLimits::default();
         }
     };
-    let g = global.unwrap_or_default();
-    let check_bucket = |b: Option<&Value>, where_: &str, errors: &mut Vec<String>| {
-        if let Some(Err(b)) = bucket_of(b) {
-            errors.push(format!(
-                "{p}rateLimit.{where_}bucket must be \"identity\", \"ip\", or \"identity+ip\", got \"{b}\""
-            ));
-        }
-    };
-    for f in ["windowMs", "maxRequests"] {
-        if !is_pos_int(rl.get(f)) {
-            errors.push(format!("{p}rateLimit.{f} must be a positive integer"));
-        }
-    }
-    check_bucket(rl.get("bucket"), "", errors);
-    let flat_w = pos_int(rl.get("windowMs"));
-    let flat_m = pos_int(rl.get("maxRequests"));
+    let at = format!("{p}rateLimit");
+    check_window_fields(rl, &at, errors);
+    check_bucket(rl, &at, errors);
+    let inherited = global.unwrap_or_default().overridden_by(rl);
     let mut out = RateLimits::default();
     for action in RATE_ACTIONS {
-        let rule = match rl.get(action) {
-            Some(Value::Object(rule)) => rule,
+        let resolved = match rl.get(action) {
+            Some(Value::Object(rule)) => {
+                rate_rule(rule, &format!("{at}.{action}"), inherited, errors)
+            }
             None | Some(Value::Null) => {
                 // The reference's implicit push rule: the flat fields, only with a global rateLimit.
                 if action == "push" && global.is_some() {
-                    out.push =
-                        window(flat_w.or(g.window_ms), flat_m.or(g.max_requests)).map(|window| {
-                            RateRule::Single {
-                                window,
-                                bucket: bucket_of(rl.get("bucket"))
-                                    .and_then(Result::ok)
-                                    .unwrap_or(Bucket::Identity),
-                            }
-                        });
+                    out.push = inherited.window().map(|window| RateRule::Single {
+                        window,
+                        bucket: bucket_or_identity(rl.get("bucket")),
+                    });
                 }
                 continue;
             }
             Some(_) => {
-                errors.push(format!("{p}rateLimit.{action} must be an object"));
+                errors.push(format!("{at}.{action} must be an object"));
                 continue;
-            }
-        };
-        for f in ["windowMs", "maxRequests"] {
-            if !is_pos_int(rule.get(f)) {
-                errors.push(format!(
-                    "{p}rateLimit.{action}.{f} must be a positive integer"
-                ));
-            }
-        }
-        check_bucket(rule.get("bucket"), &format!("{action}."), errors);
-        let split = present(rule.get("identity")) || present(rule.get("ip"));
-        if split && present(rule.get("bucket")) {
-            errors.push(format!(
-                "{p}rateLimit.{action} cannot set both \"bucket\" and an \"identity\"/\"ip\" sub-limit — use one form or the other"
-            ));
-        }
-        let rule_w = pos_int(rule.get("windowMs"));
-        let rule_m = pos_int(rule.get("maxRequests"));
-        let resolved = if split {
-            let mut dims = [None, None];
-            for (i, dim_name) in ["identity", "ip"].into_iter().enumerate() {
-                let Some(dim) = rule.get(dim_name).filter(|d| present(Some(d))) else {
-                    continue;
-                };
-                for f in ["windowMs", "maxRequests"] {
-                    if !is_pos_int(dim.get(f)) {
-                        errors.push(format!(
-                            "{p}rateLimit.{action}.{dim_name}.{f} must be a positive integer"
-                        ));
-                    }
-                }
-                let w = pos_int(dim.get("windowMs"))
-                    .or(rule_w)
-                    .or(flat_w)
-                    .or(g.window_ms);
-                let m = pos_int(dim.get("maxRequests"))
-                    .or(rule_m)
-                    .or(flat_m)
-                    .or(g.max_requests);
-                dims[i] = window(w, m);
-                if dims[i].is_none() {
-                    errors.push(format!(
-                        "{p}rateLimit.{action}.{dim_name} must resolve both windowMs and maxRequests — set them on the dimension, the rule, the collection's rateLimit, or the global rateLimit"
-                    ));
-                }
-            }
-            Some(RateRule::Split {
-                identity: dims[0],
-                ip: dims[1],
-            })
-        } else {
-            let w = rule_w.or(flat_w).or(g.window_ms);
-            let m = rule_m.or(flat_m).or(g.max_requests);
-            match window(w, m) {
-                Some(window) => Some(RateRule::Single {
-                    window,
-                    bucket: bucket_of(rule.get("bucket"))
-                        .and_then(Result::ok)
-                        .unwrap_or(Bucket::Identity),
-                }),
-                None => {
-                    errors.push(format!(
-                        "{p}rateLimit.{action} must resolve both windowMs and maxRequests — set them on the rule, on the collection's rateLimit, or on the global rateLimit"
-                    ));
-                    None
-                }
             }
         };
         match action {
@@ -670,6 +741,65 @@ fn rate_limits(
         }
     }
     out
+}
+
+/// One action's rule at `at` (`…rateLimit.<action>`): a single window or split sub-limits.
+fn rate_rule(
+    rule: &Map<String, Value>,
+    at: &str,
+    inherited: RateFields,
+    errors: &mut Vec<String>,
+) -> Option<RateRule> {
+    check_window_fields(rule, at, errors);
+    check_bucket(rule, at, errors);
+    let split = present(rule.get("identity")) || present(rule.get("ip"));
+    if split && present(rule.get("bucket")) {
+        errors.push(format!(
+            "{at} cannot set both \"bucket\" and an \"identity\"/\"ip\" sub-limit — use one form or the other"
+        ));
+    }
+    let inherited = inherited.overridden_by(rule);
+    if split {
+        return Some(RateRule::Split {
+            identity: rate_dimension(rule, "identity", at, inherited, errors),
+            ip: rate_dimension(rule, "ip", at, inherited, errors),
+        });
+    }
+    match inherited.window() {
+        Some(window) => Some(RateRule::Single {
+            window,
+            bucket: bucket_or_identity(rule.get("bucket")),
+        }),
+        None => {
+            errors.push(format!(
+                "{at} must resolve both windowMs and maxRequests — set them on the rule, on the collection's rateLimit, or on the global rateLimit"
+            ));
+            None
+        }
+    }
+}
+
+/// One sub-limit (`identity` or `ip`) of a split rule, when it is set.
+fn rate_dimension(
+    rule: &Map<String, Value>,
+    dim_name: &str,
+    at: &str,
+    inherited: RateFields,
+    errors: &mut Vec<String>,
+) -> Option<RateWindow> {
+    let dim = rule.get(dim_name).filter(|d| present(Some(d)))?;
+    let empty = Map::new();
+    // A sub-limit that is not an object has no fields of its own.
+    let dim = dim.as_object().unwrap_or(&empty);
+    let at = format!("{at}.{dim_name}");
+    check_window_fields(dim, &at, errors);
+    let window = inherited.overridden_by(dim).window();
+    if window.is_none() {
+        errors.push(format!(
+            "{at} must resolve both windowMs and maxRequests — set them on the dimension, the rule, the collection's rateLimit, or the global rateLimit"
+        ));
+    }
+    window
 }
 
 fn restrictions(v: Option<&Value>, label: &str, errors: &mut Vec<String>) -> Vec<Restriction> {
