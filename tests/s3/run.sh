@@ -10,7 +10,8 @@ if [ ! -x "$CACHE/moto/bin/python" ]; then python3 -m venv "$CACHE/moto"; fi
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 LOG=$(mktemp)
-"$CACHE/moto/bin/moto_server" -H 127.0.0.1 -p "$PORT" > "$LOG" 2>&1 &
+# moto with its conditional PUTs made atomic (see moto_serial.py).
+"$CACHE/moto/bin/python" "$ROOT/tests/s3/moto_serial.py" 127.0.0.1 "$PORT" > "$LOG" 2>&1 &
 PID=$!
 trap 'kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -f "$LOG"' EXIT
 for _ in $(seq 100); do

@@ -84,3 +84,41 @@ async fn a_nonce_window_shorter_than_twice_the_skew_is_refused_at_startup() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn certificate_scope_arrays_are_bounded_and_distinct() {
+    let clock = ManualClock::new(T0);
+    let app = create_sync_router(options(&clock)).unwrap();
+    let a = user(1);
+    let uri = format!("/pull/users/{}/notes", a.id);
+    let with_scope = |scope: serde_json::Value| {
+        let mut s = Signed::get(&uri, &a);
+        s.cert = scoped_cap(&a, scope);
+        s.build()
+    };
+    let many: Vec<String> = (0..65).map(|i| format!("c{i}")).collect();
+    let long_path = format!("users/{}/{}", a.id, "x".repeat(600));
+    for (label, scope) in [
+        (
+            "65 collections",
+            serde_json::json!({"ops": ["read"], "collections": many}),
+        ),
+        (
+            "a repeated collection",
+            serde_json::json!({"ops": ["read"], "collections": ["notes", "notes"]}),
+        ),
+        (
+            "a repeated op",
+            serde_json::json!({"ops": ["read", "read"], "collections": ["*"]}),
+        ),
+        (
+            "a 600-byte path",
+            serde_json::json!({"ops": ["read"], "collections": ["*"], "paths": ["**", long_path]}),
+        ),
+    ] {
+        let res = send(&app, with_scope(scope)).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{label}");
+    }
+    let fine = serde_json::json!({"ops": ["read"], "collections": ["notes"], "paths": ["**"]});
+    assert_eq!(send(&app, with_scope(fine)).await.status(), StatusCode::OK);
+}

@@ -119,8 +119,16 @@ pub struct CapCert {
     /// Expiry, unix seconds.
     pub exp: f64,
     sig: String,
-    /// `synthesizeRoles`, computed once: a cached certificate costs no allocation per request.
-    roles: Arc<[Arc<str>]>,
+}
+
+/// A certificate whose issuer signature verified, with its roles (`synthesizeRoles`),
+/// computed once: a cached certificate costs no allocation per request.
+#[derive(Debug)]
+pub(crate) struct VerifiedCert {
+    pub(crate) cert: CapCert,
+    pub(crate) roles: Arc<[Arc<str>]>,
+    /// Bytes it holds, for the cache's byte bound (computed once).
+    pub(crate) weight: u64,
 }
 
 /// `userId` of a hex Ed25519 public key: the first 16 bytes of its SHA-256, as hex.
@@ -135,11 +143,8 @@ fn is_js_integer(v: Option<&Value>) -> Option<f64> {
     (n.is_finite() && n.fract() == 0.0).then_some(n)
 }
 
-fn string_list(v: &Value) -> Option<Vec<String>> {
-    v.as_array()?
-        .iter()
-        .map(|s| s.as_str().map(str::to_owned))
-        .collect()
+fn string_list_of(list: &[Value]) -> Option<Vec<String>> {
+    list.iter().map(|s| s.as_str().map(str::to_owned)).collect()
 }
 
 fn is_lower_hex64(s: &str) -> bool {
@@ -216,13 +221,41 @@ struct Scope {
     paths: Option<Vec<String>>,
 }
 
-/// `scope` is an object with known `ops`, string `collections` and optional string `paths`.
+/// Most entries in `scope.collections` and in `scope.paths`.
+pub(crate) const MAX_SCOPE_ENTRIES: usize = 64;
+/// Longest entry in `scope.collections` or `scope.paths`, in bytes.
+pub(crate) const MAX_SCOPE_ENTRY_BYTES: usize = 512;
+/// A scope array that is too long, has an entry that is too long, or repeats one.
+const SCOPE_TOO_LARGE: CapCertError = CapCertError::Malformed("scope-too-large");
+
+/// `v` as an array of at most `max` entries: counted before anything is built.
+fn bounded_array(v: Option<&Value>, max: usize) -> Result<&Vec<Value>, CapCertError> {
+    let list = v.and_then(Value::as_array).ok_or(SHAPE)?;
+    if list.len() > max {
+        return Err(SCOPE_TOO_LARGE);
+    }
+    Ok(list)
+}
+
+/// A list of distinct strings of bounded length.
+fn scope_strings(v: Option<&Value>) -> Result<Vec<String>, CapCertError> {
+    let list = bounded_array(v, MAX_SCOPE_ENTRIES)?;
+    let strings = string_list_of(list).ok_or(SHAPE)?;
+    if strings.iter().any(|s| s.len() > MAX_SCOPE_ENTRY_BYTES) {
+        return Err(SCOPE_TOO_LARGE);
+    }
+    let distinct: std::collections::HashSet<&String> = strings.iter().collect();
+    if distinct.len() != strings.len() {
+        return Err(SCOPE_TOO_LARGE);
+    }
+    Ok(strings)
+}
+
+/// `scope` is an object with known, distinct `ops`, bounded string `collections` and
+/// optional bounded string `paths`.
 fn parse_scope(obj: &Map<String, Value>) -> Result<Scope, CapCertError> {
     let scope = obj.get("scope").and_then(Value::as_object).ok_or(SHAPE)?;
-    let ops = scope
-        .get("ops")
-        .and_then(Value::as_array)
-        .ok_or(SHAPE)?
+    let ops = bounded_array(scope.get("ops"), 3)?
         .iter()
         .map(|op| match op.as_str() {
             Some("read") => Ok(CapOp::Read),
@@ -231,13 +264,13 @@ fn parse_scope(obj: &Map<String, Value>) -> Result<Scope, CapCertError> {
             _ => Err(SHAPE),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let collections = scope
-        .get("collections")
-        .and_then(string_list)
-        .ok_or(SHAPE)?;
+    if (1..ops.len()).any(|i| ops[..i].contains(&ops[i])) {
+        return Err(SCOPE_TOO_LARGE);
+    }
+    let collections = scope_strings(scope.get("collections"))?;
     let paths = match scope.get("paths") {
         None => None,
-        Some(v) => Some(string_list(v).ok_or(SHAPE)?),
+        Some(v) => Some(scope_strings(Some(v))?),
     };
     Ok(Scope {
         ops,
@@ -323,7 +356,6 @@ impl CapCert {
         let aud = parse_aud(kind, obj.get("aud"))?;
         check_user_ids(&iss, &iss_user_id, sub.as_deref(), sub_user_id.as_ref())?;
         let sig = text(obj, "sig").unwrap_or_default();
-        let roles = synthesize_roles(kind, &iss, sub.as_deref(), &iss_user_id, &ops, &collections);
         Ok(Self {
             raw: obj.clone(),
             kind,
@@ -339,7 +371,6 @@ impl CapCert {
             nbf,
             exp,
             sig,
-            roles,
         })
     }
 
@@ -391,9 +422,49 @@ impl CapCert {
         self.kind == CapKind::Device && self.sub.as_deref() == Some(self.iss.as_str())
     }
 
-    /// Roles the cap grants regardless of collection (`synthesizeRoles`).
-    pub fn roles(&self) -> &Arc<[Arc<str>]> {
-        &self.roles
+    /// Checks the issuer signature; only then are roles built from the certificate.
+    ///
+    /// # Errors
+    /// [`CapCertError::BadSignature`].
+    pub(crate) fn verified(self) -> Result<VerifiedCert, CapCertError> {
+        self.check_signature()?;
+        let roles = synthesize_roles(
+            self.kind,
+            &self.iss,
+            self.sub.as_deref(),
+            &self.iss_user_id,
+            &self.ops,
+            &self.collections,
+        );
+        let weight = self.weight(&roles);
+        Ok(VerifiedCert {
+            cert: self,
+            roles,
+            weight,
+        })
+    }
+
+    /// Bytes this certificate and its roles hold, roughly: every string twice (the
+    /// raw JSON and the parsed fields) plus a fixed overhead per string.
+    fn weight(&self, roles: &[Arc<str>]) -> u64 {
+        let raw: usize = self.raw.iter().map(|(k, v)| k.len() + json_bytes(v)).sum();
+        let roles: usize = roles.iter().map(|r| r.len() + 32).sum();
+        (2 * raw + roles + 512) as u64
+    }
+}
+
+/// Bytes of a JSON value's strings and numbers, with a small overhead per node.
+fn json_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len() + 24,
+        Value::Array(items) => items.iter().map(json_bytes).sum::<usize>() + 24,
+        Value::Object(map) => {
+            map.iter()
+                .map(|(k, v)| k.len() + json_bytes(v))
+                .sum::<usize>()
+                + 48
+        }
+        _ => 16,
     }
 }
 

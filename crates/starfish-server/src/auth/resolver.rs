@@ -1,6 +1,6 @@
 //! The [`Authenticator`] trait and the default cap-cert implementation (§3.7).
 
-use super::capcert::{CapCert, CapKind};
+use super::capcert::{CapCert, CapKind, VerifiedCert};
 use super::nonce::{NonceCache, NonceCacheLimits};
 use super::revocation::{InMemoryRevocationStore, RevocationStore};
 use super::signing::{REQUEST_SKEW_MS, SignedRequest, parse_ts_header};
@@ -84,8 +84,10 @@ pub struct CapAuthOptions {
     pub max_skew_ms: u64,
     /// Replay-cache bounds.
     pub nonce_limits: NonceCacheLimits,
-    /// Verified certificates kept so a repeat caller costs one signature check, not two.
-    pub cert_cache_entries: usize,
+    /// Bytes of verified certificates kept so a repeat caller costs one signature
+    /// check, not two (16 MiB). A certificate enters only once a whole request
+    /// carrying it has verified.
+    pub cert_cache_bytes: u64,
     /// Host to verify signatures against instead of the `Host` header (behind a proxy
     /// that rewrites it).
     pub host_override: Option<String>,
@@ -118,7 +120,7 @@ impl Default for CapAuthOptions {
             max_signed_body_bytes: 64 * 1024,
             max_skew_ms: REQUEST_SKEW_MS,
             nonce_limits: NonceCacheLimits::default(),
-            cert_cache_entries: 10_000,
+            cert_cache_bytes: 16 * 1024 * 1024,
             host_override: None,
             revocations: Arc::new(InMemoryRevocationStore::new()),
         }
@@ -135,7 +137,7 @@ pub struct CapCertAuthenticator {
     nonces: NonceCache,
     /// Certificates whose shape and issuer signature verified, keyed by the exact
     /// header value. Their validity window is still checked on every request.
-    certs: quick_cache::sync::Cache<Box<str>, Arc<CapCert>>,
+    certs: quick_cache::sync::Cache<Box<str>, Arc<VerifiedCert>, CertWeight>,
 }
 
 impl std::fmt::Debug for CapCertAuthenticator {
@@ -156,7 +158,11 @@ impl CapCertAuthenticator {
     pub fn new(options: CapAuthOptions, clock: Arc<dyn Clock>) -> Self {
         Self {
             nonces: NonceCache::new(options.nonce_limits),
-            certs: quick_cache::sync::Cache::new(options.cert_cache_entries.max(1)),
+            certs: quick_cache::sync::Cache::with_weighter(
+                1024,
+                options.cert_cache_bytes.max(1),
+                CertWeight,
+            ),
             options,
             clock,
         }
@@ -168,10 +174,10 @@ impl CapCertAuthenticator {
     }
 
     /// Parses and verifies (shape + issuer signature) a cap header value, or takes it
-    /// from the cache.
-    fn cert(&self, header_value: &str) -> Result<Arc<CapCert>, AuthError> {
+    /// from the cache; `true` when it came from the cache.
+    fn cert(&self, header_value: &str) -> Result<(Arc<VerifiedCert>, bool), AuthError> {
         if let Some(cert) = self.certs.get(header_value) {
-            return Ok(cert);
+            return Ok((cert, true));
         }
         let b64 = header_value.strip_prefix("Cap ").unwrap_or("").trim();
         let json = BASE64
@@ -179,12 +185,10 @@ impl CapCertAuthenticator {
             .map_err(|_| unauthorized("malformed cap-cert in Authorization header"))?;
         let value: serde_json::Value = serde_json::from_slice(&json)
             .map_err(|_| unauthorized("malformed cap-cert in Authorization header"))?;
-        let cert = CapCert::parse(&value).map_err(|e| unauthorized(e.to_string()))?;
-        cert.check_signature()
+        let cert = CapCert::parse(&value)
+            .and_then(CapCert::verified)
             .map_err(|e| unauthorized(e.to_string()))?;
-        let cert = Arc::new(cert);
-        self.certs.insert(header_value.into(), cert.clone());
-        Ok(cert)
+        Ok((Arc::new(cert), false))
     }
 
     fn verify(&self, request: &AuthRequest<'_>) -> Result<Caller, AuthError> {
@@ -196,7 +200,8 @@ impl CapCertAuthenticator {
             return Err(unauthorized("request timestamp outside clock skew"));
         }
         // Cheap checks first; then the issuer signature (cached) and the window.
-        let cert = self.cert(headers.cap)?;
+        let (verified, cached) = self.cert(headers.cap)?;
+        let cert = &verified.cert;
         cert.check_window((now_ms / 1000) as f64)
             .map_err(|e| unauthorized(e.to_string()))?;
         if cert.kind != CapKind::Device {
@@ -206,7 +211,7 @@ impl CapCertAuthenticator {
                 cert.kind.as_str()
             )));
         }
-        let verifying = self.check_signature(request, &headers, &cert)?;
+        let verifying = self.check_signature(request, &headers, cert)?;
         let mut signer = [0u8; 32];
         hex::decode_to_slice(verifying, &mut signer)
             .map_err(|_| unauthorized("cap-cert subject is not a key"))?;
@@ -223,7 +228,11 @@ impl CapCertAuthenticator {
         {
             return Err(unauthorized("cap-cert revoked"));
         }
-        Ok(caller_of(&cert, verifying))
+        if !cached {
+            // Only a certificate that carried a whole valid request is kept.
+            self.certs.insert(headers.cap.into(), verified.clone());
+        }
+        Ok(caller_of(&verified, verifying))
     }
 
     /// The `Authorization: Cap` value and the signature headers; `None` for an
@@ -305,6 +314,16 @@ impl CapCertAuthenticator {
     }
 }
 
+/// Weighs a cached certificate by the bytes it holds.
+#[derive(Clone)]
+struct CertWeight;
+
+impl quick_cache::Weighter<Box<str>, Arc<VerifiedCert>> for CertWeight {
+    fn weight(&self, key: &Box<str>, cert: &Arc<VerifiedCert>) -> u64 {
+        key.len() as u64 + cert.weight
+    }
+}
+
 /// The signature headers of a signed request, before anything is verified.
 struct SignatureHeaders<'h> {
     cap: &'h str,
@@ -315,9 +334,10 @@ struct SignatureHeaders<'h> {
 
 /// The caller a verified certificate describes: its issuer's identity, roles, grant
 /// and path scope (`{identity}` filled in).
-fn caller_of(cert: &CapCert, presenter: &str) -> Caller {
+fn caller_of(verified: &VerifiedCert, presenter: &str) -> Caller {
+    let cert = &verified.cert;
     let identity = cert.iss_user_id.as_str();
-    let mut caller = Caller::from_cap(identity, cert.roles().clone())
+    let mut caller = Caller::from_cap(identity, verified.roles.clone())
         .with_presenter(presenter)
         .with_grant(CapGrant {
             ops: cert.ops.clone(),
@@ -346,5 +366,86 @@ impl Authenticator for CapCertAuthenticator {
             .get(header::AUTHORIZATION)
             .is_some_and(|v| v.as_bytes().starts_with(b"Cap "));
         is_cap.then_some(self.options.max_signed_body_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::ManualClock;
+    use crate::auth::capcert::CAP_CERT_DOMAIN;
+    use crate::protocol::stable_stringify;
+    use ed25519_dalek::{Signer, SigningKey};
+    use serde_json::json;
+
+    const T0: u64 = 1_767_225_600_000;
+
+    fn b64(bytes: &[u8]) -> String {
+        BASE64.encode(bytes)
+    }
+
+    /// A self-signed device cap header for `key`.
+    fn cap_header(key: &SigningKey) -> String {
+        let pub_hex = hex::encode(key.verifying_key().as_bytes());
+        let mut cert = json!({
+            "v": 1, "kind": "device", "iss": pub_hex,
+            "issUserId": super::super::capcert::user_id_from_pub_hex(&pub_hex),
+            "sub": pub_hex, "subKem": "00".repeat(32),
+            "scope": {"ops": ["read"], "collections": ["*"]},
+            "nbf": T0 / 1000 - 60, "exp": T0 / 1000 + 3600, "nonce": b64(&[7u8; 16]),
+        });
+        let input = format!("{CAP_CERT_DOMAIN}{}", stable_stringify(&cert));
+        cert["sig"] = json!(b64(&key.sign(input.as_bytes()).to_bytes()));
+        format!("Cap {}", b64(stable_stringify(&cert).as_bytes()))
+    }
+
+    fn headers(key: &SigningKey, cap: &str, nonce: &str, signed_path: &str) -> HeaderMap {
+        let input = SignedRequest {
+            method: "GET",
+            path_and_query: signed_path,
+            body: b"",
+            host: "h",
+            ts: T0 as i64,
+            nonce,
+        }
+        .signing_input();
+        let mut h = HeaderMap::new();
+        let mut set = |name: &'static str, value: String| {
+            h.insert(name, value.parse().unwrap());
+        };
+        set("authorization", cap.to_owned());
+        set(
+            "x-starfish-sig",
+            b64(&key.sign(input.as_bytes()).to_bytes()),
+        );
+        set("x-starfish-ts", T0.to_string());
+        set("x-starfish-nonce", nonce.to_owned());
+        h
+    }
+
+    #[tokio::test]
+    async fn a_certificate_is_cached_only_after_a_whole_request_verifies() {
+        let auth =
+            CapCertAuthenticator::new(CapAuthOptions::default(), Arc::new(ManualClock::new(T0)));
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let cap = cap_header(&key);
+        // Signed for another path: the certificate verifies, the request does not.
+        let wrong = headers(&key, &cap, "n1", "/elsewhere");
+        let req = AuthRequest {
+            method: &Method::GET,
+            path_and_query: "/pull/x",
+            host: "h",
+            headers: &wrong,
+            body: SignedBody::Empty,
+        };
+        assert!(auth.authenticate(req).await.is_err());
+        assert_eq!(auth.certs.len(), 0, "a failed request caches nothing");
+        let right = headers(&key, &cap, "n2", "/pull/x");
+        let req = AuthRequest {
+            headers: &right,
+            ..req
+        };
+        assert!(auth.authenticate(req).await.is_ok());
+        assert_eq!(auth.certs.len(), 1);
     }
 }
