@@ -85,13 +85,28 @@ pub(crate) enum ApiError {
     Sync(SyncError),
     /// The store failed. Logged; the client sees a generic message.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+    /// The key is taken by another document's folder, or lies under a document.
+    #[error("Key conflicts with another document")]
+    KeyConflict,
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::KeyConflict(e) => {
+                tracing::debug!(error = %e, "key conflict in the store");
+                Self::KeyConflict
+            }
+            other => Self::Store(other),
+        }
+    }
 }
 
 impl From<SyncError> for ApiError {
     fn from(e: SyncError) -> Self {
         match e {
-            SyncError::Store(e) => Self::Store(e),
+            SyncError::Store(e) => e.into(),
             other => Self::Sync(other),
         }
     }
@@ -180,6 +195,7 @@ impl ApiError {
             Self::AuthTimeout => StatusCode::SERVICE_UNAVAILABLE,
             Self::AuthorizationError | Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::JsonMediaTypeRequired => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::KeyConflict => StatusCode::CONFLICT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Sync(e) => sync_status(e),
         }

@@ -2,7 +2,7 @@
 //! config is loaded. Route conflicts and collections that can address the same
 //! objects are load errors, so `check-config` finds them without a router.
 
-use super::{Collection, Segment};
+use super::{Collection, Segment, is_reserved};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -52,12 +52,16 @@ fn key_segments(c: &Collection) -> Vec<Segment> {
     segments
 }
 
-/// True when some parameter values make both key templates the same key.
+/// True when some parameter values make both key templates the same key. A
+/// parameter never takes a reserved name (`_keyring`), so it cannot meet one.
 pub(crate) fn segments_overlap(a: &[Segment], b: &[Segment]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|pair| match pair {
             (Segment::Static(x), Segment::Static(y)) => x == y,
-            _ => true,
+            (Segment::Static(s), Segment::Param(_)) | (Segment::Param(_), Segment::Static(s)) => {
+                !is_reserved(s)
+            }
+            (Segment::Param(_), Segment::Param(_)) => true,
         })
 }
 

@@ -263,7 +263,7 @@ impl DocStore {
             self.inner
                 .put(&path, PutPayload::from(bytes))
                 .await
-                .map_err(StoreError::from)?;
+                .map_err(StoreError::on_write)?;
             last_ts = chunk.last().map_or(last_ts, element_ts);
             if chunk.len() as u64 == chunk_size {
                 sealed += chunk.len() as u64;

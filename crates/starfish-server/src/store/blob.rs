@@ -94,7 +94,7 @@ impl DocStore {
                     }
                     hasher.update(&chunk);
                     if let Err(e) = writer.put(chunk).await {
-                        break Some(BlobError::Store(e.into()));
+                        break Some(BlobError::Store(StoreError::on_write(e)));
                     }
                 }
             }
@@ -104,7 +104,7 @@ impl DocStore {
             return Err(e);
         }
         writer.shutdown().await.map_err(|e| {
-            BlobError::Store(StoreError::Backend(object_store::Error::Generic {
+            BlobError::Store(StoreError::on_write(object_store::Error::Generic {
                 store: "blob upload",
                 source: Box::new(e),
             }))
@@ -121,7 +121,7 @@ impl DocStore {
         self.inner
             .put(&meta_key(key).path(), PutPayload::from(meta.to_string()))
             .await
-            .map_err(StoreError::from)?;
+            .map_err(StoreError::on_write)?;
         Ok(sha256)
     }
 

@@ -52,6 +52,38 @@ pub enum StoreError {
     /// A key built from validated parts was still refused by the store.
     #[error("invalid object key: {0}")]
     Key(#[from] object_store::path::Error),
+    /// In the filesystem layout a key cannot be a document and a folder of other
+    /// documents at once (`a/b` beside `a/b/c`): the write is refused, nothing stored.
+    #[error("key conflicts with another document: {0}")]
+    KeyConflict(String),
+}
+
+impl StoreError {
+    /// A backend error on a write, with filesystem path clashes told apart.
+    pub(super) fn on_write(e: object_store::Error) -> Self {
+        if io_kind(&e).is_some_and(|k| {
+            matches!(
+                k,
+                std::io::ErrorKind::NotADirectory | std::io::ErrorKind::IsADirectory
+            )
+        }) {
+            Self::KeyConflict(e.to_string())
+        } else {
+            Self::Backend(e)
+        }
+    }
+}
+
+/// The kind of the first I/O error in `e`'s source chain.
+fn io_kind(e: &object_store::Error) -> Option<std::io::ErrorKind> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// Why a compare-and-swap did not write.
@@ -71,19 +103,8 @@ pub(crate) enum CasError<E> {
 /// True when `e` means "no such object": not found, or (in the filesystem layout) a
 /// path whose parent is a document, not a folder.
 pub(crate) fn is_missing(e: &object_store::Error) -> bool {
-    match e {
-        object_store::Error::NotFound { .. } => true,
-        other => {
-            let mut source = std::error::Error::source(other);
-            while let Some(s) = source {
-                if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                    return io.kind() == std::io::ErrorKind::NotADirectory;
-                }
-                source = s.source();
-            }
-            false
-        }
-    }
+    matches!(e, object_store::Error::NotFound { .. })
+        || io_kind(e) == Some(std::io::ErrorKind::NotADirectory)
 }
 
 /// What a conditional write expects to find.
@@ -236,7 +257,7 @@ impl DocStore {
                 object_store::Error::Precondition { .. }
                 | object_store::Error::AlreadyExists { .. },
             ) => Ok(false),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(StoreError::on_write(e)),
         }
     }
 
@@ -268,9 +289,15 @@ impl DocStore {
             let current = self.get_versioned(key).await?;
             let (bytes, out) =
                 decide(current.as_ref().map(|(b, _)| b.as_ref())).map_err(CasError::Rejected)?;
+            let creating = current.is_none();
             let expect = current.map_or(Expect::Absent, |(_, v)| Expect::Version(v));
             if self.put_if(key, bytes, expect).await? {
                 return Ok(out);
+            }
+            if creating && _guard.is_some() {
+                // Nothing to read, nobody else writing (we hold the key), and still
+                // the create failed: the path is another document's folder.
+                return Err(StoreError::KeyConflict(format!("{key} is a folder")).into());
             }
         }
         Err(CasError::Contended)
