@@ -71,6 +71,7 @@ mod sync;
 
 pub use config::{ConfigError, SyncConfig};
 pub use events::{AfterWrite, WriteAction, WriteEvent};
+pub use routes::headers::SecurityHeaders;
 pub use state::{ConfigEndpoint, DEFAULT_AUTH_TIMEOUT, SyncOptions};
 
 /// Not part of the API: what the conformance tests check against the reference's
@@ -97,6 +98,12 @@ pub mod internals {
 /// # Errors
 /// [`ConfigError::Invalid`] when two collections map to conflicting routes.
 pub fn create_sync_router(options: SyncOptions) -> Result<axum::Router, ConfigError> {
+    let headers: std::sync::Arc<[_]> = options.security_headers.compile().into();
     let state = state::AppState::new(options)?;
-    Ok(routes::router().with_state(state))
+    Ok(routes::router()
+        .with_state(state)
+        .layer(axum::middleware::map_response(move |response| {
+            let headers = headers.clone();
+            async move { routes::headers::apply(&headers, response) }
+        })))
 }

@@ -6,6 +6,7 @@ use crate::auth::{Authenticator, CapAuthOptions, CapCertAuthenticator, Clock, Sy
 use crate::config::{ConfigError, SyncConfig};
 use crate::events::AfterWrite;
 use crate::routes::endpoint::Scope;
+use crate::routes::headers::SecurityHeaders;
 use crate::store::DocStore;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub struct SyncOptions {
     pub max_rate_buckets: usize,
     /// Serve `GET /config` (off: 404, as in the reference).
     pub config_endpoint: Option<ConfigEndpoint>,
+    /// Headers added to every response.
+    pub security_headers: SecurityHeaders,
 }
 
 /// Who `GET /config` describes collections to.
@@ -95,6 +98,7 @@ impl SyncOptions {
             trusted_proxy_hops: 0,
             max_rate_buckets: DEFAULT_MAX_BUCKETS,
             config_endpoint: None,
+            security_headers: SecurityHeaders::default(),
         }
     }
 
@@ -137,6 +141,13 @@ impl SyncOptions {
     #[must_use]
     pub fn with_authorize(mut self, hook: Arc<dyn Authorize>) -> Self {
         self.authorize = Some(hook);
+        self
+    }
+
+    /// Replaces the security headers (see [`SecurityHeaders`]).
+    #[must_use]
+    pub fn with_security_headers(mut self, headers: SecurityHeaders) -> Self {
+        self.security_headers = headers;
         self
     }
 

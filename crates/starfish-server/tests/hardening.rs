@@ -122,3 +122,73 @@ async fn certificate_scope_arrays_are_bounded_and_distinct() {
     let fine = serde_json::json!({"ops": ["read"], "collections": ["notes"], "paths": ["**"]});
     assert_eq!(send(&app, with_scope(fine)).await.status(), StatusCode::OK);
 }
+
+fn blob_push(
+    uri: &str,
+    content_type: &str,
+    body: &'static str,
+) -> axum::http::Request<axum::body::Body> {
+    axum::http::Request::post(uri)
+        .header("content-type", content_type)
+        .header("content-length", body.len())
+        .body(axum::body::Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_response_says_nosniff_and_blobs_never_run_as_active_content() {
+    let config = r#"{"version": 1, "collections": [
+        {"name": "pics", "storagePath": "pics/{id}", "readRoles": ["public"], "writeRoles": ["public"],
+         "allowedMimeTypes": ["image/*"]}]}"#;
+    let app = create_sync_router(
+        SyncOptions::new(
+            SyncConfig::from_json_str(config).unwrap(),
+            DocStore::memory(),
+        )
+        .with_clock(Arc::new(ManualClock::new(T0))),
+    )
+    .unwrap();
+    let svg = r#"<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>"#;
+    for (uri, ct, body) in [
+        ("/push/pics/a", "image/svg+xml", svg),
+        ("/push/pics/b", "image/png", "png"),
+    ] {
+        let res = send(&app, blob_push(uri, ct, body)).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    }
+    let svg = send(&app, get("/pull/pics/a")).await;
+    let h = svg.headers();
+    assert_eq!(h["content-security-policy"], "sandbox");
+    assert_eq!(h["content-disposition"], "attachment");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert!(
+        h.get("strict-transport-security").is_none(),
+        "HSTS only when behind TLS"
+    );
+    let png = send(&app, get("/pull/pics/b")).await;
+    assert_eq!(png.headers()["content-security-policy"], "sandbox");
+    assert!(
+        png.headers().get("content-disposition").is_none(),
+        "a PNG may show inline"
+    );
+    // Errors and 404s carry them too.
+    for uri in ["/pull/nope", "/push/pics/%2F"] {
+        let res = send(&app, get(uri)).await;
+        assert_eq!(res.headers()["x-content-type-options"], "nosniff", "{uri}");
+    }
+    let tls = create_sync_router(
+        SyncOptions::new(
+            SyncConfig::from_json_str(config).unwrap(),
+            DocStore::memory(),
+        )
+        .with_security_headers(starfish_server::SecurityHeaders::behind_tls()),
+    )
+    .unwrap();
+    let res = send(&tls, get("/health")).await;
+    assert_eq!(
+        res.headers()["strict-transport-security"],
+        "max-age=31536000; includeSubDomains"
+    );
+}

@@ -1,7 +1,7 @@
 //! Binary collections (§7): raw bytes in and out, streamed both ways.
 
 use super::endpoint::Doc;
-use super::{RequestBody, render};
+use super::{RequestBody, headers, render};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::BlobBody;
@@ -48,7 +48,7 @@ pub(super) async fn push(
 pub(super) async fn pull(
     state: &AppState,
     doc: &Doc,
-    headers: &HeaderMap,
+    request: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let Some(blob) = state.store.get_blob(&doc.key).await? else {
         // The reference answers a missing blob with an empty 404.
@@ -57,7 +57,7 @@ pub(super) async fn pull(
     Ok(render::cached(
         &blob.sha256,
         &doc.collection,
-        headers,
+        request,
         || {
             let body = match blob.body {
                 BlobBody::Bytes(bytes) => Body::from(bytes),
@@ -66,9 +66,19 @@ pub(super) async fn pull(
             let mut response = Response::new(body);
             let content_type = HeaderValue::from_str(&blob.content_type)
                 .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, content_type);
+            let h = response.headers_mut();
+            h.insert(header::CONTENT_TYPE, content_type);
+            // Stored bytes never run as active content on this origin.
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("sandbox"),
+            );
+            if !headers::inline_safe(&blob.content_type) {
+                h.insert(
+                    header::CONTENT_DISPOSITION,
+                    HeaderValue::from_static("attachment"),
+                );
+            }
             response
         },
     ))

@@ -14,6 +14,7 @@ mod body;
 mod bundle;
 mod config;
 pub(crate) mod endpoint;
+pub(crate) mod headers;
 mod health;
 mod list;
 mod pull;
