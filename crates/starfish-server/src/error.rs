@@ -83,7 +83,7 @@ pub(crate) enum ApiError {
     /// The sync core refused the pull or write.
     #[error(transparent)]
     Sync(SyncError),
-    /// The store failed. Logged; the client sees a generic message.
+    /// The store failed. Logged; the client sees `503 Storage unavailable`.
     #[error(transparent)]
     Store(StoreError),
     /// The key is taken by another document's folder, or lies under a document.
@@ -128,7 +128,7 @@ fn sync_status(e: &SyncError) -> StatusCode {
         | SyncError::InvalidAuthorSignature(_) => StatusCode::FORBIDDEN,
         SyncError::MediaTypeNotAllowed { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         SyncError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        SyncError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        SyncError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -162,7 +162,7 @@ fn sync_body(e: &SyncError) -> Value {
             let allowed = serde_json::to_string(allowed).unwrap_or_default();
             format!("Content-Type '{content_type}' is not allowed. Allowed: {allowed}")
         }
-        SyncError::Store(_) => "Internal error".to_owned(),
+        SyncError::Store(_) => "Storage unavailable".to_owned(),
         other => other.to_string(),
     };
     json!({ "error": message })
@@ -193,7 +193,9 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             Self::AuthTimeout => StatusCode::SERVICE_UNAVAILABLE,
-            Self::AuthorizationError | Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::AuthorizationError => StatusCode::INTERNAL_SERVER_ERROR,
+            // The store is a dependency: its failure is ours to retry, not the client's.
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::JsonMediaTypeRequired => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::KeyConflict => StatusCode::CONFLICT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -218,7 +220,7 @@ impl ApiError {
             Self::Sync(e) => return Some(sync_body(e)),
             Self::Store(e) => {
                 tracing::error!(error = %e, "store failure");
-                "Internal error".to_owned()
+                "Storage unavailable".to_owned()
             }
             other => other.to_string(),
         };
