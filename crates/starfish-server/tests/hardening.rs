@@ -192,3 +192,38 @@ async fn every_response_says_nosniff_and_blobs_never_run_as_active_content() {
         "max-age=31536000; includeSubDomains"
     );
 }
+
+#[tokio::test]
+async fn a_blob_is_never_served_with_another_uploads_type_or_etag() {
+    use object_store::{Attribute, Attributes, ObjectStore, PutOptions, PutPayload};
+    let config = r#"{"version": 1, "collections": [
+        {"name": "pics", "storagePath": "pics/{id}", "readRoles": ["public"], "writeRoles": ["public"],
+         "allowedMimeTypes": ["image/*"]}]}"#;
+    let store = DocStore::memory();
+    let app = create_sync_router(
+        SyncOptions::new(SyncConfig::from_json_str(config).unwrap(), store.clone())
+            .with_clock(Arc::new(ManualClock::new(T0))),
+    )
+    .unwrap();
+    let res = send(&app, blob_push("/push/pics/a", "image/png", "png bytes")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // Another writer (another node, a restore) replaces the bytes but not our sidecar.
+    let opts = PutOptions {
+        attributes: Attributes::from_iter([(Attribute::ContentType, "image/gif")]),
+        ..PutOptions::default()
+    };
+    let path = object_store::path::Path::from("pics/a");
+    store
+        .inner()
+        .put_opts(&path, PutPayload::from_static(b"gif bytes"), opts)
+        .await
+        .unwrap();
+    let res = send(&app, get("/pull/pics/a")).await;
+    assert_eq!(res.headers()["content-type"], "image/gif");
+    let etag = format!(
+        "\"{}\"",
+        starfish_server::internals::sha256_hex(b"gif bytes")
+    );
+    assert_eq!(res.headers()["etag"], etag.as_str());
+    assert_eq!(body_bytes(res).await, b"gif bytes");
+}

@@ -18,10 +18,12 @@ use crate::protocol::append::{
 };
 use bytes::Bytes;
 use futures::StreamExt;
+use object_store::UpdateVersion;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload, UpdateVersion};
 use serde_json::{Map, Value};
 
+/// Chunks of one log read at once by a pull.
+const CHUNK_READS_IN_FLIGHT: usize = 4;
 /// Attempts before an append gives up under contention (409 for the client).
 const APPEND_ATTEMPTS: usize = 32;
 
@@ -258,12 +260,10 @@ impl DocStore {
         for chunk in items.chunks(chunk_size as usize) {
             let first = chunk.first().map_or(0, |e| element_ts(e).max(0) as u64);
             let chunk_key = chunk_key(key, first);
-            let path = Path::parse(chunk_key.as_str()).map_err(StoreError::from)?;
-            let bytes = Value::Array(chunk.to_vec()).to_string();
-            self.inner
-                .put(&path, PutPayload::from(bytes))
-                .await
-                .map_err(StoreError::on_write)?;
+            // Created, never overwritten: racing migrators write the same bytes, and
+            // a chunk that exists already is one of them.
+            let bytes = Value::Array(chunk.to_vec()).to_string().into_bytes();
+            self.put_key_if(&chunk_key, bytes, Expect::Absent).await?;
             last_ts = chunk.last().map_or(last_ts, element_ts);
             if chunk.len() as u64 == chunk_size {
                 sealed += chunk.len() as u64;
@@ -445,13 +445,13 @@ impl DocStore {
                 needed = &needed[needed.len() - max_chunks..];
             }
         }
-        let reads = needed.iter().map(|k| async move {
-            let path = Path::parse(k.as_str())?;
-            self.get_versioned(&path)
-                .await
-                .map(|read| read.map(|(bytes, _)| bytes))
-        });
-        let chunks = futures::future::try_join_all(reads).await?;
+        // A few chunk reads in flight at once, in order, whatever the log's length.
+        let mut chunks: Vec<Option<Bytes>> = Vec::with_capacity(needed.len());
+        for batch in needed.chunks(CHUNK_READS_IN_FLIGHT) {
+            let reads = batch.iter().map(|k| self.read_versioned_key(k));
+            let read = futures::future::try_join_all(reads).await?;
+            chunks.extend(read.into_iter().map(|r| r.map(|(bytes, _)| bytes)));
+        }
         Ok(chunks
             .into_iter()
             .flatten()

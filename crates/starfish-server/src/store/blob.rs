@@ -146,18 +146,21 @@ impl DocStore {
                 .and_then(|v| v.as_str())
                 .map(str::to_owned)
         };
-        let content_type = field("contentType")
-            .or_else(|| {
-                result
-                    .attributes
-                    .get(&Attribute::ContentType)
-                    .map(|v| v.to_string())
-            })
-            .unwrap_or_else(|| DEFAULT_BLOB_TYPE.to_owned());
-        // Our hash is trusted only for the version it was recorded for.
+        // The sidecar describes one version: its hash and type are trusted only for it,
+        // so a reader never pairs one upload's bytes with another's type or ETag.
         let current = result.meta.e_tag.clone();
-        let recorded_for = field("eTag");
-        let trusted = field("sha256").filter(|_| current.is_some() && current == recorded_for);
+        let fresh = current.is_some() && current == field("eTag");
+        let attribute = result
+            .attributes
+            .get(&Attribute::ContentType)
+            .map(|v| v.to_string());
+        let content_type = match (fresh, field("contentType")) {
+            (true, Some(recorded)) => recorded,
+            _ => attribute
+                .or_else(|| field("contentType").filter(|_| !self.caps.attributes))
+                .unwrap_or_else(|| DEFAULT_BLOB_TYPE.to_owned()),
+        };
+        let trusted = field("sha256").filter(|_| fresh);
         match trusted {
             Some(sha256) => Ok(Some(Blob {
                 content_type,
