@@ -42,7 +42,8 @@
 //!
 //! - [`SyncConfig`]: the config file parsed once into typed values, with the
 //!   reference's messages; route conflicts and overlapping templates are load errors.
-//! - [`SyncOptions`]: the store, the clock, the authenticator and the hooks.
+//! - [`SyncOptions`]: the store, the clock, the authenticator and the hooks; CORS
+//!   ([`CorsSettings`]) and response compression for browsers.
 //! - [`auth`]: who is calling: the [`auth::Authenticator`] trait, the default cap-cert
 //!   settings ([`auth::CapAuthOptions`]), revocation, the [`auth::Clock`].
 //! - [`access`]: the [`access::RoleEnricher`] and [`access::Authorize`] hooks.
@@ -60,6 +61,7 @@
 
 pub mod access;
 pub mod auth;
+mod browser;
 mod config;
 mod error;
 mod events;
@@ -69,6 +71,7 @@ mod state;
 pub mod store;
 mod sync;
 
+pub use browser::CorsSettings;
 pub use config::{ConfigError, SyncConfig};
 pub use events::{AfterWrite, WriteAction, WriteEvent};
 pub use routes::headers::SecurityHeaders;
@@ -95,15 +98,30 @@ pub mod internals {
 /// collection at the root and under `/<namespace>/`. Mount it at the root or under a
 /// prefix with [`axum::Router::nest`].
 ///
+/// With [`SyncOptions::with_cors`] the router answers CORS preflights and adds CORS
+/// headers; with compression on (the default) JSON responses are gzip- or
+/// brotli-encoded when `Accept-Encoding` asks.
+///
 /// # Errors
-/// [`ConfigError::Invalid`] when two collections map to conflicting routes.
+/// [`ConfigError::Invalid`] when two collections map to conflicting routes;
+/// [`ConfigError::Cors`] when the CORS settings cannot work (credentials with `*`).
 pub fn create_sync_router(options: SyncOptions) -> Result<axum::Router, ConfigError> {
     let headers: std::sync::Arc<[_]> = options.security_headers.compile().into();
+    let cors = options.cors.as_ref().map(CorsSettings::layer).transpose()?;
+    let compression = options.compression;
     let state = state::AppState::new(options)?;
-    Ok(routes::router()
-        .with_state(state)
-        .layer(axum::middleware::map_response(move |response| {
+    let mut router = routes::router().with_state(state);
+    if compression {
+        router = router.layer(browser::compression());
+    }
+    if let Some(cors) = cors {
+        router = router.layer(cors);
+    }
+    // Outermost: CORS preflights get the security headers too.
+    Ok(
+        router.layer(axum::middleware::map_response(move |response| {
             let headers = headers.clone();
             async move { routes::headers::apply(&headers, response) }
-        })))
+        })),
+    )
 }

@@ -3,6 +3,7 @@
 
 use crate::access::{Authorize, DEFAULT_MAX_BUCKETS, Gate, RateLimiter, RoleEnricher};
 use crate::auth::{Authenticator, CapAuthOptions, CapCertAuthenticator, Clock, SystemClock};
+use crate::browser::CorsSettings;
 use crate::config::{ConfigError, SyncConfig};
 use crate::events::AfterWrite;
 use crate::routes::endpoint::Scope;
@@ -54,6 +55,11 @@ pub struct SyncOptions {
     pub config_endpoint: Option<ConfigEndpoint>,
     /// Headers added to every response.
     pub security_headers: SecurityHeaders,
+    /// Cross-origin access for browsers (off: no CORS headers, as in the reference).
+    pub cors: Option<CorsSettings>,
+    /// Compress JSON responses with gzip or brotli when `Accept-Encoding` asks (on by
+    /// default; blobs never).
+    pub compression: bool,
 }
 
 /// Who `GET /config` describes collections to.
@@ -75,6 +81,8 @@ impl std::fmt::Debug for SyncOptions {
             .field("role_enricher", &self.role_enricher.is_some())
             .field("authorize", &self.authorize.is_some())
             .field("after_write", &self.after_write.is_some())
+            .field("cors", &self.cors)
+            .field("compression", &self.compression)
             .finish_non_exhaustive()
     }
 }
@@ -99,6 +107,8 @@ impl SyncOptions {
             max_rate_buckets: DEFAULT_MAX_BUCKETS,
             config_endpoint: None,
             security_headers: SecurityHeaders::default(),
+            cors: None,
+            compression: true,
         }
     }
 
@@ -148,6 +158,21 @@ impl SyncOptions {
     #[must_use]
     pub fn with_security_headers(mut self, headers: SecurityHeaders) -> Self {
         self.security_headers = headers;
+        self
+    }
+
+    /// Answers browsers' CORS preflights and adds CORS headers, as `cors` says
+    /// (checked by `create_sync_router`).
+    #[must_use]
+    pub fn with_cors(mut self, cors: CorsSettings) -> Self {
+        self.cors = Some(cors);
+        self
+    }
+
+    /// Turns compression of JSON responses on or off.
+    #[must_use]
+    pub fn with_compression(mut self, on: bool) -> Self {
+        self.compression = on;
         self
     }
 

@@ -40,6 +40,10 @@ pub enum ConfigError {
     /// Validation failed; one message per problem, in the reference's order.
     #[error("Invalid sync config:\n{}", .0.join("\n"))]
     Invalid(Vec<String>),
+    /// The [`crate::CorsSettings`] cannot work (credentials with the `*` origin, an
+    /// origin that is not one); the message starts with `CORS misconfiguration:`.
+    #[error("{0}")]
+    Cors(String),
 }
 
 /// A whole validated configuration: [`SyncConfig::from_json_str`] or

@@ -2,6 +2,7 @@
 
 use super::endpoint::Doc;
 use super::{RequestBody, headers, render};
+use crate::browser::AsStored;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::BlobBody;
@@ -79,6 +80,8 @@ pub(super) async fn pull(
                     HeaderValue::from_static("attachment"),
                 );
             }
+            // Stored media goes out as stored: never re-encoded on the way.
+            response.extensions_mut().insert(AsStored);
             response
         },
     ))
