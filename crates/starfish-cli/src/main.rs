@@ -6,6 +6,8 @@
 //! starfish check-config starfish.yaml
 //! ```
 
+mod cors;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use starfish_server::auth::{CapAuthOptions, InMemoryRevocationStore, NonceCacheLimits};
 use starfish_server::store::DocStore;
@@ -66,6 +68,8 @@ struct ServeArgs {
     trusted_proxy_hops: usize,
     #[command(flatten)]
     auth: AuthArgs,
+    #[command(flatten)]
+    cors: cors::CorsArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -251,6 +255,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             ConfigEndpointArg::RoleFiltered => ConfigEndpoint::RoleFiltered,
         });
     }
+    let options = args.cors.apply(options)?;
     let sync = create_sync_router(options).map_err(|e| one_line(&e))?;
     let mut app = axum::Router::new();
     let prefixes = if args.base_path.is_empty() {
