@@ -69,7 +69,7 @@ struct ServeArgs {
     #[command(flatten)]
     auth: AuthArgs,
     #[command(flatten)]
-    cors: cors::CorsArgs,
+    cors: Box<cors::CorsArgs>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
