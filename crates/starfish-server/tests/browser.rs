@@ -106,6 +106,8 @@ async fn preflight_from_an_allowed_origin_allows_the_signing_headers() {
     assert_eq!(h["access-control-max-age"], "600");
     assert!(h.get("access-control-allow-credentials").is_none());
     assert!(list(h, "vary").contains(&"origin".to_owned()));
+    // The security headers sit outside CORS: a preflight carries them too.
+    assert_eq!(h["x-content-type-options"], "nosniff");
 }
 
 #[tokio::test]
