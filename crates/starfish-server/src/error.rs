@@ -86,6 +86,12 @@ pub(crate) enum ApiError {
     /// The store failed. Logged; the client sees `503 Storage unavailable`.
     #[error(transparent)]
     Store(StoreError),
+    /// The request took longer than the router's `request_timeout`.
+    #[error("Request timeout")]
+    RequestTimeout,
+    /// More requests in flight than the router's `max_in_flight`.
+    #[error("Server busy")]
+    Busy,
     /// The key is taken by another document's folder, or lies under a document.
     #[error("Key conflicts with another document")]
     KeyConflict,
@@ -198,6 +204,8 @@ impl ApiError {
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::JsonMediaTypeRequired => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::KeyConflict => StatusCode::CONFLICT,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Sync(e) => sync_status(e),
         }

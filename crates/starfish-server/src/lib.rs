@@ -75,7 +75,10 @@ pub use browser::CorsSettings;
 pub use config::{ConfigError, SyncConfig};
 pub use events::{AfterWrite, WriteAction, WriteEvent};
 pub use routes::headers::SecurityHeaders;
-pub use state::{ConfigEndpoint, DEFAULT_AUTH_TIMEOUT, SyncOptions};
+pub use state::{
+    ConfigEndpoint, DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT,
+    SyncOptions,
+};
 
 /// Not part of the API: what the conformance tests check against the reference's
 /// vectors (canonical JSON, hashes, certificates, signatures, scope globs). It may
@@ -109,8 +112,13 @@ pub fn create_sync_router(options: SyncOptions) -> Result<axum::Router, ConfigEr
     let headers: std::sync::Arc<[_]> = options.security_headers.compile().into();
     let cors = options.cors.as_ref().map(CorsSettings::layer).transpose()?;
     let compression = options.compression;
+    let limits = routes::limits::Limits::new(options.request_timeout, options.max_in_flight);
     let state = state::AppState::new(options)?;
-    let mut router = routes::router().with_state(state);
+    let mut router = routes::router()
+        .with_state(state)
+        .layer(axum::middleware::from_fn(move |request, next| {
+            routes::limits::enforce(limits.clone(), request, next)
+        }));
     if compression {
         router = router.layer(browser::compression());
     }

@@ -13,6 +13,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Default bound on a whole request, body included.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default bound on requests handled at once.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+
 /// Default bound on how long an authenticator may take (the reference's
 /// `roleResolverTimeout`); past it the request gets 503.
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,6 +65,11 @@ pub struct SyncOptions {
     /// Compress JSON responses with gzip or brotli when `Accept-Encoding` asks (on by
     /// default; blobs never).
     pub compression: bool,
+    /// Longest a request may take, body included: past it, `408` (default 30 s).
+    pub request_timeout: Duration,
+    /// Requests handled at once; past it, `503 {"error":"Server busy"}` at once
+    /// (default 1024).
+    pub max_in_flight: usize,
 }
 
 /// Who `GET /config` describes collections to.
@@ -109,6 +119,8 @@ impl SyncOptions {
             security_headers: SecurityHeaders::default(),
             cors: None,
             compression: true,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 
@@ -151,6 +163,20 @@ impl SyncOptions {
     #[must_use]
     pub fn with_authorize(mut self, hook: Arc<dyn Authorize>) -> Self {
         self.authorize = Some(hook);
+        self
+    }
+
+    /// Bounds a whole request, body included (`408` past it).
+    #[must_use]
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Bounds the requests handled at once (`503` past it, never queued).
+    #[must_use]
+    pub fn with_max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = max;
         self
     }
 

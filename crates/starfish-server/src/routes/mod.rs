@@ -16,6 +16,7 @@ mod config;
 pub(crate) mod endpoint;
 pub(crate) mod headers;
 mod health;
+pub(crate) mod limits;
 mod list;
 mod pull;
 mod push;
