@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the store suite against an S3-compatible server (moto, from PyPI) started on
-# loopback and stopped by PID. Prints cargo test's result lines.
+# Runs the store suite, then the binary's S3 test, against an S3-compatible server
+# (moto, from PyPI) started on loopback and stopped by PID. Prints cargo test's
+# result lines.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CACHE=${STARFISH_INTEROP_CACHE:-$HOME/.cache/starfish-interop}
@@ -27,3 +28,6 @@ export STARFISH_TEST_S3=1 AWS_ENDPOINT="http://127.0.0.1:$PORT" AWS_ALLOW_HTTP=t
   AWS_BUCKET_NAME=starfish-test AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1
 cd "$ROOT"
 cargo test -p starfish-server --features aws --test s3
+# The `starfish` binary from the default build (the S3 store is built in), set up
+# only by STARFISH_* and these AWS_* variables: push, then pull from a second process.
+cargo test -p starfish-cli --test cli -- s3_store_configured_only_by_environment_variables

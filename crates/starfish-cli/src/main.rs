@@ -1,15 +1,23 @@
-//! `starfish`: serve a Starfish sync config, or check one.
+//! `starfish`: serve a Starfish sync config, check one, or write a starter one.
 //!
 //! ```text
 //! starfish serve --config starfish.yaml [--host 127.0.0.1] [--port 8080] [--data ./data]
-//!                [--store fs|memory|s3] [--base-path /v1]
+//!                [--store fs|memory|s3] [--s3-bucket B] [--base-path /v1] [--print-config]
 //! starfish check-config starfish.yaml
+//! starfish init [starfish.yaml]
 //! ```
+//!
+//! Every `serve` option is also read from a `STARFISH_*` environment variable and from
+//! the config file's `server:` section: flag > environment > section > default.
 
 mod cors;
+mod init;
+mod settings;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use starfish_server::auth::{CapAuthOptions, InMemoryRevocationStore, NonceCacheLimits};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use settings::{ConfigEndpointArg, PrintFormat, ServeArgs, ServerSection, Settings, StoreKind};
+use starfish_server::auth::InMemoryRevocationStore;
 use starfish_server::store::DocStore;
 use starfish_server::{ConfigEndpoint, ConfigError, SyncConfig, SyncOptions, create_sync_router};
 use std::net::SocketAddr;
@@ -27,123 +35,28 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the collections of a config file (YAML or JSON).
-    Serve(ServeArgs),
-    /// Validate a config file and print its warnings, without serving.
+    Serve(Box<ServeArgs>),
+    /// Validate a config file (its collections and its `server:` section) and print its
+    /// warnings, without serving.
     CheckConfig {
         /// The config file (`.json` is read as JSON, anything else as YAML).
+        #[arg(env = "STARFISH_CONFIG")]
         file: PathBuf,
     },
-}
-
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// The config file (`.json` is read as JSON, anything else as YAML).
-    #[arg(long, short)]
-    config: PathBuf,
-    /// Address to listen on. Loopback unless told otherwise.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// Port to listen on (0 picks a free one).
-    #[arg(long, short, default_value_t = 8080)]
-    port: u16,
-    /// Directory of the filesystem store.
-    #[arg(long, default_value = "./data")]
-    data: PathBuf,
-    /// Where documents are stored.
-    #[arg(long, value_enum, default_value_t = StoreKind::Fs)]
-    store: StoreKind,
-    /// Mount the routes under this prefix (e.g. `/v1`) instead of the root. Repeat it
-    /// to mount at several prefixes (`--base-path / --base-path /v1`).
-    #[arg(long)]
-    base_path: Vec<String>,
-    /// Signed revocation lists to honour (a JSON file holding one list or an array).
-    #[arg(long)]
-    revocations: Option<PathBuf>,
-    /// Serve `GET /config`: to anyone (`public`), or filtered by the caller's roles.
-    #[arg(long, value_enum)]
-    config_endpoint: Option<ConfigEndpointArg>,
-    /// Reverse proxies in front of the server; the client IP for rate limits is the
-    /// N-th `X-Forwarded-For` entry from the right. 0: the socket address.
-    #[arg(long, default_value_t = 0)]
-    trusted_proxy_hops: usize,
-    #[command(flatten)]
-    auth: AuthArgs,
-    #[command(flatten)]
-    cors: Box<cors::CorsArgs>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ConfigEndpointArg {
-    /// Every collection, to anyone.
-    Public,
-    /// Only collections whose roles the caller holds.
-    RoleFiltered,
-}
-
-/// Cap-cert authentication; the defaults are the reference server's.
-#[derive(clap::Args)]
-struct AuthArgs {
-    /// Refuse requests without `Authorization: Cap` (401) instead of treating them as
-    /// anonymous callers with the `public` role.
-    #[arg(long)]
-    no_anonymous: bool,
-    /// Largest signed write body read before its signature is checked.
-    #[arg(long, default_value_t = 64 * 1024)]
-    max_signed_body_bytes: u64,
-    /// Largest `Authorization` header.
-    #[arg(long, default_value_t = 8 * 1024)]
-    max_cap_header_bytes: usize,
-    /// Allowed difference between a request's timestamp and the server clock, in ms.
-    #[arg(long, default_value_t = 300_000)]
-    max_skew_ms: u64,
-    /// How long a request nonce is remembered, in ms.
-    #[arg(long, default_value_t = 600_000)]
-    nonce_window_ms: u64,
-    /// Live nonces remembered in total; when full, signed requests are refused.
-    #[arg(long, default_value_t = 100_000)]
-    nonce_max_entries: usize,
-    /// Live nonces remembered per signing key.
-    #[arg(long, default_value_t = 4096)]
-    nonce_per_signer: usize,
-    /// Verify signatures against this host instead of the `Host` header (behind a
-    /// proxy that rewrites it).
-    #[arg(long)]
-    public_host: Option<String>,
-}
-
-impl AuthArgs {
-    fn options(&self) -> CapAuthOptions {
-        CapAuthOptions {
-            allow_anonymous: !self.no_anonymous,
-            max_cap_header_bytes: self.max_cap_header_bytes,
-            max_signed_body_bytes: self.max_signed_body_bytes,
-            max_skew_ms: self.max_skew_ms,
-            nonce_limits: NonceCacheLimits {
-                window_ms: self.nonce_window_ms,
-                max_entries: self.nonce_max_entries,
-                per_signer: self.nonce_per_signer,
-            },
-            host_override: self.public_host.clone(),
-            ..CapAuthOptions::default()
-        }
-    }
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum StoreKind {
-    /// Files under `--data`, in the reference server's layout.
-    Fs,
-    /// In memory; lost on exit.
-    Memory,
-    /// An S3-compatible bucket from the `AWS_*` environment variables.
-    S3,
+    /// Write a commented starter config (YAML); never overwrites a file.
+    Init {
+        /// Where to write it.
+        #[arg(default_value = "starfish.yaml")]
+        path: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::CheckConfig { file } => check_config(&file),
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
+        Command::Init { path } => init::init(&path),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -162,23 +75,42 @@ fn one_line(e: &ConfigError) -> String {
     }
 }
 
-fn load_config(path: &Path) -> Result<SyncConfig, String> {
+/// A config file's text, and whether it is JSON (by its extension).
+fn read_config(path: &Path) -> Result<(String, bool), String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
     let is_json = path
         .extension()
         .is_some_and(|ext| ext.eq_ignore_ascii_case("json"));
+    Ok((text, is_json))
+}
+
+/// The sync config (collections, namespaces), validated with the reference's messages.
+fn load_config(path: &Path, text: &str, is_json: bool) -> Result<SyncConfig, String> {
     let parsed = if is_json {
-        SyncConfig::from_json_str(&text)
+        SyncConfig::from_json_str(text)
     } else {
-        SyncConfig::from_yaml_str(&text)
+        SyncConfig::from_yaml_str(text)
     };
     parsed.map_err(|e| format!("{}: {}", path.display(), one_line(&e)))
 }
 
+/// The binary's own `server:` section of the file.
+fn load_section(path: &Path, text: &str, is_json: bool) -> Result<ServerSection, String> {
+    let doc: Value = if is_json {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    } else {
+        serde_yaml::from_str(text).map_err(|e| e.to_string())
+    }
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    ServerSection::from_document(&doc).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 fn check_config(path: &Path) -> Result<(), String> {
     // Route conflicts and overlapping templates are load errors: no router needed.
-    let config = load_config(path)?;
+    let (text, is_json) = read_config(path)?;
+    let config = load_config(path, &text, is_json)?;
+    load_section(path, &text, is_json)?;
     for w in config.warnings() {
         println!("warning: {w}");
     }
@@ -197,10 +129,10 @@ fn check_config(path: &Path) -> Result<(), String> {
 fn load_revocations(path: &Path) -> Result<InMemoryRevocationStore, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read revocations {}: {e}", path.display()))?;
-    let value: serde_json::Value =
+    let value: Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
     let lists = match value {
-        serde_json::Value::Array(lists) => lists,
+        Value::Array(lists) => lists,
         one => vec![one],
     };
     let store = InMemoryRevocationStore::new();
@@ -212,14 +144,27 @@ fn load_revocations(path: &Path) -> Result<InMemoryRevocationStore, String> {
     Ok(store)
 }
 
-fn open_store(args: &ServeArgs) -> Result<DocStore, String> {
-    match args.store {
+fn open_store(settings: &Settings) -> Result<DocStore, String> {
+    match settings.store {
         StoreKind::Memory => Ok(DocStore::memory()),
         #[cfg(feature = "fs")]
-        StoreKind::Fs => DocStore::local(&args.data)
-            .map_err(|e| format!("cannot open data directory {}: {e}", args.data.display())),
+        StoreKind::Fs => {
+            let dir = settings.data.as_deref().unwrap_or(Path::new("./data"));
+            DocStore::local(dir)
+                .map_err(|e| format!("cannot open data directory {}: {e}", dir.display()))
+        }
         #[cfg(feature = "aws")]
-        StoreKind::S3 => DocStore::s3_from_env().map_err(|e| format!("cannot open S3 store: {e}")),
+        StoreKind::S3 => {
+            let s3 = settings.s3_settings();
+            if s3.bucket.is_none() {
+                return Err(
+                    "--store s3 needs a bucket: --s3-bucket, STARFISH_S3_BUCKET, \
+                            server.s3.bucket in the config, or AWS_BUCKET_NAME"
+                        .into(),
+                );
+            }
+            DocStore::s3(s3).map_err(|e| format!("cannot open S3 store: {e}"))
+        }
         #[cfg(not(all(feature = "fs", feature = "aws")))]
         #[allow(unreachable_patterns)]
         other => {
@@ -232,46 +177,56 @@ fn open_store(args: &ServeArgs) -> Result<DocStore, String> {
     }
 }
 
+fn print_settings(settings: &Settings, format: PrintFormat) -> Result<(), String> {
+    let value = settings.printable();
+    let text = match format {
+        PrintFormat::Yaml => serde_yaml::to_string(&value).map_err(|e| e.to_string())?,
+        PrintFormat::Json => {
+            serde_json::to_string_pretty(&value).map_err(|e| e.to_string())? + "\n"
+        }
+    };
+    print!("{text}");
+    Ok(())
+}
+
 fn serve(args: ServeArgs) -> Result<(), String> {
+    let (text, is_json) = read_config(&args.config)?;
+    if let Some(format) = args.print_config {
+        // Only the settings: the collections are check-config's business.
+        let section = load_section(&args.config, &text, is_json)?;
+        return print_settings(&Settings::resolve(args, section)?, format);
+    }
+    let config = load_config(&args.config, &text, is_json)?;
+    let section = load_section(&args.config, &text, is_json)?;
+    let settings = Settings::resolve(args, section)?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let config = load_config(&args.config)?;
     for w in config.warnings() {
         tracing::warn!("config warning: {w}");
     }
-    let store = open_store(&args)?;
-    let mut cap_auth = args.auth.options();
-    if let Some(path) = &args.revocations {
+    let store = open_store(&settings)?;
+    let mut cap_auth = settings.auth.options();
+    if let Some(path) = &settings.revocations {
         cap_auth.revocations = Arc::new(load_revocations(path)?);
     }
     let mut options = SyncOptions::new(config, store).with_cap_auth(cap_auth);
-    options.trusted_proxy_hops = args.trusted_proxy_hops;
-    if let Some(endpoint) = args.config_endpoint {
+    options.trusted_proxy_hops = settings.trusted_proxy_hops;
+    if let Some(endpoint) = settings.config_endpoint {
         options = options.with_config_endpoint(match endpoint {
             ConfigEndpointArg::Public => ConfigEndpoint::Public,
             ConfigEndpointArg::RoleFiltered => ConfigEndpoint::RoleFiltered,
         });
     }
-    let options = args.cors.apply(options)?;
+    let options = settings.cors.apply(options, settings.no_compression)?;
     let sync = create_sync_router(options).map_err(|e| one_line(&e))?;
     let mut app = axum::Router::new();
-    let prefixes = if args.base_path.is_empty() {
-        vec!["/".to_owned()]
-    } else {
-        args.base_path.clone()
-    };
-    for prefix in &prefixes {
+    for prefix in &settings.base_path {
         app = match prefix.as_str() {
-            "" | "/" => app.merge(sync.clone()),
-            p if p.starts_with('/') && !p.ends_with('/') => app.nest(p, sync.clone()),
-            p => {
-                return Err(format!(
-                    "--base-path must start with / and not end with one, got {p:?}"
-                ));
-            }
+            "/" => app.merge(sync.clone()),
+            p => app.nest(p, sync.clone()),
         };
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -279,7 +234,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
-        let addr = format!("{}:{}", args.host, args.port);
+        let addr = format!("{}:{}", settings.host, settings.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -287,8 +242,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .local_addr()
             .map_err(|e| format!("cannot read the bound address: {e}"))?;
         tracing::info!(
-            "starfish listening on http://{local} (mounted at {})",
-            prefixes.join(", ")
+            "starfish listening on http://{local} (mounted at {}, store {})",
+            settings.base_path.join(", "),
+            settings.store.name(),
         );
         axum::serve(
             listener,

@@ -7,9 +7,13 @@
 //! writes are compare-and-swap on the store itself, so several server processes may
 //! share one bucket.
 //!
-//! # Example
+//! # Embedding in axum
+//!
+//! The sync routes are an ordinary [`axum::Router`]: merge them into your app next to
+//! your own routes and serve it as usual.
 //!
 //! ```no_run
+//! use axum::{Router, routing::get};
 //! use starfish_server::{SyncConfig, SyncOptions, create_sync_router, store::DocStore};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,11 +26,126 @@
 //!     writeRoles: [self]
 //! "#)?;
 //! let sync = create_sync_router(SyncOptions::new(config, DocStore::memory()))?;
-//! let app = axum::Router::new().nest("/v1", sync);
+//! let app = Router::new()
+//!     .route("/", get(|| async { "my app" }))
+//!     .merge(sync);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app).await?;
+//! // `into_make_service_with_connect_info` gives rate limits the client's address.
+//! axum::serve(
+//!     listener,
+//!     app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+//! )
+//! .await?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Mounting under `/v1`
+//!
+//! [`axum::Router::nest`] mounts the routes under a prefix: `/v1/pull/...`,
+//! `/v1/push/...`, `/v1/health`. Request signatures cover the path the client sent,
+//! prefix included, so clients sign `/v1/...` paths.
+//!
+//! ```no_run
+//! use starfish_server::{SyncConfig, SyncOptions, create_sync_router, store::DocStore};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = SyncConfig::from_json_str(&std::fs::read_to_string("starfish.json")?)?;
+//! let sync = create_sync_router(SyncOptions::new(config, DocStore::local("./data")?))?;
+//! let app = axum::Router::new().nest("/v1", sync);
+//! axum::serve(tokio::net::TcpListener::bind("127.0.0.1:8080").await?, app).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # A custom authenticator
+//!
+//! The default [`auth::CapCertAuthenticator`] verifies the reference's capability
+//! certificates. Any [`auth::Authenticator`] may replace it: here, bearer tokens looked
+//! up in a table. The [`auth::Caller`] it returns holds the identity (for `self`
+//! collections) and the roles that `readRoles` and `writeRoles` are checked against.
+//!
+//! ```
+//! use starfish_server::auth::{AuthError, AuthRequest, Authenticator, Caller};
+//! use starfish_server::{SyncConfig, SyncOptions, create_sync_router, store::DocStore};
+//! use std::collections::HashMap;
+//! use std::future::Future;
+//! use std::pin::Pin;
+//! use std::sync::Arc;
+//!
+//! /// `Authorization: Bearer <token>`, each token naming a user and their roles.
+//! struct BearerTokens(HashMap<String, (String, Vec<Arc<str>>)>);
+//!
+//! impl Authenticator for BearerTokens {
+//!     fn authenticate<'a>(
+//!         &'a self,
+//!         request: AuthRequest<'a>,
+//!     ) -> Pin<Box<dyn Future<Output = Result<Caller, AuthError>> + Send + 'a>> {
+//!         Box::pin(async move {
+//!             let header = request.headers.get("authorization");
+//!             let Some(value) = header.and_then(|v| v.to_str().ok()) else {
+//!                 return Ok(Caller::anonymous()); // the `public` role only
+//!             };
+//!             let token = value.strip_prefix("Bearer ").unwrap_or_default();
+//!             match self.0.get(token) {
+//!                 Some((user, roles)) => Ok(Caller::verified(user.as_str(), roles.clone())),
+//!                 None => Err(AuthError::Unauthorized("unknown token".into())),
+//!             }
+//!         })
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let tokens = HashMap::from([(
+//!     "s3cr3t".to_owned(),
+//!     ("alice".to_owned(), vec![Arc::from("editor")]),
+//! )]);
+//! let config = SyncConfig::from_yaml_str(r#"
+//! version: 1
+//! collections:
+//!   - {name: notes, storagePath: "users/{identity}/notes", readRoles: [self], writeRoles: [self]}
+//!   - {name: wiki, storagePath: "wiki/{page}", readRoles: [public], writeRoles: [editor]}
+//! "#)?;
+//! let options = SyncOptions::new(config, DocStore::memory())
+//!     .with_authenticator(Arc::new(BearerTokens(tokens)));
+//! let sync = create_sync_router(options)?;
+//! # let _ = sync;
+//! # Ok(()) }
+//! ```
+//!
+//! # A custom store
+//!
+//! [`store::DocStore::new`] wraps any [`object_store::ObjectStore`]; its
+//! [`store::Capabilities`] say whether the store can do conditional updates
+//! (`PutMode::Update`: then several processes may share it) and keep attributes.
+//! Here, one tenant's prefix inside a shared in-memory store; a wrapper of your own
+//! (metrics, encryption at rest, ...) works the same way.
+//!
+//! ```
+//! use object_store::{ObjectStore, memory::InMemory, prefix::PrefixStore};
+//! use starfish_server::store::{Capabilities, DocStore};
+//! use starfish_server::{SyncConfig, SyncOptions, create_sync_router};
+//! use std::sync::Arc;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let shared = Arc::new(InMemory::new());
+//! let tenant: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(shared, "tenants/acme"));
+//! let store = DocStore::new(
+//!     tenant,
+//!     Capabilities {
+//!         conditional_update: true, // InMemory honours PutMode::Update
+//!         attributes: true,
+//!     },
+//! );
+//! let config = SyncConfig::from_json_str(
+//!     r#"{"version":1,"collections":[{"name":"board","storagePath":"board/{topic}",
+//!         "readRoles":["public"],"writeRoles":["public"]}]}"#,
+//! )?;
+//! let sync = create_sync_router(SyncOptions::new(config, store))?;
+//! # let _ = sync;
+//! # Ok(()) }
+//! ```
+//!
+//! With the `aws` feature, `store::DocStore::s3` opens an S3-compatible bucket from
+//! `store::S3Settings` (the `AWS_*` environment, then your overrides).
 //!
 //! # The pipeline
 //!
@@ -52,8 +171,16 @@
 //!
 //! # Features
 //!
-//! - `fs` (default): [`store::DocStore::local`], a directory in the reference's layout.
-//! - `aws`: `store::DocStore::s3_from_env`, an S3-compatible bucket with conditional writes.
+//! - `fs` (default): `store::DocStore::local`, a directory in the reference's layout
+//!   (object_store's `LocalFileSystem`).
+//! - `aws`: `store::DocStore::s3` and `store::DocStore::s3_from_env`, an
+//!   S3-compatible bucket with conditional writes, and `store::S3Settings`. It brings
+//!   an HTTP client and TLS (object_store's `aws` feature); the `starfish` binary
+//!   enables it.
+//!
+//! Without either, [`store::DocStore::memory`] and [`store::DocStore::new`] over any
+//! `ObjectStore` remain.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -133,3 +260,8 @@ pub fn create_sync_router(options: SyncOptions) -> Result<axum::Router, ConfigEr
         })),
     )
 }
+
+/// The crate README's example, compiled as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -13,11 +13,15 @@ mod append;
 mod blob;
 mod key;
 mod list;
+#[cfg(feature = "aws")]
+mod s3;
 
 pub(crate) use append::AppendFailure;
 pub(crate) use append::AppendOp;
 pub(crate) use blob::{BlobBody, BlobError};
 pub(crate) use key::{KeyError, ObjectKey, PathParams};
+#[cfg(feature = "aws")]
+pub use s3::S3Settings;
 
 use bytes::Bytes;
 use object_store::path::Path;
@@ -153,6 +157,7 @@ impl DocStore {
     /// # Errors
     /// When `dir` cannot be created or opened.
     #[cfg(feature = "fs")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "fs")))]
     pub fn local(dir: impl AsRef<std::path::Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -168,25 +173,6 @@ impl DocStore {
             Capabilities {
                 conditional_update: false,
                 attributes: false,
-            },
-        ))
-    }
-
-    /// An S3-compatible store configured from `AWS_*` environment variables
-    /// (`AWS_BUCKET_NAME`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, ...), with conditional writes.
-    ///
-    /// # Errors
-    /// When the environment does not describe a bucket.
-    #[cfg(feature = "aws")]
-    pub fn s3_from_env() -> Result<Self, StoreError> {
-        let s3 = object_store::aws::AmazonS3Builder::from_env()
-            .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
-            .build()?;
-        Ok(Self::new(
-            Arc::new(s3),
-            Capabilities {
-                conditional_update: true,
-                attributes: true,
             },
         ))
     }

@@ -1,0 +1,608 @@
+//! The server's settings, from four layers: flags, then `STARFISH_*` environment
+//! variables (clap reads both), then the config file's `server:` section, then the
+//! defaults. S3 settings start one layer lower still, from the standard `AWS_*`
+//! environment.
+
+use crate::cors::{Cors, CorsArgs, DEFAULT_MAX_AGE_SECS};
+use clap::ValueEnum;
+use clap::builder::BoolishValueParser;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use starfish_server::auth::{CapAuthOptions, NonceCacheLimits};
+use std::path::{Component, Path, PathBuf};
+
+const DEFAULT_HOST: &str = "127.0.0.1";
+const DEFAULT_PORT: u16 = 8080;
+const DEFAULT_DATA: &str = "./data";
+const DEFAULT_MAX_SIGNED_BODY_BYTES: u64 = 64 * 1024;
+const DEFAULT_MAX_CAP_HEADER_BYTES: usize = 8 * 1024;
+const DEFAULT_MAX_SKEW_MS: u64 = 300_000;
+const DEFAULT_NONCE_WINDOW_MS: u64 = 600_000;
+const DEFAULT_NONCE_MAX_ENTRIES: usize = 100_000;
+const DEFAULT_NONCE_PER_SIGNER: usize = 4096;
+
+/// What a masked secret reads as.
+pub(crate) const MASK: &str = "********";
+
+/// `starfish serve`. Every option is also read from the `STARFISH_*` variable named
+/// beside it, and (but `--config` and `--print-config`) from the config file's
+/// `server:` section; a flag beats the variable, which beats the section.
+#[derive(clap::Args)]
+pub(crate) struct ServeArgs {
+    /// The config file (`.json` is read as JSON, anything else as YAML).
+    #[arg(long, short, env = "STARFISH_CONFIG")]
+    pub(crate) config: PathBuf,
+    /// Print the effective settings (secrets masked) and exit without serving.
+    #[arg(
+        long,
+        env = "STARFISH_PRINT_CONFIG",
+        value_enum,
+        num_args = 0..=1,
+        default_missing_value = "yaml",
+        value_name = "FORMAT"
+    )]
+    pub(crate) print_config: Option<PrintFormat>,
+    /// Address to listen on [default: 127.0.0.1, loopback].
+    #[arg(long, env = "STARFISH_HOST")]
+    host: Option<String>,
+    /// Port to listen on; 0 picks a free one [default: 8080].
+    #[arg(long, short, env = "STARFISH_PORT")]
+    port: Option<u16>,
+    /// Directory of the filesystem store [default: ./data].
+    #[arg(long, env = "STARFISH_DATA")]
+    data: Option<PathBuf>,
+    /// Where documents are stored [default: fs].
+    #[arg(long, value_enum, env = "STARFISH_STORE")]
+    store: Option<StoreKind>,
+    #[command(flatten)]
+    s3: S3Args,
+    /// Mount the routes under this prefix (e.g. `/v1`) instead of the root. Repeat it
+    /// (or separate with commas) to mount at several prefixes.
+    #[arg(long, env = "STARFISH_BASE_PATH", value_delimiter = ',')]
+    base_path: Vec<String>,
+    /// Signed revocation lists to honour (a JSON file holding one list or an array).
+    #[arg(long, env = "STARFISH_REVOCATIONS")]
+    revocations: Option<PathBuf>,
+    /// Serve `GET /config`: to anyone (`public`), or filtered by the caller's roles.
+    #[arg(long, value_enum, env = "STARFISH_CONFIG_ENDPOINT")]
+    config_endpoint: Option<ConfigEndpointArg>,
+    /// Reverse proxies in front of the server; the client IP for rate limits is the
+    /// N-th `X-Forwarded-For` entry from the right. 0: the socket address [default: 0].
+    #[arg(long, env = "STARFISH_TRUSTED_PROXY_HOPS")]
+    trusted_proxy_hops: Option<usize>,
+    #[command(flatten)]
+    auth: AuthArgs,
+    #[command(flatten)]
+    cors: Box<CorsArgs>,
+}
+
+/// The S3 store (`--store s3`), on top of the standard `AWS_*` variables and the AWS
+/// credential chain.
+#[derive(clap::Args)]
+struct S3Args {
+    /// The bucket [default: AWS_BUCKET_NAME].
+    #[arg(long, env = "STARFISH_S3_BUCKET")]
+    s3_bucket: Option<String>,
+    /// An S3-compatible endpoint (MinIO, ...); `http://` allows plain HTTP
+    /// [default: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT, else AWS].
+    #[arg(long, env = "STARFISH_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// The region [default: AWS_REGION or AWS_DEFAULT_REGION, else us-east-1].
+    #[arg(long, env = "STARFISH_S3_REGION")]
+    s3_region: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`); `false` for virtual-hosted style
+    /// [default: true].
+    #[arg(long, env = "STARFISH_S3_PATH_STYLE", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(),
+          value_name = "BOOL")]
+    s3_path_style: Option<bool>,
+    /// Allow plain HTTP to the endpoint (implied by an `http://` endpoint)
+    /// [default: AWS_ALLOW_HTTP, else false].
+    #[arg(long, env = "STARFISH_S3_ALLOW_HTTP", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(),
+          value_name = "BOOL")]
+    s3_allow_http: Option<bool>,
+}
+
+/// Cap-cert authentication; the defaults are the reference server's.
+#[derive(clap::Args)]
+struct AuthArgs {
+    /// Refuse requests without `Authorization: Cap` (401) instead of treating them as
+    /// anonymous callers with the `public` role [default: false].
+    #[arg(long, env = "STARFISH_NO_ANONYMOUS", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(),
+          value_name = "BOOL")]
+    no_anonymous: Option<bool>,
+    /// Largest signed write body read before its signature is checked [default: 65536].
+    #[arg(long, env = "STARFISH_MAX_SIGNED_BODY_BYTES")]
+    max_signed_body_bytes: Option<u64>,
+    /// Largest `Authorization` header [default: 8192].
+    #[arg(long, env = "STARFISH_MAX_CAP_HEADER_BYTES")]
+    max_cap_header_bytes: Option<usize>,
+    /// Allowed difference between a request's timestamp and the server clock, in ms
+    /// [default: 300000].
+    #[arg(long, env = "STARFISH_MAX_SKEW_MS")]
+    max_skew_ms: Option<u64>,
+    /// How long a request nonce is remembered, in ms [default: 600000].
+    #[arg(long, env = "STARFISH_NONCE_WINDOW_MS")]
+    nonce_window_ms: Option<u64>,
+    /// Live nonces remembered in total; when full, signed requests are refused
+    /// [default: 100000].
+    #[arg(long, env = "STARFISH_NONCE_MAX_ENTRIES")]
+    nonce_max_entries: Option<usize>,
+    /// Live nonces remembered per signing key [default: 4096].
+    #[arg(long, env = "STARFISH_NONCE_PER_SIGNER")]
+    nonce_per_signer: Option<usize>,
+    /// Verify signatures against this host instead of the `Host` header (behind a
+    /// proxy that rewrites it).
+    #[arg(long, env = "STARFISH_PUBLIC_HOST")]
+    public_host: Option<String>,
+}
+
+/// How `--print-config` prints.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum PrintFormat {
+    /// YAML, shaped like the `server:` section.
+    Yaml,
+    /// JSON, the same fields.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum StoreKind {
+    /// Files under `--data`, in the reference server's layout.
+    Fs,
+    /// In memory; lost on exit.
+    Memory,
+    /// An S3-compatible bucket (`--s3-*`, then the `AWS_*` variables).
+    S3,
+}
+
+impl StoreKind {
+    /// The name flags and the config use.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Fs => "fs",
+            Self::Memory => "memory",
+            Self::S3 => "s3",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum ConfigEndpointArg {
+    /// Every collection, to anyone.
+    Public,
+    /// Only collections whose roles the caller holds.
+    RoleFiltered,
+}
+
+/// The config file's `server:` section: the binary's own settings, which the
+/// reference ignores (it drops unknown top-level fields). Keys are the flags'
+/// names in camelCase; S3 and auth settings are grouped.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct ServerSection {
+    host: Option<String>,
+    port: Option<u16>,
+    /// Relative to the config file's directory.
+    data: Option<PathBuf>,
+    store: Option<StoreKind>,
+    s3: S3Section,
+    base_path: Option<OneOrMany>,
+    /// Relative to the config file's directory.
+    revocations: Option<PathBuf>,
+    config_endpoint: Option<ConfigEndpointArg>,
+    trusted_proxy_hops: Option<usize>,
+    auth: AuthSection,
+    cors: CorsSection,
+    no_compression: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+struct S3Section {
+    bucket: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    path_style: Option<bool>,
+    allow_http: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+struct CorsSection {
+    origin: Option<OneOrMany>,
+    max_age: Option<u64>,
+    credentials: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+struct AuthSection {
+    no_anonymous: Option<bool>,
+    max_signed_body_bytes: Option<u64>,
+    max_cap_header_bytes: Option<usize>,
+    max_skew_ms: Option<u64>,
+    nonce_window_ms: Option<u64>,
+    nonce_max_entries: Option<usize>,
+    nonce_per_signer: Option<usize>,
+    public_host: Option<String>,
+}
+
+impl ServerSection {
+    /// The `server:` section of a parsed config document (empty when absent).
+    pub(crate) fn from_document(doc: &Value) -> Result<Self, String> {
+        match doc.get("server") {
+            None | Some(Value::Null) => Ok(Self::default()),
+            Some(section) => serde_path_to_error::deserialize(section)
+                .map_err(|e| format!("server.{}: {}", e.path(), e.inner())),
+        }
+    }
+}
+
+/// The effective settings.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Settings {
+    /// The config file (printed beside the `server:` section, not in it).
+    #[serde(skip)]
+    pub(crate) config: PathBuf,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) store: StoreKind,
+    /// The filesystem store's directory (shown with `store: fs` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) data: Option<PathBuf>,
+    /// The S3 layers above the `AWS_*` environment (shown with `store: s3`, resolved).
+    #[serde(skip)]
+    pub(crate) s3: S3Layer,
+    pub(crate) base_path: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) revocations: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) config_endpoint: Option<ConfigEndpointArg>,
+    pub(crate) trusted_proxy_hops: usize,
+    pub(crate) auth: AuthSettings,
+    pub(crate) cors: Cors,
+    pub(crate) no_compression: bool,
+}
+
+/// S3 settings from flags, environment and section; `None` defers to `AWS_*`.
+#[derive(Default)]
+pub(crate) struct S3Layer {
+    pub(crate) bucket: Option<String>,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) path_style: Option<bool>,
+    pub(crate) allow_http: Option<bool>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AuthSettings {
+    no_anonymous: bool,
+    max_signed_body_bytes: u64,
+    max_cap_header_bytes: usize,
+    max_skew_ms: u64,
+    nonce_window_ms: u64,
+    nonce_max_entries: usize,
+    nonce_per_signer: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_host: Option<String>,
+}
+
+impl AuthSettings {
+    pub(crate) fn options(&self) -> CapAuthOptions {
+        CapAuthOptions {
+            allow_anonymous: !self.no_anonymous,
+            max_cap_header_bytes: self.max_cap_header_bytes,
+            max_signed_body_bytes: self.max_signed_body_bytes,
+            max_skew_ms: self.max_skew_ms,
+            nonce_limits: NonceCacheLimits {
+                window_ms: self.nonce_window_ms,
+                max_entries: self.nonce_max_entries,
+                per_signer: self.nonce_per_signer,
+            },
+            host_override: self.public_host.clone(),
+            ..CapAuthOptions::default()
+        }
+    }
+}
+
+/// `path` from the section, relative to the config file's directory.
+fn beside(config: &Path, path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        return path;
+    }
+    let dir = config.parent().unwrap_or_else(|| Path::new(""));
+    let joined: PathBuf = dir
+        .join(path)
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect();
+    if joined.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        joined
+    }
+}
+
+impl Settings {
+    /// Flags and environment (`args`) over the config file's section over defaults.
+    pub(crate) fn resolve(args: ServeArgs, section: ServerSection) -> Result<Self, String> {
+        let config = args.config;
+        let store = args.store.or(section.store).unwrap_or(StoreKind::Fs);
+        let data = args
+            .data
+            .or_else(|| section.data.map(|d| beside(&config, d)))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
+        let mut base_path = if !args.base_path.is_empty() {
+            args.base_path
+        } else {
+            match section.base_path {
+                Some(OneOrMany::One(p)) => vec![p],
+                Some(OneOrMany::Many(ps)) if !ps.is_empty() => ps,
+                _ => vec!["/".to_owned()],
+            }
+        };
+        for prefix in &mut base_path {
+            if prefix.is_empty() {
+                "/".clone_into(prefix);
+            }
+            if !(prefix == "/" || prefix.starts_with('/') && !prefix.ends_with('/')) {
+                return Err(format!(
+                    "--base-path must be / or start with / and not end with one, got {prefix:?}"
+                ));
+            }
+        }
+        let (a, sa) = (args.auth, section.auth);
+        let (s3, s3s) = (args.s3, section.s3);
+        let (c, cs) = (args.cors, section.cors);
+        let cors = Cors {
+            origin: if !c.cors_origins.is_empty() {
+                c.cors_origins
+            } else {
+                match cs.origin {
+                    Some(OneOrMany::One(o)) => vec![o],
+                    Some(OneOrMany::Many(os)) => os,
+                    None => Vec::new(),
+                }
+            },
+            max_age: c
+                .cors_max_age
+                .or(cs.max_age)
+                .unwrap_or(DEFAULT_MAX_AGE_SECS),
+            credentials: c.cors_credentials.or(cs.credentials).unwrap_or(false),
+        };
+        Ok(Self {
+            host: args
+                .host
+                .or(section.host)
+                .unwrap_or_else(|| DEFAULT_HOST.to_owned()),
+            port: args.port.or(section.port).unwrap_or(DEFAULT_PORT),
+            store,
+            data: (store == StoreKind::Fs).then_some(data),
+            s3: S3Layer {
+                bucket: s3.s3_bucket.or(s3s.bucket),
+                endpoint: s3.s3_endpoint.or(s3s.endpoint),
+                region: s3.s3_region.or(s3s.region),
+                path_style: s3.s3_path_style.or(s3s.path_style),
+                allow_http: s3.s3_allow_http.or(s3s.allow_http),
+            },
+            base_path,
+            revocations: args
+                .revocations
+                .or_else(|| section.revocations.map(|r| beside(&config, r))),
+            config_endpoint: args.config_endpoint.or(section.config_endpoint),
+            trusted_proxy_hops: args
+                .trusted_proxy_hops
+                .or(section.trusted_proxy_hops)
+                .unwrap_or(0),
+            auth: AuthSettings {
+                no_anonymous: a.no_anonymous.or(sa.no_anonymous).unwrap_or(false),
+                max_signed_body_bytes: a
+                    .max_signed_body_bytes
+                    .or(sa.max_signed_body_bytes)
+                    .unwrap_or(DEFAULT_MAX_SIGNED_BODY_BYTES),
+                max_cap_header_bytes: a
+                    .max_cap_header_bytes
+                    .or(sa.max_cap_header_bytes)
+                    .unwrap_or(DEFAULT_MAX_CAP_HEADER_BYTES),
+                max_skew_ms: a
+                    .max_skew_ms
+                    .or(sa.max_skew_ms)
+                    .unwrap_or(DEFAULT_MAX_SKEW_MS),
+                nonce_window_ms: a
+                    .nonce_window_ms
+                    .or(sa.nonce_window_ms)
+                    .unwrap_or(DEFAULT_NONCE_WINDOW_MS),
+                nonce_max_entries: a
+                    .nonce_max_entries
+                    .or(sa.nonce_max_entries)
+                    .unwrap_or(DEFAULT_NONCE_MAX_ENTRIES),
+                nonce_per_signer: a
+                    .nonce_per_signer
+                    .or(sa.nonce_per_signer)
+                    .unwrap_or(DEFAULT_NONCE_PER_SIGNER),
+                public_host: a.public_host.or(sa.public_host),
+            },
+            cors,
+            no_compression: c.no_compression.or(section.no_compression).unwrap_or(false),
+            config,
+        })
+    }
+
+    /// The S3 settings the store is opened with: the `AWS_*` environment, then the
+    /// layers above it.
+    #[cfg(feature = "aws")]
+    pub(crate) fn s3_settings(&self) -> starfish_server::store::S3Settings {
+        let mut s = starfish_server::store::S3Settings::from_env();
+        let layer = &self.s3;
+        if let Some(v) = &layer.bucket {
+            s.bucket = Some(v.clone());
+        }
+        if let Some(v) = &layer.endpoint {
+            s.endpoint = Some(v.clone());
+        }
+        if let Some(v) = &layer.region {
+            s.region = Some(v.clone());
+        }
+        if let Some(v) = layer.path_style {
+            s.path_style = v;
+        }
+        if let Some(v) = layer.allow_http {
+            s.allow_http = v;
+        }
+        s
+    }
+
+    /// The S3 part of `--print-config`.
+    #[cfg(feature = "aws")]
+    fn s3_view(&self) -> Value {
+        let s = self.s3_settings();
+        let mut view = serde_json::Map::new();
+        view.insert("bucket".into(), s.bucket.clone().into());
+        view.insert("endpoint".into(), s.endpoint.clone().into());
+        let region = s.region.clone().unwrap_or_else(|| "us-east-1".to_owned());
+        view.insert("region".into(), region.into());
+        view.insert("pathStyle".into(), s.path_style.into());
+        view.insert("allowHttp".into(), s.http_allowed().into());
+        if let Some(id) = &s.access_key_id {
+            view.insert("accessKeyId".into(), id.clone().into());
+            view.insert("secretAccessKey".into(), s.secret_access_key.clone().into());
+            if let Some(token) = &s.session_token {
+                view.insert("sessionToken".into(), token.clone().into());
+            }
+        } else {
+            view.insert(
+                "credentialsFrom".into(),
+                "the AWS chain (web identity, container, instance metadata)".into(),
+            );
+        }
+        Value::Object(view)
+    }
+
+    #[cfg(not(feature = "aws"))]
+    fn s3_view(&self) -> Value {
+        let l = &self.s3;
+        serde_json::json!({
+            "bucket": l.bucket,
+            "endpoint": l.endpoint,
+            "region": l.region,
+            "pathStyle": l.path_style,
+            "allowHttp": l.allow_http,
+            "note": "this build lacks the `aws` feature",
+        })
+    }
+
+    /// The effective settings as printed: the config file, and a `server:` section
+    /// with every credential-like value masked (S3 credentials are shown for what
+    /// they are, never accepted in the section).
+    pub(crate) fn printable(&self) -> Value {
+        let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
+        if self.store == StoreKind::S3 {
+            if let Value::Object(map) = &mut value {
+                map.insert("s3".into(), self.s3_view());
+            }
+        }
+        mask(&mut value);
+        serde_json::json!({ "configFile": self.config, "server": value })
+    }
+}
+
+/// Masks credential-like values in place: secrets, tokens and passwords whole, access
+/// key ids but for their last characters, and the user info of URLs.
+pub(crate) fn mask(value: &mut Value) {
+    const SECRET_WORDS: [&str; 5] = ["secret", "token", "password", "passwd", "private"];
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                let key = key.to_ascii_lowercase();
+                match v {
+                    Value::String(s) if SECRET_WORDS.iter().any(|w| key.contains(w)) => {
+                        *s = MASK.to_owned();
+                    }
+                    Value::String(s) if key.contains("accesskey") || key.contains("apikey") => {
+                        *s = partially_masked(s);
+                    }
+                    other => mask(other),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask),
+        Value::String(s) => {
+            if let Some(masked) = without_userinfo(s) {
+                *s = masked;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `********` and the last four characters of a long identifier; short ones whole.
+fn partially_masked(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    if chars.len() >= 16 {
+        let tail: String = chars[chars.len() - 4..].iter().collect();
+        format!("{MASK}{tail}")
+    } else {
+        MASK.to_owned()
+    }
+}
+
+/// `scheme://user:pass@host/...` without its user info, if it has some.
+fn without_userinfo(s: &str) -> Option<String> {
+    let (scheme, rest) = s.split_once("://")?;
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@')?;
+    Some(format!("{scheme}://{MASK}@{}", &rest[at + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masking() {
+        let mut v = serde_json::json!({
+            "s3": {"secretAccessKey": "abc", "sessionToken": "def", "accessKeyId": "AKIAIOSFODNN7EXAMPLE",
+                   "endpoint": "http://user:pw@host:9000/x", "bucket": "b"},
+            "basePath": ["/v1"],
+        });
+        mask(&mut v);
+        assert_eq!(v["s3"]["secretAccessKey"], MASK);
+        assert_eq!(v["s3"]["sessionToken"], MASK);
+        assert_eq!(v["s3"]["accessKeyId"], format!("{MASK}MPLE"));
+        assert_eq!(v["s3"]["endpoint"], format!("http://{MASK}@host:9000/x"));
+        assert_eq!(v["s3"]["bucket"], "b");
+        assert_eq!(v["basePath"][0], "/v1");
+    }
+
+    #[test]
+    fn section_paths_are_beside_the_config() {
+        let cfg = Path::new("/etc/starfish/starfish.yaml");
+        assert_eq!(
+            beside(cfg, "./data".into()),
+            PathBuf::from("/etc/starfish/data")
+        );
+        assert_eq!(beside(cfg, "/srv/d".into()), PathBuf::from("/srv/d"));
+        assert_eq!(
+            beside(Path::new("starfish.yaml"), "./data".into()),
+            PathBuf::from("data")
+        );
+        assert_eq!(
+            beside(Path::new("starfish.yaml"), ".".into()),
+            PathBuf::from(".")
+        );
+    }
+}
