@@ -1,78 +1,10 @@
 //! The binary's browser flags: `--cors-origin` (and its environment variables),
 //! wildcard with credentials refused at startup, `--no-compression`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_starfish");
-const SAMPLE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../examples/serve-yaml/starfish.yaml"
-);
-
-/// `starfish serve` on the sample config, memory store, a free port; stopped by PID.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve", "--store", "memory", "--port", "0", "--config", SAMPLE,
-            ])
-            .args(extra)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let port = loop {
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .unwrap();
-            if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
-                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                break digits.parse().unwrap();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, port }
-    }
-
-    /// Sends one request; returns the status, the lower-cased header lines and the body.
-    fn send(&self, head: &str, body: &str) -> (u16, Vec<String>, Vec<u8>) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            stream,
-            "{head}\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).unwrap();
-        let end = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-        let head = String::from_utf8(response[..end].to_vec()).unwrap();
-        let status = head[9..12].parse().unwrap();
-        let headers = head.lines().skip(1).map(str::to_ascii_lowercase).collect();
-        (status, headers, response[end + 4..].to_vec())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::*;
 
 fn has(headers: &[String], line: &str) -> bool {
     headers.iter().any(|h| h == line)
@@ -80,7 +12,7 @@ fn has(headers: &[String], line: &str) -> bool {
 
 #[test]
 fn cors_origin_answers_preflights_for_that_origin_only() {
-    let server = Server::start(
+    let server = Server::memory(
         &["--cors-origin", "http://127.0.0.1:5173"],
         &[("STARFISH_CORS_MAX_AGE", "60")],
     );
@@ -127,7 +59,7 @@ fn cors_origin_answers_preflights_for_that_origin_only() {
 
 #[test]
 fn cors_origins_from_the_environment() {
-    let server = Server::start(
+    let server = Server::memory(
         &[],
         &[("STARFISH_CORS_ORIGIN", "http://a.example,http://b.example")],
     );
@@ -174,7 +106,7 @@ fn json_is_gzipped_unless_no_compression() {
         "hello ".repeat(200)
     );
     for (flags, gzipped) in [(&[][..], true), (&["--no-compression"][..], false)] {
-        let server = Server::start(flags, &[]);
+        let server = Server::memory(flags, &[]);
         let (status, _, body) = server.send(
             "POST /push/guestbook/big HTTP/1.1\r\nContent-Type: application/json",
             &doc,

@@ -3,91 +3,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_starfish");
-const SAMPLE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../examples/serve-yaml/starfish.yaml"
-);
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    /// Serves the sample config with the data directory `data` and `extra` flags.
-    fn start(extra: &[&str], data: &std::path::Path) -> Self {
-        Self::start_with(std::path::Path::new(SAMPLE), data, extra)
-    }
-
-    /// Serves `config` on a free port, and reads the port from the log.
-    fn start_with(config: &std::path::Path, data: &std::path::Path, extra: &[&str]) -> Self {
-        let mut command = Command::new(BIN);
-        command
-            .args(["serve", "--port", "0", "--config"])
-            .arg(config)
-            .arg("--data")
-            .arg(data)
-            .args(extra);
-        Self::spawn(command)
-    }
-
-    /// Runs `command` (a `starfish serve`) and reads the port it listens on from its log.
-    fn spawn(mut command: Command) -> Self {
-        let mut child = command
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let port = loop {
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .unwrap();
-            if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
-                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                break digits.parse().unwrap();
-            }
-        };
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, port }
-    }
-
-    fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        let body = body.unwrap_or("");
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let status = response[9..12].parse().unwrap();
-        let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-        (status, body)
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        self.child.wait().unwrap()
-    }
-}
+mod common;
+use common::*;
 
 #[test]
 fn serves_the_sample_config_and_stops_on_sigterm() {
