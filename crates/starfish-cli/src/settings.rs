@@ -126,8 +126,8 @@ struct AuthArgs {
     /// How long a request nonce is remembered, in ms [default: 600000].
     #[arg(long, env = "STARFISH_NONCE_WINDOW_MS")]
     nonce_window_ms: Option<u64>,
-    /// Live nonces remembered in total; when full, signed requests are refused
-    /// [default: 100000].
+    /// Live nonces remembered in total; when full, the oldest are evicted and older
+    /// request timestamps refused, so no replay gets through [default: 100000].
     #[arg(long, env = "STARFISH_NONCE_MAX_ENTRIES")]
     nonce_max_entries: Option<usize>,
     /// Live nonces remembered per signing key [default: 4096].
