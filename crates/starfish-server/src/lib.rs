@@ -192,6 +192,7 @@ mod browser;
 mod config;
 mod error;
 mod events;
+mod openapi;
 mod protocol;
 mod routes;
 mod state;
@@ -201,6 +202,7 @@ mod sync;
 pub use browser::CorsSettings;
 pub use config::{ConfigError, SyncConfig};
 pub use events::{AfterWrite, WriteAction, WriteEvent};
+pub use openapi::openapi_document;
 pub use routes::headers::SecurityHeaders;
 pub use state::{
     ConfigEndpoint, DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT,

@@ -70,6 +70,8 @@ pub struct SyncOptions {
     /// Requests handled at once; past it, `503 {"error":"Server busy"}` at once
     /// (default 1024).
     pub max_in_flight: usize,
+    /// Serve `GET /openapi.json` ([`crate::openapi_document`] of the config; off: 404).
+    pub openapi_endpoint: bool,
 }
 
 /// Who `GET /config` describes collections to.
@@ -121,6 +123,7 @@ impl SyncOptions {
             compression: true,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            openapi_endpoint: false,
         }
     }
 
@@ -149,6 +152,13 @@ impl SyncOptions {
     #[must_use]
     pub fn with_config_endpoint(mut self, who: ConfigEndpoint) -> Self {
         self.config_endpoint = Some(who);
+        self
+    }
+
+    /// Serves `GET /openapi.json`: the [`crate::openapi_document`] of the config.
+    #[must_use]
+    pub fn with_openapi_endpoint(mut self) -> Self {
+        self.openapi_endpoint = true;
         self
     }
 
@@ -226,6 +236,8 @@ pub(crate) struct Inner {
     pub(crate) trusted_proxy_hops: usize,
     pub(crate) rate: RateLimiter,
     pub(crate) config_endpoint: Option<ConfigEndpoint>,
+    /// The OpenAPI document, serialised once, when served.
+    pub(crate) openapi: Option<bytes::Bytes>,
 }
 
 /// Shared state of the router; clone = refcount bump.
@@ -242,6 +254,9 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub(crate) fn new(options: SyncOptions) -> Result<Self, ConfigError> {
         let config = options.config;
+        let openapi = options
+            .openapi_endpoint
+            .then(|| crate::openapi_document(&config).to_string().into());
         let root = Scope {
             namespace: None,
             routes: config.routes.clone(),
@@ -293,6 +308,7 @@ impl AppState {
             trusted_proxy_hops: options.trusted_proxy_hops,
             rate: RateLimiter::new(options.max_rate_buckets),
             config_endpoint: options.config_endpoint,
+            openapi,
         })))
     }
 }

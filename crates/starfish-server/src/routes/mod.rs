@@ -35,7 +35,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, OriginalUri, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use bytes::Bytes;
 use endpoint::{Doc, Endpoint, Scope};
@@ -45,12 +45,19 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health::health))
         .route("/config", get(config::config))
+        .route("/openapi.json", get(openapi))
         .route("/{*rest}", any(dispatch))
         .fallback(not_found)
 }
 
 async fn not_found() -> ApiError {
     ApiError::NotFound
+}
+
+/// `GET /openapi.json`, when enabled.
+async fn openapi(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let document = state.openapi.clone().ok_or(ApiError::NotFound)?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], document).into_response())
 }
 
 async fn dispatch(

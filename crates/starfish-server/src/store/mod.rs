@@ -19,7 +19,7 @@ mod s3;
 pub(crate) use append::AppendFailure;
 pub(crate) use append::AppendOp;
 pub(crate) use blob::{BlobBody, BlobError};
-pub(crate) use key::{KeyError, ObjectKey, PathParams};
+pub(crate) use key::{KeyError, MAX_PARAM_BYTES, ObjectKey, PathParams};
 #[cfg(feature = "aws")]
 pub use s3::S3Settings;
 
