@@ -12,6 +12,7 @@
 
 mod cors;
 mod init;
+mod openapi;
 mod settings;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +50,8 @@ enum Command {
         #[arg(default_value = "starfish.yaml")]
         path: PathBuf,
     },
+    /// Print the OpenAPI 3.1 document of the routes a config produces.
+    Openapi(openapi::OpenapiArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Serve(args) => serve(*args),
         Command::Init { path } => init::init(&path),
+        Command::Openapi(args) => openapi::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
