@@ -251,11 +251,12 @@ fn log_params(allow_full: bool) -> Vec<Value> {
     } else {
         "Not allowed on this collection (`full_not_allowed`)."
     };
+    // Any other value is no `full`: the server never refuses it, so it is a string.
     params.push(optional_param(
         "full",
         "query",
         full,
-        json!({ "type": "boolean" }),
+        json!({ "type": "string" }),
     ));
     params
 }
@@ -324,6 +325,8 @@ fn json_push(r: Responses, c: &Collection) -> (Responses, Value) {
     };
     let common = "`Invalid path parameter`, `Invalid Content-Length`, `Invalid request body`, `Body must be a JSON object`, `Body nesting too deep`, `Missing or invalid data`, `Schema validation failed: <message>` (with `path` and `validator`)";
     let proof = json!({ "type": "string" });
+    let together =
+        json!({ "authorPubkey": ["authorSignature"], "authorSignature": ["authorPubkey"] });
     let (schema, r) = match &c.append_only {
         Some(log) => {
             let mut required = vec!["data"];
@@ -335,6 +338,7 @@ fn json_push(r: Responses, c: &Collection) -> (Responses, Value) {
                 "description": "An element to append; `ts` (ms) must be after the last element's and at most 5 minutes ahead.",
                 "required": required,
                 "properties": { "data": data, "ts": { "type": "integer", "minimum": 0 }, "authorPubkey": proof, "authorSignature": proof },
+                "dependentRequired": together,
             });
             let r = r
                 .json(200, "Appended (`timestamp` is the element's).", schema_ref("PushResult"))
@@ -349,6 +353,7 @@ fn json_push(r: Responses, c: &Collection) -> (Responses, Value) {
                 "description": "`baseHash`: the hash the client last pulled, or null to create. `authorPubkey` and `authorSignature` come together.",
                 "required": ["data"],
                 "properties": { "data": data, "baseHash": { "type": ["string", "null"] }, "authorPubkey": proof, "authorSignature": proof },
+                "dependentRequired": together,
             });
             let r = r
                 .json(200, "Stored.", schema_ref("PushResult"))
@@ -434,21 +439,23 @@ pub(super) fn batch(scope: &Scope) -> Value {
         "Pull many documents of this scope at once".to_owned(),
         r,
     );
-    let bound = json!({ "type": ["integer", "string", "null"] });
+    let bound = json!({ "anyOf": [
+        { "type": "integer", "minimum": 0 },
+        { "type": "string", "pattern": "^[0-9]+$" },
+        { "type": "null" },
+    ] });
     op.parameters = vec![
         json!({
             "name": "collections", "in": "query", "required": true,
-            "description": "Comma-separated collection names (duplicates ignored).",
-            "schema": { "type": "string" },
+            "description": "Comma-separated collection names (duplicates ignored; at most 100 documents in all).",
+            "schema": { "type": "string", "pattern": "[^,\\s]" },
         }),
         json!({
             "name": "params", "in": "query", "required": false,
-            "description": "Path parameters per collection: a list of parameter sets, one entry each. `{identity}` defaults to the caller's.",
+            "description": "Path parameters per collection: a list of parameter sets (`{name: string or number}`), one entry each; `{identity}` defaults to the caller's. A value that breaks the rules is an entry's `Invalid path parameter`.",
             "content": { "application/json": { "schema": {
                 "type": "object",
-                "additionalProperties": { "type": "array", "items": {
-                    "type": "object", "additionalProperties": { "type": ["string", "number"] },
-                } },
+                "additionalProperties": { "type": "array", "items": { "type": "object" } },
             } } },
         }),
         json!({
