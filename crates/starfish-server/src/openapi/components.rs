@@ -243,8 +243,18 @@ impl Responses {
         )
     }
 
-    /// The responses as an OpenAPI `responses` object.
-    pub(super) fn build(self) -> Value {
+    /// The responses as an OpenAPI `responses` object, with the router's own limits
+    /// (`routes/limits.rs`) that every route can answer with.
+    pub(super) fn build(mut self) -> Value {
+        let busy = "`Server busy`: too many requests in flight (retry)";
+        let described = match self.0.get(&503).and_then(|r| r["description"].as_str()) {
+            Some(d) => format!("{busy}; {d}"),
+            None => format!("{busy}."),
+        };
+        self = self.error(503, &described).error(
+            408,
+            "`Request timeout`: the request, body included, took longer than the server allows.",
+        );
         let map: Map<String, Value> = self
             .0
             .into_iter()
