@@ -260,7 +260,9 @@ fn known_answers() {
     let paths = &doc["paths"];
     // A push to a `self` collection.
     let notes = &paths["/push/users/{identity}/notes"]["post"];
-    for s in ["200", "400", "401", "403", "408", "409", "413", "415", "503"] {
+    for s in [
+        "200", "400", "401", "403", "408", "409", "413", "415", "503",
+    ] {
         assert!(statuses(notes).contains(s), "{s}");
     }
     assert_eq!(

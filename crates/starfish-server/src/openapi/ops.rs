@@ -337,7 +337,7 @@ fn json_push(r: Responses, c: &Collection) -> (Responses, Value) {
                 "type": "object",
                 "description": "An element to append; `ts` (ms) must be after the last element's and at most 5 minutes ahead.",
                 "required": required,
-                "properties": { "data": data, "ts": { "type": "integer", "minimum": 0 }, "authorPubkey": proof, "authorSignature": proof },
+                "properties": { "data": data, "ts": { "type": "integer", "minimum": 0, "maximum": u64::MAX }, "authorPubkey": proof, "authorSignature": proof },
                 "dependentRequired": together,
             });
             let r = r
@@ -440,8 +440,8 @@ pub(super) fn batch(scope: &Scope) -> Value {
         r,
     );
     let bound = json!({ "anyOf": [
-        { "type": "integer", "minimum": 0 },
-        { "type": "string", "pattern": "^[0-9]+$" },
+        { "type": "integer", "minimum": 0, "maximum": u64::MAX },
+        { "type": "string", "pattern": "^[0-9]{1,19}$" },
         { "type": "null" },
     ] });
     op.parameters = vec![
