@@ -251,10 +251,20 @@ impl Responses {
             Some(d) => format!("{busy}; {d}"),
             None => format!("{busy}."),
         };
-        self = self.error(503, &described).error(
-            408,
-            "`Request timeout`: the request, body included, took longer than the server allows.",
-        );
+        self = self
+            .error(503, &described)
+            .error(
+                408,
+                "`Request timeout`: the request, body included, took longer than the server allows.",
+            )
+            .with(
+                414,
+                json!({ "description": "URI Too Long: the HTTP server's bound on the request line (no body)." }),
+            )
+            .with(
+                431,
+                json!({ "description": "Request Header Fields Too Large: the HTTP server's bound on headers (no body)." }),
+            );
         let map: Map<String, Value> = self
             .0
             .into_iter()
