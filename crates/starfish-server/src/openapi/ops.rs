@@ -190,15 +190,7 @@ pub(super) fn pull(scope: &Scope, c: &Collection) -> Value {
         json!({ "type": "string" }),
     ));
     if let Payload::Binary(patterns) = &c.payload {
-        let content: serde_json::Map<String, Value> = patterns
-            .iter()
-            .map(|p| {
-                (
-                    p.as_str().to_owned(),
-                    json!({ "schema": { "type": "string", "format": "binary" } }),
-                )
-            })
-            .collect();
+        let content = binary_content(patterns);
         r = r
             .with(200, json!({
                 "description": "The blob's bytes with its stored media type, an ETag, `Content-Security-Policy: sandbox`, and `Content-Disposition: attachment` unless a raster image, audio, video or plain text.",
@@ -283,12 +275,9 @@ pub(super) fn push(scope: &Scope, c: &Collection) -> Value {
     op.build()
 }
 
-fn blob_push(
-    r: Responses,
-    patterns: &[crate::config::MimePattern],
-    c: &Collection,
-) -> (Responses, Value) {
-    let content: serde_json::Map<String, Value> = patterns
+/// A binary body or response in each of the collection's media type patterns.
+fn binary_content(patterns: &[crate::config::MimePattern]) -> serde_json::Map<String, Value> {
+    patterns
         .iter()
         .map(|p| {
             (
@@ -296,7 +285,15 @@ fn blob_push(
                 json!({ "schema": { "type": "string", "format": "binary" } }),
             )
         })
-        .collect();
+        .collect()
+}
+
+fn blob_push(
+    r: Responses,
+    patterns: &[crate::config::MimePattern],
+    c: &Collection,
+) -> (Responses, Value) {
+    let content = binary_content(patterns);
     let allowed = serde_json::to_string(&c.allowed_mime_types).unwrap_or_default();
     let r = r
         .json(200, "Stored.", schema_ref("BlobPushResult"))
