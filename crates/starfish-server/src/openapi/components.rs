@@ -7,6 +7,10 @@ use std::collections::BTreeMap;
 
 /// The path-parameter rule (`names::is_param_value`, `key::MAX_PARAM_BYTES`).
 pub(super) const PARAM_PATTERN: &str = "^[a-zA-Z0-9._:@-]+$";
+/// Values the parameter rule admits but a key refuses: `..` anywhere, a lone `.`, and
+/// the names of the store's own objects.
+pub(super) const RESERVED_PARAM_PATTERN: &str =
+    "\\.\\.|^\\.$|\\.__meta__$|__seg$|\\.tmp$|^_keyring$|^_members$";
 
 /// A `$ref` to a schema of `components.schemas`.
 pub(super) fn schema_ref(name: &str) -> Value {
@@ -28,7 +32,11 @@ pub(super) fn path_param(name: &str) -> Value {
             "A storage path parameter. `.`, `..`, `_keyring`, `_members` and values ending \
              in `.__meta__`, `__seg` or `.tmp` answer 400.{identity}"
         ),
-        "schema": { "type": "string", "pattern": PARAM_PATTERN, "maxLength": MAX_PARAM_BYTES },
+        "schema": {
+            "type": "string", "pattern": PARAM_PATTERN, "maxLength": MAX_PARAM_BYTES,
+            // `..` anywhere, a lone `.`, and the store's reserved names are refused (400).
+            "not": { "pattern": RESERVED_PARAM_PATTERN },
+        },
     })
 }
 
