@@ -200,7 +200,7 @@ pub mod store;
 mod sync;
 
 pub use browser::CorsSettings;
-pub use config::{ConfigError, SyncConfig};
+pub use config::{ConfigError, Isolation, SyncConfig};
 pub use events::{AfterWrite, WriteAction, WriteEvent};
 pub use openapi::openapi_document;
 pub use routes::headers::SecurityHeaders;

@@ -5,10 +5,11 @@ use crate::access::{Authorize, DEFAULT_MAX_BUCKETS, Gate, RateLimiter, RoleEnric
 use crate::auth::{Authenticator, CapAuthOptions, CapCertAuthenticator, Clock, SystemClock};
 use crate::browser::CorsSettings;
 use crate::config::{ConfigError, SyncConfig};
+use crate::config::{Isolation, MAX_ISOLATED_NAME_BYTES, Namespace};
 use crate::events::AfterWrite;
 use crate::routes::endpoint::Scope;
 use crate::routes::headers::SecurityHeaders;
-use crate::store::DocStore;
+use crate::store::{DocStore, NamespaceStores, NsStore};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +73,8 @@ pub struct SyncOptions {
     pub max_in_flight: usize,
     /// Serve `GET /openapi.json` ([`crate::openapi_document`] of the config; off: 404).
     pub openapi_endpoint: bool,
+    /// Opens the stores of namespaces in `store` isolation.
+    pub namespace_stores: Option<Arc<dyn NamespaceStores>>,
 }
 
 /// Who `GET /config` describes collections to.
@@ -124,6 +127,7 @@ impl SyncOptions {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             openapi_endpoint: false,
+            namespace_stores: None,
         }
     }
 
@@ -212,6 +216,13 @@ impl SyncOptions {
         self
     }
 
+    /// Opens the store of each namespace in `store` isolation with `stores`.
+    #[must_use]
+    pub fn with_namespace_stores(mut self, stores: Arc<dyn NamespaceStores>) -> Self {
+        self.namespace_stores = Some(stores);
+        self
+    }
+
     /// Tells `hook` about every accepted write.
     #[must_use]
     pub fn with_after_write(mut self, hook: Arc<dyn AfterWrite>) -> Self {
@@ -224,7 +235,6 @@ pub(crate) struct Inner {
     pub(crate) config: SyncConfig,
     pub(crate) root: Scope,
     pub(crate) namespaces: HashMap<String, Scope>,
-    pub(crate) store: DocStore,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) auth: Arc<dyn Authenticator>,
     pub(crate) gate: Gate,
@@ -261,19 +271,26 @@ impl AppState {
             namespace: None,
             routes: config.routes.clone(),
             restrictions: Vec::new(),
+            store: NsStore::whole(options.store.clone()),
+            trusted_roots: None,
         };
-        let namespaces = config
-            .namespaces
-            .iter()
-            .map(|ns| {
-                let scope = Scope {
-                    namespace: Some(ns.name.clone()),
-                    routes: ns.routes.clone(),
-                    restrictions: ns.restrictions.clone(),
-                };
-                (ns.name.to_string(), scope)
-            })
-            .collect();
+        let mut namespaces = HashMap::new();
+        for ns in &config.namespaces {
+            let store = namespace_store(
+                &options.store,
+                options.namespace_stores.as_deref(),
+                ns,
+                config.isolation_of(ns),
+            )?;
+            let scope = Scope {
+                namespace: Some(ns.name.clone()),
+                routes: ns.routes.clone(),
+                restrictions: ns.restrictions.clone(),
+                store,
+                trusted_roots: ns.trusted_roots.clone(),
+            };
+            namespaces.insert(ns.name.to_string(), scope);
+        }
         let auth = match options.authenticator {
             Some(custom) => custom,
             None => {
@@ -296,7 +313,6 @@ impl AppState {
             config,
             root,
             namespaces,
-            store: options.store,
             clock: options.clock,
             auth,
             gate,
@@ -311,4 +327,32 @@ impl AppState {
             openapi,
         })))
     }
+}
+
+/// The store handle of namespace `ns` in `isolation`.
+fn namespace_store(
+    store: &DocStore,
+    stores: Option<&dyn NamespaceStores>,
+    ns: &Namespace,
+    isolation: Isolation,
+) -> Result<NsStore, ConfigError> {
+    let invalid = |m: String| ConfigError::Invalid(vec![format!("Namespace \"{}\": {m}", ns.name)]);
+    if isolation != Isolation::Shared && ns.name.as_str().len() > MAX_ISOLATED_NAME_BYTES {
+        return Err(invalid(format!(
+            "an isolated namespace's name has at most {MAX_ISOLATED_NAME_BYTES} bytes"
+        )));
+    }
+    Ok(match isolation {
+        Isolation::Shared => NsStore::whole(store.clone()),
+        Isolation::Prefixed => NsStore::prefixed(store.clone(), &ns.name),
+        Isolation::Store => {
+            let stores = stores.ok_or_else(|| {
+                invalid("isolation \"store\" needs SyncOptions::with_namespace_stores".into())
+            })?;
+            let own = stores
+                .open(ns.name.as_str())
+                .map_err(|e| invalid(format!("cannot open its store: {e}")))?;
+            NsStore::whole(own)
+        }
+    })
 }

@@ -48,6 +48,7 @@ pub struct Caller {
     scope_paths: Option<Arc<[String]>>,
     presenter: Option<Arc<str>>,
     grant: Option<Arc<CapGrant>>,
+    root: Option<Arc<str>>,
 }
 
 impl Caller {
@@ -86,6 +87,18 @@ impl Caller {
     pub fn with_presenter(mut self, pub_hex: impl Into<Arc<str>>) -> Self {
         self.presenter = Some(pub_hex.into());
         self
+    }
+
+    /// Records the root key (hex) the caller's certificate chain starts from.
+    #[must_use]
+    pub fn with_root(mut self, root_pub_hex: impl Into<Arc<str>>) -> Self {
+        self.root = Some(root_pub_hex.into());
+        self
+    }
+
+    /// The root key (hex) of the caller's certificate, for cap-cert callers.
+    pub fn root(&self) -> Option<&str> {
+        self.root.as_deref()
     }
 
     /// Restricts the caller to a cap grant.

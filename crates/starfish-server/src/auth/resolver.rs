@@ -339,6 +339,7 @@ fn caller_of(verified: &VerifiedCert, presenter: &str) -> Caller {
     let identity = cert.iss_user_id.as_str();
     let mut caller = Caller::from_cap(identity, verified.roles.clone())
         .with_presenter(presenter)
+        .with_root(cert.iss.to_ascii_lowercase())
         .with_grant(CapGrant {
             ops: cert.ops.clone(),
             collections: cert.collections.clone(),

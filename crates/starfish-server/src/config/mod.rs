@@ -9,11 +9,14 @@ pub(crate) mod names;
 mod raw;
 mod routes;
 pub(crate) mod template;
+mod tenancy;
 mod validate;
 
 pub(crate) use names::{CollectionName, NamespaceName, is_param_value, is_reserved};
 pub(crate) use routes::{RouteTable, Target};
 pub(crate) use template::{IDENTITY_PARAM, PathTemplate, Segment, is_safe_key};
+pub use tenancy::Isolation;
+pub(crate) use tenancy::MAX_ISOLATED_NAME_BYTES;
 
 use serde_json::Value;
 use std::num::NonZeroU64;
@@ -56,10 +59,14 @@ pub struct SyncConfig {
     pub(crate) namespaces: Vec<Namespace>,
     /// Identity restrictions at the top level.
     pub(crate) restrictions: Vec<Restriction>,
-    /// Non-fatal findings (the reference's `collectConfigWarnings`).
+    /// Non-fatal findings (the reference's `collectConfigWarnings`, then ours).
     pub(crate) warnings: Vec<String>,
+    /// The warnings that do not depend on isolation.
+    pub(crate) base_warnings: Vec<String>,
     /// The root's routes, built at load.
     pub(crate) routes: Arc<RouteTable>,
+    /// The isolation of namespaces that do not choose their own.
+    pub(crate) isolation: Isolation,
 }
 
 /// A namespace: its collections are mounted under `/<name>/…`.
@@ -73,6 +80,10 @@ pub(crate) struct Namespace {
     pub restrictions: Vec<Restriction>,
     /// Its routes, built at load.
     pub(crate) routes: Arc<RouteTable>,
+    /// Its own `isolation`, when it sets one.
+    pub(crate) isolation: Option<Isolation>,
+    /// `trustedRoots`: only certificates from these roots act here.
+    pub(crate) trusted_roots: Option<Arc<[String]>>,
 }
 
 /// A role name as it appears in `readRoles`/`writeRoles`.
@@ -360,6 +371,27 @@ impl SyncConfig {
     /// collections in different scopes that share storage keys).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// Sets the isolation of every namespace that does not choose its own (the
+    /// config's top-level `isolation`, `shared` unless set).
+    #[must_use]
+    pub fn with_isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = isolation;
+        self.warnings = self.base_warnings.clone();
+        self.warnings
+            .extend(validate::shared_storage_warnings(&self));
+        self
+    }
+
+    /// The isolation of namespaces that do not choose their own.
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
+    }
+
+    /// The isolation namespace `ns` gets.
+    pub(crate) fn isolation_of(&self, ns: &Namespace) -> Isolation {
+        ns.isolation.unwrap_or(self.isolation)
     }
 
     /// Collections at the root.

@@ -113,8 +113,14 @@ pub(crate) const RESERVED_SUFFIXES: [&str; 3] = [".__meta__", "__seg", ".tmp"];
 /// Sibling documents the protocol gives a meaning to (`withKeyring`, shared
 /// members): only a literal template segment may name them.
 const RESERVED_NAMES: [&str; 2] = ["_keyring", "_members"];
+/// The server's own part of the store (isolated namespaces, the tenant registry, API
+/// keys): no parameter value and no template segment may name it, so no client key
+/// can reach into it.
+pub(crate) const SYSTEM_ROOT: &str = "_starfish";
 
 /// True when a parameter value names (or would form the key of) a bookkeeping object.
 pub(crate) fn is_reserved(value: &str) -> bool {
-    RESERVED_NAMES.contains(&value) || RESERVED_SUFFIXES.iter().any(|s| value.ends_with(s))
+    value == SYSTEM_ROOT
+        || RESERVED_NAMES.contains(&value)
+        || RESERVED_SUFFIXES.iter().any(|s| value.ends_with(s))
 }

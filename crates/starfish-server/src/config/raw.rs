@@ -16,6 +16,8 @@ pub(crate) struct RawConfig {
     pub(crate) collections: Vec<RawCollection>,
     pub(crate) rate_limit: Option<Value>,
     pub(crate) restrictions: Option<Value>,
+    /// Extension: the default isolation of namespaces.
+    pub(crate) isolation: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -24,6 +26,10 @@ pub(crate) struct RawNamespace {
     #[serde(default)]
     pub(crate) collections: Vec<RawCollection>,
     pub(crate) restrictions: Option<Value>,
+    /// Extension: this namespace's isolation.
+    pub(crate) isolation: Option<Value>,
+    /// Extension: the roots whose certificates act here.
+    pub(crate) trusted_roots: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -40,6 +40,8 @@ pub(crate) struct RouteTable {
     pub(crate) list: matchit::Router<Target>,
     /// Collections by name, for batch pulls.
     pub(crate) by_name: HashMap<String, Arc<Collection>>,
+    /// Collections in config order.
+    pub(crate) ordered: Vec<Arc<Collection>>,
 }
 
 /// The key template of a collection: its storage path, plus the member name for a
@@ -92,6 +94,7 @@ impl RouteTable {
         let mut bundles: Vec<(&str, Vec<Arc<Collection>>)> = Vec::new();
         for c in collections {
             table.by_name.insert(c.name.to_string(), c.clone());
+            table.ordered.push(c.clone());
             let pattern = c.storage_path.route_pattern();
             let document = || Target::Document {
                 collection: c.clone(),

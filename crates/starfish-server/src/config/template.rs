@@ -1,6 +1,6 @@
 //! Storage path templates: `users/{identity}/notes`.
 
-use super::names::{RESERVED_SUFFIXES, is_param_value};
+use super::names::{RESERVED_SUFFIXES, SYSTEM_ROOT, is_param_value};
 use std::fmt;
 
 /// The parameter whose value is bound to the caller's identity.
@@ -69,6 +69,10 @@ impl PathTemplate {
                 return Err(format!(
                     "storagePath segment \"{part}\" must not end with {}: the store keeps its own objects there",
                     RESERVED_SUFFIXES.join(", ")
+                ));
+            } else if part == SYSTEM_ROOT {
+                return Err(format!(
+                    "storagePath segment \"{part}\" is reserved: the server keeps its own objects there"
                 ));
             } else if part == "." || part == ".." || !is_param_value(part) {
                 return Err(format!(

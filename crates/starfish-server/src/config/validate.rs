@@ -2,6 +2,7 @@
 
 use super::raw::{RawCollection, RawConfig, RawNamespace};
 use super::routes::{RouteTable, keys_overlap};
+use super::tenancy::{self, Isolation};
 use super::{
     AppendOnly, Bucket, Collection, CollectionName, ConfigError, DEFAULT_MAX_BODY_BYTES,
     Encryption, FieldPermission, MimePattern, Namespace, NamespaceName, PathTemplate, Payload,
@@ -117,6 +118,8 @@ fn build(
 
     let collections = validate_scope(&raw.collections, "", global, &mut errors);
     let top_restrictions = restrictions(raw.restrictions.as_ref(), "", &mut errors);
+    let default_isolation =
+        tenancy::isolation(raw.isolation.as_ref(), "", &mut errors).unwrap_or_default();
 
     let mut namespaces = Vec::new();
     for (name, ns) in &raw_namespaces {
@@ -130,12 +133,16 @@ fn build(
             errors.push(format!("{label}must contain at least one collection"));
         }
         let cols = validate_scope(&ns.collections, &label, global, &mut errors);
+        let isolation = tenancy::isolation(ns.isolation.as_ref(), &label, &mut errors);
+        let trusted_roots = tenancy::trusted_roots(ns.trusted_roots.as_ref(), &label, &mut errors);
         if let Ok(name) = parsed {
             namespaces.push(Namespace {
                 name,
                 collections: cols,
                 restrictions: ns_restrictions,
                 routes: Arc::default(),
+                isolation,
+                trusted_roots: trusted_roots.map(Into::into),
             });
         }
     }
@@ -150,7 +157,6 @@ fn build(
             &format!("Namespace \"{name}\": "),
         ));
     }
-    warnings.extend(shared_storage_warnings(&collections, &namespaces));
     let routes = route_table(&collections, "", &mut errors);
     for ns in &mut namespaces {
         let label = format!("Namespace \"{}\": ", ns.name);
@@ -159,13 +165,16 @@ fn build(
     if !errors.is_empty() {
         return Err(ConfigError::Invalid(errors));
     }
-    Ok(SyncConfig {
+    let config = SyncConfig {
         collections,
         namespaces,
         restrictions: top_restrictions,
-        warnings,
+        warnings: Vec::new(),
+        base_warnings: warnings,
         routes,
-    })
+        isolation: Isolation::Shared,
+    };
+    Ok(config.with_isolation(default_isolation))
 }
 
 fn route_table(
@@ -877,18 +886,26 @@ fn restrictions(v: Option<&Value>, label: &str, errors: &mut Vec<String>) -> Vec
     out
 }
 
-/// Namespaces do not prefix storage keys (as in the reference): a collection whose
-/// template can resolve to the same key as one in another scope shares its documents.
-/// That is sometimes intended and often a tenant leak, so it is reported.
-fn shared_storage_warnings(root: &[Arc<Collection>], namespaces: &[Namespace]) -> Vec<String> {
-    let scopes: Vec<(String, &[Arc<Collection>])> = std::iter::once(("root".to_owned(), root))
-        .chain(namespaces.iter().map(|ns| {
-            (
-                format!("namespace \"{}\"", ns.name),
-                ns.collections.as_slice(),
+/// In `shared` isolation namespaces do not prefix storage keys (as in the
+/// reference): a collection whose template can resolve to the same key as one in
+/// another shared scope (the root is one) shares its documents. That is sometimes
+/// intended and often a tenant leak, so it is reported.
+pub(super) fn shared_storage_warnings(config: &SyncConfig) -> Vec<String> {
+    let scopes: Vec<(String, &[Arc<Collection>])> =
+        std::iter::once(("root".to_owned(), config.collections.as_slice()))
+            .chain(
+                config
+                    .namespaces
+                    .iter()
+                    .filter(|ns| config.isolation_of(ns) == Isolation::Shared)
+                    .map(|ns| {
+                        (
+                            format!("namespace \"{}\"", ns.name),
+                            ns.collections.as_slice(),
+                        )
+                    }),
             )
-        }))
-        .collect();
+            .collect();
     let mut out = Vec::new();
     for (i, (scope_a, cols_a)) in scopes.iter().enumerate() {
         for (scope_b, cols_b) in &scopes[i + 1..] {
@@ -896,7 +913,7 @@ fn shared_storage_warnings(root: &[Arc<Collection>], namespaces: &[Namespace]) -
                 for b in cols_b.iter() {
                     if keys_overlap(a, b) {
                         out.push(format!(
-                            "Collection \"{}\" ({scope_a}) and collection \"{}\" ({scope_b}) can address the same objects (\"{}\" / \"{}\"): namespaces do not prefix storage keys",
+                            "Collection \"{}\" ({scope_a}) and collection \"{}\" ({scope_b}) can address the same objects (\"{}\" / \"{}\"): namespaces do not prefix storage keys in \"shared\" isolation (set \"isolation\": \"prefixed\" to separate them)",
                             a.name, b.name, a.storage_path, b.storage_path
                         ));
                     }

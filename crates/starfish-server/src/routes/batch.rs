@@ -3,7 +3,7 @@
 //! then resolved to a key, authorised on its own and read through the one read path.
 
 use super::endpoint::{Doc, Scope};
-use super::{allow, authenticate, query};
+use super::{admit, allow, authenticate, query};
 use crate::access::Action;
 use crate::auth::Caller;
 use crate::config::{Collection, IDENTITY_PARAM};
@@ -225,6 +225,7 @@ pub(super) async fn pull(
             Caller::anonymous()
         }
     };
+    admit(scope, &caller)?;
     let now = state.clock.now_ms();
     let empty = Map::new();
     let mut jobs = Vec::new();
@@ -323,7 +324,7 @@ async fn entry(
         (Some(ap), Some(_)) => ap.log_query(entry_cap(Some(collection))),
         (None, _) => LogQuery::default(),
     };
-    match read(&state.store, doc.as_ref(), caller, log, now).await {
+    match read(&scope.store, doc.as_ref(), caller, log, now).await {
         Ok(Read::Log(view)) => {
             Ok(json!({ "data": view.data, "hash": view.hash, "timestamp": now }))
         }

@@ -4,8 +4,8 @@ use super::endpoint::Doc;
 use super::{RequestBody, headers, render};
 use crate::browser::AsStored;
 use crate::error::ApiError;
-use crate::state::AppState;
 use crate::store::BlobBody;
+use crate::store::NsStore;
 use crate::sync::write::{Written, put_blob};
 use axum::body::Body;
 use axum::http::request::Parts;
@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
 pub(super) async fn push(
-    state: &AppState,
+    store: &NsStore,
     parts: &Parts,
     doc: &Doc,
     body: RequestBody,
@@ -25,7 +25,6 @@ pub(super) async fn push(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let store = &state.store;
     let written = match body {
         RequestBody::Streaming(body) => {
             put_blob(
@@ -47,11 +46,11 @@ pub(super) async fn push(
 }
 
 pub(super) async fn pull(
-    state: &AppState,
+    store: &NsStore,
     doc: &Doc,
     request: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Some(blob) = state.store.get_blob(&doc.key).await? else {
+    let Some(blob) = store.get_blob(&doc.key).await? else {
         // The reference answers a missing blob with an empty 404.
         return Ok(StatusCode::NOT_FOUND.into_response());
     };

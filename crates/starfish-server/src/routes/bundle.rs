@@ -1,7 +1,7 @@
 //! `GET /[ns/]pull/<bundle path>`: every member the caller may read, in one response.
 
 use super::endpoint::{Doc, Scope};
-use super::{allow, authenticate, is_public};
+use super::{admit, allow, authenticate, is_public};
 use crate::access::{Action, check_binding};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -23,6 +23,7 @@ pub(super) async fn pull(
         .iter()
         .all(|m| is_public(&m.collection, Action::Pull));
     let (caller, _) = authenticate(state, parts, Body::empty(), public).await?;
+    admit(scope, &caller)?;
     if let Some(first) = members.first() {
         check_binding(&caller, &first.params).map_err(|_| ApiError::Forbidden)?;
     }
@@ -38,7 +39,7 @@ pub(super) async fn pull(
     let now = state.clock.now_ms();
     let reads = readable.iter().map(|member| {
         read(
-            &state.store,
+            &scope.store,
             member.as_ref(),
             &caller,
             LogQuery::default(),

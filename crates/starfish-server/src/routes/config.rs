@@ -1,6 +1,7 @@
 //! `GET /config`: what clients may know about the collections (§2.1), when enabled.
 
 use super::authenticate;
+use super::endpoint::Scope;
 use crate::auth::Caller;
 use crate::config::{Collection, Role};
 use crate::error::ApiError;
@@ -8,6 +9,8 @@ use crate::state::{AppState, ConfigEndpoint};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -38,6 +41,45 @@ fn list(collections: &[Arc<Collection>], caller: &Caller, mode: ConfigEndpoint) 
     )
 }
 
+/// The caller `/config` describes collections to.
+async fn config_caller(
+    state: &AppState,
+    parts: &Parts,
+    body: Body,
+    mode: ConfigEndpoint,
+) -> Caller {
+    if mode != ConfigEndpoint::RoleFiltered && !parts.headers.contains_key(AUTHORIZATION) {
+        return Caller::anonymous();
+    }
+    // A failed authentication lists what an anonymous caller may see; never a 5xx.
+    match authenticate(state, parts, body, false).await {
+        Ok((caller, _)) => caller,
+        Err(e) => {
+            tracing::debug!(error = %e, "/config: authentication failed");
+            Caller::anonymous()
+        }
+    }
+}
+
+/// `GET /<ns>/config`: the namespace's collections; a caller from a root the
+/// namespace does not trust gets 403.
+pub(super) async fn namespace(
+    state: &AppState,
+    parts: Parts,
+    body: Body,
+    scope: &Scope,
+) -> Result<Response, ApiError> {
+    let Some(mode) = state.config_endpoint else {
+        return Err(ApiError::NotFound);
+    };
+    let caller = config_caller(state, &parts, body, mode).await;
+    if !scope.trusts(&caller) {
+        return Err(ApiError::Forbidden);
+    }
+    let collections = list(&scope.routes.ordered, &caller, mode);
+    Ok(Json(json!({ "collections": collections })).into_response())
+}
+
 pub(super) async fn config(
     State(state): State<AppState>,
     request: Request<Body>,
@@ -47,14 +89,7 @@ pub(super) async fn config(
     };
     let caller = if mode == ConfigEndpoint::RoleFiltered {
         let (parts, body) = request.into_parts();
-        // A failed authentication lists what an anonymous caller may see; never a 5xx.
-        match authenticate(&state, &parts, body, false).await {
-            Ok((caller, _)) => caller,
-            Err(e) => {
-                tracing::debug!(error = %e, "/config: authentication failed");
-                Caller::anonymous()
-            }
-        }
+        config_caller(&state, &parts, body, mode).await
     } else {
         Caller::anonymous()
     };
@@ -68,6 +103,9 @@ pub(super) async fn config(
             .config
             .namespaces
             .iter()
+            // A namespace that names its trusted roots is described only at its own
+            // `/<ns>/config`, to callers it trusts.
+            .filter(|ns| ns.trusted_roots.is_none())
             .map(|ns| {
                 (
                     ns.name.to_string(),

@@ -3,9 +3,10 @@
 //! before they are matched, so an escape selects exactly the template its decoded
 //! value would; no string path travels past this module.
 
+use crate::auth::Caller;
 use crate::config::{Collection, NamespaceName, Restriction, RouteTable, Target};
 use crate::error::ApiError;
-use crate::store::{KeyError, ObjectKey, PathParams};
+use crate::store::{KeyError, NsStore, ObjectKey, PathParams};
 use crate::sync::DocRef;
 use axum::http::Method;
 use percent_encoding::percent_decode_str;
@@ -23,9 +24,28 @@ pub(crate) struct Scope {
     pub(crate) routes: Arc<RouteTable>,
     /// The namespace's identity restrictions.
     pub(crate) restrictions: Vec<Restriction>,
+    /// The namespace's part of the store: the only store handle a request gets.
+    pub(crate) store: NsStore,
+    /// Only callers from these roots act here (`None`: any root).
+    pub(crate) trusted_roots: Option<Arc<[String]>>,
 }
 
 impl Scope {
+    /// False when the namespace names its trusted roots and `caller` holds a
+    /// credential from none of them (its root key and its identity are both checked).
+    /// An anonymous caller holds no credential: public roles decide for it.
+    pub(crate) fn trusts(&self, caller: &Caller) -> bool {
+        let Some(roots) = &self.trusted_roots else {
+            return true;
+        };
+        let Some(identity) = caller.identity() else {
+            return true;
+        };
+        roots
+            .iter()
+            .any(|r| r == identity || caller.root().is_some_and(|root| r == root))
+    }
+
     /// The namespace name and its restrictions, for authorisation.
     pub(crate) fn access(&self) -> Option<(&str, &[Restriction])> {
         self.namespace
@@ -83,6 +103,8 @@ pub(crate) enum Endpoint<'s> {
     List(&'s Scope, Doc),
     /// `GET /[ns/]batch/pull`: entries come from the query.
     Batch(&'s Scope),
+    /// `GET /<ns>/config`: one namespace's collections (the root's is its own route).
+    Config(&'s Scope),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -144,6 +166,11 @@ impl<'s> Endpoint<'s> {
             Some(first) => (namespace(first).ok_or(ApiError::NotFound)?, &segments[1..]),
             None => return Err(ApiError::NotFound),
         };
+        if let [config] = rest {
+            if config == "config" && *method == Method::GET && scope.namespace.is_some() {
+                return Ok(Self::Config(scope));
+            }
+        }
         if let [batch, pull] = rest {
             if batch == "batch" && pull == "pull" && *method == Method::GET {
                 return Ok(Self::Batch(scope));

@@ -3,7 +3,7 @@
 
 use super::endpoint::{Doc, Scope};
 use super::query::{canonical_uint, param};
-use super::{allow, authenticate, is_public, rate_check};
+use super::{admit, allow, authenticate, is_public, rate_check};
 use crate::access::Action;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -24,6 +24,7 @@ pub(super) async fn list(
 ) -> Result<Response, ApiError> {
     let public = is_public(&prefix.collection, Action::List);
     let (caller, _) = authenticate(state, parts, Body::empty(), public).await?;
+    admit(scope, &caller)?;
     allow(state, &caller, scope, &prefix, Action::List).await?;
     rate_check(
         state,
@@ -42,7 +43,7 @@ pub(super) async fn list(
             .ok_or(ApiError::InvalidListLimit)?,
     };
     let after = param(query, "after");
-    let (items, has_more) = state
+    let (items, has_more) = scope
         .store
         .list_page(&prefix.key, after.as_deref(), limit)
         .await?;

@@ -72,6 +72,21 @@ async fn dispatch(
         Endpoint::Bundle(scope, members) => bundle::pull(&state, &parts, scope, members).await,
         Endpoint::List(scope, doc) => list::list(&state, &parts, scope, doc).await,
         Endpoint::Batch(scope) => batch::pull(&state, &parts, scope).await,
+        Endpoint::Config(scope) => config::namespace(&state, parts, body, scope).await,
+    }
+}
+
+/// Refuses a caller from a root the namespace does not trust, before any key is
+/// looked at (a bundle or batch would otherwise answer with nothing readable).
+///
+/// # Errors
+/// `403`.
+pub(crate) fn admit(scope: &Scope, caller: &Caller) -> Result<(), ApiError> {
+    if scope.trusts(caller) {
+        Ok(())
+    } else {
+        tracing::debug!("caller's root is not trusted in this namespace");
+        Err(ApiError::Forbidden)
     }
 }
 
@@ -86,6 +101,7 @@ pub(crate) async fn allow(
     doc: &Doc,
     action: Action,
 ) -> Result<(), ApiError> {
+    admit(scope, caller)?;
     let touch = Touch {
         namespace: scope.access(),
         collection: &doc.collection,

@@ -2,7 +2,7 @@
 
 use super::endpoint::{Doc, Scope};
 use super::query::{canonical_uint, param};
-use super::{allow, authenticate, blob, is_public, rate_check, render};
+use super::{admit, allow, authenticate, blob, is_public, rate_check, render};
 use crate::access::Action;
 use crate::error::ApiError;
 use crate::protocol::document::pull_body;
@@ -23,10 +23,11 @@ pub(super) async fn pull(
 ) -> Result<Response, ApiError> {
     let public = is_public(&doc.collection, Action::Pull);
     let (caller, _) = authenticate(state, parts, Body::empty(), public).await?;
+    admit(scope, &caller)?;
     allow(state, &caller, scope, &doc, Action::Pull).await?;
     rate_check(state, parts, scope, &doc.collection, &caller, Action::Pull)?;
     if doc.collection.is_binary() {
-        return blob::pull(state, &doc, &parts.headers).await;
+        return blob::pull(&scope.store, &doc, &parts.headers).await;
     }
     let query = parts.uri.query();
     let now = state.clock.now_ms();
@@ -35,7 +36,7 @@ pub(super) async fn pull(
     } else {
         LogQuery::default()
     };
-    let (mut body, hash) = match read(&state.store, doc.as_ref(), &caller, log, now).await? {
+    let (mut body, hash) = match read(&scope.store, doc.as_ref(), &caller, log, now).await? {
         Read::Log(view) => (
             json!({ "data": view.data, "hash": view.hash, "timestamp": now }),
             view.hash,
@@ -55,7 +56,7 @@ pub(super) async fn pull(
         };
         match allow(state, &caller, scope, &keyring, Action::Pull).await {
             Ok(()) => {
-                let value = read_stored(&state.store, &keyring.key)
+                let value = read_stored(&scope.store, &keyring.key)
                     .await?
                     .map_or(Value::Null, |k| pull_body(Some(&k), now));
                 if let Value::Object(map) = &mut body {

@@ -3,7 +3,8 @@
 use super::body::{content_length, read_limited};
 use super::endpoint::{Doc, Scope};
 use super::{
-    RequestBody, after_write, allow, authenticate, blob, is_public, rate_check, request_media_type,
+    RequestBody, admit, after_write, allow, authenticate, blob, is_public, rate_check,
+    request_media_type,
 };
 use crate::access::Action;
 use crate::error::ApiError;
@@ -26,6 +27,7 @@ pub(super) async fn push(
     let collection = &doc.collection;
     let public = is_public(collection, Action::Push);
     let (caller, body) = authenticate(state, parts, body, public).await?;
+    admit(scope, &caller)?;
     allow(state, &caller, scope, &doc, Action::Push).await?;
     // The declared length against `maxBodyBytes`, then the rate limit, before any
     // unsigned body is read.
@@ -36,7 +38,7 @@ pub(super) async fn push(
     rate_check(state, parts, scope, collection, &caller, Action::Push)?;
     let now = state.clock.now_ms();
     if collection.is_binary() {
-        let written = blob::push(state, parts, &doc, body, now).await?;
+        let written = blob::push(&scope.store, parts, &doc, body, now).await?;
         after_write(state, scope, &doc, &caller, WriteAction::Blob, &written);
         return Ok(axum::Json(json!({ "hash": written.hash })).into_response());
     }
@@ -54,7 +56,7 @@ pub(super) async fn push(
         RequestBody::Buffered(bytes) => bytes,
         RequestBody::Streaming(body) => read_limited(body, declared, limit).await?,
     };
-    let written = write::push(&state.store, doc.as_ref(), &caller, &bytes, now).await?;
+    let written = write::push(&scope.store, doc.as_ref(), &caller, &bytes, now).await?;
     let action = if collection.append_only.is_some() {
         WriteAction::Append
     } else {

@@ -10,7 +10,7 @@
 //! the element is committed; a head that lags one append behind is repaired by the
 //! next one, and readers take elements from the chunks, never from the head.
 
-use super::{DocStore, Expect, ObjectKey, StoreError};
+use super::{Expect, NsStore, ObjectKey, StoreError};
 use crate::protocol::AuthorProof;
 use crate::protocol::append::{
     AppendError, DEFAULT_CHUNK_SIZE, LogHead, LogRange, append_hash, chunk_key, chunk_key_ts,
@@ -19,7 +19,6 @@ use crate::protocol::append::{
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::UpdateVersion;
-use object_store::path::Path;
 use serde_json::{Map, Value};
 
 /// Chunks of one log read at once by a pull.
@@ -167,12 +166,12 @@ impl Segments {
     }
 }
 
-impl DocStore {
+impl NsStore {
     async fn read_versioned_key(
         &self,
         key: &str,
     ) -> Result<Option<(Bytes, UpdateVersion)>, StoreError> {
-        self.get_versioned(&Path::parse(key)?).await
+        self.get_versioned(&self.path_of(key)?).await
     }
 
     async fn put_key_if(
@@ -181,7 +180,7 @@ impl DocStore {
         bytes: Vec<u8>,
         expect: Expect,
     ) -> Result<bool, StoreError> {
-        self.put_if(&Path::parse(key)?, bytes, expect).await
+        self.put_if(&self.path_of(key)?, bytes, expect).await
     }
 
     /// Appends one element. Returns the new log hash and the element's timestamp.
@@ -193,7 +192,7 @@ impl DocStore {
         let _guard = if self.caps.conditional_update {
             None
         } else {
-            Some(self.lock_for(&op.key.path()).lock().await)
+            Some(self.lock_for(&self.path(op.key)).lock().await)
         };
         for attempt in 0..APPEND_ATTEMPTS {
             if attempt > 0 {
@@ -421,14 +420,16 @@ impl DocStore {
         chunk_size: u64,
     ) -> Result<Vec<Value>, StoreError> {
         let prefix = seg_prefix(key);
-        let prefix_path = Path::parse(prefix.trim_end_matches('/'))?;
+        let prefix_path = self.path_of(prefix.trim_end_matches('/'))?;
         let mut keys: Vec<String> = Vec::new();
         let mut listing = self.inner.list(Some(&prefix_path));
         while let Some(meta) = listing.next().await {
             let meta = meta?;
-            let k = meta.location.to_string();
-            if chunk_key_ts(key, &k).is_some() {
-                keys.push(k);
+            let Some(k) = self.relative(&meta.location) else {
+                continue;
+            };
+            if chunk_key_ts(key, k).is_some() {
+                keys.push(k.to_owned());
             }
         }
         keys.sort();

@@ -1,7 +1,7 @@
 //! Binary objects: streamed in under a byte limit, hashed on the way, never held
 //! whole in memory; their content type (and our hash) kept beside them.
 
-use super::{DocStore, ObjectKey, StoreError};
+use super::{NsStore, ObjectKey, StoreError};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use object_store::buffered::BufWriter;
@@ -54,7 +54,7 @@ fn meta_key(key: &ObjectKey) -> ObjectKey {
     key.derived(META_SUFFIX)
 }
 
-impl DocStore {
+impl NsStore {
     /// Streams `body` to `key`, at most `limit` bytes, and records its media type.
     /// Returns the SHA-256 of what was stored. Last write wins.
     ///
@@ -71,7 +71,7 @@ impl DocStore {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let path = key.path();
+        let path = self.path(key);
         // At most two parts in flight: memory per upload stays near 2 x PART_BYTES.
         let mut writer = BufWriter::with_capacity(self.inner.clone(), path.clone(), PART_BYTES)
             .with_max_concurrency(2);
@@ -119,7 +119,10 @@ impl DocStore {
             "eTag": version.e_tag,
         });
         self.inner
-            .put(&meta_key(key).path(), PutPayload::from(meta.to_string()))
+            .put(
+                &self.path(&meta_key(key)),
+                PutPayload::from(meta.to_string()),
+            )
             .await
             .map_err(StoreError::on_write)?;
         Ok(sha256)
@@ -130,7 +133,7 @@ impl DocStore {
     /// # Errors
     /// [`StoreError`] for anything but "not found".
     pub(crate) async fn get_blob(&self, key: &ObjectKey) -> Result<Option<Blob>, StoreError> {
-        let result = match self.inner.get(&key.path()).await {
+        let result = match self.inner.get(&self.path(key)).await {
             Ok(r) => r,
             Err(e) if super::is_missing(&e) => return Ok(None),
             Err(e) => return Err(e.into()),

@@ -99,12 +99,6 @@ impl ObjectKey {
         &self.0
     }
 
-    /// The `object_store` path of this key. Infallible: every segment passed the
-    /// parameter rule, which `Path::parse` accepts.
-    pub(crate) fn path(&self) -> object_store::path::Path {
-        object_store::path::Path::from_iter(self.0.split('/'))
-    }
-
     /// The keyring document beside this one (`<key>/_keyring`).
     pub(crate) fn keyring(&self) -> Self {
         self.derived("/_keyring")
@@ -148,7 +142,6 @@ mod tests {
         let p = params(&[("identity", "abc"), ("doc", "notes")]).unwrap();
         let key = ObjectKey::resolve(&t, 3, &p, None).unwrap();
         assert_eq!(key.as_str(), "users/abc/notes");
-        assert_eq!(key.path().as_ref(), "users/abc/notes");
         let member = ObjectKey::resolve(&t, 3, &p, Some("profile")).unwrap();
         assert_eq!(member.as_str(), "users/abc/notes/profile");
         assert_eq!(

@@ -1,6 +1,6 @@
 //! One page of the keys under a prefix, in order, with an exclusive cursor.
 
-use super::{DocStore, ObjectKey, StoreError};
+use super::{NsStore, ObjectKey, StoreError};
 use futures::StreamExt;
 use std::collections::BTreeSet;
 
@@ -9,7 +9,7 @@ fn is_bookkeeping(item: &str) -> bool {
     crate::config::is_reserved(item) || item.contains('#')
 }
 
-impl DocStore {
+impl NsStore {
     /// The names directly under `prefix/` (relative to it) after `after`, at most `limit` of
     /// them, and whether more follow. Memory stays bounded by the page size, whatever
     /// the backend's listing order.
@@ -22,8 +22,8 @@ impl DocStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<String>, bool), StoreError> {
-        let prefix_path = prefix.path();
-        let prefix_text = format!("{prefix}/");
+        let prefix_path = self.path(prefix);
+        let prefix_text = format!("{prefix_path}/");
         let mut listing = match after {
             Some(after) => {
                 let offset = object_store::path::Path::from_iter(

@@ -15,6 +15,7 @@ mod key;
 mod list;
 #[cfg(feature = "aws")]
 mod s3;
+mod tenant;
 
 pub(crate) use append::AppendFailure;
 pub(crate) use append::AppendOp;
@@ -22,6 +23,7 @@ pub(crate) use blob::{BlobBody, BlobError};
 pub(crate) use key::{KeyError, MAX_PARAM_BYTES, ObjectKey, PathParams};
 #[cfg(feature = "aws")]
 pub use s3::S3Settings;
+pub(crate) use tenant::NsStore;
 
 use bytes::Bytes;
 use object_store::path::Path;
@@ -31,6 +33,27 @@ use object_store::{
 };
 use std::hash::BuildHasher;
 use std::sync::Arc;
+
+/// Opens the store of a namespace in `store` isolation
+/// ([`crate::config::Isolation::Store`]): its own bucket, prefix or directory. Any
+/// `Fn(&str) -> Result<DocStore, StoreError>` is one.
+pub trait NamespaceStores: Send + Sync {
+    /// The store of namespace `name` (called once per namespace, when its routes are
+    /// built).
+    ///
+    /// # Errors
+    /// When the store cannot be opened; the router is not built.
+    fn open(&self, name: &str) -> Result<DocStore, StoreError>;
+}
+
+impl<F> NamespaceStores for F
+where
+    F: Fn(&str) -> Result<DocStore, StoreError> + Send + Sync,
+{
+    fn open(&self, name: &str) -> Result<DocStore, StoreError> {
+        self(name)
+    }
+}
 
 /// How many times a write re-reads and retries after losing a race in the store.
 const CAS_ATTEMPTS: usize = 8;
@@ -187,17 +210,6 @@ impl DocStore {
         self.caps
     }
 
-    /// Reads an object; `None` when it does not exist.
-    ///
-    /// # Errors
-    /// [`StoreError`] for anything but "not found".
-    pub(crate) async fn get(&self, key: &ObjectKey) -> Result<Option<Bytes>, StoreError> {
-        Ok(self
-            .get_versioned(&key.path())
-            .await?
-            .map(|(bytes, _)| bytes))
-    }
-
     async fn get_versioned(
         &self,
         key: &Path,
@@ -251,6 +263,19 @@ impl DocStore {
         let h = self.hasher.hash_one(key.as_ref());
         &self.locks[(h as usize) % self.locks.len()]
     }
+}
+
+impl NsStore {
+    /// Reads an object; `None` when it does not exist.
+    ///
+    /// # Errors
+    /// [`StoreError`] for anything but "not found".
+    pub(crate) async fn get(&self, key: &ObjectKey) -> Result<Option<Bytes>, StoreError> {
+        Ok(self
+            .get_versioned(&self.path(key))
+            .await?
+            .map(|(bytes, _)| bytes))
+    }
 
     /// Reads `key`, lets `decide` compute the replacement from the current bytes, and
     /// writes it only if nobody wrote in between; on a lost race it reads again and
@@ -264,7 +289,7 @@ impl DocStore {
         key: &ObjectKey,
         mut decide: impl FnMut(Option<&[u8]>) -> Result<(Vec<u8>, T), E>,
     ) -> Result<T, CasError<E>> {
-        let key = &key.path();
+        let key = &self.path(key);
         for _ in 0..CAS_ATTEMPTS {
             // Without conditional updates, serialise in-process (documented above).
             let _guard = if self.caps.conditional_update {

@@ -7,7 +7,7 @@ use crate::auth::Caller;
 use crate::config::AppendOnly;
 use crate::protocol::StoredDoc;
 use crate::protocol::append::LogRange;
-use crate::store::{DocStore, ObjectKey};
+use crate::store::{NsStore, ObjectKey};
 use serde_json::{Map, Value};
 
 /// What one key holds, as the caller may see it.
@@ -34,7 +34,7 @@ pub(crate) struct LogView {
 /// # Errors
 /// [`SyncError::Bound`] for a log read without acceptable bounds; store failures.
 pub(crate) async fn read(
-    store: &DocStore,
+    store: &NsStore,
     doc: DocRef<'_>,
     caller: &Caller,
     log: LogQuery,
@@ -80,7 +80,7 @@ fn bounded_range(q: LogQuery, config: &AppendOnly, now: u64) -> Result<LogRange,
 }
 
 async fn read_log(
-    store: &DocStore,
+    store: &NsStore,
     doc: DocRef<'_>,
     caller: &Caller,
     config: &AppendOnly,
@@ -109,7 +109,7 @@ async fn read_log(
 /// fields the caller may not read removed (the hash still covers the whole
 /// document, as in the reference).
 async fn read_document(
-    store: &DocStore,
+    store: &NsStore,
     doc: DocRef<'_>,
     caller: &Caller,
     now: u64,
@@ -134,7 +134,7 @@ async fn read_document(
 /// # Errors
 /// Store failures.
 pub(crate) async fn read_stored(
-    store: &DocStore,
+    store: &NsStore,
     key: &ObjectKey,
 ) -> Result<Option<StoredDoc>, SyncError> {
     Ok(store.get(key).await?.as_deref().and_then(StoredDoc::parse))

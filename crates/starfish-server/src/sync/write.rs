@@ -9,7 +9,7 @@ use crate::protocol::append::{AppendError, MAX_FUTURE_MS};
 use crate::protocol::author::{APPEND_AUTHOR_DOMAIN, DOC_AUTHOR_DOMAIN, verify_author};
 use crate::protocol::document::{AppendEnvelope, AuthorProof, parse_body_object};
 use crate::protocol::{PushEnvelope, StoredDoc, sha256_hex, stable_stringify};
-use crate::store::{AppendFailure, AppendOp, BlobError, CasError, DocStore};
+use crate::store::{AppendFailure, AppendOp, BlobError, CasError, NsStore};
 use bytes::Bytes;
 use futures::Stream;
 use serde_json::{Map, Value};
@@ -32,7 +32,7 @@ pub(crate) struct Written {
 /// # Errors
 /// [`SyncError`]; nothing is written.
 pub(crate) async fn push(
-    store: &DocStore,
+    store: &NsStore,
     doc: DocRef<'_>,
     caller: &Caller,
     body: &[u8],
@@ -99,7 +99,7 @@ fn check_author(
 }
 
 async fn push_document(
-    store: &DocStore,
+    store: &NsStore,
     doc: DocRef<'_>,
     caller: &Caller,
     body: Map<String, Value>,
@@ -149,7 +149,7 @@ async fn push_document(
 }
 
 async fn append(
-    store: &DocStore,
+    store: &NsStore,
     doc: DocRef<'_>,
     caller: &Caller,
     config: &AppendOnly,
@@ -237,7 +237,7 @@ fn mime_allowed(media: &str, payload: &Payload) -> bool {
 /// [`SyncError::MediaTypeNotAllowed`], [`SyncError::PayloadTooLarge`],
 /// [`SyncError::Body`], store failures; nothing is stored.
 pub(crate) async fn put_blob<S, E>(
-    store: &DocStore,
+    store: &NsStore,
     doc: DocRef<'_>,
     content_type: &str,
     body: S,

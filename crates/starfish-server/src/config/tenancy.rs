@@ -1,0 +1,113 @@
+//! Extension fields for namespaces as tenants (the reference ignores them):
+//! `isolation` at the top level and per namespace, and a namespace's `trustedRoots`.
+
+use serde_json::Value;
+
+/// Where a namespace's documents live in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Keys exactly as the storagePath says, as in the reference: two namespaces with
+    /// the same storagePath share documents.
+    #[default]
+    Shared,
+    /// Every key under the namespace's own prefix (`_starfish/ns/<name>/…`).
+    Prefixed,
+    /// The namespace has an `object_store` of its own (see
+    /// [`crate::store::NamespaceStores`]).
+    Store,
+}
+
+impl Isolation {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shared => "shared",
+            Self::Prefixed => "prefixed",
+            Self::Store => "store",
+        }
+    }
+
+    /// Parses the config spelling.
+    ///
+    /// # Errors
+    /// The accepted spellings, when `s` is none of them.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "shared" => Ok(Self::Shared),
+            "prefixed" => Ok(Self::Prefixed),
+            "store" => Ok(Self::Store),
+            other => Err(format!(
+                "isolation must be \"shared\", \"prefixed\" or \"store\", got \"{other}\""
+            )),
+        }
+    }
+}
+
+/// Longest namespace name that can be isolated: its prefix must leave room for the
+/// longest key under S3's 1,024-byte bound.
+pub(crate) const MAX_ISOLATED_NAME_BYTES: usize = 63;
+/// Most roots one namespace may trust.
+pub(crate) const MAX_TRUSTED_ROOTS: usize = 256;
+
+/// Reads an `isolation` field (`label` prefixes the message).
+pub(crate) fn isolation(
+    v: Option<&Value>,
+    label: &str,
+    errors: &mut Vec<String>,
+) -> Option<Isolation> {
+    match v {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Isolation::parse(s)
+            .map_err(|e| errors.push(format!("{label}{e}")))
+            .ok(),
+        Some(other) => {
+            errors.push(format!("{label}isolation must be a string, got {other}"));
+            None
+        }
+    }
+}
+
+/// Reads `trustedRoots`: issuer public keys (64 hex digits) or userIds.
+pub(crate) fn trusted_roots(
+    v: Option<&Value>,
+    label: &str,
+    errors: &mut Vec<String>,
+) -> Option<Vec<String>> {
+    let items = match v {
+        None | Some(Value::Null) => return None,
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            errors.push(format!("{label}trustedRoots must be an array of strings"));
+            return None;
+        }
+    };
+    if items.len() > MAX_TRUSTED_ROOTS {
+        errors.push(format!(
+            "{label}trustedRoots has {} entries, at most {MAX_TRUSTED_ROOTS}",
+            items.len()
+        ));
+        return None;
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        match item.as_str() {
+            Some(s) if !s.is_empty() && s.len() <= 128 => out.push(trusted_form(s)),
+            _ => {
+                errors.push(format!(
+                    "{label}trustedRoots entries must be non-empty strings of at most 128 bytes"
+                ));
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// A public key is compared in lower case; a userId as written.
+fn trusted_form(s: &str) -> String {
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        s.to_ascii_lowercase()
+    } else {
+        s.to_owned()
+    }
+}

@@ -1,0 +1,82 @@
+//! [`NsStore`]: the store as one namespace sees it.
+//!
+//! The sync core never holds a [`DocStore`]; it holds the `NsStore` of the scope the
+//! request was routed to. An [`ObjectKey`] is relative (`users/abc/notes`), and only
+//! the handle turns it into a location, by putting its own root in front. So a key
+//! can only ever reach the namespace whose handle it is used with: there is no way to
+//! spell namespace A's location through namespace B's handle, whatever the key says.
+
+use super::{DocStore, ObjectKey, StoreError};
+use crate::config::NamespaceName;
+use crate::config::names::SYSTEM_ROOT;
+use object_store::path::{Path, PathPart};
+use std::ops::Deref;
+
+/// Where isolated namespaces live: `_starfish/ns/<name>/…`. `_starfish` is a reserved
+/// name (no parameter value or template segment can be it), so no key of the root or
+/// of a `shared` namespace can ever land here.
+const NAMESPACES_DIR: &str = "ns";
+
+/// One namespace's part of a store. A cheap `Clone`.
+#[derive(Debug, Clone)]
+pub(crate) struct NsStore {
+    docs: DocStore,
+    /// Put before every key; `None` when keys are exactly as the storagePath says.
+    root: Option<Path>,
+}
+
+impl Deref for NsStore {
+    type Target = DocStore;
+    fn deref(&self) -> &DocStore {
+        &self.docs
+    }
+}
+
+impl NsStore {
+    /// Keys exactly as their storagePath says: the root scope, a `shared` namespace
+    /// (the reference's meaning), or a namespace with a store of its own.
+    pub(crate) fn whole(docs: DocStore) -> Self {
+        Self { docs, root: None }
+    }
+
+    /// Every key under `_starfish/ns/<name>/`: a `prefixed` namespace.
+    pub(crate) fn prefixed(docs: DocStore, namespace: &NamespaceName) -> Self {
+        let root = Path::from_iter([SYSTEM_ROOT, NAMESPACES_DIR, namespace.as_str()]);
+        Self {
+            docs,
+            root: Some(root),
+        }
+    }
+
+    /// The location of `key` in this namespace.
+    pub(crate) fn path(&self, key: &ObjectKey) -> Path {
+        self.join(key.as_str().split('/').map(PathPart::from))
+    }
+
+    /// The location of a key the store derived itself (a log chunk), as text.
+    ///
+    /// # Errors
+    /// When `relative` is not a valid path.
+    pub(super) fn path_of(&self, relative: &str) -> Result<Path, StoreError> {
+        let parsed = Path::parse(relative)?;
+        Ok(self.join(parsed.parts()))
+    }
+
+    fn join<'a>(&'a self, parts: impl Iterator<Item = PathPart<'a>>) -> Path {
+        match &self.root {
+            None => Path::from_iter(parts),
+            Some(root) => Path::from_iter(root.parts().chain(parts)),
+        }
+    }
+
+    /// `location` (a listed object) relative to this namespace; `None` outside it.
+    pub(super) fn relative<'a>(&self, location: &'a Path) -> Option<&'a str> {
+        let text = location.as_ref();
+        match &self.root {
+            None => Some(text),
+            Some(root) => text
+                .strip_prefix(root.as_ref())
+                .and_then(|rest| rest.strip_prefix('/')),
+        }
+    }
+}
