@@ -198,6 +198,7 @@ mod routes;
 mod state;
 pub mod store;
 mod sync;
+mod tenants;
 
 pub use browser::CorsSettings;
 pub use config::{ConfigError, Isolation, SyncConfig};
@@ -208,6 +209,7 @@ pub use state::{
     ConfigEndpoint, DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT,
     SyncOptions,
 };
+pub use tenants::TenantOptions;
 
 /// Not part of the API: what the conformance tests check against the reference's
 /// vectors (canonical JSON, hashes, certificates, signatures, scope globs). It may

@@ -10,6 +10,8 @@ use crate::events::AfterWrite;
 use crate::routes::endpoint::Scope;
 use crate::routes::headers::SecurityHeaders;
 use crate::store::{DocStore, NamespaceStores, NsStore};
+use crate::tenants::admin::AdminKey;
+use crate::tenants::{TenantOptions, Tenants};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +77,10 @@ pub struct SyncOptions {
     pub openapi_endpoint: bool,
     /// Opens the stores of namespaces in `store` isolation.
     pub namespace_stores: Option<Arc<dyn NamespaceStores>>,
+    /// Namespaces created at runtime from the config's `namespaceTemplates`.
+    pub tenants: TenantOptions,
+    /// The admin API's key (off without one).
+    pub admin_key: Option<String>,
 }
 
 /// Who `GET /config` describes collections to.
@@ -128,6 +134,8 @@ impl SyncOptions {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             openapi_endpoint: false,
             namespace_stores: None,
+            tenants: TenantOptions::default(),
+            admin_key: None,
         }
     }
 
@@ -223,6 +231,22 @@ impl SyncOptions {
         self
     }
 
+    /// Serves the admin API under `/_starfish/admin/` to callers presenting
+    /// `Authorization: Bearer <key>`: namespaces created from the config's
+    /// `namespaceTemplates`, listed, suspended and deleted (`docs/namespaces.md`).
+    #[must_use]
+    pub fn with_admin_key(mut self, key: impl Into<String>) -> Self {
+        self.admin_key = Some(key.into());
+        self
+    }
+
+    /// Changes how runtime namespaces are looked up.
+    #[must_use]
+    pub fn with_tenant_options(mut self, options: TenantOptions) -> Self {
+        self.tenants = options;
+        self
+    }
+
     /// Tells `hook` about every accepted write.
     #[must_use]
     pub fn with_after_write(mut self, hook: Arc<dyn AfterWrite>) -> Self {
@@ -248,6 +272,10 @@ pub(crate) struct Inner {
     pub(crate) config_endpoint: Option<ConfigEndpoint>,
     /// The OpenAPI document, serialised once, when served.
     pub(crate) openapi: Option<bytes::Bytes>,
+    /// Namespaces created at runtime.
+    pub(crate) tenants: Tenants,
+    /// The admin API's key, when it is on.
+    pub(crate) admin_key: Option<AdminKey>,
 }
 
 /// Shared state of the router; clone = refcount bump.
@@ -273,6 +301,7 @@ impl AppState {
             restrictions: Vec::new(),
             store: NsStore::whole(options.store.clone()),
             trusted_roots: None,
+            suspended: false,
         };
         let mut namespaces = HashMap::new();
         for ns in &config.namespaces {
@@ -288,6 +317,7 @@ impl AppState {
                 restrictions: ns.restrictions.clone(),
                 store,
                 trusted_roots: ns.trusted_roots.clone(),
+                suspended: false,
             };
             namespaces.insert(ns.name.to_string(), scope);
         }
@@ -309,7 +339,16 @@ impl AppState {
             enricher: options.role_enricher,
             hook: options.authorize,
         };
+        let tenants = Tenants::new(
+            &config,
+            options.store.clone(),
+            options.namespace_stores.clone(),
+            &options.tenants,
+            options.clock.clone(),
+        );
         Ok(Self(Arc::new(Inner {
+            tenants,
+            admin_key: options.admin_key.as_deref().map(AdminKey::new),
             config,
             root,
             namespaces,

@@ -16,7 +16,7 @@ pub(crate) use names::{CollectionName, NamespaceName, is_param_value, is_reserve
 pub(crate) use routes::{RouteTable, Target};
 pub(crate) use template::{IDENTITY_PARAM, PathTemplate, Segment, is_safe_key};
 pub use tenancy::Isolation;
-pub(crate) use tenancy::MAX_ISOLATED_NAME_BYTES;
+pub(crate) use tenancy::{MAX_ISOLATED_NAME_BYTES, trusted_roots};
 
 use serde_json::Value;
 use std::num::NonZeroU64;
@@ -67,6 +67,9 @@ pub struct SyncConfig {
     pub(crate) routes: Arc<RouteTable>,
     /// The isolation of namespaces that do not choose their own.
     pub(crate) isolation: Isolation,
+    /// `namespaceTemplates`: named sets of collections that namespaces created at
+    /// runtime are made from.
+    pub(crate) templates: Vec<Namespace>,
 }
 
 /// A namespace: its collections are mounted under `/<name>/…`.

@@ -1,5 +1,6 @@
 //! Validation with the reference's exact messages, then conversion to typed values.
 
+use super::names::SYSTEM_ROOT;
 use super::raw::{RawCollection, RawConfig, RawNamespace};
 use super::routes::{RouteTable, keys_overlap};
 use super::tenancy::{self, Isolation};
@@ -45,29 +46,71 @@ pub(super) fn load_value(value: Value) -> Result<SyncConfig, ConfigError> {
         return Err(ConfigError::Shape("the config must be an object".into()));
     };
     // The reference checks the namespaces' shape before anything else.
-    let mut raw_namespaces = Vec::new();
-    match top.remove("namespaces") {
+    let raw_namespaces = raw_scopes(top.remove("namespaces"), "namespaces", "namespace")?;
+    let raw_templates = raw_scopes(
+        top.remove("namespaceTemplates"),
+        "namespaceTemplates",
+        "namespace template",
+    )?;
+    let raw: RawConfig = deserialize(Value::Object(top), "")?;
+    build(raw, raw_namespaces, raw_templates)
+}
+
+/// The `namespaces` (or `namespaceTemplates`) object, each value's shape checked.
+fn raw_scopes(
+    value: Option<Value>,
+    field: &str,
+    what: &str,
+) -> Result<Vec<(String, RawNamespace)>, ConfigError> {
+    let mut out = Vec::new();
+    match value {
         None | Some(Value::Null) => {}
         Some(Value::Object(map)) => {
             for (name, ns) in map {
                 if !ns.is_object() {
                     return Err(ConfigError::Shape(format!(
-                        "namespace \"{name}\" must be an object, got {}",
+                        "{what} \"{name}\" must be an object, got {}",
                         js_type(&ns)
                     )));
                 }
-                let ns: RawNamespace = deserialize(ns, &format!("namespaces.{name}."))?;
-                raw_namespaces.push((name, ns));
+                let ns: RawNamespace = deserialize(ns, &format!("{field}.{name}."))?;
+                out.push((name, ns));
             }
         }
         Some(_) => {
-            return Err(ConfigError::Shape(
-                "\"namespaces\" must be an object".into(),
-            ));
+            return Err(ConfigError::Shape(format!("\"{field}\" must be an object")));
         }
     }
-    let raw: RawConfig = deserialize(Value::Object(top), "")?;
-    build(raw, raw_namespaces)
+    Ok(out)
+}
+
+/// One namespace (or namespace template) of the config.
+fn namespace(
+    name: &str,
+    ns: &RawNamespace,
+    label: &str,
+    global: Option<RateFields>,
+    errors: &mut Vec<String>,
+) -> Option<Namespace> {
+    let ns_restrictions = restrictions(ns.restrictions.as_ref(), label, errors);
+    let parsed = NamespaceName::parse(name);
+    if let Err(problems) = &parsed {
+        errors.extend(problems.iter().map(|p| p.message(name)));
+    }
+    if ns.collections.is_empty() {
+        errors.push(format!("{label}must contain at least one collection"));
+    }
+    let cols = validate_scope(&ns.collections, label, global, errors);
+    let isolation = tenancy::isolation(ns.isolation.as_ref(), label, errors);
+    let trusted_roots = tenancy::trusted_roots(ns.trusted_roots.as_ref(), label, errors);
+    Some(Namespace {
+        name: parsed.ok()?,
+        collections: cols,
+        restrictions: ns_restrictions,
+        routes: Arc::default(),
+        isolation,
+        trusted_roots: trusted_roots.map(Into::into),
+    })
 }
 
 /// `windowMs` and `maxRequests` as written (each may be missing): the global ones, or
@@ -96,6 +139,7 @@ impl RateFields {
 fn build(
     raw: RawConfig,
     raw_namespaces: Vec<(String, RawNamespace)>,
+    raw_templates: Vec<(String, RawNamespace)>,
 ) -> Result<SyncConfig, ConfigError> {
     let mut errors = Vec::new();
     if let Some(v) = &raw.version {
@@ -124,27 +168,26 @@ fn build(
     let mut namespaces = Vec::new();
     for (name, ns) in &raw_namespaces {
         let label = format!("Namespace \"{name}\": ");
-        let ns_restrictions = restrictions(ns.restrictions.as_ref(), &label, &mut errors);
-        let parsed = NamespaceName::parse(name);
-        if let Err(problems) = &parsed {
-            errors.extend(problems.iter().map(|p| p.message(name)));
+        if let Some(ns) = namespace(name, ns, &label, global, &mut errors) {
+            namespaces.push(ns);
         }
-        if ns.collections.is_empty() {
-            errors.push(format!("{label}must contain at least one collection"));
+    }
+    let mut templates = Vec::new();
+    for (name, t) in &raw_templates {
+        let label = format!("Namespace template \"{name}\": ");
+        if let Some(t) = namespace(name, t, &label, global, &mut errors) {
+            if t.isolation == Some(Isolation::Shared) {
+                errors.push(format!(
+                    "{label}isolation \"shared\" would give every namespace made from it the same documents"
+                ));
+            }
+            templates.push(t);
         }
-        let cols = validate_scope(&ns.collections, &label, global, &mut errors);
-        let isolation = tenancy::isolation(ns.isolation.as_ref(), &label, &mut errors);
-        let trusted_roots = tenancy::trusted_roots(ns.trusted_roots.as_ref(), &label, &mut errors);
-        if let Ok(name) = parsed {
-            namespaces.push(Namespace {
-                name,
-                collections: cols,
-                restrictions: ns_restrictions,
-                routes: Arc::default(),
-                isolation,
-                trusted_roots: trusted_roots.map(Into::into),
-            });
-        }
+    }
+    if namespaces.iter().any(|ns| ns.name.as_str() == SYSTEM_ROOT) {
+        errors.push(format!(
+            "Namespace \"{SYSTEM_ROOT}\": name is reserved for the server's own routes"
+        ));
     }
 
     if !errors.is_empty() {
@@ -162,6 +205,10 @@ fn build(
         let label = format!("Namespace \"{}\": ", ns.name);
         ns.routes = route_table(&ns.collections, &label, &mut errors);
     }
+    for t in &mut templates {
+        let label = format!("Namespace template \"{}\": ", t.name);
+        t.routes = route_table(&t.collections, &label, &mut errors);
+    }
     if !errors.is_empty() {
         return Err(ConfigError::Invalid(errors));
     }
@@ -173,6 +220,7 @@ fn build(
         base_warnings: warnings,
         routes,
         isolation: Isolation::Shared,
+        templates,
     };
     Ok(config.with_isolation(default_isolation))
 }

@@ -28,6 +28,8 @@ pub(crate) struct Scope {
     pub(crate) store: NsStore,
     /// Only callers from these roots act here (`None`: any root).
     pub(crate) trusted_roots: Option<Arc<[String]>>,
+    /// A suspended tenant: every route answers 403.
+    pub(crate) suspended: bool,
 }
 
 impl Scope {
@@ -35,6 +37,9 @@ impl Scope {
     /// credential from none of them (its root key and its identity are both checked).
     /// An anonymous caller holds no credential: public roles decide for it.
     pub(crate) fn trusts(&self, caller: &Caller) -> bool {
+        if self.suspended {
+            return false;
+        }
         let Some(roots) = &self.trusted_roots else {
             return true;
         };
@@ -144,6 +149,14 @@ fn decode_segments(path: &str) -> Result<Vec<String>, ApiError> {
             }
         })
         .collect()
+}
+
+/// The namespace a path names, if its first segment is not one of the root's own
+/// routes (decoded as [`Endpoint::parse`] decodes it).
+pub(crate) fn namespace_segment(path: &str) -> Option<String> {
+    let first = path.strip_prefix('/')?.split('/').next()?;
+    let decoded = percent_decode_str(first).decode_utf8().ok()?.into_owned();
+    (decoded != "batch" && Verb::parse(&decoded).is_none()).then_some(decoded)
 }
 
 impl<'s> Endpoint<'s> {

@@ -20,7 +20,7 @@ pub(crate) mod limits;
 mod list;
 mod pull;
 mod push;
-mod query;
+pub(crate) mod query;
 mod render;
 
 use crate::access::{Action, Denied, RateSubject, Touch};
@@ -30,6 +30,7 @@ use crate::error::ApiError;
 use crate::events::{WriteAction, WriteEvent};
 use crate::state::AppState;
 use crate::sync::write::{Written, media_type};
+use crate::tenants::admin;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, OriginalUri, Request, State};
@@ -46,6 +47,18 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/health", get(health::health))
         .route("/config", get(config::config))
         .route("/openapi.json", get(openapi))
+        .route(
+            "/_starfish/admin/namespaces",
+            get(admin::list).post(admin::create),
+        )
+        .route(
+            "/_starfish/admin/namespaces/{name}",
+            get(admin::one).delete(admin::delete),
+        )
+        .route(
+            "/_starfish/admin/namespaces/{name}/{action}",
+            axum::routing::post(admin::action),
+        )
         .route("/{*rest}", any(dispatch))
         .fallback(not_found)
 }
@@ -65,7 +78,18 @@ async fn dispatch(
     request: Request<Body>,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
-    let namespace = |name: &str| state.namespaces.get(name);
+    // A namespace created at runtime is looked up (in memory if fresh) before routing.
+    let tenant = match endpoint::namespace_segment(parts.uri.path()) {
+        Some(name) if !state.namespaces.contains_key(&name) => state.tenants.lookup(&name).await?,
+        _ => None,
+    };
+    let namespace = |name: &str| {
+        state.namespaces.get(name).or_else(|| {
+            tenant
+                .as_deref()
+                .filter(|t| t.namespace.as_ref().is_some_and(|n| n.as_str() == name))
+        })
+    };
     match Endpoint::parse(&state.root, namespace, &parts.method, parts.uri.path())? {
         Endpoint::Pull(scope, doc) => pull::pull(&state, &parts, scope, doc).await,
         Endpoint::Push(scope, doc) => push::push(&state, &parts, body, scope, doc).await,

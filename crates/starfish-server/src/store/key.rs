@@ -7,7 +7,9 @@
 //! chunks, a document's keyring sibling) are derived from a resolved key by the store's
 //! own methods; no parameter can name them.
 
-use crate::config::{IDENTITY_PARAM, PathTemplate, is_param_value, is_reserved, is_safe_key};
+use crate::config::{
+    IDENTITY_PARAM, NamespaceName, PathTemplate, is_param_value, is_reserved, is_safe_key,
+};
 use std::fmt;
 use std::sync::Arc;
 
@@ -92,6 +94,12 @@ impl ObjectKey {
             return Err(KeyError::Invalid);
         }
         Ok(Self(key.into()))
+    }
+
+    /// The key of a server-owned object named after a namespace (its registry
+    /// record): a valid namespace name is a safe, single segment.
+    pub(crate) fn named(name: &NamespaceName) -> Self {
+        Self(name.as_str().into())
     }
 
     /// The key as text.

@@ -9,6 +9,8 @@
 use super::{DocStore, ObjectKey, StoreError};
 use crate::config::NamespaceName;
 use crate::config::names::SYSTEM_ROOT;
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
 use object_store::path::{Path, PathPart};
 use std::ops::Deref;
 
@@ -45,6 +47,62 @@ impl NsStore {
         Self {
             docs,
             root: Some(root),
+        }
+    }
+
+    /// The handle of the server's own objects (`_starfish/<area>/…`) in `docs`.
+    pub(crate) fn system(docs: DocStore, area: &str) -> Self {
+        Self {
+            docs,
+            root: Some(Path::from_iter([SYSTEM_ROOT, area])),
+        }
+    }
+
+    /// How many objects this namespace holds, and their bytes (bookkeeping included).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub(crate) async fn usage(&self) -> Result<(u64, u64), StoreError> {
+        let mut listing = self.inner().list(self.root.as_ref());
+        let (mut objects, mut bytes) = (0u64, 0u64);
+        while let Some(meta) = listing.next().await {
+            let meta = meta?;
+            objects += 1;
+            bytes += meta.size;
+        }
+        Ok((objects, bytes))
+    }
+
+    /// Deletes every object of this namespace; returns how many.
+    ///
+    /// # Errors
+    /// [`StoreError`]; what was deleted stays deleted, and a retry finishes the job.
+    pub(crate) async fn clear(&self) -> Result<u64, StoreError> {
+        let locations: Vec<Path> = self
+            .inner()
+            .list(self.root.as_ref())
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await?;
+        let mut deleted = 0;
+        for location in locations {
+            match self.inner().delete(&location).await {
+                Ok(()) => deleted += 1,
+                Err(e) if super::is_missing(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes `key`'s object (nothing when it is missing).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub(crate) async fn remove(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        match self.inner().delete(&self.path(key)).await {
+            Err(e) if !super::is_missing(&e) => Err(e.into()),
+            _ => Ok(()),
         }
     }
 

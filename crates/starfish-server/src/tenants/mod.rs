@@ -1,0 +1,262 @@
+//! Namespaces created at runtime: a registry in the object store, and the lookup
+//! that turns a request's first path segment into a tenant's [`Scope`].
+//!
+//! Each tenant is one record, `_starfish/tenants/<name>`, written only by
+//! compare-and-swap: a creation is a conditional create, so of two concurrent
+//! creations of one name (on any nodes sharing the store) exactly one succeeds, and a
+//! suspension or deletion replaces the version it read. Nothing holds the list of
+//! tenants: a node looks a tenant up by name when a request names it, and keeps the
+//! answer (found or not) for [`TenantOptions::refresh`]. So a tenant created on one
+//! node is served by every node within that bound, a suspended or deleted one stops
+//! being served within it, and a request never scans the tenants.
+
+pub(crate) mod admin;
+
+use crate::auth::Clock;
+use crate::config::names::SYSTEM_ROOT;
+use crate::config::{Isolation, MAX_ISOLATED_NAME_BYTES, Namespace, NamespaceName, SyncConfig};
+use crate::routes::endpoint::Scope;
+use crate::store::{CasError, DocStore, NamespaceStores, NsStore, ObjectKey, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The registry's area of the store: `_starfish/tenants/<name>`.
+const REGISTRY_AREA: &str = "tenants";
+/// Default for how long a node trusts what it looked up.
+pub(crate) const DEFAULT_TENANT_REFRESH: Duration = Duration::from_secs(1);
+/// Default bound on looked-up tenants kept in memory.
+pub(crate) const DEFAULT_TENANT_CACHE: usize = 100_000;
+
+/// Settings of namespaces created at runtime.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TenantOptions {
+    /// How long a node serves what it looked up about a tenant (found, suspended or
+    /// missing) before it reads the record again: the bound on how long a change made
+    /// on another node takes to be seen here.
+    pub refresh: Duration,
+    /// Most tenants whose lookup is kept in memory at once.
+    pub cache_entries: usize,
+}
+
+impl Default for TenantOptions {
+    fn default() -> Self {
+        Self {
+            refresh: DEFAULT_TENANT_REFRESH,
+            cache_entries: DEFAULT_TENANT_CACHE,
+        }
+    }
+}
+
+/// The state of a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum TenantState {
+    /// Served.
+    Active,
+    /// Its routes answer 403; its data is kept.
+    Suspended,
+    /// Being deleted: its routes answer 404, its data is being removed.
+    Deleting,
+}
+
+/// A tenant's registry record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TenantRecord {
+    pub(crate) name: String,
+    pub(crate) template: String,
+    pub(crate) state: TenantState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) trusted_roots: Option<Vec<String>>,
+    pub(crate) created_at: u64,
+}
+
+/// What a node knows about one name.
+#[derive(Clone)]
+struct Known {
+    scope: Option<Arc<Scope>>,
+    at_ms: u64,
+}
+
+/// Why a registry change was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TenantError {
+    #[error("invalid namespace name")]
+    InvalidName,
+    #[error("unknown namespace template")]
+    UnknownTemplate,
+    #[error("namespace exists")]
+    Exists,
+    #[error("namespace is defined in the config")]
+    InConfig,
+    #[error("no such namespace")]
+    Missing,
+    #[error("the registry is busy, retry")]
+    Contended,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl<E: Into<TenantError>> From<CasError<E>> for TenantError {
+    fn from(e: CasError<E>) -> Self {
+        match e {
+            CasError::Rejected(e) => e.into(),
+            CasError::Contended => Self::Contended,
+            CasError::Store(e) => Self::Store(e),
+        }
+    }
+}
+
+/// The runtime tenants of one router.
+pub(crate) struct Tenants {
+    registry: NsStore,
+    root: DocStore,
+    stores: Option<Arc<dyn NamespaceStores>>,
+    templates: HashMap<String, Namespace>,
+    /// Names taken by the config's own namespaces.
+    static_names: std::collections::HashSet<String>,
+    isolation: Isolation,
+    known: quick_cache::sync::Cache<Box<str>, Known>,
+    refresh_ms: u64,
+    clock: Arc<dyn Clock>,
+}
+
+impl Tenants {
+    pub(crate) fn new(
+        config: &SyncConfig,
+        root: DocStore,
+        stores: Option<Arc<dyn NamespaceStores>>,
+        options: &TenantOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            registry: NsStore::system(root.clone(), REGISTRY_AREA),
+            root,
+            stores,
+            templates: config
+                .templates
+                .iter()
+                .map(|t| (t.name.to_string(), t.clone()))
+                .collect(),
+            static_names: config
+                .namespaces
+                .iter()
+                .map(|n| n.name.to_string())
+                .collect(),
+            // A tenant made from a template never shares keys with another one.
+            isolation: match config.isolation {
+                Isolation::Shared => Isolation::Prefixed,
+                other => other,
+            },
+            known: quick_cache::sync::Cache::new(options.cache_entries.max(1)),
+            refresh_ms: u64::try_from(options.refresh.as_millis()).unwrap_or(u64::MAX),
+            clock,
+        }
+    }
+
+    /// True when the config has templates, so runtime tenants can exist.
+    pub(crate) fn enabled(&self) -> bool {
+        !self.templates.is_empty()
+    }
+
+    /// A name a runtime tenant may take.
+    pub(crate) fn valid_name(&self, name: &str) -> Option<NamespaceName> {
+        if name.len() > MAX_ISOLATED_NAME_BYTES || name == SYSTEM_ROOT {
+            return None;
+        }
+        NamespaceName::parse(name).ok()
+    }
+
+    /// The scope of tenant `name`, from memory if fresh, else from its record.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the record cannot be read.
+    pub(crate) async fn lookup(&self, name: &str) -> Result<Option<Arc<Scope>>, StoreError> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let Some(valid) = self.valid_name(name) else {
+            return Ok(None);
+        };
+        let now = self.clock.now_ms();
+        if let Some(known) = self.known.get(name) {
+            if now.saturating_sub(known.at_ms) < self.refresh_ms {
+                return Ok(known.scope);
+            }
+        }
+        let scope = match self.read(&valid).await? {
+            Some(record) if record.state != TenantState::Deleting => {
+                self.scope(&valid, &record).map(Arc::new)
+            }
+            _ => None,
+        };
+        self.known.insert(
+            name.into(),
+            Known {
+                scope: scope.clone(),
+                at_ms: now,
+            },
+        );
+        Ok(scope)
+    }
+
+    /// Forgets what this node knows about `name` (after changing it here).
+    fn forget(&self, name: &str) {
+        self.known.remove(name);
+    }
+
+    /// The record of `name`, if any.
+    async fn read(&self, name: &NamespaceName) -> Result<Option<TenantRecord>, StoreError> {
+        let Some(bytes) = self.registry.get(&ObjectKey::named(name)).await? else {
+            return Ok(None);
+        };
+        match serde_json::from_slice(&bytes) {
+            Ok(record) => Ok(Some(record)),
+            Err(e) => {
+                tracing::warn!(namespace = %name, error = %e, "unreadable tenant record; not served");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The store handle of tenant `name` made from `template`.
+    fn store_of(&self, name: &NamespaceName, template: &Namespace) -> Option<NsStore> {
+        match template.isolation.unwrap_or(self.isolation) {
+            Isolation::Store => {
+                let stores = self.stores.as_ref()?;
+                match stores.open(name.as_str()) {
+                    Ok(store) => Some(NsStore::whole(store)),
+                    Err(e) => {
+                        tracing::warn!(namespace = %name, error = %e, "cannot open the tenant's store");
+                        None
+                    }
+                }
+            }
+            Isolation::Shared | Isolation::Prefixed => {
+                Some(NsStore::prefixed(self.root.clone(), name))
+            }
+        }
+    }
+
+    fn scope(&self, name: &NamespaceName, record: &TenantRecord) -> Option<Scope> {
+        let Some(template) = self.templates.get(&record.template) else {
+            tracing::warn!(namespace = %name, template = %record.template, "tenant's template is not in the config; not served");
+            return None;
+        };
+        Some(Scope {
+            namespace: Some(name.clone()),
+            routes: template.routes.clone(),
+            restrictions: template.restrictions.clone(),
+            store: self.store_of(name, template)?,
+            trusted_roots: record
+                .trusted_roots
+                .clone()
+                .map(Into::into)
+                .or_else(|| template.trusted_roots.clone()),
+            suspended: record.state == TenantState::Suspended,
+        })
+    }
+}

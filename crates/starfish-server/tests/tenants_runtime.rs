@@ -1,0 +1,331 @@
+//! Namespaces created at runtime through the admin API: served by every router over
+//! the same store within the refresh bound, suspended, deleted, created once.
+
+mod common;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use serde_json::{Value, json};
+use starfish_server::auth::ManualClock;
+use starfish_server::store::DocStore;
+use starfish_server::{SyncConfig, SyncOptions, create_sync_router};
+use std::sync::Arc;
+
+const KEY: &str = "admin-secret-0123456789";
+
+fn config() -> SyncConfig {
+    SyncConfig::from_value(json!({
+        "version": 1,
+        "collections": [],
+        "namespaces": {"fixed": {"collections": [{"name": "board", "storagePath": "board",
+            "readRoles": ["public"], "writeRoles": ["public"]}]}},
+        "namespaceTemplates": {"team": {"collections": [
+            {"name": "board", "storagePath": "board", "readRoles": ["public"], "writeRoles": ["public"]},
+            {"name": "notes", "storagePath": "users/{identity}/notes",
+             "readRoles": ["self"], "writeRoles": ["self"]}]}}
+    }))
+    .unwrap()
+}
+
+/// A router over `store`; with the admin API when `admin`.
+fn node(store: &DocStore, clock: &ManualClock, admin: bool) -> Router {
+    let mut options = SyncOptions::new(config(), store.clone()).with_clock(Arc::new(clock.clone()));
+    if admin {
+        options = options.with_admin_key(KEY);
+    }
+    create_sync_router(options).unwrap()
+}
+
+fn admin(method: &str, uri: &str, body: Option<Value>, key: Option<&str>) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(uri);
+    if let Some(key) = key {
+        b = b.header("authorization", format!("Bearer {key}"));
+    }
+    match body {
+        Some(v) => b
+            .header("content-type", "application/json")
+            .body(Body::from(v.to_string()))
+            .unwrap(),
+        None => b.body(Body::empty()).unwrap(),
+    }
+}
+
+fn create(name: &str) -> Request<Body> {
+    admin(
+        "POST",
+        "/_starfish/admin/namespaces",
+        Some(json!({"name": name, "template": "team"})),
+        Some(KEY),
+    )
+}
+
+async fn status(app: &Router, req: Request<Body>) -> StatusCode {
+    send(app, req).await.status()
+}
+
+async fn objects(store: &DocStore) -> Vec<String> {
+    let metas: Vec<_> = store.inner().list(None).collect().await;
+    let mut out: Vec<String> = metas
+        .into_iter()
+        .map(|m| m.unwrap().location.to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_tenant_created_on_one_node_is_served_by_another_within_the_bound() {
+    let store = DocStore::memory();
+    let clock = ManualClock::new(T0);
+    let (a, b) = (node(&store, &clock, true), node(&store, &clock, false));
+    // B looks the name up before it exists, and remembers "no such tenant".
+    assert_eq!(
+        status(&b, get("/acme/pull/board")).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(status(&a, create("acme")).await, StatusCode::CREATED);
+    // A serves it at once; B within the refresh bound (1 s), without a restart.
+    let board = json!({"data": {"v": 1}});
+    assert_eq!(
+        status(&a, push("/acme/push/board", &board)).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&b, get("/acme/pull/board")).await,
+        StatusCode::NOT_FOUND
+    );
+    clock.advance(1000);
+    let res = send(&b, get("/acme/pull/board")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(json_body(res).await["data"], json!({"v": 1}));
+    // Its documents live under its own prefix.
+    assert_eq!(
+        objects(&store).await,
+        [
+            "_starfish/ns/acme/board".to_owned(),
+            "_starfish/tenants/acme".to_owned()
+        ]
+    );
+
+    // Suspended: 403 on A at once, on B within the bound; the data is kept.
+    let suspend = admin(
+        "POST",
+        "/_starfish/admin/namespaces/acme/suspend",
+        None,
+        Some(KEY),
+    );
+    assert_eq!(status(&a, suspend).await, StatusCode::OK);
+    assert_error(
+        send(&a, get("/acme/pull/board")).await,
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+    )
+    .await;
+    clock.advance(1000);
+    assert_error(
+        send(&b, get("/acme/pull/board")).await,
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+    )
+    .await;
+    let resume = admin(
+        "POST",
+        "/_starfish/admin/namespaces/acme/resume",
+        None,
+        Some(KEY),
+    );
+    assert_eq!(status(&a, resume).await, StatusCode::OK);
+    assert_eq!(status(&a, get("/acme/pull/board")).await, StatusCode::OK);
+
+    // Deleted: data and record removed; 404 on A at once, on B within the bound.
+    let res = send(
+        &a,
+        admin(
+            "DELETE",
+            "/_starfish/admin/namespaces/acme",
+            None,
+            Some(KEY),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(json_body(res).await["objectsDeleted"], 1);
+    assert!(
+        objects(&store).await.is_empty(),
+        "{:?}",
+        objects(&store).await
+    );
+    assert_eq!(
+        status(&a, get("/acme/pull/board")).await,
+        StatusCode::NOT_FOUND
+    );
+    clock.advance(1000);
+    assert_eq!(
+        status(&b, get("/acme/pull/board")).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        status(&b, push("/acme/push/board", &board)).await,
+        StatusCode::NOT_FOUND
+    );
+    assert!(objects(&store).await.is_empty());
+}
+
+#[tokio::test]
+async fn two_concurrent_creations_of_one_name_give_one_success() {
+    let store = DocStore::memory();
+    let clock = ManualClock::new(T0);
+    let (a, b) = (node(&store, &clock, true), node(&store, &clock, true));
+    for i in 0..20 {
+        let name = format!("t{i}");
+        let (x, y) = tokio::join!(status(&a, create(&name)), status(&b, create(&name)));
+        let mut got = [x, y];
+        got.sort();
+        assert_eq!(got, [StatusCode::CREATED, StatusCode::CONFLICT], "{name}");
+    }
+}
+
+#[tokio::test]
+async fn the_admin_api_is_off_without_a_key_and_refuses_bad_input() {
+    let store = DocStore::memory();
+    let clock = ManualClock::new(T0);
+    let off = node(&store, &clock, false);
+    assert_eq!(status(&off, create("acme")).await, StatusCode::NOT_FOUND);
+    let a = node(&store, &clock, true);
+    let body = Some(json!({"name": "acme", "template": "team"}));
+    for key in [None, Some("wrong"), Some("")] {
+        let req = admin("POST", "/_starfish/admin/namespaces", body.clone(), key);
+        assert_error(
+            send(&a, req).await,
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+        )
+        .await;
+    }
+    let long = "a".repeat(64);
+    for name in ["pull", "a.b", "_starfish", "", long.as_str(), "a/b"] {
+        let req = create(name);
+        assert_error(
+            send(&a, req).await,
+            StatusCode::BAD_REQUEST,
+            "Invalid namespace name",
+        )
+        .await;
+    }
+    let req = admin(
+        "POST",
+        "/_starfish/admin/namespaces",
+        Some(json!({"name": "x", "template": "nope"})),
+        Some(KEY),
+    );
+    assert_error(
+        send(&a, req).await,
+        StatusCode::BAD_REQUEST,
+        "Unknown namespace template",
+    )
+    .await;
+    let req = admin(
+        "POST",
+        "/_starfish/admin/namespaces",
+        Some(json!({"name": 1})),
+        Some(KEY),
+    );
+    assert_error(
+        send(&a, req).await,
+        StatusCode::BAD_REQUEST,
+        "Invalid request body",
+    )
+    .await;
+    assert_error(
+        send(&a, create("fixed")).await,
+        StatusCode::CONFLICT,
+        "Namespace is defined in the config",
+    )
+    .await;
+    let req = admin(
+        "DELETE",
+        "/_starfish/admin/namespaces/ghost",
+        None,
+        Some(KEY),
+    );
+    assert_error(
+        send(&a, req).await,
+        StatusCode::NOT_FOUND,
+        "Namespace not found",
+    )
+    .await;
+    // Nothing was written by any refusal.
+    assert!(objects(&store).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_admin_api_lists_namespaces_with_what_they_hold() {
+    let store = DocStore::memory();
+    let clock = ManualClock::new(T0);
+    let a = node(&store, &clock, true);
+    for name in ["beta", "alpha", "gamma"] {
+        assert_eq!(status(&a, create(name)).await, StatusCode::CREATED);
+    }
+    let u = user(1);
+    let uri = format!("/alpha/push/users/{}/notes", u.id);
+    let res = send(
+        &a,
+        Signed::push(&uri, &u, &json!({"data": {"i": 1}})).build(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = send(
+        &a,
+        admin(
+            "GET",
+            "/_starfish/admin/namespaces?usage=1&limit=2",
+            None,
+            Some(KEY),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let page = json_body(res).await;
+    let names: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    assert_eq!(page["hasMore"], true);
+    assert_eq!(page["items"][0]["objects"], 1);
+    assert_eq!(page["items"][0]["collections"], 2);
+    assert_eq!(page["items"][1]["objects"], 0);
+    let stored = objects(&store).await;
+    let alpha_bytes: u64 = {
+        let mut total = 0;
+        for loc in stored
+            .iter()
+            .filter(|l| l.starts_with("_starfish/ns/alpha/"))
+        {
+            total += store.inner().head(&loc.as_str().into()).await.unwrap().size;
+        }
+        total
+    };
+    assert_eq!(page["items"][0]["bytes"], alpha_bytes);
+    assert_eq!(page["configured"][0]["name"], "fixed");
+    let res = send(
+        &a,
+        admin(
+            "GET",
+            "/_starfish/admin/namespaces?after=beta",
+            None,
+            Some(KEY),
+        ),
+    )
+    .await;
+    let page = json_body(res).await;
+    assert_eq!(page["items"][0]["name"], "gamma");
+    assert_eq!(page["hasMore"], false);
+    assert_eq!(page["configured"], json!([]));
+}
