@@ -11,6 +11,7 @@ use crate::routes::endpoint::Scope;
 use crate::routes::headers::SecurityHeaders;
 use crate::store::{DocStore, NamespaceStores, NsStore};
 use crate::tenants::admin::AdminKey;
+use crate::tenants::keys::ApiKeys;
 use crate::tenants::{TenantOptions, Tenants};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -276,6 +277,8 @@ pub(crate) struct Inner {
     pub(crate) tenants: Tenants,
     /// The admin API's key, when it is on.
     pub(crate) admin_key: Option<AdminKey>,
+    /// API keys (on with the admin API).
+    pub(crate) keys: Option<ApiKeys>,
 }
 
 /// Shared state of the router; clone = refcount bump.
@@ -346,7 +349,16 @@ impl AppState {
             &options.tenants,
             options.clock.clone(),
         );
+        let keys = options.admin_key.is_some().then(|| {
+            ApiKeys::new(
+                options.store.clone(),
+                options.tenants.cache_entries,
+                u64::try_from(options.tenants.refresh.as_millis()).unwrap_or(u64::MAX),
+                options.clock.clone(),
+            )
+        });
         Ok(Self(Arc::new(Inner {
+            keys,
             tenants,
             admin_key: options.admin_key.as_deref().map(AdminKey::new),
             config,

@@ -218,8 +218,10 @@ pub(super) async fn pull(
 ) -> Result<Response, ApiError> {
     let batch = BatchQuery::parse(state, scope, parts.uri.query())?;
     // One authentication for the whole batch; a failure reads as anonymous.
-    let caller = match authenticate(state, parts, Body::empty(), false).await {
+    let caller = match authenticate(state, parts, Body::empty(), false, Some(scope)).await {
         Ok((caller, _)) => caller,
+        // A valid API key with no rights in this namespace.
+        Err(ApiError::Forbidden) => return Err(ApiError::Forbidden),
         Err(e) => {
             tracing::debug!(error = %e, "batch pull: authentication failed, reading as anonymous");
             Caller::anonymous()

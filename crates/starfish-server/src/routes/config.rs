@@ -47,16 +47,19 @@ async fn config_caller(
     parts: &Parts,
     body: Body,
     mode: ConfigEndpoint,
-) -> Caller {
+    scope: Option<&Scope>,
+) -> Result<Caller, ApiError> {
     if mode != ConfigEndpoint::RoleFiltered && !parts.headers.contains_key(AUTHORIZATION) {
-        return Caller::anonymous();
+        return Ok(Caller::anonymous());
     }
     // A failed authentication lists what an anonymous caller may see; never a 5xx.
-    match authenticate(state, parts, body, false).await {
-        Ok((caller, _)) => caller,
+    // A valid API key with no rights in this namespace is refused.
+    match authenticate(state, parts, body, false, scope).await {
+        Ok((caller, _)) => Ok(caller),
+        Err(ApiError::Forbidden) => Err(ApiError::Forbidden),
         Err(e) => {
             tracing::debug!(error = %e, "/config: authentication failed");
-            Caller::anonymous()
+            Ok(Caller::anonymous())
         }
     }
 }
@@ -72,7 +75,7 @@ pub(super) async fn namespace(
     let Some(mode) = state.config_endpoint else {
         return Err(ApiError::NotFound);
     };
-    let caller = config_caller(state, &parts, body, mode).await;
+    let caller = config_caller(state, &parts, body, mode, Some(scope)).await?;
     if !scope.trusts(&caller) {
         return Err(ApiError::Forbidden);
     }
@@ -89,7 +92,9 @@ pub(super) async fn config(
     };
     let caller = if mode == ConfigEndpoint::RoleFiltered {
         let (parts, body) = request.into_parts();
-        config_caller(&state, &parts, body, mode).await
+        config_caller(&state, &parts, body, mode, None)
+            .await
+            .unwrap_or_else(|_| Caller::anonymous())
     } else {
         Caller::anonymous()
     };

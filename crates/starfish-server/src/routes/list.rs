@@ -23,7 +23,7 @@ pub(super) async fn list(
     prefix: Doc,
 ) -> Result<Response, ApiError> {
     let public = is_public(&prefix.collection, Action::List);
-    let (caller, _) = authenticate(state, parts, Body::empty(), public).await?;
+    let (caller, _) = authenticate(state, parts, Body::empty(), public, Some(scope)).await?;
     admit(scope, &caller)?;
     allow(state, &caller, scope, &prefix, Action::List).await?;
     rate_check(

@@ -24,13 +24,14 @@ pub(crate) mod query;
 mod render;
 
 use crate::access::{Action, Denied, RateSubject, Touch};
-use crate::auth::{AuthRequest, Caller, SignedBody, parse_ts_header};
+use crate::auth::{AuthError, AuthRequest, Caller, SignedBody, parse_ts_header};
 use crate::config::Collection;
 use crate::error::ApiError;
 use crate::events::{WriteAction, WriteEvent};
 use crate::state::AppState;
 use crate::sync::write::{Written, media_type};
 use crate::tenants::admin;
+use crate::tenants::keys::{self, ApiKeys};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, OriginalUri, Request, State};
@@ -58,6 +59,15 @@ pub(crate) fn router() -> Router<AppState> {
         .route(
             "/_starfish/admin/namespaces/{name}/{action}",
             axum::routing::post(admin::action),
+        )
+        .route(
+            "/_starfish/admin/keys",
+            axum::routing::post(admin::create_key),
+        )
+        .route("/_starfish/admin/keys/{id}", get(admin::key))
+        .route(
+            "/_starfish/admin/keys/{id}/revoke",
+            axum::routing::post(admin::revoke_key),
         )
         .route("/{*rest}", any(dispatch))
         .fallback(not_found)
@@ -235,10 +245,17 @@ pub(crate) async fn authenticate(
     parts: &Parts,
     body: Body,
     public: bool,
+    scope: Option<&Scope>,
 ) -> Result<(Caller, RequestBody), ApiError> {
     let has_credentials = parts.headers.contains_key(header::AUTHORIZATION);
     if public && !has_credentials {
         return Ok((Caller::anonymous(), RequestBody::Streaming(body)));
+    }
+    if let Some(keys) = &state.keys {
+        if let Some(token) = bearer(&parts.headers) {
+            let caller = key_caller(keys, token, scope).await?;
+            return Ok((caller, RequestBody::Streaming(body)));
+        }
     }
     let is_write = matches!(
         parts.method,
@@ -283,6 +300,41 @@ pub(crate) async fn authenticate(
         .await
         .map_err(|_| ApiError::AuthTimeout)??;
     Ok((caller, request_body))
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+/// The caller an API key is in `scope`: 401 for an unknown, wrong, revoked or
+/// expired key; 403 where it names no rights (the root, another namespace).
+async fn key_caller(
+    keys: &ApiKeys,
+    token: &str,
+    scope: Option<&Scope>,
+) -> Result<Caller, ApiError> {
+    let record = match keys.check(token).await {
+        Ok(Ok(record)) => record,
+        Ok(Err(refused)) => {
+            tracing::debug!(?refused, "API key refused");
+            return Err(AuthError::Unauthorized("API key refused".into()).into());
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "API key lookup failed");
+            return Err(match e {
+                crate::tenants::TenantError::Store(e) => ApiError::Store(e),
+                _ => ApiError::Busy,
+            });
+        }
+    };
+    scope
+        .and_then(|s| keys::caller_in(&record, s))
+        .ok_or(ApiError::Forbidden)
 }
 
 /// The client IP for rate limiting: the socket address, or with `trusted_proxy_hops`

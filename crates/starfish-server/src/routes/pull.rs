@@ -22,7 +22,7 @@ pub(super) async fn pull(
     doc: Doc,
 ) -> Result<Response, ApiError> {
     let public = is_public(&doc.collection, Action::Pull);
-    let (caller, _) = authenticate(state, parts, Body::empty(), public).await?;
+    let (caller, _) = authenticate(state, parts, Body::empty(), public, Some(scope)).await?;
     admit(scope, &caller)?;
     allow(state, &caller, scope, &doc, Action::Pull).await?;
     rate_check(state, parts, scope, &doc.collection, &caller, Action::Pull)?;

@@ -26,7 +26,7 @@ pub(super) async fn push(
 ) -> Result<Response, ApiError> {
     let collection = &doc.collection;
     let public = is_public(collection, Action::Push);
-    let (caller, body) = authenticate(state, parts, body, public).await?;
+    let (caller, body) = authenticate(state, parts, body, public, Some(scope)).await?;
     admit(scope, &caller)?;
     allow(state, &caller, scope, &doc, Action::Push).await?;
     // The declared length against `maxBodyBytes`, then the rate limit, before any

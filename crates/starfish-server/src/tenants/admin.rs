@@ -8,10 +8,15 @@
 //! | `GET /_starfish/admin/namespaces/<name>` | one namespace with its objects and bytes |
 //! | `POST /_starfish/admin/namespaces/<name>/suspend` and `/resume` | its routes answer 403 / are served again |
 //! | `DELETE /_starfish/admin/namespaces/<name>` | deletes its data, then its record (404 everywhere after) |
+//! | `POST /_starfish/admin/keys` `{"grants":{ns:[rights]},"admin"?,"expiresAt"?,"label"?}` | a new API key; its token appears in this answer only (201) |
+//! | `GET /_starfish/admin/keys/<id>` | a key's grants, state and use count (never its hash) |
+//! | `POST /_starfish/admin/keys/<id>/revoke` | refused on every node within the refresh bound |
 //!
-//! Every route takes `Authorization: Bearer <admin key>`, compared in constant time
-//! with the configured key's SHA-256.
+//! Every route takes `Authorization: Bearer <admin key>` (compared in constant time
+//! with the configured key's SHA-256), or an API key with `admin`, which manages only
+//! the namespaces it names (every one with `*`).
 
+use super::keys::{KeyRecord, MAX_GRANTS, Right};
 use super::{TenantError, TenantRecord, TenantState, Tenants};
 use crate::config::names::SYSTEM_ROOT;
 use crate::state::AppState;
@@ -25,6 +30,8 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 /// Largest admin request body.
@@ -60,11 +67,39 @@ impl AdminKey {
     }
 }
 
+/// Who is calling the admin API.
+enum Principal {
+    /// The admin key: everything.
+    Super,
+    /// An API key with `admin`: the namespaces it names (all with `*`).
+    Key(Arc<KeyRecord>),
+}
+
+impl Principal {
+    fn may(&self, namespace: &str) -> Result<(), AdminError> {
+        match self {
+            Self::Super => Ok(()),
+            Self::Key(k) if k.administers(namespace) => Ok(()),
+            Self::Key(_) => Err(AdminError::Forbidden),
+        }
+    }
+
+    fn may_all(&self) -> Result<(), AdminError> {
+        match self {
+            Self::Super => Ok(()),
+            Self::Key(k) if k.administers_all() => Ok(()),
+            Self::Key(_) => Err(AdminError::Forbidden),
+        }
+    }
+}
+
 /// An admin answer that is not a success.
 #[derive(Debug)]
 pub(crate) enum AdminError {
     NotFound,
     Unauthorized,
+    Forbidden,
+    KeyMissing,
     BadRequest(&'static str),
     Tenant(TenantError),
 }
@@ -86,6 +121,8 @@ impl IntoResponse for AdminError {
         let (status, message) = match &self {
             Self::NotFound => return StatusCode::NOT_FOUND.into_response(),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
+            Self::KeyMissing => (StatusCode::NOT_FOUND, "Key not found"),
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, *m),
             Self::Tenant(e) => match e {
                 TenantError::InvalidName => (StatusCode::BAD_REQUEST, "Invalid namespace name"),
@@ -109,13 +146,19 @@ impl IntoResponse for AdminError {
 }
 
 /// Admits an admin request, or says why not (404 when the admin API is off).
-fn check(state: &AppState, headers: &HeaderMap) -> Result<(), AdminError> {
+async fn check(state: &AppState, headers: &HeaderMap) -> Result<Principal, AdminError> {
     let key = state.admin_key.as_ref().ok_or(AdminError::NotFound)?;
     if key.admits(headers) {
-        Ok(())
-    } else {
-        Err(AdminError::Unauthorized)
+        return Ok(Principal::Super);
     }
+    if let (Some(keys), Some(token)) = (&state.keys, crate::routes::bearer(headers)) {
+        if let Ok(Ok(record)) = keys.check(token).await {
+            if record.admin {
+                return Ok(Principal::Key(record));
+            }
+        }
+    }
+    Err(AdminError::Unauthorized)
 }
 
 #[derive(Deserialize)]
@@ -145,12 +188,9 @@ pub(crate) async fn create(
     request: Request<Body>,
 ) -> Result<Response, AdminError> {
     let (parts, body) = request.into_parts();
-    check(&state, &parts.headers)?;
-    let bytes = axum::body::to_bytes(body, MAX_ADMIN_BODY)
-        .await
-        .map_err(|_| AdminError::BadRequest("Invalid request body"))?;
-    let body: CreateBody = serde_json::from_slice(&bytes)
-        .map_err(|_| AdminError::BadRequest("Invalid request body"))?;
+    let principal = check(&state, &parts.headers).await?;
+    let body: CreateBody = read_json(body).await?;
+    principal.may(&body.name)?;
     let mut errors = Vec::new();
     let trusted_roots = crate::config::trusted_roots(body.trusted_roots.as_ref(), "", &mut errors);
     if !errors.is_empty() {
@@ -172,7 +212,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     request: Request<Body>,
 ) -> Result<Response, AdminError> {
-    check(&state, request.headers())?;
+    check(&state, request.headers()).await?.may_all()?;
     let query = request.uri().query();
     let param = |name: &str| crate::routes::query::param(query, name);
     let limit = match param("limit") {
@@ -238,7 +278,7 @@ pub(crate) async fn one(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, AdminError> {
-    check(&state, &headers)?;
+    check(&state, &headers).await?.may(&name)?;
     let tenants = &state.tenants;
     let record = tenants.record(&name).await?;
     let mut item = record_json(&record, tenants);
@@ -252,7 +292,7 @@ pub(crate) async fn action(
     Path((name, action)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, AdminError> {
-    check(&state, &headers)?;
+    check(&state, &headers).await?.may(&name)?;
     let to = match action.as_str() {
         "suspend" => TenantState::Suspended,
         "resume" => TenantState::Active,
@@ -268,9 +308,121 @@ pub(crate) async fn delete(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, AdminError> {
-    check(&state, &headers)?;
+    check(&state, &headers).await?.may(&name)?;
     let deleted = state.tenants.delete(&name).await?;
     Ok(Json(json!({ "name": name, "deleted": true, "objectsDeleted": deleted })).into_response())
+}
+
+/// Reads a JSON admin body of at most [`MAX_ADMIN_BODY`] bytes.
+async fn read_json<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, AdminError> {
+    let bytes = axum::body::to_bytes(body, MAX_ADMIN_BODY)
+        .await
+        .map_err(|_| AdminError::BadRequest("Invalid request body"))?;
+    serde_json::from_slice(&bytes).map_err(|_| AdminError::BadRequest("Invalid request body"))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct KeyBody {
+    grants: BTreeMap<String, Vec<Right>>,
+    #[serde(default)]
+    admin: bool,
+    #[serde(default)]
+    expires_at: Option<u64>,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+/// A key record as the admin API shows it: never its hash.
+fn key_json(record: &KeyRecord) -> Value {
+    json!({
+        "id": record.id,
+        "grants": record.grants,
+        "admin": record.admin,
+        "expiresAt": record.expires_at,
+        "revoked": record.revoked,
+        "createdAt": record.created_at,
+        "label": record.label,
+        "uses": record.uses,
+    })
+}
+
+/// The principal may administer every namespace `record` names.
+fn may_manage(
+    principal: &Principal,
+    grants: &BTreeMap<String, Vec<Right>>,
+) -> Result<(), AdminError> {
+    for ns in grants.keys() {
+        if ns == "*" {
+            principal.may_all()?;
+        } else {
+            principal.may(ns)?;
+        }
+    }
+    Ok(())
+}
+
+/// `POST /_starfish/admin/keys`: a new key; its token is in the answer only.
+pub(crate) async fn create_key(
+    State(state): State<AppState>,
+    request: Request<Body>,
+) -> Result<Response, AdminError> {
+    let (parts, body) = request.into_parts();
+    let principal = check(&state, &parts.headers).await?;
+    let body: KeyBody = read_json(body).await?;
+    let valid_grants = !body.grants.is_empty()
+        && body.grants.len() <= MAX_GRANTS
+        && body.grants.iter().all(|(ns, rights)| {
+            !rights.is_empty()
+                && rights.len() <= 3
+                && (ns == "*" || state.tenants.valid_name(ns).is_some())
+        });
+    let valid_label = body.label.as_ref().is_none_or(|l| l.len() <= 256);
+    if !valid_grants || !valid_label {
+        return Err(AdminError::BadRequest("Invalid key grants"));
+    }
+    may_manage(&principal, &body.grants)?;
+    let keys = state.keys.as_ref().ok_or(AdminError::NotFound)?;
+    let (record, token) = keys
+        .create(body.grants, body.admin, body.expires_at, body.label)
+        .await?;
+    let mut out = key_json(&record);
+    out["key"] = json!(token);
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// `GET /_starfish/admin/keys/<id>`.
+pub(crate) async fn key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AdminError> {
+    let principal = check(&state, &headers).await?;
+    let keys = state.keys.as_ref().ok_or(AdminError::NotFound)?;
+    let record = keys.get(&id).await.map_err(key_missing)?;
+    may_manage(&principal, &record.grants)?;
+    Ok(Json(key_json(&record)).into_response())
+}
+
+/// `POST /_starfish/admin/keys/<id>/revoke`.
+pub(crate) async fn revoke_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AdminError> {
+    let principal = check(&state, &headers).await?;
+    let keys = state.keys.as_ref().ok_or(AdminError::NotFound)?;
+    let record = keys.get(&id).await.map_err(key_missing)?;
+    may_manage(&principal, &record.grants)?;
+    let record = keys.revoke(&id).await.map_err(key_missing)?;
+    Ok(Json(key_json(&record)).into_response())
+}
+
+fn key_missing(e: TenantError) -> AdminError {
+    match e {
+        TenantError::Missing => AdminError::KeyMissing,
+        other => other.into(),
+    }
 }
 
 impl Tenants {

@@ -11,6 +11,7 @@
 //! being served within it, and a request never scans the tenants.
 
 pub(crate) mod admin;
+pub(crate) mod keys;
 
 use crate::auth::Clock;
 use crate::config::names::SYSTEM_ROOT;
