@@ -14,6 +14,7 @@ mod cors;
 mod init;
 mod openapi;
 mod settings;
+mod tenancy;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
@@ -52,12 +53,15 @@ enum Command {
     },
     /// Print the OpenAPI 3.1 document of the routes a config produces.
     Openapi(openapi::OpenapiArgs),
+    /// Manage namespaces and API keys of a running server (its admin API).
+    Admin(Box<tenancy::AdminArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::CheckConfig { file } => check_config(&file),
+        Command::Admin(args) => tenancy::admin(*args),
         Command::Serve(args) => serve(*args),
         Command::Init { path } => init::init(&path),
         Command::Openapi(args) => openapi::run(&args),
@@ -203,6 +207,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let config = load_config(&args.config, &text, is_json)?;
     let section = load_section(&args.config, &text, is_json)?;
     let settings = Settings::resolve(args, section)?;
+    let config = settings.tenancy.isolate(config);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -225,6 +230,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         });
     }
     let options = settings.cors.apply(options, settings.no_compression)?;
+    let options = settings.tenancy.apply(options)?;
     let sync = create_sync_router(options).map_err(|e| one_line(&e))?;
     let mut app = axum::Router::new();
     for prefix in &settings.base_path {

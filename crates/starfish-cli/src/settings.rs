@@ -74,6 +74,8 @@ pub(crate) struct ServeArgs {
     auth: AuthArgs,
     #[command(flatten)]
     cors: Box<CorsArgs>,
+    #[command(flatten)]
+    tenancy: crate::tenancy::TenancyArgs,
 }
 
 /// The S3 store (`--store s3`), on top of the standard `AWS_*` variables and the AWS
@@ -199,6 +201,7 @@ pub(crate) struct ServerSection {
     auth: AuthSection,
     cors: CorsSection,
     no_compression: Option<bool>,
+    tenancy: crate::tenancy::TenancySection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -275,6 +278,7 @@ pub(crate) struct Settings {
     pub(crate) auth: AuthSettings,
     pub(crate) cors: Cors,
     pub(crate) no_compression: bool,
+    pub(crate) tenancy: crate::tenancy::TenancySettings,
 }
 
 /// S3 settings from flags, environment and section; `None` defers to `AWS_*`.
@@ -341,6 +345,10 @@ impl Settings {
     /// Flags and environment (`args`) over the config file's section over defaults.
     pub(crate) fn resolve(args: ServeArgs, section: ServerSection) -> Result<Self, String> {
         let config = args.config;
+        let tenancy =
+            crate::tenancy::TenancySettings::resolve(args.tenancy, section.tenancy, |p| {
+                beside(&config, p)
+            });
         let store = args.store.or(section.store).unwrap_or(StoreKind::Fs);
         let data = args
             .data
@@ -438,6 +446,7 @@ impl Settings {
             },
             cors,
             no_compression: c.no_compression.or(section.no_compression).unwrap_or(false),
+            tenancy,
             config,
         })
     }
