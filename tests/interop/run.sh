@@ -11,6 +11,9 @@ ROOT=$(cd "$HERE/../.." && pwd)
 CACHE=${STARFISH_INTEROP_CACHE:-$HOME/.cache/starfish-interop}
 SERVER=${STARFISH_INTEROP_SERVER:-starfish}
 export STARFISH_INTEROP_SERVER=$SERVER
+# The admin API (runtime namespaces): the server reads the first, the clients the second.
+export STARFISH_ADMIN_KEY=interop-admin-key-0123456789
+export STARFISH_INTEROP_ADMIN_KEY=$STARFISH_ADMIN_KEY
 mkdir -p "$CACHE"
 
 # --- the clients -------------------------------------------------------------

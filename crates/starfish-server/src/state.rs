@@ -305,6 +305,7 @@ impl AppState {
             store: NsStore::whole(options.store.clone()),
             trusted_roots: None,
             suspended: false,
+            generation: None,
         };
         let mut namespaces = HashMap::new();
         for ns in &config.namespaces {
@@ -321,6 +322,7 @@ impl AppState {
                 store,
                 trusted_roots: ns.trusted_roots.clone(),
                 suspended: false,
+                generation: None,
             };
             namespaces.insert(ns.name.to_string(), scope);
         }
@@ -349,6 +351,12 @@ impl AppState {
             &options.tenants,
             options.clock.clone(),
         );
+        tenants.check().map_err(|e| ConfigError::Invalid(vec![e]))?;
+        if options.admin_key.as_ref().is_some_and(|k| k.len() < 16) {
+            return Err(ConfigError::Invalid(vec![
+                "the admin key must have at least 16 characters".into(),
+            ]));
+        }
         let keys = options.admin_key.is_some().then(|| {
             ApiKeys::new(
                 options.store.clone(),

@@ -299,7 +299,7 @@ async fn revoked_expired_and_forged_keys_get_401_and_uses_are_counted() {
         if key.ends_with('0') { '1' } else { '0' }
     );
     let unknown = format!("sfk_{}_{}", "0".repeat(16), "0".repeat(64));
-    for t in [forged.as_str(), unknown.as_str(), "sfk_x", "nonsense"] {
+    for t in [forged.as_str(), unknown.as_str(), "sfk_x"] {
         let (s, body) = call(&app, pull(t)).await;
         assert_eq!(
             (s, body),
@@ -307,6 +307,9 @@ async fn revoked_expired_and_forged_keys_get_401_and_uses_are_counted() {
             "{t}"
         );
     }
+    // Any other Bearer token is not ours: the cap-cert authenticator reads it as no
+    // credential (the reference's rule), so a public collection answers.
+    assert_eq!(call(&app, pull("nonsense")).await.0, StatusCode::OK);
     // Uses reach the record when the key is next read (after the refresh bound).
     clock.advance(1000);
     assert_eq!(call(&app, pull(&key)).await.0, StatusCode::OK);
@@ -393,12 +396,27 @@ async fn a_namespace_admin_key_manages_only_its_namespaces() {
             (StatusCode::FORBIDDEN, json!({"error": "Forbidden"}))
         );
     }
-    new_key(
-        &app,
-        &admin,
+    // It hands on only what it holds: no wider rights, no admin, never past its expiry.
+    for body in [
         json!({"grants": {"org-acme": ["read", "write"]}}),
-    )
-    .await;
+        json!({"grants": {"org-acme": ["read"]}, "admin": true}),
+    ] {
+        let r = req("POST", "/_starfish/admin/keys", Some(&admin), Some(body));
+        assert_eq!(call(&app, r).await.0, StatusCode::FORBIDDEN);
+    }
+    let (child, _) = new_key(&app, &admin, json!({"grants": {"org-acme": ["read"]}})).await;
+    let uri = format!("/_starfish/admin/keys/{child}");
+    let (_, shown) = call(&app, req("GET", &uri, Some(ADMIN), None)).await;
+    assert!(shown["createdBy"].is_string(), "{shown}");
+    // Creating (or re-creating) a namespace is the operator's.
+    let body = json!({"name": "org-acme-2", "template": "team"});
+    let r = req(
+        "POST",
+        "/_starfish/admin/namespaces",
+        Some(&admin),
+        Some(body),
+    );
+    assert_eq!(call(&app, r).await.0, StatusCode::FORBIDDEN);
     // A key without `admin` is no admin at all.
     let (_, plain) = new_key(&app, ADMIN, json!({"grants": {"*": ["read"]}})).await;
     let (s, _) = call(

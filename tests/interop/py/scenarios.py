@@ -204,6 +204,34 @@ async def namespace_under_v1():
         assert got.data == {"note": "in acme"} and got.hash == first.hash
 
 
+def create_tenant(name):
+    """Creates namespace `name` from the `org` template through the admin API under /v1."""
+    import urllib.request
+
+    body = json.dumps({"name": name, "template": "org"}).encode()
+    req = urllib.request.Request(
+        f"{BASE}/v1/_starfish/admin/namespaces", data=body, method="POST",
+        headers={"Authorization": f"Bearer {os.environ['STARFISH_INTEROP_ADMIN_KEY']}",
+                 "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as res:
+        assert res.status == 201, res.status
+
+
+async def runtime_tenant_under_v1():
+    # A namespace created at runtime (an extension: the reference has none).
+    if os.environ.get("STARFISH_INTEROP_SERVER") == "reference":
+        return
+    name = f"rt-py-{RUN}"
+    await asyncio.to_thread(create_tenant, name)
+    async with alice.client(namespace=name) as c:
+        path = f"/users/{alice.uid}/notes"
+        first = await c.push(f"/push{path}", {"note": "in a runtime tenant"}, None)
+        got = await c.pull(f"/pull{path}")
+        assert got.data == {"note": "in a runtime tenant"} and got.hash == first.hash
+    async with bob.client(namespace=name) as c:
+        await expect_status(c.pull(f"/pull{path}"), 403)
+
+
 async def read_only_cap_cannot_write():
     # A deliberate difference (docs/compatibility.md): the reference lets `self`
     # admit any cap of the owner, so a read-only cap can write; we answer 403.
@@ -249,6 +277,7 @@ async def revoked_device_refused():
 PHASES = {
     "main": [own_settings, conflict_and_retry, foreign_document_refused, anonymous_public_read,
              batch_fan_in, bundle_pull, append_log, blob_round_trip, namespace_under_v1,
+             runtime_tenant_under_v1,
              read_only_cap_cannot_write, prepare_revocation],
     "revoked": [revoked_device_refused],
 }

@@ -143,6 +143,23 @@ const scenarios = {
     const got = await c.pull(`/pull${path}`);
     assert(eq(got.data, { note: "in acme" }) && got.hash === first.hash, JSON.stringify(got));
   },
+  async runtimeTenantUnderV1() {
+    // A namespace created at runtime (an extension: the reference has none).
+    if (process.env.STARFISH_INTEROP_SERVER === "reference") return;
+    const name = `rt-ts-${RUN}`;
+    const res = await fetch(`${BASE}/v1/_starfish/admin/namespaces`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${process.env.STARFISH_INTEROP_ADMIN_KEY}`, "content-type": "application/json" },
+      body: JSON.stringify({ name, template: "org" }),
+    });
+    assert(res.status === 201, `create: ${res.status} ${await res.text()}`);
+    const c = alice.client(name);
+    const path = `/users/${alice.uid}/notes`;
+    const first = await c.push(`/push${path}`, { note: "in a runtime tenant" }, null);
+    const got = await c.pull(`/pull${path}`);
+    assert(eq(got.data, { note: "in a runtime tenant" }) && got.hash === first.hash, JSON.stringify(got));
+    await expectStatus(bob.client(name).pull(`/pull${path}`), 403);
+  },
   async readOnlyCapCannotWrite() {
     // A deliberate difference (docs/compatibility.md): the reference lets `self`
     // admit any cap of the owner, so a read-only cap can write; we answer 403.

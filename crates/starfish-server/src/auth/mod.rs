@@ -49,6 +49,7 @@ pub struct Caller {
     presenter: Option<Arc<str>>,
     grant: Option<Arc<CapGrant>>,
     root: Option<Arc<str>>,
+    api_key: bool,
 }
 
 impl Caller {
@@ -94,6 +95,18 @@ impl Caller {
     pub fn with_root(mut self, root_pub_hex: impl Into<Arc<str>>) -> Self {
         self.root = Some(root_pub_hex.into());
         self
+    }
+
+    /// Marks the caller as authenticated by an API key.
+    #[must_use]
+    pub(crate) fn with_api_key(mut self) -> Self {
+        self.api_key = true;
+        self
+    }
+
+    /// True for a caller authenticated by an API key.
+    pub(crate) fn is_api_key(&self) -> bool {
+        self.api_key
     }
 
     /// The root key (hex) of the caller's certificate, for cap-cert callers.

@@ -120,7 +120,8 @@ pub(crate) const SYSTEM_ROOT: &str = "_starfish";
 
 /// True when a parameter value names (or would form the key of) a bookkeeping object.
 pub(crate) fn is_reserved(value: &str) -> bool {
-    value == SYSTEM_ROOT
+    // Case-insensitive: on a case-insensitive filesystem `_Starfish` is `_starfish`.
+    value.eq_ignore_ascii_case(SYSTEM_ROOT)
         || RESERVED_NAMES.contains(&value)
         || RESERVED_SUFFIXES.iter().any(|s| value.ends_with(s))
 }

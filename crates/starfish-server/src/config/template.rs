@@ -70,7 +70,7 @@ impl PathTemplate {
                     "storagePath segment \"{part}\" must not end with {}: the store keeps its own objects there",
                     RESERVED_SUFFIXES.join(", ")
                 ));
-            } else if part == SYSTEM_ROOT {
+            } else if part.eq_ignore_ascii_case(SYSTEM_ROOT) {
                 return Err(format!(
                     "storagePath segment \"{part}\" is reserved: the server keeps its own objects there"
                 ));

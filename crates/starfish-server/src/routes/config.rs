@@ -76,7 +76,9 @@ pub(super) async fn namespace(
         return Err(ApiError::NotFound);
     };
     let caller = config_caller(state, &parts, body, mode, Some(scope)).await?;
-    if !scope.trusts(&caller) {
+    // A namespace that names its roots is described only to callers it trusts.
+    let anonymous = caller.identity().is_none();
+    if !scope.trusts(&caller) || (scope.trusted_roots.is_some() && anonymous) {
         return Err(ApiError::Forbidden);
     }
     let collections = list(&scope.routes.ordered, &caller, mode);

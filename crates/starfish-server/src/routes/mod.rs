@@ -252,7 +252,8 @@ pub(crate) async fn authenticate(
         return Ok((Caller::anonymous(), RequestBody::Streaming(body)));
     }
     if let Some(keys) = &state.keys {
-        if let Some(token) = bearer(&parts.headers) {
+        // Only our keys' tokens: any other Bearer token is the authenticator's.
+        if let Some(token) = bearer(&parts.headers).filter(|t| t.starts_with(keys::PREFIX)) {
             let caller = key_caller(keys, token, scope).await?;
             return Ok((caller, RequestBody::Streaming(body)));
         }

@@ -14,10 +14,15 @@ use object_store::ObjectStoreExt;
 use object_store::path::{Path, PathPart};
 use std::ops::Deref;
 
-/// Where isolated namespaces live: `_starfish/ns/<name>/…`. `_starfish` is a reserved
-/// name (no parameter value or template segment can be it), so no key of the root or
-/// of a `shared` namespace can ever land here.
+/// Where the config's isolated namespaces live: `_starfish/ns/<name>/…`. `_starfish`
+/// is a reserved name (no parameter value or template segment can be it), so no key of
+/// the root or of a `shared` namespace can ever land here.
 const NAMESPACES_DIR: &str = "ns";
+/// Where namespaces created at runtime live: `_starfish/t/<name>/<generation>/…`, apart
+/// from the config's (a config namespace named like a runtime one never shares its
+/// keys), and a new generation for every creation of a name (a re-created namespace
+/// never sees what a deleted one left behind).
+const TENANTS_DIR: &str = "t";
 
 /// One namespace's part of a store. A cheap `Clone`.
 #[derive(Debug, Clone)]
@@ -44,6 +49,16 @@ impl NsStore {
     /// Every key under `_starfish/ns/<name>/`: a `prefixed` namespace.
     pub(crate) fn prefixed(docs: DocStore, namespace: &NamespaceName) -> Self {
         let root = Path::from_iter([SYSTEM_ROOT, NAMESPACES_DIR, namespace.as_str()]);
+        Self {
+            docs,
+            root: Some(root),
+        }
+    }
+
+    /// Every key under `_starfish/t/<name>/<generation>/`: a namespace created at
+    /// runtime.
+    pub(crate) fn runtime(docs: DocStore, namespace: &NamespaceName, generation: &str) -> Self {
+        let root = Path::from_iter([SYSTEM_ROOT, TENANTS_DIR, namespace.as_str(), generation]);
         Self {
             docs,
             root: Some(root),

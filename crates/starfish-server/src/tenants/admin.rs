@@ -76,10 +76,11 @@ enum Principal {
 }
 
 impl Principal {
-    fn may(&self, namespace: &str) -> Result<(), AdminError> {
+    /// May administer `namespace` of `generation` (`None`: a config namespace).
+    fn may(&self, namespace: &str, generation: Option<&str>) -> Result<(), AdminError> {
         match self {
             Self::Super => Ok(()),
-            Self::Key(k) if k.administers(namespace) => Ok(()),
+            Self::Key(k) if k.administers(namespace, generation) => Ok(()),
             Self::Key(_) => Err(AdminError::Forbidden),
         }
     }
@@ -135,6 +136,10 @@ impl IntoResponse for AdminError {
                 }
                 TenantError::Missing => (StatusCode::NOT_FOUND, "Namespace not found"),
                 TenantError::Contended => (StatusCode::SERVICE_UNAVAILABLE, "Registry busy"),
+                TenantError::StoreUnopenable => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The namespace's store cannot be opened",
+                ),
                 TenantError::Store(e) => {
                     tracing::warn!(error = %e, "admin: store failed");
                     (StatusCode::SERVICE_UNAVAILABLE, "Storage unavailable")
@@ -190,7 +195,9 @@ pub(crate) async fn create(
     let (parts, body) = request.into_parts();
     let principal = check(&state, &parts.headers).await?;
     let body: CreateBody = read_json(body).await?;
-    principal.may(&body.name)?;
+    // Choosing a template and trusted roots is the operator's: a namespace admin
+    // key cannot create (or re-create) a namespace.
+    principal.may_all()?;
     let mut errors = Vec::new();
     let trusted_roots = crate::config::trusted_roots(body.trusted_roots.as_ref(), "", &mut errors);
     if !errors.is_empty() {
@@ -278,9 +285,10 @@ pub(crate) async fn one(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, AdminError> {
-    check(&state, &headers).await?.may(&name)?;
+    let principal = check(&state, &headers).await?;
     let tenants = &state.tenants;
     let record = tenants.record(&name).await?;
+    principal.may(&name, Some(&record.generation))?;
     let mut item = record_json(&record, tenants);
     add_usage(&mut item, tenants, &record).await?;
     Ok(Json(item).into_response())
@@ -292,7 +300,9 @@ pub(crate) async fn action(
     Path((name, action)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, AdminError> {
-    check(&state, &headers).await?.may(&name)?;
+    let principal = check(&state, &headers).await?;
+    let record = state.tenants.record(&name).await?;
+    principal.may(&name, Some(&record.generation))?;
     let to = match action.as_str() {
         "suspend" => TenantState::Suspended,
         "resume" => TenantState::Active,
@@ -308,7 +318,9 @@ pub(crate) async fn delete(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, AdminError> {
-    check(&state, &headers).await?.may(&name)?;
+    let principal = check(&state, &headers).await?;
+    let record = state.tenants.record(&name).await?;
+    principal.may(&name, Some(&record.generation))?;
     let deleted = state.tenants.delete(&name).await?;
     Ok(Json(json!({ "name": name, "deleted": true, "objectsDeleted": deleted })).into_response())
 }
@@ -344,22 +356,51 @@ fn key_json(record: &KeyRecord) -> Value {
         "createdAt": record.created_at,
         "label": record.label,
         "uses": record.uses,
+        "createdBy": record.created_by,
     })
 }
 
 /// The principal may administer every namespace `record` names.
-fn may_manage(
-    principal: &Principal,
-    grants: &BTreeMap<String, Vec<Right>>,
-) -> Result<(), AdminError> {
-    for ns in grants.keys() {
+fn may_manage(principal: &Principal, record: &KeyRecord) -> Result<(), AdminError> {
+    for ns in record.grants.keys() {
         if ns == "*" {
             principal.may_all()?;
         } else {
-            principal.may(ns)?;
+            principal.may(ns, record.generations.get(ns).map(String::as_str))?;
         }
     }
     Ok(())
+}
+
+/// What a namespace admin key may hand on: rights it holds itself in each namespace,
+/// no admin unless it administers all, never past its own expiry (the child's expiry
+/// is capped to it).
+fn may_delegate(
+    principal: &Principal,
+    body: &mut KeyBody,
+    generations: &BTreeMap<String, String>,
+) -> Result<Option<String>, AdminError> {
+    let Principal::Key(parent) = principal else {
+        return Ok(None);
+    };
+    if body.admin && !parent.administers_all() {
+        return Err(AdminError::Forbidden);
+    }
+    for (ns, rights) in &body.grants {
+        let held = if ns == "*" {
+            parent.grants.get("*").map(Vec::as_slice)
+        } else {
+            parent.rights_in(ns, generations.get(ns).map(String::as_str))
+        };
+        let held = held.ok_or(AdminError::Forbidden)?;
+        if !parent.admin || rights.iter().any(|r| !held.contains(r)) {
+            return Err(AdminError::Forbidden);
+        }
+    }
+    if let Some(limit) = parent.expires_at {
+        body.expires_at = Some(body.expires_at.map_or(limit, |e| e.min(limit)));
+    }
+    Ok(Some(parent.id.clone()))
 }
 
 /// `POST /_starfish/admin/keys`: a new key; its token is in the answer only.
@@ -381,10 +422,30 @@ pub(crate) async fn create_key(
     if !valid_grants || !valid_label {
         return Err(AdminError::BadRequest("Invalid key grants"));
     }
-    may_manage(&principal, &body.grants)?;
+    let mut body = body;
+    // Bind each namespace created at runtime to its current generation.
+    let mut generations = BTreeMap::new();
+    for ns in body.grants.keys().filter(|ns| *ns != "*") {
+        if state.namespaces.contains_key(ns.as_str()) {
+            continue;
+        }
+        let record = state.tenants.record(ns).await.map_err(|e| match e {
+            TenantError::Missing => AdminError::BadRequest("Unknown namespace in grants"),
+            other => other.into(),
+        })?;
+        generations.insert(ns.clone(), record.generation);
+    }
+    let created_by = may_delegate(&principal, &mut body, &generations)?;
     let keys = state.keys.as_ref().ok_or(AdminError::NotFound)?;
     let (record, token) = keys
-        .create(body.grants, body.admin, body.expires_at, body.label)
+        .create(
+            body.grants,
+            generations,
+            body.admin,
+            body.expires_at,
+            body.label,
+            created_by,
+        )
         .await?;
     let mut out = key_json(&record);
     out["key"] = json!(token);
@@ -400,7 +461,7 @@ pub(crate) async fn key(
     let principal = check(&state, &headers).await?;
     let keys = state.keys.as_ref().ok_or(AdminError::NotFound)?;
     let record = keys.get(&id).await.map_err(key_missing)?;
-    may_manage(&principal, &record.grants)?;
+    may_manage(&principal, &record)?;
     Ok(Json(key_json(&record)).into_response())
 }
 
@@ -413,7 +474,7 @@ pub(crate) async fn revoke_key(
     let principal = check(&state, &headers).await?;
     let keys = state.keys.as_ref().ok_or(AdminError::NotFound)?;
     let record = keys.get(&id).await.map_err(key_missing)?;
-    may_manage(&principal, &record.grants)?;
+    may_manage(&principal, &record)?;
     let record = keys.revoke(&id).await.map_err(key_missing)?;
     Ok(Json(key_json(&record)).into_response())
 }
@@ -446,6 +507,7 @@ impl Tenants {
             state: TenantState::Active,
             trusted_roots,
             created_at: self.clock.now_ms(),
+            generation: super::new_generation()?,
         };
         let bytes = serde_json::to_vec(&record).map_err(|_| TenantError::InvalidName)?;
         self.registry
@@ -463,6 +525,9 @@ impl Tenants {
 
     /// The record of `name`.
     pub(crate) async fn record(&self, name: &str) -> Result<TenantRecord, TenantError> {
+        if self.static_names.contains(name) {
+            return Err(TenantError::InConfig);
+        }
         let valid = self.valid_name(name).ok_or(TenantError::Missing)?;
         self.read(&valid).await?.ok_or(TenantError::Missing)
     }
@@ -473,6 +538,9 @@ impl Tenants {
         name: &str,
         to: TenantState,
     ) -> Result<TenantRecord, TenantError> {
+        if self.static_names.contains(name) {
+            return Err(TenantError::InConfig);
+        }
         let valid = self.valid_name(name).ok_or(TenantError::Missing)?;
         let record = self
             .registry
@@ -493,8 +561,12 @@ impl Tenants {
     }
 
     /// Deletes tenant `name`: marks it deleting (404 from then on), removes its
-    /// data, then its record. An interrupted deletion is finished by the next one.
+    /// generation's data, then its record if it is still that generation. An
+    /// interrupted deletion is finished by the next one.
     pub(crate) async fn delete(&self, name: &str) -> Result<u64, TenantError> {
+        if self.static_names.contains(name) {
+            return Err(TenantError::InConfig);
+        }
         let valid = self.valid_name(name).ok_or(TenantError::Missing)?;
         let key = crate::store::ObjectKey::named(&valid);
         let record = self
@@ -509,15 +581,23 @@ impl Tenants {
             })
             .await?;
         self.forget(name);
-        let deleted = match self
+        // Never drop the record of data that could not be reached: it would be left
+        // behind, unlisted.
+        let template = self
             .templates
             .get(&record.template)
-            .and_then(|t| self.store_of(&valid, t))
+            .ok_or(TenantError::StoreUnopenable)?;
+        let store = self.store_of(&valid, &record.generation, template)?;
+        let deleted = store.clear().await?;
+        // A concurrent deletion may have finished and the name been created again:
+        // only this generation's record is removed.
+        if self
+            .read(&valid)
+            .await?
+            .is_some_and(|current| current.generation == record.generation)
         {
-            Some(store) => store.clear().await?,
-            None => 0,
-        };
-        self.registry.remove(&key).await?;
+            self.registry.remove(&key).await?;
+        }
         self.forget(name);
         Ok(deleted)
     }
@@ -566,10 +646,10 @@ impl Tenants {
         match self
             .templates
             .get(&record.template)
-            .and_then(|t| self.store_of(&name, t))
+            .map(|t| self.store_of(&name, &record.generation, t))
         {
-            Some(store) => store.usage().await.map(Some),
-            None => Ok(None),
+            Some(Ok(store)) => store.usage().await.map(Some),
+            _ => Ok(None),
         }
     }
 

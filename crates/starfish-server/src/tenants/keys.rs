@@ -29,7 +29,7 @@ use subtle::ConstantTimeEq;
 /// The registry's area of the store: `_starfish/keys/<id>`.
 const KEYS_AREA: &str = "keys";
 /// Every key starts with this.
-const PREFIX: &str = "sfk_";
+pub(crate) const PREFIX: &str = "sfk_";
 /// Most namespaces one key may name.
 pub(crate) const MAX_GRANTS: usize = 256;
 
@@ -72,20 +72,30 @@ pub(crate) struct KeyRecord {
     pub(crate) label: Option<String>,
     #[serde(default)]
     pub(crate) uses: u64,
+    /// For each granted namespace created at runtime, the generation it had when the
+    /// key was made: the key is void in a later namespace of the same name.
+    #[serde(default)]
+    pub(crate) generations: BTreeMap<String, String>,
+    /// The admin key that made this one, if an API key did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) created_by: Option<String>,
 }
 
 impl KeyRecord {
-    /// The rights granted in `namespace`.
-    pub(crate) fn rights_in(&self, namespace: &str) -> Option<&[Right]> {
-        self.grants
+    /// The rights granted in `namespace`, whose generation is `generation` (`None`
+    /// for the config's namespaces). A grant by name holds only for the generation
+    /// the key was made for; `*` holds everywhere.
+    pub(crate) fn rights_in(&self, namespace: &str, generation: Option<&str>) -> Option<&[Right]> {
+        let by_name = self
+            .grants
             .get(namespace)
-            .or_else(|| self.grants.get("*"))
-            .map(Vec::as_slice)
+            .filter(|_| self.generations.get(namespace).map(String::as_str) == generation);
+        by_name.or_else(|| self.grants.get("*")).map(Vec::as_slice)
     }
 
-    /// True when this key may administer `namespace`.
-    pub(crate) fn administers(&self, namespace: &str) -> bool {
-        self.admin && (self.grants.contains_key("*") || self.grants.contains_key(namespace))
+    /// True when this key may administer `namespace` (of `generation`).
+    pub(crate) fn administers(&self, namespace: &str, generation: Option<&str>) -> bool {
+        self.admin && self.rights_in(namespace, generation).is_some()
     }
 
     /// True when this key may administer every namespace.
@@ -249,9 +259,11 @@ impl ApiKeys {
     pub(crate) async fn create(
         &self,
         grants: BTreeMap<String, Vec<Right>>,
+        generations: BTreeMap<String, String>,
         admin: bool,
         expires_at: Option<u64>,
         label: Option<String>,
+        created_by: Option<String>,
     ) -> Result<(KeyRecord, String), TenantError> {
         let mut random = [0u8; 40];
         getrandom::fill(&mut random).map_err(|_| TenantError::Contended)?;
@@ -267,6 +279,8 @@ impl ApiKeys {
             created_at: self.clock.now_ms(),
             label,
             uses: 0,
+            generations,
+            created_by,
         };
         let bytes = serde_json::to_vec(&record).map_err(|_| TenantError::Missing)?;
         let key = Self::key_of(&id).ok_or(TenantError::InvalidName)?;
@@ -313,7 +327,7 @@ impl ApiKeys {
 /// rights there.
 pub(crate) fn caller_in(record: &KeyRecord, scope: &Scope) -> Option<Caller> {
     let namespace = scope.namespace.as_ref()?;
-    let rights = record.rights_in(namespace.as_str())?;
+    let rights = record.rights_in(namespace.as_str(), scope.generation.as_deref())?;
     let mut roles: Vec<Arc<str>> = Vec::new();
     for right in rights {
         for c in &scope.routes.ordered {
@@ -321,9 +335,11 @@ pub(crate) fn caller_in(record: &KeyRecord, scope: &Scope) -> Option<Caller> {
         }
     }
     Some(
-        Caller::verified(format!("key:{}", record.id), roles).with_grant(CapGrant {
-            ops: rights.iter().map(|r| r.op()).collect(),
-            collections: vec!["*".into()],
-        }),
+        Caller::verified(format!("key:{}", record.id), roles)
+            .with_grant(CapGrant {
+                ops: rights.iter().map(|r| r.op()).collect(),
+                collections: vec!["*".into()],
+            })
+            .with_api_key(),
     )
 }

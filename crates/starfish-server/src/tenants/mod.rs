@@ -73,6 +73,16 @@ pub(crate) struct TenantRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) trusted_roots: Option<Vec<String>>,
     pub(crate) created_at: u64,
+    /// Random, new for every creation of the name: where its data lives, and what an
+    /// API key granted this tenant is bound to.
+    pub(crate) generation: String,
+}
+
+/// A fresh generation id (16 hex digits).
+pub(crate) fn new_generation() -> Result<String, TenantError> {
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).map_err(|_| TenantError::Contended)?;
+    Ok(hex::encode(random))
 }
 
 /// What a node knows about one name.
@@ -97,6 +107,8 @@ pub(crate) enum TenantError {
     Missing,
     #[error("the registry is busy, retry")]
     Contended,
+    #[error("the namespace's store cannot be opened")]
+    StoreUnopenable,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -121,6 +133,9 @@ pub(crate) struct Tenants {
     static_names: std::collections::HashSet<String>,
     isolation: Isolation,
     known: quick_cache::sync::Cache<Box<str>, Known>,
+    /// Stores opened for `store` tenants, kept apart from `known` so that a refresh
+    /// never swaps a tenant's store (its in-process write locks) under its writers.
+    opened: quick_cache::sync::Cache<Box<str>, DocStore>,
     refresh_ms: u64,
     clock: Arc<dyn Clock>,
 }
@@ -153,6 +168,7 @@ impl Tenants {
                 other => other,
             },
             known: quick_cache::sync::Cache::new(options.cache_entries.max(1)),
+            opened: quick_cache::sync::Cache::new(options.cache_entries.max(1)),
             refresh_ms: u64::try_from(options.refresh.as_millis()).unwrap_or(u64::MAX),
             clock,
         }
@@ -163,12 +179,31 @@ impl Tenants {
         !self.templates.is_empty()
     }
 
-    /// A name a runtime tenant may take.
+    /// A name a runtime tenant may take: the config's rules, at most 63 bytes, no
+    /// upper case (two names differing in case would share a folder on a
+    /// case-insensitive filesystem), not `_starfish`.
     pub(crate) fn valid_name(&self, name: &str) -> Option<NamespaceName> {
-        if name.len() > MAX_ISOLATED_NAME_BYTES || name == SYSTEM_ROOT {
+        if name.len() > MAX_ISOLATED_NAME_BYTES
+            || name == SYSTEM_ROOT
+            || name.bytes().any(|b| b.is_ascii_uppercase())
+        {
             return None;
         }
         NamespaceName::parse(name).ok()
+    }
+
+    /// Checks that every template can be served (a `store` template needs a way to
+    /// open stores).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        for t in self.templates.values() {
+            if t.isolation.unwrap_or(self.isolation) == Isolation::Store && self.stores.is_none() {
+                return Err(format!(
+                    "Namespace template \"{}\": isolation \"store\" needs SyncOptions::with_namespace_stores",
+                    t.name
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The scope of tenant `name`, from memory if fresh, else from its record.
@@ -223,23 +258,31 @@ impl Tenants {
         }
     }
 
-    /// The store handle of tenant `name` made from `template`.
-    fn store_of(&self, name: &NamespaceName, template: &Namespace) -> Option<NsStore> {
-        match template.isolation.unwrap_or(self.isolation) {
+    /// The store handle of tenant `record` made from `template`.
+    pub(crate) fn store_of(
+        &self,
+        name: &NamespaceName,
+        generation: &str,
+        template: &Namespace,
+    ) -> Result<NsStore, TenantError> {
+        let docs = match template.isolation.unwrap_or(self.isolation) {
             Isolation::Store => {
-                let stores = self.stores.as_ref()?;
-                match stores.open(name.as_str()) {
-                    Ok(store) => Some(NsStore::whole(store)),
-                    Err(e) => {
-                        tracing::warn!(namespace = %name, error = %e, "cannot open the tenant's store");
-                        None
+                let stores = self.stores.as_ref().ok_or(TenantError::StoreUnopenable)?;
+                match self.opened.get(name.as_str()) {
+                    Some(store) => store,
+                    None => {
+                        let store = stores.open(name.as_str()).map_err(|e| {
+                            tracing::warn!(namespace = %name, error = %e, "cannot open the tenant's store");
+                            TenantError::StoreUnopenable
+                        })?;
+                        self.opened.insert(name.as_str().into(), store.clone());
+                        store
                     }
                 }
             }
-            Isolation::Shared | Isolation::Prefixed => {
-                Some(NsStore::prefixed(self.root.clone(), name))
-            }
-        }
+            Isolation::Shared | Isolation::Prefixed => self.root.clone(),
+        };
+        Ok(NsStore::runtime(docs, name, generation))
     }
 
     fn scope(&self, name: &NamespaceName, record: &TenantRecord) -> Option<Scope> {
@@ -251,13 +294,14 @@ impl Tenants {
             namespace: Some(name.clone()),
             routes: template.routes.clone(),
             restrictions: template.restrictions.clone(),
-            store: self.store_of(name, template)?,
+            store: self.store_of(name, &record.generation, template).ok()?,
             trusted_roots: record
                 .trusted_roots
                 .clone()
                 .map(Into::into)
                 .or_else(|| template.trusted_roots.clone()),
             suspended: record.state == TenantState::Suspended,
+            generation: Some(record.generation.as_str().into()),
         })
     }
 }
