@@ -171,7 +171,7 @@ impl NsStore {
         &self,
         key: &str,
     ) -> Result<Option<(Bytes, UpdateVersion)>, StoreError> {
-        self.get_versioned(&self.path_of(key)?).await
+        self.docs.get_versioned(&self.path_of(key)?).await
     }
 
     async fn put_key_if(
@@ -180,7 +180,7 @@ impl NsStore {
         bytes: Vec<u8>,
         expect: Expect,
     ) -> Result<bool, StoreError> {
-        self.put_if(&self.path_of(key)?, bytes, expect).await
+        self.docs.put_if(&self.path_of(key)?, bytes, expect).await
     }
 
     /// Appends one element. Returns the new log hash and the element's timestamp.
@@ -189,10 +189,10 @@ impl NsStore {
     /// [`AppendFailure`]; nothing is written on a refusal.
     pub(crate) async fn append(&self, op: &AppendOp<'_>) -> Result<(String, u64), AppendFailure> {
         // Stores without conditional updates: one writer per log in this process.
-        let _guard = if self.caps.conditional_update {
+        let _guard = if self.docs.caps.conditional_update {
             None
         } else {
-            Some(self.lock_for(&self.path(op.key)).lock().await)
+            Some(self.docs.lock_for(&self.path(op.key)).lock().await)
         };
         for attempt in 0..APPEND_ATTEMPTS {
             if attempt > 0 {
@@ -422,7 +422,7 @@ impl NsStore {
         let prefix = seg_prefix(key);
         let prefix_path = self.path_of(prefix.trim_end_matches('/'))?;
         let mut keys: Vec<String> = Vec::new();
-        let mut listing = self.inner.list(Some(&prefix_path));
+        let mut listing = self.docs.inner.list(Some(&prefix_path));
         while let Some(meta) = listing.next().await {
             let meta = meta?;
             let Some(k) = self.relative(&meta.location) else {

@@ -73,9 +73,10 @@ impl NsStore {
     {
         let path = self.path(key);
         // At most two parts in flight: memory per upload stays near 2 x PART_BYTES.
-        let mut writer = BufWriter::with_capacity(self.inner.clone(), path.clone(), PART_BYTES)
-            .with_max_concurrency(2);
-        if self.caps.attributes {
+        let mut writer =
+            BufWriter::with_capacity(self.docs.inner.clone(), path.clone(), PART_BYTES)
+                .with_max_concurrency(2);
+        if self.docs.caps.attributes {
             writer = writer.with_attributes(Attributes::from_iter([(
                 Attribute::ContentType,
                 AttributeValue::from(content_type.to_owned()),
@@ -111,14 +112,20 @@ impl NsStore {
         })?;
         let sha256 = hex::encode(hasher.finalize());
         // Record the hash for the exact version just written, so a pull can trust it.
-        let version = self.inner.head(&path).await.map_err(StoreError::from)?;
+        let version = self
+            .docs
+            .inner
+            .head(&path)
+            .await
+            .map_err(StoreError::from)?;
         let meta = json!({
             "contentType": content_type,
             "sha256": sha256,
             "size": version.size,
             "eTag": version.e_tag,
         });
-        self.inner
+        self.docs
+            .inner
             .put(
                 &self.path(&meta_key(key)),
                 PutPayload::from(meta.to_string()),
@@ -133,7 +140,7 @@ impl NsStore {
     /// # Errors
     /// [`StoreError`] for anything but "not found".
     pub(crate) async fn get_blob(&self, key: &ObjectKey) -> Result<Option<Blob>, StoreError> {
-        let result = match self.inner.get(&self.path(key)).await {
+        let result = match self.docs.inner.get(&self.path(key)).await {
             Ok(r) => r,
             Err(e) if super::is_missing(&e) => return Ok(None),
             Err(e) => return Err(e.into()),
@@ -160,7 +167,7 @@ impl NsStore {
         let content_type = match (fresh, field("contentType")) {
             (true, Some(recorded)) => recorded,
             _ => attribute
-                .or_else(|| field("contentType").filter(|_| !self.caps.attributes))
+                .or_else(|| field("contentType").filter(|_| !self.docs.caps.attributes))
                 .unwrap_or_else(|| DEFAULT_BLOB_TYPE.to_owned()),
         };
         let trusted = field("sha256").filter(|_| fresh);

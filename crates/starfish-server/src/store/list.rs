@@ -31,9 +31,11 @@ impl NsStore {
                         .parts()
                         .chain(object_store::path::Path::from(after).parts()),
                 );
-                self.inner.list_with_offset(Some(&prefix_path), &offset)
+                self.docs
+                    .inner
+                    .list_with_offset(Some(&prefix_path), &offset)
             }
-            None => self.inner.list(Some(&prefix_path)),
+            None => self.docs.inner.list(Some(&prefix_path)),
         };
         let mut smallest = BTreeSet::new();
         while let Some(meta) = listing.next().await {

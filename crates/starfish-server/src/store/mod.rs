@@ -272,6 +272,7 @@ impl NsStore {
     /// [`StoreError`] for anything but "not found".
     pub(crate) async fn get(&self, key: &ObjectKey) -> Result<Option<Bytes>, StoreError> {
         Ok(self
+            .docs
             .get_versioned(&self.path(key))
             .await?
             .map(|(bytes, _)| bytes))
@@ -292,17 +293,17 @@ impl NsStore {
         let key = &self.path(key);
         for _ in 0..CAS_ATTEMPTS {
             // Without conditional updates, serialise in-process (documented above).
-            let _guard = if self.caps.conditional_update {
+            let _guard = if self.docs.caps.conditional_update {
                 None
             } else {
-                Some(self.lock_for(key).lock().await)
+                Some(self.docs.lock_for(key).lock().await)
             };
-            let current = self.get_versioned(key).await?;
+            let current = self.docs.get_versioned(key).await?;
             let (bytes, out) =
                 decide(current.as_ref().map(|(b, _)| b.as_ref())).map_err(CasError::Rejected)?;
             let creating = current.is_none();
             let expect = current.map_or(Expect::Absent, |(_, v)| Expect::Version(v));
-            if self.put_if(key, bytes, expect).await? {
+            if self.docs.put_if(key, bytes, expect).await? {
                 return Ok(out);
             }
             if creating && _guard.is_some() {

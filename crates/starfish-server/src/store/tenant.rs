@@ -12,7 +12,6 @@ use crate::config::names::SYSTEM_ROOT;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use object_store::path::{Path, PathPart};
-use std::ops::Deref;
 
 /// Where the config's isolated namespaces live: `_starfish/ns/<name>/…`. `_starfish`
 /// is a reserved name (no parameter value or template segment can be it), so no key of
@@ -27,16 +26,9 @@ const TENANTS_DIR: &str = "t";
 /// One namespace's part of a store. A cheap `Clone`.
 #[derive(Debug, Clone)]
 pub(crate) struct NsStore {
-    docs: DocStore,
+    pub(super) docs: DocStore,
     /// Put before every key; `None` when keys are exactly as the storagePath says.
     root: Option<Path>,
-}
-
-impl Deref for NsStore {
-    type Target = DocStore;
-    fn deref(&self) -> &DocStore {
-        &self.docs
-    }
 }
 
 impl NsStore {
@@ -78,7 +70,7 @@ impl NsStore {
     /// # Errors
     /// [`StoreError`].
     pub(crate) async fn usage(&self) -> Result<(u64, u64), StoreError> {
-        let mut listing = self.inner().list(self.root.as_ref());
+        let mut listing = self.docs.inner().list(self.root.as_ref());
         let (mut objects, mut bytes) = (0u64, 0u64);
         while let Some(meta) = listing.next().await {
             let meta = meta?;
@@ -94,6 +86,7 @@ impl NsStore {
     /// [`StoreError`]; what was deleted stays deleted, and a retry finishes the job.
     pub(crate) async fn clear(&self) -> Result<u64, StoreError> {
         let locations: Vec<Path> = self
+            .docs
             .inner()
             .list(self.root.as_ref())
             .map_ok(|meta| meta.location)
@@ -101,7 +94,7 @@ impl NsStore {
             .await?;
         let mut deleted = 0;
         for location in locations {
-            match self.inner().delete(&location).await {
+            match self.docs.inner().delete(&location).await {
                 Ok(()) => deleted += 1,
                 Err(e) if super::is_missing(&e) => {}
                 Err(e) => return Err(e.into()),
@@ -115,7 +108,7 @@ impl NsStore {
     /// # Errors
     /// [`StoreError`].
     pub(crate) async fn remove(&self, key: &ObjectKey) -> Result<(), StoreError> {
-        match self.inner().delete(&self.path(key)).await {
+        match self.docs.inner().delete(&self.path(key)).await {
             Err(e) if !super::is_missing(&e) => Err(e.into()),
             _ => Ok(()),
         }
