@@ -4,6 +4,7 @@
 //! environment.
 
 use crate::cors::{Cors, CorsArgs, DEFAULT_MAX_AGE_SECS};
+use crate::limits::{Limits, LimitsArgs, LimitsSection};
 use clap::ValueEnum;
 use clap::builder::BoolishValueParser;
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,8 @@ pub(crate) struct ServeArgs {
     auth: AuthArgs,
     #[command(flatten)]
     cors: Box<CorsArgs>,
+    #[command(flatten)]
+    limits: Box<LimitsArgs>,
 }
 
 /// The S3 store (`--store s3`), on top of the standard `AWS_*` variables and the AWS
@@ -199,6 +202,7 @@ pub(crate) struct ServerSection {
     auth: AuthSection,
     cors: CorsSection,
     no_compression: Option<bool>,
+    limits: LimitsSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -275,6 +279,7 @@ pub(crate) struct Settings {
     pub(crate) auth: AuthSettings,
     pub(crate) cors: Cors,
     pub(crate) no_compression: bool,
+    pub(crate) limits: Limits,
 }
 
 /// S3 settings from flags, environment and section; `None` defers to `AWS_*`.
@@ -365,6 +370,7 @@ impl Settings {
                 ));
             }
         }
+        let limits = Limits::resolve(*args.limits, section.limits)?;
         let (a, sa) = (args.auth, section.auth);
         let (s3, s3s) = (args.s3, section.s3);
         let (c, cs) = (args.cors, section.cors);
@@ -438,6 +444,7 @@ impl Settings {
             },
             cors,
             no_compression: c.no_compression.or(section.no_compression).unwrap_or(false),
+            limits,
             config,
         })
     }
