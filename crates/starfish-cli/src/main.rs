@@ -155,8 +155,12 @@ fn open_store(settings: &Settings) -> Result<DocStore, String> {
         #[cfg(feature = "fs")]
         StoreKind::Fs => {
             let dir = settings.data.as_deref().unwrap_or(Path::new("./data"));
-            DocStore::local(dir)
-                .map_err(|e| format!("cannot open data directory {}: {e}", dir.display()))
+            if settings.fsync == Some(true) {
+                DocStore::local_durable(dir)
+            } else {
+                DocStore::local(dir)
+            }
+            .map_err(|e| format!("cannot open data directory {}: {e}", dir.display()))
         }
         #[cfg(feature = "aws")]
         StoreKind::S3 => {

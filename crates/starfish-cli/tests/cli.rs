@@ -401,14 +401,14 @@ fn a_flag_beats_the_environment_which_beats_the_config_section() {
 }
 
 #[test]
-fn connection_limits_come_from_flags_environment_and_section() {
+fn connection_limits_and_fsync_come_from_flags_environment_and_section() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("starfish.yaml");
     let sample = std::fs::read_to_string(SAMPLE).unwrap();
     std::fs::write(
         &config,
         format!(
-            "{sample}\nserver:\n  limits:\n    headerReadTimeout: 5\n    idleTimeout: 1.5\n    maxConnections: 100\n    requestTimeout: 20\n    maxInFlight: 64\n"
+            "{sample}\nserver:\n  fsync: true\n  limits:\n    headerReadTimeout: 5\n    idleTimeout: 1.5\n    maxConnections: 100\n    requestTimeout: 20\n    maxInFlight: 64\n"
         ),
     )
     .unwrap();
@@ -422,15 +422,18 @@ fn connection_limits_come_from_flags_environment_and_section() {
                            "requestTimeout": 30, "maxInFlight": 1024}),
         "the defaults"
     );
+    assert_eq!(s["fsync"], false);
     let s = print_config(&config, &[], &[]);
     assert_eq!(
         s["limits"],
         serde_json::json!({"headerReadTimeout": 5, "idleTimeout": 1.5, "maxConnections": 100,
                            "requestTimeout": 20, "maxInFlight": 64})
     );
+    assert_eq!(s["fsync"], true);
     let env = [
         ("STARFISH_IDLE_TIMEOUT", "7"),
         ("STARFISH_MAX_CONNECTIONS", "50"),
+        ("STARFISH_FSYNC", "false"),
     ];
     let s = print_config(
         &config,
@@ -441,6 +444,13 @@ fn connection_limits_come_from_flags_environment_and_section() {
     assert_eq!(s["limits"]["idleTimeout"], 7);
     assert_eq!(s["limits"]["maxConnections"], 3);
     assert_eq!(s["limits"]["maxInFlight"], 2);
+    assert_eq!(s["fsync"], false);
+    let s = print_config(
+        &config,
+        &[("STARFISH_STORE", "memory"), ("STARFISH_FSYNC", "0")],
+        &[],
+    );
+    assert!(s.get("fsync").is_none(), "fsync is the fs store's: {s}");
 
     // Nonsense is refused in one line, wherever it comes from.
     for (env, flags, message) in [
@@ -454,6 +464,11 @@ fn connection_limits_come_from_flags_environment_and_section() {
             vec![("STARFISH_HEADER_READ_TIMEOUT", "soon")],
             vec![],
             "not a number of seconds",
+        ),
+        (
+            vec![],
+            vec!["--store", "memory"],
+            "--fsync applies to the filesystem store only",
         ),
     ] {
         let out = starfish()
