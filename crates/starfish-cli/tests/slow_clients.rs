@@ -1,6 +1,7 @@
 //! Slow and many clients against the real `starfish serve`: half-sent headers and
 //! idle kept-alive connections are cut off, a stalled body gets 408, past the
 //! connection limit a new connection waits, and meanwhile other clients are answered.
+//! Also: rate limits still see each peer's address through the accept loop.
 //! Timeouts are configured to 1 s; the waits below only bound how long a test may
 //! hang when the server misbehaves, they assert no speed.
 
@@ -280,4 +281,44 @@ fn sigterm_finishes_the_request_in_flight_and_closes_idle_connections() {
     assert_eq!(read_response(&mut busy), 200);
     assert!(closed_without_answer(&mut busy));
     assert!(server.terminate_waited().success());
+}
+
+/// `GET path` from the local address `from`: the status.
+fn get_from(server: &Server, from: [u8; 4], path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+        let mut stream = socket
+            .connect(std::net::SocketAddr::from(([127, 0, 0, 1], server.port)))
+            .await
+            .unwrap();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        String::from_utf8_lossy(&response[9..12]).parse().unwrap()
+    })
+}
+
+#[test]
+fn rate_limits_key_on_the_peer_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("limited.yaml");
+    std::fs::write(
+        &config,
+        "version: 1\ncollections:\n  - {name: docs, storagePath: \"docs/{id}\", readRoles: [public], writeRoles: [public],\n     rateLimit: {pull: {windowMs: 600000, maxRequests: 1, bucket: ip}}}\n",
+    )
+    .unwrap();
+    let server = Server::start_with(&config, &dir.path().join("data"), &["--store", "memory"]);
+    assert_eq!(get_from(&server, [127, 0, 0, 1], "/pull/docs/a"), 200);
+    assert_eq!(get_from(&server, [127, 0, 0, 1], "/pull/docs/a"), 429);
+    // Another peer address is another bucket: the accept loop passes ConnectInfo on.
+    assert_eq!(get_from(&server, [127, 0, 0, 2], "/pull/docs/a"), 200);
+    assert!(server.terminate().success());
 }
