@@ -42,6 +42,7 @@ server:
   port: 8080                # 0 picks a free port
   store: fs                 # fs | memory | s3
   data: ./data              # the fs store's directory, relative to this file
+  fsync: false              # true: each write on disk before it is acknowledged (slower)
   # basePath: /v1           # mount the routes under a prefix (or a list of them)
   # configEndpoint: public  # serve GET /config (public | role-filtered)
   # trustedProxyHops: 1     # behind one reverse proxy: client IP from X-Forwarded-For
@@ -62,6 +63,14 @@ server:
     maxSkewMs: 300000         # allowed client clock skew
     maxSignedBodyBytes: 65536 # largest signed JSON write
     # publicHost: sync.example.com   # verify signatures against this host (proxies)
+  #
+  # Slow and many clients (docs/operations.md); durations in seconds.
+  limits:
+    headerReadTimeout: 10     # to send a request's line and headers
+    idleTimeout: 60           # a kept-alive connection idle longer is closed
+    maxConnections: 10000     # past it, new connections wait to be accepted
+    requestTimeout: 30        # a whole request, body included (408 past it)
+    maxInFlight: 1024         # requests handled at once (503 past it)
 "#;
 
 /// Writes the starter config to `path`; never replaces an existing file.

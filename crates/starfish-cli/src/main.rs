@@ -12,7 +12,9 @@
 
 mod cors;
 mod init;
+mod limits;
 mod openapi;
+mod serve;
 mod settings;
 mod tenancy;
 
@@ -22,7 +24,6 @@ use settings::{ConfigEndpointArg, PrintFormat, ServeArgs, ServerSection, Setting
 use starfish_server::auth::InMemoryRevocationStore;
 use starfish_server::store::DocStore;
 use starfish_server::{ConfigEndpoint, ConfigError, SyncConfig, SyncOptions, create_sync_router};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -158,8 +159,12 @@ fn open_store(settings: &Settings) -> Result<DocStore, String> {
         #[cfg(feature = "fs")]
         StoreKind::Fs => {
             let dir = settings.data.as_deref().unwrap_or(Path::new("./data"));
-            DocStore::local(dir)
-                .map_err(|e| format!("cannot open data directory {}: {e}", dir.display()))
+            if settings.fsync == Some(true) {
+                DocStore::local_durable(dir)
+            } else {
+                DocStore::local(dir)
+            }
+            .map_err(|e| format!("cannot open data directory {}: {e}", dir.display()))
         }
         #[cfg(feature = "aws")]
         StoreKind::S3 => {
@@ -229,6 +234,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             ConfigEndpointArg::RoleFiltered => ConfigEndpoint::RoleFiltered,
         });
     }
+    let options = settings.limits.apply(options);
     let options = settings.cors.apply(options, settings.no_compression)?;
     let options = settings.tenancy.apply(options)?;
     let sync = create_sync_router(options).map_err(|e| one_line(&e))?;
@@ -256,13 +262,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             settings.base_path.join(", "),
             settings.store.name(),
         );
-        axum::serve(
+        serve::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app,
+            settings.limits.serve_limits(),
+            shutdown_signal(),
         )
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("server error: {e}"))?;
+        .await;
         tracing::info!("starfish stopped");
         Ok(())
     })

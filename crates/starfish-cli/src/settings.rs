@@ -4,6 +4,7 @@
 //! environment.
 
 use crate::cors::{Cors, CorsArgs, DEFAULT_MAX_AGE_SECS};
+use crate::limits::{Limits, LimitsArgs, LimitsSection};
 use clap::ValueEnum;
 use clap::builder::BoolishValueParser;
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,13 @@ pub(crate) struct ServeArgs {
     /// Directory of the filesystem store [default: ./data].
     #[arg(long, env = "STARFISH_DATA")]
     data: Option<PathBuf>,
+    /// With `--store fs`: fsync every written file and its directory before answering
+    /// a write, so an acknowledged write survives a power loss; slower writes
+    /// [default: false].
+    #[arg(long, env = "STARFISH_FSYNC", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(),
+          value_name = "BOOL")]
+    fsync: Option<bool>,
     /// Where documents are stored [default: fs].
     #[arg(long, value_enum, env = "STARFISH_STORE")]
     store: Option<StoreKind>,
@@ -76,6 +84,8 @@ pub(crate) struct ServeArgs {
     cors: Box<CorsArgs>,
     #[command(flatten)]
     tenancy: crate::tenancy::TenancyArgs,
+    #[command(flatten)]
+    limits: Box<LimitsArgs>,
 }
 
 /// The S3 store (`--store s3`), on top of the standard `AWS_*` variables and the AWS
@@ -191,6 +201,7 @@ pub(crate) struct ServerSection {
     port: Option<u16>,
     /// Relative to the config file's directory.
     data: Option<PathBuf>,
+    fsync: Option<bool>,
     store: Option<StoreKind>,
     s3: S3Section,
     base_path: Option<OneOrMany>,
@@ -202,6 +213,7 @@ pub(crate) struct ServerSection {
     cors: CorsSection,
     no_compression: Option<bool>,
     tenancy: crate::tenancy::TenancySection,
+    limits: LimitsSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,6 +278,9 @@ pub(crate) struct Settings {
     /// The filesystem store's directory (shown with `store: fs` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) data: Option<PathBuf>,
+    /// fsync after writes (shown with `store: fs` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) fsync: Option<bool>,
     /// The S3 layers above the `AWS_*` environment (shown with `store: s3`, resolved).
     #[serde(skip)]
     pub(crate) s3: S3Layer,
@@ -279,6 +294,7 @@ pub(crate) struct Settings {
     pub(crate) cors: Cors,
     pub(crate) no_compression: bool,
     pub(crate) tenancy: crate::tenancy::TenancySettings,
+    pub(crate) limits: Limits,
 }
 
 /// S3 settings from flags, environment and section; `None` defers to `AWS_*`.
@@ -373,6 +389,14 @@ impl Settings {
                 ));
             }
         }
+        let fsync = args.fsync.or(section.fsync).unwrap_or(false);
+        if fsync && store != StoreKind::Fs {
+            return Err(format!(
+                "--fsync applies to the filesystem store only, not --store {}",
+                store.name()
+            ));
+        }
+        let limits = Limits::resolve(*args.limits, section.limits)?;
         let (a, sa) = (args.auth, section.auth);
         let (s3, s3s) = (args.s3, section.s3);
         let (c, cs) = (args.cors, section.cors);
@@ -400,6 +424,7 @@ impl Settings {
             port: args.port.or(section.port).unwrap_or(DEFAULT_PORT),
             store,
             data: (store == StoreKind::Fs).then_some(data),
+            fsync: (store == StoreKind::Fs).then_some(fsync),
             s3: S3Layer {
                 bucket: s3.s3_bucket.or(s3s.bucket),
                 endpoint: s3.s3_endpoint.or(s3s.endpoint),
@@ -447,6 +472,7 @@ impl Settings {
             cors,
             no_compression: c.no_compression.or(section.no_compression).unwrap_or(false),
             tenancy,
+            limits,
             config,
         })
     }

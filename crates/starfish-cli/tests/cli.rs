@@ -401,6 +401,102 @@ fn a_flag_beats_the_environment_which_beats_the_config_section() {
 }
 
 #[test]
+fn connection_limits_and_fsync_come_from_flags_environment_and_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("starfish.yaml");
+    let sample = std::fs::read_to_string(SAMPLE).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{sample}\nserver:\n  fsync: true\n  limits:\n    headerReadTimeout: 5\n    idleTimeout: 1.5\n    maxConnections: 100\n    requestTimeout: 20\n    maxInFlight: 64\n"
+        ),
+    )
+    .unwrap();
+    let plain = dir.path().join("plain.yaml");
+    std::fs::write(&plain, &sample).unwrap();
+
+    let s = print_config(&plain, &[], &[]);
+    assert_eq!(
+        s["limits"],
+        serde_json::json!({"headerReadTimeout": 10, "idleTimeout": 60, "maxConnections": 10000,
+                           "requestTimeout": 30, "maxInFlight": 1024}),
+        "the defaults"
+    );
+    assert_eq!(s["fsync"], false);
+    let s = print_config(&config, &[], &[]);
+    assert_eq!(
+        s["limits"],
+        serde_json::json!({"headerReadTimeout": 5, "idleTimeout": 1.5, "maxConnections": 100,
+                           "requestTimeout": 20, "maxInFlight": 64})
+    );
+    assert_eq!(s["fsync"], true);
+    let env = [
+        ("STARFISH_IDLE_TIMEOUT", "7"),
+        ("STARFISH_MAX_CONNECTIONS", "50"),
+        ("STARFISH_FSYNC", "false"),
+    ];
+    let s = print_config(
+        &config,
+        &env,
+        &["--max-connections", "3", "--max-in-flight", "2"],
+    );
+    assert_eq!(s["limits"]["headerReadTimeout"], 5);
+    assert_eq!(s["limits"]["idleTimeout"], 7);
+    assert_eq!(s["limits"]["maxConnections"], 3);
+    assert_eq!(s["limits"]["maxInFlight"], 2);
+    assert_eq!(s["fsync"], false);
+    let s = print_config(
+        &config,
+        &[("STARFISH_STORE", "memory"), ("STARFISH_FSYNC", "0")],
+        &[],
+    );
+    assert!(s.get("fsync").is_none(), "fsync is the fs store's: {s}");
+
+    // Nonsense is refused in one line, wherever it comes from.
+    for (env, flags, message) in [
+        (
+            vec![],
+            vec!["--idle-timeout", "0"],
+            "not a number of seconds between",
+        ),
+        (vec![], vec!["--max-connections", "0"], "--max-connections"),
+        (
+            vec![("STARFISH_HEADER_READ_TIMEOUT", "soon")],
+            vec![],
+            "not a number of seconds",
+        ),
+        (
+            vec![],
+            vec!["--store", "memory"],
+            "--fsync applies to the filesystem store only",
+        ),
+    ] {
+        let out = starfish()
+            .args(["serve", "--print-config", "--config"])
+            .arg(&config)
+            .args(flags)
+            .envs(env)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.contains(message), "{stderr}");
+    }
+    std::fs::write(
+        &config,
+        format!("{sample}\nserver:\n  limits:\n    idleTimeout: -1\n"),
+    )
+    .unwrap();
+    let out = starfish()
+        .args(["serve", "--print-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("server.limits.idleTimeout:"), "{stderr}");
+}
+
+#[test]
 fn print_config_masks_secrets() {
     const SECRET: &str = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY";
     const TOKEN: &str = "FwoGZXIvYXdzEXAMPLE-session-token";

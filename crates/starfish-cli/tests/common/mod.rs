@@ -15,6 +15,8 @@ pub const SAMPLE: &str = concat!(
 pub struct Server {
     pub child: Child,
     pub port: u16,
+    /// Told when the server's log ends, i.e. when the process has exited.
+    log_closed: std::sync::mpsc::Receiver<()>,
 }
 
 impl Server {
@@ -57,8 +59,16 @@ impl Server {
             }
         };
         // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, port }
+        let (closed, log_closed) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for _ in lines {}
+            let _ = closed.send(());
+        });
+        Self {
+            child,
+            port,
+            log_closed,
+        }
     }
 
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
@@ -86,6 +96,15 @@ impl Server {
                 .unwrap()
                 .success()
         );
+        self.child.wait().unwrap()
+    }
+
+    /// Waits (at most 15 s) for the server to exit by itself, after a signal the test
+    /// sent.
+    pub fn terminate_waited(mut self) -> std::process::ExitStatus {
+        self.log_closed
+            .recv_timeout(std::time::Duration::from_secs(15))
+            .expect("the server exits");
         self.child.wait().unwrap()
     }
 
@@ -122,6 +141,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return; // already exited (and reaped)
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();

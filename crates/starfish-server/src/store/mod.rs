@@ -11,6 +11,8 @@
 
 mod append;
 mod blob;
+#[cfg(feature = "fs")]
+mod durable;
 mod key;
 mod list;
 #[cfg(feature = "aws")]
@@ -198,6 +200,19 @@ impl DocStore {
                 attributes: false,
             },
         ))
+    }
+
+    /// [`DocStore::local`] that fsyncs: a write is acknowledged only once the file
+    /// and its directory (and any directory it created) are on stable storage, so an
+    /// acknowledged write survives a power loss. Every write pays for the fsyncs
+    /// (docs/operations.md has the measured cost).
+    ///
+    /// # Errors
+    /// When `dir` cannot be created or opened.
+    #[cfg(feature = "fs")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "fs")))]
+    pub fn local_durable(dir: impl AsRef<std::path::Path>) -> Result<Self, StoreError> {
+        durable::local(dir.as_ref())
     }
 
     /// The wrapped store.

@@ -1,0 +1,261 @@
+//! Flags for slow and many clients: the HTTP server's connection limits (header
+//! read, idle keep-alive, connection count) and the router's request limits (request
+//! timeout, requests in flight).
+
+use crate::serve::ServeLimits;
+use serde::{Deserialize, Serialize, Serializer};
+use starfish_server::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT, SyncOptions};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The default `limits.headerReadTimeout`, in seconds.
+const DEFAULT_HEADER_READ_TIMEOUT: f64 = 10.0;
+/// The default `limits.idleTimeout`, in seconds.
+const DEFAULT_IDLE_TIMEOUT: f64 = 60.0;
+/// The default `limits.maxConnections`.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// More connections than a semaphore holds, with room to spare.
+const MAX_CONNECTIONS_BOUND: usize = 1 << 32;
+
+/// Slow and many clients. Like every `serve` option, each is also a `STARFISH_*`
+/// variable and a `server:` key (under `limits:`, in camelCase).
+#[derive(clap::Args)]
+#[command(next_help_heading = "Slow and many clients")]
+pub(crate) struct LimitsArgs {
+    /// Seconds a client has to send a request's line and headers, counted from the
+    /// connection's accept or from the first byte of a request on a kept-alive
+    /// connection; past it the connection is closed [default: 10].
+    #[arg(long, env = "STARFISH_HEADER_READ_TIMEOUT", value_name = "SECONDS")]
+    header_read_timeout: Option<Seconds>,
+    /// Seconds a kept-alive connection may stay idle between requests before it is
+    /// closed [default: 60].
+    #[arg(long, env = "STARFISH_IDLE_TIMEOUT", value_name = "SECONDS")]
+    idle_timeout: Option<Seconds>,
+    /// Connections served at once; past it, new connections wait in the listen
+    /// backlog until one closes [default: 10000].
+    #[arg(long, env = "STARFISH_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
+    /// Seconds a whole request (body included) may take; past it, 408 [default: 30].
+    #[arg(long, env = "STARFISH_REQUEST_TIMEOUT", value_name = "SECONDS")]
+    request_timeout: Option<Seconds>,
+    /// Requests handled at once; past it, 503 at once, never queued [default: 1024].
+    #[arg(long, env = "STARFISH_MAX_IN_FLIGHT", value_name = "N")]
+    max_in_flight: Option<usize>,
+}
+
+/// The `server.limits` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct LimitsSection {
+    header_read_timeout: Option<f64>,
+    idle_timeout: Option<f64>,
+    max_connections: Option<usize>,
+    request_timeout: Option<f64>,
+    max_in_flight: Option<usize>,
+}
+
+/// A positive number of seconds (fractions allowed), at least a millisecond.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Seconds(f64);
+
+impl Seconds {
+    fn new(secs: f64) -> Result<Self, String> {
+        if secs.is_finite() && (0.001..=u32::MAX as f64).contains(&secs) {
+            Ok(Self(secs))
+        } else {
+            Err(format!(
+                "{secs} is not a number of seconds between 0.001 and {}",
+                u32::MAX
+            ))
+        }
+    }
+
+    pub(crate) fn duration(self) -> Duration {
+        Duration::from_secs_f64(self.0)
+    }
+}
+
+impl FromStr for Seconds {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let secs: f64 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+        Self::new(secs)
+    }
+}
+
+impl Serialize for Seconds {
+    /// Whole seconds print as integers (`10`, not `10.0`).
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0.fract() == 0.0 {
+            serializer.serialize_u64(self.0 as u64)
+        } else {
+            serializer.serialize_f64(self.0)
+        }
+    }
+}
+
+/// The effective limits.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Limits {
+    header_read_timeout: Seconds,
+    idle_timeout: Seconds,
+    max_connections: usize,
+    request_timeout: Seconds,
+    max_in_flight: usize,
+}
+
+/// The flag's value, else the section's (checked and named `server.limits.KEY`).
+fn seconds(
+    flag: Option<Seconds>,
+    section: Option<f64>,
+    key: &str,
+    default: f64,
+) -> Result<Seconds, String> {
+    match (flag, section) {
+        (Some(s), _) => Ok(s),
+        (None, Some(secs)) => Seconds::new(secs).map_err(|e| format!("server.limits.{key}: {e}")),
+        (None, None) => Seconds::new(default),
+    }
+}
+
+/// The flag's value, else the section's, else the default; at least 1 and at most
+/// `max`.
+fn count(
+    flag: Option<usize>,
+    section: Option<usize>,
+    name: &str,
+    default: usize,
+    max: usize,
+) -> Result<usize, String> {
+    let n = flag.or(section).unwrap_or(default);
+    if (1..=max).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{name} must be between 1 and {max}, got {n}"))
+    }
+}
+
+impl Limits {
+    /// Flags and environment (`args`) over the section over the defaults.
+    pub(crate) fn resolve(args: LimitsArgs, section: LimitsSection) -> Result<Self, String> {
+        Ok(Self {
+            header_read_timeout: seconds(
+                args.header_read_timeout,
+                section.header_read_timeout,
+                "headerReadTimeout",
+                DEFAULT_HEADER_READ_TIMEOUT,
+            )?,
+            idle_timeout: seconds(
+                args.idle_timeout,
+                section.idle_timeout,
+                "idleTimeout",
+                DEFAULT_IDLE_TIMEOUT,
+            )?,
+            max_connections: count(
+                args.max_connections,
+                section.max_connections,
+                "--max-connections (limits.maxConnections)",
+                DEFAULT_MAX_CONNECTIONS,
+                MAX_CONNECTIONS_BOUND,
+            )?,
+            request_timeout: seconds(
+                args.request_timeout,
+                section.request_timeout,
+                "requestTimeout",
+                DEFAULT_REQUEST_TIMEOUT.as_secs_f64(),
+            )?,
+            max_in_flight: count(
+                args.max_in_flight,
+                section.max_in_flight,
+                "--max-in-flight (limits.maxInFlight)",
+                DEFAULT_MAX_IN_FLIGHT,
+                MAX_CONNECTIONS_BOUND,
+            )?,
+        })
+    }
+
+    /// `options` with the router's limits (request timeout, requests in flight).
+    pub(crate) fn apply(&self, options: SyncOptions) -> SyncOptions {
+        options
+            .with_request_timeout(self.request_timeout.duration())
+            .with_max_in_flight(self.max_in_flight)
+    }
+
+    /// The HTTP server's limits.
+    pub(crate) fn serve_limits(&self) -> ServeLimits {
+        ServeLimits {
+            header_read_timeout: self.header_read_timeout.duration(),
+            idle_timeout: self.idle_timeout.duration(),
+            max_connections: self.max_connections,
+            request_timeout: self.request_timeout.duration(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_are_positive_and_print_whole_when_whole() {
+        assert_eq!(
+            "1.5".parse::<Seconds>().unwrap().duration().as_millis(),
+            1500
+        );
+        for bad in ["0", "-1", "nan", "inf", "x", "0.0001"] {
+            assert!(bad.parse::<Seconds>().is_err(), "{bad}");
+        }
+        let printed = serde_json::to_string(&("10".parse::<Seconds>().unwrap(), Seconds(0.5)));
+        assert_eq!(printed.unwrap(), "[10,0.5]");
+    }
+
+    fn no_flags() -> LimitsArgs {
+        LimitsArgs {
+            header_read_timeout: None,
+            idle_timeout: None,
+            max_connections: None,
+            request_timeout: None,
+            max_in_flight: None,
+        }
+    }
+
+    #[test]
+    fn flags_beat_the_section_which_beats_the_defaults() {
+        let args = LimitsArgs {
+            header_read_timeout: Some(Seconds(2.0)),
+            ..no_flags()
+        };
+        let section = LimitsSection {
+            header_read_timeout: Some(5.0),
+            idle_timeout: Some(7.0),
+            max_connections: Some(3),
+            ..LimitsSection::default()
+        };
+        let limits = Limits::resolve(args, section).unwrap().serve_limits();
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(7));
+        assert_eq!(limits.max_connections, 3);
+        assert_eq!(limits.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+    }
+
+    #[test]
+    fn zero_counts_and_bad_durations_are_refused() {
+        let args = LimitsArgs {
+            max_in_flight: Some(0),
+            ..no_flags()
+        };
+        let err = Limits::resolve(args, LimitsSection::default()).unwrap_err();
+        assert!(err.contains("--max-in-flight"), "{err}");
+        let section = LimitsSection {
+            idle_timeout: Some(-1.0),
+            ..LimitsSection::default()
+        };
+        let err = Limits::resolve(no_flags(), section).unwrap_err();
+        assert!(err.starts_with("server.limits.idleTimeout:"), "{err}");
+    }
+}

@@ -1,0 +1,392 @@
+//! The HTTP server of `starfish serve`: an accept loop of HTTP/1.1 connections over
+//! hyper, with the limits that belong to connections rather than to the router.
+//!
+//! - **Header read.** A client has `header_read_timeout` to send a request's line and
+//!   headers, counted from the connection's accept, or on a kept-alive connection from
+//!   the first byte of the next request; past it the connection is dropped.
+//! - **Idle keep-alive.** A connection on which nothing arrives for `idle_timeout`
+//!   after a response is closed.
+//! - **Stalled transfer.** While a request is in flight (handler running, body moving
+//!   either way), a connection on which no byte moves for `request_timeout +
+//!   idle_timeout` is dropped: the router answers every request within
+//!   `request_timeout` (`408` past it), so such silence is a client that stopped reading
+//!   its response.
+//! - **Connections.** At most `max_connections` are served at once. Past it the loop
+//!   stops accepting: new connections wait in the kernel's listen backlog (and beyond
+//!   it, the kernel drops their SYNs, which clients retry) until a connection closes.
+//!   The loop waits on a semaphore, so it never spins.
+//!
+//! hyper's own `header_read_timeout` is not used: its timer also runs while a kept-alive
+//! connection waits idle for its next request, so it would close idle connections
+//! after the header timeout and leave no room for a longer idle timeout.
+//!
+//! The router's limits (`request_timeout`: 408; `max_in_flight`: 503) are the
+//! library's, set on `SyncOptions`. Each request carries the peer's `ConnectInfo`
+//! (rate limits key on it). On shutdown the loop stops accepting, idle connections
+//! are closed, in-flight requests finish, and `serve` returns once every connection
+//! is done.
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+/// The connection limits of [`serve`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServeLimits {
+    /// Longest wait for a request's line and headers.
+    pub(crate) header_read_timeout: Duration,
+    /// Longest idle time of a kept-alive connection between requests.
+    pub(crate) idle_timeout: Duration,
+    /// Connections served at once.
+    pub(crate) max_connections: usize,
+    /// The router's request timeout (a request in flight answers within it).
+    pub(crate) request_timeout: Duration,
+}
+
+/// How often accept errors other than a client's reset are logged and retried.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// At most one "connection limit reached" warning per this long.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// Serves `app` on `listener` within `limits` until `shutdown` completes, then
+/// finishes the requests in flight and returns.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(());
+    let mut builder = http1::Builder::new();
+    // Ours, not hyper's (see the module documentation).
+    builder.header_read_timeout(None);
+    let mut shutdown = pin!(shutdown);
+    let mut last_full_warning: Option<Instant> = None;
+    loop {
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if last_full_warning.is_none_or(|t| t.elapsed() >= FULL_WARNING_EVERY) {
+                    tracing::warn!(
+                        "connection limit reached ({}): new connections wait to be accepted",
+                        limits.max_connections
+                    );
+                    last_full_warning = Some(Instant::now());
+                }
+                tokio::select! {
+                    permit = slots.clone().acquire_owned() => {
+                        permit.expect("the connection semaphore is never closed")
+                    }
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    // Out of file descriptors, say: wait for some to close.
+                    tracing::error!("accept error: {e}");
+                    tokio::select! {
+                        () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                        () = &mut shutdown => break,
+                    }
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY for {peer}: {e}");
+        }
+        tokio::spawn(connection(
+            stream,
+            peer,
+            app.clone(),
+            limits,
+            builder.clone(),
+            stop_rx.clone(),
+            permit,
+        ));
+    }
+    drop(listener);
+    // Every connection task holds a receiver: tell them, then wait until all are gone.
+    drop(stop_rx);
+    let _ = stop_tx.send(());
+    stop_tx.closed().await;
+}
+
+/// Errors from `accept` that are one client's business, not the listener's.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Serves one connection until it ends, a limit cuts it off, or (after shutdown is
+/// signalled) its in-flight request is done.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    limits: ServeLimits,
+    builder: http1::Builder,
+    mut stop: watch::Receiver<()>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Tracked {
+        stream,
+        activity: activity.clone(),
+    });
+    let requests = activity.clone();
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        let guard = InFlight::start(requests.clone());
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await?;
+            Ok::<_, Infallible>(response.map(|body| Guarded {
+                body,
+                _guard: guard,
+            }))
+        }
+    });
+    let mut conn = pin!(builder.serve_connection(io, service));
+    let mut stopping = false;
+    loop {
+        let (deadline, _) = activity.deadline(&limits);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!("connection from {peer}: {e}");
+                }
+                break;
+            }
+            _ = stop.changed(), if !stopping => {
+                // Closes it if idle; otherwise the response in progress is its last.
+                conn.as_mut().graceful_shutdown();
+                stopping = true;
+            }
+            // A response ended or a request head began: the deadline moved.
+            () = activity.changed.notified() => {}
+            () = tokio::time::sleep_until(deadline) => {
+                let (deadline, why) = activity.deadline(&limits);
+                if Instant::now() >= deadline {
+                    tracing::debug!("closing the connection from {peer}: {why}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// "No time yet" in the millisecond fields of [`Activity`].
+const NONE: u64 = u64::MAX;
+
+/// What a connection is doing, for its deadlines; times are milliseconds since the
+/// connection was accepted. hyper polls the socket and calls the service from the
+/// connection's own task, so these never change behind the deadline check's back.
+struct Activity {
+    start: Instant,
+    /// The last byte read or written.
+    last_io: AtomicU64,
+    /// The first byte of the request head being read (`NONE`: none is being read).
+    /// A fresh connection starts at 0: its first request is due at once.
+    head_started: AtomicU64,
+    /// The end of the last response.
+    idle_since: AtomicU64,
+    /// Requests whose response is not done.
+    in_flight: AtomicUsize,
+    /// Told when the state moves to an earlier deadline.
+    changed: Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_io: AtomicU64::new(0),
+            head_started: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            changed: Notify::new(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(NONE - 1)
+    }
+
+    fn at(&self, ms: u64, after: Duration) -> Instant {
+        self.start + Duration::from_millis(ms) + after
+    }
+
+    fn on_read(&self) {
+        let now = self.now();
+        self.last_io.store(now, Ordering::Relaxed);
+        if self.in_flight.load(Ordering::Relaxed) == 0 {
+            // Bytes between requests: the next request's head has begun.
+            let began =
+                self.head_started
+                    .compare_exchange(NONE, now, Ordering::Relaxed, Ordering::Relaxed);
+            if began.is_ok() {
+                self.changed.notify_one();
+            }
+        }
+    }
+
+    fn on_write(&self) {
+        self.last_io.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// When the connection is cut off if nothing changes, and why.
+    fn deadline(&self, limits: &ServeLimits) -> (Instant, &'static str) {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            let silence = limits.request_timeout + limits.idle_timeout;
+            let last = self.last_io.load(Ordering::Relaxed);
+            return (self.at(last, silence), "no byte moved during a request");
+        }
+        match self.head_started.load(Ordering::Relaxed) {
+            NONE => (
+                self.at(self.idle_since.load(Ordering::Relaxed), limits.idle_timeout),
+                "idle keep-alive timeout",
+            ),
+            started => (
+                self.at(started, limits.header_read_timeout),
+                "request head not received in time",
+            ),
+        }
+    }
+}
+
+/// One request from the service call to the end of its response body.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.head_started.store(NONE, Ordering::Relaxed);
+        Self(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.idle_since.store(self.0.now(), Ordering::Relaxed);
+            self.0.changed.notify_one();
+        }
+    }
+}
+
+/// A response body that ends its request's [`InFlight`] when hyper drops it (after
+/// its last byte, or when the connection goes).
+struct Guarded {
+    body: Body,
+    _guard: InFlight,
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The socket, noting when bytes move.
+struct Tracked {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.on_read();
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.on_write();
+        }
+        poll
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.on_write();
+        }
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
