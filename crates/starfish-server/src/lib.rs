@@ -205,8 +205,8 @@ pub use events::{AfterWrite, WriteAction, WriteEvent};
 pub use openapi::openapi_document;
 pub use routes::headers::SecurityHeaders;
 pub use state::{
-    ConfigEndpoint, DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT,
-    SyncOptions,
+    ConfigEndpoint, DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_APPEND_PULL_ELEMENTS, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_SINGLE_LOG_BYTES, DEFAULT_REQUEST_TIMEOUT, SyncOptions,
 };
 
 /// Not part of the API: what the conformance tests check against the reference's

@@ -596,3 +596,77 @@ async fn an_append_that_would_grow_a_single_document_log_past_4_mib_is_refused()
     .await;
     assert_eq!(status, StatusCode::OK);
 }
+
+fn bounds_app_with(store: DocStore, tune: impl FnOnce(&mut SyncOptions)) -> axum::Router {
+    let config = SyncConfig::from_json_str(BOUNDS_CONFIG).unwrap();
+    let mut options = SyncOptions::new(config, store).with_clock(Arc::new(ManualClock::new(T0)));
+    tune(&mut options);
+    create_sync_router(options).unwrap()
+}
+
+#[tokio::test]
+async fn the_pull_bound_is_a_server_option() {
+    assert_eq!(starfish_server::DEFAULT_MAX_APPEND_PULL_ELEMENTS, 1000);
+    let store = DocStore::memory();
+    seed_single(&store, "flat/x", 20).await;
+    seed_segmented(&store, "seg/x", 20, 3).await;
+    seed_single(&store, "capped/x", 40).await;
+    let app = bounds_app_with(store, |o| o.max_append_pull_elements = 7);
+    for path in ["/pull/flat/x", "/pull/seg/x"] {
+        let body = json_body(send(&app, get(&format!("{path}?full=true"))).await).await;
+        assert_eq!(stamps(&body, "items"), (1000..1007).collect::<Vec<u64>>());
+        assert_eq!(body["hasMore"], true);
+        let (all, pulls) = pull_all(&app, path, "checkpoint=0").await;
+        assert_eq!(all, (1000..1020).collect::<Vec<u64>>(), "{path}");
+        assert_eq!(pulls, 3, "{path}: 7 + 7 + 6");
+        let body = json_body(send(&app, get(&format!("{path}?last=100"))).await).await;
+        assert_eq!(stamps(&body, "items"), (1013..1020).collect::<Vec<u64>>());
+    }
+    // A collection's own maxPullLimit wins, larger or smaller.
+    let body = json_body(send(&app, get("/pull/capped/x?checkpoint=0")).await).await;
+    assert_eq!(stamps(&body, "items").len(), 30);
+    assert_eq!(body["hasMore"], true);
+}
+
+#[tokio::test]
+async fn the_single_document_cap_is_a_server_option_and_a_refusal_writes_nothing() {
+    assert_eq!(
+        starfish_server::DEFAULT_MAX_SINGLE_LOG_BYTES,
+        4 * 1024 * 1024
+    );
+    let store = DocStore::memory();
+    let app = bounds_app_with(store.clone(), |o| o.max_single_log_bytes = 600);
+    let mut accepted = 0u64;
+    let refusal = loop {
+        let (status, body) =
+            append(&app, "/push/flat/small", json!({"data": {"msg": "hello"}})).await;
+        if status != StatusCode::OK {
+            break (status, body);
+        }
+        accepted += 1;
+        assert!(raw(&store, "flat/small").await.unwrap().len() <= 600);
+    };
+    assert!(accepted > 3, "{accepted}");
+    assert_eq!(
+        refusal,
+        (
+            StatusCode::CONFLICT,
+            json!({"error": "append_limit_exceeded", "limit": accepted, "maxBytes": 600})
+        )
+    );
+    let before = raw(&store, "flat/small").await;
+    let again = append(&app, "/push/flat/small", json!({"data": {"msg": "hello"}})).await;
+    assert_eq!(again.0, StatusCode::CONFLICT);
+    assert_eq!(
+        raw(&store, "flat/small").await,
+        before,
+        "nothing is written"
+    );
+    let body = json_body(send(&app, get("/pull/flat/small?checkpoint=0")).await).await;
+    assert_eq!(stamps(&body, "items").len() as u64, accepted);
+    // A segmented log is not capped: its appends rewrite one chunk.
+    for _ in 0..=accepted {
+        let (status, _) = append(&app, "/push/seg/small", json!({"data": {"msg": "hello"}})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}
