@@ -13,10 +13,10 @@ use libfuzzer_sys::fuzz_target;
 use starfish_server::internals::{canonical_scope_path, match_scope_path, path_glob_match};
 
 /// Globs and targets longer than these (in characters), or globs with more star
-/// runs, are only run through the real matcher.
+/// tokens, are only run through the real matcher.
 const MAX_GLOB: usize = 16;
 const MAX_TARGET: usize = 24;
-const MAX_STAR_RUNS: usize = 4;
+const MAX_STAR_TOKENS: usize = 4;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -54,11 +54,15 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn small(glob: &str, target: &[char]) -> bool {
-    let star_runs = glob
+    // Each `**` or `*` token is one level of backtracking: a run of n stars is
+    // ceil(n / 2) of them.
+    let star_tokens: usize = glob
         .split(|c| c != '*')
-        .filter(|run| !run.is_empty())
-        .count();
-    glob.chars().count() <= MAX_GLOB + 3 && target.len() <= MAX_TARGET && star_runs <= MAX_STAR_RUNS
+        .map(|run| run.len().div_ceil(2))
+        .sum();
+    glob.chars().count() <= MAX_GLOB + 3
+        && target.len() <= MAX_TARGET
+        && star_tokens <= MAX_STAR_TOKENS
 }
 
 /// The definition, by backtracking.
