@@ -145,8 +145,12 @@ fn sync_body(e: &SyncError) -> Value {
         ProofKind::Append => "append",
     };
     let message = match e {
-        SyncError::AppendLimitExceeded { limit } => {
-            return json!({ "error": "append_limit_exceeded", "limit": limit });
+        SyncError::AppendLimitExceeded { limit, max_bytes } => {
+            let mut body = json!({ "error": "append_limit_exceeded", "limit": limit });
+            if let Some(max) = max_bytes {
+                body["maxBytes"] = json!(max);
+            }
+            return body;
         }
         SyncError::Schema(v) => {
             return json!({

@@ -206,8 +206,8 @@ pub use events::{AfterWrite, WriteAction, WriteEvent};
 pub use openapi::openapi_document;
 pub use routes::headers::SecurityHeaders;
 pub use state::{
-    ConfigEndpoint, DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT,
-    SyncOptions,
+    ConfigEndpoint, DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_APPEND_PULL_ELEMENTS, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_SINGLE_LOG_BYTES, DEFAULT_REQUEST_TIMEOUT, SyncOptions,
 };
 pub use tenants::TenantOptions;
 
@@ -220,12 +220,64 @@ pub mod internals {
     pub use crate::auth::scope::{canonical_scope_path, match_scope_path, path_glob_match};
     pub use crate::auth::signing::SignedRequest;
     pub use crate::config::names::NamespaceName;
-    pub use crate::config::template::PathTemplate;
+    pub use crate::config::template::{PathTemplate, Segment};
     pub use crate::protocol::append::append_hash;
     pub use crate::protocol::author::{
         APPEND_AUTHOR_DOMAIN, DOC_AUTHOR_DOMAIN, author_signing_input, verify_author,
     };
     pub use crate::protocol::canonical::{compute_hash, sha256_hex, stable_stringify};
+
+    use serde_json::{Map, Value};
+
+    /// The object key a request with path parameters `params` (name, value) resolves
+    /// to: the first `segments` segments of `template`, then `suffix` (a bundle
+    /// member). `Err` holds the text the client would get.
+    ///
+    /// # Errors
+    /// A parameter or the key breaks the rules (`400 Invalid path parameter`), or
+    /// a parameter is missing.
+    pub fn resolve_key(
+        template: &PathTemplate,
+        segments: usize,
+        params: &[(&str, &str)],
+        suffix: Option<&str>,
+    ) -> Result<String, String> {
+        let params = crate::store::PathParams::checked(
+            params
+                .iter()
+                .map(|(name, value)| (*name, (*value).to_owned())),
+        )
+        .map_err(|e| e.to_string())?;
+        crate::store::ObjectKey::resolve(template, segments, &params, suffix)
+            .map(|key| key.as_str().to_owned())
+            .map_err(|e| e.to_string())
+    }
+
+    /// A regular push body as the server reads it: the sanitised `data` and the
+    /// `baseHash`. `Err` holds the protocol's error text.
+    ///
+    /// # Errors
+    /// The envelope error the client would get (`Missing or invalid data`, ...).
+    pub fn push_envelope(body: &[u8]) -> Result<(Map<String, Value>, Option<String>), String> {
+        let body = crate::protocol::document::parse_body_object(body).map_err(|e| e.to_string())?;
+        let envelope = crate::protocol::PushEnvelope::from_body(body).map_err(|e| e.to_string())?;
+        Ok((envelope.data, envelope.base_hash))
+    }
+
+    /// An append body as the server reads it: the sanitised item and the client's
+    /// `ts`. `Err` holds the protocol's error text.
+    ///
+    /// # Errors
+    /// The envelope error the client would get.
+    pub fn append_envelope(
+        body: &[u8],
+        require_author: bool,
+    ) -> Result<(Map<String, Value>, Option<u64>), String> {
+        let body = crate::protocol::document::parse_body_object(body).map_err(|e| e.to_string())?;
+        let envelope = crate::protocol::document::AppendEnvelope::from_body(body, require_author)
+            .map_err(|e| e.to_string())?;
+        Ok((envelope.item, envelope.ts))
+    }
 }
 
 /// Builds the sync routes for `options`: `GET /health`, and pull/push for every

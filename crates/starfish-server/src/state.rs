@@ -22,6 +22,14 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default bound on requests handled at once.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
+/// Default bound on the log elements one pull returns (see
+/// [`SyncOptions::max_append_pull_elements`]); the reference's own fallback ceiling
+/// for a batch entry.
+pub const DEFAULT_MAX_APPEND_PULL_ELEMENTS: u64 = 1000;
+/// Default bound on a single-document (non-segmented) log, in bytes (see
+/// [`SyncOptions::max_single_log_bytes`]).
+pub const DEFAULT_MAX_SINGLE_LOG_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Default bound on how long an authenticator may take (the reference's
 /// `roleResolverTimeout`); past it the request gets 503.
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -54,6 +62,16 @@ pub struct SyncOptions {
     pub batch_key_deny_suffixes: Vec<String>,
     /// Most log elements one batch pull may ask for (`appendParams` budget).
     pub max_batch_append_elements: u64,
+    /// Most log elements one pull returns when the collection sets no
+    /// `appendOnly.maxPullLimit` (default 1000): a `last`/`limit` is clamped to it, and
+    /// a pull without one (`checkpoint` only, or `full`) gets the oldest elements
+    /// after its checkpoint with `"hasMore": true`, so the client pulls again from the
+    /// last one. Also each batch entry's bound.
+    pub max_append_pull_elements: u64,
+    /// Largest a single-document (non-segmented) log may grow to, in bytes (default
+    /// 4 MiB): an append past it is refused with `409 append_limit_exceeded` (and
+    /// `maxBytes`) and writes nothing. Logs with `chunkSize` have no such cap.
+    pub max_single_log_bytes: u64,
     /// Reverse proxies in front of the server: the client IP is the N-th
     /// `X-Forwarded-For` entry from the right. 0 (default): the socket address, and
     /// `X-Forwarded-For` is ignored (it is client-controlled).
@@ -125,6 +143,8 @@ impl SyncOptions {
             max_collections_per_batch: 100,
             batch_key_deny_suffixes: vec!["_keyring".into(), "_members".into()],
             max_batch_append_elements: 5000,
+            max_append_pull_elements: DEFAULT_MAX_APPEND_PULL_ELEMENTS,
+            max_single_log_bytes: DEFAULT_MAX_SINGLE_LOG_BYTES,
             trusted_proxy_hops: 0,
             max_rate_buckets: DEFAULT_MAX_BUCKETS,
             config_endpoint: None,
@@ -268,6 +288,7 @@ pub(crate) struct Inner {
     pub(crate) max_collections_per_batch: usize,
     pub(crate) batch_key_deny_suffixes: Vec<String>,
     pub(crate) max_batch_append_elements: u64,
+    pub(crate) log_limits: crate::sync::LogLimits,
     pub(crate) trusted_proxy_hops: usize,
     pub(crate) rate: RateLimiter,
     pub(crate) config_endpoint: Option<ConfigEndpoint>,
@@ -380,6 +401,10 @@ impl AppState {
             max_collections_per_batch: options.max_collections_per_batch,
             batch_key_deny_suffixes: options.batch_key_deny_suffixes,
             max_batch_append_elements: options.max_batch_append_elements,
+            log_limits: crate::sync::LogLimits {
+                pull_elements: options.max_append_pull_elements.max(1),
+                single_log_bytes: options.max_single_log_bytes,
+            },
             trusted_proxy_hops: options.trusted_proxy_hops,
             rate: RateLimiter::new(options.max_rate_buckets),
             config_endpoint: options.config_endpoint,

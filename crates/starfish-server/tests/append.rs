@@ -362,3 +362,311 @@ async fn the_segmented_layout_is_the_references() {
         .collect();
     assert_eq!(ts, [103, 104, 105]);
 }
+
+// ---- bounded logs ---------------------------------------------------------------
+
+/// A log config without `maxPullLimit`: only the server's default bound applies.
+const BOUNDS_CONFIG: &str = r#"{
+  "version": 1,
+  "collections": [
+    {"name": "flat", "storagePath": "flat/{id}", "readRoles": ["public"], "writeRoles": ["public"],
+     "appendOnly": {"requireAuthorSignature": false}},
+    {"name": "seg", "storagePath": "seg/{id}", "readRoles": ["public"], "writeRoles": ["public"],
+     "appendOnly": {"requireAuthorSignature": false, "chunkSize": 64}},
+    {"name": "capped", "storagePath": "capped/{id}", "readRoles": ["public"], "writeRoles": ["public"],
+     "appendOnly": {"requireAuthorSignature": false, "maxPullLimit": 30}}
+  ]
+}"#;
+
+fn bounds_app(store: DocStore) -> axum::Router {
+    let config = SyncConfig::from_json_str(BOUNDS_CONFIG).unwrap();
+    create_sync_router(SyncOptions::new(config, store).with_clock(Arc::new(ManualClock::new(T0))))
+        .unwrap()
+}
+
+/// `n` elements `{ts: 1000 + i, data: {i}}`, as the reference stores them.
+fn elements(n: u64) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"ts": 1000 + i, "data": {"i": i}}))
+        .collect()
+}
+
+async fn put(store: &DocStore, key: &str, value: &Value) {
+    object_store::ObjectStoreExt::put(
+        store.inner(),
+        &object_store::path::Path::from(key),
+        value.to_string().into_bytes().into(),
+    )
+    .await
+    .unwrap();
+}
+
+/// A single-document log of `n` elements, written as the reference writes it.
+async fn seed_single(store: &DocStore, key: &str, n: u64) {
+    let doc = json!({"v": 1, "data": {"items": elements(n)}, "ts": 1000 + n - 1, "hash": "h"});
+    put(store, key, &doc).await;
+}
+
+/// A segmented log of `n` elements in chunks of `chunk`, in the reference's layout.
+async fn seed_segmented(store: &DocStore, key: &str, n: u64, chunk: u64) {
+    let all = elements(n);
+    let mut tail = String::new();
+    for part in all.chunks(chunk as usize) {
+        tail = format!("{key}__seg/{:016}", part[0]["ts"].as_u64().unwrap());
+        put(store, &tail, &Value::Array(part.to_vec())).await;
+    }
+    let sealed = n - (n % chunk);
+    let head = json!({"v": 1, "seg": true, "data": {}, "n": n, "sealedN": sealed,
+                      "ts": 1000 + n - 1, "hash": "h", "chunkSize": chunk, "tailKey": tail});
+    put(store, key, &head).await;
+}
+
+fn stamps(body: &Value, field: &str) -> Vec<u64> {
+    body["data"][field]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["ts"].as_u64().unwrap())
+        .collect()
+}
+
+/// Pulls `uri`, then keeps pulling from the last element seen while the server says
+/// there is more, as the official `AppendLogCursor` does (`?checkpoint=<last ts>`).
+async fn pull_all(app: &axum::Router, path: &str, first: &str) -> (Vec<u64>, usize) {
+    let mut uri = format!("{path}?{first}");
+    let mut all = Vec::new();
+    for pulls in 1.. {
+        let body = json_body(send(app, get(&uri)).await).await;
+        let page = stamps(&body, "items");
+        assert!(page.len() <= 1000, "{uri}: {} elements", page.len());
+        all.extend(&page);
+        if body.get("hasMore") != Some(&json!(true)) {
+            return (all, pulls);
+        }
+        uri = format!("{path}?checkpoint={}", page.last().unwrap());
+    }
+    unreachable!()
+}
+
+#[tokio::test]
+async fn an_unbounded_log_pull_gets_the_oldest_1000_and_says_there_is_more() {
+    let store = DocStore::memory();
+    seed_single(&store, "flat/big", 2500).await;
+    seed_segmented(&store, "seg/big", 2500, 64).await;
+    let app = bounds_app(store);
+    for path in ["/pull/flat/big", "/pull/seg/big"] {
+        for first in ["full=true", "checkpoint=0", "checkpoint=1"] {
+            let body = json_body(send(&app, get(&format!("{path}?{first}"))).await).await;
+            let page = stamps(&body, "items");
+            assert_eq!(page.len(), 1000, "{path}?{first}");
+            assert_eq!(page[0], 1000, "{path}?{first}: the oldest first");
+            assert!(page.windows(2).all(|w| w[1] == w[0] + 1), "no gap");
+            assert_eq!(body["hasMore"], true, "{path}?{first}");
+            assert_eq!(body["hash"], "h");
+            // A client that pulls again from the last element it holds gets the rest,
+            // each element once.
+            let (all, pulls) = pull_all(&app, path, first).await;
+            assert_eq!(all, (1000..3500).collect::<Vec<u64>>(), "{path}?{first}");
+            assert_eq!(pulls, 3);
+        }
+        // From the middle: the next 1000 after the checkpoint.
+        let body = json_body(send(&app, get(&format!("{path}?checkpoint=1499"))).await).await;
+        let page = stamps(&body, "items");
+        assert_eq!((page[0], page.len()), (1500, 1000), "{path}");
+        assert_eq!(body["hasMore"], true);
+        // Exactly the bound left: no `hasMore`, the body is the reference's.
+        let body = json_body(send(&app, get(&format!("{path}?checkpoint=2499"))).await).await;
+        assert_eq!(stamps(&body, "items").len(), 1000, "{path}");
+        assert_eq!(body.get("hasMore"), None, "{path}");
+        assert_eq!(
+            body.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["data", "hash", "timestamp"]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_tail_pull_is_clamped_to_the_default_bound() {
+    let store = DocStore::memory();
+    seed_single(&store, "flat/big", 2500).await;
+    seed_segmented(&store, "seg/big", 2500, 64).await;
+    let app = bounds_app(store);
+    for path in ["/pull/flat/big", "/pull/seg/big"] {
+        for q in ["last=5000", "limit=1001", "checkpoint=0&last=2000"] {
+            let body = json_body(send(&app, get(&format!("{path}?{q}"))).await).await;
+            let page = stamps(&body, "items");
+            // The newest 1000, as `maxPullLimit` clamps a tail.
+            assert_eq!(page, (2500..3500).collect::<Vec<u64>>(), "{path}?{q}");
+            assert_eq!(body.get("hasMore"), None, "{path}?{q}");
+        }
+        let body = json_body(send(&app, get(&format!("{path}?last=3"))).await).await;
+        assert_eq!(stamps(&body, "items"), [3497, 3498, 3499]);
+    }
+}
+
+#[tokio::test]
+async fn a_collection_max_pull_limit_is_the_bound_of_its_unbounded_pulls() {
+    let store = DocStore::memory();
+    seed_single(&store, "capped/x", 100).await;
+    let app = bounds_app(store);
+    let (all, pulls) = pull_all(&app, "/pull/capped/x", "full=1").await;
+    assert_eq!(all, (1000..1100).collect::<Vec<u64>>());
+    assert_eq!(pulls, 4, "30 + 30 + 30 + 10");
+}
+
+#[tokio::test]
+async fn a_batch_since_pull_gets_the_oldest_elements_after_it_and_says_there_is_more() {
+    let store = DocStore::memory();
+    seed_segmented(&store, "seg/big", 2500, 64).await;
+    let app = bounds_app(store);
+    let batch = |ap: &str| {
+        let q = format!(
+            "collections=seg&params={}&appendParams={}",
+            percent_encoding::utf8_percent_encode(
+                r#"{"seg":[{"id":"big"}]}"#,
+                percent_encoding::NON_ALPHANUMERIC
+            ),
+            percent_encoding::utf8_percent_encode(ap, percent_encoding::NON_ALPHANUMERIC),
+        );
+        get(&format!("/batch/pull?{q}"))
+    };
+    let body = json_body(send(&app, batch(r#"{"seg":[{"since":1009}]}"#)).await).await;
+    let entry = &body["collections"]["seg"][0];
+    let page = stamps(entry, "items");
+    assert_eq!((page[0], page.len()), (1010, 1000), "{entry}");
+    assert_eq!(entry["hasMore"], true);
+    // With a tail bound, the tail, as before.
+    let body = json_body(send(&app, batch(r#"{"seg":[{"since":1009,"last":3}]}"#)).await).await;
+    assert_eq!(
+        stamps(&body["collections"]["seg"][0], "items"),
+        [3497, 3498, 3499]
+    );
+}
+
+/// Bytes of the single-document log at `key` as stored, `None` when absent.
+async fn raw(store: &DocStore, key: &str) -> Option<Vec<u8>> {
+    let got =
+        object_store::ObjectStoreExt::get(store.inner(), &object_store::path::Path::from(key))
+            .await;
+    match got {
+        Ok(r) => Some(r.bytes().await.unwrap().to_vec()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn an_append_that_would_grow_a_single_document_log_past_4_mib_is_refused() {
+    let store = DocStore::memory();
+    // About 30 KB under 4 MiB, in elements of about 4 KB: room for a small element,
+    // not for a 60 KB one.
+    const CAP: usize = 4 * 1024 * 1024;
+    let big = "x".repeat(4000);
+    let element = |i: usize| json!({"ts": 1000 + i, "data": {"i": i, "pad": big}});
+    let per_element = element(1000).to_string().len() + 1;
+    let n = (CAP - 30_000) / per_element;
+    let items: Vec<Value> = (0..n).map(element).collect();
+    let doc = json!({"v": 1, "data": {"items": items}, "ts": 1000 + n - 1, "hash": "h"});
+    let len = doc.to_string().len();
+    assert!((CAP - 40_000..CAP - 20_000).contains(&len), "{len}");
+    put(&store, "flat/full", &doc).await;
+    let app = bounds_app(store.clone());
+    let before = raw(&store, "flat/full").await;
+    let (status, body) = append(
+        &app,
+        "/push/flat/full",
+        json!({"data": {"pad": "y".repeat(60_000)}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        body,
+        json!({"error": "append_limit_exceeded", "limit": n, "maxBytes": CAP})
+    );
+    assert_eq!(raw(&store, "flat/full").await, before, "nothing is written");
+    // A smaller element still fits.
+    let (status, _) = append(&app, "/push/flat/full", json!({"data": {"i": n}})).await;
+    assert_eq!(status, StatusCode::OK);
+    // A log in the segmented layout has no such cap: its appends touch one chunk.
+    seed_segmented(&store, "seg/full", 10, 64).await;
+    let (status, _) = append(
+        &app,
+        "/push/seg/full",
+        json!({"data": {"pad": "y".repeat(60_000)}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+fn bounds_app_with(store: DocStore, tune: impl FnOnce(&mut SyncOptions)) -> axum::Router {
+    let config = SyncConfig::from_json_str(BOUNDS_CONFIG).unwrap();
+    let mut options = SyncOptions::new(config, store).with_clock(Arc::new(ManualClock::new(T0)));
+    tune(&mut options);
+    create_sync_router(options).unwrap()
+}
+
+#[tokio::test]
+async fn the_pull_bound_is_a_server_option() {
+    assert_eq!(starfish_server::DEFAULT_MAX_APPEND_PULL_ELEMENTS, 1000);
+    let store = DocStore::memory();
+    seed_single(&store, "flat/x", 20).await;
+    seed_segmented(&store, "seg/x", 20, 3).await;
+    seed_single(&store, "capped/x", 40).await;
+    let app = bounds_app_with(store, |o| o.max_append_pull_elements = 7);
+    for path in ["/pull/flat/x", "/pull/seg/x"] {
+        let body = json_body(send(&app, get(&format!("{path}?full=true"))).await).await;
+        assert_eq!(stamps(&body, "items"), (1000..1007).collect::<Vec<u64>>());
+        assert_eq!(body["hasMore"], true);
+        let (all, pulls) = pull_all(&app, path, "checkpoint=0").await;
+        assert_eq!(all, (1000..1020).collect::<Vec<u64>>(), "{path}");
+        assert_eq!(pulls, 3, "{path}: 7 + 7 + 6");
+        let body = json_body(send(&app, get(&format!("{path}?last=100"))).await).await;
+        assert_eq!(stamps(&body, "items"), (1013..1020).collect::<Vec<u64>>());
+    }
+    // A collection's own maxPullLimit wins, larger or smaller.
+    let body = json_body(send(&app, get("/pull/capped/x?checkpoint=0")).await).await;
+    assert_eq!(stamps(&body, "items").len(), 30);
+    assert_eq!(body["hasMore"], true);
+}
+
+#[tokio::test]
+async fn the_single_document_cap_is_a_server_option_and_a_refusal_writes_nothing() {
+    assert_eq!(
+        starfish_server::DEFAULT_MAX_SINGLE_LOG_BYTES,
+        4 * 1024 * 1024
+    );
+    let store = DocStore::memory();
+    let app = bounds_app_with(store.clone(), |o| o.max_single_log_bytes = 600);
+    let mut accepted = 0u64;
+    let refusal = loop {
+        let (status, body) =
+            append(&app, "/push/flat/small", json!({"data": {"msg": "hello"}})).await;
+        if status != StatusCode::OK {
+            break (status, body);
+        }
+        accepted += 1;
+        assert!(raw(&store, "flat/small").await.unwrap().len() <= 600);
+    };
+    assert!(accepted > 3, "{accepted}");
+    assert_eq!(
+        refusal,
+        (
+            StatusCode::CONFLICT,
+            json!({"error": "append_limit_exceeded", "limit": accepted, "maxBytes": 600})
+        )
+    );
+    let before = raw(&store, "flat/small").await;
+    let again = append(&app, "/push/flat/small", json!({"data": {"msg": "hello"}})).await;
+    assert_eq!(again.0, StatusCode::CONFLICT);
+    assert_eq!(
+        raw(&store, "flat/small").await,
+        before,
+        "nothing is written"
+    );
+    let body = json_body(send(&app, get("/pull/flat/small?checkpoint=0")).await).await;
+    assert_eq!(stamps(&body, "items").len() as u64, accepted);
+    // A segmented log is not capped: its appends rewrite one chunk.
+    for _ in 0..=accepted {
+        let (status, _) = append(&app, "/push/seg/small", json!({"data": {"msg": "hello"}})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}

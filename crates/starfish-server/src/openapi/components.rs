@@ -133,9 +133,18 @@ pub(super) fn schemas() -> Value {
         })),
         "AppendLimitError": object(&["error", "limit"], json!({
             "error": { "const": "append_limit_exceeded" },
-            "limit": { "type": "integer", "minimum": 1 },
+            "limit": { "type": "integer", "minimum": 0, "description": "`maxItems`, or the elements a single-document log holds when it reached the server's byte cap." },
+            "maxBytes": { "type": "integer", "minimum": 0, "description": "The server's cap on a single-document log, when that is what was reached." },
         })),
         "Document": object(&["data", "hash", "timestamp"], document_properties()),
+        "LogPull": object(&["data", "hash", "timestamp"], {
+            let mut log = document_properties();
+            log["hasMore"] = json!({
+                "const": true,
+                "description": "Only when the server's bound left out elements after the checkpoint (a pull without `last`/`limit`): pull again with `checkpoint` = the last element's `ts`.",
+            });
+            log
+        }),
         "PullResponse": object(&["data", "hash", "timestamp"], pull),
         "PushResult": object(&["hash", "timestamp"], json!({
             "hash": { "type": "string" },

@@ -200,7 +200,7 @@ pub(super) fn pull(scope: &Scope, c: &Collection) -> Value {
     } else if let Some(log) = &c.append_only {
         params.extend(log_params(log.allow_full));
         r = r
-            .json(200, "The log's elements within the bounds, under `data.<field>`.", schema_ref("Document"))
+            .json(200, "The log's elements within the bounds, under `data.<field>`: at most `maxPullLimit` (or the server's bound, 1000 by default); without `last`/`limit`, the oldest after the checkpoint, with `hasMore` when there are others.", schema_ref("LogPull"))
             .error(400, "`Invalid path parameter`, `Invalid checkpoint`, `Invalid limit`, `Invalid last`, `pull_bound_required` (no checkpoint, last or full), `full_with_bounds`, `full_not_allowed`, `checkpoint_too_old`.");
     } else {
         params.push(optional_param(
@@ -227,10 +227,15 @@ fn log_params(allow_full: bool) -> Vec<Value> {
         optional_param(
             "checkpoint",
             "query",
-            "Elements after this timestamp (ms).",
+            "Elements after this timestamp (ms); without `last`/`limit`, the oldest of them up to the bound, with `hasMore` when there are others.",
             number.clone(),
         ),
-        optional_param("last", "query", "The last N elements.", number.clone()),
+        optional_param(
+            "last",
+            "query",
+            "The last N elements (at most `maxPullLimit`, or the server's bound).",
+            number.clone(),
+        ),
         optional_param(
             "limit",
             "query",
@@ -239,7 +244,7 @@ fn log_params(allow_full: bool) -> Vec<Value> {
         ),
     ];
     let full = if allow_full {
-        "`true` or `1`: the whole log (without other bounds)."
+        "`true` or `1`: the log from its start (without other bounds), up to the bound, with `hasMore` when there is more."
     } else {
         "Not allowed on this collection (`full_not_allowed`)."
     };

@@ -23,6 +23,15 @@ pub(crate) enum AppendError {
     /// The log holds `maxItems` already: 409 `append_limit_exceeded`.
     #[error("append_limit_exceeded")]
     LimitExceeded(u64),
+    /// A single-document log holding `held` elements would grow past `max_bytes`:
+    /// 409 `append_limit_exceeded` with `maxBytes`.
+    #[error("append_limit_exceeded")]
+    TooLarge {
+        /// Elements the log holds.
+        held: u64,
+        /// The cap, in bytes.
+        max_bytes: u64,
+    },
 }
 
 /// The prefix of a log's chunk keys.
@@ -191,22 +200,40 @@ pub(crate) struct LogRange {
     pub checkpoint: Option<u64>,
     /// Only the last `n` (after the checkpoint filter).
     pub last: Option<u64>,
+    /// Without `last`: only the first `n` (after the checkpoint filter), the server's
+    /// bound on a pull that names none.
+    pub first: Option<u64>,
 }
 
 impl LogRange {
-    /// Applies the range to elements in order.
-    pub(crate) fn apply(&self, mut elements: Vec<Value>) -> Vec<Value> {
-        if let Some(cp) = self.checkpoint.filter(|c| *c > 0) {
-            // Past i64::MAX a checkpoint is newer than every element.
-            let cp = i64::try_from(cp).unwrap_or(i64::MAX);
+    /// The checkpoint as an element timestamp; `None` when it filters nothing.
+    pub(crate) fn after(&self) -> Option<i64> {
+        // Past i64::MAX a checkpoint is newer than every element.
+        self.checkpoint
+            .filter(|c| *c > 0)
+            .map(|cp| i64::try_from(cp).unwrap_or(i64::MAX))
+    }
+
+    /// Applies the range to elements in order; `true` when elements after the
+    /// checkpoint were left out by `first` (the client should pull again from the
+    /// last one returned).
+    pub(crate) fn apply(&self, mut elements: Vec<Value>) -> (Vec<Value>, bool) {
+        if let Some(cp) = self.after() {
             let start = elements.partition_point(|e| element_ts(e) <= cp);
             elements.drain(..start);
         }
+        let mut more = false;
         if let Some(last) = self.last {
-            let keep = (last as usize).min(elements.len());
+            let keep = usize::try_from(last)
+                .unwrap_or(usize::MAX)
+                .min(elements.len());
             elements.drain(..elements.len() - keep);
+        } else if let Some(first) = self.first {
+            let keep = usize::try_from(first).unwrap_or(usize::MAX);
+            more = elements.len() > keep;
+            elements.truncate(keep);
         }
-        elements
+        (elements, more)
     }
 }
 
@@ -245,9 +272,11 @@ mod tests {
         let r = LogRange {
             checkpoint: Some(2),
             last: Some(2),
+            first: Some(1),
         };
         assert_eq!(
             r.apply(els.clone())
+                .0
                 .iter()
                 .map(element_ts)
                 .collect::<Vec<_>>(),
@@ -255,13 +284,39 @@ mod tests {
         );
         let r = LogRange {
             checkpoint: Some(0),
-            last: None,
+            ..LogRange::default()
         };
-        assert_eq!(r.apply(els.clone()).len(), 5);
+        assert_eq!(r.apply(els.clone()).0.len(), 5);
         let r = LogRange {
-            checkpoint: None,
             last: Some(0),
+            ..LogRange::default()
         };
-        assert!(r.apply(els).is_empty());
+        assert!(r.apply(els).0.is_empty());
+    }
+
+    #[test]
+    fn without_a_tail_the_first_elements_after_the_checkpoint_are_kept() {
+        let els: Vec<Value> = (1..=5).map(|t| json!({"ts": t, "data": {}})).collect();
+        let range = |checkpoint, first| LogRange {
+            checkpoint,
+            last: None,
+            first,
+        };
+        let ts = |(els, more): (Vec<Value>, bool)| {
+            (els.iter().map(element_ts).collect::<Vec<_>>(), more)
+        };
+        assert_eq!(
+            ts(range(Some(1), Some(2)).apply(els.clone())),
+            (vec![2, 3], true)
+        );
+        assert_eq!(
+            ts(range(Some(3), Some(2)).apply(els.clone())),
+            (vec![4, 5], false)
+        );
+        assert_eq!(
+            ts(range(None, Some(5)).apply(els.clone())),
+            (vec![1, 2, 3, 4, 5], false)
+        );
+        assert_eq!(ts(range(Some(9), Some(1)).apply(els)), (vec![], false));
     }
 }

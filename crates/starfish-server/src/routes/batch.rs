@@ -52,22 +52,30 @@ struct AppendParams {
 
 impl AppendParams {
     /// The read this entry makes: `limit` wins over `last`, and an entry is never
-    /// larger than `cap` (`maxPullLimit`, or 1000), so the budget counts what is read.
+    /// larger than `cap` (`maxPullLimit`, or the server's bound), so the budget counts
+    /// what is read. `since` alone reads the oldest `cap` elements after it (with
+    /// `hasMore` when there are others); no bound at all reads the newest `cap`.
     fn log_query(self, cap: u64) -> LogQuery {
+        let last = self.limit.or(self.last).map(|l| l.min(cap));
         LogQuery {
             checkpoint: self.since,
-            last: Some(self.limit.or(self.last).unwrap_or(cap).min(cap)),
+            last: if self.since.is_some() {
+                last
+            } else {
+                Some(last.unwrap_or(cap))
+            },
             full: false,
         }
     }
 }
 
 /// The most elements one batch entry of `collection` may read.
-fn entry_cap(collection: Option<&Arc<Collection>>) -> u64 {
+fn entry_cap(state: &AppState, collection: Option<&Arc<Collection>>) -> u64 {
     collection
         .and_then(|c| c.append_only.as_ref())
-        .and_then(|a| a.max_pull_limit)
-        .map_or(1000, |m| m.get())
+        .map_or(state.log_limits.pull_elements, |a| {
+            state.log_limits.pull_cap(a)
+        })
 }
 
 type AppendParamsMap = HashMap<String, Vec<Option<AppendParams>>>;
@@ -194,7 +202,7 @@ impl BatchQuery {
         }
         let mut budget = 0u64;
         for (name, aps) in &append_params {
-            let cap = entry_cap(scope.routes.by_name.get(name));
+            let cap = entry_cap(state, scope.routes.by_name.get(name));
             for ap in aps.iter().flatten() {
                 let read = ap.log_query(cap).last.unwrap_or(cap);
                 budget = budget.saturating_add(read);
@@ -323,13 +331,12 @@ async fn entry(
     let log = match (append, &collection.append_only) {
         (Some(_), None) => return Err(EntryError::AppendParamsNotSupported),
         (Some(_), Some(a)) if !a.persist => return Err(EntryError::AppendParamsNotSupported),
-        (Some(ap), Some(_)) => ap.log_query(entry_cap(Some(collection))),
+        (Some(ap), Some(a)) => ap.log_query(state.log_limits.pull_cap(a)),
         (None, _) => LogQuery::default(),
     };
-    match read(&scope.store, doc.as_ref(), caller, log, now).await {
-        Ok(Read::Log(view)) => {
-            Ok(json!({ "data": view.data, "hash": view.hash, "timestamp": now }))
-        }
+    let limits = &state.log_limits;
+    match read(&scope.store, doc.as_ref(), caller, log, limits, now).await {
+        Ok(Read::Log(view)) => Ok(super::pull::log_body(&view, now)),
         Ok(Read::Document(Some(d))) => {
             Ok(json!({ "data": Value::Object(d.data), "hash": d.hash, "timestamp": now }))
         }

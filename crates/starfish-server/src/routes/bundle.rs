@@ -43,6 +43,7 @@ pub(super) async fn pull(
             member.as_ref(),
             &caller,
             LogQuery::default(),
+            &state.log_limits,
             now,
         )
     });

@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use crate::protocol::document::pull_body;
 use crate::state::AppState;
 use crate::sync::LogQuery;
-use crate::sync::read::{Read, read, read_stored};
+use crate::sync::read::{LogView, Read, read, read_stored};
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -36,11 +36,16 @@ pub(super) async fn pull(
     } else {
         LogQuery::default()
     };
-    let (mut body, hash) = match read(&scope.store, doc.as_ref(), &caller, log, now).await? {
-        Read::Log(view) => (
-            json!({ "data": view.data, "hash": view.hash, "timestamp": now }),
-            view.hash,
-        ),
+    let reading = read(
+        &scope.store,
+        doc.as_ref(),
+        &caller,
+        log,
+        &state.log_limits,
+        now,
+    );
+    let (mut body, hash) = match reading.await? {
+        Read::Log(view) => (log_body(&view, now), view.hash),
         Read::Document(stored) => {
             let hash = stored.as_ref().map(|d| d.hash.clone()).unwrap_or_default();
             (pull_body(stored.as_ref(), now), hash)
@@ -73,6 +78,16 @@ pub(super) async fn pull(
         &parts.headers,
         || axum::Json(body).into_response(),
     ))
+}
+
+/// A log pull's body: the reference's, with `"hasMore": true` when the server's bound
+/// left elements out (pull again from the last element's `ts`).
+pub(super) fn log_body(view: &LogView, now: u64) -> Value {
+    let mut body = json!({ "data": view.data, "hash": view.hash, "timestamp": now });
+    if view.more {
+        body["hasMore"] = Value::Bool(true);
+    }
+    body
 }
 
 /// A log pull's bounds from the query string (§4.7); `limit` is an alias of `last`

@@ -56,7 +56,15 @@ pub(super) async fn push(
         RequestBody::Buffered(bytes) => bytes,
         RequestBody::Streaming(body) => read_limited(body, declared, limit).await?,
     };
-    let written = write::push(&scope.store, doc.as_ref(), &caller, &bytes, now).await?;
+    let written = write::push(
+        &scope.store,
+        doc.as_ref(),
+        &caller,
+        &bytes,
+        &state.log_limits,
+        now,
+    )
+    .await?;
     let action = if collection.append_only.is_some() {
         WriteAction::Append
     } else {

@@ -52,6 +52,8 @@ pub(crate) struct AppendOp<'a> {
     pub max_items: Option<u64>,
     /// `chunkSize`: segmented layout.
     pub chunk_size: Option<u64>,
+    /// Largest a single-document log may grow to, in bytes.
+    pub max_single_bytes: u64,
     /// The server clock.
     pub now: u64,
 }
@@ -79,6 +81,8 @@ pub(crate) struct LogRead {
     pub elements: Vec<Value>,
     /// The stored hash.
     pub hash: String,
+    /// Elements after the checkpoint were left out by the range's `first`.
+    pub more: bool,
 }
 
 fn parse_chunk(bytes: &[u8]) -> Vec<Value> {
@@ -229,9 +233,18 @@ impl NsStore {
         let latest = items.last().map_or(-1, element_ts);
         let ts = next_ts(op.ts, latest, op.now)?;
         items.push(element(ts, op.item, op.author));
+        let held = items.len() as u64 - 1;
         let hash = append_hash(items.len() as u64, op.item);
         data.insert(op.field.to_owned(), Value::Array(items));
         let bytes = single_doc_bytes(&data, ts, &hash);
+        // Every append rewrites the whole document: past the cap, nothing is written.
+        if bytes.len() as u64 > op.max_single_bytes {
+            return Err(AppendError::TooLarge {
+                held,
+                max_bytes: op.max_single_bytes,
+            }
+            .into());
+        }
         Ok(
             if self
                 .put_key_if(op.key.as_str(), bytes, head.expect())
@@ -385,10 +398,12 @@ impl NsStore {
                     Some(Value::Array(items)) => items,
                     _ => Vec::new(),
                 };
+                let (elements, more) = range.apply(items);
                 Ok(Some(LogRead {
                     data,
-                    elements: range.apply(items),
+                    elements,
                     hash,
+                    more,
                 }))
             }
             LogHead::Segmented {
@@ -397,8 +412,8 @@ impl NsStore {
                 chunk_size,
                 ..
             } => {
-                let elements = if range.last == Some(0) {
-                    Vec::new()
+                let (elements, more) = if range.last == Some(0) {
+                    (Vec::new(), false)
                 } else {
                     let chunks = self.chunks_for(key.as_str(), range, chunk_size).await?;
                     range.apply(chunks)
@@ -407,12 +422,15 @@ impl NsStore {
                     data,
                     elements,
                     hash,
+                    more,
                 }))
             }
         }
     }
 
-    /// Elements of the chunks a range can need, in order (the reference's selection).
+    /// Elements of the chunks a range can need, in order (the reference's selection);
+    /// with `first`, only until more than `first` elements after the checkpoint are in
+    /// hand.
     async fn chunks_for(
         &self,
         key: &str,
@@ -446,17 +464,32 @@ impl NsStore {
                 needed = &needed[needed.len() - max_chunks..];
             }
         }
+        // Enough for `first`: one element past it says there is more.
+        let enough = match (range.last, range.first) {
+            (None, Some(first)) => usize::try_from(first)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1),
+            _ => usize::MAX,
+        };
+        let after = range.after();
+        let mut elements = Vec::new();
+        let mut wanted = 0usize;
         // A few chunk reads in flight at once, in order, whatever the log's length.
-        let mut chunks: Vec<Option<Bytes>> = Vec::with_capacity(needed.len());
         for batch in needed.chunks(CHUNK_READS_IN_FLIGHT) {
             let reads = batch.iter().map(|k| self.read_versioned_key(k));
             let read = futures::future::try_join_all(reads).await?;
-            chunks.extend(read.into_iter().map(|r| r.map(|(bytes, _)| bytes)));
+            for (bytes, _) in read.into_iter().flatten() {
+                let chunk = parse_chunk(&bytes);
+                wanted += chunk
+                    .iter()
+                    .filter(|e| after.is_none_or(|cp| element_ts(e) > cp))
+                    .count();
+                elements.extend(chunk);
+            }
+            if wanted >= enough {
+                break;
+            }
         }
-        Ok(chunks
-            .into_iter()
-            .flatten()
-            .flat_map(|b| parse_chunk(&b))
-            .collect())
+        Ok(elements)
     }
 }

@@ -42,6 +42,26 @@ pub(crate) struct LogQuery {
     pub(crate) full: bool,
 }
 
+/// The server's own bounds on logs (`SyncOptions::max_append_pull_elements` and
+/// `max_single_log_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogLimits {
+    /// Most elements one pull returns when the collection sets no `maxPullLimit`.
+    pub(crate) pull_elements: u64,
+    /// Largest a single-document log may grow to, in bytes.
+    pub(crate) single_log_bytes: u64,
+}
+
+impl LogLimits {
+    /// The most elements one pull of a log of `config` returns.
+    pub(crate) fn pull_cap(&self, config: &crate::config::AppendOnly) -> u64 {
+        config
+            .max_pull_limit
+            .map_or(self.pull_elements, |m| m.get())
+            .max(1)
+    }
+}
+
 /// Why a log pull's bounds were refused; the text is the protocol's code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum BoundError {
@@ -68,11 +88,14 @@ pub(crate) enum SyncError {
     /// An append's `ts` is not after the last element.
     #[error("non_monotonic_timestamp")]
     NonMonotonicTimestamp,
-    /// The log holds `maxItems` already.
+    /// The log holds `maxItems` already, or a single-document log would grow past
+    /// the server's byte cap.
     #[error("append_limit_exceeded")]
     AppendLimitExceeded {
-        /// The collection's `maxItems`.
+        /// The collection's `maxItems`, or the elements the capped log holds.
         limit: u64,
+        /// The byte cap a single-document log reached.
+        max_bytes: Option<u64>,
     },
     /// The push body was refused.
     #[error(transparent)]

@@ -1,7 +1,7 @@
 //! The one read path: single pulls, bundle members and batch entries all come here,
 //! so `ttlMs`, log bounds and `fieldPermissions` hold in each of them.
 
-use super::{BoundError, DocRef, LogQuery, SyncError};
+use super::{BoundError, DocRef, LogLimits, LogQuery, SyncError};
 use crate::access::holds_any;
 use crate::auth::Caller;
 use crate::config::AppendOnly;
@@ -26,10 +26,14 @@ pub(crate) struct LogView {
     pub(crate) data: Map<String, Value>,
     /// The log hash (`""` when there is no log).
     pub(crate) hash: String,
+    /// Elements after the checkpoint were left out by the server's bound: the
+    /// response says `"hasMore": true`.
+    pub(crate) more: bool,
 }
 
 /// Reads `doc` for `caller`. A log needs bounds (`log`): the same rule for a single
-/// pull's query string and a batch entry's `appendParams`.
+/// pull's query string and a batch entry's `appendParams`; `limits` bound what it
+/// returns.
 ///
 /// # Errors
 /// [`SyncError::Bound`] for a log read without acceptable bounds; store failures.
@@ -38,11 +42,12 @@ pub(crate) async fn read(
     doc: DocRef<'_>,
     caller: &Caller,
     log: LogQuery,
+    limits: &LogLimits,
     now: u64,
 ) -> Result<Read, SyncError> {
     match &doc.collection.append_only {
         Some(config) => {
-            let range = bounded_range(log, config, now)?;
+            let range = bounded_range(log, config, limits.pull_cap(config), now)?;
             read_log(store, doc, caller, config, range)
                 .await
                 .map(Read::Log)
@@ -53,8 +58,15 @@ pub(crate) async fn read(
     }
 }
 
-/// The bound rules of a log pull.
-fn bounded_range(q: LogQuery, config: &AppendOnly, now: u64) -> Result<LogRange, BoundError> {
+/// The bound rules of a log pull. At most `cap` elements are returned: a `last` is
+/// clamped to it (the newest), and a pull without one (a checkpoint alone, or
+/// `full`) gets the oldest `cap` after its checkpoint.
+fn bounded_range(
+    q: LogQuery,
+    config: &AppendOnly,
+    cap: u64,
+    now: u64,
+) -> Result<LogRange, BoundError> {
     if q.checkpoint.is_none() && q.last.is_none() && !q.full {
         return Err(BoundError::Required);
     }
@@ -69,13 +81,11 @@ fn bounded_range(q: LogQuery, config: &AppendOnly, now: u64) -> Result<LogRange,
             return Err(BoundError::CheckpointTooOld);
         }
     }
-    let last = match (q.last, config.max_pull_limit) {
-        (Some(l), Some(max)) => Some(l.min(max.get())),
-        (last, _) => last,
-    };
+    let last = q.last.map(|l| l.min(cap));
     Ok(LogRange {
         checkpoint: q.checkpoint,
         last,
+        first: last.is_none().then_some(cap),
     })
 }
 
@@ -87,9 +97,9 @@ async fn read_log(
     range: LogRange,
 ) -> Result<LogView, SyncError> {
     let log = store.read_log(doc.key, &config.field, range).await?;
-    let (mut data, elements, hash) = match log {
-        Some(l) => (l.data, l.elements, l.hash),
-        None => (Map::new(), Vec::new(), String::new()),
+    let (mut data, elements, hash, more) = match log {
+        Some(l) => (l.data, l.elements, l.hash, l.more),
+        None => (Map::new(), Vec::new(), String::new(), false),
     };
     filter_fields(&mut data, doc, caller);
     let elements = elements
@@ -102,7 +112,7 @@ async fn read_log(
         })
         .collect();
     data.insert(config.field.clone(), Value::Array(elements));
-    Ok(LogView { data, hash })
+    Ok(LogView { data, hash, more })
 }
 
 /// A regular document: `None` when missing, corrupt, empty or expired (`ttlMs`);

@@ -1,7 +1,7 @@
 //! Writes: a JSON push (a document with its hash check, or an append to a log) and a
 //! blob upload. Every check that can refuse a write runs before the store is touched.
 
-use super::{DocRef, ProofKind, SyncError};
+use super::{DocRef, LogLimits, ProofKind, SyncError};
 use crate::access::holds_any;
 use crate::auth::Caller;
 use crate::config::{AppendOnly, Payload};
@@ -27,7 +27,7 @@ pub(crate) struct Written {
 
 /// A JSON push to `doc`: the body is parsed, then field write permissions and the
 /// schema are checked, then the document is compare-and-swapped or the element
-/// appended.
+/// appended (a single-document log at most `limits.single_log_bytes` long).
 ///
 /// # Errors
 /// [`SyncError`]; nothing is written.
@@ -36,6 +36,7 @@ pub(crate) async fn push(
     doc: DocRef<'_>,
     caller: &Caller,
     body: &[u8],
+    limits: &LogLimits,
     now: u64,
 ) -> Result<Written, SyncError> {
     let body = parse_body_object(body)?;
@@ -48,7 +49,7 @@ pub(crate) async fn push(
         }
     }
     match &doc.collection.append_only {
-        Some(config) => append(store, doc, caller, config, body, now).await,
+        Some(config) => append(store, doc, caller, config, body, limits, now).await,
         None => push_document(store, doc, caller, body, now).await,
     }
 }
@@ -154,6 +155,7 @@ async fn append(
     caller: &Caller,
     config: &AppendOnly,
     body: Map<String, Value>,
+    limits: &LogLimits,
     now: u64,
 ) -> Result<Written, SyncError> {
     let envelope = AppendEnvelope::from_body(body, config.require_author_signature)?;
@@ -184,6 +186,7 @@ async fn append(
         author: envelope.author.as_ref(),
         max_items: config.max_items.map(|m| m.get()),
         chunk_size: config.chunk_size.map(|c| c.get()),
+        max_single_bytes: limits.single_log_bytes,
         now,
     };
     match store.append(&op).await {
@@ -196,7 +199,17 @@ async fn append(
             Err(SyncError::NonMonotonicTimestamp)
         }
         Err(AppendFailure::Refused(AppendError::LimitExceeded(limit))) => {
-            Err(SyncError::AppendLimitExceeded { limit })
+            Err(SyncError::AppendLimitExceeded {
+                limit,
+                max_bytes: None,
+            })
+        }
+        Err(AppendFailure::Refused(AppendError::TooLarge { held, max_bytes })) => {
+            tracing::info!(key = %doc.key, held, max_bytes, "single-document log is full");
+            Err(SyncError::AppendLimitExceeded {
+                limit: held,
+                max_bytes: Some(max_bytes),
+            })
         }
         Err(AppendFailure::Contended) => Err(SyncError::HashMismatch),
         Err(AppendFailure::Store(e)) => Err(e.into()),

@@ -1,0 +1,78 @@
+//! The push request body: a regular push envelope and an append envelope, parsed and
+//! sanitised as the server does before hashing and storing. Must never panic, and an
+//! accepted body's `data`:
+//!
+//! - holds none of the prototype-pollution keys in any object reached through
+//!   objects (the reference does not descend into arrays);
+//! - is a fixed point: pushing it again stores the same data, so the same hash;
+//! - nests at most 64 levels with its envelope.
+//!
+//! Input: the request body.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use serde_json::{Map, Value, json};
+use starfish_server::internals::{append_envelope, compute_hash, push_envelope};
+
+const UNSAFE_KEYS: [&str; 5] = [
+    "__proto__",
+    "constructor",
+    "prototype",
+    "__class__",
+    "__dict__",
+];
+
+fuzz_target!(|body: &[u8]| {
+    if let Ok((data, base_hash)) = push_envelope(body) {
+        check_clean(&data);
+        assert!(depth(&Value::Object(data.clone())) < 64);
+        let again = json!({"data": data, "baseHash": base_hash}).to_string();
+        match push_envelope(again.as_bytes()) {
+            Ok((data2, base_hash2)) => {
+                assert_eq!(data2, data, "sanitising twice changed the data");
+                assert_eq!(base_hash2, base_hash);
+                assert_eq!(
+                    compute_hash(&Value::Object(data2)),
+                    compute_hash(&Value::Object(data))
+                );
+            }
+            Err(e) => panic!("an accepted envelope was refused when sent again: {e}"),
+        }
+    }
+    for require_author in [false, true] {
+        if let Ok((item, ts)) = append_envelope(body, require_author) {
+            check_clean(&item);
+            let mut again = json!({"data": item});
+            if let Some(ts) = ts {
+                again["ts"] = json!(ts);
+            }
+            if let Ok((item2, ts2)) = append_envelope(again.to_string().as_bytes(), false) {
+                assert_eq!(item2, item, "sanitising an element twice changed it");
+                assert_eq!(ts2, ts);
+            } else {
+                panic!("an accepted element was refused when sent again");
+            }
+        }
+    }
+});
+
+/// No unsafe key in `map` or in any object reached through objects.
+fn check_clean(map: &Map<String, Value>) {
+    for (key, value) in map {
+        assert!(
+            !UNSAFE_KEYS.contains(&key.as_str()),
+            "unsafe key {key:?} kept"
+        );
+        if let Value::Object(inner) = value {
+            check_clean(inner);
+        }
+    }
+}
+
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
