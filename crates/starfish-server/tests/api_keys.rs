@@ -42,30 +42,6 @@ fn node(store: &DocStore, clock: &ManualClock) -> Router {
     create_sync_router(options).unwrap()
 }
 
-fn req(method: &str, uri: &str, token: Option<&str>, body: Option<Value>) -> Request<Body> {
-    let mut b = Request::builder().method(method).uri(uri);
-    if let Some(t) = token {
-        b = b.header("authorization", format!("Bearer {t}"));
-    }
-    match body {
-        Some(v) => b
-            .header("content-type", "application/json")
-            .body(Body::from(v.to_string()))
-            .unwrap(),
-        None => b.body(Body::empty()).unwrap(),
-    }
-}
-
-async fn call(app: &Router, r: Request<Body>) -> (StatusCode, Value) {
-    let res = send(app, r).await;
-    let status = res.status();
-    let bytes = body_bytes(res).await;
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
 async fn new_key(app: &Router, by: &str, body: Value) -> (String, String) {
     let (status, out) = call(
         app,

@@ -7,8 +7,7 @@
 mod common;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use common::*;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
@@ -42,27 +41,6 @@ fn node(store: &DocStore, clock: &ManualClock, extra_namespace: bool) -> Router 
         .with_config_endpoint(ConfigEndpoint::Public)
         .with_admin_key(ADMIN);
     create_sync_router(options).unwrap()
-}
-
-fn req(method: &str, uri: &str, token: Option<&str>, body: Option<Value>) -> Request<Body> {
-    let mut b = Request::builder().method(method).uri(uri);
-    if let Some(t) = token {
-        b = b.header("authorization", format!("Bearer {t}"));
-    }
-    match body {
-        Some(v) => b
-            .header("content-type", "application/json")
-            .body(Body::from(v.to_string()))
-            .unwrap(),
-        None => b.body(Body::empty()).unwrap(),
-    }
-}
-
-async fn call(app: &Router, r: Request<Body>) -> (StatusCode, Value) {
-    let res = send(app, r).await;
-    let s = res.status();
-    let bytes = body_bytes(res).await;
-    (s, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
 async fn create(app: &Router, name: &str, template: &str) {

@@ -18,6 +18,7 @@
 
 use super::keys::{KeyRecord, MAX_GRANTS, Right};
 use super::{TenantError, TenantRecord, TenantState, Tenants};
+use crate::config::NamespaceName;
 use crate::config::names::SYSTEM_ROOT;
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -525,10 +526,7 @@ impl Tenants {
 
     /// The record of `name`.
     pub(crate) async fn record(&self, name: &str) -> Result<TenantRecord, TenantError> {
-        if self.static_names.contains(name) {
-            return Err(TenantError::InConfig);
-        }
-        let valid = self.valid_name(name).ok_or(TenantError::Missing)?;
+        let valid = self.runtime_name(name)?;
         self.read(&valid).await?.ok_or(TenantError::Missing)
     }
 
@@ -538,25 +536,44 @@ impl Tenants {
         name: &str,
         to: TenantState,
     ) -> Result<TenantRecord, TenantError> {
+        let valid = self.runtime_name(name)?;
+        self.update(&valid, |record| {
+            if record.state == TenantState::Deleting {
+                return Err(TenantError::Missing);
+            }
+            record.state = to;
+            Ok(())
+        })
+        .await
+    }
+
+    /// `name` when it may name a runtime tenant (not one of the config's).
+    fn runtime_name(&self, name: &str) -> Result<NamespaceName, TenantError> {
         if self.static_names.contains(name) {
             return Err(TenantError::InConfig);
         }
-        let valid = self.valid_name(name).ok_or(TenantError::Missing)?;
+        self.valid_name(name).ok_or(TenantError::Missing)
+    }
+
+    /// Changes the record of `name` with `change`, by compare-and-swap; this node
+    /// forgets what it knew of it.
+    async fn update(
+        &self,
+        name: &NamespaceName,
+        change: impl Fn(&mut TenantRecord) -> Result<(), TenantError>,
+    ) -> Result<TenantRecord, TenantError> {
         let record = self
             .registry
-            .compare_and_swap(&crate::store::ObjectKey::named(&valid), |current| {
+            .compare_and_swap(&crate::store::ObjectKey::named(name), |current| {
                 let mut record: TenantRecord = current
                     .and_then(|b| serde_json::from_slice(b).ok())
                     .ok_or(TenantError::Missing)?;
-                if record.state == TenantState::Deleting {
-                    return Err(TenantError::Missing);
-                }
-                record.state = to;
+                change(&mut record)?;
                 let bytes = serde_json::to_vec(&record).map_err(|_| TenantError::Missing)?;
                 Ok::<_, TenantError>((bytes, record))
             })
             .await?;
-        self.forget(name);
+        self.forget(name.as_str());
         Ok(record)
     }
 
@@ -564,23 +581,14 @@ impl Tenants {
     /// generation's data, then its record if it is still that generation. An
     /// interrupted deletion is finished by the next one.
     pub(crate) async fn delete(&self, name: &str) -> Result<u64, TenantError> {
-        if self.static_names.contains(name) {
-            return Err(TenantError::InConfig);
-        }
-        let valid = self.valid_name(name).ok_or(TenantError::Missing)?;
+        let valid = self.runtime_name(name)?;
         let key = crate::store::ObjectKey::named(&valid);
         let record = self
-            .registry
-            .compare_and_swap(&key, |current| {
-                let mut record: TenantRecord = current
-                    .and_then(|b| serde_json::from_slice(b).ok())
-                    .ok_or(TenantError::Missing)?;
+            .update(&valid, |record| {
                 record.state = TenantState::Deleting;
-                let bytes = serde_json::to_vec(&record).map_err(|_| TenantError::Missing)?;
-                Ok::<_, TenantError>((bytes, record))
+                Ok(())
             })
             .await?;
-        self.forget(name);
         // Never drop the record of data that could not be reached: it would be left
         // behind, unlisted.
         let template = self

@@ -274,3 +274,31 @@ impl Signed {
         b.body(Body::from(body)).unwrap()
     }
 }
+
+// ---- admin API and API keys ---------------------------------------------------
+
+/// A request with an optional `Authorization: Bearer` token and JSON body.
+pub fn req(method: &str, uri: &str, token: Option<&str>, body: Option<Value>) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    match body {
+        Some(v) => b
+            .header("content-type", "application/json")
+            .body(Body::from(v.to_string()))
+            .unwrap(),
+        None => b.body(Body::empty()).unwrap(),
+    }
+}
+
+/// The status and the JSON body (`null` when the body is not JSON).
+pub async fn call(app: &Router, r: Request<Body>) -> (StatusCode, Value) {
+    let res = send(app, r).await;
+    let status = res.status();
+    let bytes = body_bytes(res).await;
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
