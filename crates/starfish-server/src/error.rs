@@ -95,7 +95,14 @@ pub(crate) enum ApiError {
     /// The key is taken by another document's folder, or lies under a document.
     #[error("Key conflicts with another document")]
     KeyConflict,
+    /// The namespace is frozen for the last pass of a migration (`starfish migrate`):
+    /// reads are served, writes wait a few seconds (`Retry-After`).
+    #[error("Namespace is being migrated")]
+    Migrating,
 }
+
+/// Seconds a write refused during a migration's last pass is asked to wait.
+const MIGRATING_RETRY_AFTER: u64 = 2;
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
@@ -104,6 +111,7 @@ impl From<StoreError> for ApiError {
                 tracing::debug!(error = %e, "key conflict in the store");
                 Self::KeyConflict
             }
+            StoreError::ReadOnly => Self::Migrating,
             other => Self::Store(other),
         }
     }
@@ -209,7 +217,7 @@ impl ApiError {
             Self::JsonMediaTypeRequired => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::KeyConflict => StatusCode::CONFLICT,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Busy | Self::Migrating => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Sync(e) => sync_status(e),
         }
@@ -263,10 +271,15 @@ impl IntoResponse for ApiError {
             body.to_string(),
         )
             .into_response();
-        if let Self::RateLimited { retry_after } = self {
+        let retry_after = match self {
+            Self::RateLimited { retry_after } => Some(retry_after),
+            Self::Migrating => Some(MIGRATING_RETRY_AFTER),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

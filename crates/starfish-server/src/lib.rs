@@ -192,6 +192,7 @@ mod browser;
 mod config;
 mod error;
 mod events;
+pub mod migrate;
 mod openapi;
 mod protocol;
 mod routes;

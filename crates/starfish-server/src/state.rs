@@ -300,6 +300,8 @@ pub(crate) struct Inner {
     pub(crate) admin_key: Option<AdminKey>,
     /// API keys (on with the admin API).
     pub(crate) keys: Option<ApiKeys>,
+    /// Migrations of `shared` config namespaces to `prefixed` (`starfish migrate`).
+    pub(crate) migrations: crate::migrate::Migrations,
 }
 
 /// Shared state of the router; clone = refcount bump.
@@ -386,7 +388,15 @@ impl AppState {
                 options.clock.clone(),
             )
         });
+        let migrations = crate::migrate::Migrations::new(
+            &config,
+            &options.store,
+            &namespaces,
+            options.tenants.refresh,
+            options.clock.clone(),
+        );
         Ok(Self(Arc::new(Inner {
+            migrations,
             keys,
             tenants,
             admin_key: options.admin_key.as_deref().map(AdminKey::new),

@@ -17,7 +17,7 @@ use std::sync::Arc;
 const MAX_SEGMENTS: usize = 64;
 
 /// The routes of one scope: the root, or one namespace.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Scope {
     /// `None` at the root.
     pub(crate) namespace: Option<NamespaceName>,

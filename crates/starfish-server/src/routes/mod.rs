@@ -89,16 +89,21 @@ async fn dispatch(
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     // A namespace created at runtime is looked up (in memory if fresh) before routing.
-    let tenant = match endpoint::namespace_segment(parts.uri.path()) {
-        Some(name) if !state.namespaces.contains_key(&name) => state.tenants.lookup(&name).await?,
-        _ => None,
+    // A config namespace being migrated may be served frozen or from its new keys.
+    let (tenant, migrated) = match endpoint::namespace_segment(parts.uri.path()) {
+        Some(name) if !state.namespaces.contains_key(&name) => {
+            (state.tenants.lookup(&name).await?, None)
+        }
+        Some(name) => (None, state.migrations.scope(&name).await?),
+        None => (None, None),
     };
+    let named =
+        |scope: &&Scope, name: &str| scope.namespace.as_ref().is_some_and(|n| n.as_str() == name);
     let namespace = |name: &str| {
-        state.namespaces.get(name).or_else(|| {
-            tenant
-                .as_deref()
-                .filter(|t| t.namespace.as_ref().is_some_and(|n| n.as_str() == name))
-        })
+        migrated
+            .filter(|m| named(m, name))
+            .or_else(|| state.namespaces.get(name))
+            .or_else(|| tenant.as_deref().filter(|t| named(t, name)))
     };
     match Endpoint::parse(&state.root, namespace, &parts.method, parts.uri.path())? {
         Endpoint::Pull(scope, doc) => pull::pull(&state, &parts, scope, doc).await,

@@ -184,6 +184,7 @@ impl NsStore {
         bytes: Vec<u8>,
         expect: Expect,
     ) -> Result<bool, StoreError> {
+        self.writable()?;
         self.docs.put_if(&self.path_of(key)?, bytes, expect).await
     }
 

@@ -71,6 +71,7 @@ impl NsStore {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        self.writable()?;
         let path = self.path(key);
         // At most two parts in flight: memory per upload stays near 2 x PART_BYTES.
         let mut writer =

@@ -102,6 +102,11 @@ impl ObjectKey {
         Self(name.as_str().into())
     }
 
+    /// The key of a server-owned object with a fixed name (a record of its own).
+    pub(crate) fn fixed(name: &'static str) -> Self {
+        Self(name.into())
+    }
+
     /// The key as text.
     pub(crate) fn as_str(&self) -> &str {
         &self.0

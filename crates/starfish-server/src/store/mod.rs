@@ -11,6 +11,7 @@
 
 mod append;
 mod blob;
+mod copy;
 #[cfg(feature = "fs")]
 mod durable;
 mod key;
@@ -21,7 +22,8 @@ mod tenant;
 
 pub(crate) use append::AppendFailure;
 pub(crate) use append::AppendOp;
-pub(crate) use blob::{BlobBody, BlobError};
+pub(crate) use blob::{BlobBody, BlobError, META_SUFFIX};
+pub(crate) use copy::Copied;
 pub(crate) use key::{KeyError, MAX_PARAM_BYTES, ObjectKey, PathParams};
 #[cfg(feature = "aws")]
 pub use s3::S3Settings;
@@ -85,6 +87,9 @@ pub enum StoreError {
     /// documents at once (`a/b` beside `a/b/c`): the write is refused, nothing stored.
     #[error("key conflicts with another document: {0}")]
     KeyConflict(String),
+    /// The namespace is frozen for the last pass of a migration: writes wait.
+    #[error("the namespace is being migrated")]
+    ReadOnly,
 }
 
 impl StoreError {
@@ -305,6 +310,7 @@ impl NsStore {
         key: &ObjectKey,
         mut decide: impl FnMut(Option<&[u8]>) -> Result<(Vec<u8>, T), E>,
     ) -> Result<T, CasError<E>> {
+        self.writable()?;
         let key = &self.path(key);
         for _ in 0..CAS_ATTEMPTS {
             // Without conditional updates, serialise in-process (documented above).

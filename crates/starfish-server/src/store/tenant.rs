@@ -28,14 +28,21 @@ const TENANTS_DIR: &str = "t";
 pub(crate) struct NsStore {
     pub(super) docs: DocStore,
     /// Put before every key; `None` when keys are exactly as the storagePath says.
-    root: Option<Path>,
+    pub(super) root: Option<Path>,
+    /// Writes are refused ([`StoreError::ReadOnly`]): a namespace frozen for the last
+    /// pass of a migration (crate::migrate).
+    read_only: bool,
 }
 
 impl NsStore {
     /// Keys exactly as their storagePath says: the root scope, a `shared` namespace
     /// (the reference's meaning), or a namespace with a store of its own.
     pub(crate) fn whole(docs: DocStore) -> Self {
-        Self { docs, root: None }
+        Self {
+            docs,
+            root: None,
+            read_only: false,
+        }
     }
 
     /// Every key under `_starfish/ns/<name>/`: a `prefixed` namespace.
@@ -44,6 +51,7 @@ impl NsStore {
         Self {
             docs,
             root: Some(root),
+            read_only: false,
         }
     }
 
@@ -54,6 +62,7 @@ impl NsStore {
         Self {
             docs,
             root: Some(root),
+            read_only: false,
         }
     }
 
@@ -62,6 +71,27 @@ impl NsStore {
         Self {
             docs,
             root: Some(Path::from_iter([SYSTEM_ROOT, area])),
+            read_only: false,
+        }
+    }
+
+    /// This handle, refusing every write with [`StoreError::ReadOnly`].
+    pub(crate) fn read_only(&self) -> Self {
+        Self {
+            read_only: true,
+            ..self.clone()
+        }
+    }
+
+    /// `Ok` unless this handle refuses writes.
+    ///
+    /// # Errors
+    /// [`StoreError::ReadOnly`].
+    pub(super) fn writable(&self) -> Result<(), StoreError> {
+        if self.read_only {
+            Err(StoreError::ReadOnly)
+        } else {
+            Ok(())
         }
     }
 
@@ -85,6 +115,7 @@ impl NsStore {
     /// # Errors
     /// [`StoreError`]; what was deleted stays deleted, and a retry finishes the job.
     pub(crate) async fn clear(&self) -> Result<u64, StoreError> {
+        self.writable()?;
         let locations: Vec<Path> = self
             .docs
             .inner()
@@ -108,6 +139,7 @@ impl NsStore {
     /// # Errors
     /// [`StoreError`].
     pub(crate) async fn remove(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        self.writable()?;
         match self.docs.inner().delete(&self.path(key)).await {
             Err(e) if !super::is_missing(&e) => Err(e.into()),
             _ => Ok(()),
