@@ -5,6 +5,7 @@
 //!                [--store fs|memory|s3] [--s3-bucket B] [--base-path /v1] [--print-config]
 //! starfish check-config starfish.yaml
 //! starfish init [starfish.yaml]
+//! starfish migrate NAMESPACE --config starfish.yaml [store options as for serve]
 //! ```
 //!
 //! Every `serve` option is also read from a `STARFISH_*` environment variable and from
@@ -13,6 +14,7 @@
 mod cors;
 mod init;
 mod limits;
+mod migrate;
 mod openapi;
 mod serve;
 mod settings;
@@ -56,6 +58,9 @@ enum Command {
     Openapi(openapi::OpenapiArgs),
     /// Manage namespaces and API keys of a running server (its admin API).
     Admin(Box<tenancy::AdminArgs>),
+    /// Move a `shared` config namespace to `prefixed` keys while servers run
+    /// (resumable; see docs/namespaces.md).
+    Migrate(Box<migrate::MigrateArgs>),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +68,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::CheckConfig { file } => check_config(&file),
         Command::Admin(args) => tenancy::admin(*args),
+        Command::Migrate(args) => migrate::run(*args),
         Command::Serve(args) => serve(*args),
         Command::Init { path } => init::init(&path),
         Command::Openapi(args) => openapi::run(&args),

@@ -1,7 +1,7 @@
 """Interop scenarios driven by the official Python client stack (starfish-sdk,
 starfish-identities, starfish-protocol), unmodified.
 
-usage: scenarios.py BASE_URL PHASE  (PHASE: main | revoked, STATE file in $INTEROP_STATE)
+usage: scenarios.py BASE_URL PHASE  (PHASE: main | migrated | revoked, STATE file in $INTEROP_STATE)
 Prints one line per scenario and a closing "N passed, M failed" line.
 """
 
@@ -202,6 +202,23 @@ async def namespace_under_v1():
         first = await c.push(f"/push{path}", {"note": "in acme"}, None)
         got = await c.pull(f"/pull{path}")
         assert got.data == {"note": "in acme"} and got.hash == first.hash
+    # Read again after `starfish migrate acme` (the "migrated" phase).
+    with open(STATE + ".acme", "w") as f:
+        json.dump({"passphrase": f"alice-{RUN}", "hash": first.hash}, f)
+
+
+async def namespace_after_migration():
+    # `starfish migrate` moved acme to its own prefix while the server ran: the same
+    # document, the same hash, and writes go on.
+    state = json.load(open(STATE + ".acme"))
+    owner = Device(state["passphrase"])
+    async with owner.client(namespace="acme") as c:
+        path = f"/acme/{owner.uid}/notes"
+        got = await c.pull(f"/pull{path}")
+        assert got.data == {"note": "in acme"} and got.hash == state["hash"], got
+        second = await c.push(f"/push{path}", {"note": "after the move"}, got.hash)
+        again = await c.pull(f"/pull{path}")
+        assert again.data == {"note": "after the move"} and again.hash == second.hash
 
 
 def create_tenant(name):
@@ -280,6 +297,7 @@ PHASES = {
              runtime_tenant_under_v1,
              read_only_cap_cannot_write, prepare_revocation],
     "revoked": [revoked_device_refused],
+    "migrated": [namespace_after_migration],
 }
 
 

@@ -1,6 +1,6 @@
 // Interop scenarios driven by the official TypeScript client
 // (@drakkar.software/starfish-client with starfish-identities), unmodified.
-// usage: node scenarios.mjs BASE_URL PHASE   (PHASE: main | revoked; state in $INTEROP_STATE)
+// usage: node scenarios.mjs BASE_URL PHASE   (PHASE: main | migrated | revoked; state in $INTEROP_STATE)
 // Prints one line per scenario and a closing "N passed, M failed" line.
 import { readFileSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
@@ -142,6 +142,8 @@ const scenarios = {
     const first = await c.push(`/push${path}`, { note: "in acme" }, null);
     const got = await c.pull(`/pull${path}`);
     assert(eq(got.data, { note: "in acme" }) && got.hash === first.hash, JSON.stringify(got));
+    // Read again after `starfish migrate acme` (the "migrated" phase).
+    writeFileSync(STATE + ".acme", JSON.stringify({ passphrase: `alice-ts-${RUN}`, hash: first.hash }));
   },
   async runtimeTenantUnderV1() {
     // A namespace created at runtime (an extension: the reference has none).
@@ -202,8 +204,25 @@ const revokedScenarios = {
   },
 };
 
+const migratedScenarios = {
+  async namespaceAfterMigration() {
+    // `starfish migrate` moved acme to its own prefix while the server ran: the same
+    // document, the same hash, and writes go on.
+    const state = JSON.parse(readFileSync(STATE + ".acme", "utf-8"));
+    const owner = await device(state.passphrase);
+    const c = owner.client("acme");
+    const path = `/acme/${owner.uid}/notes`;
+    const got = await c.pull(`/pull${path}`);
+    assert(eq(got.data, { note: "in acme" }) && got.hash === state.hash, JSON.stringify(got));
+    const second = await c.push(`/push${path}`, { note: "after the move" }, got.hash);
+    const again = await c.pull(`/pull${path}`);
+    assert(eq(again.data, { note: "after the move" }) && again.hash === second.hash, JSON.stringify(again));
+  },
+};
+
+const phases = { main: scenarios, revoked: revokedScenarios, migrated: migratedScenarios };
 let passed = 0, failed = 0;
-for (const [name, run] of Object.entries(PHASE === "revoked" ? revokedScenarios : scenarios)) {
+for (const [name, run] of Object.entries(phases[PHASE])) {
   try {
     await run();
     passed += 1;

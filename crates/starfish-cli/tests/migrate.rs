@@ -1,0 +1,92 @@
+//! `starfish migrate` against the data directory of a running `starfish serve`: the
+//! namespace moves to its prefix on disk, the server serves the same documents from
+//! there without a restart, and its shared twin keeps the old ones.
+
+mod common;
+
+use common::{BIN, Server};
+use std::process::Command;
+
+const CONFIG: &str = r#"
+version: 1
+collections: []
+namespaces:
+  acme:
+    collections:
+      - {name: board, storagePath: "board/{id}", readRoles: [public], writeRoles: [public]}
+  globex:
+    collections:
+      - {name: board, storagePath: "board/{id}", readRoles: [public], writeRoles: [public]}
+"#;
+
+fn migrate(config: &std::path::Path, data: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// The `data` of a pull, as text.
+fn data(server: &Server, path: &str) -> String {
+    let (status, text) = server.request("GET", path, None);
+    assert_eq!(status, 200, "{path}: {text}");
+    let start = text.find("\"data\":").unwrap();
+    let end = text.find(",\"hash\"").unwrap();
+    text[start..end].to_owned()
+}
+
+#[test]
+fn migrate_moves_a_namespace_of_a_running_server_to_its_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("starfish.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let data_dir = dir.path().join("data");
+    let server = Server::start_with(&config, &data_dir, &[]);
+    for i in 0..5 {
+        let body = format!(r#"{{"data":{{"i":{i}}}}}"#);
+        let (status, text) = server.request("POST", &format!("/acme/push/board/b{i}"), Some(&body));
+        assert_eq!(status, 200, "{text}");
+    }
+    let before: Vec<String> = (0..5)
+        .map(|i| data(&server, &format!("/acme/pull/board/b{i}")))
+        .collect();
+    assert_eq!(data(&server, "/globex/pull/board/b0"), before[0], "shared");
+
+    let (ok, out) = migrate(&config, &data_dir, &["acme", "--grace", "1.5"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("frozen") && out.contains("done"), "{out}");
+    assert!(data_dir.join("_starfish/ns/acme/board/b4").is_file());
+    let (ok, out) = migrate(&config, &data_dir, &["--status"]);
+    assert!(ok && out.contains("\"phase\": \"done\""), "{out}");
+
+    // The running server now serves acme from its prefix, the same documents.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    for (i, was) in before.iter().enumerate() {
+        assert_eq!(&data(&server, &format!("/acme/pull/board/b{i}")), was);
+    }
+    let (status, text) = server.request(
+        "POST",
+        "/acme/push/board/new",
+        Some(r#"{"data":{"new":1}}"#),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(data_dir.join("_starfish/ns/acme/board/new").is_file());
+    assert!(!data_dir.join("board/new").exists());
+    let (status, _) = server.request("GET", "/globex/pull/board/new", None);
+    assert_eq!(status, 200);
+    assert_eq!(data(&server, "/globex/pull/board/new"), "\"data\":{}");
+
+    let (ok, out) = migrate(&config, &data_dir, &["acme"]);
+    assert!(!ok && out.contains("migrated already"), "{out}");
+    let (ok, out) = migrate(&config, &data_dir, &["nope"]);
+    assert!(!ok && out.contains("no namespace"), "{out}");
+}
