@@ -68,17 +68,21 @@ fn migrate_moves_a_namespace_of_a_running_server_to_its_prefix() {
     let (ok, out) = migrate(&config, &data_dir, &["--status"]);
     assert!(ok && out.contains("\"phase\": \"done\""), "{out}");
 
-    // The running server now serves acme from its prefix, the same documents.
-    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // The running server serves acme from its prefix within its refresh (1 s): a
+    // write waits (503) until then.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (mut status, mut text) = (503, String::new());
+    while status == 503 && std::time::Instant::now() < deadline {
+        (status, text) = server.request(
+            "POST",
+            "/acme/push/board/new",
+            Some(r#"{"data":{"new":1}}"#),
+        );
+    }
+    assert_eq!(status, 200, "{text}");
     for (i, was) in before.iter().enumerate() {
         assert_eq!(&data(&server, &format!("/acme/pull/board/b{i}")), was);
     }
-    let (status, text) = server.request(
-        "POST",
-        "/acme/push/board/new",
-        Some(r#"{"data":{"new":1}}"#),
-    );
-    assert_eq!(status, 200, "{text}");
     assert!(data_dir.join("_starfish/ns/acme/board/new").is_file());
     assert!(!data_dir.join("board/new").exists());
     let (status, _) = server.request("GET", "/globex/pull/board/new", None);
