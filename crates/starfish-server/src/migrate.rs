@@ -26,6 +26,7 @@ use crate::store::{CasError, Copied, DocStore, META_SUFFIX, NsStore, ObjectKey, 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -493,6 +494,8 @@ pub(crate) struct Migrations {
 struct Variants {
     frozen: Scope,
     moved: Scope,
+    /// Shared with the namespace's own scope's store handle: set once frozen or done.
+    moving: Arc<AtomicBool>,
 }
 
 #[derive(Clone)]
@@ -502,11 +505,12 @@ struct Snapshot {
 }
 
 impl Migrations {
-    /// Watches the `shared` namespaces of `config` (their scopes in `scopes`).
+    /// Watches the `shared` namespaces of `config`; their scopes in `scopes` get a
+    /// store handle that refuses writes once the migration is frozen.
     pub(crate) fn new(
         config: &SyncConfig,
         store: &DocStore,
-        scopes: &HashMap<String, Scope>,
+        scopes: &mut HashMap<String, Scope>,
         refresh: Duration,
         clock: Arc<dyn crate::auth::Clock>,
     ) -> Self {
@@ -518,8 +522,11 @@ impl Migrations {
                     && ns.name.as_str().len() <= MAX_ISOLATED_NAME_BYTES
             })
             .filter_map(|ns| {
-                let scope = scopes.get(ns.name.as_str())?;
+                let scope = scopes.get_mut(ns.name.as_str())?;
+                let moving = Arc::new(AtomicBool::new(false));
+                scope.store = scope.store.watched(moving.clone());
                 let variants = Variants {
+                    moving,
                     frozen: Scope {
                         store: scope.store.read_only(),
                         ..scope.clone()
@@ -594,6 +601,10 @@ impl Migrations {
                         .map(|(name, entry)| (name, entry.phase))
                         .collect(),
                 );
+                for (name, variants) in &self.watched {
+                    let moving = matches!(phases.get(name), Some(Phase::Frozen | Phase::Done));
+                    variants.moving.store(moving, Ordering::Release);
+                }
                 *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = Some(Snapshot {
                     at_ms: self.clock.now_ms(),
                     phases: phases.clone(),

@@ -391,7 +391,7 @@ impl AppState {
         let migrations = crate::migrate::Migrations::new(
             &config,
             &options.store,
-            &namespaces,
+            &mut namespaces,
             options.tenants.refresh,
             options.clock.clone(),
         );

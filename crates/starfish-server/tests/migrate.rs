@@ -411,3 +411,57 @@ async fn an_aborted_migration_goes_back_to_the_shared_keys() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_upload_admitted_before_the_freeze_does_not_land_after_it() {
+    let store = DocStore::memory();
+    let app = router(&store);
+    let (status, _) = push_doc(&app, "/acme/push/notes/a", json!({"v": 1}), None).await;
+    assert_eq!(status, StatusCode::OK);
+    // A slow upload starts while the namespace is served from its shared keys.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+    let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    }));
+    let request = Request::post("/acme/push/files/slow")
+        .header("content-type", "image/png")
+        .header("content-length", 16)
+        .body(body)
+        .unwrap();
+    let upload = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, request).await }
+    });
+    tx.send(Ok(bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\n")))
+        .await
+        .unwrap();
+    // Meanwhile the migration freezes the namespace, and the router hears of it.
+    let stopped = migrate_to_prefixed(&config(), &store, "acme", &options(), |r| {
+        if r.phase == Phase::Frozen {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .await;
+    assert!(matches!(stopped, Err(MigrateError::Stopped)));
+    tokio::time::sleep(REFRESH * 2).await;
+    assert_eq!(
+        send(&app, get("/acme/pull/notes/a")).await.status(),
+        StatusCode::OK
+    );
+    // The upload ends after the freeze: refused, and nothing landed.
+    tx.send(Ok(bytes::Bytes::from_static(b"late end")))
+        .await
+        .unwrap();
+    drop(tx);
+    let res = upload.await.unwrap();
+    assert_error(
+        res,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Namespace is being migrated",
+    )
+    .await;
+    let keys = raw_keys(&store).await;
+    assert!(!keys.iter().any(|k| k.starts_with("files/")), "{keys:?}");
+}

@@ -101,6 +101,8 @@ impl NsStore {
                 }
             }
         };
+        // An upload can outlast a migration's grace: look again before it lands.
+        let failure = failure.or_else(|| self.writable().err().map(BlobError::Store));
         if let Some(e) = failure {
             let _ = writer.abort().await;
             return Err(e);

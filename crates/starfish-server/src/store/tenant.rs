@@ -12,6 +12,8 @@ use crate::config::names::SYSTEM_ROOT;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use object_store::path::{Path, PathPart};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Where the config's isolated namespaces live: `_starfish/ns/<name>/…`. `_starfish`
 /// is a reserved name (no parameter value or template segment can be it), so no key of
@@ -32,6 +34,9 @@ pub(crate) struct NsStore {
     /// Writes are refused ([`StoreError::ReadOnly`]): a namespace frozen for the last
     /// pass of a migration (crate::migrate).
     read_only: bool,
+    /// Set while a migration of this namespace is frozen or done (crate::migrate): a
+    /// write admitted before the freeze was seen is refused when it reaches the store.
+    moving: Option<Arc<AtomicBool>>,
 }
 
 impl NsStore {
@@ -42,6 +47,7 @@ impl NsStore {
             docs,
             root: None,
             read_only: false,
+            moving: None,
         }
     }
 
@@ -52,6 +58,7 @@ impl NsStore {
             docs,
             root: Some(root),
             read_only: false,
+            moving: None,
         }
     }
 
@@ -63,6 +70,7 @@ impl NsStore {
             docs,
             root: Some(root),
             read_only: false,
+            moving: None,
         }
     }
 
@@ -72,6 +80,7 @@ impl NsStore {
             docs,
             root: Some(Path::from_iter([SYSTEM_ROOT, area])),
             read_only: false,
+            moving: None,
         }
     }
 
@@ -83,12 +92,25 @@ impl NsStore {
         }
     }
 
+    /// This handle, refusing writes from the moment `moving` is set.
+    pub(crate) fn watched(&self, moving: Arc<AtomicBool>) -> Self {
+        Self {
+            moving: Some(moving),
+            ..self.clone()
+        }
+    }
+
     /// `Ok` unless this handle refuses writes.
     ///
     /// # Errors
     /// [`StoreError::ReadOnly`].
     pub(super) fn writable(&self) -> Result<(), StoreError> {
-        if self.read_only {
+        if self.read_only
+            || self
+                .moving
+                .as_ref()
+                .is_some_and(|m| m.load(Ordering::Acquire))
+        {
             Err(StoreError::ReadOnly)
         } else {
             Ok(())
