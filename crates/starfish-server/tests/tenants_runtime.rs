@@ -329,3 +329,39 @@ async fn the_admin_api_lists_namespaces_with_what_they_hold() {
     assert_eq!(page["hasMore"], false);
     assert_eq!(page["configured"], json!([]));
 }
+
+#[tokio::test]
+async fn a_flood_of_made_up_names_costs_the_store_a_bounded_number_of_reads() {
+    let store = DocStore::memory();
+    let clock = ManualClock::new(T0);
+    let mut tenants = starfish_server::TenantOptions::default();
+    tenants.unknown_lookups_per_second = 5;
+    let build = |admin: bool| {
+        let mut options = SyncOptions::new(config(), store.clone())
+            .with_clock(Arc::new(clock.clone()))
+            .with_tenant_options(tenants.clone());
+        if admin {
+            options = options.with_admin_key(KEY);
+        }
+        create_sync_router(options).unwrap()
+    };
+    let (a, b) = (build(true), build(false));
+    assert_eq!(status(&a, create("real")).await, StatusCode::CREATED);
+    assert_eq!(status(&b, get("/real/pull/board")).await, StatusCode::OK);
+    // Node B has looked up "real" (a tenant: refreshed as usual). Five made-up names
+    // use up this second's reads; the sixth, and "late" (created meanwhile on A, not
+    // yet known to B), answer 404 without a read.
+    for i in 0..6 {
+        let uri = format!("/made-up-{i}/pull/board");
+        assert_eq!(status(&b, get(&uri)).await, StatusCode::NOT_FOUND);
+    }
+    assert_eq!(status(&a, create("late")).await, StatusCode::CREATED);
+    assert_eq!(
+        status(&b, get("/late/pull/board")).await,
+        StatusCode::NOT_FOUND
+    );
+    clock.advance(1_001);
+    assert_eq!(status(&b, get("/real/pull/board")).await, StatusCode::OK);
+    // The next second has a fresh budget.
+    assert_eq!(status(&b, get("/late/pull/board")).await, StatusCode::OK);
+}

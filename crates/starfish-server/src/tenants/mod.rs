@@ -29,6 +29,8 @@ const REGISTRY_AREA: &str = "tenants";
 pub(crate) const DEFAULT_TENANT_REFRESH: Duration = Duration::from_secs(1);
 /// Default bound on looked-up tenants kept in memory.
 pub(crate) const DEFAULT_TENANT_CACHE: usize = 100_000;
+/// Default for [`TenantOptions::unknown_lookups_per_second`].
+pub(crate) const DEFAULT_UNKNOWN_LOOKUPS: u32 = 100;
 
 /// Settings of namespaces created at runtime.
 #[derive(Debug, Clone)]
@@ -40,6 +42,11 @@ pub struct TenantOptions {
     pub refresh: Duration,
     /// Most tenants whose lookup is kept in memory at once.
     pub cache_entries: usize,
+    /// Most registry reads per second, on this node, for names not known to be
+    /// tenants (never looked up, or missing when last looked up). A flood of made-up
+    /// namespace names costs the store at most this; past it, such a name answers
+    /// 404 without a read until the next second. Known tenants are refreshed as usual.
+    pub unknown_lookups_per_second: u32,
 }
 
 impl Default for TenantOptions {
@@ -47,6 +54,7 @@ impl Default for TenantOptions {
         Self {
             refresh: DEFAULT_TENANT_REFRESH,
             cache_entries: DEFAULT_TENANT_CACHE,
+            unknown_lookups_per_second: DEFAULT_UNKNOWN_LOOKUPS,
         }
     }
 }
@@ -138,6 +146,9 @@ pub(crate) struct Tenants {
     opened: quick_cache::sync::Cache<Box<str>, DocStore>,
     refresh_ms: u64,
     clock: Arc<dyn Clock>,
+    /// Lookups of unknown names: the current second and how many it has had.
+    unknown: std::sync::Mutex<(u64, u32)>,
+    unknown_per_second: u32,
 }
 
 impl Tenants {
@@ -171,7 +182,26 @@ impl Tenants {
             opened: quick_cache::sync::Cache::new(options.cache_entries.max(1)),
             refresh_ms: u64::try_from(options.refresh.as_millis()).unwrap_or(u64::MAX),
             clock,
+            unknown: std::sync::Mutex::new((0, 0)),
+            unknown_per_second: options.unknown_lookups_per_second.max(1),
         }
+    }
+
+    /// True when one more lookup of an unknown name fits this second's budget.
+    fn unknown_lookup_allowed(&self, now_ms: u64) -> bool {
+        let second = now_ms / 1000;
+        let mut window = self
+            .unknown
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if window.0 != second {
+            *window = (second, 0);
+        }
+        if window.1 >= self.unknown_per_second {
+            return false;
+        }
+        window.1 += 1;
+        true
     }
 
     /// True when the config has templates, so runtime tenants can exist.
@@ -218,10 +248,19 @@ impl Tenants {
             return Ok(None);
         };
         let now = self.clock.now_ms();
-        if let Some(known) = self.known.get(name) {
+        let known = self.known.get(name);
+        if let Some(known) = &known {
             if now.saturating_sub(known.at_ms) < self.refresh_ms {
-                return Ok(known.scope);
+                return Ok(known.scope.clone());
             }
+        }
+        let tenant = known.is_some_and(|k| k.scope.is_some());
+        if !tenant && !self.unknown_lookup_allowed(now) {
+            tracing::debug!(
+                namespace = name,
+                "over the budget for unknown names; not looked up"
+            );
+            return Ok(None);
         }
         let scope = match self.read(&valid).await? {
             Some(record) if record.state != TenantState::Deleting => {
