@@ -385,6 +385,7 @@ impl AppState {
                 options.store.clone(),
                 options.tenants.cache_entries,
                 u64::try_from(options.tenants.refresh.as_millis()).unwrap_or(u64::MAX),
+                options.tenants.unknown_lookups_per_second,
                 options.clock.clone(),
             )
         });

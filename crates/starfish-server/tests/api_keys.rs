@@ -421,3 +421,30 @@ async fn a_namespace_admin_key_manages_only_its_namespaces() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
     }
 }
+
+#[tokio::test]
+async fn made_up_key_ids_cost_the_store_a_bounded_number_of_reads() {
+    let (store, clock, a) = setup().await;
+    let mut tenants = starfish_server::TenantOptions::default();
+    tenants.unknown_lookups_per_second = 3;
+    let b = create_sync_router(
+        SyncOptions::new(config(), store.clone())
+            .with_clock(Arc::new(clock.clone()))
+            .with_tenant_options(tenants)
+            .with_admin_key(ADMIN),
+    )
+    .unwrap();
+    let (_, key) = new_key(&a, ADMIN, json!({"grants": {"org-acme": ["read"]}})).await;
+    // Three made-up ids use up this second's reads on node B; the real key, new to
+    // B, is then refused without a read, until the next second.
+    for i in 0..3 {
+        let made_up = format!("sfk_{i:016x}_{}", "0".repeat(64));
+        let (status, _) = call(&b, req("GET", "/org-acme/pull/board", Some(&made_up), None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _) = call(&b, req("GET", "/org-acme/pull/board", Some(&key), None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    clock.advance(1_000);
+    let (status, _) = call(&b, req("GET", "/org-acme/pull/board", Some(&key), None)).await;
+    assert_eq!(status, StatusCode::OK);
+}

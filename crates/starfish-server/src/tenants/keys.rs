@@ -140,6 +140,8 @@ pub(crate) struct ApiKeys {
     known: quick_cache::sync::Cache<Box<str>, Known>,
     refresh_ms: u64,
     clock: Arc<dyn Clock>,
+    /// Reads for key ids not known to exist.
+    unknown: super::ReadBudget,
 }
 
 /// Why a key was not accepted (the client only ever sees 401).
@@ -156,6 +158,7 @@ impl ApiKeys {
         root: DocStore,
         entries: usize,
         refresh_ms: u64,
+        unknown_per_second: u32,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
@@ -163,6 +166,7 @@ impl ApiKeys {
             known: quick_cache::sync::Cache::new(entries.max(1)),
             refresh_ms,
             clock,
+            unknown: super::ReadBudget::new(unknown_per_second),
         }
     }
 
@@ -185,6 +189,11 @@ impl ApiKeys {
         let Some(key) = Self::key_of(id) else {
             return Ok(None);
         };
+        let exists = cached.as_ref().is_some_and(|k| k.record.is_some());
+        if !exists && !self.unknown.take(now) {
+            tracing::debug!("over the budget for unknown key ids; not looked up");
+            return Ok(None);
+        }
         let pending = cached
             .as_ref()
             .map_or(0, |k| k.pending_uses.swap(0, Ordering::Relaxed));

@@ -46,6 +46,7 @@ pub struct TenantOptions {
     /// tenants (never looked up, or missing when last looked up). A flood of made-up
     /// namespace names costs the store at most this; past it, such a name answers
     /// 404 without a read until the next second. Known tenants are refreshed as usual.
+    /// API key ids not known to exist are capped alike (401 past it).
     pub unknown_lookups_per_second: u32,
 }
 
@@ -131,6 +132,41 @@ impl<E: Into<TenantError>> From<CasError<E>> for TenantError {
     }
 }
 
+/// A per-second cap on store reads an unauthenticated request can cause (lookups of
+/// names or key ids nobody has shown to exist): past it, the name is treated as
+/// unknown without a read until the next second.
+pub(crate) struct ReadBudget {
+    /// The current second and how many reads it has had.
+    window: std::sync::Mutex<(u64, u32)>,
+    per_second: u32,
+}
+
+impl ReadBudget {
+    pub(crate) fn new(per_second: u32) -> Self {
+        Self {
+            window: std::sync::Mutex::new((0, 0)),
+            per_second: per_second.max(1),
+        }
+    }
+
+    /// True when one more read fits the second of `now_ms` (and counts it).
+    pub(crate) fn take(&self, now_ms: u64) -> bool {
+        let second = now_ms / 1000;
+        let mut window = self
+            .window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if window.0 != second {
+            *window = (second, 0);
+        }
+        if window.1 >= self.per_second {
+            return false;
+        }
+        window.1 += 1;
+        true
+    }
+}
+
 /// The runtime tenants of one router.
 pub(crate) struct Tenants {
     registry: NsStore,
@@ -146,9 +182,8 @@ pub(crate) struct Tenants {
     opened: quick_cache::sync::Cache<Box<str>, DocStore>,
     refresh_ms: u64,
     clock: Arc<dyn Clock>,
-    /// Lookups of unknown names: the current second and how many it has had.
-    unknown: std::sync::Mutex<(u64, u32)>,
-    unknown_per_second: u32,
+    /// Reads of the registry for names not known to be tenants.
+    unknown: ReadBudget,
 }
 
 impl Tenants {
@@ -182,26 +217,8 @@ impl Tenants {
             opened: quick_cache::sync::Cache::new(options.cache_entries.max(1)),
             refresh_ms: u64::try_from(options.refresh.as_millis()).unwrap_or(u64::MAX),
             clock,
-            unknown: std::sync::Mutex::new((0, 0)),
-            unknown_per_second: options.unknown_lookups_per_second.max(1),
+            unknown: ReadBudget::new(options.unknown_lookups_per_second),
         }
-    }
-
-    /// True when one more lookup of an unknown name fits this second's budget.
-    fn unknown_lookup_allowed(&self, now_ms: u64) -> bool {
-        let second = now_ms / 1000;
-        let mut window = self
-            .unknown
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if window.0 != second {
-            *window = (second, 0);
-        }
-        if window.1 >= self.unknown_per_second {
-            return false;
-        }
-        window.1 += 1;
-        true
     }
 
     /// True when the config has templates, so runtime tenants can exist.
@@ -255,7 +272,7 @@ impl Tenants {
             }
         }
         let tenant = known.is_some_and(|k| k.scope.is_some());
-        if !tenant && !self.unknown_lookup_allowed(now) {
+        if !tenant && !self.unknown.take(now) {
             tracing::debug!(
                 namespace = name,
                 "over the budget for unknown names; not looked up"
