@@ -99,6 +99,9 @@ pub(crate) enum ApiError {
     /// reads are served, writes wait a few seconds (`Retry-After`).
     #[error("Namespace is being migrated")]
     Migrating,
+    /// The write would take the namespace past its quota; nothing was written.
+    #[error("Quota exceeded")]
+    QuotaExceeded,
 }
 
 /// Seconds a write refused during a migration's last pass is asked to wait.
@@ -112,6 +115,7 @@ impl From<StoreError> for ApiError {
                 Self::KeyConflict
             }
             StoreError::ReadOnly => Self::Migrating,
+            StoreError::QuotaExceeded => Self::QuotaExceeded,
             other => Self::Store(other),
         }
     }
@@ -218,6 +222,8 @@ impl ApiError {
             Self::KeyConflict => StatusCode::CONFLICT,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Busy | Self::Migrating => StatusCode::SERVICE_UNAVAILABLE,
+            // RFC 4918: the server cannot store what the request needs stored.
+            Self::QuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Sync(e) => sync_status(e),
         }

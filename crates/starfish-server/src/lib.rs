@@ -202,7 +202,7 @@ mod sync;
 mod tenants;
 
 pub use browser::CorsSettings;
-pub use config::{ConfigError, Isolation, SyncConfig};
+pub use config::{ConfigError, Isolation, Quota, SyncConfig};
 pub use events::{AfterWrite, WriteAction, WriteEvent};
 pub use openapi::openapi_document;
 pub use routes::headers::SecurityHeaders;

@@ -332,12 +332,28 @@ impl AppState {
         };
         let mut namespaces = HashMap::new();
         for ns in &config.namespaces {
-            let store = namespace_store(
+            let mut store = namespace_store(
                 &options.store,
                 options.namespace_stores.as_deref(),
                 ns,
                 config.isolation_of(ns),
             )?;
+            if let Some(quota) = ns.quota {
+                if config.isolation_of(ns) == Isolation::Shared {
+                    return Err(ConfigError::Invalid(vec![format!(
+                        "Namespace \"{}\": a quota needs isolation \"prefixed\" or \"store\" (in \"shared\" its keys are not its own)",
+                        ns.name
+                    )]));
+                }
+                let ledger = crate::store::Ledger::for_config(
+                    &options.store,
+                    &ns.name,
+                    store.clone(),
+                    quota,
+                    options.clock.clone(),
+                );
+                store = store.with_quota(Arc::new(ledger));
+            }
             let scope = Scope {
                 namespace: Some(ns.name.clone()),
                 routes: ns.routes.clone(),

@@ -30,6 +30,8 @@ pub(crate) struct RawNamespace {
     pub(crate) isolation: Option<Value>,
     /// Extension: the roots whose certificates act here.
     pub(crate) trusted_roots: Option<Value>,
+    /// Extension: most bytes and documents it may hold.
+    pub(crate) quota: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -43,6 +43,40 @@ impl Isolation {
     }
 }
 
+/// A namespace's quota (`quota: {maxBytes, maxDocuments}`, an extension): bytes
+/// stored (every object, bookkeeping included) and documents (documents, logs and
+/// blobs). An absent limit is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Quota {
+    /// Most bytes the namespace may hold.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// Most documents the namespace may hold.
+    #[serde(default)]
+    pub max_documents: Option<u64>,
+}
+
+/// Reads a `quota` field (`label` prefixes the message).
+pub(crate) fn quota(v: Option<&Value>, label: &str, errors: &mut Vec<String>) -> Option<Quota> {
+    match v {
+        None | Some(Value::Null) => None,
+        Some(v) => match serde_json::from_value::<Quota>(v.clone()) {
+            Ok(q) if q.max_bytes.is_none() && q.max_documents.is_none() => {
+                errors.push(format!("{label}quota must set maxBytes or maxDocuments"));
+                None
+            }
+            Ok(q) => Some(q),
+            Err(e) => {
+                errors.push(format!(
+                    "{label}quota must be {{\"maxBytes\": N, \"maxDocuments\": N}} with whole numbers: {e}"
+                ));
+                None
+            }
+        },
+    }
+}
+
 /// Longest namespace name that can be isolated: its prefix must leave room for the
 /// longest key under S3's 1,024-byte bound.
 pub(crate) const MAX_ISOLATED_NAME_BYTES: usize = 63;

@@ -103,7 +103,9 @@ fn namespace(
     let cols = validate_scope(&ns.collections, label, global, errors);
     let isolation = tenancy::isolation(ns.isolation.as_ref(), label, errors);
     let trusted_roots = tenancy::trusted_roots(ns.trusted_roots.as_ref(), label, errors);
+    let quota = tenancy::quota(ns.quota.as_ref(), label, errors);
     Some(Namespace {
+        quota,
         name: parsed.ok()?,
         collections: cols,
         restrictions: ns_restrictions,

@@ -57,6 +57,10 @@ pub(crate) fn router() -> Router<AppState> {
             get(admin::one).delete(admin::delete),
         )
         .route(
+            "/_starfish/admin/namespaces/{name}/quota",
+            axum::routing::put(admin::set_quota),
+        )
+        .route(
             "/_starfish/admin/namespaces/{name}/{action}",
             axum::routing::post(admin::action),
         )

@@ -101,7 +101,7 @@ fn take_items(data: &mut Map<String, Value>, field: &str) -> Vec<Value> {
 }
 
 fn expect_of(read: Option<(Bytes, UpdateVersion)>) -> Expect {
-    read.map_or(Expect::Absent, |(_, v)| Expect::Version(v))
+    read.map_or(Expect::Absent, |(b, v)| Expect::Version(v, b.len()))
 }
 
 /// A log's head as last read: its bytes' version and what it says.
@@ -185,7 +185,9 @@ impl NsStore {
         expect: Expect,
     ) -> Result<bool, StoreError> {
         self.writable()?;
-        self.docs.put_if(&self.path_of(key)?, bytes, expect).await
+        let document = super::quota::is_document(key);
+        self.put_counted(&self.path_of(key)?, bytes, expect, document)
+            .await
     }
 
     /// Appends one element. Returns the new log hash and the element's timestamp.

@@ -15,6 +15,8 @@ const PART_BYTES: usize = 5 * 1024 * 1024;
 /// Suffix of the sidecar that holds a blob's content type (the reference's filesystem
 /// layout) and, from us, its SHA-256 and the version it describes.
 pub(crate) const META_SUFFIX: &str = ".__meta__";
+/// Room set aside for a blob's sidecar within a quota.
+const SIDECAR_ALLOWANCE: u64 = 512;
 /// The media type of a blob stored without one.
 pub(super) const DEFAULT_BLOB_TYPE: &str = "application/octet-stream";
 
@@ -63,7 +65,7 @@ impl NsStore {
     pub(crate) async fn put_blob<S, E>(
         &self,
         key: &ObjectKey,
-        mut body: S,
+        body: S,
         limit: u64,
         content_type: &str,
     ) -> Result<String, BlobError>
@@ -72,6 +74,54 @@ impl NsStore {
         E: std::fmt::Display,
     {
         self.writable()?;
+        let Some(ledger) = self.quota.clone() else {
+            let (sha256, _) = self.upload_blob(key, body, limit, content_type).await?;
+            return Ok(sha256);
+        };
+        // Within a quota: the largest upload the collection accepts is set aside
+        // before a byte is read, and what it took (beside what it replaced) is counted.
+        let old = self.size_of(&self.path(key)).await?;
+        let old_meta = self.size_of(&self.path(&meta_key(key))).await?;
+        let reservation = ledger
+            .reserve(
+                limit.saturating_add(SIDECAR_ALLOWANCE),
+                u64::from(old.is_none()),
+            )
+            .await?;
+        let result = self.upload_blob(key, body, limit, content_type).await;
+        let (grown, created) = match &result {
+            Ok((_, stored)) => {
+                let before = old.unwrap_or(0) + old_meta.unwrap_or(0);
+                (*stored as i64 - before as i64, i64::from(old.is_none()))
+            }
+            Err(_) => (0, 0),
+        };
+        ledger.settle(reservation, grown, created).await;
+        result.map(|(sha256, _)| sha256)
+    }
+
+    /// The size of the object at `path`; `None` when there is none.
+    async fn size_of(&self, path: &object_store::path::Path) -> Result<Option<u64>, StoreError> {
+        match self.docs.inner.head(path).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(e) if super::is_missing(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`NsStore::put_blob`] without the quota: returns the hash and the bytes
+    /// stored (the blob and its sidecar).
+    async fn upload_blob<S, E>(
+        &self,
+        key: &ObjectKey,
+        mut body: S,
+        limit: u64,
+        content_type: &str,
+    ) -> Result<(String, u64), BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
         let path = self.path(key);
         // At most two parts in flight: memory per upload stays near 2 x PART_BYTES.
         let mut writer =
@@ -127,15 +177,14 @@ impl NsStore {
             "size": version.size,
             "eTag": version.e_tag,
         });
+        let meta = meta.to_string();
+        let stored = version.size + meta.len() as u64;
         self.docs
             .inner
-            .put(
-                &self.path(&meta_key(key)),
-                PutPayload::from(meta.to_string()),
-            )
+            .put(&self.path(&meta_key(key)), PutPayload::from(meta))
             .await
             .map_err(StoreError::on_write)?;
-        Ok(sha256)
+        Ok((sha256, stored))
     }
 
     /// Opens the blob at `key`; `None` when there is none.

@@ -16,6 +16,7 @@ mod copy;
 mod durable;
 mod key;
 mod list;
+mod quota;
 #[cfg(feature = "aws")]
 mod s3;
 mod tenant;
@@ -25,6 +26,7 @@ pub(crate) use append::AppendOp;
 pub(crate) use blob::{BlobBody, BlobError, META_SUFFIX};
 pub(crate) use copy::Copied;
 pub(crate) use key::{KeyError, MAX_PARAM_BYTES, ObjectKey, PathParams};
+pub(crate) use quota::Ledger;
 #[cfg(feature = "aws")]
 pub use s3::S3Settings;
 pub(crate) use tenant::NsStore;
@@ -90,6 +92,12 @@ pub enum StoreError {
     /// The namespace is frozen for the last pass of a migration: writes wait.
     #[error("the namespace is being migrated")]
     ReadOnly,
+    /// The write would take the namespace past its quota; nothing was written.
+    #[error("quota exceeded")]
+    QuotaExceeded,
+    /// A record kept changing under a compare-and-swap.
+    #[error("the store is busy")]
+    Contended,
 }
 
 impl StoreError {
@@ -145,8 +153,8 @@ pub(crate) fn is_missing(e: &object_store::Error) -> bool {
 enum Expect {
     /// Nothing: the write creates.
     Absent,
-    /// The version that was read.
-    Version(UpdateVersion),
+    /// The version that was read, and its length in bytes.
+    Version(UpdateVersion, usize),
 }
 
 /// Documents over an `object_store`. A cheap `Clone`.
@@ -258,8 +266,8 @@ impl DocStore {
     ) -> Result<bool, StoreError> {
         let mode = match expect {
             Expect::Absent => PutMode::Create,
-            Expect::Version(v) if self.caps.conditional_update => PutMode::Update(v),
-            Expect::Version(_) => PutMode::Overwrite,
+            Expect::Version(v, _) if self.caps.conditional_update => PutMode::Update(v),
+            Expect::Version(..) => PutMode::Overwrite,
         };
         let mut opts = PutOptions::from(mode);
         if self.caps.attributes {
@@ -286,6 +294,38 @@ impl DocStore {
 }
 
 impl NsStore {
+    /// [`DocStore::put_if`] within the namespace's quota, if it has one: the growth
+    /// is set aside first (refused with [`StoreError::QuotaExceeded`], nothing
+    /// written) and what the write changed is counted after it. `document`: a new
+    /// object here counts as a document (not a log's chunk).
+    async fn put_counted(
+        &self,
+        path: &Path,
+        bytes: Vec<u8>,
+        expect: Expect,
+        document: bool,
+    ) -> Result<bool, StoreError> {
+        let Some(ledger) = &self.quota else {
+            return self.docs.put_if(path, bytes, expect).await;
+        };
+        let (old, creating) = match &expect {
+            Expect::Absent => (0, true),
+            Expect::Version(_, len) => (*len, false),
+        };
+        let new = bytes.len();
+        let documents = u64::from(creating && document);
+        let reservation = ledger
+            .reserve(new.saturating_sub(old) as u64, documents)
+            .await?;
+        let written = self.docs.put_if(path, bytes, expect).await;
+        let (grown, counted) = match written {
+            Ok(true) => (new as i64 - old as i64, documents as i64),
+            _ => (0, 0),
+        };
+        ledger.settle(reservation, grown, counted).await;
+        written
+    }
+
     /// Reads an object; `None` when it does not exist.
     ///
     /// # Errors
@@ -308,8 +348,36 @@ impl NsStore {
     pub(crate) async fn compare_and_swap<T, E>(
         &self,
         key: &ObjectKey,
-        mut decide: impl FnMut(Option<&[u8]>) -> Result<(Vec<u8>, T), E>,
+        decide: impl FnMut(Option<&[u8]>) -> Result<(Vec<u8>, T), E>,
     ) -> Result<T, CasError<E>> {
+        self.cas_with(key, decide, |path, bytes, expect| async move {
+            self.put_counted(&path, bytes, expect, true).await
+        })
+        .await
+    }
+
+    /// [`NsStore::compare_and_swap`] outside any quota: for the quota's own record
+    /// (whose writes must not go through the quota they keep).
+    pub(crate) async fn compare_and_swap_uncounted<T, E>(
+        &self,
+        key: &ObjectKey,
+        decide: impl FnMut(Option<&[u8]>) -> Result<(Vec<u8>, T), E>,
+    ) -> Result<T, CasError<E>> {
+        self.cas_with(key, decide, |path, bytes, expect| async move {
+            self.docs.put_if(&path, bytes, expect).await
+        })
+        .await
+    }
+
+    async fn cas_with<T, E, F>(
+        &self,
+        key: &ObjectKey,
+        mut decide: impl FnMut(Option<&[u8]>) -> Result<(Vec<u8>, T), E>,
+        put: impl Fn(Path, Vec<u8>, Expect) -> F,
+    ) -> Result<T, CasError<E>>
+    where
+        F: std::future::Future<Output = Result<bool, StoreError>>,
+    {
         self.writable()?;
         let key = &self.path(key);
         for _ in 0..CAS_ATTEMPTS {
@@ -323,8 +391,8 @@ impl NsStore {
             let (bytes, out) =
                 decide(current.as_ref().map(|(b, _)| b.as_ref())).map_err(CasError::Rejected)?;
             let creating = current.is_none();
-            let expect = current.map_or(Expect::Absent, |(_, v)| Expect::Version(v));
-            if self.docs.put_if(key, bytes, expect).await? {
+            let expect = current.map_or(Expect::Absent, |(b, v)| Expect::Version(v, b.len()));
+            if put(key.clone(), bytes, expect).await? {
                 return Ok(out);
             }
             if creating && _guard.is_some() {

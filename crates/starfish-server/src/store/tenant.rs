@@ -37,6 +37,8 @@ pub(crate) struct NsStore {
     /// Set while a migration of this namespace is frozen or done (crate::migrate): a
     /// write admitted before the freeze was seen is refused when it reaches the store.
     moving: Option<Arc<AtomicBool>>,
+    /// The namespace's quota, when it has one.
+    pub(super) quota: Option<Arc<super::Ledger>>,
 }
 
 impl NsStore {
@@ -48,6 +50,7 @@ impl NsStore {
             root: None,
             read_only: false,
             moving: None,
+            quota: None,
         }
     }
 
@@ -59,6 +62,7 @@ impl NsStore {
             root: Some(root),
             read_only: false,
             moving: None,
+            quota: None,
         }
     }
 
@@ -71,6 +75,7 @@ impl NsStore {
             root: Some(root),
             read_only: false,
             moving: None,
+            quota: None,
         }
     }
 
@@ -81,6 +86,7 @@ impl NsStore {
             root: Some(Path::from_iter([SYSTEM_ROOT, area])),
             read_only: false,
             moving: None,
+            quota: None,
         }
     }
 
@@ -90,6 +96,19 @@ impl NsStore {
             read_only: true,
             ..self.clone()
         }
+    }
+
+    /// This handle, writing within `ledger`'s quota.
+    pub(crate) fn with_quota(&self, ledger: Arc<super::Ledger>) -> Self {
+        Self {
+            quota: Some(ledger),
+            ..self.clone()
+        }
+    }
+
+    /// The namespace's quota, when it has one.
+    pub(crate) fn quota(&self) -> Option<&Arc<super::Ledger>> {
+        self.quota.as_ref()
     }
 
     /// This handle, refusing writes from the moment `moving` is set.

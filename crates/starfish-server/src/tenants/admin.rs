@@ -4,6 +4,7 @@
 //! | Route | Does |
 //! |---|---|
 //! | `POST /_starfish/admin/namespaces` `{"name","template","trustedRoots"?}` | creates a namespace from a template (201; 409 if the name is taken) |
+//! | `PUT /_starfish/admin/namespaces/{name}/quota` | sets a namespace's quota (super-admin key) |
 //! | `GET /_starfish/admin/namespaces?after=&limit=` | lists namespaces with their collection counts (`usage=1`: objects and bytes too) |
 //! | `GET /_starfish/admin/namespaces/<name>` | one namespace with its objects and bytes |
 //! | `POST /_starfish/admin/namespaces/<name>/suspend` and `/resume` | its routes answer 403 / are served again |
@@ -292,6 +293,31 @@ pub(crate) async fn one(
     principal.may(&name, Some(&record.generation))?;
     let mut item = record_json(&record, tenants);
     add_usage(&mut item, tenants, &record).await?;
+    if let Some(ledger) = tenants.ledger_of(&record) {
+        item["quota"] = json!(ledger.report().await?);
+    }
+    Ok(Json(item).into_response())
+}
+
+/// `PUT /_starfish/admin/namespaces/<name>/quota`: `{"maxBytes": N, "maxDocuments":
+/// N}` (either `null`: the template's). Only the super-admin key: a namespace's own
+/// admin cannot raise its quota. Every node applies it at its next lease (within 1 s
+/// of its next write).
+pub(crate) async fn set_quota(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    request: Request<Body>,
+) -> Result<Response, AdminError> {
+    check(&state, request.headers()).await?.may_all()?;
+    let tenants = &state.tenants;
+    let record = tenants.record(&name).await?;
+    let quota: crate::config::Quota = read_json(request.into_body()).await?;
+    let ledger = tenants.ledger_of(&record).ok_or(AdminError::BadRequest(
+        "Namespace has no quota (give its template one)",
+    ))?;
+    ledger.set_limits(quota).await?;
+    let mut item = record_json(&record, tenants);
+    item["quota"] = json!(ledger.report().await?);
     Ok(Json(item).into_response())
 }
 
@@ -597,6 +623,11 @@ impl Tenants {
             .ok_or(TenantError::StoreUnopenable)?;
         let store = self.store_of(&valid, &record.generation, template)?;
         let deleted = store.clear().await?;
+        // Its quota's record goes with it (a re-creation starts from nothing anyway).
+        if let Some(ledger) = store.quota() {
+            let (records, key) = ledger.record_key();
+            records.remove(key).await?;
+        }
         // A concurrent deletion may have finished and the name been created again:
         // only this generation's record is removed.
         if self

@@ -180,6 +180,9 @@ pub(crate) struct Tenants {
     /// Stores opened for `store` tenants, kept apart from `known` so that a refresh
     /// never swaps a tenant's store (its in-process write locks) under its writers.
     opened: quick_cache::sync::Cache<Box<str>, DocStore>,
+    /// Quota ledgers of tenants whose template has a quota, by `name/generation`:
+    /// kept across refreshes, as a node's lease lives in them.
+    ledgers: quick_cache::sync::Cache<Box<str>, Arc<crate::store::Ledger>>,
     refresh_ms: u64,
     clock: Arc<dyn Clock>,
     /// Reads of the registry for names not known to be tenants.
@@ -215,6 +218,7 @@ impl Tenants {
             },
             known: quick_cache::sync::Cache::new(options.cache_entries.max(1)),
             opened: quick_cache::sync::Cache::new(options.cache_entries.max(1)),
+            ledgers: quick_cache::sync::Cache::new(options.cache_entries.max(1)),
             refresh_ms: u64::try_from(options.refresh.as_millis()).unwrap_or(u64::MAX),
             clock,
             unknown: ReadBudget::new(options.unknown_lookups_per_second),
@@ -338,7 +342,37 @@ impl Tenants {
             }
             Isolation::Shared | Isolation::Prefixed => self.root.clone(),
         };
-        Ok(NsStore::runtime(docs, name, generation))
+        let store = NsStore::runtime(docs, name, generation);
+        let Some(quota) = template.quota else {
+            return Ok(store);
+        };
+        let id = format!("{name}/{generation}");
+        let ledger = match self.ledgers.get(id.as_str()) {
+            Some(ledger) => ledger,
+            None => {
+                let ledger = Arc::new(crate::store::Ledger::for_runtime(
+                    &self.root,
+                    name,
+                    generation,
+                    store.clone(),
+                    quota,
+                    self.clock.clone(),
+                ));
+                self.ledgers.insert(id.into(), ledger.clone());
+                ledger
+            }
+        };
+        Ok(store.with_quota(ledger))
+    }
+
+    /// The quota ledger of tenant `record`, when its template has a quota.
+    pub(crate) fn ledger_of(&self, record: &TenantRecord) -> Option<Arc<crate::store::Ledger>> {
+        let name = self.valid_name(&record.name)?;
+        let template = self.templates.get(&record.template)?;
+        self.store_of(&name, &record.generation, template)
+            .ok()?
+            .quota()
+            .cloned()
     }
 
     fn scope(&self, name: &NamespaceName, record: &TenantRecord) -> Option<Scope> {

@@ -1,0 +1,418 @@
+//! Per-namespace quotas: bytes stored and documents, checked before anything is
+//! written (docs/namespaces.md, "Quotas").
+//!
+//! A namespace's usage is one record, `_starfish/usage/<name>`, changed only by
+//! compare-and-swap: the bytes and documents written so far, and one **lease** per node.
+//! A node takes a lease (a share of what is left under the quota) and spends it on
+//! writes without touching the record; when it runs out, or once per
+//! [`FLUSH_MS`], it writes back what it spent and takes a new lease. Leases
+//! never add up to more than is left, so while nodes live the quota is never
+//! exceeded, however many nodes write at once. A node that dies loses what it spent
+//! since its last write-back (at most its lease) from the record; its lease lapses
+//! after [`LEASE_MS`], and the record then undercounts by at most that lease until a
+//! recount (`GET /_starfish/admin/namespaces/{name}?usage=1` shows the store's own
+//! count beside the record's).
+
+use super::{NsStore, ObjectKey, StoreError};
+use crate::auth::Clock;
+use crate::config::Quota;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The records' area of the store: `_starfish/usage/<name>`.
+pub(crate) const USAGE_AREA: &str = "usage";
+/// A lease not renewed for this long is dropped by the other nodes.
+pub(crate) const LEASE_MS: u64 = 30_000;
+/// A node writes back what it spent at least this often (while it writes).
+pub(crate) const FLUSH_MS: u64 = 1_000;
+/// A node stops using its lease this long before it lapses.
+const LEASE_MARGIN_MS: u64 = 5_000;
+
+/// One node's lease in the record.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Lease {
+    bytes: u64,
+    documents: u64,
+    expires: u64,
+}
+
+/// A namespace's usage record.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageRecord {
+    /// Bytes written back by the nodes (every object, bookkeeping included).
+    bytes: u64,
+    /// Documents written back (documents, logs and blobs; not their chunks and
+    /// sidecars).
+    documents: u64,
+    /// Limits set through the admin API (over the config's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_documents: Option<u64>,
+    #[serde(default)]
+    leases: BTreeMap<String, Lease>,
+}
+
+/// What a namespace uses and may use, as the admin API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct UsageReport {
+    pub bytes: u64,
+    pub documents: u64,
+    pub max_bytes: Option<u64>,
+    pub max_documents: Option<u64>,
+}
+
+/// This node's side of a namespace's quota.
+#[derive(Debug)]
+struct Local {
+    /// Left of this node's lease.
+    bytes: u64,
+    documents: u64,
+    /// Spent (or freed, when negative) since the last write-back.
+    spent_bytes: i64,
+    spent_documents: i64,
+    /// When the lease lapses for this node (with the margin taken off).
+    usable_until: u64,
+    flushed_at: u64,
+}
+
+/// Bytes and documents set aside for one write; handed back by [`Ledger::settle`].
+#[derive(Debug)]
+#[must_use]
+pub(crate) struct Reservation {
+    bytes: u64,
+    documents: u64,
+}
+
+/// A namespace's quota on one node. Shared by every store handle of the namespace.
+#[derive(Debug)]
+pub(crate) struct Ledger {
+    record: NsStore,
+    key: ObjectKey,
+    /// The namespace's own handle (no quota), to count what it held before.
+    own: NsStore,
+    configured: Quota,
+    node: String,
+    clock: Arc<dyn Clock>,
+    local: tokio::sync::Mutex<Local>,
+    /// The record is known to exist (no read to check it).
+    recorded: std::sync::atomic::AtomicBool,
+}
+
+fn added(value: u64, delta: i64) -> u64 {
+    if delta >= 0 {
+        value.saturating_add(delta.unsigned_abs())
+    } else {
+        value.saturating_sub(delta.unsigned_abs())
+    }
+}
+
+impl Ledger {
+    /// The ledger of config namespace `name`, whose handle is `own`
+    /// (record `_starfish/usage/ns/<name>`).
+    pub(crate) fn for_config(
+        docs: &super::DocStore,
+        name: &crate::config::NamespaceName,
+        own: NsStore,
+        quota: Quota,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let key = ObjectKey::fixed("ns").derived(format_args!("/{name}"));
+        Self::new(docs, key, own, quota, clock)
+    }
+
+    /// The ledger of runtime namespace `name` in `generation`, whose handle is `own`
+    /// (record `_starfish/usage/t/<name>/<generation>`: a re-created namespace starts
+    /// from nothing).
+    pub(crate) fn for_runtime(
+        docs: &super::DocStore,
+        name: &crate::config::NamespaceName,
+        generation: &str,
+        own: NsStore,
+        quota: Quota,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let key = ObjectKey::fixed("t").derived(format_args!("/{name}/{generation}"));
+        Self::new(docs, key, own, quota, clock)
+    }
+
+    fn new(
+        docs: &super::DocStore,
+        key: ObjectKey,
+        own: NsStore,
+        configured: Quota,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let mut random = [0u8; 8];
+        // A node id collision only merges two nodes' leases (a smaller share each).
+        let _ = getrandom::fill(&mut random);
+        Self {
+            record: NsStore::system(docs.clone(), USAGE_AREA),
+            key,
+            own,
+            configured,
+            node: hex::encode(random),
+            clock,
+            local: tokio::sync::Mutex::new(Local {
+                bytes: 0,
+                documents: 0,
+                spent_bytes: 0,
+                spent_documents: 0,
+                usable_until: 0,
+                flushed_at: 0,
+            }),
+            recorded: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The record's key (removed with a deleted namespace).
+    pub(crate) fn record_key(&self) -> (&NsStore, &ObjectKey) {
+        (&self.record, &self.key)
+    }
+
+    /// Sets aside `bytes` and `documents` for a write, or refuses with
+    /// [`StoreError::QuotaExceeded`] (nothing is written then).
+    ///
+    /// # Errors
+    /// [`StoreError::QuotaExceeded`], or a store failure reading the record.
+    pub(crate) async fn reserve(
+        &self,
+        bytes: u64,
+        documents: u64,
+    ) -> Result<Reservation, StoreError> {
+        let mut local = self.local.lock().await;
+        let now = self.clock.now_ms();
+        if now >= local.usable_until || local.bytes < bytes || local.documents < documents {
+            self.renew(&mut local, bytes, documents, now).await?;
+        }
+        if local.bytes < bytes || local.documents < documents {
+            return Err(StoreError::QuotaExceeded);
+        }
+        local.bytes -= bytes;
+        local.documents -= documents;
+        Ok(Reservation { bytes, documents })
+    }
+
+    /// Hands back `reservation` once its write is done: `bytes` and `documents` is what
+    /// the write changed (negative when it freed space; zero when nothing was
+    /// written). Writes back to the record when it is time.
+    pub(crate) async fn settle(&self, reservation: Reservation, bytes: i64, documents: i64) {
+        let mut local = self.local.lock().await;
+        // What was set aside comes back, what was spent goes (a freeing write gives).
+        local.bytes = added(
+            local.bytes.saturating_add(reservation.bytes),
+            bytes.saturating_neg(),
+        );
+        local.documents = added(
+            local.documents.saturating_add(reservation.documents),
+            documents.saturating_neg(),
+        );
+        local.spent_bytes = local.spent_bytes.saturating_add(bytes);
+        local.spent_documents = local.spent_documents.saturating_add(documents);
+        let now = self.clock.now_ms();
+        if now.saturating_sub(local.flushed_at) >= FLUSH_MS {
+            if let Err(e) = self.renew(&mut local, 0, 0, now).await {
+                // Kept locally; the next write-back carries it.
+                tracing::warn!(error = %e, "cannot write back quota usage");
+            }
+        }
+    }
+
+    /// Writes back what this node spent and shows the namespace's usage.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub(crate) async fn report(&self) -> Result<UsageReport, StoreError> {
+        let mut local = self.local.lock().await;
+        let now = self.clock.now_ms();
+        let record = self.renew(&mut local, 0, 0, now).await?;
+        Ok(UsageReport {
+            bytes: record.bytes,
+            documents: record.documents,
+            max_bytes: record.max_bytes.or(self.configured.max_bytes),
+            max_documents: record.max_documents.or(self.configured.max_documents),
+        })
+    }
+
+    /// Sets the limits (over the config's); `None` keeps the config's.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub(crate) async fn set_limits(&self, limits: Quota) -> Result<(), StoreError> {
+        self.ensure_record().await?;
+        self.record
+            .compare_and_swap_uncounted(&self.key, |current| {
+                let mut record = parse(current);
+                record.max_bytes = limits.max_bytes;
+                record.max_documents = limits.max_documents;
+                Ok::<_, StoreError>((serialise(&record), ()))
+            })
+            .await
+            .map_err(cas_error)
+    }
+
+    /// Creates the record, counting what the namespace already holds, if it has none.
+    async fn ensure_record(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.recorded.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if self.record.get(&self.key).await?.is_some() {
+            self.recorded.store(true, Ordering::Release);
+            return Ok(());
+        }
+        let (bytes, documents) = self.own.counted_usage().await?;
+        let record = UsageRecord {
+            bytes,
+            documents,
+            ..UsageRecord::default()
+        };
+        // Another node may have created it meanwhile: then theirs stands.
+        let _ = self
+            .record
+            .compare_and_swap_uncounted(&self.key, |current| match current {
+                Some(_) => Err(()),
+                None => Ok((serialise(&record), ())),
+            })
+            .await;
+        self.recorded.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes back what was spent, drops lapsed leases, and takes a lease with room
+    /// for `bytes` and `documents` if what is left allows; returns the record.
+    async fn renew(
+        &self,
+        local: &mut Local,
+        bytes: u64,
+        documents: u64,
+        now: u64,
+    ) -> Result<UsageRecord, StoreError> {
+        self.ensure_record().await?;
+        let (spent_bytes, spent_documents) = (local.spent_bytes, local.spent_documents);
+        let (held_bytes, held_documents) = if now < local.usable_until {
+            (local.bytes, local.documents)
+        } else {
+            // Past its margin the lease may have been dropped: claim it anew.
+            (0, 0)
+        };
+        let configured = self.configured;
+        let node = self.node.clone();
+        let record = self
+            .record
+            .compare_and_swap_uncounted(&self.key, |current| {
+                let mut record = parse(current);
+                record.bytes = added(record.bytes, spent_bytes);
+                record.documents = added(record.documents, spent_documents);
+                record.leases.retain(|n, l| *n == node || l.expires > now);
+                let others = |f: fn(&Lease) -> u64| {
+                    record
+                        .leases
+                        .iter()
+                        .filter(|(n, _)| **n != node)
+                        .map(|(_, l)| f(l))
+                        .fold(0u64, u64::saturating_add)
+                };
+                let limit_bytes = record.max_bytes.or(configured.max_bytes);
+                let limit_documents = record.max_documents.or(configured.max_documents);
+                let grant = |limit: Option<u64>, used: u64, others: u64, held: u64, need: u64| {
+                    let Some(limit) = limit else {
+                        return u64::MAX;
+                    };
+                    let free = limit.saturating_sub(used).saturating_sub(others);
+                    if held >= need {
+                        return held.min(free);
+                    }
+                    let chunk = need.max((limit / 16).max(1));
+                    chunk.min(free)
+                };
+                let lease_bytes = grant(
+                    limit_bytes,
+                    record.bytes,
+                    others(|l| l.bytes),
+                    held_bytes,
+                    bytes,
+                );
+                let lease_documents = grant(
+                    limit_documents,
+                    record.documents,
+                    others(|l| l.documents),
+                    held_documents,
+                    documents,
+                );
+                record.leases.insert(
+                    node.clone(),
+                    Lease {
+                        bytes: if limit_bytes.is_some() {
+                            lease_bytes
+                        } else {
+                            0
+                        },
+                        documents: if limit_documents.is_some() {
+                            lease_documents
+                        } else {
+                            0
+                        },
+                        expires: now + LEASE_MS,
+                    },
+                );
+                let out = (record.clone(), lease_bytes, lease_documents);
+                Ok::<_, StoreError>((serialise(&record), out))
+            })
+            .await
+            .map_err(cas_error)?;
+        let (record, lease_bytes, lease_documents) = record;
+        local.bytes = lease_bytes;
+        local.documents = lease_documents;
+        local.spent_bytes -= spent_bytes;
+        local.spent_documents -= spent_documents;
+        local.usable_until = now + LEASE_MS - LEASE_MARGIN_MS;
+        local.flushed_at = now;
+        Ok(record)
+    }
+}
+
+fn parse(current: Option<&[u8]>) -> UsageRecord {
+    current
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or_default()
+}
+
+fn serialise(record: &UsageRecord) -> Vec<u8> {
+    serde_json::to_vec(record).unwrap_or_default()
+}
+
+fn cas_error(e: super::CasError<StoreError>) -> StoreError {
+    match e {
+        super::CasError::Rejected(e) | super::CasError::Store(e) => e,
+        super::CasError::Contended => StoreError::Contended,
+    }
+}
+
+/// True for objects that count as documents: not a log's chunk, not a blob's sidecar.
+pub(crate) fn is_document(key: &str) -> bool {
+    !key.contains("__seg/") && !key.ends_with(super::blob::META_SUFFIX)
+}
+
+impl NsStore {
+    /// The bytes of every object of this namespace and how many are documents.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub(crate) async fn counted_usage(&self) -> Result<(u64, u64), StoreError> {
+        use futures::StreamExt;
+        let mut listing = self.docs.inner.list(self.root.as_ref());
+        let (mut bytes, mut documents) = (0u64, 0u64);
+        while let Some(meta) = listing.next().await {
+            let meta = meta?;
+            bytes += meta.size;
+            if self.relative(&meta.location).is_some_and(is_document) {
+                documents += 1;
+            }
+        }
+        Ok((bytes, documents))
+    }
+}
