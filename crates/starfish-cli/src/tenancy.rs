@@ -201,6 +201,16 @@ enum NamespaceCommand {
     Resume { name: String },
     /// Delete its data and itself.
     Delete { name: String },
+    /// Set its quota (a limit left out: its template's).
+    Quota {
+        name: String,
+        /// Most bytes it may hold.
+        #[arg(long)]
+        max_bytes: Option<u64>,
+        /// Most documents it may hold.
+        #[arg(long)]
+        max_documents: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -280,6 +290,15 @@ pub(crate) fn admin(args: AdminArgs) -> Result<(), String> {
             NamespaceCommand::Suspend { name } => ("POST", ns(&name) + "/suspend", None),
             NamespaceCommand::Resume { name } => ("POST", ns(&name) + "/resume", None),
             NamespaceCommand::Delete { name } => ("DELETE", ns(&name), None),
+            NamespaceCommand::Quota {
+                name,
+                max_bytes,
+                max_documents,
+            } => (
+                "PUT",
+                ns(&name) + "/quota",
+                Some(json!({"maxBytes": max_bytes, "maxDocuments": max_documents})),
+            ),
         },
         AdminCommand::Keys(c) => match c {
             KeyCommand::Create {

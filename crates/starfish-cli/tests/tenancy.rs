@@ -68,6 +68,16 @@ fn admin_subcommands_manage_runtime_namespaces_of_a_running_server() {
         "{err}"
     );
 
+    // Its template has no quota: there is none to set.
+    let (ok, _, err) = admin(
+        port,
+        &["namespaces", "quota", "initech", "--max-documents", "5"],
+    );
+    assert!(
+        !ok && err.contains("400") && err.contains("no quota"),
+        "{err}"
+    );
+
     for ns in ["acme", "globex", "initech"] {
         let body = format!(r#"{{"data":{{"from":"{ns}"}}}}"#);
         let (status, text) = server.request("POST", &format!("/{ns}/push/board"), Some(&body));
