@@ -192,6 +192,7 @@ mod browser;
 mod config;
 mod error;
 mod events;
+mod metrics;
 pub mod migrate;
 mod openapi;
 mod protocol;
@@ -204,8 +205,10 @@ mod tenants;
 pub use browser::CorsSettings;
 pub use config::{ConfigError, Isolation, Quota, SyncConfig};
 pub use events::{AfterWrite, WriteAction, WriteEvent};
+pub use metrics::Metrics;
 pub use openapi::openapi_document;
 pub use routes::headers::SecurityHeaders;
+pub use routes::health::ReadinessCheck;
 pub use state::{
     ConfigEndpoint, DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_APPEND_PULL_ELEMENTS, DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_SINGLE_LOG_BYTES, DEFAULT_REQUEST_TIMEOUT, SyncOptions,

@@ -100,6 +100,10 @@ pub struct SyncOptions {
     pub tenants: TenantOptions,
     /// The admin API's key (off without one).
     pub admin_key: Option<String>,
+    /// Prometheus metrics (requests, auth failures, store latency, gauges).
+    pub metrics: Option<crate::Metrics>,
+    /// Dependencies `GET /health/ready` checks besides the store, by name.
+    pub readiness_checks: Vec<(String, Arc<dyn crate::ReadinessCheck>)>,
 }
 
 /// Who `GET /config` describes collections to.
@@ -157,6 +161,8 @@ impl SyncOptions {
             namespace_stores: None,
             tenants: TenantOptions::default(),
             admin_key: None,
+            metrics: None,
+            readiness_checks: Vec::new(),
         }
     }
 
@@ -261,6 +267,25 @@ impl SyncOptions {
         self
     }
 
+    /// Counts requests, refused credentials and store calls into `metrics`
+    /// ([`crate::Metrics::router`] serves them).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: crate::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Adds `check` (named `name`) to what `GET /health/ready` waits for.
+    #[must_use]
+    pub fn with_readiness_check(
+        mut self,
+        name: impl Into<String>,
+        check: Arc<dyn crate::ReadinessCheck>,
+    ) -> Self {
+        self.readiness_checks.push((name.into(), check));
+        self
+    }
+
     /// Changes how runtime namespaces are looked up.
     #[must_use]
     pub fn with_tenant_options(mut self, options: TenantOptions) -> Self {
@@ -302,6 +327,9 @@ pub(crate) struct Inner {
     pub(crate) keys: Option<ApiKeys>,
     /// Migrations of `shared` config namespaces to `prefixed` (`starfish migrate`).
     pub(crate) migrations: crate::migrate::Migrations,
+    pub(crate) metrics: Option<crate::Metrics>,
+    pub(crate) readiness_checks: Vec<(String, Arc<dyn crate::ReadinessCheck>)>,
+    pub(crate) readiness: crate::routes::health::ReadyCache,
 }
 
 /// Shared state of the router; clone = refcount bump.
@@ -316,7 +344,10 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub(crate) fn new(options: SyncOptions) -> Result<Self, ConfigError> {
+    pub(crate) fn new(mut options: SyncOptions) -> Result<Self, ConfigError> {
+        if let Some(metrics) = &options.metrics {
+            options.store = options.store.metered(metrics);
+        }
         let config = options.config;
         let openapi = options
             .openapi_endpoint
@@ -412,7 +443,10 @@ impl AppState {
             options.tenants.refresh,
             options.clock.clone(),
         );
-        Ok(Self(Arc::new(Inner {
+        let state = Self(Arc::new(Inner {
+            metrics: options.metrics,
+            readiness_checks: options.readiness_checks,
+            readiness: tokio::sync::Mutex::new(None),
             migrations,
             keys,
             tenants,
@@ -436,7 +470,23 @@ impl AppState {
             rate: RateLimiter::new(options.max_rate_buckets),
             config_endpoint: options.config_endpoint,
             openapi,
-        })))
+        }));
+        if let Some(metrics) = &state.metrics {
+            // Weak: the metrics outlive no router, and keep none alive.
+            let gauge = |read: fn(&Inner) -> usize| {
+                let weak = Arc::downgrade(&state.0);
+                Box::new(move || {
+                    weak.upgrade()
+                        .map_or(0, |inner| i64::try_from(read(&inner)).unwrap_or(i64::MAX))
+                }) as Box<dyn Fn() -> i64 + Send + Sync>
+            };
+            metrics.watch(
+                gauge(|s| s.rate.len()),
+                gauge(|s| s.auth.replay_entries().unwrap_or(0)),
+                gauge(|s| s.tenants.cached()),
+            );
+        }
+        Ok(state)
     }
 }
 

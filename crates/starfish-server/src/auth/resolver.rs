@@ -69,6 +69,11 @@ pub trait Authenticator: Send + Sync + 'static {
     fn signed_body_limit(&self, _headers: &HeaderMap) -> Option<u64> {
         None
     }
+
+    /// How many nonces its replay cache holds (a metrics gauge), if it has one.
+    fn replay_entries(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Settings of the [`CapCertAuthenticator`]. Defaults are the reference's.
@@ -355,6 +360,10 @@ fn caller_of(verified: &VerifiedCert, presenter: &str) -> Caller {
 }
 
 impl Authenticator for CapCertAuthenticator {
+    fn replay_entries(&self) -> Option<usize> {
+        Some(self.nonces.len())
+    }
+
     fn authenticate<'a>(
         &'a self,
         request: AuthRequest<'a>,

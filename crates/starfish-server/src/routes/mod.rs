@@ -15,7 +15,7 @@ mod bundle;
 mod config;
 pub(crate) mod endpoint;
 pub(crate) mod headers;
-mod health;
+pub(crate) mod health;
 pub(crate) mod limits;
 mod list;
 mod pull;
@@ -46,6 +46,8 @@ use std::net::SocketAddr;
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health::health))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
         .route("/config", get(config::config))
         .route("/openapi.json", get(openapi))
         .route(
@@ -87,9 +89,84 @@ async fn openapi(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(([(header::CONTENT_TYPE, "application/json")], document).into_response())
 }
 
-async fn dispatch(
-    State(state): State<AppState>,
+/// What a request was routed to, for its metrics.
+#[derive(Default)]
+struct Routed {
+    namespace: String,
+    collection: String,
+    action: &'static str,
+}
+
+impl Routed {
+    fn of(
+        scope: &Scope,
+        collection: Option<&crate::config::Collection>,
+        action: &'static str,
+    ) -> Self {
+        Self {
+            namespace: scope
+                .namespace
+                .as_ref()
+                .map(|n| n.as_str().to_owned())
+                .unwrap_or_default(),
+            collection: collection
+                .map(|c| c.name.as_str().to_owned())
+                .unwrap_or_default(),
+            action,
+        }
+    }
+}
+
+/// The action a push is (the collection says which).
+fn push_action(collection: &crate::config::Collection) -> &'static str {
+    if collection.append_only.is_some() {
+        "append"
+    } else if matches!(collection.payload, crate::config::Payload::Binary(_)) {
+        "blob"
+    } else {
+        "push"
+    }
+}
+
+async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Response {
+    let Some(metrics) = state.metrics.clone() else {
+        return route(&state, request, &mut Routed::default())
+            .await
+            .into_response();
+    };
+    let _in_flight = metrics.in_flight();
+    let mut routed = Routed {
+        action: "other",
+        ..Routed::default()
+    };
+    let result = route(&state, request, &mut routed).await;
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(e) => {
+            match e {
+                ApiError::Auth(AuthError::Unauthorized(reason)) => {
+                    metrics.auth_failure(crate::metrics::auth_reason(reason));
+                }
+                ApiError::Auth(AuthError::Forbidden(_)) => metrics.auth_failure("forbidden"),
+                ApiError::AuthTimeout => metrics.auth_failure("timeout"),
+                _ => {}
+            }
+            e.status()
+        }
+    };
+    metrics.request(
+        &routed.namespace,
+        &routed.collection,
+        routed.action,
+        status.as_u16(),
+    );
+    result.into_response()
+}
+
+async fn route(
+    state: &AppState,
     request: Request<Body>,
+    routed: &mut Routed,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     // A namespace created at runtime is looked up (in memory if fresh) before routing.
@@ -109,13 +186,26 @@ async fn dispatch(
             .or_else(|| state.namespaces.get(name))
             .or_else(|| tenant.as_deref().filter(|t| named(t, name)))
     };
-    match Endpoint::parse(&state.root, namespace, &parts.method, parts.uri.path())? {
-        Endpoint::Pull(scope, doc) => pull::pull(&state, &parts, scope, doc).await,
-        Endpoint::Push(scope, doc) => push::push(&state, &parts, body, scope, doc).await,
-        Endpoint::Bundle(scope, members) => bundle::pull(&state, &parts, scope, members).await,
-        Endpoint::List(scope, doc) => list::list(&state, &parts, scope, doc).await,
-        Endpoint::Batch(scope) => batch::pull(&state, &parts, scope).await,
-        Endpoint::Config(scope) => config::namespace(&state, parts, body, scope).await,
+    let endpoint = Endpoint::parse(&state.root, namespace, &parts.method, parts.uri.path())?;
+    if state.metrics.is_some() {
+        *routed = match &endpoint {
+            Endpoint::Pull(scope, doc) => Routed::of(scope, Some(&doc.collection), "pull"),
+            Endpoint::Push(scope, doc) => {
+                Routed::of(scope, Some(&doc.collection), push_action(&doc.collection))
+            }
+            Endpoint::Bundle(scope, _) => Routed::of(scope, None, "bundle"),
+            Endpoint::List(scope, doc) => Routed::of(scope, Some(&doc.collection), "list"),
+            Endpoint::Batch(scope) => Routed::of(scope, None, "batch"),
+            Endpoint::Config(scope) => Routed::of(scope, None, "config"),
+        };
+    }
+    match endpoint {
+        Endpoint::Pull(scope, doc) => pull::pull(state, &parts, scope, doc).await,
+        Endpoint::Push(scope, doc) => push::push(state, &parts, body, scope, doc).await,
+        Endpoint::Bundle(scope, members) => bundle::pull(state, &parts, scope, members).await,
+        Endpoint::List(scope, doc) => list::list(state, &parts, scope, doc).await,
+        Endpoint::Batch(scope) => batch::pull(state, &parts, scope).await,
+        Endpoint::Config(scope) => config::namespace(state, parts, body, scope).await,
     }
 }
 

@@ -228,6 +228,18 @@ impl DocStore {
         durable::local(dir.as_ref())
     }
 
+    /// This store with every call timed into `metrics` (the same in-process write
+    /// locks: a clone, not a second store).
+    pub(crate) fn metered(&self, metrics: &crate::Metrics) -> Self {
+        Self {
+            inner: Arc::new(crate::metrics::Metered::new(
+                self.inner.clone(),
+                metrics.clone(),
+            )),
+            ..self.clone()
+        }
+    }
+
     /// The wrapped store.
     pub fn inner(&self) -> &Arc<dyn ObjectStore> {
         &self.inner

@@ -136,6 +136,19 @@ impl NsStore {
         }
     }
 
+    /// `Ok` when the store answers (a `head` of a key that need not exist).
+    ///
+    /// # Errors
+    /// The store's error, as text.
+    pub(crate) async fn answers(&self) -> Result<(), String> {
+        let probe = Path::from_iter([SYSTEM_ROOT, "ready"]);
+        match self.docs.inner().head(&probe).await {
+            Ok(_) => Ok(()),
+            Err(e) if super::is_missing(&e) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// How many objects this namespace holds, and their bytes (bookkeeping included).
     ///
     /// # Errors

@@ -225,6 +225,11 @@ impl Tenants {
         }
     }
 
+    /// How many names this node keeps looked up.
+    pub(crate) fn cached(&self) -> usize {
+        self.known.len()
+    }
+
     /// True when the config has templates, so runtime tenants can exist.
     pub(crate) fn enabled(&self) -> bool {
         !self.templates.is_empty()
