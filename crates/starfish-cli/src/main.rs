@@ -15,6 +15,7 @@ mod cors;
 mod init;
 mod limits;
 mod migrate;
+mod observe;
 mod openapi;
 mod serve;
 mod settings;
@@ -219,11 +220,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let section = load_section(&args.config, &text, is_json)?;
     let settings = Settings::resolve(args, section)?;
     let config = settings.tenancy.isolate(config);
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    settings.observe.init_logs();
     for w in config.warnings() {
         tracing::warn!("config warning: {w}");
     }
@@ -243,6 +240,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let options = settings.limits.apply(options);
     let options = settings.cors.apply(options, settings.no_compression)?;
     let options = settings.tenancy.apply(options)?;
+    let metrics = settings.observe.metrics();
+    let options = observe::ObserveSettings::apply(options, metrics.as_ref());
     let sync = create_sync_router(options).map_err(|e| one_line(&e))?;
     let mut app = axum::Router::new();
     for prefix in &settings.base_path {
@@ -255,7 +254,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let app = observe::request_layers(app);
     runtime.block_on(async move {
+        if let (Some(addr), Some(metrics)) = (&settings.observe.metrics_addr, &metrics) {
+            observe::serve_metrics(addr, metrics).await?;
+        }
         let addr = format!("{}:{}", settings.host, settings.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await

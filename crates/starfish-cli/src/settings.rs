@@ -86,6 +86,8 @@ pub(crate) struct ServeArgs {
     tenancy: crate::tenancy::TenancyArgs,
     #[command(flatten)]
     limits: Box<LimitsArgs>,
+    #[command(flatten)]
+    observe: crate::observe::ObserveArgs,
 }
 
 /// The S3 store (`--store s3`), on top of the standard `AWS_*` variables and the AWS
@@ -214,6 +216,7 @@ pub(crate) struct ServerSection {
     no_compression: Option<bool>,
     tenancy: crate::tenancy::TenancySection,
     limits: LimitsSection,
+    observe: crate::observe::ObserveSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,6 +298,7 @@ pub(crate) struct Settings {
     pub(crate) no_compression: bool,
     pub(crate) tenancy: crate::tenancy::TenancySettings,
     pub(crate) limits: Limits,
+    pub(crate) observe: crate::observe::ObserveSettings,
 }
 
 /// S3 settings from flags, environment and section; `None` defers to `AWS_*`.
@@ -361,6 +365,7 @@ impl Settings {
     /// Flags and environment (`args`) over the config file's section over defaults.
     pub(crate) fn resolve(args: ServeArgs, section: ServerSection) -> Result<Self, String> {
         let config = args.config;
+        let observe = crate::observe::ObserveSettings::resolve(args.observe, section.observe);
         let tenancy =
             crate::tenancy::TenancySettings::resolve(args.tenancy, section.tenancy, |p| {
                 beside(&config, p)
@@ -473,6 +478,7 @@ impl Settings {
             no_compression: c.no_compression.or(section.no_compression).unwrap_or(false),
             tenancy,
             limits,
+            observe,
             config,
         })
     }
