@@ -175,7 +175,7 @@ impl NsStore {
         &self,
         key: &str,
     ) -> Result<Option<(Bytes, UpdateVersion)>, StoreError> {
-        self.docs.get_versioned(&self.path_of(key)?).await
+        self.read(&self.path_of(key)?).await
     }
 
     async fn put_key_if(

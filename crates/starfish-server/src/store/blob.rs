@@ -179,11 +179,15 @@ impl NsStore {
         });
         let meta = meta.to_string();
         let stored = version.size + meta.len() as u64;
-        self.docs
+        let meta_path = self.path(&meta_key(key));
+        let written = self
+            .docs
             .inner
-            .put(&self.path(&meta_key(key)), PutPayload::from(meta))
-            .await
-            .map_err(StoreError::on_write)?;
+            .put(&meta_path, PutPayload::from(meta))
+            .await;
+        // The sidecar is read through the cache: what it holds now is not known here.
+        self.wrote(&meta_path, None);
+        written.map_err(StoreError::on_write)?;
         Ok((sha256, stored))
     }
 

@@ -82,7 +82,7 @@ impl NsStore {
             bytes = self.sidecar_for(to, blob, bytes).await?;
         }
         let to_path = to.path_of(key)?;
-        let current = to.docs.get_versioned(&to_path).await?;
+        let current = to.read(&to_path).await?;
         if current.as_ref().is_some_and(|(held, _)| *held == bytes) {
             return Ok(Copied::Unchanged(version));
         }
@@ -97,12 +97,13 @@ impl NsStore {
         if to.docs.caps.attributes {
             opts.attributes = attributes;
         }
-        match to
+        let written = to
             .docs
             .inner
             .put_opts(&to_path, PutPayload::from(bytes), opts)
-            .await
-        {
+            .await;
+        to.wrote(&to_path, None);
+        match written {
             Ok(_) => Ok(Copied::Written(version)),
             Err(
                 object_store::Error::Precondition { .. }

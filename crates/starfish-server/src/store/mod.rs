@@ -11,6 +11,7 @@
 
 mod append;
 mod blob;
+mod cache;
 mod copy;
 #[cfg(feature = "fs")]
 mod durable;
@@ -24,6 +25,7 @@ mod tenant;
 pub(crate) use append::AppendFailure;
 pub(crate) use append::AppendOp;
 pub(crate) use blob::{BlobBody, BlobError, META_SUFFIX};
+use cache::Cached;
 pub(crate) use copy::Copied;
 pub(crate) use key::{KeyError, MAX_PARAM_BYTES, ObjectKey, PathParams};
 pub(crate) use quota::Ledger;
@@ -162,6 +164,8 @@ enum Expect {
 pub struct DocStore {
     inner: Arc<dyn ObjectStore>,
     caps: Capabilities,
+    /// Documents as stored, when this process is the store's only writer.
+    cache: Option<Arc<cache::ReadCache>>,
     locks: Arc<[tokio::sync::Mutex<()>]>,
     hasher: std::collections::hash_map::RandomState,
 }
@@ -172,6 +176,7 @@ impl DocStore {
         Self {
             inner,
             caps,
+            cache: None,
             locks: (0..LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -240,6 +245,23 @@ impl DocStore {
         }
     }
 
+    /// This store with a write-through cache of documents of at most `bytes`: pulls
+    /// are answered from memory, and never with a document older than the last write
+    /// this process acknowledged. **Only for a store this process alone writes** (the
+    /// filesystem store, the memory store); with several nodes over one bucket, another
+    /// node's writes would not be seen. 0 turns it off. The server's own records
+    /// (`_starfish/<area>`) are never cached.
+    #[must_use]
+    pub fn with_read_cache(mut self, bytes: u64) -> Self {
+        self.cache = (bytes > 0).then(|| Arc::new(cache::ReadCache::new(bytes)));
+        self
+    }
+
+    /// Entries and bytes the read cache holds, when there is one.
+    pub fn read_cache_usage(&self) -> Option<(usize, u64)> {
+        self.cache.as_ref().map(|c| c.usage())
+    }
+
     /// The wrapped store.
     pub fn inner(&self) -> &Arc<dyn ObjectStore> {
         &self.inner
@@ -268,14 +290,14 @@ impl DocStore {
     }
 
     /// Writes JSON `bytes` at `path` if the object is still as read (`expect`):
-    /// `Ok(false)` when another writer won. Without conditional updates the caller
+    /// the new version, or `Ok(None)` when another writer won. Without conditional updates the caller
     /// holds the key's in-process lock and the write replaces.
     async fn put_if(
         &self,
         path: &Path,
-        bytes: Vec<u8>,
+        bytes: Bytes,
         expect: Expect,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<UpdateVersion>, StoreError> {
         let mode = match expect {
             Expect::Absent => PutMode::Create,
             Expect::Version(v, _) if self.caps.conditional_update => PutMode::Update(v),
@@ -288,13 +310,19 @@ impl DocStore {
                 object_store::AttributeValue::from("application/json"),
             )]);
         }
-        let payload = PutPayload::from(Bytes::from(bytes));
-        match self.inner.put_opts(path, payload, opts).await {
-            Ok(_) => Ok(true),
+        match self
+            .inner
+            .put_opts(path, PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(put) => Ok(Some(UpdateVersion {
+                e_tag: put.e_tag,
+                version: put.version,
+            })),
             Err(
                 object_store::Error::Precondition { .. }
                 | object_store::Error::AlreadyExists { .. },
-            ) => Ok(false),
+            ) => Ok(None),
             Err(e) => Err(StoreError::on_write(e)),
         }
     }
@@ -317,8 +345,9 @@ impl NsStore {
         expect: Expect,
         document: bool,
     ) -> Result<bool, StoreError> {
+        let bytes = Bytes::from(bytes);
         let Some(ledger) = &self.quota else {
-            return self.docs.put_if(path, bytes, expect).await;
+            return self.put_cached(path, bytes, expect).await;
         };
         let (old, creating) = match &expect {
             Expect::Absent => (0, true),
@@ -329,7 +358,7 @@ impl NsStore {
         let reservation = ledger
             .reserve(new.saturating_sub(old) as u64, documents)
             .await?;
-        let written = self.docs.put_if(path, bytes, expect).await;
+        let written = self.put_cached(path, bytes, expect).await;
         let (grown, counted) = match written {
             Ok(true) => (new as i64 - old as i64, documents as i64),
             _ => (0, 0),
@@ -338,16 +367,65 @@ impl NsStore {
         written
     }
 
+    /// [`DocStore::put_if`], keeping the read cache in step: the new bytes once they
+    /// are stored, no entry when the write lost or failed.
+    async fn put_cached(
+        &self,
+        path: &Path,
+        bytes: Bytes,
+        expect: Expect,
+    ) -> Result<bool, StoreError> {
+        let written = self.docs.put_if(path, bytes.clone(), expect).await;
+        match &written {
+            Ok(Some(version)) => self.wrote(path, Some(Cached::Present(bytes, version.clone()))),
+            _ => self.wrote(path, None),
+        }
+        written.map(|v| v.is_some())
+    }
+
+    /// The read cache, when this handle uses it.
+    fn cache(&self) -> Option<&cache::ReadCache> {
+        if self.cached {
+            self.docs.cache.as_deref()
+        } else {
+            None
+        }
+    }
+
+    /// Reads `path` (from the cache when it has it) with its version.
+    ///
+    /// # Errors
+    /// [`StoreError`] for anything but "not found".
+    pub(super) async fn read(
+        &self,
+        path: &Path,
+    ) -> Result<Option<(Bytes, UpdateVersion)>, StoreError> {
+        let Some(cache) = self.cache() else {
+            return self.docs.get_versioned(path).await;
+        };
+        if let Some(hit) = cache.get(path) {
+            return Ok(hit.into_read());
+        }
+        let epoch = cache.epoch(path);
+        let read = self.docs.get_versioned(path).await?;
+        cache.fill(path, epoch, Cached::of(&read));
+        Ok(read)
+    }
+
+    /// Tells the read cache about a write to `path` (`None`: what is stored now is
+    /// not known here).
+    pub(super) fn wrote(&self, path: &Path, stored: Option<Cached>) {
+        if let Some(cache) = self.cache() {
+            cache.wrote(path, stored);
+        }
+    }
+
     /// Reads an object; `None` when it does not exist.
     ///
     /// # Errors
     /// [`StoreError`] for anything but "not found".
     pub(crate) async fn get(&self, key: &ObjectKey) -> Result<Option<Bytes>, StoreError> {
-        Ok(self
-            .docs
-            .get_versioned(&self.path(key))
-            .await?
-            .map(|(bytes, _)| bytes))
+        Ok(self.read(&self.path(key)).await?.map(|(bytes, _)| bytes))
     }
 
     /// Reads `key`, lets `decide` compute the replacement from the current bytes, and
@@ -376,7 +454,10 @@ impl NsStore {
         decide: impl FnMut(Option<&[u8]>) -> Result<(Vec<u8>, T), E>,
     ) -> Result<T, CasError<E>> {
         self.cas_with(key, decide, |path, bytes, expect| async move {
-            self.docs.put_if(&path, bytes, expect).await
+            self.docs
+                .put_if(&path, Bytes::from(bytes), expect)
+                .await
+                .map(|v| v.is_some())
         })
         .await
     }
@@ -399,7 +480,7 @@ impl NsStore {
             } else {
                 Some(self.docs.lock_for(key).lock().await)
             };
-            let current = self.docs.get_versioned(key).await?;
+            let current = self.read(key).await?;
             let (bytes, out) =
                 decide(current.as_ref().map(|(b, _)| b.as_ref())).map_err(CasError::Rejected)?;
             let creating = current.is_none();

@@ -39,6 +39,9 @@ pub(crate) struct NsStore {
     moving: Option<Arc<AtomicBool>>,
     /// The namespace's quota, when it has one.
     pub(super) quota: Option<Arc<super::Ledger>>,
+    /// Reads go through the store's read cache, if it has one (documents; never the
+    /// server's own records, which other processes write).
+    pub(super) cached: bool,
 }
 
 impl NsStore {
@@ -51,6 +54,7 @@ impl NsStore {
             read_only: false,
             moving: None,
             quota: None,
+            cached: true,
         }
     }
 
@@ -63,6 +67,7 @@ impl NsStore {
             read_only: false,
             moving: None,
             quota: None,
+            cached: true,
         }
     }
 
@@ -76,6 +81,7 @@ impl NsStore {
             read_only: false,
             moving: None,
             quota: None,
+            cached: true,
         }
     }
 
@@ -87,6 +93,7 @@ impl NsStore {
             read_only: false,
             moving: None,
             quota: None,
+            cached: false,
         }
     }
 
@@ -179,7 +186,9 @@ impl NsStore {
             .await?;
         let mut deleted = 0;
         for location in locations {
-            match self.docs.inner().delete(&location).await {
+            let result = self.docs.inner().delete(&location).await;
+            self.wrote(&location, None);
+            match result {
                 Ok(()) => deleted += 1,
                 Err(e) if super::is_missing(&e) => {}
                 Err(e) => return Err(e.into()),
@@ -194,7 +203,10 @@ impl NsStore {
     /// [`StoreError`].
     pub(crate) async fn remove(&self, key: &ObjectKey) -> Result<(), StoreError> {
         self.writable()?;
-        match self.docs.inner().delete(&self.path(key)).await {
+        let path = self.path(key);
+        let result = self.docs.inner().delete(&path).await;
+        self.wrote(&path, None);
+        match result {
             Err(e) if !super::is_missing(&e) => Err(e.into()),
             _ => Ok(()),
         }
