@@ -15,6 +15,8 @@ use std::path::{Component, Path, PathBuf};
 const DEFAULT_HOST: &str = "127.0.0.1";
 const DEFAULT_PORT: u16 = 8080;
 const DEFAULT_DATA: &str = "./data";
+/// The read cache's default size: 64 MiB.
+const DEFAULT_READ_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 const DEFAULT_MAX_SIGNED_BODY_BYTES: u64 = 64 * 1024;
 const DEFAULT_MAX_CAP_HEADER_BYTES: usize = 8 * 1024;
 const DEFAULT_MAX_SKEW_MS: u64 = 300_000;
@@ -59,6 +61,11 @@ pub(crate) struct ServeArgs {
           default_missing_value = "true", value_parser = BoolishValueParser::new(),
           value_name = "BOOL")]
     fsync: Option<bool>,
+    /// Bytes of the write-through cache of documents (pulls answered from memory,
+    /// never older than the last acknowledged write); 0 turns it off. Only for a store
+    /// this process alone writes: fs and memory [default: 67108864; 0 with s3].
+    #[arg(long, env = "STARFISH_READ_CACHE_BYTES", value_name = "BYTES")]
+    read_cache_bytes: Option<u64>,
     /// Where documents are stored [default: fs].
     #[arg(long, value_enum, env = "STARFISH_STORE")]
     store: Option<StoreKind>,
@@ -204,6 +211,7 @@ pub(crate) struct ServerSection {
     /// Relative to the config file's directory.
     data: Option<PathBuf>,
     fsync: Option<bool>,
+    read_cache_bytes: Option<u64>,
     store: Option<StoreKind>,
     s3: S3Section,
     base_path: Option<OneOrMany>,
@@ -284,6 +292,8 @@ pub(crate) struct Settings {
     /// fsync after writes (shown with `store: fs` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) fsync: Option<bool>,
+    /// Bytes of the read cache (0: off).
+    pub(crate) read_cache_bytes: u64,
     /// The S3 layers above the `AWS_*` environment (shown with `store: s3`, resolved).
     #[serde(skip)]
     pub(crate) s3: S3Layer,
@@ -401,6 +411,18 @@ impl Settings {
                 store.name()
             ));
         }
+        let read_cache_bytes = match (args.read_cache_bytes.or(section.read_cache_bytes), store) {
+            (Some(n), StoreKind::S3) if n > 0 => {
+                return Err(
+                    "--read-cache-bytes needs a store this process alone writes (fs or memory); \
+                     with s3 other nodes' writes would not be seen"
+                        .into(),
+                );
+            }
+            (Some(n), _) => n,
+            (None, StoreKind::S3) => 0,
+            (None, _) => DEFAULT_READ_CACHE_BYTES,
+        };
         let limits = Limits::resolve(*args.limits, section.limits)?;
         let (a, sa) = (args.auth, section.auth);
         let (s3, s3s) = (args.s3, section.s3);
@@ -430,6 +452,7 @@ impl Settings {
             store,
             data: (store == StoreKind::Fs).then_some(data),
             fsync: (store == StoreKind::Fs).then_some(fsync),
+            read_cache_bytes,
             s3: S3Layer {
                 bucket: s3.s3_bucket.or(s3s.bucket),
                 endpoint: s3.s3_endpoint.or(s3s.endpoint),
