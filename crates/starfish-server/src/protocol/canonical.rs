@@ -64,122 +64,70 @@ fn write_value(out: &mut String, value: &Value) {
 
 /// `JSON.stringify(string)`: escapes `"`, `\`, the short control escapes and every
 /// other control character as `\u00xx`; `/` and non-ASCII are written as they are.
+/// Runs that need no escape are copied whole.
 fn write_string(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // `b` is ASCII, so `i` is a char boundary.
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{:04x}", b);
+        } else {
+            out.push_str(escape);
         }
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
     out.push('"');
 }
 
+/// Integers up to 2^53 are doubles printed as themselves.
+const EXACT_INTEGERS: u64 = 1 << 53;
+
 fn write_number(out: &mut String, n: &Number) {
+    // The common case: an integer a double holds exactly prints as its digits.
+    if let Some(i) = n.as_u64().filter(|i| *i <= EXACT_INTEGERS) {
+        let _ = write!(out, "{i}");
+        return;
+    }
+    if let Some(i) = n.as_i64().filter(|i| i.unsigned_abs() <= EXACT_INTEGERS) {
+        let _ = write!(out, "{i}");
+        return;
+    }
     // Every JSON number is a double in the reference; integers past 2^53 round.
     let x = n.as_f64().unwrap_or(f64::NAN);
     write_js_number(out, x);
 }
 
-/// ECMAScript `Number::toString` for a double (the form `JSON.stringify` uses).
 /// `n` as a whole non-negative number (what `Number.isInteger(n) && n >= 0` admits,
 /// within `u64`); `None` for fractions, negatives, infinities and NaN.
 pub(crate) fn non_negative_integer(n: f64) -> Option<u64> {
     (n.is_finite() && n.fract() == 0.0 && n >= 0.0 && n <= u64::MAX as f64).then_some(n as u64)
 }
 
+/// ECMAScript `Number::toString` for a double (the form `JSON.stringify` uses).
 pub(crate) fn write_js_number(out: &mut String, x: f64) {
     if !x.is_finite() {
         out.push_str("null");
         return;
     }
+    // `-0` prints as `0`; everything else exactly as ECMAScript's Number::toString.
     if x == 0.0 {
         out.push('0');
         return;
     }
-    if x < 0.0 {
-        out.push('-');
-    }
-    // Rust's `{:e}` prints the shortest round-trip digits, e.g. `1.5e-7`.
-    let sci = format!("{:e}", x.abs());
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let k = digits.len() as i32;
-    let n = exp + 1; // position of the decimal point relative to the digits
-    if k <= n && n <= 21 {
-        out.push_str(&digits);
-        out.extend(std::iter::repeat_n('0', (n - k) as usize));
-    } else if 0 < n && n <= 21 {
-        out.push_str(&digits[..n as usize]);
-        out.push('.');
-        out.push_str(&digits[n as usize..]);
-    } else if -6 < n && n <= 0 {
-        out.push_str("0.");
-        out.extend(std::iter::repeat_n('0', (-n) as usize));
-        out.push_str(&digits);
-    } else {
-        out.push_str(&digits[..1]);
-        if k > 1 {
-            out.push('.');
-            out.push_str(&digits[1..]);
-        }
-        out.push('e');
-        out.push(if n > 0 { '+' } else { '-' });
-        let _ = write!(out, "{}", (n - 1).abs());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn num(x: f64) -> String {
-        let mut s = String::new();
-        write_js_number(&mut s, x);
-        s
-    }
-
-    #[test]
-    fn numbers_print_like_javascript() {
-        assert_eq!(num(0.1), "0.1");
-        assert_eq!(num(1e-7), "1e-7");
-        assert_eq!(num(1e-6), "0.000001");
-        assert_eq!(num(1e21), "1e+21");
-        assert_eq!(num(1e20), "100000000000000000000");
-        assert_eq!(num(-0.0), "0");
-        assert_eq!(num(2.0), "2");
-        assert_eq!(num(-1.5), "-1.5");
-        assert_eq!(num(123.456), "123.456");
-        assert_eq!(num(1.2345e-10), "1.2345e-10");
-        assert_eq!(num(f64::NAN), "null");
-        assert_eq!(num(9007199254740993_u64 as f64), "9007199254740992");
-    }
-
-    #[test]
-    fn keys_sort_by_code_point_and_strings_escape_like_json_stringify() {
-        let v = json!({"😀": 1, "ﬀ": 2, "é": "café", "a\"b": "line1\nline2\t/\\", "c": "\u{1}"});
-        assert_eq!(
-            stable_stringify(&v),
-            "{\"a\\\"b\":\"line1\\nline2\\t/\\\\\",\"c\":\"\\u0001\",\"é\":\"café\",\"ﬀ\":2,\"😀\":1}"
-        );
-    }
-
-    #[test]
-    fn empty_object_hash_matches_reference() {
-        assert_eq!(
-            compute_hash(&json!({})),
-            "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
-        );
-    }
+    out.push_str(ryu_js::Buffer::new().format_finite(x));
 }
