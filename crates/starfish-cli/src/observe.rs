@@ -69,7 +69,11 @@ impl ObserveSettings {
     pub(crate) fn init_logs(&self) {
         let filter =
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-        let builder = tracing_subscriber::fmt().with_env_filter(filter);
+        // Colours only for a terminal: escape codes cost time and clutter log files.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(ansi);
         match self.log_format {
             LogFormat::Text => builder.init(),
             LogFormat::Json => builder
@@ -89,17 +93,29 @@ pub(crate) fn request_layers(app: axum::Router) -> axum::Router {
     use tower_http::request_id::{
         MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
     };
-    #[derive(Clone, Copy)]
-    struct Random;
-    impl MakeRequestId for Random {
+    /// A random prefix drawn once per process, then a counter: unique ids without a
+    /// system call per request.
+    #[derive(Clone)]
+    struct Sequential {
+        prefix: u64,
+        next: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    }
+    impl MakeRequestId for Sequential {
         fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-            let mut bytes = [0u8; 12];
-            getrandom::fill(&mut bytes).ok()?;
-            axum::http::HeaderValue::from_str(&hex::encode(bytes))
+            let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let id = format!("{:016x}{n:08x}", self.prefix);
+            axum::http::HeaderValue::from_str(&id)
                 .ok()
                 .map(RequestId::new)
         }
     }
+    let mut seed = [0u8; 8];
+    // Without randomness the ids are still unique within the process.
+    let _ = getrandom::fill(&mut seed);
+    let ids = Sequential {
+        prefix: u64::from_le_bytes(seed),
+        next: std::sync::Arc::default(),
+    };
     let header = axum::http::HeaderName::from_static("x-request-id");
     let trace = tower_http::trace::TraceLayer::new_for_http().make_span_with(
         |request: &axum::http::Request<axum::body::Body>| {
@@ -120,7 +136,7 @@ pub(crate) fn request_layers(app: axum::Router) -> axum::Router {
     // the id is copied to the response.
     app.layer(PropagateRequestIdLayer::new(header.clone()))
         .layer(trace)
-        .layer(SetRequestIdLayer::new(header, Random))
+        .layer(SetRequestIdLayer::new(header, ids))
 }
 
 /// Serves `metrics` at `http://addr/metrics` until the process ends.
