@@ -14,7 +14,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-#[tracing::instrument(skip_all, fields(collection = %doc.collection.name))]
+#[tracing::instrument(level = "debug", skip_all, fields(collection = %doc.collection.name))]
 pub(super) async fn pull(
     state: &AppState,
     parts: &Parts,

@@ -16,7 +16,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-#[tracing::instrument(skip_all, fields(collection = %doc.collection.name))]
+#[tracing::instrument(level = "debug", skip_all, fields(collection = %doc.collection.name))]
 pub(super) async fn push(
     state: &AppState,
     parts: &Parts,
