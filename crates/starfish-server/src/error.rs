@@ -102,6 +102,9 @@ pub(crate) enum ApiError {
     /// The write would take the namespace past its quota; nothing was written.
     #[error("Quota exceeded")]
     QuotaExceeded,
+    /// The namespace has as many requests in flight as its limits allow.
+    #[error("Too many concurrent requests")]
+    TooManyConcurrent,
 }
 
 /// Seconds a write refused during a migration's last pass is asked to wait.
@@ -224,7 +227,7 @@ impl ApiError {
             Self::Busy | Self::Migrating => StatusCode::SERVICE_UNAVAILABLE,
             // RFC 4918: the server cannot store what the request needs stored.
             Self::QuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::TooManyConcurrent => StatusCode::TOO_MANY_REQUESTS,
             Self::Sync(e) => sync_status(e),
         }
     }
@@ -280,6 +283,7 @@ impl IntoResponse for ApiError {
         let retry_after = match self {
             Self::RateLimited { retry_after } => Some(retry_after),
             Self::Migrating => Some(MIGRATING_RETRY_AFTER),
+            Self::TooManyConcurrent => Some(1),
             _ => None,
         };
         if let Some(seconds) = retry_after {

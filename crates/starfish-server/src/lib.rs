@@ -203,7 +203,7 @@ mod sync;
 mod tenants;
 
 pub use browser::CorsSettings;
-pub use config::{ConfigError, Isolation, Quota, SyncConfig};
+pub use config::{ConfigError, Isolation, NamespaceLimits, Quota, SyncConfig};
 pub use events::{AfterWrite, WriteAction, WriteEvent};
 pub use metrics::Metrics;
 pub use openapi::openapi_document;

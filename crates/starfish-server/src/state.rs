@@ -360,6 +360,7 @@ impl AppState {
             trusted_roots: None,
             suspended: false,
             generation: None,
+            budget: None,
         };
         let mut namespaces = HashMap::new();
         for ns in &config.namespaces {
@@ -393,6 +394,7 @@ impl AppState {
                 trusted_roots: ns.trusted_roots.clone(),
                 suspended: false,
                 generation: None,
+                budget: ns.limits.map(|l| Arc::new(crate::access::Budget::new(l))),
             };
             namespaces.insert(ns.name.to_string(), scope);
         }

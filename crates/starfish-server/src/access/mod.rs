@@ -5,9 +5,11 @@
 //! collection's roles (with an enricher's extra roles), the cap's `scope.paths` on the
 //! resolved key, and last the embedder's [`Authorize`] hook.
 
+mod budget;
 mod rate;
 mod restrictions;
 
+pub(crate) use budget::Budget;
 pub(crate) use rate::DEFAULT_MAX_BUCKETS;
 pub(crate) use rate::{RateLimiter, RateSubject};
 

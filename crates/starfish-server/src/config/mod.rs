@@ -15,7 +15,7 @@ mod validate;
 pub(crate) use names::{CollectionName, NamespaceName, is_param_value, is_reserved};
 pub(crate) use routes::{RouteTable, Target};
 pub(crate) use template::{IDENTITY_PARAM, PathTemplate, Segment, is_safe_key};
-pub use tenancy::{Isolation, Quota};
+pub use tenancy::{Isolation, NamespaceLimits, Quota};
 pub(crate) use tenancy::{MAX_ISOLATED_NAME_BYTES, trusted_roots};
 
 use serde_json::Value;
@@ -89,6 +89,8 @@ pub(crate) struct Namespace {
     pub(crate) trusted_roots: Option<Arc<[String]>>,
     /// `quota`: most bytes and documents it may hold.
     pub(crate) quota: Option<Quota>,
+    /// `limits`: requests per window and in flight.
+    pub(crate) limits: Option<NamespaceLimits>,
 }
 
 /// A role name as it appears in `readRoles`/`writeRoles`.

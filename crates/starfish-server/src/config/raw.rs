@@ -32,6 +32,8 @@ pub(crate) struct RawNamespace {
     pub(crate) trusted_roots: Option<Value>,
     /// Extension: most bytes and documents it may hold.
     pub(crate) quota: Option<Value>,
+    /// Extension: requests per window and in flight.
+    pub(crate) limits: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -57,6 +57,77 @@ pub struct Quota {
     pub max_documents: Option<u64>,
 }
 
+/// A namespace's request limits (`limits: {...}`, an extension), on top of its
+/// collections' rate limits: requests per window for the whole namespace and per
+/// caller identity (the IP for anonymous callers, `key:<id>` for an API key), and
+/// requests in flight at once. Counted on each node (docs/namespaces.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespaceLimits {
+    /// The window of both request counts, in ms.
+    #[serde(default = "default_limit_window")]
+    pub window_ms: u64,
+    /// Requests per window for the whole namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u64>,
+    /// Requests per window for one caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests_per_identity: Option<u64>,
+    /// Requests of the namespace in flight at once; past it, 429 at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
+}
+
+fn default_limit_window() -> u64 {
+    60_000
+}
+
+impl NamespaceLimits {
+    /// Why these limits cannot be used, if they cannot.
+    pub(crate) fn problem(&self) -> Option<&'static str> {
+        if self.window_ms == 0
+            || self.max_requests == Some(0)
+            || self.max_requests_per_identity == Some(0)
+            || self.max_concurrent == Some(0)
+        {
+            Some("limits must be positive whole numbers")
+        } else if self.max_requests.is_none()
+            && self.max_requests_per_identity.is_none()
+            && self.max_concurrent.is_none()
+        {
+            Some("limits must set maxRequests, maxRequestsPerIdentity or maxConcurrent")
+        } else {
+            None
+        }
+    }
+}
+
+/// Reads a `limits` field (`label` prefixes the message).
+pub(crate) fn limits(
+    v: Option<&Value>,
+    label: &str,
+    errors: &mut Vec<String>,
+) -> Option<NamespaceLimits> {
+    match v {
+        None | Some(Value::Null) => None,
+        Some(v) => match serde_json::from_value::<NamespaceLimits>(v.clone()) {
+            Ok(l) => match l.problem() {
+                Some(p) => {
+                    errors.push(format!("{label}{p}"));
+                    None
+                }
+                None => Some(l),
+            },
+            Err(e) => {
+                errors.push(format!(
+                    "{label}limits must be {{\"windowMs\", \"maxRequests\", \"maxRequestsPerIdentity\", \"maxConcurrent\"}} with whole numbers: {e}"
+                ));
+                None
+            }
+        },
+    }
+}
+
 /// Reads a `quota` field (`label` prefixes the message).
 pub(crate) fn quota(v: Option<&Value>, label: &str, errors: &mut Vec<String>) -> Option<Quota> {
     match v {

@@ -104,8 +104,10 @@ fn namespace(
     let isolation = tenancy::isolation(ns.isolation.as_ref(), label, errors);
     let trusted_roots = tenancy::trusted_roots(ns.trusted_roots.as_ref(), label, errors);
     let quota = tenancy::quota(ns.quota.as_ref(), label, errors);
+    let limits = tenancy::limits(ns.limits.as_ref(), label, errors);
     Some(Namespace {
         quota,
+        limits,
         name: parsed.ok()?,
         collections: cols,
         restrictions: ns_restrictions,

@@ -32,6 +32,8 @@ pub(crate) struct Scope {
     pub(crate) suspended: bool,
     /// A namespace created at runtime: its generation (API keys are bound to it).
     pub(crate) generation: Option<Arc<str>>,
+    /// The namespace's request limits, when it has any.
+    pub(crate) budget: Option<Arc<crate::access::Budget>>,
 }
 
 impl Scope {
@@ -116,6 +118,20 @@ pub(crate) enum Endpoint<'s> {
     Batch(&'s Scope),
     /// `GET /<ns>/config`: one namespace's collections (the root's is its own route).
     Config(&'s Scope),
+}
+
+impl Endpoint<'_> {
+    /// The scope the request was routed to.
+    pub(crate) fn scope(&self) -> &Scope {
+        match self {
+            Self::Pull(s, _)
+            | Self::Push(s, _)
+            | Self::Bundle(s, _)
+            | Self::List(s, _)
+            | Self::Batch(s)
+            | Self::Config(s) => s,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

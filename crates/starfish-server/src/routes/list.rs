@@ -25,6 +25,7 @@ pub(super) async fn list(
     let public = is_public(&prefix.collection, Action::List);
     let (caller, _) = authenticate(state, parts, Body::empty(), public, Some(scope)).await?;
     admit(scope, &caller)?;
+    super::charge(state, parts, scope, &caller)?;
     allow(state, &caller, scope, &prefix, Action::List).await?;
     rate_check(
         state,

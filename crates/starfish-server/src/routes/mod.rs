@@ -63,6 +63,10 @@ pub(crate) fn router() -> Router<AppState> {
             axum::routing::put(admin::set_quota),
         )
         .route(
+            "/_starfish/admin/namespaces/{name}/limits",
+            axum::routing::put(admin::set_limits),
+        )
+        .route(
             "/_starfish/admin/namespaces/{name}/{action}",
             axum::routing::post(admin::action),
         )
@@ -187,6 +191,11 @@ async fn route(
             .or_else(|| tenant.as_deref().filter(|t| named(t, name)))
     };
     let endpoint = Endpoint::parse(&state.root, namespace, &parts.method, parts.uri.path())?;
+    // A place among the namespace's requests in flight, before anything else is done.
+    let _permit = match endpoint.scope().budget.as_deref() {
+        Some(budget) => Some(budget.permit()?),
+        None => None,
+    };
     if state.metrics.is_some() {
         *routed = match &endpoint {
             Endpoint::Pull(scope, doc) => Routed::of(scope, Some(&doc.collection), "pull"),
@@ -501,6 +510,31 @@ pub(crate) fn rate_check(
         .rate
         .check(&bucket, rule, subject, state.clock.now_ms())
         .map_err(|retry_after| ApiError::RateLimited { retry_after })
+}
+
+/// Counts one request of `caller` against the namespace's request limits, once the
+/// caller is known (every route calls it once, after authentication).
+///
+/// # Errors
+/// `429` with `Retry-After` when the namespace or the caller is over its count.
+pub(crate) fn charge(
+    state: &AppState,
+    parts: &Parts,
+    scope: &Scope,
+    caller: &Caller,
+) -> Result<(), ApiError> {
+    let Some(budget) = &scope.budget else {
+        return Ok(());
+    };
+    let namespace = scope.namespace.as_ref().map_or("", |n| n.as_str());
+    let generation = scope.generation.as_deref().unwrap_or("");
+    let bucket = format!("{namespace}/{generation}|budget:");
+    let ip = client_ip(state, parts);
+    let subject = RateSubject {
+        identity: caller.identity(),
+        ip: &ip,
+    };
+    budget.charge(&state.rate, &bucket, subject, state.clock.now_ms())
 }
 
 /// True when `action` on `collection` needs no credentials (the reference does not

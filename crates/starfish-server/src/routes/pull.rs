@@ -24,6 +24,7 @@ pub(super) async fn pull(
     let public = is_public(&doc.collection, Action::Pull);
     let (caller, _) = authenticate(state, parts, Body::empty(), public, Some(scope)).await?;
     admit(scope, &caller)?;
+    super::charge(state, parts, scope, &caller)?;
     allow(state, &caller, scope, &doc, Action::Pull).await?;
     rate_check(state, parts, scope, &doc.collection, &caller, Action::Pull)?;
     if doc.collection.is_binary() {

@@ -28,6 +28,7 @@ pub(super) async fn push(
     let public = is_public(collection, Action::Push);
     let (caller, body) = authenticate(state, parts, body, public, Some(scope)).await?;
     admit(scope, &caller)?;
+    super::charge(state, parts, scope, &caller)?;
     allow(state, &caller, scope, &doc, Action::Push).await?;
     // The declared length against `maxBodyBytes`, then the rate limit, before any
     // unsigned body is read.

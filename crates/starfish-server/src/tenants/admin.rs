@@ -4,6 +4,7 @@
 //! | Route | Does |
 //! |---|---|
 //! | `POST /_starfish/admin/namespaces` `{"name","template","trustedRoots"?}` | creates a namespace from a template (201; 409 if the name is taken) |
+//! | `PUT /_starfish/admin/namespaces/{name}/limits` | sets a namespace's request limits (super-admin key) |
 //! | `PUT /_starfish/admin/namespaces/{name}/quota` | sets a namespace's quota (super-admin key) |
 //! | `GET /_starfish/admin/namespaces?after=&limit=` | lists namespaces with their collection counts (`usage=1`: objects and bytes too) |
 //! | `GET /_starfish/admin/namespaces/<name>` | one namespace with its objects and bytes |
@@ -185,6 +186,7 @@ fn record_json(record: &TenantRecord, tenants: &Tenants) -> Value {
         "trustedRoots": record.trusted_roots,
         "createdAt": record.created_at,
         "collections": tenants.collections_of(&record.template),
+        "limits": tenants.limits_of(record),
         "source": "api",
     })
 }
@@ -297,6 +299,31 @@ pub(crate) async fn one(
         item["quota"] = json!(ledger.report().await?);
     }
     Ok(Json(item).into_response())
+}
+
+/// `PUT /_starfish/admin/namespaces/<name>/limits`: the namespace's request limits
+/// (`{"windowMs", "maxRequests", "maxRequestsPerIdentity", "maxConcurrent"}`), or
+/// `null` for its template's. Only the super-admin key. Every node applies them
+/// within its refresh (1 s).
+pub(crate) async fn set_limits(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    request: Request<Body>,
+) -> Result<Response, AdminError> {
+    check(&state, request.headers()).await?.may_all()?;
+    let limits: Option<crate::config::NamespaceLimits> = read_json(request.into_body()).await?;
+    if limits.is_some_and(|l| l.problem().is_some()) {
+        return Err(AdminError::BadRequest("Invalid limits"));
+    }
+    let tenants = &state.tenants;
+    let valid = tenants.runtime_name(&name)?;
+    let record = tenants
+        .update(&valid, |record| {
+            record.limits = limits;
+            Ok(())
+        })
+        .await?;
+    Ok(Json(record_json(&record, tenants)).into_response())
 }
 
 /// `PUT /_starfish/admin/namespaces/<name>/quota`: `{"maxBytes": N, "maxDocuments":
@@ -535,6 +562,7 @@ impl Tenants {
             trusted_roots,
             created_at: self.clock.now_ms(),
             generation: super::new_generation()?,
+            limits: None,
         };
         let bytes = serde_json::to_vec(&record).map_err(|_| TenantError::InvalidName)?;
         self.registry

@@ -85,6 +85,9 @@ pub(crate) struct TenantRecord {
     /// Random, new for every creation of the name: where its data lives, and what an
     /// API key granted this tenant is bound to.
     pub(crate) generation: String,
+    /// Request limits set through the admin API (over the template's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) limits: Option<crate::config::NamespaceLimits>,
 }
 
 /// A fresh generation id (16 hex digits).
@@ -183,6 +186,9 @@ pub(crate) struct Tenants {
     /// Quota ledgers of tenants whose template has a quota, by `name/generation`:
     /// kept across refreshes, as a node's lease lives in them.
     ledgers: quick_cache::sync::Cache<Box<str>, Arc<crate::store::Ledger>>,
+    /// Request limits of tenants, by `name/generation`: kept across refreshes, as
+    /// their counters and in-flight places live in them.
+    budgets: quick_cache::sync::Cache<Box<str>, Arc<crate::access::Budget>>,
     refresh_ms: u64,
     clock: Arc<dyn Clock>,
     /// Reads of the registry for names not known to be tenants.
@@ -219,6 +225,7 @@ impl Tenants {
             known: quick_cache::sync::Cache::new(options.cache_entries.max(1)),
             opened: quick_cache::sync::Cache::new(options.cache_entries.max(1)),
             ledgers: quick_cache::sync::Cache::new(options.cache_entries.max(1)),
+            budgets: quick_cache::sync::Cache::new(options.cache_entries.max(1)),
             refresh_ms: u64::try_from(options.refresh.as_millis()).unwrap_or(u64::MAX),
             clock,
             unknown: ReadBudget::new(options.unknown_lookups_per_second),
@@ -370,6 +377,16 @@ impl Tenants {
         Ok(store.with_quota(ledger))
     }
 
+    /// The request limits tenant `record` is served with.
+    pub(crate) fn limits_of(
+        &self,
+        record: &TenantRecord,
+    ) -> Option<crate::config::NamespaceLimits> {
+        record
+            .limits
+            .or_else(|| self.templates.get(&record.template)?.limits)
+    }
+
     /// The quota ledger of tenant `record`, when its template has a quota.
     pub(crate) fn ledger_of(&self, record: &TenantRecord) -> Option<Arc<crate::store::Ledger>> {
         let name = self.valid_name(&record.name)?;
@@ -378,6 +395,26 @@ impl Tenants {
             .ok()?
             .quota()
             .cloned()
+    }
+
+    /// The request limits of tenant `record` (its own, else its template's), the same
+    /// counters across refreshes while the limits stay the same.
+    fn budget_of(
+        &self,
+        name: &NamespaceName,
+        record: &TenantRecord,
+        template: &Namespace,
+    ) -> Option<Arc<crate::access::Budget>> {
+        let limits = record.limits.or(template.limits)?;
+        let id = format!("{name}/{}", record.generation);
+        if let Some(budget) = self.budgets.get(id.as_str()) {
+            if *budget.limits() == limits {
+                return Some(budget);
+            }
+        }
+        let budget = Arc::new(crate::access::Budget::new(limits));
+        self.budgets.insert(id.into(), budget.clone());
+        Some(budget)
     }
 
     fn scope(&self, name: &NamespaceName, record: &TenantRecord) -> Option<Scope> {
@@ -397,6 +434,7 @@ impl Tenants {
                 .or_else(|| template.trusted_roots.clone()),
             suspended: record.state == TenantState::Suspended,
             generation: Some(record.generation.as_str().into()),
+            budget: self.budget_of(name, record, template),
         })
     }
 }
