@@ -5,82 +5,20 @@
 //! `cargo bench -p starfish-server --bench auth`
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Method, Request};
-use base64::Engine as _;
+use axum::http::{Method, Request};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use ed25519_dalek::{Signer, SigningKey};
-use serde_json::{Value, json};
 use starfish_server::auth::{
     AuthRequest, Authenticator, CapAuthOptions, CapCertAuthenticator, ManualClock,
     NonceCacheLimits, SignedBody,
 };
-use starfish_server::internals::user_id_from_pub_hex;
-use starfish_server::internals::{sha256_hex, stable_stringify};
 use starfish_server::store::DocStore;
 use starfish_server::{SyncConfig, SyncOptions, create_sync_router};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use tower::ServiceExt;
 
-const T0: u64 = 1_767_225_600_000;
-const HOST: &str = "127.0.0.1:8080";
+mod support;
 
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(b)
-}
-
-struct Keys {
-    root: SigningKey,
-    device: SigningKey,
-    id: String,
-}
-
-fn keys() -> Keys {
-    let root = SigningKey::from_bytes(&[1; 32]);
-    let device = SigningKey::from_bytes(&[2; 32]);
-    let id = user_id_from_pub_hex(&hex::encode(root.verifying_key().as_bytes())).unwrap();
-    Keys { root, device, id }
-}
-
-/// A device cap; `serial` makes each one a distinct certificate.
-fn cap_header(k: &Keys, serial: u64) -> String {
-    let mut nonce = [0u8; 16];
-    nonce[..8].copy_from_slice(&serial.to_be_bytes());
-    let mut cert = json!({
-        "v": 1, "kind": "device",
-        "iss": hex::encode(k.root.verifying_key().as_bytes()), "issUserId": k.id,
-        "sub": hex::encode(k.device.verifying_key().as_bytes()), "subKem": "00".repeat(32),
-        "scope": {"ops": ["read", "list", "write"], "collections": ["*"], "paths": ["**"]},
-        "nbf": T0 / 1000 - 60, "exp": T0 / 1000 + 86400, "nonce": b64(&nonce),
-    });
-    let input = format!("starfish-capcert-v1\n{}", stable_stringify(&cert));
-    cert["sig"] = Value::from(b64(&k.root.sign(input.as_bytes()).to_bytes()));
-    format!("Cap {}", b64(stable_stringify(&cert).as_bytes()))
-}
-
-static NONCE: AtomicU64 = AtomicU64::new(0);
-
-/// Signature headers for a GET of `path` at `ts` with a fresh nonce.
-fn signed_headers(k: &Keys, cap: &str, path: &str, ts: u64) -> HeaderMap {
-    let nonce = b64(&NONCE.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-    let input = format!(
-        "starfish-req-v1\n{}",
-        stable_stringify(
-            &json!({"b": sha256_hex(b""), "h": HOST, "m": "GET", "nonce": nonce, "p": path, "ts": ts})
-        )
-    );
-    let mut h = HeaderMap::new();
-    let v = |s: &str| HeaderValue::from_str(s).unwrap();
-    h.insert("authorization", v(cap));
-    h.insert(
-        "x-starfish-sig",
-        v(&b64(&k.device.sign(input.as_bytes()).to_bytes())),
-    );
-    h.insert("x-starfish-ts", v(&ts.to_string()));
-    h.insert("x-starfish-nonce", v(&nonce));
-    h.insert("host", v(HOST));
-    h
-}
+use support::{HOST, T0, cap_header, keys, signed_headers};
 
 fn authenticator(clock: &ManualClock, cache_bytes: u64) -> CapCertAuthenticator {
     CapCertAuthenticator::new(

@@ -59,7 +59,8 @@ async fn assert_limited(res: axum::response::Response, message: &str) {
 #[tokio::test]
 async fn a_namespace_wide_count_bites_that_namespace_only() {
     let clock = ManualClock::new(T0);
-    let app = node(json!({"windowMs": 10000, "maxRequests": 5}), &clock);
+    // 50 per 10 s: one every 200 ms, in bursts of at most 5.
+    let app = node(json!({"windowMs": 10000, "maxRequests": 50}), &clock);
     for i in 0..5 {
         let status = if i % 2 == 0 {
             send(&app, get("/acme/pull/docs/a")).await.status()
@@ -88,11 +89,30 @@ async fn a_namespace_wide_count_bites_that_namespace_only() {
             StatusCode::OK
         );
     }
-    clock.advance(10_000);
+    // The count comes back at its rate: one request 200 ms later, not two.
+    clock.advance(200);
     assert_eq!(
         send(&app, get("/acme/pull/docs/a")).await.status(),
         StatusCode::OK
     );
+    assert_limited(
+        send(&app, get("/acme/pull/docs/a")).await,
+        "Rate limit exceeded",
+    )
+    .await;
+    // A quiet while gives back a whole burst, and no more.
+    clock.advance(10_000);
+    for _ in 0..5 {
+        assert_eq!(
+            send(&app, get("/acme/pull/docs/a")).await.status(),
+            StatusCode::OK
+        );
+    }
+    assert_limited(
+        send(&app, get("/acme/pull/docs/a")).await,
+        "Rate limit exceeded",
+    )
+    .await;
 }
 
 #[tokio::test]

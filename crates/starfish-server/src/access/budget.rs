@@ -1,8 +1,8 @@
 //! A namespace's request limits at run time ([`crate::config::NamespaceLimits`]):
 //! a permit per request in flight, taken before anything else is done for it (so a
-//! tenant that saturates the server holds at most its share of it), and request
-//! counts per window for the whole namespace and per caller, charged once the caller
-//! is known.
+//! tenant that saturates the server holds at most its share of it), a request count
+//! per window for the whole namespace, charged before authentication, and one per
+//! caller, charged once the caller is known.
 //!
 //! The namespace-wide count lives here, one counter per namespace (never evicted by
 //! other counters); per-caller counts live in the router's bounded rate limiter,
@@ -19,8 +19,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Debug)]
 pub(crate) struct Budget {
     limits: NamespaceLimits,
-    /// The end of the current window and the requests counted in it.
-    window: Mutex<(u64, u64)>,
+    /// When, in µs, the namespace-wide count is back to empty (its theoretical
+    /// arrival time).
+    next: Mutex<u64>,
     in_flight: Option<Arc<Semaphore>>,
 }
 
@@ -31,7 +32,7 @@ impl Budget {
     pub(crate) fn new(limits: NamespaceLimits) -> Self {
         Self {
             limits,
-            window: Mutex::new((0, 0)),
+            next: Mutex::new(0),
             in_flight: limits
                 .max_concurrent
                 .map(|n| Arc::new(Semaphore::new(n as usize))),
@@ -58,11 +59,48 @@ impl Budget {
         }
     }
 
-    /// Counts one request of `subject` in namespace bucket `scope`.
+    /// Counts one request in the namespace-wide count, before anything else is
+    /// done for it: a namespace over its count is refused before its requests cost a
+    /// signature verification, so a flood aimed at one namespace leaves the server
+    /// to the others.
+    ///
+    /// The count is spread over the window (a cell rate: one request every
+    /// `windowMs / maxRequests`, in bursts of at most a tenth of `maxRequests`), so a
+    /// namespace at its limit never lands all of a window's requests at once.
     ///
     /// # Errors
-    /// `429 Rate limit exceeded` with `Retry-After` when the namespace or the caller
-    /// is over its count for the window.
+    /// `429 Rate limit exceeded` with `Retry-After` when the namespace is over its
+    /// count.
+    pub(crate) fn charge_namespace(&self, now_ms: u64) -> Result<(), ApiError> {
+        let Some(max) = self.limits.max_requests else {
+            return Ok(());
+        };
+        let window_us = self.limits.window_ms.max(1).saturating_mul(1000);
+        if max == 0 {
+            return Err(ApiError::RateLimited {
+                retry_after: window_us.div_ceil(1_000_000).max(1),
+            });
+        }
+        let interval = (window_us / max).max(1);
+        let tolerance = interval.saturating_mul((max / 10).max(1) - 1);
+        let now = now_ms.saturating_mul(1000);
+        let mut tat = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+        let due = (*tat).max(now);
+        if due - now > tolerance {
+            let wait_us = due - now - tolerance;
+            return Err(ApiError::RateLimited {
+                retry_after: wait_us.div_ceil(1_000_000).max(1),
+            });
+        }
+        *tat = due + interval;
+        Ok(())
+    }
+
+    /// Counts one request of `subject` (a known caller) in namespace bucket `scope`.
+    ///
+    /// # Errors
+    /// `429 Rate limit exceeded` with `Retry-After` when the caller is over its
+    /// count for the window.
     pub(crate) fn charge(
         &self,
         rate: &RateLimiter,
@@ -71,17 +109,6 @@ impl Budget {
         now_ms: u64,
     ) -> Result<(), ApiError> {
         let window_ms = self.limits.window_ms.max(1);
-        if let Some(max) = self.limits.max_requests {
-            let mut w = self.window.lock().unwrap_or_else(PoisonError::into_inner);
-            if now_ms >= w.0 {
-                *w = (now_ms.saturating_add(window_ms), 0);
-            }
-            if w.1 >= max {
-                let retry_after = w.0.saturating_sub(now_ms).div_ceil(1000).max(1);
-                return Err(ApiError::RateLimited { retry_after });
-            }
-            w.1 += 1;
-        }
         if let Some(max) = self.limits.max_requests_per_identity {
             let rule = RateRule::Single {
                 window: RateWindow {

@@ -67,7 +67,9 @@ pub struct NamespaceLimits {
     /// The window of both request counts, in ms.
     #[serde(default = "default_limit_window")]
     pub window_ms: u64,
-    /// Requests per window for the whole namespace.
+    /// Requests per window for the whole namespace, counted before authentication
+    /// and spread over the window (one every `window_ms / max_requests`, in bursts
+    /// of at most a tenth of it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_requests: Option<u64>,
     /// Requests per window for one caller.

@@ -167,6 +167,9 @@ async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Resp
     result.into_response()
 }
 
+/// How long the answer to a request refused by its namespace's count is held.
+const REFUSAL_PACE: std::time::Duration = std::time::Duration::from_millis(50);
+
 async fn route(
     state: &AppState,
     request: Request<Body>,
@@ -192,8 +195,20 @@ async fn route(
     };
     let endpoint = Endpoint::parse(&state.root, namespace, &parts.method, parts.uri.path())?;
     // A place among the namespace's requests in flight, before anything else is done.
+    // Then the namespace's count for the window: over it, refused before the
+    // signature is verified.
     let _permit = match endpoint.scope().budget.as_deref() {
-        Some(budget) => Some(budget.permit()?),
+        Some(budget) => {
+            let permit = budget.permit()?;
+            if let Err(refused) = budget.charge_namespace(state.clock.now_ms()) {
+                // Held a moment (without its place): a flood's connections each get
+                // a few refusals a second, not as many as they can send.
+                drop(permit);
+                tokio::time::sleep(REFUSAL_PACE).await;
+                return Err(refused);
+            }
+            Some(permit)
+        }
         None => None,
     };
     if state.metrics.is_some() {
