@@ -230,6 +230,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         cap_auth.revocations = Arc::new(load_revocations(path)?);
     }
     let mut options = SyncOptions::new(config, store).with_cap_auth(cap_auth);
+    if let Some(master) = master_key()? {
+        options = options.with_key_wrap(Arc::new(master));
+    }
     options.trusted_proxy_hops = settings.trusted_proxy_hops;
     if let Some(endpoint) = settings.config_endpoint {
         options = options.with_config_endpoint(match endpoint {
@@ -305,4 +308,19 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown signal received, finishing in-flight requests");
+}
+
+/// The master key of encryption at rest: `STARFISH_MASTER_KEY` (64 hex digits or
+/// base64 of 32 bytes), or the file `STARFISH_MASTER_KEY_FILE` names.
+fn master_key() -> Result<Option<starfish_server::store::MasterKey>, String> {
+    let text = match (
+        std::env::var("STARFISH_MASTER_KEY"),
+        std::env::var("STARFISH_MASTER_KEY_FILE"),
+    ) {
+        (Ok(key), _) => key,
+        (Err(_), Ok(path)) => std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read the master key file {path}: {e}"))?,
+        _ => return Ok(None),
+    };
+    starfish_server::store::MasterKey::parse(&text).map(Some)
 }

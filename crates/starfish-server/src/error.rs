@@ -105,6 +105,10 @@ pub(crate) enum ApiError {
     /// The namespace has as many requests in flight as its limits allow.
     #[error("Too many concurrent requests")]
     TooManyConcurrent,
+    /// A sealed object failed its integrity check (tampered or truncated in the
+    /// store): logged, never served.
+    #[error("Stored data failed its integrity check")]
+    Integrity,
 }
 
 /// Seconds a write refused during a migration's last pass is asked to wait.
@@ -119,6 +123,10 @@ impl From<StoreError> for ApiError {
             }
             StoreError::ReadOnly => Self::Migrating,
             StoreError::QuotaExceeded => Self::QuotaExceeded,
+            other if other.is_integrity() => {
+                tracing::error!(error = %other, "stored object refused");
+                Self::Integrity
+            }
             other => Self::Store(other),
         }
     }
@@ -218,7 +226,7 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             Self::AuthTimeout => StatusCode::SERVICE_UNAVAILABLE,
-            Self::AuthorizationError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::AuthorizationError | Self::Integrity => StatusCode::INTERNAL_SERVER_ERROR,
             // The store is a dependency: its failure is ours to retry, not the client's.
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::JsonMediaTypeRequired => StatusCode::UNSUPPORTED_MEDIA_TYPE,

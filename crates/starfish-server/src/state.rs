@@ -56,6 +56,9 @@ pub struct SyncOptions {
     pub after_write: Option<Arc<dyn AfterWrite>>,
     /// Bound on authentication time.
     pub auth_timeout: Duration,
+    /// Wraps the data keys of namespaces with `encryptAtRest` (the master key, or a
+    /// KMS).
+    pub key_wrap: Option<Arc<dyn crate::store::KeyWrap>>,
     /// Most documents one batch pull may ask for (names and param sets).
     pub max_collections_per_batch: usize,
     /// Batch pulls refuse keys equal to or ending in `/<suffix>` (owner-only siblings).
@@ -144,6 +147,7 @@ impl SyncOptions {
             authorize: None,
             after_write: None,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
+            key_wrap: None,
             max_collections_per_batch: 100,
             batch_key_deny_suffixes: vec!["_keyring".into(), "_members".into()],
             max_batch_append_elements: 5000,
@@ -177,6 +181,14 @@ impl SyncOptions {
     #[must_use]
     pub fn with_cap_auth(mut self, options: CapAuthOptions) -> Self {
         self.cap_auth = options;
+        self
+    }
+
+    /// Wraps the data keys of namespaces with `encryptAtRest` with `wrap` (a
+    /// [`crate::store::MasterKey`], or a KMS).
+    #[must_use]
+    pub fn with_key_wrap(mut self, wrap: Arc<dyn crate::store::KeyWrap>) -> Self {
+        self.key_wrap = Some(wrap);
         self
     }
 
@@ -361,6 +373,7 @@ impl AppState {
             suspended: false,
             generation: None,
             budget: None,
+            sealed: None,
         };
         let mut namespaces = HashMap::new();
         for ns in &config.namespaces {
@@ -386,6 +399,29 @@ impl AppState {
                 );
                 store = store.with_quota(Arc::new(ledger));
             }
+            let sealed = if ns.encrypt_at_rest {
+                if config.isolation_of(ns) == Isolation::Shared {
+                    return Err(ConfigError::Invalid(vec![format!(
+                        "Namespace \"{}\": encryptAtRest needs isolation \"prefixed\" or \"store\" (in \"shared\" its keys are not its own)",
+                        ns.name
+                    )]));
+                }
+                let Some(wrap) = options.key_wrap.clone() else {
+                    return Err(ConfigError::Invalid(vec![format!(
+                        "Namespace \"{}\": encryptAtRest needs a master key (STARFISH_MASTER_KEY or STARFISH_MASTER_KEY_FILE)",
+                        ns.name
+                    )]));
+                };
+                let ring = crate::store::Keyring::for_config(
+                    &options.store,
+                    &ns.name,
+                    wrap,
+                    options.clock.clone(),
+                );
+                Some(store.sealed(Arc::new(ring)))
+            } else {
+                None
+            };
             let scope = Scope {
                 namespace: Some(ns.name.clone()),
                 routes: ns.routes.clone(),
@@ -395,6 +431,7 @@ impl AppState {
                 suspended: false,
                 generation: None,
                 budget: ns.limits.map(|l| Arc::new(crate::access::Budget::new(l))),
+                sealed,
             };
             namespaces.insert(ns.name.to_string(), scope);
         }

@@ -91,6 +91,9 @@ pub(crate) struct Namespace {
     pub(crate) quota: Option<Quota>,
     /// `limits`: requests per window and in flight.
     pub(crate) limits: Option<NamespaceLimits>,
+    /// `encryptAtRest`: its collections with `encryption: "none"` are sealed in the
+    /// store (crate::store::seal).
+    pub(crate) encrypt_at_rest: bool,
 }
 
 /// A role name as it appears in `readRoles`/`writeRoles`.

@@ -34,6 +34,8 @@ pub(crate) struct RawNamespace {
     pub(crate) quota: Option<Value>,
     /// Extension: requests per window and in flight.
     pub(crate) limits: Option<Value>,
+    /// Extension: seal its objects at rest.
+    pub(crate) encrypt_at_rest: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -105,7 +105,16 @@ fn namespace(
     let trusted_roots = tenancy::trusted_roots(ns.trusted_roots.as_ref(), label, errors);
     let quota = tenancy::quota(ns.quota.as_ref(), label, errors);
     let limits = tenancy::limits(ns.limits.as_ref(), label, errors);
+    let encrypt_at_rest = match &ns.encrypt_at_rest {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            errors.push(format!("{label}encryptAtRest must be true or false"));
+            false
+        }
+    };
     Some(Namespace {
+        encrypt_at_rest,
         quota,
         limits,
         name: parsed.ok()?,

@@ -336,7 +336,16 @@ async fn entry(
         (None, _) => LogQuery::default(),
     };
     let limits = &state.log_limits;
-    match read(&scope.store, doc.as_ref(), caller, log, limits, now).await {
+    match read(
+        scope.store_for(collection),
+        doc.as_ref(),
+        caller,
+        log,
+        limits,
+        now,
+    )
+    .await
+    {
         Ok(Read::Log(view)) => Ok(super::pull::log_body(&view, now)),
         Ok(Read::Document(Some(d))) => {
             Ok(json!({ "data": Value::Object(d.data), "hash": d.hash, "timestamp": now }))

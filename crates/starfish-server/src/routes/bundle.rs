@@ -40,7 +40,7 @@ pub(super) async fn pull(
     let now = state.clock.now_ms();
     let reads = readable.iter().map(|member| {
         read(
-            &scope.store,
+            scope.store_for(&member.collection),
             member.as_ref(),
             &caller,
             LogQuery::default(),

@@ -34,9 +34,21 @@ pub(crate) struct Scope {
     pub(crate) generation: Option<Arc<str>>,
     /// The namespace's request limits, when it has any.
     pub(crate) budget: Option<Arc<crate::access::Budget>>,
+    /// The same part of the store, sealing at rest: for the collections with
+    /// `encryption: "none"` of a namespace with `encryptAtRest`.
+    pub(crate) sealed: Option<NsStore>,
 }
 
 impl Scope {
+    /// The store handle for `collection`'s documents: sealed at rest when the
+    /// namespace seals and the collection is not already encrypted by its clients.
+    pub(crate) fn store_for(&self, collection: &crate::config::Collection) -> &NsStore {
+        match (&self.sealed, collection.encryption) {
+            (Some(sealed), crate::config::Encryption::None) => sealed,
+            _ => &self.store,
+        }
+    }
+
     /// False when the namespace names its trusted roots and `caller` holds a
     /// credential from none of them (its root key and its identity are both checked).
     /// An anonymous caller holds no credential: public roles decide for it.

@@ -28,7 +28,7 @@ pub(super) async fn pull(
     allow(state, &caller, scope, &doc, Action::Pull).await?;
     rate_check(state, parts, scope, &doc.collection, &caller, Action::Pull)?;
     if doc.collection.is_binary() {
-        return blob::pull(&scope.store, &doc, &parts.headers).await;
+        return blob::pull(scope.store_for(&doc.collection), &doc, &parts.headers).await;
     }
     let query = parts.uri.query();
     let now = state.clock.now_ms();
@@ -38,7 +38,7 @@ pub(super) async fn pull(
         LogQuery::default()
     };
     let reading = read(
-        &scope.store,
+        scope.store_for(&doc.collection),
         doc.as_ref(),
         &caller,
         log,
@@ -62,7 +62,7 @@ pub(super) async fn pull(
         };
         match allow(state, &caller, scope, &keyring, Action::Pull).await {
             Ok(()) => {
-                let value = read_stored(&scope.store, &keyring.key)
+                let value = read_stored(scope.store_for(&doc.collection), &keyring.key)
                     .await?
                     .map_or(Value::Null, |k| pull_body(Some(&k), now));
                 if let Value::Object(map) = &mut body {

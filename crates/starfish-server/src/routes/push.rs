@@ -39,7 +39,7 @@ pub(super) async fn push(
     rate_check(state, parts, scope, collection, &caller, Action::Push)?;
     let now = state.clock.now_ms();
     if collection.is_binary() {
-        let written = blob::push(&scope.store, parts, &doc, body, now).await?;
+        let written = blob::push(scope.store_for(collection), parts, &doc, body, now).await?;
         after_write(state, scope, &doc, &caller, WriteAction::Blob, &written);
         return Ok(axum::Json(json!({ "hash": written.hash })).into_response());
     }
@@ -58,7 +58,7 @@ pub(super) async fn push(
         RequestBody::Streaming(body) => read_limited(body, declared, limit).await?,
     };
     let written = write::push(
-        &scope.store,
+        scope.store_for(collection),
         doc.as_ref(),
         &caller,
         &bytes,

@@ -13,6 +13,7 @@ mod append;
 mod blob;
 mod cache;
 mod copy;
+mod datakeys;
 #[cfg(feature = "fs")]
 mod durable;
 mod key;
@@ -20,6 +21,7 @@ mod list;
 mod quota;
 #[cfg(feature = "aws")]
 mod s3;
+mod seal;
 mod tenant;
 
 pub(crate) use append::AppendFailure;
@@ -27,6 +29,8 @@ pub(crate) use append::AppendOp;
 pub(crate) use blob::{BlobBody, BlobError, META_SUFFIX};
 use cache::Cached;
 pub(crate) use copy::Copied;
+pub(crate) use datakeys::Keyring;
+pub use datakeys::{KeyWrap, MasterKey};
 pub(crate) use key::{KeyError, MAX_PARAM_BYTES, ObjectKey, PathParams};
 pub(crate) use quota::Ledger;
 #[cfg(feature = "aws")]
@@ -103,6 +107,21 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when a sealed object failed its integrity check (crate::store::seal).
+    pub(crate) fn is_integrity(&self) -> bool {
+        let Self::Backend(e) = self else {
+            return false;
+        };
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            if let Some(seal::SealError::Integrity(_)) = s.downcast_ref::<seal::SealError>() {
+                return true;
+            }
+            source = s.source();
+        }
+        false
+    }
+
     /// A backend error on a write, with filesystem path clashes told apart.
     pub(super) fn on_write(e: object_store::Error) -> Self {
         if io_kind(&e).is_some_and(|k| {
@@ -241,6 +260,16 @@ impl DocStore {
                 self.inner.clone(),
                 metrics.clone(),
             )),
+            ..self.clone()
+        }
+    }
+
+    /// This store sealing what it writes and opening what it reads with the data
+    /// keys of `keys` (the same in-process write locks and read cache, which hold
+    /// plaintext: a clone, not a second store).
+    pub(crate) fn sealed(&self, keys: Arc<Keyring>) -> Self {
+        Self {
+            inner: Arc::new(seal::Sealed::new(self.inner.clone(), keys)),
             ..self.clone()
         }
     }

@@ -105,6 +105,15 @@ impl NsStore {
         }
     }
 
+    /// This handle, sealing at rest with `keys`' data keys (the same root, quota and
+    /// flags).
+    pub(crate) fn sealed(&self, keys: Arc<super::Keyring>) -> Self {
+        Self {
+            docs: self.docs.sealed(keys),
+            ..self.clone()
+        }
+    }
+
     /// This handle, writing within `ledger`'s quota.
     pub(crate) fn with_quota(&self, ledger: Arc<super::Ledger>) -> Self {
         Self {

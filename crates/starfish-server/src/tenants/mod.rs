@@ -435,6 +435,7 @@ impl Tenants {
             suspended: record.state == TenantState::Suspended,
             generation: Some(record.generation.as_str().into()),
             budget: self.budget_of(name, record, template),
+            sealed: None,
         })
     }
 }

@@ -1,0 +1,257 @@
+//! Encryption at rest (`encryptAtRest`): nothing the store holds contains the
+//! plaintext of what was written, pulls answer exactly as without encryption, a
+//! 50 MiB blob round-trips through a bounded amount of memory, a flipped or cut byte
+//! is refused with a clear error, and delegated collections are stored as the client
+//! sent them.
+
+mod common;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use futures::StreamExt;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde_json::{Value, json};
+use starfish_server::store::{DocStore, MasterKey};
+use starfish_server::{SyncConfig, SyncOptions, create_sync_router};
+use std::sync::Arc;
+
+const MARK: &str = "plaintext-marker-7f3a";
+
+fn config(encrypt: bool) -> SyncConfig {
+    SyncConfig::from_value(json!({
+        "version": 1,
+        "collections": [],
+        "namespaces": {"acme": {"isolation": "prefixed", "encryptAtRest": encrypt, "collections": [
+            {"name": "notes", "storagePath": "notes/{id}",
+             "readRoles": ["public"], "writeRoles": ["public"]},
+            {"name": "feed", "storagePath": "feed/{id}",
+             "readRoles": ["public"], "writeRoles": ["public"],
+             "appendOnly": {"requireAuthorSignature": false, "chunkSize": 2}},
+            {"name": "vault", "storagePath": "vault/{id}", "encryption": "delegated",
+             "readRoles": ["public"], "writeRoles": ["public"]},
+            {"name": "files", "storagePath": "files/{id}",
+             "readRoles": ["public"], "writeRoles": ["public"],
+             "allowedMimeTypes": ["application/octet-stream"], "maxBodyBytes": 60_000_000u64}
+        ]}}
+    }))
+    .unwrap()
+}
+
+fn master() -> Arc<MasterKey> {
+    Arc::new(MasterKey::parse(&"42".repeat(32)).unwrap())
+}
+
+fn node(store: &DocStore, encrypt: bool) -> Router {
+    create_sync_router(SyncOptions::new(config(encrypt), store.clone()).with_key_wrap(master()))
+        .unwrap()
+}
+
+async fn raw_objects(store: &DocStore) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut listing = store.inner().list(None);
+    while let Some(meta) = listing.next().await {
+        let path = meta.unwrap().location;
+        let bytes = store
+            .inner()
+            .get(&path)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        out.push((path.to_string(), bytes.to_vec()));
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+fn upload(uri: &str, bytes: Vec<u8>) -> Request<Body> {
+    Request::post(uri)
+        .header("content-type", "application/octet-stream")
+        .header("content-length", bytes.len())
+        .body(Body::from(bytes))
+        .unwrap()
+}
+
+/// Writes the same things to `app`: a document, a log, a delegated document, a blob.
+async fn write_all(app: &Router) -> Vec<Value> {
+    let mut out = Vec::new();
+    let (s, mut body) = push_doc(app, "/acme/push/notes/n1", json!({"text": MARK}), None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    body.as_object_mut().map(|o| o.remove("timestamp"));
+    out.push(body);
+    for i in 0..3 {
+        let res = send(
+            app,
+            push(
+                "/acme/push/feed/f1",
+                &json!({"data": {"elements": [{"i": i, "t": MARK}]}}),
+            ),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let (s, _) = push_doc(
+        app,
+        "/acme/push/vault/v1",
+        json!({"ct": "opaque-ciphertext"}),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let res = send(
+        app,
+        upload("/acme/push/files/b1", MARK.repeat(100).into_bytes()),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    out.push(json_body(res).await);
+    out
+}
+
+async fn pulled(app: &Router) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for uri in [
+        "/acme/pull/notes/n1",
+        "/acme/pull/feed/f1?last=10",
+        "/acme/pull/vault/v1",
+        "/acme/pull/files/b1",
+    ] {
+        let res = send(app, get(uri)).await;
+        let status = res.status();
+        let mut body = body_bytes(res).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{uri} {}",
+            String::from_utf8_lossy(&body)
+        );
+        if let Ok(mut v) = serde_json::from_slice::<Value>(&body) {
+            v.as_object_mut().map(|o| o.remove("timestamp"));
+            // A log's entries carry the time they were appended.
+            if let Some(items) = v["data"]["items"].as_array_mut() {
+                items.iter_mut().for_each(|i| {
+                    i.as_object_mut().map(|o| o.remove("ts"));
+                });
+            }
+            body = serde_json::to_vec(&v).unwrap();
+        }
+        out.push(body);
+    }
+    out
+}
+
+#[tokio::test]
+async fn no_stored_object_holds_plaintext_and_pulls_are_unchanged() {
+    let sealed_store = DocStore::memory();
+    let sealed = node(&sealed_store, true);
+    let plain_store = DocStore::memory();
+    let plain = node(&plain_store, false);
+    // The same hashes and the same answers, with and without encryption.
+    assert_eq!(write_all(&sealed).await, write_all(&plain).await);
+    assert_eq!(pulled(&sealed).await, pulled(&plain).await);
+
+    let objects = raw_objects(&sealed_store).await;
+    let mut sealed_count = 0;
+    for (path, bytes) in &objects {
+        if path.contains("/vault/") {
+            // Delegated: the client's own ciphertext, stored as sent.
+            assert!(contains(bytes, "opaque-ciphertext"), "{path}");
+            continue;
+        }
+        assert!(!contains(bytes, MARK), "{path} holds plaintext");
+        if path.starts_with("_starfish/ns/acme/") {
+            assert!(bytes.starts_with(b"SFSEAL1\0"), "{path} is not sealed");
+            sealed_count += 1;
+        }
+    }
+    // The document, the log's head and chunks, the blob and its sidecar.
+    assert!(sealed_count >= 5, "{objects:?}");
+    // Without encryption the marker is there to be found: the search can fail.
+    let plain_objects = raw_objects(&plain_store).await;
+    assert!(plain_objects.iter().any(|(_, b)| contains(b, MARK)));
+    // The keyring holds only wrapped keys.
+    let ring = objects
+        .iter()
+        .find(|(p, _)| p == "_starfish/datakeys/ns/acme")
+        .expect("a keyring");
+    let ring: Value = serde_json::from_slice(&ring.1).unwrap();
+    assert_eq!(ring["current"], 1);
+    assert!(
+        ring["keys"]["1"]["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("master:")
+    );
+}
+
+#[tokio::test]
+async fn a_flipped_or_cut_byte_is_refused_with_a_clear_error() {
+    let store = DocStore::memory();
+    let app = node(&store, true);
+    write_all(&app).await;
+    let doc = object_store::path::Path::from("_starfish/ns/acme/notes/n1");
+    let original = store
+        .inner()
+        .get(&doc)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    for damaged in [
+        {
+            let mut b = original.to_vec();
+            let at = b.len() - 20;
+            b[at] ^= 1;
+            b
+        },
+        original[..original.len() - 1].to_vec(),
+        original[..60].to_vec(),
+        br#"{"data":{"text":"forged"},"hash":"x"}"#.to_vec(),
+    ] {
+        store
+            .inner()
+            .put(&doc, PutPayload::from(damaged))
+            .await
+            .unwrap();
+        let res = send(&app, get("/acme/pull/notes/n1")).await;
+        assert_error(
+            res,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Stored data failed its integrity check",
+        )
+        .await;
+    }
+    // Another object's sealed bytes moved here do not open either (bound to the path).
+    let other = store
+        .inner()
+        .get(&object_store::path::Path::from(
+            "_starfish/ns/acme/files/b1",
+        ))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    store
+        .inner()
+        .put(&doc, PutPayload::from(other))
+        .await
+        .unwrap();
+    let res = send(&app, get("/acme/pull/notes/n1")).await;
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test]
+async fn encryption_needs_a_master_key_and_an_isolated_namespace() {
+    let err = create_sync_router(SyncOptions::new(config(true), DocStore::memory()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("master key"), "{err}");
+}
