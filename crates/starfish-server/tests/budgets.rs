@@ -116,6 +116,30 @@ async fn a_namespace_wide_count_bites_that_namespace_only() {
 }
 
 #[tokio::test]
+async fn a_spent_namespace_count_refuses_before_verifying_and_holds_the_answer() {
+    let clock = ManualClock::new(T0);
+    let app = node(json!({"windowMs": 10000, "maxRequests": 1}), &clock);
+    let alice = user(1);
+    let notes = format!("/acme/pull/users/{}/notes", alice.id);
+    // A forged signature is 401 while the count lasts (the forgery is counted too)…
+    let mut forged = Signed::get(&notes, &alice).build();
+    forged
+        .headers_mut()
+        .insert("x-starfish-sig", b64(&[0u8; 64]).parse().unwrap());
+    assert_eq!(send(&app, forged).await.status(), StatusCode::UNAUTHORIZED);
+    // …and 429 once it is spent: refused before the signature is looked at, after
+    // being held a moment.
+    let mut forged = Signed::get(&notes, &alice).build();
+    forged
+        .headers_mut()
+        .insert("x-starfish-sig", b64(&[0u8; 64]).parse().unwrap());
+    let started = std::time::Instant::now();
+    let res = send(&app, forged).await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(50));
+    assert_limited(res, "Rate limit exceeded").await;
+}
+
+#[tokio::test]
 async fn a_per_caller_count_bites_one_caller_and_not_another() {
     let clock = ManualClock::new(T0);
     let app = node(json!({"maxRequestsPerIdentity": 3}), &clock);

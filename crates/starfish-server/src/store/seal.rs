@@ -22,7 +22,7 @@ use super::datakeys::{DataKey, KeySource};
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use hkdf::Hkdf;
@@ -213,7 +213,9 @@ struct Opener {
     inner: BoxStream<'static, object_store::Result<Bytes>>,
     keys: Arc<dyn KeySource>,
     path: Path,
-    buf: Vec<u8>,
+    /// Sealed bytes read and not yet opened (taken from the front without copying
+    /// the rest, however large the store's pieces).
+    buf: BytesMut,
     cipher: Option<ObjectCipher>,
     index: u32,
     done: bool,
@@ -244,19 +246,17 @@ impl Opener {
                     }
                 };
                 let mut header = [0u8; HEADER];
-                header.copy_from_slice(&self.buf[..HEADER]);
-                self.buf.drain(..HEADER);
+                header.copy_from_slice(&self.buf.split_to(HEADER));
                 self.cipher = Some(ObjectCipher::new(&key, header, &self.path));
             }
             if let Some(cipher) = &self.cipher {
                 // More than a sealed chunk buffered: the first one is not the last.
                 if self.buf.len() > SEALED_CHUNK {
-                    let Some(plain) = cipher.open(self.index, false, &self.buf[..SEALED_CHUNK])
-                    else {
+                    let sealed = self.buf.split_to(SEALED_CHUNK);
+                    let Some(plain) = cipher.open(self.index, false, &sealed) else {
                         self.done = true;
                         return Some(Err(self.tampered()));
                     };
-                    self.buf.drain(..SEALED_CHUNK);
                     self.index = self.index.wrapping_add(1);
                     return Some(Ok(Bytes::from(plain)));
                 }
@@ -369,7 +369,10 @@ impl ObjectStore for Sealed {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         let cipher = self.cipher_for_write(location).await?;
-        let plain: Vec<u8> = payload.iter().flat_map(|b| b.iter().copied()).collect();
+        let mut plain = Vec::with_capacity(payload.content_length());
+        for piece in &payload {
+            plain.extend_from_slice(piece);
+        }
         let sealed = seal_all(&cipher, &plain).map_err(SealError::into_store)?;
         self.inner
             .put_opts(location, PutPayload::from(sealed), opts)
@@ -419,7 +422,7 @@ impl ObjectStore for Sealed {
             inner: result.into_stream(),
             keys: self.keys.clone(),
             path: location.clone(),
-            buf: Vec::new(),
+            buf: BytesMut::new(),
             cipher: None,
             index: 0,
             done: false,
