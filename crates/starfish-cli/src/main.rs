@@ -17,6 +17,7 @@ mod limits;
 mod migrate;
 mod observe;
 mod openapi;
+mod rotate;
 mod serve;
 mod settings;
 mod tenancy;
@@ -312,7 +313,7 @@ async fn shutdown_signal() {
 
 /// The master key of encryption at rest: `STARFISH_MASTER_KEY` (64 hex digits or
 /// base64 of 32 bytes), or the file `STARFISH_MASTER_KEY_FILE` names.
-fn master_key() -> Result<Option<starfish_server::store::MasterKey>, String> {
+pub(crate) fn master_key() -> Result<Option<starfish_server::store::MasterKey>, String> {
     let text = match (
         std::env::var("STARFISH_MASTER_KEY"),
         std::env::var("STARFISH_MASTER_KEY_FILE"),

@@ -171,6 +171,9 @@ enum AdminCommand {
     /// API keys: create, show, revoke.
     #[command(subcommand)]
     Keys(KeyCommand),
+    /// A new data key for a namespace with `encryptAtRest`, and its objects sealed
+    /// again under it (works on the store directly, as `serve` finds it; no admin key).
+    RotateKeys(Box<crate::rotate::RotateArgs>),
 }
 
 #[derive(Subcommand)]
@@ -250,6 +253,10 @@ fn grants(specs: &[String]) -> Result<Value, String> {
 
 /// Runs `starfish admin`; prints the answer's JSON.
 pub(crate) fn admin(args: AdminArgs) -> Result<(), String> {
+    let command = match args.command {
+        AdminCommand::RotateKeys(rotate) => return crate::rotate::run(*rotate),
+        other => other,
+    };
     let key = match std::env::var("STARFISH_ADMIN_KEY")
         .ok()
         .filter(|k| !k.is_empty())
@@ -266,7 +273,7 @@ pub(crate) fn admin(args: AdminArgs) -> Result<(), String> {
         }
     };
     let ns = |n: &str| format!("/_starfish/admin/namespaces/{n}");
-    let (method, path, body) = match args.command {
+    let (method, path, body) = match command {
         AdminCommand::Namespaces(c) => match c {
             NamespaceCommand::List { usage, after } => {
                 let mut q = format!("?usage={usage}");
@@ -300,6 +307,7 @@ pub(crate) fn admin(args: AdminArgs) -> Result<(), String> {
                 Some(json!({"maxBytes": max_bytes, "maxDocuments": max_documents})),
             ),
         },
+        AdminCommand::RotateKeys(_) => unreachable!("handled above"),
         AdminCommand::Keys(c) => match c {
             KeyCommand::Create {
                 grants: specs,

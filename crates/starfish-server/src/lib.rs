@@ -196,6 +196,7 @@ mod metrics;
 pub mod migrate;
 mod openapi;
 mod protocol;
+pub mod rotate;
 mod routes;
 mod state;
 pub mod store;

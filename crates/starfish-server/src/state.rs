@@ -530,7 +530,7 @@ impl AppState {
 }
 
 /// The store handle of namespace `ns` in `isolation`.
-fn namespace_store(
+pub(crate) fn namespace_store(
     store: &DocStore,
     stores: Option<&dyn NamespaceStores>,
     ns: &Namespace,

@@ -43,9 +43,35 @@ fn master() -> Arc<MasterKey> {
     Arc::new(MasterKey::parse(&"42".repeat(32)).unwrap())
 }
 
+fn options(store: &DocStore, encrypt: bool) -> SyncOptions {
+    SyncOptions::new(config(encrypt), store.clone()).with_key_wrap(master())
+}
+
 fn node(store: &DocStore, encrypt: bool) -> Router {
-    create_sync_router(SyncOptions::new(config(encrypt), store.clone()).with_key_wrap(master()))
+    create_sync_router(options(store, encrypt)).unwrap()
+}
+
+/// The key version of each sealed object of acme.
+async fn versions(store: &DocStore) -> Vec<(String, u32)> {
+    raw_objects(store)
+        .await
+        .into_iter()
+        .filter(|(p, b)| p.starts_with("_starfish/ns/acme/") && b.starts_with(b"SFSEAL1\0"))
+        .map(|(p, b)| (p, u32::from_be_bytes([b[8], b[9], b[10], b[11]])))
+        .collect()
+}
+
+async fn keyring(store: &DocStore) -> Value {
+    let path = object_store::path::Path::from("_starfish/datakeys/ns/acme");
+    let bytes = store
+        .inner()
+        .get(&path)
+        .await
         .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
 }
 
 async fn raw_objects(store: &DocStore) -> Vec<(String, Vec<u8>)> {
@@ -296,4 +322,121 @@ async fn encryption_needs_a_master_key_and_an_isolated_namespace() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("encryptAtRest"), "{err}");
+}
+
+#[tokio::test]
+async fn after_a_rotation_old_and_new_objects_read_and_rotate_keys_leaves_only_the_new_key() {
+    let store = DocStore::memory();
+    let clock = starfish_server::auth::ManualClock::new(T0);
+    let app =
+        create_sync_router(options(&store, true).with_clock(Arc::new(clock.clone()))).unwrap();
+    write_all(&app).await;
+    let before = pulled(&app).await;
+    assert!(versions(&store).await.iter().all(|(_, v)| *v == 1));
+
+    // The rotation runs (with a grace), and meanwhile the server, past its keyring
+    // refresh, writes with the new key while the old objects still read.
+    let rotation = tokio::spawn({
+        let store = store.clone();
+        async move {
+            starfish_server::rotate::rotate_keys(
+                &options(&store, true),
+                "acme",
+                starfish_server::rotate::RotateOptions {
+                    grace: std::time::Duration::from_millis(500),
+                    offline: false,
+                },
+                |_| {},
+            )
+            .await
+        }
+    });
+    while keyring(&store).await["current"] != 2 {
+        tokio::task::yield_now().await;
+    }
+    clock.advance(6_000);
+    let (s, _) = push_doc(&app, "/acme/push/notes/n2", json!({"text": "new"}), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let held = versions(&store).await;
+    assert!(
+        held.iter().any(|(p, v)| p.ends_with("notes/n2") && *v == 2),
+        "{held:?}"
+    );
+    assert!(
+        held.iter().any(|(p, v)| p.ends_with("notes/n1") && *v == 1),
+        "{held:?}"
+    );
+    assert_eq!(pulled(&app).await, before);
+    let res = send(&app, get("/acme/pull/notes/n2")).await;
+    assert_eq!(json_body(res).await["data"], json!({"text": "new"}));
+
+    let report = rotation.await.unwrap().unwrap();
+    assert_eq!(report.version, 2);
+    assert!(!report.resumed);
+    assert!(report.resealed >= 5, "{report:?}");
+    assert_eq!(report.plain, 1, "the delegated document is left as sent");
+    // Only the new version remains, everything reads as before, the mark is gone.
+    let held = versions(&store).await;
+    assert!(held.iter().all(|(_, v)| *v == 2), "{held:?}");
+    assert_eq!(pulled(&app).await, before);
+    let ring = keyring(&store).await;
+    assert!(ring.get("resealing").is_none(), "{ring}");
+    assert_eq!(ring["current"], 2);
+    assert!(ring["keys"]["1"].is_object(), "old versions stay, unused");
+}
+
+#[tokio::test]
+async fn an_interrupted_rotation_resumes_without_a_new_key() {
+    let store = DocStore::memory();
+    let app = node(&store, true);
+    write_all(&app).await;
+    let before = pulled(&app).await;
+    let doc = object_store::path::Path::from("_starfish/ns/acme/notes/n1");
+    let old = store
+        .inner()
+        .get(&doc)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let no_grace = starfish_server::rotate::RotateOptions::default();
+    let first =
+        starfish_server::rotate::rotate_keys(&options(&store, true), "acme", no_grace, |_| {})
+            .await
+            .unwrap();
+    assert_eq!(first.version, 2);
+    // As if it had stopped before reaching this document.
+    store
+        .inner()
+        .put(&doc, PutPayload::from(old))
+        .await
+        .unwrap();
+    let mut ring = keyring(&store).await;
+    ring["resealing"] = json!(2);
+    let ring_path = object_store::path::Path::from("_starfish/datakeys/ns/acme");
+    store
+        .inner()
+        .put(
+            &ring_path,
+            PutPayload::from(serde_json::to_vec(&ring).unwrap()),
+        )
+        .await
+        .unwrap();
+    let resumed =
+        starfish_server::rotate::rotate_keys(&options(&store, true), "acme", no_grace, |_| {})
+            .await
+            .unwrap();
+    assert!(resumed.resumed);
+    assert_eq!(resumed.version, 2, "no third key");
+    assert_eq!(resumed.resealed, 1);
+    assert!(versions(&store).await.iter().all(|(_, v)| *v == 2));
+    assert_eq!(pulled(&app).await, before);
+    assert!(keyring(&store).await.get("resealing").is_none());
+    // Not a namespace that seals: a clear refusal.
+    let err =
+        starfish_server::rotate::rotate_keys(&options(&store, false), "acme", no_grace, |_| {})
+            .await
+            .unwrap_err();
+    assert!(err.to_string().contains("encryptAtRest"), "{err}");
 }

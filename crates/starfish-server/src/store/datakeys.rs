@@ -303,6 +303,11 @@ impl Keyring {
                     let mut r = record.clone().unwrap_or_else(|| json!({"keys": {}}));
                     r["keys"][next.to_string()] = entry.clone();
                     r["current"] = json!(next);
+                    if rotate {
+                        // Objects under older versions are being re-sealed until
+                        // `rotate-keys` clears this (crate::rotate).
+                        r["resealing"] = json!(next);
+                    }
                     Ok((serde_json::to_vec(&r).unwrap_or_default(), r))
                 })
                 .await;
@@ -314,6 +319,52 @@ impl Keyring {
             }
         }
         Err("the keyring kept changing".into())
+    }
+}
+
+impl Keyring {
+    /// Makes a new version current and marks the keyring as being re-sealed under
+    /// it: `rotate-keys`' first step. The new version.
+    pub(crate) async fn rotate(&self) -> Result<u32, String> {
+        let record = self.add_version(true).await?;
+        self.learn(&record).await
+    }
+
+    /// The version a `rotate-keys` left unfinished re-sealing under, if any (its
+    /// keys learnt).
+    pub(crate) async fn resealing(&self) -> Result<Option<u32>, String> {
+        let Some(bytes) = self
+            .record
+            .get(&self.key)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        let record: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        self.learn(&record).await?;
+        Ok(record["resealing"]
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok()))
+    }
+
+    /// Clears the re-sealing mark of `version`: every object is sealed under it.
+    pub(crate) async fn resealed(&self, version: u32) -> Result<(), String> {
+        let result = self
+            .record
+            .compare_and_swap_uncounted(&self.key, |now| {
+                let mut r: Value = now.and_then(|b| serde_json::from_slice(b).ok()).ok_or(())?;
+                if r["resealing"].as_u64() == Some(u64::from(version)) {
+                    r.as_object_mut().map(|o| o.remove("resealing"));
+                }
+                Ok((serde_json::to_vec(&r).unwrap_or_default(), ()))
+            })
+            .await;
+        result.map_err(|e| match e {
+            CasError::Rejected(()) => "the keyring is gone".to_owned(),
+            CasError::Contended => "the keyring kept changing".to_owned(),
+            CasError::Store(e) => e.to_string(),
+        })
     }
 }
 

@@ -19,6 +19,7 @@ mod durable;
 mod key;
 mod list;
 mod quota;
+mod reseal;
 #[cfg(feature = "aws")]
 mod s3;
 mod seal;
@@ -33,6 +34,7 @@ pub(crate) use datakeys::Keyring;
 pub use datakeys::{KeyWrap, MasterKey};
 pub(crate) use key::{KeyError, MAX_PARAM_BYTES, ObjectKey, PathParams};
 pub(crate) use quota::Ledger;
+pub(crate) use reseal::Resealed;
 #[cfg(feature = "aws")]
 pub use s3::S3Settings;
 pub(crate) use tenant::NsStore;

@@ -491,6 +491,37 @@ impl ObjectStore for Sealed {
     }
 }
 
+/// The key version `stored` (an object as the store holds it) is sealed under;
+/// `None` when it is not sealed.
+pub(crate) fn sealed_version(stored: &[u8]) -> Option<u32> {
+    ObjectCipher::version_of(stored)
+}
+
+/// Opens a whole sealed object held in memory (`stored`, read from `path`).
+///
+/// # Errors
+/// [`SealError`] as an `object_store` error, as a read would give it.
+pub(crate) async fn open_all(
+    keys: Arc<dyn KeySource>,
+    path: &Path,
+    stored: Bytes,
+) -> object_store::Result<Vec<u8>> {
+    let mut opener = Opener {
+        inner: futures::stream::once(async move { Ok(stored) }).boxed(),
+        keys,
+        path: path.clone(),
+        buf: BytesMut::new(),
+        cipher: None,
+        index: 0,
+        done: false,
+    };
+    let mut out = Vec::new();
+    while let Some(piece) = opener.next().await {
+        out.extend_from_slice(&piece?);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -114,6 +114,11 @@ impl NsStore {
         }
     }
 
+    /// True when the store can replace an object only if it is still as read.
+    pub(crate) fn conditional_update(&self) -> bool {
+        self.docs.caps.conditional_update
+    }
+
     /// This handle, writing within `ledger`'s quota.
     pub(crate) fn with_quota(&self, ledger: Arc<super::Ledger>) -> Self {
         Self {
