@@ -458,6 +458,7 @@ impl AppState {
             options.store.clone(),
             options.namespace_stores.clone(),
             &options.tenants,
+            options.key_wrap.clone(),
             options.clock.clone(),
         );
         tenants.check().map_err(|e| ConfigError::Invalid(vec![e]))?;

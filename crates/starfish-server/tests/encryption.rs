@@ -312,16 +312,87 @@ async fn encryption_needs_a_master_key_and_an_isolated_namespace() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("master key"), "{err}");
-    // Not yet for namespaces made at runtime: refused, never silently stored plain.
-    let err = SyncConfig::from_value(json!({
+    // A template that seals needs one too.
+    let err = create_sync_router(SyncOptions::new(template_config(), DocStore::memory()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("master key"), "{err}");
+}
+
+fn template_config() -> SyncConfig {
+    SyncConfig::from_value(json!({
         "version": 1, "collections": [],
         "namespaceTemplates": {"team": {"encryptAtRest": true, "collections": [
             {"name": "notes", "storagePath": "notes/{id}",
              "readRoles": ["public"], "writeRoles": ["public"]}]}}
     }))
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("encryptAtRest"), "{err}");
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_namespace_made_from_a_sealing_template_is_sealed_and_its_keys_go_with_it() {
+    const ADMIN: &str = "admin-secret-0123456789";
+    let store = DocStore::memory();
+    let app = create_sync_router(
+        SyncOptions::new(template_config(), store.clone())
+            .with_key_wrap(master())
+            .with_admin_key(ADMIN),
+    )
+    .unwrap();
+    let create = json!({"name": "initech", "template": "team"});
+    let (status, _) = call(
+        &app,
+        req(
+            "POST",
+            "/_starfish/admin/namespaces",
+            Some(ADMIN),
+            Some(create),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (s, pushed) = push_doc(&app, "/initech/push/notes/n1", json!({"text": MARK}), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let res = send(&app, get("/initech/pull/notes/n1")).await;
+    let pulled = json_body(res).await;
+    assert_eq!(
+        (&pulled["data"], &pulled["hash"]),
+        (&json!({"text": MARK}), &pushed["hash"])
+    );
+    let objects = raw_objects(&store).await;
+    let doc = objects
+        .iter()
+        .find(|(p, _)| p.starts_with("_starfish/t/initech/") && p.ends_with("/notes/n1"))
+        .expect("the document");
+    assert!(doc.1.starts_with(b"SFSEAL1\0"));
+    assert!(
+        objects.iter().all(|(_, b)| !contains(b, MARK)),
+        "plaintext stored"
+    );
+    assert!(
+        objects
+            .iter()
+            .any(|(p, _)| p.starts_with("_starfish/datakeys/t/initech/"))
+    );
+    // Deleted: its keys go with its data.
+    let (status, _) = call(
+        &app,
+        req(
+            "DELETE",
+            "/_starfish/admin/namespaces/initech",
+            Some(ADMIN),
+            None,
+        ),
+    )
+    .await;
+    assert!(status.is_success(), "{status}");
+    let left = raw_objects(&store).await;
+    assert!(
+        !left
+            .iter()
+            .any(|(p, _)| p.starts_with("_starfish/datakeys/")),
+        "{left:?}"
+    );
 }
 
 #[tokio::test]

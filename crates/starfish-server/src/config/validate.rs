@@ -189,12 +189,6 @@ fn build(
     for (name, t) in &raw_templates {
         let label = format!("Namespace template \"{name}\": ");
         if let Some(t) = namespace(name, t, &label, global, &mut errors) {
-            if t.encrypt_at_rest {
-                // Not yet built for runtime namespaces: refused, never silently plain.
-                errors.push(format!(
-                    "{label}encryptAtRest is only available on config namespaces for now"
-                ));
-            }
             if t.isolation == Some(Isolation::Shared) {
                 errors.push(format!(
                     "{label}isolation \"shared\" would give every namespace made from it the same documents"

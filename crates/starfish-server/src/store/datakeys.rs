@@ -209,6 +209,36 @@ impl Keyring {
         }
     }
 
+    /// The keyring of runtime namespace `name` in `generation`
+    /// (`_starfish/datakeys/t/<name>/<generation>`).
+    pub(crate) fn for_runtime(
+        docs: &super::DocStore,
+        name: &crate::config::NamespaceName,
+        generation: &str,
+        wrap: Arc<dyn KeyWrap>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            record: NsStore::system(docs.clone(), AREA),
+            key: ObjectKey::fixed("t").derived(format_args!("/{name}/{generation}")),
+            scope: format!("t/{name}/{generation}"),
+            wrap,
+            clock,
+            known: Mutex::new(Known::default()),
+        }
+    }
+
+    /// Deletes the keyring (with its namespace): nothing sealed under it opens again.
+    ///
+    /// # Errors
+    /// [`super::StoreError`].
+    pub(crate) async fn forget(&self) -> Result<(), super::StoreError> {
+        if let Ok(mut k) = self.known.lock() {
+            *k = Known::default();
+        }
+        self.record.remove(&self.key).await
+    }
+
     fn context(&self, version: u32) -> String {
         format!("starfish-datakey-v1\n{}\n{version}", self.scope)
     }

@@ -656,6 +656,11 @@ impl Tenants {
             let (records, key) = ledger.record_key();
             records.remove(key).await?;
         }
+        // So do its data keys: whatever copy of its sealed objects is left anywhere
+        // (a backup) can no longer be opened.
+        if let Some(ring) = self.keyring_of(&valid, &record.generation, template) {
+            ring.forget().await?;
+        }
         // A concurrent deletion may have finished and the name been created again:
         // only this generation's record is removed.
         if self

@@ -189,6 +189,11 @@ pub(crate) struct Tenants {
     /// Request limits of tenants, by `name/generation`: kept across refreshes, as
     /// their counters and in-flight places live in them.
     budgets: quick_cache::sync::Cache<Box<str>, Arc<crate::access::Budget>>,
+    /// Wraps the data keys of tenants whose template has `encryptAtRest`.
+    key_wrap: Option<Arc<dyn crate::store::KeyWrap>>,
+    /// Keyrings of those tenants, by `name/generation`: kept across refreshes, as
+    /// their unwrapped keys live in them.
+    keyrings: quick_cache::sync::Cache<Box<str>, Arc<crate::store::Keyring>>,
     refresh_ms: u64,
     clock: Arc<dyn Clock>,
     /// Reads of the registry for names not known to be tenants.
@@ -201,6 +206,7 @@ impl Tenants {
         root: DocStore,
         stores: Option<Arc<dyn NamespaceStores>>,
         options: &TenantOptions,
+        key_wrap: Option<Arc<dyn crate::store::KeyWrap>>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
@@ -226,6 +232,8 @@ impl Tenants {
             opened: quick_cache::sync::Cache::new(options.cache_entries.max(1)),
             ledgers: quick_cache::sync::Cache::new(options.cache_entries.max(1)),
             budgets: quick_cache::sync::Cache::new(options.cache_entries.max(1)),
+            key_wrap,
+            keyrings: quick_cache::sync::Cache::new(options.cache_entries.max(1)),
             refresh_ms: u64::try_from(options.refresh.as_millis()).unwrap_or(u64::MAX),
             clock,
             unknown: ReadBudget::new(options.unknown_lookups_per_second),
@@ -265,8 +273,41 @@ impl Tenants {
                     t.name
                 ));
             }
+            if t.encrypt_at_rest && self.key_wrap.is_none() {
+                return Err(format!(
+                    "Namespace template \"{}\": encryptAtRest needs a master key (STARFISH_MASTER_KEY or STARFISH_MASTER_KEY_FILE)",
+                    t.name
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// The keyring of tenant `name` in `generation`, when its template seals at rest
+    /// (record `_starfish/datakeys/t/<name>/<generation>`).
+    pub(crate) fn keyring_of(
+        &self,
+        name: &NamespaceName,
+        generation: &str,
+        template: &Namespace,
+    ) -> Option<Arc<crate::store::Keyring>> {
+        if !template.encrypt_at_rest {
+            return None;
+        }
+        let wrap = self.key_wrap.clone()?;
+        let id = format!("{name}/{generation}");
+        if let Some(ring) = self.keyrings.get(id.as_str()) {
+            return Some(ring);
+        }
+        let ring = Arc::new(crate::store::Keyring::for_runtime(
+            &self.root,
+            name,
+            generation,
+            wrap,
+            self.clock.clone(),
+        ));
+        self.keyrings.insert(id.into(), ring.clone());
+        Some(ring)
     }
 
     /// The scope of tenant `name`, from memory if fresh, else from its record.
@@ -422,11 +463,15 @@ impl Tenants {
             tracing::warn!(namespace = %name, template = %record.template, "tenant's template is not in the config; not served");
             return None;
         };
+        let store = self.store_of(name, &record.generation, template).ok()?;
+        let sealed = self
+            .keyring_of(name, &record.generation, template)
+            .map(|ring| store.sealed(ring));
         Some(Scope {
             namespace: Some(name.clone()),
             routes: template.routes.clone(),
             restrictions: template.restrictions.clone(),
-            store: self.store_of(name, &record.generation, template).ok()?,
+            store,
             trusted_roots: record
                 .trusted_roots
                 .clone()
@@ -435,7 +480,7 @@ impl Tenants {
             suspended: record.state == TenantState::Suspended,
             generation: Some(record.generation.as_str().into()),
             budget: self.budget_of(name, record, template),
-            sealed: None,
+            sealed,
         })
     }
 }
