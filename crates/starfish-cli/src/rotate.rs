@@ -79,6 +79,13 @@ pub(crate) fn run(args: RotateArgs) -> Result<(), String> {
             report.plain,
             report.passes
         );
+        if report.unopenable > 0 {
+            eprintln!(
+                "starfish: {namespace:?}: {} objects look sealed but do not open and were left as they are: {}",
+                report.unopenable,
+                report.unopenable_keys.join(", ")
+            );
+        }
         Ok(())
     })
 }

@@ -12,6 +12,12 @@
 //!    version remains.
 //! 4. The mark is cleared.
 //!
+//! An object that looks sealed but does not open (damaged, or a delegated
+//! collection's object that happens to start like a sealed one) is left as it is,
+//! logged and counted: it cannot hold the rotation up. Each object is held in memory
+//! while it is re-sealed and written back in one request (so on S3, objects up to
+//! 5 GiB).
+//!
 //! Interrupted, the command resumes: the mark says which version it was re-sealing
 //! under, and no new version is added. Old versions stay in the keyring (nothing
 //! uses them afterwards; a slow node that sealed with one would still be read).
@@ -26,6 +32,9 @@ use std::time::Duration;
 /// Most passes before giving up (each one after the first only meets objects
 /// written with an old key by a node that had not seen the rotation yet).
 const MAX_PASSES: u32 = 5;
+
+/// Unopenable objects named in a report.
+pub const LISTED: usize = 20;
 
 /// Why a rotation stopped.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +71,11 @@ pub struct RotateReport {
     pub plain: u64,
     /// Objects written by someone else while being re-sealed (theirs stands).
     pub raced: u64,
+    /// Objects that look sealed but do not open (damaged, or a delegated
+    /// collection's object that starts like a sealed one): left as they are, logged.
+    pub unopenable: u64,
+    /// The first of them (at most [`LISTED`]).
+    pub unopenable_keys: Vec<String>,
     /// Passes over the namespace's objects.
     pub passes: u32,
 }
@@ -136,11 +150,11 @@ pub async fn rotate_keys(
             report.version = version;
             report.resumed = true;
         }
-        None => {
-            report.version = ring.rotate().await.map_err(RotateError::Keyring)?;
-            tokio::time::sleep(how.grace).await;
-        }
+        None => report.version = ring.rotate().await.map_err(RotateError::Keyring)?,
     }
+    // Resumed too: nodes may not have seen the version yet if the first run stopped
+    // early, and the last pass must not end while they can still seal with an old one.
+    tokio::time::sleep(how.grace).await;
     loop {
         if report.passes == MAX_PASSES {
             return Err(RotateError::Unfinished);
@@ -162,7 +176,13 @@ pub async fn rotate_keys(
                 }
                 Resealed::Current if report.passes == 1 => report.current += 1,
                 Resealed::Plain if report.passes == 1 => report.plain += 1,
-                Resealed::Current | Resealed::Plain | Resealed::Gone => {}
+                Resealed::Unopenable if report.passes == 1 => {
+                    report.unopenable += 1;
+                    if report.unopenable_keys.len() < LISTED {
+                        report.unopenable_keys.push(listed.key.clone());
+                    }
+                }
+                Resealed::Current | Resealed::Plain | Resealed::Unopenable | Resealed::Gone => {}
             }
             progress(&report);
         }

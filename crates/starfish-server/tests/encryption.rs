@@ -472,11 +472,32 @@ async fn an_interrupted_rotation_resumes_without_a_new_key() {
         .await
         .unwrap();
     let no_grace = starfish_server::rotate::RotateOptions::default();
+    // A delegated object that happens to start like a sealed one cannot hold the
+    // rotation up.
+    let lookalike = object_store::path::Path::from("_starfish/ns/acme/vault/odd");
+    let mut odd = b"SFSEAL1\0".to_vec();
+    odd.extend_from_slice(&[1u8; 120]);
+    store
+        .inner()
+        .put(&lookalike, PutPayload::from(odd.clone()))
+        .await
+        .unwrap();
     let first =
         starfish_server::rotate::rotate_keys(&options(&store, true), "acme", no_grace, |_| {})
             .await
             .unwrap();
     assert_eq!(first.version, 2);
+    assert_eq!(first.unopenable, 1);
+    assert_eq!(first.unopenable_keys, ["vault/odd"]);
+    let kept = store
+        .inner()
+        .get(&lookalike)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(kept.to_vec(), odd, "left as it is");
     // As if it had stopped before reaching this document.
     store
         .inner()
@@ -501,7 +522,12 @@ async fn an_interrupted_rotation_resumes_without_a_new_key() {
     assert!(resumed.resumed);
     assert_eq!(resumed.version, 2, "no third key");
     assert_eq!(resumed.resealed, 1);
-    assert!(versions(&store).await.iter().all(|(_, v)| *v == 2));
+    assert!(
+        versions(&store)
+            .await
+            .iter()
+            .all(|(p, v)| *v == 2 || p.ends_with("vault/odd"))
+    );
     assert_eq!(pulled(&app).await, before);
     assert!(keyring(&store).await.get("resealing").is_none());
     // Not a namespace that seals: a clear refusal.
@@ -510,4 +536,51 @@ async fn an_interrupted_rotation_resumes_without_a_new_key() {
             .await
             .unwrap_err();
     assert!(err.to_string().contains("encryptAtRest"), "{err}");
+}
+
+#[tokio::test]
+async fn a_vanished_or_altered_keyring_is_never_silently_replaced() {
+    let store = DocStore::memory();
+    let clock = starfish_server::auth::ManualClock::new(T0);
+    let app =
+        create_sync_router(options(&store, true).with_clock(Arc::new(clock.clone()))).unwrap();
+    write_all(&app).await;
+    let ring_path = object_store::path::Path::from("_starfish/datakeys/ns/acme");
+    let ring = store
+        .inner()
+        .get(&ring_path)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    store.inner().delete(&ring_path).await.unwrap();
+    // Past the refresh, a write must not mint a new key beside the one in use.
+    clock.advance(6_000);
+    let (s, _) = push_doc(&app, "/acme/push/notes/n9", json!({"text": "x"}), None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(store.inner().head(&ring_path).await.is_err(), "recreated");
+    // A record holding another key under a learnt version is refused too.
+    let mut altered: Value = serde_json::from_slice(&ring).unwrap();
+    altered["keys"]["1"]["wrapped"] = json!(b64(&[0u8; 60]));
+    store
+        .inner()
+        .put(
+            &ring_path,
+            PutPayload::from(serde_json::to_vec(&altered).unwrap()),
+        )
+        .await
+        .unwrap();
+    clock.advance(6_000);
+    let (s, _) = push_doc(&app, "/acme/push/notes/n9", json!({"text": "x"}), None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    // Put back, everything works again.
+    store
+        .inner()
+        .put(&ring_path, PutPayload::from(ring))
+        .await
+        .unwrap();
+    clock.advance(6_000);
+    let (s, _) = push_doc(&app, "/acme/push/notes/n9", json!({"text": "x"}), None).await;
+    assert_eq!(s, StatusCode::OK);
 }

@@ -47,7 +47,16 @@ pub(crate) trait KeySource: Send + Sync + std::fmt::Debug {
     /// The version new objects are sealed with, and its key.
     async fn current(&self) -> Result<(u32, Arc<DataKey>), String>;
     /// The key of `version`.
-    async fn version(&self, version: u32) -> Result<Arc<DataKey>, String>;
+    async fn version(&self, version: u32) -> Result<Arc<DataKey>, KeyFailure>;
+}
+
+/// Why the key of a version is not at hand.
+#[derive(Debug)]
+pub(crate) enum KeyFailure {
+    /// The keyring has no such version: the object naming it was not sealed here.
+    Unknown,
+    /// The keyring could not be read or unwrapped.
+    Unavailable(String),
 }
 
 /// Wraps and unwraps data keys: [`MasterKey`], or a KMS an embedder plugs in. The
@@ -166,6 +175,9 @@ struct Known {
     /// When `current` was read, in ms.
     read_at: u64,
     keys: HashMap<u32, Arc<DataKey>>,
+    /// Each learnt key as the record held it, wrapped: a record that later holds
+    /// something else for a version is refused, never silently believed.
+    wrapped: HashMap<u32, String>,
 }
 
 /// One namespace's keyring in the store.
@@ -243,9 +255,11 @@ impl Keyring {
         format!("starfish-datakey-v1\n{}\n{version}", self.scope)
     }
 
-    /// Reads the record (creating it with version 1 when there is none) and learns
-    /// its current version and any key not known yet.
-    async fn refresh(&self) -> Result<u32, String> {
+    /// Reads the record and learns its current version and any key not known yet.
+    /// When there is none: created with version 1 for a write (`create`) by a node
+    /// that never learnt a key of it; otherwise an error (a keyring that vanished is
+    /// never silently replaced while keys of it are in use).
+    async fn refresh(&self, create: bool) -> Result<u32, String> {
         let stored = self
             .record
             .get(&self.key)
@@ -253,7 +267,13 @@ impl Keyring {
             .map_err(|e| e.to_string())?;
         let record: Value = match stored {
             Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| e.to_string())?,
-            None => self.add_version(false).await?,
+            None => {
+                let learnt = self.known.lock().map_or(true, |k| !k.keys.is_empty());
+                if !create || learnt {
+                    return Err("the keyring is missing from the store".into());
+                }
+                self.add_version(false).await?
+            }
         };
         self.learn(&record).await
     }
@@ -266,18 +286,24 @@ impl Keyring {
         let listed = record["keys"].as_object().ok_or("keyring without keys")?;
         for (name, entry) in listed {
             let version: u32 = name.parse().map_err(|_| "bad key version")?;
-            let missing = self
+            let text = entry["wrapped"].as_str().ok_or("bad wrapped key")?;
+            let learnt = self
                 .known
                 .lock()
-                .map(|k| !k.keys.contains_key(&version))
-                .unwrap_or(true);
-            if !missing {
-                continue;
+                .ok()
+                .and_then(|k| k.wrapped.get(&version).cloned());
+            match learnt {
+                Some(same) if same == text => continue,
+                Some(_) => {
+                    return Err(format!(
+                        "key version {version} changed in the store: refused"
+                    ));
+                }
+                None => {}
             }
-            let wrapped = entry["wrapped"]
-                .as_str()
-                .and_then(|w| base64::engine::general_purpose::STANDARD.decode(w).ok())
-                .ok_or("bad wrapped key")?;
+            let wrapped = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|_| "bad wrapped key")?;
             let key = self
                 .wrap
                 .unwrap(&self.context(version), &wrapped)
@@ -285,6 +311,7 @@ impl Keyring {
                 .map_err(|e| format!("key version {version}: {e}"))?;
             if let Ok(mut k) = self.known.lock() {
                 k.keys.insert(version, Arc::new(DataKey::from_bytes(key)));
+                k.wrapped.insert(version, text.to_owned());
             }
         }
         if let Ok(mut k) = self.known.lock() {
@@ -320,7 +347,8 @@ impl Keyring {
                 .as_ref()
                 .and_then(|r| r["keys"].as_object())
                 .and_then(|keys| keys.keys().filter_map(|k| k.parse::<u32>().ok()).max())
-                .map_or(1, |v| v + 1);
+                .map_or(Some(1), |v| v.checked_add(1))
+                .ok_or("no key version left")?;
             let wrapped = self.wrap.wrap(&self.context(next), &fresh).await?;
             let entry = json!({"wrapped": b64(&wrapped), "by": self.wrap.id()});
             let expected = stored.clone();
@@ -411,18 +439,19 @@ impl KeySource for Keyring {
         if let Some(hit) = cached {
             return Ok(hit);
         }
-        let v = self.refresh().await?;
-        let key = self.version(v).await?;
-        Ok((v, key))
+        let v = self.refresh(true).await?;
+        let key = self.known.lock().ok().and_then(|k| k.keys.get(&v).cloned());
+        key.map(|k| (v, k))
+            .ok_or_else(|| format!("key version {v} is not in the keyring"))
     }
 
-    async fn version(&self, version: u32) -> Result<Arc<DataKey>, String> {
+    async fn version(&self, version: u32) -> Result<Arc<DataKey>, KeyFailure> {
         let known = |s: &Self| s.known.lock().ok()?.keys.get(&version).cloned();
         if let Some(key) = known(self) {
             return Ok(key);
         }
-        self.refresh().await?;
-        known(self).ok_or_else(|| format!("key version {version} is not in the keyring"))
+        self.refresh(false).await.map_err(KeyFailure::Unavailable)?;
+        known(self).ok_or(KeyFailure::Unknown)
     }
 }
 

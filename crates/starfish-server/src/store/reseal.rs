@@ -21,6 +21,9 @@ pub(crate) enum Resealed {
     Plain,
     /// Gone since it was listed.
     Gone,
+    /// Looks sealed but does not open (damaged, or a delegated collection's object
+    /// that happens to start like a sealed one): left as it is, and reported.
+    Unopenable,
     /// Written by someone else between our read and our write: theirs stands.
     Raced,
 }
@@ -51,7 +54,14 @@ impl NsStore {
             Some(_) => {}
         }
         let keys: Arc<dyn KeySource> = ring.clone();
-        let plain = seal::open_all(keys, &path, stored).await?;
+        let plain = match seal::open_all(keys, &path, stored).await {
+            Ok(plain) => plain,
+            Err(e) if seal::is_seal_error(&e) => {
+                tracing::warn!(path = %path, error = %e, "not re-sealed: it does not open");
+                return Ok(Resealed::Unopenable);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let Some(written) = sealed
             .put_sealed(&path, plain, read.clone(), attributes)
             .await?

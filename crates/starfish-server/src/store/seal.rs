@@ -18,7 +18,7 @@
 //! ([`SealError::Integrity`]), and memory stays at one chunk per stream whatever the
 //! object's size. Sizes reported by `head` and `list` are the plaintext's.
 
-use super::datakeys::{DataKey, KeySource};
+use super::datakeys::{DataKey, KeyFailure, KeySource};
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use async_trait::async_trait;
@@ -240,7 +240,12 @@ impl Opener {
                 };
                 let key = match self.keys.version(version).await {
                     Ok(k) => k,
-                    Err(e) => {
+                    // A version the keyring never had: not sealed here.
+                    Err(KeyFailure::Unknown) => {
+                        self.done = true;
+                        return Some(Err(self.tampered()));
+                    }
+                    Err(KeyFailure::Unavailable(e)) => {
                         self.done = true;
                         return Some(Err(SealError::Key(self.path.to_string(), e).into_store()));
                     }
@@ -257,7 +262,13 @@ impl Opener {
                         self.done = true;
                         return Some(Err(self.tampered()));
                     };
-                    self.index = self.index.wrapping_add(1);
+                    // Past u32::MAX chunks no nonce is left: such an object was
+                    // never sealed here.
+                    let Some(next) = self.index.checked_add(1) else {
+                        self.done = true;
+                        return Some(Err(self.tampered()));
+                    };
+                    self.index = next;
                     return Some(Ok(Bytes::from(plain)));
                 }
             }
@@ -288,15 +299,22 @@ impl Opener {
     }
 }
 
-/// A multipart upload sealing as its parts arrive: whole chunks go out with each
-/// part, a partial chunk waits for the next part or the end.
+/// Smallest part S3 (and its kin) accept, but for the last one.
+const MIN_PART: usize = 5 * 1024 * 1024;
+
+/// A multipart upload sealing as its parts arrive: whole chunks are sealed at once,
+/// a partial chunk waits for the next part or the end, and sealed bytes go out in
+/// parts of at least [`MIN_PART`] (the last one excepted), whatever sizes the
+/// writer's parts have. At most a part and [`MIN_PART`] are held.
 #[derive(Debug)]
 struct SealingUpload {
     inner: Box<dyn MultipartUpload>,
     cipher: Arc<ObjectCipherDebug>,
+    /// Plaintext of the chunk not yet whole.
     pending: Vec<u8>,
+    /// Sealed bytes not yet sent.
+    out: Vec<u8>,
     index: u32,
-    header_sent: bool,
 }
 
 /// [`ObjectCipher`] with a `Debug` that shows nothing secret.
@@ -309,30 +327,29 @@ impl std::fmt::Debug for ObjectCipherDebug {
 }
 
 impl SealingUpload {
-    fn take_out(&mut self, last: bool) -> Vec<u8> {
+    /// Seals every whole chunk pending (and, `last`, what is left as the last one).
+    fn seal_pending(&mut self, last: bool) -> Result<(), SealError> {
         let cipher = &self.cipher.0;
-        let mut out = Vec::with_capacity(self.pending.len() + HEADER + TAG * 2);
-        if !self.header_sent {
-            out.extend_from_slice(&cipher.header);
-            self.header_sent = true;
-        }
         let mut used = 0;
         while self.pending.len() - used >= CHUNK {
             cipher.seal(
                 self.index,
                 false,
                 &self.pending[used..used + CHUNK],
-                &mut out,
+                &mut self.out,
             );
             used += CHUNK;
-            self.index = self.index.wrapping_add(1);
+            self.index = self
+                .index
+                .checked_add(1)
+                .ok_or_else(|| SealError::Integrity("object too large to seal".into()))?;
         }
         if last {
-            cipher.seal(self.index, true, &self.pending[used..], &mut out);
+            cipher.seal(self.index, true, &self.pending[used..], &mut self.out);
             used = self.pending.len();
         }
         self.pending.drain(..used);
-        out
+        Ok(())
     }
 }
 
@@ -342,16 +359,20 @@ impl MultipartUpload for SealingUpload {
         for piece in &data {
             self.pending.extend_from_slice(piece);
         }
-        let out = self.take_out(false);
-        if out.is_empty() {
+        if let Err(e) = self.seal_pending(false) {
+            return Box::pin(async move { Err(e.into_store()) });
+        }
+        if self.out.len() < MIN_PART {
             return Box::pin(async { Ok(()) });
         }
-        self.inner.put_part(PutPayload::from(out))
+        let part = std::mem::take(&mut self.out);
+        self.inner.put_part(PutPayload::from(part))
     }
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {
-        let out = self.take_out(true);
-        self.inner.put_part(PutPayload::from(out)).await?;
+        self.seal_pending(true).map_err(SealError::into_store)?;
+        let part = std::mem::take(&mut self.out);
+        self.inner.put_part(PutPayload::from(part)).await?;
         self.inner.complete().await
     }
 
@@ -386,12 +407,13 @@ impl ObjectStore for Sealed {
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
         let cipher = self.cipher_for_write(location).await?;
         let inner = self.inner.put_multipart_opts(location, opts).await?;
+        let out = cipher.header.to_vec();
         Ok(Box::new(SealingUpload {
             inner,
             cipher: Arc::new(ObjectCipherDebug(cipher)),
             pending: Vec::new(),
+            out,
             index: 0,
-            header_sent: false,
         }))
     }
 
@@ -491,6 +513,17 @@ impl ObjectStore for Sealed {
     }
 }
 
+/// True when `e` says an object could not be opened (not that the store failed).
+pub(crate) fn is_seal_error(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::Generic {
+            store: "sealed",
+            ..
+        }
+    )
+}
+
 /// The key version `stored` (an object as the store holds it) is sealed under;
 /// `None` when it is not sealed.
 pub(crate) fn sealed_version(stored: &[u8]) -> Option<u32> {
@@ -536,5 +569,71 @@ mod tests {
             assert_eq!(plain_size(sealed.len() as u64), Some(n as u64), "{n}");
         }
         assert_eq!(plain_size(HEADER as u64 + 3), None);
+    }
+
+    /// Records the sizes of the parts it is given.
+    #[derive(Debug, Default)]
+    struct Parts(Arc<std::sync::Mutex<Vec<usize>>>);
+
+    #[async_trait]
+    impl MultipartUpload for Parts {
+        fn put_part(&mut self, data: PutPayload) -> UploadPart {
+            self.0.lock().unwrap().push(data.content_length());
+            Box::pin(async { Ok(()) })
+        }
+        async fn complete(&mut self) -> object_store::Result<PutResult> {
+            Ok(PutResult {
+                e_tag: None,
+                version: None,
+                extensions: Default::default(),
+            })
+        }
+        async fn abort(&mut self) -> object_store::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn sealed_parts_are_never_too_small_for_s3_but_the_last() {
+        // The writer's parts: 5 MiB, 5 MiB, then a short last one (as BufWriter
+        // sends them), and odd sizes.
+        for sizes in [
+            vec![MIN_PART, MIN_PART, 200_000],
+            vec![MIN_PART, 70_000],
+            vec![1_000_000, 3_000_000, 2_500_000, 10],
+            vec![MIN_PART],
+        ] {
+            let sizes_seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let key = DataKey::from_bytes([7; 32]);
+            let cipher = ObjectCipher::new(
+                &key,
+                ObjectCipher::fresh_header(1).unwrap(),
+                &Path::from("a"),
+            );
+            let mut upload = SealingUpload {
+                inner: Box::new(Parts(sizes_seen.clone())),
+                out: cipher.header.to_vec(),
+                cipher: Arc::new(ObjectCipherDebug(cipher)),
+                pending: Vec::new(),
+                index: 0,
+            };
+            for n in &sizes {
+                upload
+                    .put_part(PutPayload::from(vec![1u8; *n]))
+                    .await
+                    .unwrap();
+            }
+            upload.complete().await.unwrap();
+            let parts = sizes_seen.lock().unwrap().clone();
+            let (last, rest) = parts.split_last().unwrap();
+            assert!(
+                rest.iter().all(|p| *p >= MIN_PART),
+                "{sizes:?} -> {parts:?}"
+            );
+            let total: usize = sizes.iter().sum();
+            let sealed = parts.iter().sum::<usize>() as u64;
+            assert_eq!(plain_size(sealed), Some(total as u64), "{parts:?}");
+            assert!(*last > 0);
+        }
     }
 }
