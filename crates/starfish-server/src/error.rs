@@ -105,6 +105,12 @@ pub(crate) enum ApiError {
     /// The namespace has as many requests in flight as its limits allow.
     #[error("Too many concurrent requests")]
     TooManyConcurrent,
+    /// `GET /events` without `paths`.
+    #[error("Missing paths parameter")]
+    MissingPaths,
+    /// `GET /events` naming more documents than one subscription may.
+    #[error("too many candidates")]
+    TooManyCandidates,
     /// A sealed object failed its integrity check (tampered or truncated in the
     /// store): logged, never served.
     #[error("Stored data failed its integrity check")]
@@ -219,7 +225,9 @@ impl ApiError {
             | Self::InvalidAppendParams
             | Self::AppendParamsFull(_)
             | Self::AppendParamsLengthMismatch
-            | Self::BatchAppendBudget => StatusCode::BAD_REQUEST,
+            | Self::BatchAppendBudget
+            | Self::MissingPaths
+            | Self::TooManyCandidates => StatusCode::BAD_REQUEST,
             Self::Auth(AuthError::Unauthorized(_)) => StatusCode::UNAUTHORIZED,
             Self::Auth(AuthError::Forbidden(_)) | Self::Forbidden => StatusCode::FORBIDDEN,
             Self::Auth(AuthError::BodyTooLarge(_)) | Self::PayloadTooLarge => {

@@ -192,6 +192,7 @@ mod browser;
 mod config;
 mod error;
 mod events;
+mod live;
 mod metrics;
 pub mod migrate;
 mod openapi;

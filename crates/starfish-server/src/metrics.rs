@@ -65,6 +65,7 @@ struct Gauges {
     rate_buckets: Gauge,
     replay_entries: Gauge,
     tenants_cached: Gauge,
+    subscribers: Gauge,
     in_flight: Gauge,
 }
 
@@ -133,6 +134,11 @@ impl Metrics {
                 &mut registry,
                 "tenants_cached",
                 "Runtime namespaces looked up and kept in memory",
+            ),
+            subscribers: gauge(
+                &mut registry,
+                "live_subscribers",
+                "Open subscriptions to live changes (GET /events)",
             ),
             in_flight: gauge(&mut registry, "requests_in_flight", "Requests being served"),
         };
@@ -228,6 +234,7 @@ impl Metrics {
         rate_buckets: Source,
         replay_entries: Source,
         tenants_cached: Source,
+        subscribers: Source,
     ) {
         let g = &self.0.gauges;
         let mut sources = self
@@ -238,6 +245,7 @@ impl Metrics {
         sources.push((g.rate_buckets.clone(), rate_buckets));
         sources.push((g.replay_entries.clone(), replay_entries));
         sources.push((g.tenants_cached.clone(), tenants_cached));
+        sources.push((g.subscribers.clone(), subscribers));
     }
 }
 

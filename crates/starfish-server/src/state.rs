@@ -340,6 +340,8 @@ pub(crate) struct Inner {
     /// Migrations of `shared` config namespaces to `prefixed` (`starfish migrate`).
     pub(crate) migrations: crate::migrate::Migrations,
     pub(crate) metrics: Option<crate::Metrics>,
+    /// Subscribers to live changes on this node (`GET /events`).
+    pub(crate) live: Arc<crate::live::Bus>,
     pub(crate) readiness_checks: Vec<(String, Arc<dyn crate::ReadinessCheck>)>,
     pub(crate) readiness: crate::routes::health::ReadyCache,
 }
@@ -485,6 +487,7 @@ impl AppState {
         );
         let state = Self(Arc::new(Inner {
             metrics: options.metrics,
+            live: Arc::default(),
             readiness_checks: options.readiness_checks,
             readiness: tokio::sync::Mutex::new(None),
             migrations,
@@ -524,6 +527,7 @@ impl AppState {
                 gauge(|s| s.rate.len()),
                 gauge(|s| s.auth.replay_entries().unwrap_or(0)),
                 gauge(|s| s.tenants.cached()),
+                gauge(|s| s.live.subscribers()),
             );
         }
         Ok(state)

@@ -179,6 +179,39 @@ const scenarios = {
       await expectStatus(write, 403);
     }
   },
+  async liveChanges() {
+    // Live changes (an extension: the reference only proxies someone else's broker),
+    // read with the client's own `subscribeChanges`, unmodified.
+    if (process.env.STARFISH_INTEROP_SERVER === "reference") return;
+    const { subscribeChanges, buildSignedEventsUrl } = await import("@drakkar.software/starfish-client/events");
+    const c = alice.client();
+    const { url, pathAndQuery } = buildSignedEventsUrl(`${BASE}/events`, { paths: `users/${alice.uid}/settings` }, BASE);
+    const changes = [];
+    let connected;
+    const ready = new Promise((resolve) => (connected = resolve));
+    const unsubscribe = subscribeChanges({
+      url,
+      pathAndQuery,
+      // The client's own request signing (what its pulls use).
+      authHeaders: (method, pq) => c.buildAuthHeaders(method, pq, undefined),
+      parse: (data) => JSON.parse(data),
+      onChange: (change) => changes.push(change),
+      onStatus: (up) => up && connected(),
+    });
+    try {
+      await Promise.race([ready, new Promise((_, no) => setTimeout(() => no(new Error("never connected")), 5000))]);
+      const settings = `/users/${alice.uid}/settings`;
+      const current = await c.pull(`/pull${settings}`);
+      const pushed = await c.push(`/push${settings}`, { live: RUN }, current.hash ?? null);
+      for (let i = 0; i < 50 && changes.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+      assert(changes.length === 1, `changes: ${JSON.stringify(changes)}`);
+      const [change] = changes;
+      assert(change.collection === "settings" && change.path === settings.slice(1), JSON.stringify(change));
+      assert(change.hash === pushed.hash && !("data" in change), JSON.stringify(change));
+    } finally {
+      unsubscribe();
+    }
+  },
   async prepareRevocation() {
     await bob.client().push(`/push/users/${bob.uid}/settings`, { ok: true }, null);
     const list = buildRevocationList({

@@ -130,6 +130,8 @@ pub(crate) enum Endpoint<'s> {
     Batch(&'s Scope),
     /// `GET /<ns>/config`: one namespace's collections (the root's is its own route).
     Config(&'s Scope),
+    /// `GET /[ns/]events?paths=…`: live changes (crate::live).
+    Events(&'s Scope),
 }
 
 impl Endpoint<'_> {
@@ -141,7 +143,8 @@ impl Endpoint<'_> {
             | Self::Bundle(s, _)
             | Self::List(s, _)
             | Self::Batch(s)
-            | Self::Config(s) => s,
+            | Self::Config(s)
+            | Self::Events(s) => s,
         }
     }
 }
@@ -188,10 +191,16 @@ fn decode_segments(path: &str) -> Result<Vec<String>, ApiError> {
 /// The namespace a path names, if its first segment is not one of the root's own
 /// routes (decoded as [`Endpoint::parse`] decodes it).
 pub(crate) fn namespace_segment(path: &str) -> Option<String> {
-    let first = path.strip_prefix('/')?.split('/').next()?;
+    let mut segments = path.strip_prefix('/')?.split('/');
+    let first = segments.next()?;
     let decoded = percent_decode_str(first).decode_utf8().ok()?.into_owned();
-    (decoded != "batch" && Verb::parse(&decoded).is_none()).then_some(decoded)
+    // `/events` alone is the root's live changes; `/events/…` a namespace's routes.
+    let root_events = decoded == EVENTS && segments.next().is_none();
+    (decoded != "batch" && Verb::parse(&decoded).is_none() && !root_events).then_some(decoded)
 }
+
+/// The live-changes route's segment.
+const EVENTS: &str = "events";
 
 impl<'s> Endpoint<'s> {
     /// Parses a request. `namespace` finds a namespace's scope by name.
@@ -207,7 +216,11 @@ impl<'s> Endpoint<'s> {
     ) -> Result<Self, ApiError> {
         let segments = decode_segments(path)?;
         let (scope, rest) = match segments.first().map(String::as_str) {
-            Some(first) if first == "batch" || Verb::parse(first).is_some() => {
+            Some(first)
+                if first == "batch"
+                    || Verb::parse(first).is_some()
+                    || (first == EVENTS && segments.len() == 1) =>
+            {
                 (root, &segments[..])
             }
             Some(first) => (namespace(first).ok_or(ApiError::NotFound)?, &segments[1..]),
@@ -216,6 +229,9 @@ impl<'s> Endpoint<'s> {
         if let [config] = rest {
             if config == "config" && *method == Method::GET && scope.namespace.is_some() {
                 return Ok(Self::Config(scope));
+            }
+            if config == EVENTS && *method == Method::GET {
+                return Ok(Self::Events(scope));
             }
         }
         if let [batch, pull] = rest {

@@ -14,6 +14,7 @@ mod body;
 mod bundle;
 mod config;
 pub(crate) mod endpoint;
+mod events;
 pub(crate) mod headers;
 pub(crate) mod health;
 pub(crate) mod limits;
@@ -221,6 +222,7 @@ async fn route(
             Endpoint::List(scope, doc) => Routed::of(scope, Some(&doc.collection), "list"),
             Endpoint::Batch(scope) => Routed::of(scope, None, "batch"),
             Endpoint::Config(scope) => Routed::of(scope, None, "config"),
+            Endpoint::Events(scope) => Routed::of(scope, None, "events"),
         };
     }
     match endpoint {
@@ -230,6 +232,7 @@ async fn route(
         Endpoint::List(scope, doc) => list::list(state, &parts, scope, doc).await,
         Endpoint::Batch(scope) => batch::pull(state, &parts, scope).await,
         Endpoint::Config(scope) => config::namespace(state, parts, body, scope).await,
+        Endpoint::Events(scope) => events::events(state, &parts, scope).await,
     }
 }
 
@@ -287,12 +290,29 @@ pub(crate) fn after_write(
     action: WriteAction,
     written: &Written,
 ) {
-    let Some(hook) = &state.after_write else {
-        return;
-    };
     if !written.stored {
         return;
     }
+    let namespace = scope.namespace.as_ref().map(|n| n.as_str());
+    let place = crate::live::place(
+        namespace.unwrap_or(""),
+        scope.generation.as_deref().unwrap_or(""),
+        doc.key.as_str(),
+    );
+    state.live.publish(&place, || {
+        serde_json::json!({
+            "namespace": namespace,
+            "collection": doc.collection.name.as_str(),
+            "path": doc.key.as_str(),
+            "hash": written.hash,
+            "timestamp": written.timestamp,
+        })
+        .to_string()
+        .into()
+    });
+    let Some(hook) = &state.after_write else {
+        return;
+    };
     hook.after_write(&WriteEvent {
         namespace: scope.namespace.as_ref().map(|n| n.as_str().into()),
         collection: doc.collection.name.as_str().into(),

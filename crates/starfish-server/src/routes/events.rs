@@ -1,0 +1,96 @@
+//! `GET /[ns/]events?paths=a,b`: live changes of the documents the caller may read,
+//! as Server-Sent Events (crate::live), in the shape the official TypeScript client's
+//! `subscribeChanges` reads: a signed GET, one `data:` frame per change
+//! (`{"namespace","collection","path","hash","timestamp"}`), never the data.
+//!
+//! `paths` are document paths as in a pull (`users/abc/notes`), comma-separated, at
+//! most [`MAX_CANDIDATES`] (checked before anything else: `400 too many
+//! candidates`). Each one is routed and authorised exactly as a pull of it would be;
+//! one the caller may not read refuses the whole subscription (`403`), so what a
+//! subscriber hears about is what it could pull.
+
+use super::endpoint::{Endpoint, Scope};
+use super::{admit, allow, authenticate, charge, client_ip, is_public, query};
+use crate::access::Action;
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::body::Body;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use std::time::Duration;
+
+/// Most documents one subscription may name.
+pub(crate) const MAX_CANDIDATES: usize = 64;
+/// A comment frame this often keeps proxies from closing a quiet stream.
+const KEEPALIVE: Duration = Duration::from_secs(20);
+
+pub(super) async fn events(
+    state: &AppState,
+    parts: &Parts,
+    scope: &Scope,
+) -> Result<Response, ApiError> {
+    let raw = query::param(parts.uri.query(), "paths")
+        .filter(|p| !p.is_empty())
+        .ok_or(ApiError::MissingPaths)?;
+    if raw.split(',').count() > MAX_CANDIDATES {
+        return Err(ApiError::TooManyCandidates);
+    }
+    let mut docs = Vec::new();
+    for candidate in raw.split(',') {
+        let path = format!("/pull/{candidate}");
+        match Endpoint::parse(scope, |_| None, &Method::GET, &path)? {
+            Endpoint::Pull(_, doc) => docs.push(doc),
+            // A bundle is several documents: name them.
+            _ => return Err(ApiError::NotFound),
+        }
+    }
+    let public = docs.iter().all(|d| is_public(&d.collection, Action::Pull));
+    let (caller, _) = authenticate(state, parts, Body::empty(), public, Some(scope)).await?;
+    admit(scope, &caller)?;
+    charge(state, parts, scope, &caller)?;
+    for doc in &docs {
+        allow(state, &caller, scope, doc, Action::Pull).await?;
+    }
+    let namespace = scope.namespace.as_ref().map_or("", |n| n.as_str());
+    let generation = scope.generation.as_deref().unwrap_or("");
+    let places = docs
+        .iter()
+        .map(|d| crate::live::place(namespace, generation, d.key.as_str()))
+        .collect();
+    let who = match caller.identity() {
+        Some(identity) => identity.to_owned(),
+        None => format!("ip:{}", client_ip(state, parts)),
+    };
+    let subscription = state.live.subscribe(&who, places)?;
+    let start = tokio::time::Instant::now() + KEEPALIVE;
+    let ticks = tokio::time::interval_at(start, KEEPALIVE);
+    // A first comment at once: the client knows it is connected.
+    let frames = futures::stream::unfold(
+        (subscription, ticks, true),
+        |(mut sub, mut ticks, first)| async move {
+            if first {
+                return Some((Bytes::from_static(b": connected\n\n"), (sub, ticks, false)));
+            }
+            let frame = tokio::select! {
+                frame = sub.frames.recv() => Bytes::from(format!("data: {}\n\n", frame?)),
+                _ = ticks.tick() => Bytes::from_static(b": keep-alive\n\n"),
+            };
+            Some((frame, (sub, ticks, false)))
+        },
+    );
+    let body = Body::from_stream(futures::StreamExt::map(
+        frames,
+        Ok::<_, std::convert::Infallible>,
+    ));
+    let mut res = body.into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(res)
+}

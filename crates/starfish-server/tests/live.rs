@@ -1,0 +1,176 @@
+//! Live changes (`GET /[ns/]events?paths=…`): a subscriber hears of every write to
+//! the documents it named, as the official client's `subscribeChanges` reads them
+//! (`data:` frames; which document, its hash and time, never the data), and only of
+//! documents it may read.
+
+mod common;
+
+use axum::Router;
+use axum::body::{Body, BodyDataStream};
+use axum::http::StatusCode;
+use common::*;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use starfish_server::auth::ManualClock;
+use starfish_server::store::DocStore;
+use starfish_server::{SyncConfig, SyncOptions, create_sync_router};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn app() -> Router {
+    let collections = json!([
+        {"name": "notes", "storagePath": "users/{identity}/notes",
+         "readRoles": ["self"], "writeRoles": ["self"]},
+        {"name": "board", "storagePath": "board/{id}",
+         "readRoles": ["public"], "writeRoles": ["public"]}
+    ]);
+    let config = SyncConfig::from_value(json!({
+        "version": 1,
+        "collections": [{"name": "board", "storagePath": "board/{id}",
+                         "readRoles": ["public"], "writeRoles": ["public"]}],
+        "namespaces": {"acme": {"isolation": "prefixed", "collections": collections}}
+    }))
+    .unwrap();
+    let clock = ManualClock::new(T0);
+    create_sync_router(SyncOptions::new(config, DocStore::memory()).with_clock(Arc::new(clock)))
+        .unwrap()
+}
+
+/// The next SSE frame's text (comments included), within a few seconds.
+async fn next_frame(stream: &mut BodyDataStream) -> String {
+    let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("a frame in time")
+        .expect("the stream is open")
+        .unwrap();
+    String::from_utf8(chunk.to_vec()).unwrap()
+}
+
+/// The `data:` payload of a frame.
+fn data(frame: &str) -> Value {
+    let line = frame
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or_else(|| panic!("no data in {frame:?}"));
+    serde_json::from_str(line).unwrap()
+}
+
+#[tokio::test]
+async fn a_subscriber_hears_of_writes_to_what_it_named_and_nothing_else() {
+    let app = app();
+    let alice = user(1);
+    let notes = format!("users/{}/notes", alice.id);
+    let uri = format!("/acme/events?paths={notes},board/b1");
+    let res = send(&app, Signed::get(&uri, &alice).build()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut stream = res.into_body().into_data_stream();
+    assert!(next_frame(&mut stream).await.starts_with(':'), "connected");
+
+    // Someone else's write elsewhere (another document, the root's board): nothing.
+    let (s, _) = push_doc(&app, "/push/board/b1", json!({"n": 1}), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = push_doc(&app, "/acme/push/board/b2", json!({"n": 1}), None).await;
+    assert_eq!(s, StatusCode::OK);
+    // Alice's own note, then the public board in acme.
+    let res = send(
+        &app,
+        Signed::push(
+            &format!("/acme/push/{notes}"),
+            &alice,
+            &json!({"data": {"secret": "s3"}}),
+        )
+        .build(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let pushed = json_body(res).await;
+    let frame = next_frame(&mut stream).await;
+    assert!(!frame.contains("s3"), "never the data: {frame}");
+    assert_eq!(
+        data(&frame),
+        json!({"namespace": "acme", "collection": "notes", "path": notes,
+               "hash": pushed["hash"], "timestamp": T0})
+    );
+    let (s, board) = push_doc(&app, "/acme/push/board/b1", json!({"n": 2}), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let frame = data(&next_frame(&mut stream).await);
+    assert_eq!(frame["path"], "board/b1");
+    assert_eq!(frame["hash"], board["hash"]);
+}
+
+#[tokio::test]
+async fn only_what_the_caller_may_read_and_within_bounds() {
+    let app = app();
+    let (alice, bob) = (user(1), user(2));
+    let bobs = format!("users/{}/notes", bob.id);
+    // Bob's notes are not Alice's to hear about.
+    let res = send(
+        &app,
+        Signed::get(&format!("/acme/events?paths={bobs}"), &alice).build(),
+    )
+    .await;
+    assert_error(res, StatusCode::FORBIDDEN, "Forbidden").await;
+    // Unsigned, for a private document: refused as a pull of it is.
+    let pull = send(&app, get(&format!("/acme/pull/{bobs}")))
+        .await
+        .status();
+    assert!(pull.is_client_error());
+    let res = send(&app, get(&format!("/acme/events?paths={bobs}"))).await;
+    assert_eq!(res.status(), pull);
+    // Bounds, before any signature is looked at.
+    let many = vec!["board/x"; 65].join(",");
+    let res = send(&app, get(&format!("/acme/events?paths={many}"))).await;
+    assert_error(res, StatusCode::BAD_REQUEST, "too many candidates").await;
+    let res = send(&app, get("/acme/events")).await;
+    assert_error(res, StatusCode::BAD_REQUEST, "Missing paths parameter").await;
+    let res = send(&app, get("/acme/events?paths=nowhere/x")).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    // Public documents need no credentials, at the root too; a caller's
+    // subscriptions are bounded.
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        let res = send(&app, get("/events?paths=board/b1")).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        open.push(res);
+    }
+    let res = send(&app, get("/events?paths=board/b1")).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    drop(open);
+    let res = send(&app, get("/events?paths=board/b1")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut stream = res.into_body().into_data_stream();
+    next_frame(&mut stream).await;
+    let (s, _) = push_doc(&app, "/push/board/b1", json!({"n": 1}), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        data(&next_frame(&mut stream).await)["namespace"],
+        Value::Null
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_connection_ends_the_subscription() {
+    let app = app();
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        let res = send(&app, get("/events?paths=board/b1")).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        open.push(res.into_body());
+    }
+    assert_eq!(
+        send(&app, get("/events?paths=board/b1")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // A client goes away: its place is given back at once, and writes reach only
+    // the others.
+    let gone: Body = open.pop().unwrap();
+    drop(gone);
+    let res = send(&app, get("/events?paths=board/b1")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let (s, _) = push_doc(&app, "/push/board/b1", json!({"n": 1}), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let mut stream = res.into_body().into_data_stream();
+    next_frame(&mut stream).await;
+    assert_eq!(data(&next_frame(&mut stream).await)["path"], "board/b1");
+}
