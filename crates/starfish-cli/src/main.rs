@@ -230,7 +230,19 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(path) = &settings.revocations {
         cap_auth.revocations = Arc::new(load_revocations(path)?);
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let replay = match &settings.redis {
+        Some(url) => Some(runtime.block_on(shared_replay(url))?),
+        None => None,
+    };
+    cap_auth.shared_replay = replay.clone();
     let mut options = SyncOptions::new(config, store).with_cap_auth(cap_auth);
+    if let Some(replay) = replay {
+        options = options.with_readiness_check("redis", Arc::new(ReplayReady(replay)));
+    }
     if let Some(master) = master_key()? {
         options = options.with_key_wrap(Arc::new(master));
     }
@@ -254,10 +266,6 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             p => app.nest(p, sync.clone()),
         };
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let app = observe::request_layers(app);
     runtime.block_on(async move {
         if let (Some(addr), Some(metrics)) = (&settings.observe.metrics_addr, &metrics) {
@@ -324,4 +332,32 @@ pub(crate) fn master_key() -> Result<Option<starfish_server::store::MasterKey>, 
         _ => return Ok(None),
     };
     starfish_server::store::MasterKey::parse(&text).map(Some)
+}
+
+/// The replay cache in Redis at `url`, connected once before serving.
+#[cfg(feature = "redis")]
+async fn shared_replay(url: &str) -> Result<Arc<dyn starfish_server::auth::ReplayStore>, String> {
+    let replay = starfish_server::auth::RedisReplay::connect(url, None)
+        .await
+        .map_err(|e| format!("cannot reach Redis (--redis): {e}"))?;
+    Ok(Arc::new(replay))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn shared_replay(_url: &str) -> Result<Arc<dyn starfish_server::auth::ReplayStore>, String> {
+    Err("this build lacks the `redis` feature".into())
+}
+
+/// `/health/ready` asks Redis too.
+struct ReplayReady(Arc<dyn starfish_server::auth::ReplayStore>);
+
+#[async_trait::async_trait]
+impl starfish_server::ReadinessCheck for ReplayReady {
+    async fn check(&self) -> Result<(), String> {
+        if self.0.ping().await {
+            Ok(())
+        } else {
+            Err("Redis does not answer".into())
+        }
+    }
 }

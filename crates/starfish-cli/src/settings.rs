@@ -66,6 +66,11 @@ pub(crate) struct ServeArgs {
     /// this process alone writes: fs and memory [default: 67108864; 0 with s3].
     #[arg(long, env = "STARFISH_READ_CACHE_BYTES", value_name = "BYTES")]
     read_cache_bytes: Option<u64>,
+    /// Redis for the replay cache shared by several nodes (`redis://host:6379/0`):
+    /// a request accepted by one node is refused by all; signed requests get 503
+    /// while Redis does not answer.
+    #[arg(long, env = "STARFISH_REDIS_URL", value_name = "URL")]
+    redis: Option<String>,
     /// Where documents are stored [default: fs].
     #[arg(long, value_enum, env = "STARFISH_STORE")]
     store: Option<StoreKind>,
@@ -212,6 +217,7 @@ pub(crate) struct ServerSection {
     data: Option<PathBuf>,
     fsync: Option<bool>,
     read_cache_bytes: Option<u64>,
+    redis: Option<String>,
     store: Option<StoreKind>,
     s3: S3Section,
     base_path: Option<OneOrMany>,
@@ -294,6 +300,9 @@ pub(crate) struct Settings {
     pub(crate) fsync: Option<bool>,
     /// Bytes of the read cache (0: off).
     pub(crate) read_cache_bytes: u64,
+    /// Redis for the shared replay cache (not shown: it may hold a password).
+    #[serde(skip)]
+    pub(crate) redis: Option<String>,
     /// The S3 layers above the `AWS_*` environment (shown with `store: s3`, resolved).
     #[serde(skip)]
     pub(crate) s3: S3Layer,
@@ -453,6 +462,7 @@ impl Settings {
             data: (store == StoreKind::Fs).then_some(data),
             fsync: (store == StoreKind::Fs).then_some(fsync),
             read_cache_bytes,
+            redis: args.redis.or(section.redis),
             s3: S3Layer {
                 bucket: s3.s3_bucket.or(s3s.bucket),
                 endpoint: s3.s3_endpoint.or(s3s.endpoint),

@@ -670,3 +670,24 @@ fn s3_store_configured_only_by_environment_variables() {
         "note: s3: pushed {path} through one starfish process, pulled it from another"
     );
 }
+
+#[test]
+fn serve_refuses_to_start_when_its_redis_does_not_answer() {
+    // A port nothing listens on: better not to start than to serve without the
+    // shared replay cache the operator asked for.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config", SAMPLE, "--port", "0", "--data"])
+        .arg(dir.path())
+        .args(["--redis", &format!("redis://127.0.0.1:{port}/0")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("cannot reach Redis (--redis)"), "{stderr}");
+}

@@ -233,7 +233,9 @@ impl ApiError {
             Self::Auth(AuthError::BodyTooLarge(_)) | Self::PayloadTooLarge => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            Self::AuthTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AuthTimeout | Self::Auth(AuthError::ReplayUnavailable(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::AuthorizationError | Self::Integrity => StatusCode::INTERNAL_SERVER_ERROR,
             // The store is a dependency: its failure is ours to retry, not the client's.
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -259,6 +261,10 @@ impl ApiError {
                     AuthError::Unauthorized(_) => "Unauthorized".to_owned(),
                     AuthError::Forbidden(_) => "Forbidden".to_owned(),
                     AuthError::BodyTooLarge(message) => (*message).to_owned(),
+                    AuthError::ReplayUnavailable(_) => {
+                        tracing::error!(reason = %e, "signed request refused");
+                        "Replay cache unavailable".to_owned()
+                    }
                 }
             }
             Self::AuthTimeout => "Unauthorized".to_owned(),

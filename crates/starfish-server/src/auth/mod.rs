@@ -6,6 +6,7 @@
 pub(crate) mod capcert;
 mod clock;
 mod nonce;
+mod replay;
 mod resolver;
 mod revocation;
 pub(crate) mod scope;
@@ -14,6 +15,9 @@ pub(crate) mod signing;
 pub(crate) use capcert::CapOp;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use nonce::NonceCacheLimits;
+#[cfg(feature = "redis")]
+pub use replay::RedisReplay;
+pub use replay::ReplayStore;
 pub use resolver::{
     AuthError, AuthRequest, Authenticator, CapAuthOptions, CapCertAuthenticator, SignedBody,
 };

@@ -41,7 +41,7 @@ type Fingerprint = [u8; 16];
 /// (hex case) are one signer.
 pub(crate) type SignerKey = [u8; 32];
 
-fn fingerprint(signer: &SignerKey, nonce: &str) -> Fingerprint {
+pub(crate) fn fingerprint(signer: &SignerKey, nonce: &str) -> Fingerprint {
     let mut h = Sha256::new();
     h.update(signer);
     h.update(nonce.as_bytes());

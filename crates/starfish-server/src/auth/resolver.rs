@@ -26,6 +26,10 @@ pub enum AuthError {
     /// `413 {"error":<message>}`: the pre-auth body gate.
     #[error("{0}")]
     BodyTooLarge(&'static str),
+    /// `503 {"error":"Replay cache unavailable"}`: the shared replay cache did not
+    /// answer, so the request cannot be known not to be a replay.
+    #[error("replay cache unavailable: {0}")]
+    ReplayUnavailable(Cow<'static, str>),
 }
 
 /// The body a signature covers, as the router prepared it.
@@ -98,6 +102,9 @@ pub struct CapAuthOptions {
     pub host_override: Option<String>,
     /// Revocation lists.
     pub revocations: Arc<dyn RevocationStore>,
+    /// A replay cache shared with other nodes (Redis), used instead of this
+    /// process's own: a request accepted by one node is refused by every other.
+    pub shared_replay: Option<Arc<dyn super::ReplayStore>>,
 }
 
 impl CapAuthOptions {
@@ -128,6 +135,7 @@ impl Default for CapAuthOptions {
             cert_cache_bytes: 16 * 1024 * 1024,
             host_override: None,
             revocations: Arc::new(InMemoryRevocationStore::new()),
+            shared_replay: None,
         }
     }
 }
@@ -196,9 +204,12 @@ impl CapCertAuthenticator {
         Ok((Arc::new(cert), false))
     }
 
-    fn verify(&self, request: &AuthRequest<'_>) -> Result<Caller, AuthError> {
+    /// Verifies `request`; the caller, and the nonce fingerprint still to be claimed
+    /// in the shared replay cache (when there is one; otherwise this process's cache
+    /// took it already).
+    fn verify(&self, request: &AuthRequest<'_>) -> Result<(Caller, Option<[u8; 16]>), AuthError> {
         let Some(headers) = self.signature_headers(request.headers)? else {
-            return Ok(Caller::anonymous());
+            return Ok((Caller::anonymous(), None));
         };
         let now_ms = self.clock.now_ms();
         if headers.ts.abs_diff(now_ms as i64) > self.options.max_skew_ms {
@@ -220,12 +231,17 @@ impl CapCertAuthenticator {
         let mut signer = [0u8; 32];
         hex::decode_to_slice(verifying, &mut signer)
             .map_err(|_| unauthorized("cap-cert subject is not a key"))?;
-        if let Err(refusal) =
-            self.nonces
-                .check_and_remember(&signer, headers.nonce, headers.ts, now_ms)
-        {
-            return Err(unauthorized(format!("nonce refused: {refusal:?}")));
-        }
+        let claim = if self.options.shared_replay.is_some() {
+            Some(super::nonce::fingerprint(&signer, headers.nonce))
+        } else {
+            if let Err(refusal) =
+                self.nonces
+                    .check_and_remember(&signer, headers.nonce, headers.ts, now_ms)
+            {
+                return Err(unauthorized(format!("nonce refused: {refusal:?}")));
+            }
+            None
+        };
         if self
             .options
             .revocations
@@ -237,7 +253,7 @@ impl CapCertAuthenticator {
             // Only a certificate that carried a whole valid request is kept.
             self.certs.insert(headers.cap.into(), verified.clone());
         }
-        Ok(caller_of(&verified, verifying))
+        Ok((caller_of(&verified, verifying), claim))
     }
 
     /// The `Authorization: Cap` value and the signature headers; `None` for an
@@ -368,7 +384,20 @@ impl Authenticator for CapCertAuthenticator {
         &'a self,
         request: AuthRequest<'a>,
     ) -> BoxFuture<'a, Result<Caller, AuthError>> {
-        Box::pin(async move { self.verify(&request) })
+        Box::pin(async move {
+            let (caller, claim) = self.verify(&request)?;
+            let (Some(fingerprint), Some(shared)) = (claim, &self.options.shared_replay) else {
+                return Ok(caller);
+            };
+            match shared
+                .claim(fingerprint, self.options.nonce_limits.window_ms)
+                .await
+            {
+                Ok(true) => Ok(caller),
+                Ok(false) => Err(unauthorized("nonce refused: Replay")),
+                Err(e) => Err(AuthError::ReplayUnavailable(e.into())),
+            }
+        })
     }
 
     fn signed_body_limit(&self, headers: &HeaderMap) -> Option<u64> {

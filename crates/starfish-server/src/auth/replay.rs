@@ -1,0 +1,100 @@
+//! A replay cache shared by several nodes: [`ReplayStore`], with a Redis backend
+//! ([`RedisReplay`], feature `redis`). Each (signer, nonce) is claimed with one
+//! atomic command and forgotten when its request could no longer be accepted, so a
+//! request accepted by one node and replayed to another is refused. If the store
+//! cannot answer, signed requests are refused with `503` (fail closed): nothing is
+//! ever accepted twice.
+
+use futures::future::BoxFuture;
+
+/// Remembers claimed nonces for all nodes.
+pub trait ReplayStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Claims `fingerprint` (16 bytes standing for a signer and a nonce) for
+    /// `ttl_ms`: `Ok(true)` the first time, `Ok(false)` when it was claimed already.
+    ///
+    /// # Errors
+    /// When the store cannot answer (the request is then refused with `503`).
+    fn claim<'a>(
+        &'a self,
+        fingerprint: [u8; 16],
+        ttl_ms: u64,
+    ) -> BoxFuture<'a, Result<bool, String>>;
+
+    /// True when the store answers now (for `/health/ready`).
+    fn ping(&self) -> BoxFuture<'_, bool>;
+}
+
+/// A [`ReplayStore`] in Redis: `SET <prefix><hex> 1 NX PX <ttl>`.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+#[derive(Clone)]
+pub struct RedisReplay {
+    conn: redis::aio::ConnectionManager,
+    prefix: String,
+}
+
+#[cfg(feature = "redis")]
+impl std::fmt::Debug for RedisReplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisReplay")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "redis")]
+impl RedisReplay {
+    /// Connects to `url` (`redis://host:port/db`); keys start with `prefix`
+    /// (`starfish:nonce:` when `None`). The connection is re-established when lost.
+    ///
+    /// # Errors
+    /// When the URL is invalid or the first connection fails.
+    pub async fn connect(url: &str, prefix: Option<&str>) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("redis URL: {e}"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(std::time::Duration::from_secs(2)))
+            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
+            .set_number_of_retries(1);
+        let conn = redis::aio::ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| format!("redis: {e}"))?;
+        Ok(Self {
+            conn,
+            prefix: prefix.unwrap_or("starfish:nonce:").to_owned(),
+        })
+    }
+}
+
+#[cfg(feature = "redis")]
+impl ReplayStore for RedisReplay {
+    fn claim<'a>(
+        &'a self,
+        fingerprint: [u8; 16],
+        ttl_ms: u64,
+    ) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let key = format!("{}{}", self.prefix, hex::encode(fingerprint));
+            let set: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms.max(1))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| format!("redis: {e}"))?;
+            Ok(set.is_some())
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .is_ok()
+        })
+    }
+}

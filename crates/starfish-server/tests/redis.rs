@@ -1,0 +1,128 @@
+//! The replay cache shared through Redis (`--redis`): a signed request accepted by
+//! one node and replayed byte for byte to another is refused, and while Redis does
+//! not answer signed requests are refused with `503` (fail closed), never accepted
+//! twice. Needs a Redis server: run by `tests/redis/run.sh`, which starts one and
+//! sets `STARFISH_TEST_REDIS_URL`.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use serde_json::json;
+use starfish_server::auth::{CapAuthOptions, ManualClock, RedisReplay, ReplayStore};
+use starfish_server::store::DocStore;
+use starfish_server::{SyncOptions, create_sync_router};
+use std::sync::Arc;
+
+async fn redis() -> Option<Arc<dyn ReplayStore>> {
+    let Ok(url) = std::env::var("STARFISH_TEST_REDIS_URL") else {
+        eprintln!("STARFISH_TEST_REDIS_URL is not set: run tests/redis/run.sh");
+        return None;
+    };
+    // A prefix of this run's own: tests share one server.
+    let prefix = format!("test:{}:", std::process::id());
+    Some(Arc::new(
+        RedisReplay::connect(&url, Some(&prefix)).await.unwrap(),
+    ))
+}
+
+fn node(store: &DocStore, replay: Arc<dyn ReplayStore>) -> Router {
+    let clock = ManualClock::new(T0);
+    create_sync_router(
+        SyncOptions::new(config(), store.clone())
+            .with_clock(Arc::new(clock))
+            .with_cap_auth(CapAuthOptions {
+                shared_replay: Some(replay),
+                ..CapAuthOptions::default()
+            }),
+    )
+    .unwrap()
+}
+
+/// The same request twice, byte for byte.
+fn twice(req: Request<Body>) -> (Request<Body>, Request<Body>) {
+    let (parts, _) = req.into_parts();
+    let copy = |p: &axum::http::request::Parts| {
+        let mut r = Request::builder()
+            .method(p.method.clone())
+            .uri(p.uri.clone());
+        for (k, v) in &p.headers {
+            r = r.header(k, v);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    (copy(&parts), copy(&parts))
+}
+
+#[tokio::test]
+async fn a_request_replayed_to_another_node_is_refused() {
+    let Some(replay) = redis().await else { return };
+    let store = DocStore::memory();
+    let (a, b) = (node(&store, replay.clone()), node(&store, replay));
+    let alice = user(1);
+    let path = format!("/pull/users/{}/notes", alice.id);
+    let (first, again) = twice(Signed::get(&path, &alice).build());
+    assert_eq!(send(&a, first).await.status(), StatusCode::OK);
+    assert_eq!(send(&b, again).await.status(), StatusCode::UNAUTHORIZED);
+    // Fresh requests go through on both.
+    for app in [&a, &b] {
+        let res = send(app, Signed::get(&path, &alice).build()).await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    // A signed write replayed to the other node is refused too: written once.
+    let push = Signed::push(
+        &format!("/push/users/{}/notes", alice.id),
+        &alice,
+        &json!({"data": {"n": 1}}),
+    );
+    assert_eq!(send(&a, push.build()).await.status(), StatusCode::OK);
+    assert_eq!(
+        send(&b, push.build()).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn while_redis_does_not_answer_signed_requests_get_503() {
+    let Some(replay) = redis().await else { return };
+    let store = DocStore::memory();
+    let app = node(&store, replay);
+    let alice = user(2);
+    let path = format!("/pull/users/{}/notes", alice.id);
+    // Redis stops answering for a while (longer than the client's 2 s timeout).
+    let url = std::env::var("STARFISH_TEST_REDIS_URL").unwrap();
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3500)
+        .arg("ALL")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let req = Signed::get(&path, &alice).build();
+    let (held, _) = twice(req);
+    let res = send(&app, held).await;
+    assert_error(
+        res,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Replay cache unavailable",
+    )
+    .await;
+    // Anonymous reads of public documents do not need it.
+    assert_eq!(
+        send(&app, get("/pull/docs/p1")).await.status(),
+        StatusCode::OK
+    );
+    // Back: a fresh request goes through, once.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (once, twice_more) = twice(Signed::get(&path, &alice).build());
+    assert_eq!(send(&app, once).await.status(), StatusCode::OK);
+    assert_eq!(
+        send(&app, twice_more).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
