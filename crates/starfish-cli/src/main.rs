@@ -239,7 +239,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         None => None,
     };
     cap_auth.shared_replay = replay.clone();
-    let mut options = SyncOptions::new(config, store).with_cap_auth(cap_auth);
+    // Flipped when the shutdown signal arrives: live-change streams end then.
+    let (stopping, stop_streams) = tokio::sync::watch::channel(false);
+    let mut options = SyncOptions::new(config, store)
+        .with_cap_auth(cap_auth)
+        .with_shutdown(stop_streams);
     if let Some(replay) = replay {
         options = options.with_readiness_check("redis", Arc::new(ReplayReady(replay)));
     }
@@ -283,12 +287,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             settings.base_path.join(", "),
             settings.store.name(),
         );
-        serve::serve(
-            listener,
-            app,
-            settings.limits.serve_limits(),
-            shutdown_signal(),
-        )
+        serve::serve(listener, app, settings.limits.serve_limits(), async move {
+            shutdown_signal().await;
+            let _ = stopping.send(true);
+        })
         .await;
         tracing::info!("starfish stopped");
         Ok(())

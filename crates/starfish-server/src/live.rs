@@ -14,46 +14,70 @@ use tokio::sync::mpsc;
 
 /// Frames a subscriber may have waiting before it is dropped.
 pub(crate) const BUFFER: usize = 256;
-/// Subscriptions one caller (identity, API key, or IP) may hold at once.
+/// Subscriptions one caller (identity, API key, or IP when anonymous) may hold.
 pub(crate) const PER_CALLER: usize = 8;
-/// Subscriptions on one node.
-pub(crate) const TOTAL: usize = 10_000;
+/// Subscriptions from one IP address, whatever identities it presents (anyone can
+/// mint identities).
+pub(crate) const PER_IP: usize = 32;
+/// Subscriptions on one node: well under its connection limit, so streams can never
+/// take every connection.
+pub(crate) const TOTAL: usize = 1_000;
 
 /// The subscribers of one node, by the places they listen to.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Bus {
     state: Mutex<Subscribers>,
+    /// True once the server is shutting down: every stream ends.
+    stopping: tokio::sync::watch::Receiver<bool>,
+    /// The sender of `stopping` when nobody else holds one (it never turns true).
+    _never: Option<tokio::sync::watch::Sender<bool>>,
 }
 
-/// A subscription's id and the sending end of its buffer.
-type Listener = (u64, mpsc::Sender<Arc<str>>);
+impl Default for Bus {
+    fn default() -> Self {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        Self {
+            state: Mutex::default(),
+            stopping: rx,
+            _never: Some(tx),
+        }
+    }
+}
+
+/// A subscription's places, and the counts it holds a place in.
+type Held = (Vec<Arc<str>>, [Arc<str>; 2]);
 
 #[derive(Debug, Default)]
 struct Subscribers {
-    by_place: HashMap<Arc<str>, Vec<Listener>>,
-    /// Each subscription's places and caller.
-    subs: HashMap<u64, (Vec<Arc<str>>, Arc<str>)>,
-    per_caller: HashMap<Arc<str>, usize>,
+    /// The sending end of each subscription's buffer, by place and subscription.
+    by_place: HashMap<Arc<str>, HashMap<u64, mpsc::Sender<Arc<str>>>>,
+    /// Each subscription's places and the counts it holds a place in (its caller's
+    /// and its IP's).
+    subs: HashMap<u64, Held>,
+    /// Subscriptions per caller (`caller:` keys) and per IP (`ip:` keys).
+    held: HashMap<Arc<str>, usize>,
     next: u64,
 }
 
 impl Subscribers {
     fn remove(&mut self, id: u64) {
-        let Some((places, caller)) = self.subs.remove(&id) else {
+        let Some((places, counts)) = self.subs.remove(&id) else {
             return;
         };
         for place in places {
-            if let Some(list) = self.by_place.get_mut(&place) {
-                list.retain(|(sub, _)| *sub != id);
-                if list.is_empty() {
+            if let Some(listeners) = self.by_place.get_mut(&place) {
+                listeners.remove(&id);
+                if listeners.is_empty() {
                     self.by_place.remove(&place);
                 }
             }
         }
-        if let Some(n) = self.per_caller.get_mut(&caller) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_caller.remove(&caller);
+        for key in counts {
+            if let Some(n) = self.held.get_mut(&key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.held.remove(&key);
+                }
             }
         }
     }
@@ -84,18 +108,37 @@ pub(crate) fn place(namespace: &str, generation: &str, key: &str) -> Arc<str> {
 }
 
 impl Bus {
-    /// Subscribes `caller` to `places`.
+    /// A bus whose streams end when `stopping` turns true.
+    pub(crate) fn new(stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self {
+            state: Mutex::default(),
+            stopping,
+            _never: None,
+        }
+    }
+
+    /// What says the server is shutting down.
+    pub(crate) fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.clone()
+    }
+
+    /// Subscribes `caller`, from `ip`, to `places` (each once, however often named).
     ///
     /// # Errors
     /// `429 Too many concurrent requests` when the caller holds [`PER_CALLER`]
-    /// subscriptions already, or the node [`TOTAL`].
+    /// subscriptions already, its IP [`PER_IP`], or the node [`TOTAL`].
     pub(crate) fn subscribe(
         self: &Arc<Self>,
         caller: &str,
-        places: Vec<Arc<str>>,
+        ip: &str,
+        mut places: Vec<Arc<str>>,
     ) -> Result<Subscription, ApiError> {
+        places.sort_unstable();
+        places.dedup();
+        let counts: [Arc<str>; 2] = [format!("caller:{caller}").into(), format!("ip:{ip}").into()];
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if s.subs.len() >= TOTAL || s.per_caller.get(caller).copied().unwrap_or(0) >= PER_CALLER {
+        let held = |key: &Arc<str>| s.held.get(key).copied().unwrap_or(0);
+        if s.subs.len() >= TOTAL || held(&counts[0]) >= PER_CALLER || held(&counts[1]) >= PER_IP {
             return Err(ApiError::TooManyConcurrent);
         }
         let (tx, rx) = mpsc::channel(BUFFER);
@@ -105,11 +148,12 @@ impl Bus {
             s.by_place
                 .entry(place.clone())
                 .or_default()
-                .push((id, tx.clone()));
+                .insert(id, tx.clone());
         }
-        let caller: Arc<str> = caller.into();
-        *s.per_caller.entry(caller.clone()).or_default() += 1;
-        s.subs.insert(id, (places, caller));
+        for key in &counts {
+            *s.held.entry(key.clone()).or_default() += 1;
+        }
+        s.subs.insert(id, (places, counts));
         Ok(Subscription {
             bus: self.clone(),
             id,
@@ -121,11 +165,11 @@ impl Bus {
     /// subscriber of `place`; one whose buffer is full is dropped.
     pub(crate) fn publish(&self, place: &str, make: impl FnOnce() -> Arc<str>) {
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(list) = s.by_place.get(place) else {
+        let Some(listeners) = s.by_place.get(place) else {
             return;
         };
         let frame = make();
-        let slow: Vec<u64> = list
+        let slow: Vec<u64> = listeners
             .iter()
             .filter(|(_, tx)| tx.try_send(frame.clone()).is_err())
             .map(|(id, _)| *id)
@@ -154,12 +198,18 @@ mod tests {
         let bus = Arc::new(Bus::default());
         let a = place("acme", "", "notes/a");
         let b = place("acme", "", "notes/b");
-        let mut one = bus.subscribe("alice", vec![a.clone()]).unwrap();
-        let mut both = bus.subscribe("bob", vec![a.clone(), b.clone()]).unwrap();
+        let mut one = bus.subscribe("alice", "1.1.1.1", vec![a.clone()]).unwrap();
+        let mut both = bus
+            .subscribe("bob", "1.1.1.2", vec![a.clone(), b.clone(), a.clone()])
+            .unwrap();
         bus.publish(&b, || Arc::from("B"));
         bus.publish(&a, || Arc::from("A"));
         assert_eq!(&*both.frames.recv().await.unwrap(), "B");
         assert_eq!(&*both.frames.recv().await.unwrap(), "A");
+        assert!(
+            both.frames.try_recv().is_err(),
+            "a place named twice hears once"
+        );
         assert_eq!(&*one.frames.recv().await.unwrap(), "A");
         // `one` stops reading: past its buffer it is dropped, its stream ends.
         for _ in 0..=BUFFER {
@@ -175,13 +225,25 @@ mod tests {
         assert_eq!(bus.subscribers(), 0);
         // The caller's count came back with its subscriptions.
         let held: Vec<_> = (0..PER_CALLER)
-            .map(|_| bus.subscribe("carol", vec![a.clone()]).unwrap())
+            .map(|_| bus.subscribe("carol", "1.1.1.3", vec![a.clone()]).unwrap())
             .collect();
         assert!(matches!(
-            bus.subscribe("carol", vec![a.clone()]),
+            bus.subscribe("carol", "1.1.1.3", vec![a.clone()]),
             Err(ApiError::TooManyConcurrent)
         ));
         drop(held);
-        assert!(bus.subscribe("carol", vec![a]).is_ok());
+        assert!(bus.subscribe("carol", "1.1.1.3", vec![a.clone()]).is_ok());
+        // Many identities from one address: bounded by the address.
+        let minted: Vec<_> = (0..PER_IP)
+            .map(|i| {
+                bus.subscribe(&format!("minted{i}"), "6.6.6.6", vec![a.clone()])
+                    .unwrap()
+            })
+            .collect();
+        assert!(matches!(
+            bus.subscribe("minted-more", "6.6.6.6", vec![a]),
+            Err(ApiError::TooManyConcurrent)
+        ));
+        drop(minted);
     }
 }

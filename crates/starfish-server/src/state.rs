@@ -56,6 +56,9 @@ pub struct SyncOptions {
     pub after_write: Option<Arc<dyn AfterWrite>>,
     /// Bound on authentication time.
     pub auth_timeout: Duration,
+    /// Turns true when the server shuts down: open live-change streams end, so a
+    /// graceful shutdown is not held by them.
+    pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
     /// Wraps the data keys of namespaces with `encryptAtRest` (the master key, or a
     /// KMS).
     pub key_wrap: Option<Arc<dyn crate::store::KeyWrap>>,
@@ -147,6 +150,7 @@ impl SyncOptions {
             authorize: None,
             after_write: None,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
+            shutdown: None,
             key_wrap: None,
             max_collections_per_batch: 100,
             batch_key_deny_suffixes: vec!["_keyring".into(), "_members".into()],
@@ -189,6 +193,14 @@ impl SyncOptions {
     #[must_use]
     pub fn with_key_wrap(mut self, wrap: Arc<dyn crate::store::KeyWrap>) -> Self {
         self.key_wrap = Some(wrap);
+        self
+    }
+
+    /// Ends open live-change streams (`GET /events`) when `shutdown` turns true, so
+    /// that a graceful shutdown is not held by them.
+    #[must_use]
+    pub fn with_shutdown(mut self, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.shutdown = Some(shutdown);
         self
     }
 
@@ -487,7 +499,10 @@ impl AppState {
         );
         let state = Self(Arc::new(Inner {
             metrics: options.metrics,
-            live: Arc::default(),
+            live: Arc::new(match options.shutdown {
+                Some(stopping) => crate::live::Bus::new(stopping),
+                None => crate::live::Bus::default(),
+            }),
             readiness_checks: options.readiness_checks,
             readiness: tokio::sync::Mutex::new(None),
             migrations,

@@ -174,3 +174,25 @@ async fn dropping_the_connection_ends_the_subscription() {
     next_frame(&mut stream).await;
     assert_eq!(data(&next_frame(&mut stream).await)["path"], "board/b1");
 }
+
+#[tokio::test]
+async fn streams_end_when_the_server_shuts_down() {
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let config = SyncConfig::from_value(json!({
+        "version": 1,
+        "collections": [{"name": "board", "storagePath": "board/{id}",
+                         "readRoles": ["public"], "writeRoles": ["public"]}]
+    }))
+    .unwrap();
+    let app =
+        create_sync_router(SyncOptions::new(config, DocStore::memory()).with_shutdown(stopping))
+            .unwrap();
+    let res = send(&app, get("/events?paths=board/b1")).await;
+    let mut stream = res.into_body().into_data_stream();
+    next_frame(&mut stream).await;
+    stop.send(true).unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("the stream ends at once");
+    assert!(end.is_none(), "{end:?}");
+}

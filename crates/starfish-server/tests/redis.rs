@@ -126,3 +126,29 @@ async fn while_redis_does_not_answer_signed_requests_get_503() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn a_redis_that_may_evict_keys_is_refused() {
+    let Some(_) = redis().await else { return };
+    let url = std::env::var("STARFISH_TEST_REDIS_URL").unwrap();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let set = |policy: &'static str| {
+        let mut conn = conn.clone();
+        async move {
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory-policy")
+                .arg(policy)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    };
+    set("allkeys-lru").await;
+    let refused = RedisReplay::connect(&url, None).await;
+    set("noeviction").await;
+    let err = refused.unwrap_err();
+    assert!(err.contains("maxmemory-policy allkeys-lru"), "{err}");
+    let _: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+}

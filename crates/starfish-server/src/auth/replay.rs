@@ -47,17 +47,39 @@ impl RedisReplay {
     /// Connects to `url` (`redis://host:port/db`); keys start with `prefix`
     /// (`starfish:nonce:` when `None`). The connection is re-established when lost.
     ///
+    /// A Redis that may evict keys (`maxmemory-policy` other than `noeviction`)
+    /// could forget a claimed nonce and let its replay through: refused. When the
+    /// policy cannot be read (`CONFIG` disabled, as on managed services), a warning
+    /// says to check it.
+    ///
     /// # Errors
-    /// When the URL is invalid or the first connection fails.
+    /// When the URL is invalid, the first connection fails, or Redis evicts keys.
     pub async fn connect(url: &str, prefix: Option<&str>) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("redis URL: {e}"))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(std::time::Duration::from_secs(2)))
             .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
             .set_number_of_retries(1);
-        let conn = redis::aio::ConnectionManager::new_with_config(client, config)
+        let mut conn = redis::aio::ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|e| format!("redis: {e}"))?;
+        let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut conn)
+            .await;
+        match policy.as_deref() {
+            Ok([_, policy]) if policy != "noeviction" => {
+                return Err(format!(
+                    "Redis may evict keys (maxmemory-policy {policy}): a claimed nonce could vanish and its replay be accepted; set maxmemory-policy noeviction"
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot read Redis's maxmemory-policy: make sure it is noeviction"
+            ),
+        }
         Ok(Self {
             conn,
             prefix: prefix.unwrap_or("starfish:nonce:").to_owned(),

@@ -114,6 +114,12 @@ impl CapAuthOptions {
     /// A sentence when the replay window is shorter than twice the allowed skew: a
     /// nonce would be forgotten while its request could still be replayed.
     pub fn check(&self) -> Result<(), String> {
+        if self.nonce_limits.window_ms > 24 * 3600 * 1000 {
+            return Err(format!(
+                "the nonce window ({} ms) is longer than a day",
+                self.nonce_limits.window_ms
+            ));
+        }
         if self.nonce_limits.window_ms < self.max_skew_ms.saturating_mul(2) {
             return Err(format!(
                 "the nonce window ({} ms) must be at least twice the allowed clock skew ({} ms)",
@@ -389,10 +395,14 @@ impl Authenticator for CapCertAuthenticator {
             let (Some(fingerprint), Some(shared)) = (claim, &self.options.shared_replay) else {
                 return Ok(caller);
             };
-            match shared
-                .claim(fingerprint, self.options.nonce_limits.window_ms)
-                .await
-            {
+            // Remembered past the window by the allowed skew: another node's clock may
+            // run behind this one's by up to that much.
+            let ttl = self
+                .options
+                .nonce_limits
+                .window_ms
+                .saturating_add(self.options.max_skew_ms);
+            match shared.claim(fingerprint, ttl).await {
                 Ok(true) => Ok(caller),
                 Ok(false) => Err(unauthorized("nonce refused: Replay")),
                 Err(e) => Err(AuthError::ReplayUnavailable(e.into())),

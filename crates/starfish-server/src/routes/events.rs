@@ -10,7 +10,7 @@
 //! subscriber hears about is what it could pull.
 
 use super::endpoint::{Endpoint, Scope};
-use super::{admit, allow, authenticate, charge, client_ip, is_public, query};
+use super::{admit, allow, authenticate, charge, client_ip, is_public, query, rate_check};
 use crate::access::Action;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -25,6 +25,10 @@ use std::time::Duration;
 pub(crate) const MAX_CANDIDATES: usize = 64;
 /// A comment frame this often keeps proxies from closing a quiet stream.
 const KEEPALIVE: Duration = Duration::from_secs(20);
+/// A stream ends after this long (the client reconnects): what was authorised when
+/// it opened (a certificate since expired or revoked, a tenant since suspended) is
+/// authorised again at least this often.
+const MAX_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
 pub(super) async fn events(
     state: &AppState,
@@ -53,31 +57,48 @@ pub(super) async fn events(
     for doc in &docs {
         allow(state, &caller, scope, doc, Action::Pull).await?;
     }
+    // The collections' own pull limits, once per collection named.
+    let mut seen = Vec::new();
+    for doc in &docs {
+        if !seen.contains(&doc.collection.name.as_str()) {
+            seen.push(doc.collection.name.as_str());
+            rate_check(state, parts, scope, &doc.collection, &caller, Action::Pull)?;
+        }
+    }
     let namespace = scope.namespace.as_ref().map_or("", |n| n.as_str());
     let generation = scope.generation.as_deref().unwrap_or("");
     let places = docs
         .iter()
         .map(|d| crate::live::place(namespace, generation, d.key.as_str()))
         .collect();
+    let ip = client_ip(state, parts);
     let who = match caller.identity() {
         Some(identity) => identity.to_owned(),
-        None => format!("ip:{}", client_ip(state, parts)),
+        None => format!("ip:{ip}"),
     };
-    let subscription = state.live.subscribe(&who, places)?;
+    let subscription = state.live.subscribe(&who, &ip, places)?;
     let start = tokio::time::Instant::now() + KEEPALIVE;
     let ticks = tokio::time::interval_at(start, KEEPALIVE);
+    let end = tokio::time::Instant::now() + MAX_LIFETIME;
+    let stopping = state.live.stopping();
     // A first comment at once: the client knows it is connected.
     let frames = futures::stream::unfold(
-        (subscription, ticks, true),
-        |(mut sub, mut ticks, first)| async move {
+        (subscription, ticks, stopping, true),
+        move |(mut sub, mut ticks, mut stopping, first)| async move {
             if first {
-                return Some((Bytes::from_static(b": connected\n\n"), (sub, ticks, false)));
+                return Some((
+                    Bytes::from_static(b": connected\n\n"),
+                    (sub, ticks, stopping, false),
+                ));
             }
             let frame = tokio::select! {
                 frame = sub.frames.recv() => Bytes::from(format!("data: {}\n\n", frame?)),
                 _ = ticks.tick() => Bytes::from_static(b": keep-alive\n\n"),
+                // Past its lifetime, or the server is shutting down: the stream ends.
+                () = tokio::time::sleep_until(end) => return None,
+                _ = stopping.wait_for(|stop| *stop) => return None,
             };
-            Some((frame, (sub, ticks, false)))
+            Some((frame, (sub, ticks, stopping, false)))
         },
     );
     let body = Body::from_stream(futures::StreamExt::map(
