@@ -363,3 +363,25 @@ impl starfish_server::ReadinessCheck for ReplayReady {
         }
     }
 }
+
+/// The config, settings and store `serve` would use with `args`: for the commands
+/// that work on a server's store (`migrate`, `admin rotate-keys`).
+pub(crate) fn as_serve_finds_it(
+    args: ServeArgs,
+) -> Result<(SyncConfig, Settings, DocStore), String> {
+    let (text, is_json) = read_config(&args.config)?;
+    let config = load_config(&args.config, &text, is_json)?;
+    let section = load_section(&args.config, &text, is_json)?;
+    let settings = Settings::resolve(args, section)?;
+    let config = settings.tenancy.isolate(config);
+    let store = open_store(&settings)?;
+    Ok((config, settings, store))
+}
+
+/// A `--grace` value: seconds from 0 to 3600.
+pub(crate) fn grace_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Ok(s),
+        _ => Err("a number of seconds from 0 to 3600".into()),
+    }
+}

@@ -3,7 +3,7 @@
 //! same settings as `serve` (flags, `STARFISH_*`, the `server:` section), so it finds
 //! the same store.
 
-use crate::settings::{ServeArgs, Settings};
+use crate::settings::ServeArgs;
 use starfish_server::migrate::{
     MigrateOptions, MigrateReport, Phase, abort_migration, migrate_to_prefixed, migration_status,
 };
@@ -22,7 +22,7 @@ pub(crate) struct MigrateArgs {
     namespace: Option<String>,
     /// Seconds writes stay frozen before the last pass: more than the servers'
     /// refresh (1 s) plus their longest write.
-    #[arg(long, default_value_t = 5.0, value_parser = grace)]
+    #[arg(long, default_value_t = 5.0, value_parser = crate::grace_seconds)]
     grace: f64,
     /// Abandon the namespace's migration: servers go back to its shared keys.
     #[arg(long, conflicts_with = "status")]
@@ -35,20 +35,8 @@ pub(crate) struct MigrateArgs {
     serve: ServeArgs,
 }
 
-fn grace(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Ok(s),
-        _ => Err("a number of seconds from 0 to 3600".into()),
-    }
-}
-
 pub(crate) fn run(args: MigrateArgs) -> Result<(), String> {
-    let (text, is_json) = crate::read_config(&args.serve.config)?;
-    let config = crate::load_config(&args.serve.config, &text, is_json)?;
-    let section = crate::load_section(&args.serve.config, &text, is_json)?;
-    let settings = Settings::resolve(args.serve, section)?;
-    let config = settings.tenancy.isolate(config);
-    let store = crate::open_store(&settings)?;
+    let (config, _, store) = crate::as_serve_finds_it(args.serve)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

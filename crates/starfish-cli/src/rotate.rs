@@ -3,7 +3,7 @@
 //! (docs/namespaces.md). It reads the same settings as `serve` (flags, `STARFISH_*`,
 //! the `server:` section, the master key), so it finds the same store and keys.
 
-use crate::settings::{ServeArgs, Settings};
+use crate::settings::ServeArgs;
 use starfish_server::SyncOptions;
 use starfish_server::rotate::{RotateOptions, rotate_keys};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ pub(crate) struct RotateArgs {
     namespace: String,
     /// Seconds to wait after adding the key, before re-sealing: more than the
     /// servers' keyring refresh (5 s) plus their longest write.
-    #[arg(long, default_value_t = 10.0, value_parser = grace)]
+    #[arg(long, default_value_t = 10.0, value_parser = crate::grace_seconds)]
     grace: f64,
     /// No server is running on this store: needed on a store without conditional
     /// writes (the filesystem).
@@ -29,20 +29,8 @@ pub(crate) struct RotateArgs {
     serve: ServeArgs,
 }
 
-fn grace(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Ok(s),
-        _ => Err("a number of seconds from 0 to 3600".into()),
-    }
-}
-
 pub(crate) fn run(args: RotateArgs) -> Result<(), String> {
-    let (text, is_json) = crate::read_config(&args.serve.config)?;
-    let config = crate::load_config(&args.serve.config, &text, is_json)?;
-    let section = crate::load_section(&args.serve.config, &text, is_json)?;
-    let settings = Settings::resolve(args.serve, section)?;
-    let config = settings.tenancy.isolate(config);
-    let store = crate::open_store(&settings)?;
+    let (config, settings, store) = crate::as_serve_finds_it(args.serve)?;
     let mut options = settings.tenancy.apply(SyncOptions::new(config, store))?;
     let master = crate::master_key()?
         .ok_or("give the master key: STARFISH_MASTER_KEY or STARFISH_MASTER_KEY_FILE")?;
