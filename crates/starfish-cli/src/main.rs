@@ -234,9 +234,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let replay = match &settings.redis {
-        Some(url) => Some(runtime.block_on(shared_replay(url))?),
-        None => None,
+    let (replay, limits) = match &settings.redis {
+        Some(url) => {
+            let (replay, limits) = runtime.block_on(shared_state(url))?;
+            (Some(replay), Some(limits))
+        }
+        None => (None, None),
     };
     cap_auth.shared_replay = replay.clone();
     // Flipped when the shutdown signal arrives: live-change streams end then.
@@ -246,6 +249,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .with_shutdown(stop_streams);
     if let Some(replay) = replay {
         options = options.with_readiness_check("redis", Arc::new(ReplayReady(replay)));
+    }
+    if let Some(limits) = limits {
+        options = options.with_shared_limits(limits);
     }
     if let Some(master) = master_key()? {
         options = options.with_key_wrap(Arc::new(master));
@@ -336,17 +342,28 @@ pub(crate) fn master_key() -> Result<Option<starfish_server::store::MasterKey>, 
     starfish_server::store::MasterKey::parse(&text).map(Some)
 }
 
-/// The replay cache in Redis at `url`, connected once before serving.
+/// What nodes share in Redis.
+type SharedState = (
+    Arc<dyn starfish_server::auth::ReplayStore>,
+    Arc<dyn starfish_server::access::SharedLimits>,
+);
+
+/// The replay cache and the rate-limit counters in Redis at `url`, connected once
+/// before serving.
 #[cfg(feature = "redis")]
-async fn shared_replay(url: &str) -> Result<Arc<dyn starfish_server::auth::ReplayStore>, String> {
+async fn shared_state(url: &str) -> Result<SharedState, String> {
+    let unreachable = |e: String| format!("cannot reach Redis (--redis): {e}");
     let replay = starfish_server::auth::RedisReplay::connect(url, None)
         .await
-        .map_err(|e| format!("cannot reach Redis (--redis): {e}"))?;
-    Ok(Arc::new(replay))
+        .map_err(unreachable)?;
+    let limits = starfish_server::access::RedisLimits::connect(url, None)
+        .await
+        .map_err(unreachable)?;
+    Ok((Arc::new(replay), Arc::new(limits)))
 }
 
 #[cfg(not(feature = "redis"))]
-async fn shared_replay(_url: &str) -> Result<Arc<dyn starfish_server::auth::ReplayStore>, String> {
+async fn shared_state(_url: &str) -> Result<SharedState, String> {
     Err("this build lacks the `redis` feature".into())
 }
 

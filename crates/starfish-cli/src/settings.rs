@@ -66,9 +66,10 @@ pub(crate) struct ServeArgs {
     /// this process alone writes: fs and memory [default: 67108864; 0 with s3].
     #[arg(long, env = "STARFISH_READ_CACHE_BYTES", value_name = "BYTES")]
     read_cache_bytes: Option<u64>,
-    /// Redis for the replay cache shared by several nodes (`redis://host:6379/0`):
-    /// a request accepted by one node is refused by all; signed requests get 503
-    /// while Redis does not answer.
+    /// Redis for the replay cache and rate limits shared by several nodes
+    /// (`redis://host:6379/0`): a request accepted by one node is refused by all, a
+    /// limit of N is N for all nodes together; signed requests get 503 while Redis
+    /// does not answer (limits are then counted per node).
     #[arg(long, env = "STARFISH_REDIS_URL", value_name = "URL")]
     redis: Option<String>,
     /// Where documents are stored [default: fs].

@@ -84,6 +84,9 @@ pub struct SyncOptions {
     pub trusted_proxy_hops: usize,
     /// Most rate-limit counters kept at once.
     pub max_rate_buckets: usize,
+    /// Rate limits and namespace request counts kept for all nodes (Redis), instead
+    /// of per node.
+    pub shared_limits: Option<Arc<dyn crate::access::SharedLimits>>,
     /// Serve `GET /config` (off: 404, as in the reference).
     pub config_endpoint: Option<ConfigEndpoint>,
     /// Headers added to every response.
@@ -159,6 +162,7 @@ impl SyncOptions {
             max_single_log_bytes: DEFAULT_MAX_SINGLE_LOG_BYTES,
             trusted_proxy_hops: 0,
             max_rate_buckets: DEFAULT_MAX_BUCKETS,
+            shared_limits: None,
             config_endpoint: None,
             security_headers: SecurityHeaders::default(),
             cors: None,
@@ -296,6 +300,15 @@ impl SyncOptions {
     #[must_use]
     pub fn with_metrics(mut self, metrics: crate::Metrics) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Keeps rate limits and namespace request counts in `limits`, for all nodes
+    /// together ([`crate::access::RedisLimits`]): a limit of N per window is N for
+    /// the cluster, not N per node.
+    #[must_use]
+    pub fn with_shared_limits(mut self, limits: Arc<dyn crate::access::SharedLimits>) -> Self {
+        self.shared_limits = Some(limits);
         self
     }
 
@@ -525,7 +538,7 @@ impl AppState {
                 single_log_bytes: options.max_single_log_bytes,
             },
             trusted_proxy_hops: options.trusted_proxy_hops,
-            rate: RateLimiter::new(options.max_rate_buckets),
+            rate: RateLimiter::new(options.max_rate_buckets).with_shared(options.shared_limits),
             config_endpoint: options.config_endpoint,
             openapi,
         }));

@@ -12,6 +12,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::*;
 use serde_json::json;
+use starfish_server::access::RedisLimits;
 use starfish_server::auth::{CapAuthOptions, ManualClock, RedisReplay, ReplayStore};
 use starfish_server::store::DocStore;
 use starfish_server::{SyncOptions, create_sync_router};
@@ -151,4 +152,84 @@ async fn a_redis_that_may_evict_keys_is_refused() {
     let err = refused.unwrap_err();
     assert!(err.contains("maxmemory-policy allkeys-lru"), "{err}");
     let _: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+}
+
+/// Two nodes over one store whose rate limits and namespace counts are kept in
+/// Redis.
+async fn limited_pair() -> Option<(Router, Router)> {
+    let url = std::env::var("STARFISH_TEST_REDIS_URL").ok()?;
+    let config = serde_json::json!({
+        "version": 1,
+        "collections": [
+            {"name": "limited", "storagePath": "limited/{id}",
+             "readRoles": ["public"], "writeRoles": ["public"],
+             "rateLimit": {"pull": {"windowMs": 60000, "maxRequests": 4}}}
+        ],
+        "namespaces": {
+            "acme": {"collections": [
+                {"name": "notes", "storagePath": "users/{identity}/notes",
+                 "readRoles": ["self"], "writeRoles": ["self"]}
+            ], "limits": {"windowMs": 60000, "maxRequestsPerIdentity": 3}},
+            "globex": {"collections": [
+                {"name": "docs", "storagePath": "docs/{id}",
+                 "readRoles": ["public"], "writeRoles": ["public"]}
+            ], "limits": {"windowMs": 60000, "maxRequests": 5}}
+        }
+    });
+    let store = DocStore::memory();
+    // A prefix of this test's own: the counters start empty.
+    let prefix = format!("test:{}:limits:", std::process::id());
+    let node = |limits: RedisLimits| {
+        create_sync_router(
+            SyncOptions::new(
+                starfish_server::SyncConfig::from_value(config.clone()).unwrap(),
+                store.clone(),
+            )
+            .with_clock(Arc::new(ManualClock::new(T0)))
+            .with_shared_limits(Arc::new(limits)),
+        )
+        .unwrap()
+    };
+    let limits = RedisLimits::connect(&url, Some(&prefix)).await.unwrap();
+    Some((node(limits.clone()), node(limits)))
+}
+
+/// How many of `requests`, sent alternately to `a` and `b`, got 200; the others
+/// must all be 429.
+async fn accepted(a: &Router, b: &Router, requests: Vec<Request<Body>>) -> usize {
+    let mut ok = 0;
+    for (i, req) in requests.into_iter().enumerate() {
+        let res = send(if i % 2 == 0 { a } else { b }, req).await;
+        match res.status() {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    ok
+}
+
+#[tokio::test]
+async fn rate_limits_and_namespace_counts_hold_across_nodes() {
+    let Some((a, b)) = limited_pair().await else {
+        eprintln!("STARFISH_TEST_REDIS_URL is not set: run tests/redis/run.sh");
+        return;
+    };
+    // A collection's pull limit of 4 per window: 4 in all, not 4 per node.
+    let pulls = (0..10).map(|_| get("/pull/limited/x")).collect();
+    assert_eq!(accepted(&a, &b, pulls).await, 4);
+    // A namespace's per-identity count of 3: 3 in all, whichever node.
+    let alice = user(7);
+    let path = format!("/acme/pull/users/{}/notes", alice.id);
+    let signed = (0..8).map(|_| Signed::get(&path, &alice).build()).collect();
+    assert_eq!(accepted(&a, &b, signed).await, 3);
+    // Another identity has a count of its own.
+    let bob = user(8);
+    let path = format!("/acme/pull/users/{}/notes", bob.id);
+    let res = send(&b, Signed::get(&path, &bob).build()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // A namespace-wide count of 5 per minute, paced (one every 12 s, no burst):
+    // one request in all, then refusals on both nodes.
+    let docs = (0..4).map(|_| get("/globex/pull/docs/d")).collect();
+    assert_eq!(accepted(&a, &b, docs).await, 1);
 }

@@ -6,7 +6,8 @@
 //!
 //! The namespace-wide count lives here, one counter per namespace (never evicted by
 //! other counters); per-caller counts live in the router's bounded rate limiter,
-//! whatever identities an attacker mints. Both are per node.
+//! whatever identities an attacker mints. Both are per node, or kept for all nodes
+//! in shared counters ([`super::SharedLimits`]) when the router has them.
 
 use super::rate::{RateLimiter, RateSubject};
 use crate::config::{Bucket, NamespaceLimits, RateRule, RateWindow};
@@ -71,7 +72,14 @@ impl Budget {
     /// # Errors
     /// `429 Rate limit exceeded` with `Retry-After` when the namespace is over its
     /// count.
-    pub(crate) fn charge_namespace(&self, now_ms: u64) -> Result<(), ApiError> {
+    /// With shared counters (`rate`), the count is kept for all nodes under `key`;
+    /// when they do not answer, on this node.
+    pub(crate) async fn charge_namespace(
+        &self,
+        rate: &RateLimiter,
+        key: &str,
+        now_ms: u64,
+    ) -> Result<(), ApiError> {
         let Some(max) = self.limits.max_requests else {
             return Ok(());
         };
@@ -83,14 +91,19 @@ impl Budget {
         }
         let interval = (window_us / max).max(1);
         let tolerance = interval.saturating_mul((max / 10).max(1) - 1);
+        let refused = |wait_us: u64| ApiError::RateLimited {
+            retry_after: wait_us.div_ceil(1_000_000).max(1),
+        };
+        match rate.pace_shared(key, interval, tolerance, now_ms).await {
+            Some(0) => return Ok(()),
+            Some(wait_us) => return Err(refused(wait_us)),
+            None => {}
+        }
         let now = now_ms.saturating_mul(1000);
         let mut tat = self.next.lock().unwrap_or_else(PoisonError::into_inner);
         let due = (*tat).max(now);
         if due - now > tolerance {
-            let wait_us = due - now - tolerance;
-            return Err(ApiError::RateLimited {
-                retry_after: wait_us.div_ceil(1_000_000).max(1),
-            });
+            return Err(refused(due - now - tolerance));
         }
         *tat = due + interval;
         Ok(())
@@ -101,7 +114,7 @@ impl Budget {
     /// # Errors
     /// `429 Rate limit exceeded` with `Retry-After` when the caller is over its
     /// count for the window.
-    pub(crate) fn charge(
+    pub(crate) async fn charge(
         &self,
         rate: &RateLimiter,
         scope: &str,
@@ -118,6 +131,7 @@ impl Budget {
                 bucket: Bucket::Identity,
             };
             rate.check(scope, &rule, subject, now_ms)
+                .await
                 .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
         }
         Ok(())

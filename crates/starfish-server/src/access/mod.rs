@@ -8,10 +8,14 @@
 mod budget;
 mod rate;
 mod restrictions;
+mod shared;
 
 pub(crate) use budget::Budget;
 pub(crate) use rate::DEFAULT_MAX_BUCKETS;
 pub(crate) use rate::{RateLimiter, RateSubject};
+#[cfg(feature = "redis")]
+pub use shared::RedisLimits;
+pub use shared::SharedLimits;
 
 use crate::auth::{Caller, CapOp, match_scope_path};
 use crate::config::{Collection, Restriction, Role, RoleSet};

@@ -2,9 +2,11 @@
 //! bounded map: a flood of distinct buckets (many IPs, many identities) evicts the
 //! oldest windows instead of growing memory without end.
 
+use super::SharedLimits;
 use crate::config::{Bucket, RateRule, RateWindow};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Counters kept at most; past it the oldest windows are dropped first.
 pub(crate) const DEFAULT_MAX_BUCKETS: usize = 100_000;
@@ -30,6 +32,10 @@ struct State {
 pub(crate) struct RateLimiter {
     max_buckets: usize,
     state: Mutex<State>,
+    /// Counters shared with other nodes, when configured.
+    shared: Option<Arc<dyn SharedLimits>>,
+    /// When the shared counters' failure was last logged.
+    warned_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -37,6 +43,7 @@ impl std::fmt::Debug for RateLimiter {
         f.debug_struct("RateLimiter")
             .field("max_buckets", &self.max_buckets)
             .field("buckets", &self.len())
+            .field("shared", &self.shared)
             .finish()
     }
 }
@@ -47,7 +54,15 @@ impl RateLimiter {
         Self {
             max_buckets: max_buckets.max(1),
             state: Mutex::new(State::default()),
+            shared: None,
+            warned_ms: AtomicU64::new(0),
         }
+    }
+
+    /// This limiter counting with `shared` (other nodes' requests too).
+    pub(crate) fn with_shared(mut self, shared: Option<Arc<dyn SharedLimits>>) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// Live counters.
@@ -57,52 +72,89 @@ impl RateLimiter {
 
     /// Counts one request under `scope` (collection and action) and `rule`; returns
     /// `Err(retry_after_secs)` when it is over the limit. Refused requests count too.
+    /// With shared counters, the count is the one of all nodes (one round trip); when
+    /// they do not answer, this node's own.
     ///
     /// # Errors
     /// The seconds until the fullest window ends.
-    pub(crate) fn check(
+    pub(crate) async fn check(
         &self,
         scope: &str,
         rule: &RateRule,
         subject: RateSubject<'_>,
         now_ms: u64,
     ) -> Result<(), u64> {
-        let anon_ip = || subject.ip.to_owned();
-        let counters: Vec<(String, RateWindow)> = match rule {
-            RateRule::Single { window, bucket } => {
-                let b = match bucket {
-                    Bucket::Identity => subject.identity.map_or_else(anon_ip, str::to_owned),
-                    Bucket::Ip => subject.ip.to_owned(),
-                    Bucket::IdentityIp => {
-                        format!("{}|{}", subject.identity.unwrap_or("anonymous"), subject.ip)
-                    }
-                };
-                vec![(format!("{scope}s:{b}"), *window)]
-            }
-            RateRule::Split { identity, ip } => {
-                let mut v = Vec::new();
-                if let Some(w) = identity {
-                    let b = subject.identity.map_or_else(anon_ip, str::to_owned);
-                    v.push((format!("{scope}i:{b}"), *w));
+        let counters = counters(scope, rule, subject);
+        if let Some(shared) = &self.shared {
+            let keys: Vec<(String, u64)> = counters
+                .iter()
+                .map(|(k, w)| (k.clone(), w.window_ms.get()))
+                .collect();
+            match shared.count(&keys).await {
+                Ok(counts) => {
+                    let windows = counters.iter().map(|(_, w)| w.max_requests.get());
+                    return verdict(
+                        windows
+                            .zip(counts)
+                            .map(|(max, (count, left_ms))| (max, count, now_ms + left_ms)),
+                        now_ms,
+                    );
                 }
-                if let Some(w) = ip {
-                    v.push((format!("{scope}p:{}", subject.ip), *w));
-                }
-                v
+                Err(e) => self.fallback(&e, now_ms),
             }
-        };
+        }
+        self.check_local(counters, now_ms)
+    }
+
+    /// Counts one request in the cell rate `key` of all nodes: `None` without shared
+    /// counters or when they do not answer (the caller then counts on its own),
+    /// otherwise `Some(wait_us)`, 0 when admitted.
+    pub(crate) async fn pace_shared(
+        &self,
+        key: &str,
+        interval_us: u64,
+        tolerance_us: u64,
+        now_ms: u64,
+    ) -> Option<u64> {
+        let shared = self.shared.as_ref()?;
+        match shared.pace(key, interval_us, tolerance_us).await {
+            Ok(wait) => Some(wait),
+            Err(e) => {
+                self.fallback(&e, now_ms);
+                None
+            }
+        }
+    }
+
+    /// Says (at most every ten seconds) that the shared counters did not answer.
+    fn fallback(&self, error: &str, now_ms: u64) {
+        let last = self.warned_ms.load(Ordering::Relaxed);
+        if now_ms >= last.saturating_add(10_000)
+            && self
+                .warned_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                error,
+                "shared rate limits unavailable: each node counts on its own meanwhile"
+            );
+        }
+    }
+
+    fn check_local(&self, counters: Vec<(String, RateWindow)>, now_ms: u64) -> Result<(), u64> {
         let Ok(mut st) = self.state.lock() else {
             return Err(1);
         };
-        let mut retry = None;
-        for (key, window) in counters {
-            let count = self.hit(&mut st, key, window.window_ms.get(), now_ms);
-            if count.0 > window.max_requests.get() {
-                let secs = count.1.saturating_sub(now_ms).div_ceil(1000).max(1);
-                retry = Some(retry.map_or(secs, |r: u64| r.max(secs)));
-            }
-        }
-        retry.map_or(Ok(()), Err)
+        let hits: Vec<(u64, u64, u64)> = counters
+            .into_iter()
+            .map(|(key, window)| {
+                let (count, end) = self.hit(&mut st, key, window.window_ms.get(), now_ms);
+                (window.max_requests.get(), count, end)
+            })
+            .collect();
+        drop(st);
+        verdict(hits.into_iter(), now_ms)
     }
 
     /// Increments `key`'s counter; returns (count, window end).
@@ -133,10 +185,63 @@ impl RateLimiter {
     }
 }
 
+/// The counters `rule` charges for `subject` under `scope`.
+fn counters(scope: &str, rule: &RateRule, subject: RateSubject<'_>) -> Vec<(String, RateWindow)> {
+    let anon_ip = || subject.ip.to_owned();
+    match rule {
+        RateRule::Single { window, bucket } => {
+            let b = match bucket {
+                Bucket::Identity => subject.identity.map_or_else(anon_ip, str::to_owned),
+                Bucket::Ip => subject.ip.to_owned(),
+                Bucket::IdentityIp => {
+                    format!("{}|{}", subject.identity.unwrap_or("anonymous"), subject.ip)
+                }
+            };
+            vec![(format!("{scope}s:{b}"), *window)]
+        }
+        RateRule::Split { identity, ip } => {
+            let mut v = Vec::new();
+            if let Some(w) = identity {
+                let b = subject.identity.map_or_else(anon_ip, str::to_owned);
+                v.push((format!("{scope}i:{b}"), *w));
+            }
+            if let Some(w) = ip {
+                v.push((format!("{scope}p:{}", subject.ip), *w));
+            }
+            v
+        }
+    }
+}
+
+/// Over the limit when any (max, count, window end) counter is over its max: the
+/// seconds until the fullest such window ends.
+fn verdict(hits: impl Iterator<Item = (u64, u64, u64)>, now_ms: u64) -> Result<(), u64> {
+    let mut retry = None;
+    for (max, count, end) in hits {
+        if count > max {
+            let secs = end.saturating_sub(now_ms).div_ceil(1000).max(1);
+            retry = Some(retry.map_or(secs, |r: u64| r.max(secs)));
+        }
+    }
+    retry.map_or(Ok(()), Err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::num::NonZeroU64;
+
+    impl RateLimiter {
+        fn check_now(
+            &self,
+            scope: &str,
+            rule: &RateRule,
+            subject: RateSubject<'_>,
+            now_ms: u64,
+        ) -> Result<(), u64> {
+            self.check_local(counters(scope, rule, subject), now_ms)
+        }
+    }
 
     fn rule(max: u64, bucket: Bucket) -> RateRule {
         RateRule::Single {
@@ -156,12 +261,12 @@ mod tests {
             ip: "1.1.1.1",
         };
         let r = rule(2, Bucket::Identity);
-        assert_eq!(l.check("c:push:", &r, who, 0), Ok(()));
-        assert_eq!(l.check("c:push:", &r, who, 10), Ok(()));
-        assert_eq!(l.check("c:push:", &r, who, 500), Err(1));
+        assert_eq!(l.check_now("c:push:", &r, who, 0), Ok(()));
+        assert_eq!(l.check_now("c:push:", &r, who, 10), Ok(()));
+        assert_eq!(l.check_now("c:push:", &r, who, 500), Err(1));
         // Another identity has its own bucket; anonymous callers are bucketed by IP.
         assert_eq!(
-            l.check(
+            l.check_now(
                 "c:push:",
                 &r,
                 RateSubject {
@@ -172,7 +277,11 @@ mod tests {
             ),
             Ok(())
         );
-        assert_eq!(l.check("c:push:", &r, who, 1000), Ok(()), "a new window");
+        assert_eq!(
+            l.check_now("c:push:", &r, who, 1000),
+            Ok(()),
+            "a new window"
+        );
     }
 
     #[test]
@@ -181,7 +290,7 @@ mod tests {
         let r = rule(1, Bucket::Ip);
         for i in 0..10_000 {
             let ip = format!("10.0.{}.{}", i / 256, i % 256);
-            let _ = l.check(
+            let _ = l.check_now(
                 "c:pull:",
                 &r,
                 RateSubject {
@@ -192,5 +301,40 @@ mod tests {
             );
         }
         assert_eq!(l.len(), 100);
+    }
+
+    /// Shared counters that never answer (Redis down).
+    #[derive(Debug)]
+    struct Down;
+
+    impl SharedLimits for Down {
+        fn count<'a>(
+            &'a self,
+            _: &'a [(String, u64)],
+        ) -> futures::future::BoxFuture<'a, Result<Vec<(u64, u64)>, String>> {
+            Box::pin(async { Err("connection refused".to_owned()) })
+        }
+        fn pace<'a>(
+            &'a self,
+            _: &'a str,
+            _: u64,
+            _: u64,
+        ) -> futures::future::BoxFuture<'a, Result<u64, String>> {
+            Box::pin(async { Err("connection refused".to_owned()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn without_its_shared_counters_a_node_counts_on_its_own() {
+        let l = RateLimiter::new(10).with_shared(Some(Arc::new(Down)));
+        let who = RateSubject {
+            identity: Some("a"),
+            ip: "1.1.1.1",
+        };
+        let r = rule(2, Bucket::Identity);
+        assert_eq!(l.check("c:pull:", &r, who, 0).await, Ok(()));
+        assert_eq!(l.check("c:pull:", &r, who, 1).await, Ok(()));
+        assert_eq!(l.check("c:pull:", &r, who, 2).await, Err(1));
+        assert_eq!(l.pace_shared("ns:a/", 1000, 0, 2).await, None);
     }
 }

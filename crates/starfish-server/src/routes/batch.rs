@@ -236,7 +236,7 @@ pub(super) async fn pull(
         }
     };
     admit(scope, &caller)?;
-    super::charge(state, parts, scope, &caller)?;
+    super::charge(state, parts, scope, &caller).await?;
     let now = state.clock.now_ms();
     let empty = Map::new();
     let mut jobs = Vec::new();

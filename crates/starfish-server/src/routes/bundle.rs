@@ -24,7 +24,7 @@ pub(super) async fn pull(
         .all(|m| is_public(&m.collection, Action::Pull));
     let (caller, _) = authenticate(state, parts, Body::empty(), public, Some(scope)).await?;
     admit(scope, &caller)?;
-    super::charge(state, parts, scope, &caller)?;
+    super::charge(state, parts, scope, &caller).await?;
     if let Some(first) = members.first() {
         check_binding(&caller, &first.params).map_err(|_| ApiError::Forbidden)?;
     }

@@ -81,7 +81,7 @@ pub(super) async fn namespace(
     if !scope.trusts(&caller) || (scope.trusted_roots.is_some() && anonymous) {
         return Err(ApiError::Forbidden);
     }
-    super::charge(state, &parts, scope, &caller)?;
+    super::charge(state, &parts, scope, &caller).await?;
     let collections = list(&scope.routes.ordered, &caller, mode);
     Ok(Json(json!({ "collections": collections })).into_response())
 }

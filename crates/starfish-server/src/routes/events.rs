@@ -53,7 +53,7 @@ pub(super) async fn events(
     let public = docs.iter().all(|d| is_public(&d.collection, Action::Pull));
     let (caller, _) = authenticate(state, parts, Body::empty(), public, Some(scope)).await?;
     admit(scope, &caller)?;
-    charge(state, parts, scope, &caller)?;
+    charge(state, parts, scope, &caller).await?;
     for doc in &docs {
         allow(state, &caller, scope, doc, Action::Pull).await?;
     }
@@ -62,7 +62,7 @@ pub(super) async fn events(
     for doc in &docs {
         if !seen.contains(&doc.collection.name.as_str()) {
             seen.push(doc.collection.name.as_str());
-            rate_check(state, parts, scope, &doc.collection, &caller, Action::Pull)?;
+            rate_check(state, parts, scope, &doc.collection, &caller, Action::Pull).await?;
         }
     }
     let namespace = scope.namespace.as_ref().map_or("", |n| n.as_str());

@@ -25,7 +25,7 @@ pub(super) async fn list(
     let public = is_public(&prefix.collection, Action::List);
     let (caller, _) = authenticate(state, parts, Body::empty(), public, Some(scope)).await?;
     admit(scope, &caller)?;
-    super::charge(state, parts, scope, &caller)?;
+    super::charge(state, parts, scope, &caller).await?;
     allow(state, &caller, scope, &prefix, Action::List).await?;
     rate_check(
         state,
@@ -34,7 +34,8 @@ pub(super) async fn list(
         &prefix.collection,
         &caller,
         Action::List,
-    )?;
+    )
+    .await?;
     let query = parts.uri.query();
     let limit = match param(query, "limit") {
         None => DEFAULT_LIMIT,

@@ -201,7 +201,16 @@ async fn route(
     let _permit = match endpoint.scope().budget.as_deref() {
         Some(budget) => {
             let permit = budget.permit()?;
-            if let Err(refused) = budget.charge_namespace(state.clock.now_ms()) {
+            let scope = endpoint.scope();
+            let key = format!(
+                "ns:{}/{}",
+                scope.namespace.as_ref().map_or("", |n| n.as_str()),
+                scope.generation.as_deref().unwrap_or("")
+            );
+            let charged = budget
+                .charge_namespace(&state.rate, &key, state.clock.now_ms())
+                .await;
+            if let Err(refused) = charged {
                 // Held a moment (without its place): a flood's connections each get
                 // a few refusals a second, not as many as they can send.
                 drop(permit);
@@ -513,7 +522,7 @@ fn client_ip(state: &AppState, parts: &Parts) -> String {
 ///
 /// # Errors
 /// `429` with `Retry-After` when over.
-pub(crate) fn rate_check(
+pub(crate) async fn rate_check(
     state: &AppState,
     parts: &Parts,
     scope: &Scope,
@@ -544,6 +553,7 @@ pub(crate) fn rate_check(
     state
         .rate
         .check(&bucket, rule, subject, state.clock.now_ms())
+        .await
         .map_err(|retry_after| ApiError::RateLimited { retry_after })
 }
 
@@ -552,7 +562,7 @@ pub(crate) fn rate_check(
 ///
 /// # Errors
 /// `429` with `Retry-After` when the namespace or the caller is over its count.
-pub(crate) fn charge(
+pub(crate) async fn charge(
     state: &AppState,
     parts: &Parts,
     scope: &Scope,
@@ -569,7 +579,9 @@ pub(crate) fn charge(
         identity: caller.identity(),
         ip: &ip,
     };
-    budget.charge(&state.rate, &bucket, subject, state.clock.now_ms())
+    budget
+        .charge(&state.rate, &bucket, subject, state.clock.now_ms())
+        .await
 }
 
 /// True when `action` on `collection` needs no credentials (the reference does not

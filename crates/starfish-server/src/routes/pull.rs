@@ -24,9 +24,9 @@ pub(super) async fn pull(
     let public = is_public(&doc.collection, Action::Pull);
     let (caller, _) = authenticate(state, parts, Body::empty(), public, Some(scope)).await?;
     admit(scope, &caller)?;
-    super::charge(state, parts, scope, &caller)?;
+    super::charge(state, parts, scope, &caller).await?;
     allow(state, &caller, scope, &doc, Action::Pull).await?;
-    rate_check(state, parts, scope, &doc.collection, &caller, Action::Pull)?;
+    rate_check(state, parts, scope, &doc.collection, &caller, Action::Pull).await?;
     if doc.collection.is_binary() {
         return blob::pull(scope.store_for(&doc.collection), &doc, &parts.headers).await;
     }

@@ -28,7 +28,7 @@ pub(super) async fn push(
     let public = is_public(collection, Action::Push);
     let (caller, body) = authenticate(state, parts, body, public, Some(scope)).await?;
     admit(scope, &caller)?;
-    super::charge(state, parts, scope, &caller)?;
+    super::charge(state, parts, scope, &caller).await?;
     allow(state, &caller, scope, &doc, Action::Push).await?;
     // The declared length against `maxBodyBytes`, then the rate limit, before any
     // unsigned body is read.
@@ -36,7 +36,7 @@ pub(super) async fn push(
     if declared.is_some_and(|n| n > collection.max_body_bytes.get()) {
         return Err(ApiError::PayloadTooLarge);
     }
-    rate_check(state, parts, scope, collection, &caller, Action::Push)?;
+    rate_check(state, parts, scope, collection, &caller, Action::Push).await?;
     let now = state.clock.now_ms();
     if collection.is_binary() {
         let written = blob::push(scope.store_for(collection), parts, &doc, body, now).await?;
