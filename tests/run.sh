@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: the Rust workspace (unit, router, conformance, CLI tests),
-# the store suite on an S3-compatible server, the shared replay cache on Redis,
+# the store suite on an S3-compatible server, the shared replay cache and limits on
+# Redis, live changes between nodes on NATS,
 # schemathesis against the OpenAPI
 # document and a live server, the interop harness with the official clients, then
 # the official TypeScript client in Chromium from another origin.
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 cargo test --workspace
 bash tests/s3/run.sh
 bash tests/redis/run.sh
+bash tests/nats/run.sh
 bash tests/openapi/run.sh
 bash tests/interop/run.sh
 bash tests/browser/run.sh

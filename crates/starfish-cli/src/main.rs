@@ -253,6 +253,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(limits) = limits {
         options = options.with_shared_limits(limits);
     }
+    if let Some(url) = &settings.nats {
+        let (feed, ready) = runtime.block_on(change_feed(url))?;
+        options = options
+            .with_change_feed(feed)
+            .with_readiness_check("nats", ready);
+    }
     if let Some(master) = master_key()? {
         options = options.with_key_wrap(Arc::new(master));
     }
@@ -365,6 +371,42 @@ async fn shared_state(url: &str) -> Result<SharedState, String> {
 #[cfg(not(feature = "redis"))]
 async fn shared_state(_url: &str) -> Result<SharedState, String> {
     Err("this build lacks the `redis` feature".into())
+}
+
+/// The change feed between nodes, and its readiness check.
+type Feed = (
+    Arc<dyn starfish_server::changes::ChangeFeed>,
+    Arc<dyn starfish_server::ReadinessCheck>,
+);
+
+/// Live changes between nodes through NATS at `url`, connected once before serving.
+#[cfg(feature = "nats")]
+async fn change_feed(url: &str) -> Result<Feed, String> {
+    let feed = starfish_server::changes::NatsFeed::connect(url, None)
+        .await
+        .map_err(|e| format!("cannot reach NATS (--nats): {e}"))?;
+    Ok((Arc::new(feed.clone()), Arc::new(NatsReady(feed))))
+}
+
+#[cfg(not(feature = "nats"))]
+async fn change_feed(_url: &str) -> Result<Feed, String> {
+    Err("this build lacks the `nats` feature".into())
+}
+
+/// `/health/ready` asks whether the NATS connection is up.
+#[cfg(feature = "nats")]
+struct NatsReady(starfish_server::changes::NatsFeed);
+
+#[cfg(feature = "nats")]
+#[async_trait::async_trait]
+impl starfish_server::ReadinessCheck for NatsReady {
+    async fn check(&self) -> Result<(), String> {
+        if self.0.is_connected() {
+            Ok(())
+        } else {
+            Err("NATS is not connected".into())
+        }
+    }
 }
 
 /// `/health/ready` asks Redis too.

@@ -72,6 +72,10 @@ pub(crate) struct ServeArgs {
     /// does not answer (limits are then counted per node).
     #[arg(long, env = "STARFISH_REDIS_URL", value_name = "URL")]
     redis: Option<String>,
+    /// NATS for live changes shared by several nodes (`nats://host:4222`): a
+    /// `GET /events` subscriber on any node hears of writes accepted by any node.
+    #[arg(long, env = "STARFISH_NATS_URL", value_name = "URL")]
+    nats: Option<String>,
     /// Where documents are stored [default: fs].
     #[arg(long, value_enum, env = "STARFISH_STORE")]
     store: Option<StoreKind>,
@@ -219,6 +223,7 @@ pub(crate) struct ServerSection {
     fsync: Option<bool>,
     read_cache_bytes: Option<u64>,
     redis: Option<String>,
+    nats: Option<String>,
     store: Option<StoreKind>,
     s3: S3Section,
     base_path: Option<OneOrMany>,
@@ -304,6 +309,9 @@ pub(crate) struct Settings {
     /// Redis for the shared replay cache (not shown: it may hold a password).
     #[serde(skip)]
     pub(crate) redis: Option<String>,
+    /// NATS for live changes between nodes (not shown: it may hold credentials).
+    #[serde(skip)]
+    pub(crate) nats: Option<String>,
     /// The S3 layers above the `AWS_*` environment (shown with `store: s3`, resolved).
     #[serde(skip)]
     pub(crate) s3: S3Layer,
@@ -391,6 +399,22 @@ impl Settings {
                 beside(&config, p)
             });
         let store = args.store.or(section.store).unwrap_or(StoreKind::Fs);
+        let (redis, nats) = (args.redis.or(section.redis), args.nats.or(section.nats));
+        if store != StoreKind::S3 && (redis.is_some() || nats.is_some()) {
+            let why = match store {
+                StoreKind::Memory => "each process has a memory store of its own",
+                _ => {
+                    "a directory has no conditional writes between processes: two nodes \
+                     writing one document would lose updates"
+                }
+            };
+            return Err(format!(
+                "--redis and --nats are for several nodes over one store, and --store {} \
+                 cannot be shared ({why}); use --store s3 (a bucket with conditional \
+                 writes: AWS S3, MinIO, R2...), or leave --redis and --nats out for one node",
+                store.name()
+            ));
+        }
         let data = args
             .data
             .or_else(|| section.data.map(|d| beside(&config, d)))
@@ -463,7 +487,8 @@ impl Settings {
             data: (store == StoreKind::Fs).then_some(data),
             fsync: (store == StoreKind::Fs).then_some(fsync),
             read_cache_bytes,
-            redis: args.redis.or(section.redis),
+            redis,
+            nats,
             s3: S3Layer {
                 bucket: s3.s3_bucket.or(s3s.bucket),
                 endpoint: s3.s3_endpoint.or(s3s.endpoint),

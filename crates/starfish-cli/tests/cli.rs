@@ -680,14 +680,47 @@ fn serve_refuses_to_start_when_its_redis_does_not_answer() {
         .local_addr()
         .unwrap()
         .port();
-    let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args(["serve", "--config", SAMPLE, "--port", "0", "--data"])
-        .arg(dir.path())
+        .args(["serve", "--config", SAMPLE, "--port", "0", "--store", "s3"])
+        .args(["--s3-bucket", "b", "--s3-endpoint", "http://127.0.0.1:9"])
         .args(["--redis", &format!("redis://127.0.0.1:{port}/0")])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_ALLOW_HTTP", "true")
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("cannot reach Redis (--redis)"), "{stderr}");
+}
+
+#[test]
+fn several_node_mode_refuses_a_store_that_cannot_be_shared() {
+    for (store, why) in [
+        (
+            "fs",
+            "a directory has no conditional writes between processes",
+        ),
+        ("memory", "each process has a memory store of its own"),
+    ] {
+        for flag in [
+            ["--redis", "redis://127.0.0.1:9/0"],
+            ["--nats", "nats://127.0.0.1:9"],
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let out = Command::new(BIN)
+                .args(["serve", "--config", SAMPLE, "--port", "0", "--data"])
+                .arg(dir.path())
+                .args(["--store", store])
+                .args(flag)
+                .output()
+                .unwrap();
+            assert!(!out.status.success());
+            let stderr = String::from_utf8(out.stderr).unwrap();
+            assert!(
+                stderr.contains("are for several nodes over one store") && stderr.contains(why),
+                "{stderr}"
+            );
+        }
+    }
 }

@@ -189,6 +189,7 @@
 pub mod access;
 pub mod auth;
 mod browser;
+pub mod changes;
 mod config;
 mod error;
 mod events;

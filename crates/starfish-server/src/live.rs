@@ -179,6 +179,16 @@ impl Bus {
         }
     }
 
+    /// Hands `change` to the subscribers of its document.
+    pub(crate) fn publish_change(&self, change: &crate::changes::Change) {
+        let place = place(
+            change.namespace.as_deref().unwrap_or(""),
+            &change.generation,
+            &change.path,
+        );
+        self.publish(&place, || change.frame());
+    }
+
     /// Subscriptions open on this node.
     pub(crate) fn subscribers(&self) -> usize {
         self.state

@@ -87,6 +87,9 @@ pub struct SyncOptions {
     /// Rate limits and namespace request counts kept for all nodes (Redis), instead
     /// of per node.
     pub shared_limits: Option<Arc<dyn crate::access::SharedLimits>>,
+    /// Carries live changes between nodes (NATS), so that every node's `GET
+    /// /events` subscribers hear of every node's writes.
+    pub change_feed: Option<Arc<dyn crate::changes::ChangeFeed>>,
     /// Serve `GET /config` (off: 404, as in the reference).
     pub config_endpoint: Option<ConfigEndpoint>,
     /// Headers added to every response.
@@ -163,6 +166,7 @@ impl SyncOptions {
             trusted_proxy_hops: 0,
             max_rate_buckets: DEFAULT_MAX_BUCKETS,
             shared_limits: None,
+            change_feed: None,
             config_endpoint: None,
             security_headers: SecurityHeaders::default(),
             cors: None,
@@ -312,6 +316,15 @@ impl SyncOptions {
         self
     }
 
+    /// Carries live changes between nodes through `feed`
+    /// ([`crate::changes::NatsFeed`]): a subscriber on any node hears of a write
+    /// accepted by any other.
+    #[must_use]
+    pub fn with_change_feed(mut self, feed: Arc<dyn crate::changes::ChangeFeed>) -> Self {
+        self.change_feed = Some(feed);
+        self
+    }
+
     /// Adds `check` (named `name`) to what `GET /health/ready` waits for.
     #[must_use]
     pub fn with_readiness_check(
@@ -367,6 +380,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Option<crate::Metrics>,
     /// Subscribers to live changes on this node (`GET /events`).
     pub(crate) live: Arc<crate::live::Bus>,
+    /// Carries this node's changes to the others, and theirs to `live`.
+    pub(crate) change_feed: Option<Arc<dyn crate::changes::ChangeFeed>>,
     pub(crate) readiness_checks: Vec<(String, Arc<dyn crate::ReadinessCheck>)>,
     pub(crate) readiness: crate::routes::health::ReadyCache,
 }
@@ -510,12 +525,17 @@ impl AppState {
             options.tenants.refresh,
             options.clock.clone(),
         );
+        let live = Arc::new(match options.shutdown {
+            Some(stopping) => crate::live::Bus::new(stopping),
+            None => crate::live::Bus::default(),
+        });
+        if let Some(feed) = &options.change_feed {
+            feed.attach(crate::changes::ChangeSink::new(&live));
+        }
         let state = Self(Arc::new(Inner {
             metrics: options.metrics,
-            live: Arc::new(match options.shutdown {
-                Some(stopping) => crate::live::Bus::new(stopping),
-                None => crate::live::Bus::default(),
-            }),
+            live,
+            change_feed: options.change_feed,
             readiness_checks: options.readiness_checks,
             readiness: tokio::sync::Mutex::new(None),
             migrations,

@@ -302,23 +302,18 @@ pub(crate) fn after_write(
     if !written.stored {
         return;
     }
-    let namespace = scope.namespace.as_ref().map(|n| n.as_str());
-    let place = crate::live::place(
-        namespace.unwrap_or(""),
+    let change = crate::changes::Change::new(
+        scope.namespace.as_ref().map(|n| n.as_str()),
         scope.generation.as_deref().unwrap_or(""),
+        doc.collection.name.as_str(),
         doc.key.as_str(),
+        &written.hash,
+        written.timestamp,
     );
-    state.live.publish(&place, || {
-        serde_json::json!({
-            "namespace": namespace,
-            "collection": doc.collection.name.as_str(),
-            "path": doc.key.as_str(),
-            "hash": written.hash,
-            "timestamp": written.timestamp,
-        })
-        .to_string()
-        .into()
-    });
+    state.live.publish_change(&change);
+    if let Some(feed) = &state.change_feed {
+        feed.publish(&change);
+    }
     let Some(hook) = &state.after_write else {
         return;
     };

@@ -1,0 +1,255 @@
+//! Live changes between nodes: every node's `GET /events` subscribers hear of the
+//! writes accepted by any node. A [`ChangeFeed`] carries each accepted write's
+//! [`Change`] (which document, its new hash and timestamp, never the data) from the
+//! node that accepted it to the others; [`NatsFeed`] (feature `nats`) is one over
+//! NATS, one subject per namespace and collection. Without a feed, changes reach
+//! the subscribers of the node that accepted the write only.
+//!
+//! A feed is a hint, not a log: a change published while the broker is away is
+//! lost (NATS core delivers at most once), so a client pulls when its stream
+//! (re)opens, as the official client does.
+
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Weak};
+
+/// One accepted write, as it travels between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Change {
+    /// The namespace, `None` at the root.
+    pub namespace: Option<String>,
+    /// The namespace's generation (a runtime namespace deleted and created again
+    /// is another place), empty for config namespaces.
+    #[serde(default)]
+    pub generation: String,
+    /// The collection's name.
+    pub collection: String,
+    /// The object key written.
+    pub path: String,
+    /// The new hash.
+    pub hash: String,
+    /// The write's timestamp in ms.
+    pub timestamp: u64,
+}
+
+impl Change {
+    /// The change of the document at `path` in `collection` of `namespace`.
+    pub fn new(
+        namespace: Option<&str>,
+        generation: &str,
+        collection: &str,
+        path: &str,
+        hash: &str,
+        timestamp: u64,
+    ) -> Self {
+        Self {
+            namespace: namespace.map(str::to_owned),
+            generation: generation.to_owned(),
+            collection: collection.to_owned(),
+            path: path.to_owned(),
+            hash: hash.to_owned(),
+            timestamp,
+        }
+    }
+
+    /// The subject this change is published under:
+    /// `<prefix>.<namespace>.<collection>`, `~` standing for the root namespace
+    /// and any `.`, `*`, `>`, `%` or space in a name written `%XX`.
+    pub fn subject(&self, prefix: &str) -> String {
+        format!(
+            "{prefix}.{}.{}",
+            self.namespace.as_deref().map_or("~".into(), token),
+            token(&self.collection)
+        )
+    }
+
+    /// The `data:` frame subscribers get: never the data, nor the generation.
+    pub(crate) fn frame(&self) -> Arc<str> {
+        serde_json::json!({
+            "namespace": self.namespace,
+            "collection": self.collection,
+            "path": self.path,
+            "hash": self.hash,
+            "timestamp": self.timestamp,
+        })
+        .to_string()
+        .into()
+    }
+}
+
+/// A name as one subject token.
+fn token(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '.' | '*' | '>' | '%' => out.push_str(&format!("%{:02X}", c as u32)),
+            c if c.is_whitespace() || c.is_control() => {
+                for b in c.to_string().bytes() {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    if out.is_empty() { "%00".into() } else { out }
+}
+
+/// Where a feed hands other nodes' changes: one router's subscribers.
+#[derive(Debug, Clone)]
+pub struct ChangeSink(Weak<crate::live::Bus>);
+
+impl ChangeSink {
+    pub(crate) fn new(bus: &Arc<crate::live::Bus>) -> Self {
+        Self(Arc::downgrade(bus))
+    }
+
+    /// Hands `change` to the router's subscribers of its document. `false` once
+    /// the router is gone (the feed may forget this sink).
+    pub fn deliver(&self, change: &Change) -> bool {
+        let Some(bus) = self.0.upgrade() else {
+            return false;
+        };
+        bus.publish_change(change);
+        true
+    }
+}
+
+/// Carries changes between nodes.
+pub trait ChangeFeed: Send + Sync + std::fmt::Debug + 'static {
+    /// Sends `change` (a write this node accepted) to the other nodes. It must not
+    /// wait: queue it, and drop it if the queue is full.
+    fn publish(&self, change: &Change);
+
+    /// From now on, hands the changes of other nodes to `sink` (once per router
+    /// built with this feed).
+    fn attach(&self, sink: ChangeSink);
+}
+
+#[cfg(feature = "nats")]
+pub use nats::NatsFeed;
+
+#[cfg(feature = "nats")]
+mod nats {
+    use super::{Change, ChangeFeed, ChangeSink};
+    use futures::StreamExt;
+    use std::sync::{Arc, Mutex, PoisonError};
+    use tokio::sync::mpsc;
+
+    /// Changes waiting to be sent to NATS; past it, new ones are dropped.
+    const QUEUE: usize = 10_000;
+
+    /// A [`ChangeFeed`] over NATS: each change published under
+    /// [`Change::subject`] (`starfish.changes.<namespace>.<collection>` by default),
+    /// every node subscribed to all of them. The connection is kept by the client
+    /// (reconnects, re-subscribes); a node never hears its own changes back (`no
+    /// echo`), it hands them to its subscribers itself.
+    #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+    #[derive(Debug, Clone)]
+    pub struct NatsFeed {
+        client: async_nats::Client,
+        prefix: String,
+        queue: mpsc::Sender<(String, bytes::Bytes)>,
+        sinks: Arc<Mutex<Vec<ChangeSink>>>,
+    }
+
+    impl NatsFeed {
+        /// Connects to `url` (`nats://host:4222`) and subscribes to
+        /// `<prefix>.>` (`starfish.changes` when `None`); must run inside a Tokio
+        /// runtime, which carries the feed's two tasks.
+        ///
+        /// # Errors
+        /// When the URL is invalid or the first connection fails.
+        pub async fn connect(url: &str, prefix: Option<&str>) -> Result<Self, String> {
+            let client = async_nats::ConnectOptions::new()
+                .no_echo()
+                .name("starfish")
+                .connection_timeout(std::time::Duration::from_secs(2))
+                .connect(url)
+                .await
+                .map_err(|e| format!("nats: {e}"))?;
+            let prefix = prefix.unwrap_or("starfish.changes").to_owned();
+            let mut subscriber = client
+                .subscribe(format!("{prefix}.>"))
+                .await
+                .map_err(|e| format!("nats: {e}"))?;
+            // One round trip, so that the server has the subscription before this
+            // node says it is ready: a request nobody answers comes back "no
+            // responders" once the server has read everything sent before it.
+            let probe = format!("{prefix}-probe.{}", client.server_info().client_id);
+            match client.request(probe, bytes::Bytes::new()).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+                Err(e) => return Err(format!("nats: {e}")),
+            }
+            let sinks: Arc<Mutex<Vec<ChangeSink>>> = Arc::default();
+            let heard = sinks.clone();
+            tokio::spawn(async move {
+                while let Some(message) = subscriber.next().await {
+                    let Ok(change) = serde_json::from_slice::<Change>(&message.payload) else {
+                        tracing::debug!(subject = %message.subject, "not a change, ignored");
+                        continue;
+                    };
+                    heard
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .retain(|sink| sink.deliver(&change));
+                }
+            });
+            let (queue, mut queued) = mpsc::channel::<(String, bytes::Bytes)>(QUEUE);
+            let sender = client.clone();
+            tokio::spawn(async move {
+                while let Some((subject, payload)) = queued.recv().await {
+                    if let Err(e) = sender.publish(subject, payload).await {
+                        tracing::warn!(error = %e, "a change could not be sent to NATS");
+                    }
+                }
+            });
+            Ok(Self {
+                client,
+                prefix,
+                queue,
+                sinks,
+            })
+        }
+
+        /// True while the connection to NATS is up (for `/health/ready`).
+        pub fn is_connected(&self) -> bool {
+            self.client.connection_state() == async_nats::connection::State::Connected
+        }
+    }
+
+    impl ChangeFeed for NatsFeed {
+        fn publish(&self, change: &Change) {
+            let Ok(payload) = serde_json::to_vec(change) else {
+                return;
+            };
+            let sent = self
+                .queue
+                .try_send((change.subject(&self.prefix), payload.into()));
+            if sent.is_err() {
+                tracing::warn!("the queue of changes to NATS is full: a change was dropped");
+            }
+        }
+
+        fn attach(&self, sink: ChangeSink) {
+            self.sinks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(sink);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_have_one_token_per_name() {
+        let c = Change::new(Some("acme"), "", "notes", "n/1", "h", 1);
+        assert_eq!(c.subject("starfish.changes"), "starfish.changes.acme.notes");
+        let c = Change::new(None, "", "a.b*c>d%e f", "k", "h", 1);
+        assert_eq!(c.subject("p"), "p.~.a%2Eb%2Ac%3Ed%25e%20f");
+    }
+}

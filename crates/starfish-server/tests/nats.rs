@@ -1,0 +1,105 @@
+//! Live changes carried between nodes by NATS (`--nats`): a subscriber on one node
+//! hears of a write accepted by another, once, and a node does not hear its own
+//! changes twice. Needs a NATS server: run by `tests/nats/run.sh`, which starts one
+//! and sets `STARFISH_TEST_NATS_URL`.
+#![cfg(feature = "nats")]
+
+mod common;
+
+use axum::Router;
+use axum::body::BodyDataStream;
+use axum::http::StatusCode;
+use common::*;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use starfish_server::auth::ManualClock;
+use starfish_server::changes::NatsFeed;
+use starfish_server::store::DocStore;
+use starfish_server::{SyncConfig, SyncOptions, create_sync_router};
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn node(store: &DocStore, url: &str, prefix: &str) -> Router {
+    let config = SyncConfig::from_value(json!({
+        "version": 1,
+        "collections": [{"name": "board", "storagePath": "board/{id}",
+                         "readRoles": ["public"], "writeRoles": ["public"]}]
+    }))
+    .unwrap();
+    let feed = NatsFeed::connect(url, Some(prefix)).await.unwrap();
+    create_sync_router(
+        SyncOptions::new(config, store.clone())
+            .with_clock(Arc::new(ManualClock::new(T0)))
+            .with_change_feed(Arc::new(feed)),
+    )
+    .unwrap()
+}
+
+async fn subscribe(app: &Router, uri: &str) -> BodyDataStream {
+    let res = send(app, get(uri)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut stream = res.into_body().into_data_stream();
+    let hello = next(&mut stream, Duration::from_secs(5)).await.unwrap();
+    assert!(hello.starts_with(':'), "{hello}");
+    stream
+}
+
+/// The next frame within `wait`, `None` when none came.
+async fn next(stream: &mut BodyDataStream, wait: Duration) -> Option<String> {
+    let chunk = tokio::time::timeout(wait, stream.next()).await.ok()??;
+    Some(String::from_utf8(chunk.unwrap().to_vec()).unwrap())
+}
+
+fn data(frame: &str) -> Value {
+    let line = frame
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap();
+    serde_json::from_str(line).unwrap()
+}
+
+#[tokio::test]
+async fn a_change_on_one_node_reaches_the_subscribers_of_the_other() {
+    let Ok(url) = std::env::var("STARFISH_TEST_NATS_URL") else {
+        eprintln!("STARFISH_TEST_NATS_URL is not set: run tests/nats/run.sh");
+        return;
+    };
+    // Subjects of this run's own: tests may share one server.
+    let prefix = format!("test{}.changes", std::process::id());
+    let store = DocStore::memory();
+    let (a, b) = (
+        node(&store, &url, &prefix).await,
+        node(&store, &url, &prefix).await,
+    );
+    let mut on_a = subscribe(&a, "/events?paths=board/b1").await;
+    let mut on_b = subscribe(&b, "/events?paths=board/b1").await;
+    let mut elsewhere = subscribe(&b, "/events?paths=board/b2").await;
+    // NATS subscriptions are set up by now (connect waits for them); a write on A:
+    let (status, body) = push_doc(&a, "/push/board/b1", json!({"n": 1}), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let hash = body["hash"].as_str().unwrap().to_owned();
+    let heard = next(&mut on_b, Duration::from_secs(1)).await;
+    let change = data(&heard.expect("B hears of A's write within a second"));
+    assert_eq!(
+        change,
+        json!({"namespace": null, "collection": "board", "path": "board/b1",
+               "hash": hash, "timestamp": change["timestamp"]})
+    );
+    // A's own subscriber hears it once (from A itself, not again through NATS).
+    let own = next(&mut on_a, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(data(&own)["hash"], hash.as_str());
+    // A write on B reaches A; nobody hears of documents they did not name.
+    let (status, body) = push_doc(&b, "/push/board/b1", json!({"n": 2}), Some(&hash)).await;
+    assert_eq!(status, StatusCode::OK);
+    let second = next(&mut on_a, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(data(&second)["hash"], body["hash"]);
+    assert!(
+        next(&mut on_a, Duration::from_millis(500)).await.is_none(),
+        "once"
+    );
+    assert!(
+        next(&mut elsewhere, Duration::from_millis(200))
+            .await
+            .is_none()
+    );
+}
