@@ -4,7 +4,8 @@
 # Redis, live changes between nodes on NATS,
 # schemathesis against the OpenAPI
 # document and a live server, the interop harness with the official clients, then
-# the official TypeScript client in Chromium from another origin.
+# two nodes over one bucket with Redis and NATS (tests/cluster), then the official
+# TypeScript client in Chromium from another origin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace
@@ -13,4 +14,5 @@ bash tests/redis/run.sh
 bash tests/nats/run.sh
 bash tests/openapi/run.sh
 bash tests/interop/run.sh
+bash tests/cluster/run.sh
 bash tests/browser/run.sh

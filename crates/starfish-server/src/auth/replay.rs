@@ -97,15 +97,17 @@ impl ReplayStore for RedisReplay {
         Box::pin(async move {
             let mut conn = self.conn.clone();
             let key = format!("{}{}", self.prefix, hex::encode(fingerprint));
-            let set: Option<String> = redis::cmd("SET")
-                .arg(&key)
-                .arg(1)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl_ms.max(1))
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| format!("redis: {e}"))?;
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&key).arg(1).arg("NX").arg("PX").arg(ttl_ms.max(1));
+            // After an outage the first command meets the failed connection (refused:
+            // never sent) and starts a new one: asked once more, it gets through
+            // as soon as Redis is back. A command that may have been sent is never
+            // repeated (it would find its own claim and refuse the request).
+            let set: Option<String> = match cmd.query_async(&mut conn).await {
+                Err(e) if e.is_connection_refusal() => cmd.query_async(&mut conn).await,
+                other => other,
+            }
+            .map_err(|e| format!("redis: {e}"))?;
             Ok(set.is_some())
         })
     }
