@@ -178,7 +178,11 @@
 //!   an HTTP client and TLS (object_store's `aws` feature); the `starfish` binary
 //!   enables it.
 //!
-//! Without either, [`store::DocStore::memory`] and [`store::DocStore::new`] over any
+//! - `redis`: [`auth::RedisReplay`] and [`access::RedisLimits`], the replay cache and
+//!   the rate limits shared by several nodes through Redis.
+//! - `nats`: [`changes::NatsFeed`], live changes carried between nodes by NATS.
+//!
+//! Without `fs` or `aws`, [`store::DocStore::memory`] and [`store::DocStore::new`] over any
 //! `ObjectStore` remain.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(
