@@ -64,6 +64,7 @@ fn expected_routes(yaml: &str) -> BTreeSet<Route> {
     }
     for (prefix, collections) in scopes {
         routes.insert(("get", format!("{prefix}/batch/pull")));
+        routes.insert(("get", format!("{prefix}/events")));
         for c in collections.as_sequence().into_iter().flatten() {
             let flag = |k: &str| c[k].as_bool().unwrap_or(false);
             let path = c["storagePath"].as_str().unwrap();
@@ -236,7 +237,7 @@ async fn check_config(yaml: &str) -> Value {
 #[tokio::test]
 async fn the_sample_config_is_documented_route_for_route() {
     let doc = check_config(SAMPLE).await;
-    assert_eq!(documented_routes(&doc).len(), 13);
+    assert_eq!(documented_routes(&doc).len(), 15);
 }
 
 #[tokio::test]

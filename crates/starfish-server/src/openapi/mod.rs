@@ -74,6 +74,10 @@ fn scope_paths(
         format!("{prefix}/batch/pull"),
         json!({ "get": ops::batch(&scope) }),
     );
+    paths.insert(
+        format!("{prefix}/events"),
+        json!({ "get": ops::events(&scope) }),
+    );
     let mut bundles: Vec<(&str, Vec<&Collection>)> = Vec::new();
     for c in collections {
         tags.push(json!({ "name": scope.tag(c), "description": scope.describe(c) }));

@@ -477,6 +477,32 @@ pub(super) fn batch(scope: &Scope) -> Value {
     op.build()
 }
 
+/// `GET /[ns/]events`: live changes as Server-Sent Events.
+pub(super) fn events(scope: &Scope) -> Value {
+    let r = Responses::default()
+        .with(200, json!({
+            "description": "An endless Server-Sent Events stream: a `: connected` comment, then one `data:` frame per accepted write to a named document (`{namespace, collection, path, hash, timestamp}`, never the data), a `: keep-alive` comment every 20 s; it ends after 15 minutes, at shutdown, or when the subscriber falls 256 frames behind.",
+            "content": { "text/event-stream": { "schema": { "type": "string" } } },
+        }))
+        .error(400, "`Missing paths parameter`, `too many candidates` (more than 64 paths), `Invalid path parameter`.")
+        .error(401, "`Unauthorized`: a named document needs credentials, and they are missing, invalid, expired, revoked or replayed.")
+        .error(403, READ_FORBIDDEN)
+        .error(404, "`Collection not found`: a path names no document of this scope.")
+        .error(429, "`Too many concurrent requests`: the caller holds 8 subscriptions, its IP 32, or the node 1,000; or a rate limit (`Rate limit exceeded`, with `Retry-After`).");
+    let mut op = Op::new(
+        format!("events:{}", scope.namespace.unwrap_or("")),
+        "Live changes to the named documents (Server-Sent Events)".to_owned(),
+        r,
+    );
+    op.parameters = vec![json!({
+        "name": "paths", "in": "query", "required": true,
+        "description": "Comma-separated document paths, as in a pull (`users/abc/notes`), at most 64; each is authorised as a pull of it.",
+        "schema": { "type": "string", "minLength": 1 },
+    })];
+    op.security = Some(json!([{}, signed()]));
+    op.build()
+}
+
 /// `GET /health`.
 pub(super) fn health() -> Value {
     let r = Responses::default().json(200, "Alive.", schema_ref("Health"));
