@@ -15,4 +15,4 @@ for _ in $(seq 100); do
 done
 export STARFISH_TEST_NATS_URL="nats://127.0.0.1:$PORT"
 cd "$ROOT"
-cargo test -p starfish-server --features nats --test nats
+cargo test -p starfish-server --features nats --test nats -- --ignored

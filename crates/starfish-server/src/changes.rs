@@ -64,6 +64,18 @@ impl Change {
         )
     }
 
+    /// True when every field is of a size a real change has (a message from the
+    /// broker is checked before any subscriber hears of it).
+    pub fn is_plausible(&self) -> bool {
+        let short = |s: &str, max: usize| !s.is_empty() && s.len() <= max;
+        self.namespace.as_deref().is_none_or(|n| short(n, 128))
+            && self.generation.len() <= 128
+            && short(&self.collection, 256)
+            && short(&self.path, 2048)
+            && short(&self.hash, 128)
+            && self.hash.bytes().all(|b| b.is_ascii_alphanumeric())
+    }
+
     /// The `data:` frame subscribers get: never the data, nor the generation.
     pub(crate) fn frame(&self) -> Arc<str> {
         serde_json::json!({
@@ -138,6 +150,8 @@ mod nats {
 
     /// Changes waiting to be sent to NATS; past it, new ones are dropped.
     const QUEUE: usize = 10_000;
+    /// The largest message taken for a change.
+    const MAX_MESSAGE: usize = 4096;
 
     /// A [`ChangeFeed`] over NATS: each change published under
     /// [`Change::subject`] (`starfish.changes.<namespace>.<collection>` by default),
@@ -184,9 +198,18 @@ mod nats {
             }
             let sinks: Arc<Mutex<Vec<ChangeSink>>> = Arc::default();
             let heard = sinks.clone();
+            let heard_prefix = prefix.clone();
             tokio::spawn(async move {
                 while let Some(message) = subscriber.next().await {
-                    let Ok(change) = serde_json::from_slice::<Change>(&message.payload) else {
+                    // Only what a node could have sent: a change of plausible size
+                    // under the subject its namespace and collection give.
+                    let change = (message.payload.len() <= MAX_MESSAGE)
+                        .then(|| serde_json::from_slice::<Change>(&message.payload).ok())
+                        .flatten()
+                        .filter(|c| {
+                            c.is_plausible() && c.subject(&heard_prefix) == *message.subject
+                        });
+                    let Some(change) = change else {
                         tracing::debug!(subject = %message.subject, "not a change, ignored");
                         continue;
                     };
@@ -251,5 +274,13 @@ mod tests {
         assert_eq!(c.subject("starfish.changes"), "starfish.changes.acme.notes");
         let c = Change::new(None, "", "a.b*c>d%e f", "k", "h", 1);
         assert_eq!(c.subject("p"), "p.~.a%2Eb%2Ac%3Ed%25e%20f");
+    }
+
+    #[test]
+    fn implausible_changes_are_told_apart() {
+        assert!(Change::new(Some("acme"), "g1", "notes", "n/1", "ab12", 1).is_plausible());
+        assert!(!Change::new(None, "", "notes", "n/1", "<script>", 1).is_plausible());
+        assert!(!Change::new(None, "", "notes", &"x".repeat(3000), "ab", 1).is_plausible());
+        assert!(!Change::new(None, "", "", "n/1", "ab", 1).is_plausible());
     }
 }

@@ -18,16 +18,17 @@ use starfish_server::store::DocStore;
 use starfish_server::{SyncOptions, create_sync_router};
 use std::sync::Arc;
 
-async fn redis() -> Option<Arc<dyn ReplayStore>> {
-    let Ok(url) = std::env::var("STARFISH_TEST_REDIS_URL") else {
-        eprintln!("STARFISH_TEST_REDIS_URL is not set: run tests/redis/run.sh");
-        return None;
-    };
+/// The Redis server tests/redis/run.sh started.
+fn redis_url() -> String {
+    std::env::var("STARFISH_TEST_REDIS_URL")
+        .expect("STARFISH_TEST_REDIS_URL is not set: run tests/redis/run.sh")
+}
+
+async fn redis() -> Arc<dyn ReplayStore> {
+    let url = redis_url();
     // A prefix of this run's own: tests share one server.
     let prefix = format!("test:{}:", std::process::id());
-    Some(Arc::new(
-        RedisReplay::connect(&url, Some(&prefix)).await.unwrap(),
-    ))
+    Arc::new(RedisReplay::connect(&url, Some(&prefix)).await.unwrap())
 }
 
 fn node(store: &DocStore, replay: Arc<dyn ReplayStore>) -> Router {
@@ -59,8 +60,9 @@ fn twice(req: Request<Body>) -> (Request<Body>, Request<Body>) {
 }
 
 #[tokio::test]
+#[ignore = "needs a Redis server: run by tests/redis/run.sh"]
 async fn a_request_replayed_to_another_node_is_refused() {
-    let Some(replay) = redis().await else { return };
+    let replay = redis().await;
     let store = DocStore::memory();
     let (a, b) = (node(&store, replay.clone()), node(&store, replay));
     let alice = user(1);
@@ -87,14 +89,15 @@ async fn a_request_replayed_to_another_node_is_refused() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Redis server: run by tests/redis/run.sh"]
 async fn while_redis_does_not_answer_signed_requests_get_503() {
-    let Some(replay) = redis().await else { return };
+    let replay = redis().await;
     let store = DocStore::memory();
     let app = node(&store, replay);
     let alice = user(2);
     let path = format!("/pull/users/{}/notes", alice.id);
     // Redis stops answering for a while (longer than the client's 2 s timeout).
-    let url = std::env::var("STARFISH_TEST_REDIS_URL").unwrap();
+    let url = redis_url();
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("CLIENT")
@@ -129,9 +132,10 @@ async fn while_redis_does_not_answer_signed_requests_get_503() {
 }
 
 #[tokio::test]
+#[ignore = "needs a Redis server: run by tests/redis/run.sh"]
 async fn a_redis_that_may_evict_keys_is_refused() {
-    let Some(_) = redis().await else { return };
-    let url = std::env::var("STARFISH_TEST_REDIS_URL").unwrap();
+    redis().await;
+    let url = redis_url();
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let set = |policy: &'static str| {
@@ -156,8 +160,8 @@ async fn a_redis_that_may_evict_keys_is_refused() {
 
 /// Two nodes over one store whose rate limits and namespace counts are kept in
 /// Redis.
-async fn limited_pair() -> Option<(Router, Router)> {
-    let url = std::env::var("STARFISH_TEST_REDIS_URL").ok()?;
+async fn limited_pair() -> (Router, Router) {
+    let url = redis_url();
     let config = serde_json::json!({
         "version": 1,
         "collections": [
@@ -191,7 +195,7 @@ async fn limited_pair() -> Option<(Router, Router)> {
         .unwrap()
     };
     let limits = RedisLimits::connect(&url, Some(&prefix)).await.unwrap();
-    Some((node(limits.clone()), node(limits)))
+    (node(limits.clone()), node(limits))
 }
 
 /// How many of `requests`, sent alternately to `a` and `b`, got 200; the others
@@ -210,11 +214,9 @@ async fn accepted(a: &Router, b: &Router, requests: Vec<Request<Body>>) -> usize
 }
 
 #[tokio::test]
+#[ignore = "needs a Redis server: run by tests/redis/run.sh"]
 async fn rate_limits_and_namespace_counts_hold_across_nodes() {
-    let Some((a, b)) = limited_pair().await else {
-        eprintln!("STARFISH_TEST_REDIS_URL is not set: run tests/redis/run.sh");
-        return;
-    };
+    let (a, b) = limited_pair().await;
     // A collection's pull limit of 4 per window: 4 in all, not 4 per node.
     let pulls = (0..10).map(|_| get("/pull/limited/x")).collect();
     assert_eq!(accepted(&a, &b, pulls).await, 4);

@@ -69,11 +69,12 @@ impl Budget {
     /// `windowMs / maxRequests`, in bursts of at most a tenth of `maxRequests`), so a
     /// namespace at its limit never lands all of a window's requests at once.
     ///
+    /// With shared counters (`rate`), the count is kept for all nodes under `key`
+    /// as well; when they do not answer, on this node alone.
+    ///
     /// # Errors
     /// `429 Rate limit exceeded` with `Retry-After` when the namespace is over its
     /// count.
-    /// With shared counters (`rate`), the count is kept for all nodes under `key`;
-    /// when they do not answer, on this node.
     pub(crate) async fn charge_namespace(
         &self,
         rate: &RateLimiter,
@@ -94,19 +95,21 @@ impl Budget {
         let refused = |wait_us: u64| ApiError::RateLimited {
             retry_after: wait_us.div_ceil(1_000_000).max(1),
         };
+        // This node's own count first: over it, refused without a round trip (the
+        // count of all nodes is at least as high). Then all nodes' count.
+        {
+            let now = now_ms.saturating_mul(1000);
+            let mut tat = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+            let due = (*tat).max(now);
+            if due - now > tolerance {
+                return Err(refused(due - now - tolerance));
+            }
+            *tat = due + interval;
+        }
         match rate.pace_shared(key, interval, tolerance, now_ms).await {
-            Some(0) => return Ok(()),
-            Some(wait_us) => return Err(refused(wait_us)),
-            None => {}
+            Some(0) | None => Ok(()),
+            Some(wait_us) => Err(refused(wait_us)),
         }
-        let now = now_ms.saturating_mul(1000);
-        let mut tat = self.next.lock().unwrap_or_else(PoisonError::into_inner);
-        let due = (*tat).max(now);
-        if due - now > tolerance {
-            return Err(refused(due - now - tolerance));
-        }
-        *tat = due + interval;
-        Ok(())
     }
 
     /// Counts one request of `subject` (a known caller) in namespace bucket `scope`.

@@ -8,6 +8,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// The longest a shared count may take before this node counts alone.
+pub(crate) const SHARED_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long this node counts alone after the shared counters failed.
+pub(crate) const SHARED_BACKOFF_MS: u64 = 5_000;
+
 /// Counters kept at most; past it the oldest windows are dropped first.
 pub(crate) const DEFAULT_MAX_BUCKETS: usize = 100_000;
 
@@ -36,6 +41,8 @@ pub(crate) struct RateLimiter {
     shared: Option<Arc<dyn SharedLimits>>,
     /// When the shared counters' failure was last logged.
     warned_ms: AtomicU64,
+    /// Until when the shared counters are not asked (they failed).
+    down_until_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -56,6 +63,7 @@ impl RateLimiter {
             state: Mutex::new(State::default()),
             shared: None,
             warned_ms: AtomicU64::new(0),
+            down_until_ms: AtomicU64::new(0),
         }
     }
 
@@ -72,8 +80,13 @@ impl RateLimiter {
 
     /// Counts one request under `scope` (collection and action) and `rule`; returns
     /// `Err(retry_after_secs)` when it is over the limit. Refused requests count too.
-    /// With shared counters, the count is the one of all nodes (one round trip); when
-    /// they do not answer, this node's own.
+    ///
+    /// This node's own count comes first and always counts: a request it refuses is
+    /// refused without a round trip (the count of all nodes is at least as high),
+    /// and it is the count that holds while the shared counters are away. Then, with
+    /// shared counters, the count of all nodes (one round trip, at most
+    /// [`SHARED_TIMEOUT`]); when they fail or are slow, this node's count alone for
+    /// [`SHARED_BACKOFF_MS`] before they are asked again.
     ///
     /// # Errors
     /// The seconds until the fullest window ends.
@@ -85,30 +98,40 @@ impl RateLimiter {
         now_ms: u64,
     ) -> Result<(), u64> {
         let counters = counters(scope, rule, subject);
-        if let Some(shared) = &self.shared {
-            let keys: Vec<(String, u64)> = counters
+        let shared = self.shared_now(now_ms);
+        let keys: Vec<(String, u64, u64)> = match shared {
+            Some(_) => counters
                 .iter()
-                .map(|(k, w)| (k.clone(), w.window_ms.get()))
-                .collect();
-            match shared.count(&keys).await {
-                Ok(counts) => {
-                    let windows = counters.iter().map(|(_, w)| w.max_requests.get());
-                    return verdict(
-                        windows
-                            .zip(counts)
-                            .map(|(max, (count, left_ms))| (max, count, now_ms + left_ms)),
-                        now_ms,
-                    );
-                }
-                Err(e) => self.fallback(&e, now_ms),
+                .map(|(k, w)| (k.clone(), w.window_ms.get(), w.max_requests.get()))
+                .collect(),
+            None => Vec::new(),
+        };
+        self.check_local(counters, now_ms)?;
+        let Some(shared) = shared else {
+            return Ok(());
+        };
+        let windows: Vec<(String, u64)> = keys.iter().map(|(k, w, _)| (k.clone(), *w)).collect();
+        match tokio::time::timeout(SHARED_TIMEOUT, shared.count(&windows)).await {
+            Ok(Ok(counts)) => verdict(
+                keys.iter()
+                    .zip(counts)
+                    .map(|((_, _, max), (count, left_ms))| (*max, count, now_ms + left_ms)),
+                now_ms,
+            ),
+            Ok(Err(e)) => {
+                self.fallback(&e, now_ms);
+                Ok(())
+            }
+            Err(_) => {
+                self.fallback("no answer in time", now_ms);
+                Ok(())
             }
         }
-        self.check_local(counters, now_ms)
     }
 
     /// Counts one request in the cell rate `key` of all nodes: `None` without shared
-    /// counters or when they do not answer (the caller then counts on its own),
-    /// otherwise `Some(wait_us)`, 0 when admitted.
+    /// counters or when they do not answer in time (the caller then counts on its
+    /// own), otherwise `Some(wait_us)`, 0 when admitted.
     pub(crate) async fn pace_shared(
         &self,
         key: &str,
@@ -116,18 +139,33 @@ impl RateLimiter {
         tolerance_us: u64,
         now_ms: u64,
     ) -> Option<u64> {
-        let shared = self.shared.as_ref()?;
-        match shared.pace(key, interval_us, tolerance_us).await {
-            Ok(wait) => Some(wait),
-            Err(e) => {
+        let shared = self.shared_now(now_ms)?;
+        match tokio::time::timeout(SHARED_TIMEOUT, shared.pace(key, interval_us, tolerance_us))
+            .await
+        {
+            Ok(Ok(wait)) => Some(wait),
+            Ok(Err(e)) => {
                 self.fallback(&e, now_ms);
+                None
+            }
+            Err(_) => {
+                self.fallback("no answer in time", now_ms);
                 None
             }
         }
     }
 
-    /// Says (at most every ten seconds) that the shared counters did not answer.
+    /// The shared counters, unless they failed in the last [`SHARED_BACKOFF_MS`].
+    fn shared_now(&self, now_ms: u64) -> Option<&Arc<dyn SharedLimits>> {
+        let shared = self.shared.as_ref()?;
+        (now_ms >= self.down_until_ms.load(Ordering::Relaxed)).then_some(shared)
+    }
+
+    /// The shared counters failed: this node counts alone for a while, and says so
+    /// (at most every ten seconds).
     fn fallback(&self, error: &str, now_ms: u64) {
+        self.down_until_ms
+            .store(now_ms.saturating_add(SHARED_BACKOFF_MS), Ordering::Relaxed);
         let last = self.warned_ms.load(Ordering::Relaxed);
         if now_ms >= last.saturating_add(10_000)
             && self
@@ -336,5 +374,58 @@ mod tests {
         assert_eq!(l.check("c:pull:", &r, who, 1).await, Ok(()));
         assert_eq!(l.check("c:pull:", &r, who, 2).await, Err(1));
         assert_eq!(l.pace_shared("ns:a/", 1000, 0, 2).await, None);
+    }
+
+    /// Shared counters that admit everything, counting how often they are asked.
+    #[derive(Debug, Default)]
+    struct Lenient(std::sync::atomic::AtomicUsize);
+
+    impl SharedLimits for Lenient {
+        fn count<'a>(
+            &'a self,
+            c: &'a [(String, u64)],
+        ) -> futures::future::BoxFuture<'a, Result<Vec<(u64, u64)>, String>> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Box::pin(async move { Ok(c.iter().map(|_| (1, 1000)).collect()) })
+        }
+        fn pace<'a>(
+            &'a self,
+            _: &'a str,
+            _: u64,
+            _: u64,
+        ) -> futures::future::BoxFuture<'a, Result<u64, String>> {
+            Box::pin(async { Ok(0) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_this_node_refuses_costs_no_round_trip() {
+        let shared = Arc::new(Lenient::default());
+        let l = RateLimiter::new(10).with_shared(Some(shared.clone()));
+        let who = RateSubject {
+            identity: Some("a"),
+            ip: "1.1.1.1",
+        };
+        let r = rule(2, Bucket::Identity);
+        for t in 0..2 {
+            assert_eq!(l.check("c:pull:", &r, who, t).await, Ok(()));
+        }
+        for t in 2..100 {
+            assert_eq!(l.check("c:pull:", &r, who, t).await, Err(1));
+        }
+        assert_eq!(
+            shared.0.load(Ordering::Relaxed),
+            2,
+            "asked for admitted ones only"
+        );
+    }
+
+    #[tokio::test]
+    async fn after_a_failure_the_shared_counters_rest() {
+        let l = RateLimiter::new(10).with_shared(Some(Arc::new(Down)));
+        assert!(l.shared_now(0).is_some());
+        assert_eq!(l.pace_shared("ns:a/", 1000, 0, 10).await, None);
+        assert!(l.shared_now(10 + SHARED_BACKOFF_MS - 1).is_none());
+        assert!(l.shared_now(10 + SHARED_BACKOFF_MS).is_some());
     }
 }

@@ -539,7 +539,9 @@ pub(crate) async fn rate_check(
         None => collection.name.to_string(),
     };
     let namespace = scope.namespace.as_ref().map_or("", |n| n.as_str());
-    let bucket = format!("{namespace}/{name}:{}:", action.as_str());
+    // The generation too: a namespace deleted and created again starts afresh.
+    let generation = scope.generation.as_deref().unwrap_or("");
+    let bucket = format!("{namespace}/{generation}/{name}:{}:", action.as_str());
     let ip = client_ip(state, parts);
     let subject = RateSubject {
         identity: caller.identity(),
