@@ -225,7 +225,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     for w in config.warnings() {
         tracing::warn!("config warning: {w}");
     }
-    let store = open_store(&settings)?.with_read_cache(settings.read_cache_bytes);
+    let store = match settings.store {
+        // Other nodes write the bucket too: every hit is confirmed with the store.
+        StoreKind::S3 => {
+            open_store(&settings)?.with_revalidated_read_cache(settings.read_cache_bytes)
+        }
+        _ => open_store(&settings)?.with_read_cache(settings.read_cache_bytes),
+    };
     let mut cap_auth = settings.auth.options();
     if let Some(path) = &settings.revocations {
         cap_auth.revocations = Arc::new(load_revocations(path)?);

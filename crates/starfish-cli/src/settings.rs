@@ -62,8 +62,9 @@ pub(crate) struct ServeArgs {
           value_name = "BOOL")]
     fsync: Option<bool>,
     /// Bytes of the write-through cache of documents (pulls answered from memory,
-    /// never older than the last acknowledged write); 0 turns it off. Only for a store
-    /// this process alone writes: fs and memory [default: 67108864; 0 with s3].
+    /// never older than the last acknowledged write); 0 turns it off. With s3 (other
+    /// nodes write too) every hit is confirmed with a conditional read, answered
+    /// without the bytes when unchanged [default: 67108864; 0 with s3].
     #[arg(long, env = "STARFISH_READ_CACHE_BYTES", value_name = "BYTES")]
     read_cache_bytes: Option<u64>,
     /// Redis for the replay cache and rate limits shared by several nodes
@@ -446,13 +447,6 @@ impl Settings {
             ));
         }
         let read_cache_bytes = match (args.read_cache_bytes.or(section.read_cache_bytes), store) {
-            (Some(n), StoreKind::S3) if n > 0 => {
-                return Err(
-                    "--read-cache-bytes needs a store this process alone writes (fs or memory); \
-                     with s3 other nodes' writes would not be seen"
-                        .into(),
-                );
-            }
             (Some(n), _) => n,
             (None, StoreKind::S3) => 0,
             (None, _) => DEFAULT_READ_CACHE_BYTES,

@@ -184,3 +184,85 @@ async fn the_cache_stays_within_its_bytes() {
     assert!(entries > 10 && entries < 300, "{entries}");
     assert_eq!(DocStore::memory().read_cache_usage(), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_two_nodes_over_one_store_a_revalidated_cache_is_never_stale() {
+    use object_store::ObjectStore;
+    let bucket: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let caps = DocStore::memory().capabilities();
+    let over_bucket = || DocStore::new(bucket.clone(), caps);
+    let a = router(&over_bucket(), &Metrics::new());
+    let b = router(
+        &over_bucket().with_revalidated_read_cache(1 << 20),
+        &Metrics::new(),
+    );
+    // What a cache that trusts itself would do on B: serve what it saw first.
+    let blind = router(&over_bucket().with_read_cache(1 << 20), &Metrics::new());
+    let (status, first) = push_doc(&a, "/push/docs/shared", json!({"n": 0}), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let pull = |app: &Router| {
+        let app = app.clone();
+        async move {
+            json_body(send(&app, get("/pull/docs/shared")).await).await["data"]["n"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    assert_eq!(pull(&blind).await, 0);
+    let acked = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (a, acked, done) = (a.clone(), acked.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut base = first["hash"].as_str().unwrap().to_owned();
+            for n in 1..=200u64 {
+                let (status, body) =
+                    push_doc(&a, "/push/docs/shared", json!({"n": n}), Some(&base)).await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                base = body["hash"].as_str().unwrap().to_owned();
+                acked.store(n, Ordering::SeqCst);
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let (b, acked, done) = (b.clone(), acked.clone(), done.clone());
+        readers.push(tokio::spawn(async move {
+            let mut pulls = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                let before = acked.load(Ordering::SeqCst);
+                let n = pull(&b).await;
+                assert!(n >= before, "B pulled {n} after A acknowledged {before}");
+                pulls += 1;
+            }
+            pulls
+        }));
+    }
+    writer.await.unwrap();
+    for r in readers {
+        assert!(r.await.unwrap() > 0);
+    }
+    assert_eq!(pull(&b).await, 200);
+    assert_eq!(
+        pull(&blind).await,
+        0,
+        "a cache that is not revalidated is stale"
+    );
+    // What the revalidation rests on: the store answers "not modified", without the
+    // bytes, to a read naming the current ETag.
+    use futures::StreamExt;
+    let stored: Vec<_> = bucket.list(None).collect().await;
+    assert_eq!(stored.len(), 1);
+    let path = stored[0].as_ref().unwrap().location.clone();
+    let current = bucket.get_opts(&path, Default::default()).await.unwrap();
+    let etag = current.meta.e_tag.unwrap();
+    let options = object_store::GetOptions {
+        if_none_match: Some(etag),
+        ..Default::default()
+    };
+    assert!(matches!(
+        bucket.get_opts(&path, options).await,
+        Err(object_store::Error::NotModified { .. })
+    ));
+}

@@ -10,6 +10,11 @@
 //! read can never put back a value a write has replaced. Bounded in bytes; the
 //! server's own records (`_starfish/<area>`, which other processes write) are never
 //! cached.
+//!
+//! When other processes write the store too (several nodes over one bucket), a
+//! revalidating cache confirms every hit with a conditional read (`If-None-Match` on
+//! the cached ETag): unchanged, the store answers "not modified" without the bytes;
+//! changed, the new bytes replace the entry. Never older than what the store holds.
 
 use bytes::Bytes;
 use object_store::UpdateVersion;
@@ -62,6 +67,8 @@ impl quick_cache::Weighter<Box<str>, Cached> for Weight {
 
 /// The read cache of one store (shared by every handle made from it).
 pub(crate) struct ReadCache {
+    /// Every hit is confirmed with the store (other processes write it too).
+    pub(crate) revalidate: bool,
     entries: quick_cache::sync::Cache<Box<str>, Cached, Weight>,
     epochs: Box<[Mutex<u64>]>,
     hasher: std::collections::hash_map::RandomState,
@@ -70,6 +77,7 @@ pub(crate) struct ReadCache {
 impl std::fmt::Debug for ReadCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReadCache")
+            .field("revalidate", &self.revalidate)
             .field("entries", &self.entries.len())
             .field("bytes", &self.entries.weight())
             .finish()
@@ -78,9 +86,10 @@ impl std::fmt::Debug for ReadCache {
 
 impl ReadCache {
     /// A cache of at most `bytes` (keys, documents and bookkeeping).
-    pub(crate) fn new(bytes: u64) -> Self {
+    pub(crate) fn new(bytes: u64, revalidate: bool) -> Self {
         let estimated_items = usize::try_from(bytes / 1024).unwrap_or(usize::MAX).max(16);
         Self {
+            revalidate,
             entries: quick_cache::sync::Cache::with_weighter(estimated_items, bytes, Weight),
             epochs: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
             hasher: std::collections::hash_map::RandomState::new(),

@@ -284,7 +284,19 @@ impl DocStore {
     /// (`_starfish/<area>`) are never cached.
     #[must_use]
     pub fn with_read_cache(mut self, bytes: u64) -> Self {
-        self.cache = (bytes > 0).then(|| Arc::new(cache::ReadCache::new(bytes)));
+        self.cache = (bytes > 0).then(|| Arc::new(cache::ReadCache::new(bytes, false)));
+        self
+    }
+
+    /// This store with a cache of documents of at most `bytes` for a store other
+    /// processes write too (several nodes over one bucket): every hit is confirmed
+    /// with a conditional read (`If-None-Match` on its ETag), which the store answers
+    /// without the bytes when they did not change. So a pull is never older than
+    /// what the store holds, and costs a round trip but not a transfer. 0 turns it
+    /// off.
+    #[must_use]
+    pub fn with_revalidated_read_cache(mut self, bytes: u64) -> Self {
+        self.cache = (bytes > 0).then(|| Arc::new(cache::ReadCache::new(bytes, true)));
         self
     }
 
@@ -434,10 +446,41 @@ impl NsStore {
         let Some(cache) = self.cache() else {
             return self.docs.get_versioned(path).await;
         };
-        if let Some(hit) = cache.get(path) {
-            return Ok(hit.into_read());
-        }
+        let hit = cache.get(path);
         let epoch = cache.epoch(path);
+        let etag = match hit {
+            Some(hit) if !cache.revalidate => return Ok(hit.into_read()),
+            Some(Cached::Present(bytes, version)) => match version.e_tag.clone() {
+                Some(etag) => Some((bytes, version, etag)),
+                None => None,
+            },
+            _ => None,
+        };
+        if let Some((bytes, version, etag)) = etag {
+            let options = object_store::GetOptions {
+                if_none_match: Some(etag),
+                ..Default::default()
+            };
+            match self.docs.inner.get_opts(path, options).await {
+                Err(object_store::Error::NotModified { .. }) => {
+                    return Ok(Some((bytes, version)));
+                }
+                Ok(res) => {
+                    let version = UpdateVersion {
+                        e_tag: res.meta.e_tag.clone(),
+                        version: res.meta.version.clone(),
+                    };
+                    let read = Some((res.bytes().await?, version));
+                    cache.fill(path, epoch, Cached::of(&read));
+                    return Ok(read);
+                }
+                Err(e) if is_missing(&e) => {
+                    cache.fill(path, epoch, Cached::Absent);
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let read = self.docs.get_versioned(path).await?;
         cache.fill(path, epoch, Cached::of(&read));
         Ok(read)
