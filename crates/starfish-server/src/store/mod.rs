@@ -450,10 +450,9 @@ impl NsStore {
         let epoch = cache.epoch(path);
         let etag = match hit {
             Some(hit) if !cache.revalidate => return Ok(hit.into_read()),
-            Some(Cached::Present(bytes, version)) => match version.e_tag.clone() {
-                Some(etag) => Some((bytes, version, etag)),
-                None => None,
-            },
+            Some(Cached::Present(bytes, version)) => {
+                version.e_tag.clone().map(|etag| (bytes, version, etag))
+            }
             _ => None,
         };
         if let Some((bytes, version, etag)) = etag {
