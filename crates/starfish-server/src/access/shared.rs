@@ -103,16 +103,8 @@ impl RedisLimits {
     /// # Errors
     /// When the URL is invalid or the first connection fails.
     pub async fn connect(url: &str, prefix: Option<&str>) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis URL: {e}"))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_number_of_retries(1);
-        let conn = redis::aio::ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|e| format!("redis: {e}"))?;
         Ok(Self {
-            conn,
+            conn: crate::auth::redis_connection(url).await?,
             prefix: prefix.unwrap_or("starfish:rate:").to_owned(),
             count: std::sync::Arc::new(redis::Script::new(COUNT_SCRIPT)),
             pace: std::sync::Arc::new(redis::Script::new(PACE_SCRIPT)),

@@ -18,6 +18,8 @@ pub use nonce::NonceCacheLimits;
 #[cfg(feature = "redis")]
 pub use replay::RedisReplay;
 pub use replay::ReplayStore;
+#[cfg(feature = "redis")]
+pub(crate) use replay::connection as redis_connection;
 pub use resolver::{
     AuthError, AuthRequest, Authenticator, CapAuthOptions, CapCertAuthenticator, SignedBody,
 };

@@ -55,14 +55,7 @@ impl RedisReplay {
     /// # Errors
     /// When the URL is invalid, the first connection fails, or Redis evicts keys.
     pub async fn connect(url: &str, prefix: Option<&str>) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis URL: {e}"))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_number_of_retries(1);
-        let mut conn = redis::aio::ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|e| format!("redis: {e}"))?;
+        let mut conn = connection(url).await?;
         let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
             .arg("GET")
             .arg("maxmemory-policy")
@@ -85,6 +78,23 @@ impl RedisReplay {
             prefix: prefix.unwrap_or("starfish:nonce:").to_owned(),
         })
     }
+}
+
+/// A connection to the Redis at `url` that is re-established when lost; a command
+/// gets 2 s.
+///
+/// # Errors
+/// When the URL is invalid or the first connection fails.
+#[cfg(feature = "redis")]
+pub(crate) async fn connection(url: &str) -> Result<redis::aio::ConnectionManager, String> {
+    let client = redis::Client::open(url).map_err(|e| format!("redis URL: {e}"))?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(std::time::Duration::from_secs(2)))
+        .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
+        .set_number_of_retries(1);
+    redis::aio::ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(|e| format!("redis: {e}"))
 }
 
 #[cfg(feature = "redis")]
