@@ -157,7 +157,8 @@ mod nats {
     /// [`Change::subject`] (`starfish.changes.<namespace>.<collection>` by default),
     /// every node subscribed to all of them. The connection is kept by the client
     /// (reconnects, re-subscribes); a node never hears its own changes back (`no
-    /// echo`), it hands them to its subscribers itself.
+    /// echo`), it hands them to its subscribers itself. So give each router a feed
+    /// of its own: two routers sharing one feed would not hear each other's writes.
     #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
     #[derive(Debug, Clone)]
     pub struct NatsFeed {
