@@ -109,19 +109,28 @@ fn token(name: &str) -> String {
 
 /// Where a feed hands other nodes' changes: one router's subscribers.
 #[derive(Debug, Clone)]
-pub struct ChangeSink(Weak<crate::live::Bus>);
+pub struct ChangeSink {
+    bus: Weak<crate::live::Bus>,
+    metrics: Option<crate::Metrics>,
+}
 
 impl ChangeSink {
-    pub(crate) fn new(bus: &Arc<crate::live::Bus>) -> Self {
-        Self(Arc::downgrade(bus))
+    pub(crate) fn new(bus: &Arc<crate::live::Bus>, metrics: Option<crate::Metrics>) -> Self {
+        Self {
+            bus: Arc::downgrade(bus),
+            metrics,
+        }
     }
 
     /// Hands `change` to the router's subscribers of its document. `false` once
     /// the router is gone (the feed may forget this sink).
     pub fn deliver(&self, change: &Change) -> bool {
-        let Some(bus) = self.0.upgrade() else {
+        let Some(bus) = self.bus.upgrade() else {
             return false;
         };
+        if let Some(metrics) = &self.metrics {
+            metrics.change("received");
+        }
         bus.publish_change(change);
         true
     }
@@ -130,8 +139,8 @@ impl ChangeSink {
 /// Carries changes between nodes.
 pub trait ChangeFeed: Send + Sync + std::fmt::Debug + 'static {
     /// Sends `change` (a write this node accepted) to the other nodes. It must not
-    /// wait: queue it, and drop it if the queue is full.
-    fn publish(&self, change: &Change);
+    /// wait: queue it, and drop it if the queue is full. `false` when dropped.
+    fn publish(&self, change: &Change) -> bool;
 
     /// From now on, hands the changes of other nodes to `sink` (once per router
     /// built with this feed).
@@ -244,9 +253,9 @@ mod nats {
     }
 
     impl ChangeFeed for NatsFeed {
-        fn publish(&self, change: &Change) {
+        fn publish(&self, change: &Change) -> bool {
             let Ok(payload) = serde_json::to_vec(change) else {
-                return;
+                return false;
             };
             let sent = self
                 .queue
@@ -254,6 +263,7 @@ mod nats {
             if sent.is_err() {
                 tracing::warn!("the queue of changes to NATS is full: a change was dropped");
             }
+            sent.is_ok()
         }
 
         fn attach(&self, sink: ChangeSink) {

@@ -43,6 +43,11 @@ struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabels {
     op: &'static str,
     outcome: &'static str,
@@ -56,6 +61,8 @@ struct Inner {
     requests: Family<RequestLabels, Counter>,
     auth_failures: Family<ReasonLabels, Counter>,
     store_seconds: Family<OpLabels, Histogram>,
+    changes: Family<OutcomeLabels, Counter>,
+    shared_fallbacks: Counter,
     sources: Mutex<Vec<(Gauge, Source)>>,
     gauges: Gauges,
 }
@@ -114,6 +121,18 @@ impl Metrics {
             "Latency of object store calls by operation and outcome",
             store_seconds.clone(),
         );
+        let changes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "live_changes",
+            "Changes carried between nodes: sent (queued for the feed), dropped (its queue was full), received (from other nodes)",
+            changes.clone(),
+        );
+        let shared_fallbacks = Counter::default();
+        registry.register(
+            "shared_limits_fallbacks",
+            "Times the shared rate-limit counters failed or were slow and this node counted alone",
+            shared_fallbacks.clone(),
+        );
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let g = Gauge::default();
             registry.register(name, help, g.clone());
@@ -147,6 +166,8 @@ impl Metrics {
             requests,
             auth_failures,
             store_seconds,
+            changes,
+            shared_fallbacks,
             sources: Mutex::new(Vec::new()),
             gauges,
         }))
@@ -212,6 +233,19 @@ impl Metrics {
             .auth_failures
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    /// One change carried between nodes: `sent`, `dropped` or `received`.
+    pub(crate) fn change(&self, outcome: &'static str) {
+        self.0
+            .changes
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// The shared rate-limit counters failed or were slow.
+    pub(crate) fn shared_fallback(&self) {
+        self.0.shared_fallbacks.inc();
     }
 
     fn store_call(&self, op: &'static str, ok: bool, started: Instant) {

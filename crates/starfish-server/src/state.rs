@@ -530,10 +530,13 @@ impl AppState {
             None => crate::live::Bus::default(),
         });
         if let Some(feed) = &options.change_feed {
-            feed.attach(crate::changes::ChangeSink::new(&live));
+            feed.attach(crate::changes::ChangeSink::new(
+                &live,
+                options.metrics.clone(),
+            ));
         }
         let state = Self(Arc::new(Inner {
-            metrics: options.metrics,
+            metrics: options.metrics.clone(),
             live,
             change_feed: options.change_feed,
             readiness_checks: options.readiness_checks,
@@ -558,7 +561,9 @@ impl AppState {
                 single_log_bytes: options.max_single_log_bytes,
             },
             trusted_proxy_hops: options.trusted_proxy_hops,
-            rate: RateLimiter::new(options.max_rate_buckets).with_shared(options.shared_limits),
+            rate: RateLimiter::new(options.max_rate_buckets)
+                .with_shared(options.shared_limits)
+                .with_metrics(options.metrics.clone()),
             config_endpoint: options.config_endpoint,
             openapi,
         }));

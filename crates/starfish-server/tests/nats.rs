@@ -15,11 +15,11 @@ use serde_json::{Value, json};
 use starfish_server::auth::ManualClock;
 use starfish_server::changes::NatsFeed;
 use starfish_server::store::DocStore;
-use starfish_server::{SyncConfig, SyncOptions, create_sync_router};
+use starfish_server::{Metrics, SyncConfig, SyncOptions, create_sync_router};
 use std::sync::Arc;
 use std::time::Duration;
 
-async fn node(store: &DocStore, url: &str, prefix: &str) -> Router {
+async fn node(store: &DocStore, url: &str, prefix: &str, metrics: &Metrics) -> Router {
     let config = SyncConfig::from_value(json!({
         "version": 1,
         "collections": [{"name": "board", "storagePath": "board/{id}",
@@ -30,7 +30,8 @@ async fn node(store: &DocStore, url: &str, prefix: &str) -> Router {
     create_sync_router(
         SyncOptions::new(config, store.clone())
             .with_clock(Arc::new(ManualClock::new(T0)))
-            .with_change_feed(Arc::new(feed)),
+            .with_change_feed(Arc::new(feed))
+            .with_metrics(metrics.clone()),
     )
     .unwrap()
 }
@@ -66,9 +67,10 @@ async fn a_change_on_one_node_reaches_the_subscribers_of_the_other() {
     // Subjects of this run's own: tests may share one server.
     let prefix = format!("test{}.changes", std::process::id());
     let store = DocStore::memory();
+    let (on_a_metrics, on_b_metrics) = (Metrics::new(), Metrics::new());
     let (a, b) = (
-        node(&store, &url, &prefix).await,
-        node(&store, &url, &prefix).await,
+        node(&store, &url, &prefix, &on_a_metrics).await,
+        node(&store, &url, &prefix, &on_b_metrics).await,
     );
     let mut on_a = subscribe(&a, "/events?paths=board/b1").await;
     let mut on_b = subscribe(&b, "/events?paths=board/b1").await;
@@ -127,4 +129,17 @@ async fn a_change_on_one_node_reaches_the_subscribers_of_the_other() {
     raw.flush().await.unwrap();
     let heard = next(&mut on_a, Duration::from_secs(1)).await.unwrap();
     assert_eq!(data(&heard)["hash"], "cafe01");
+    // Counted: A sent one change and received two (B's, and the well-formed one).
+    let a_metrics = on_a_metrics.render();
+    for line in [
+        "starfish_live_changes_total{outcome=\"sent\"} 1\n",
+        "starfish_live_changes_total{outcome=\"received\"} 2\n",
+    ] {
+        assert!(a_metrics.contains(line), "{line} in {a_metrics}");
+    }
+    assert!(
+        on_b_metrics
+            .render()
+            .contains("starfish_live_changes_total{outcome=\"sent\"} 1\n")
+    );
 }

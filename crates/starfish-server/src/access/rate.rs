@@ -43,6 +43,8 @@ pub(crate) struct RateLimiter {
     warned_ms: AtomicU64,
     /// Until when the shared counters are not asked (they failed).
     down_until_ms: AtomicU64,
+    /// Counts the shared counters' failures.
+    metrics: Option<crate::Metrics>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -64,7 +66,14 @@ impl RateLimiter {
             shared: None,
             warned_ms: AtomicU64::new(0),
             down_until_ms: AtomicU64::new(0),
+            metrics: None,
         }
+    }
+
+    /// This limiter counting its shared counters' failures in `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: Option<crate::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// This limiter counting with `shared` (other nodes' requests too).
@@ -166,6 +175,9 @@ impl RateLimiter {
     fn fallback(&self, error: &str, now_ms: u64) {
         self.down_until_ms
             .store(now_ms.saturating_add(SHARED_BACKOFF_MS), Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            metrics.shared_fallback();
+        }
         let last = self.warned_ms.load(Ordering::Relaxed);
         if now_ms >= last.saturating_add(10_000)
             && self
@@ -422,9 +434,17 @@ mod tests {
 
     #[tokio::test]
     async fn after_a_failure_the_shared_counters_rest() {
-        let l = RateLimiter::new(10).with_shared(Some(Arc::new(Down)));
+        let metrics = crate::Metrics::new();
+        let l = RateLimiter::new(10)
+            .with_shared(Some(Arc::new(Down)))
+            .with_metrics(Some(metrics.clone()));
         assert!(l.shared_now(0).is_some());
         assert_eq!(l.pace_shared("ns:a/", 1000, 0, 10).await, None);
+        assert!(
+            metrics
+                .render()
+                .contains("starfish_shared_limits_fallbacks_total 1\n")
+        );
         assert!(l.shared_now(10 + SHARED_BACKOFF_MS - 1).is_none());
         assert!(l.shared_now(10 + SHARED_BACKOFF_MS).is_some());
     }

@@ -312,7 +312,10 @@ pub(crate) fn after_write(
     );
     state.live.publish_change(&change);
     if let Some(feed) = &state.change_feed {
-        feed.publish(&change);
+        let sent = feed.publish(&change);
+        if let Some(metrics) = &state.metrics {
+            metrics.change(if sent { "sent" } else { "dropped" });
+        }
     }
     let Some(hook) = &state.after_write else {
         return;
