@@ -196,3 +196,38 @@ async fn streams_end_when_the_server_shuts_down() {
         .expect("the stream ends at once");
     assert!(end.is_none(), "{end:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_ends_when_the_callers_certificate_expires() {
+    let app = app();
+    let alice = user(3);
+    let notes = format!("users/{}/notes", alice.id);
+    // A certificate that expires 90 s after the server's clock (T0).
+    let cert = cap(
+        &alice,
+        &alice.device,
+        full_scope(),
+        T0 / 1000 - 60,
+        T0 / 1000 + 90,
+    );
+    let uri = format!("/acme/events?paths={notes}");
+    let res = send(&app, Signed::new("GET", &uri, cert, &alice.device).build()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut stream = res.into_body().into_data_stream();
+    assert!(next_frame(&mut stream).await.starts_with(':'));
+    let started = tokio::time::Instant::now();
+    // Keep-alive comments until the certificate expires, then the end.
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(600), stream.next())
+            .await
+            .expect("the stream ends long before its 15 minutes");
+        if chunk.is_none() {
+            break;
+        }
+    }
+    let lasted = started.elapsed();
+    assert!(
+        lasted >= Duration::from_secs(89) && lasted <= Duration::from_secs(91),
+        "{lasted:?}"
+    );
+}

@@ -56,6 +56,8 @@ pub struct Caller {
     grant: Option<Arc<CapGrant>>,
     root: Option<Arc<str>>,
     api_key: bool,
+    /// When the credentials expire, in ms since the epoch (a cap-cert's `exp`).
+    expires_ms: Option<u64>,
 }
 
 impl Caller {
@@ -118,6 +120,19 @@ impl Caller {
     /// The root key (hex) of the caller's certificate, for cap-cert callers.
     pub fn root(&self) -> Option<&str> {
         self.root.as_deref()
+    }
+
+    /// This caller with credentials that expire at `ms` (ms since the epoch).
+    #[must_use]
+    pub fn with_expiry(mut self, ms: u64) -> Self {
+        self.expires_ms = Some(ms);
+        self
+    }
+
+    /// When the caller's credentials expire (ms since the epoch), if they do: an
+    /// open live-change stream ends then.
+    pub fn expires_ms(&self) -> Option<u64> {
+        self.expires_ms
     }
 
     /// Restricts the caller to a cap grant.

@@ -79,7 +79,12 @@ pub(super) async fn events(
     let subscription = state.live.subscribe(&who, &ip, places)?;
     let start = tokio::time::Instant::now() + KEEPALIVE;
     let ticks = tokio::time::interval_at(start, KEEPALIVE);
-    let end = tokio::time::Instant::now() + MAX_LIFETIME;
+    // The stream ends after its lifetime, or when the caller's credentials expire.
+    let lifetime = caller.expires_ms().map_or(MAX_LIFETIME, |exp| {
+        let left = exp.saturating_sub(state.clock.now_ms());
+        MAX_LIFETIME.min(std::time::Duration::from_millis(left))
+    });
+    let end = tokio::time::Instant::now() + lifetime;
     let stopping = state.live.stopping();
     // A first comment at once: the client knows it is connected.
     let frames = futures::stream::unfold(
