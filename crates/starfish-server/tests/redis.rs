@@ -167,7 +167,10 @@ async fn limited_pair() -> (Router, Router) {
         "collections": [
             {"name": "limited", "storagePath": "limited/{id}",
              "readRoles": ["public"], "writeRoles": ["public"],
-             "rateLimit": {"pull": {"windowMs": 60000, "maxRequests": 4}}}
+             "rateLimit": {"pull": {"windowMs": 60000, "maxRequests": 4}}},
+            {"name": "forever", "storagePath": "forever/{id}",
+             "readRoles": ["public"], "writeRoles": ["public"],
+             "rateLimit": {"pull": {"windowMs": u64::MAX, "maxRequests": 2}}}
         ],
         "namespaces": {
             "acme": {"collections": [
@@ -220,6 +223,9 @@ async fn rate_limits_and_namespace_counts_hold_across_nodes() {
     // A collection's pull limit of 4 per window: 4 in all, not 4 per node.
     let pulls = (0..10).map(|_| get("/pull/limited/x")).collect();
     assert_eq!(accepted(&a, &b, pulls).await, 4);
+    // However long the window (Redis takes at most an i64 of milliseconds).
+    let pulls = (0..6).map(|_| get("/pull/forever/x")).collect();
+    assert_eq!(accepted(&a, &b, pulls).await, 2);
     // A namespace's per-identity count of 3: 3 in all, whichever node.
     let alice = user(7);
     let path = format!("/acme/pull/users/{}/notes", alice.id);

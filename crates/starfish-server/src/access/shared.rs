@@ -60,6 +60,13 @@ impl std::fmt::Debug for RedisLimits {
     }
 }
 
+/// The largest window (ms) and pacing interval or burst (µs) sent to Redis: a fixed
+/// window of up to 285 years (Redis takes at most an i64 of milliseconds), a pacing
+/// interval of up to 104 days (the script's microseconds must stay exact in a Lua
+/// double, 2^53). Longer ones are kept as this long.
+#[cfg(feature = "redis")]
+const MAX_WINDOW_MS: u64 = 9_000_000_000_000;
+
 /// Fixed windows: INCR each key, start its window on the first request, answer
 /// (count, ms left) pairs.
 #[cfg(feature = "redis")]
@@ -123,7 +130,7 @@ impl SharedLimits for RedisLimits {
             let mut call = self.count.prepare_invoke();
             for (key, window_ms) in counters {
                 call.key(format!("{}{key}", self.prefix))
-                    .arg((*window_ms).max(1));
+                    .arg((*window_ms).clamp(1, MAX_WINDOW_MS));
             }
             let flat: Vec<i64> = call
                 .invoke_async(&mut conn)
@@ -155,8 +162,8 @@ impl SharedLimits for RedisLimits {
             let wait: i64 = self
                 .pace
                 .key(format!("{}{key}", self.prefix))
-                .arg(interval_us.max(1))
-                .arg(tolerance_us)
+                .arg(interval_us.clamp(1, MAX_WINDOW_MS))
+                .arg(tolerance_us.min(MAX_WINDOW_MS))
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| format!("redis: {e}"))?;
