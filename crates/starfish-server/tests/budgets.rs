@@ -336,3 +336,18 @@ fn limits_are_checked_when_the_config_loads() {
         assert!(e.to_string().contains("limits"), "{e}");
     }
 }
+
+#[tokio::test]
+async fn a_namespace_count_over_the_longest_window_still_counts() {
+    // One request per u64::MAX ms: the second is refused, whatever the arithmetic.
+    let clock = ManualClock::new(T0);
+    let app = node(json!({"windowMs": u64::MAX, "maxRequests": 1}), &clock);
+    assert_eq!(
+        send(&app, get("/acme/pull/docs/a")).await.status(),
+        StatusCode::OK
+    );
+    for _ in 0..3 {
+        let res = send(&app, get("/acme/pull/docs/a")).await;
+        assert_limited(res, "Rate limit exceeded").await;
+    }
+}

@@ -104,7 +104,7 @@ impl Budget {
             if due - now > tolerance {
                 return Err(refused(due - now - tolerance));
             }
-            *tat = due + interval;
+            *tat = due.saturating_add(interval);
         }
         match rate.pace_shared(key, interval, tolerance, now_ms).await {
             Some(0) | None => Ok(()),

@@ -129,8 +129,9 @@ impl Caller {
         self
     }
 
-    /// When the caller's credentials expire (ms since the epoch), if they do: an
-    /// open live-change stream ends then.
+    /// When the caller's credentials stop being accepted (ms since the epoch; for a
+    /// cap-cert, its `exp` plus the allowed clock skew), if they do: an open
+    /// live-change stream ends then.
     pub fn expires_ms(&self) -> Option<u64> {
         self.expires_ms
     }

@@ -291,7 +291,7 @@ mod nonce_memory {
             c.check_and_remember(&signer, &format!("{i:032x}"), ts, 0)
                 .unwrap();
         }
-        let per_nonce = (resident_kib() - before) * 1024 / n;
+        let per_nonce = resident_kib().saturating_sub(before) * 1024 / n;
         eprintln!("{per_nonce} bytes per live nonce");
         assert!(per_nonce < 130, "{per_nonce} bytes per live nonce");
     }

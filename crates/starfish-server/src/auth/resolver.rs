@@ -359,9 +359,9 @@ struct SignatureHeaders<'h> {
     nonce: &'h str,
 }
 
-/// A certificate's `exp` (seconds, a JSON number) in ms; a value that is not a
-/// finite non-negative number reads as already expired (such a cert is refused
-/// before this anyway).
+/// The time (seconds, from a certificate's `exp` plus the allowed skew: until then
+/// the certificate is accepted) in ms; a value that is not a finite non-negative
+/// number reads as already past (such a cert is refused before this anyway).
 fn exp_ms(exp: f64) -> u64 {
     if exp.is_finite() && exp >= 0.0 {
         // Saturating: seconds past u64::MAX / 1000 are "never" in practice.
@@ -379,7 +379,7 @@ fn caller_of(verified: &VerifiedCert, presenter: &str) -> Caller {
     let mut caller = Caller::from_cap(identity, verified.roles.clone())
         .with_presenter(presenter)
         .with_root(cert.iss.to_ascii_lowercase())
-        .with_expiry(exp_ms(cert.exp))
+        .with_expiry(exp_ms(cert.exp + super::capcert::CAP_SKEW_SECS))
         .with_grant(CapGrant {
             ops: cert.ops.clone(),
             collections: cert.collections.clone(),

@@ -446,10 +446,12 @@ impl NsStore {
         let Some(cache) = self.cache() else {
             return self.docs.get_versioned(path).await;
         };
-        let hit = cache.get(path);
+        let hit = match cache.get(path) {
+            Some(hit) if !cache.revalidate => return Ok(hit.into_read()),
+            other => other,
+        };
         let epoch = cache.epoch(path);
         let etag = match hit {
-            Some(hit) if !cache.revalidate => return Ok(hit.into_read()),
             Some(Cached::Present(bytes, version)) => {
                 version.e_tag.clone().map(|etag| (bytes, version, etag))
             }
@@ -477,6 +479,12 @@ impl NsStore {
                     cache.fill(path, epoch, Cached::Absent);
                     return Ok(None);
                 }
+                // A store that does not take the condition: read it whole.
+                Err(
+                    object_store::Error::Precondition { .. }
+                    | object_store::Error::NotImplemented { .. }
+                    | object_store::Error::NotSupported { .. },
+                ) => {}
                 Err(e) => return Err(e.into()),
             }
         }
