@@ -248,8 +248,7 @@ impl Metrics {
         self.0.shared_fallbacks.inc();
     }
 
-    fn store_call(&self, op: &'static str, ok: bool, started: Instant) {
-        let outcome = if ok { "ok" } else { "error" };
+    fn store_call(&self, op: &'static str, outcome: &'static str, started: Instant) {
         self.0
             .store_seconds
             .get_or_create(&OpLabels { op, outcome })
@@ -340,18 +339,19 @@ impl Metered {
         let started = Instant::now();
         let span = tracing::debug_span!("store", op, key = %location);
         let out = call.instrument(span).await;
-        // "Not found" and a lost compare-and-swap are answers, not failures.
-        let ok = match &out {
-            Ok(_) => true,
+        // "Not found" and a lost compare-and-swap are answers, not failures; "not
+        // modified" (a revalidated cache entry still current) is told apart.
+        let outcome = match &out {
+            Ok(_) => "ok",
+            Err(object_store::Error::NotModified { .. }) => "not_modified",
             Err(
                 object_store::Error::NotFound { .. }
                 | object_store::Error::Precondition { .. }
-                | object_store::Error::AlreadyExists { .. }
-                | object_store::Error::NotModified { .. },
-            ) => true,
-            Err(_) => false,
+                | object_store::Error::AlreadyExists { .. },
+            ) => "ok",
+            Err(_) => "error",
         };
-        self.metrics.store_call(op, ok, started);
+        self.metrics.store_call(op, outcome, started);
         out
     }
 }
@@ -396,7 +396,12 @@ impl ObjectStore for Metered {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
-        let op = if options.head { "head" } else { "get" };
+        let op = match (options.head, &options.if_none_match) {
+            (true, _) => "head",
+            // A cached document confirmed with the store.
+            (false, Some(_)) => "revalidate",
+            (false, None) => "get",
+        };
         self.timed(op, location, self.inner.get_opts(location, options))
             .await
     }

@@ -192,9 +192,10 @@ async fn with_two_nodes_over_one_store_a_revalidated_cache_is_never_stale() {
     let caps = DocStore::memory().capabilities();
     let over_bucket = || DocStore::new(bucket.clone(), caps);
     let a = router(&over_bucket(), &Metrics::new());
+    let b_metrics = Metrics::new();
     let b = router(
         &over_bucket().with_revalidated_read_cache(1 << 20),
-        &Metrics::new(),
+        &b_metrics,
     );
     // What a cache that trusts itself would do on B: serve what it saw first.
     let blind = router(&over_bucket().with_read_cache(1 << 20), &Metrics::new());
@@ -249,6 +250,22 @@ async fn with_two_nodes_over_one_store_a_revalidated_cache_is_never_stale() {
         0,
         "a cache that is not revalidated is stale"
     );
+    // Unchanged, B's pulls are hits confirmed by "not modified": no whole reads.
+    let count = |op: &str, outcome: &str| {
+        let series =
+            format!("starfish_store_request_seconds_count{{op=\"{op}\",outcome=\"{outcome}\"}} ");
+        b_metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()).map(str::to_owned))
+            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    let (gets, confirmed) = (count("get", "ok"), count("revalidate", "not_modified"));
+    for _ in 0..10 {
+        assert_eq!(pull(&b).await, 200);
+    }
+    assert_eq!(count("get", "ok"), gets);
+    assert_eq!(count("revalidate", "not_modified"), confirmed + 10.0);
     // What the revalidation rests on: the store answers "not modified", without the
     // bytes, to a read naming the current ETag.
     use futures::StreamExt;
