@@ -69,8 +69,8 @@ impl Budget {
     /// `windowMs / maxRequests`, in bursts of at most a tenth of `maxRequests`), so a
     /// namespace at its limit never lands all of a window's requests at once.
     ///
-    /// With shared counters (`rate`), the count is kept for all nodes under `key`
-    /// as well; when they do not answer, on this node alone.
+    /// With shared counters (`rate`), the count is kept for all nodes under `key()`
+    /// (made only then) as well; when they do not answer, on this node alone.
     ///
     /// # Errors
     /// `429 Rate limit exceeded` with `Retry-After` when the namespace is over its
@@ -78,7 +78,7 @@ impl Budget {
     pub(crate) async fn charge_namespace(
         &self,
         rate: &RateLimiter,
-        key: &str,
+        key: impl FnOnce() -> String,
         now_ms: u64,
     ) -> Result<(), ApiError> {
         let Some(max) = self.limits.max_requests else {
@@ -106,7 +106,10 @@ impl Budget {
             }
             *tat = due.saturating_add(interval);
         }
-        match rate.pace_shared(key, interval, tolerance, now_ms).await {
+        if !rate.is_shared() {
+            return Ok(());
+        }
+        match rate.pace_shared(&key(), interval, tolerance, now_ms).await {
             Some(0) | None => Ok(()),
             Some(wait_us) => Err(refused(wait_us)),
         }

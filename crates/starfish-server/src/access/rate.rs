@@ -164,6 +164,11 @@ impl RateLimiter {
         }
     }
 
+    /// True when this limiter has shared counters.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// The shared counters, unless they failed in the last [`SHARED_BACKOFF_MS`].
     fn shared_now(&self, now_ms: u64) -> Option<&Arc<dyn SharedLimits>> {
         let shared = self.shared.as_ref()?;

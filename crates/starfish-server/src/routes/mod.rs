@@ -202,13 +202,15 @@ async fn route(
         Some(budget) => {
             let permit = budget.permit()?;
             let scope = endpoint.scope();
-            let key = format!(
-                "ns:{}/{}",
-                scope.namespace.as_ref().map_or("", |n| n.as_str()),
-                scope.generation.as_deref().unwrap_or("")
-            );
+            let key = || {
+                format!(
+                    "ns:{}/{}",
+                    scope.namespace.as_ref().map_or("", |n| n.as_str()),
+                    scope.generation.as_deref().unwrap_or("")
+                )
+            };
             let charged = budget
-                .charge_namespace(&state.rate, &key, state.clock.now_ms())
+                .charge_namespace(&state.rate, key, state.clock.now_ms())
                 .await;
             if let Err(refused) = charged {
                 // Held a moment (without its place): a flood's connections each get
