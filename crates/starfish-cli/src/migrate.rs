@@ -21,7 +21,8 @@ pub(crate) struct MigrateArgs {
     #[arg(required_unless_present = "status")]
     namespace: Option<String>,
     /// Seconds writes stay frozen before the last pass: more than the servers'
-    /// refresh (1 s) plus their longest write.
+    /// refresh (1 s) plus their longest write, plus the filesystem store's journal
+    /// interval (1 s) for a data directory.
     #[arg(long, default_value_t = 5.0, value_parser = crate::grace_seconds)]
     grace: f64,
     /// Abandon the namespace's migration: servers go back to its shared keys.

@@ -92,11 +92,16 @@ fn admin_subcommands_manage_runtime_namespaces_of_a_running_server() {
             .map(|g| g.unwrap().path().join("board"))
     };
     for ns in ["acme", "globex", "initech"] {
-        let file = if ns == "initech" {
-            runtime_board(&data).unwrap()
-        } else {
-            data.join("_starfish/ns").join(ns).join("board")
+        let file = || {
+            if ns == "initech" {
+                runtime_board(&data)
+            } else {
+                Some(data.join("_starfish/ns").join(ns).join("board"))
+            }
         };
+        // On disk within the journal's interval (1 s).
+        assert!(common::eventually(|| file().is_some_and(|f| f.is_file())));
+        let file = file().unwrap();
         let text = std::fs::read_to_string(&file).unwrap();
         assert!(
             text.contains(&format!("\"from\":\"{ns}\"")),

@@ -333,7 +333,8 @@ async fn two_nodes_appending_to_one_segmented_log_lose_nothing() {
 #[tokio::test]
 async fn the_segmented_layout_is_the_references() {
     let dir = tempfile::tempdir().unwrap();
-    let app = app_on(DocStore::local(dir.path()).unwrap(), &ManualClock::new(T0));
+    let store = DocStore::local(dir.path()).unwrap();
+    let app = app_on(store.clone(), &ManualClock::new(T0));
     for i in 0..6 {
         append(
             &app,
@@ -342,6 +343,7 @@ async fn the_segmented_layout_is_the_references() {
         )
         .await;
     }
+    store.flush().await.unwrap();
     let head: Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("seg/log")).unwrap()).unwrap();
     assert_eq!(head["seg"], true);

@@ -177,7 +177,8 @@ async fn only_the_owner_writes_a_self_blob_and_anyone_reads_it() {
 #[tokio::test]
 async fn the_filesystem_layout_is_the_references() {
     let dir = tempfile::tempdir().unwrap();
-    let app = app(DocStore::local(dir.path()).unwrap());
+    let store = DocStore::local(dir.path()).unwrap();
+    let app = app(store.clone());
     assert_eq!(
         send(
             &app,
@@ -187,6 +188,7 @@ async fn the_filesystem_layout_is_the_references() {
         .status(),
         StatusCode::OK
     );
+    store.flush().await.unwrap();
     assert_eq!(std::fs::read(dir.path().join("drop/a")).unwrap(), b"%PDF");
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("drop/a.__meta__")).unwrap())

@@ -99,6 +99,19 @@ impl Server {
         self.child.wait().unwrap()
     }
 
+    /// Kills the server as a crash would (SIGKILL): nothing runs on the way out.
+    pub fn kill(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-KILL", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        self.child.wait().unwrap();
+    }
+
     /// Waits (at most 15 s) for the server to exit by itself, after a signal the test
     /// sent.
     pub fn terminate_waited(mut self) -> std::process::ExitStatus {
@@ -137,6 +150,19 @@ impl Server {
         let headers = head.lines().skip(1).map(str::to_ascii_lowercase).collect();
         (status, headers, response[end + 4..].to_vec())
     }
+}
+
+/// Waits (at most 10 s) until `found` says yes: for files a running server writes
+/// to the filesystem store, whose journal is written out within a second.
+pub fn eventually(mut found: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if found() {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    found()
 }
 
 impl Drop for Server {

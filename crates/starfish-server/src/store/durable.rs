@@ -32,6 +32,14 @@ pub(super) fn local(dir: &std::path::Path) -> Result<DocStore, StoreError> {
     let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?
         .with_automatic_cleanup(true)
         .with_fsync(true);
+    // What a process without `--fsync` left in the journal comes first.
+    #[cfg(unix)]
+    super::journal::recover(dir, &fs).map_err(|e| {
+        StoreError::Backend(object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(e),
+        })
+    })?;
     Ok(DocStore::new(
         Arc::new(fs),
         Capabilities {

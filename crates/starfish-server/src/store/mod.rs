@@ -16,6 +16,8 @@ mod copy;
 mod datakeys;
 #[cfg(feature = "fs")]
 mod durable;
+#[cfg(all(feature = "fs", unix))]
+mod journal;
 mod key;
 mod list;
 mod quota;
@@ -189,6 +191,9 @@ pub struct DocStore {
     cache: Option<Arc<cache::ReadCache>>,
     locks: Arc<[tokio::sync::Mutex<()>]>,
     hasher: std::collections::hash_map::RandomState,
+    /// The filesystem store's journal, when it keeps one.
+    #[cfg(all(feature = "fs", unix))]
+    journal: Option<Arc<journal::Journaled>>,
 }
 
 impl DocStore {
@@ -202,6 +207,8 @@ impl DocStore {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             hasher: std::collections::hash_map::RandomState::new(),
+            #[cfg(all(feature = "fs", unix))]
+            journal: None,
         }
     }
 
@@ -230,15 +237,38 @@ impl DocStore {
                 source: Box::new(e),
             })
         })?;
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?
-            .with_automatic_cleanup(true);
-        Ok(Self::new(
-            Arc::new(fs),
+        let fs = Arc::new(
+            object_store::local::LocalFileSystem::new_with_prefix(dir)?
+                .with_automatic_cleanup(true),
+        );
+        #[cfg(unix)]
+        let journal = match journal::Journaled::open(dir, fs.clone()) {
+            Ok(journal) => journal.map(Arc::new),
+            Err(e) => {
+                return Err(StoreError::Backend(object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: Box::new(e),
+                }));
+            }
+        };
+        #[cfg(unix)]
+        let fs: Arc<dyn ObjectStore> = match &journal {
+            Some(journal) => journal.clone(),
+            None => fs,
+        };
+        #[cfg_attr(not(unix), allow(unused_mut))]
+        let mut store = Self::new(
+            fs,
             Capabilities {
                 conditional_update: false,
                 attributes: false,
             },
-        ))
+        );
+        #[cfg(unix)]
+        {
+            store.journal = journal;
+        }
+        Ok(store)
     }
 
     /// [`DocStore::local`] that fsyncs: a write is acknowledged only once the file
@@ -298,6 +328,25 @@ impl DocStore {
     pub fn with_revalidated_read_cache(mut self, bytes: u64) -> Self {
         self.cache = (bytes > 0).then(|| Arc::new(cache::ReadCache::new(bytes, true)));
         self
+    }
+
+    /// Writes what the filesystem store's journal holds to the files now (for a
+    /// backup by copying files, or a test that reads them); other stores have
+    /// nothing to do. The journal does it by itself within a second.
+    ///
+    /// # Errors
+    /// When a document's file cannot be written (it stays in the journal).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        #[cfg(all(feature = "fs", unix))]
+        if let Some(journal) = &self.journal {
+            return journal.flush().await.map_err(|e| {
+                StoreError::Backend(object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: Box::new(e),
+                })
+            });
+        }
+        Ok(())
     }
 
     /// Entries and bytes the read cache holds, when there is one.
