@@ -225,8 +225,16 @@ impl DocStore {
 
     /// A store of files under `dir`, in the reference's layout (`dir/users/abc/notes`).
     ///
+    /// On Unix, writes of up to 256 KiB go through a journal first
+    /// (`dir/.starfish-journal#<n>`): one appended record each, served from memory,
+    /// written to the documents' files about once a second and when the store is
+    /// dropped, and replayed by the next open after a crash. A killed process loses
+    /// nothing; files trail the acknowledged state by about a second
+    /// ([`DocStore::flush`] writes them now). docs/operations.md has the details.
+    ///
     /// # Errors
-    /// When `dir` cannot be created or opened.
+    /// When `dir` cannot be created or opened, or a journal left by a crash cannot be
+    /// replayed.
     #[cfg(feature = "fs")]
     #[cfg_attr(docsrs, doc(cfg(feature = "fs")))]
     pub fn local(dir: impl AsRef<std::path::Path>) -> Result<Self, StoreError> {
