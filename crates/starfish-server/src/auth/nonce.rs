@@ -57,33 +57,141 @@ pub(crate) fn fingerprint(signer: &SignerKey, nonce: &str) -> Fingerprint {
 /// about once in 2^32 signers, would share their per-signer bound, nothing more).
 type SignerId = u64;
 
+/// A (signer, nonce) pair in the local cache: 8 bytes of SipHash under this
+/// process's random key. A collision, about N in 2^64 per request with N live
+/// nonces (one in 10^13 at two million), could only refuse a request, never admit
+/// a replay, and nobody without the key can aim one. (The shared cache uses
+/// [`fingerprint`]: every node must compute the same key.)
+type LocalKey = u64;
+
+/// Request timestamps are grouped by 2^10 ms.
+const BUCKET_SHIFT: u32 = 10;
+
+/// One live nonce: 24 bytes in its bucket, 9 (and the table's slack) in the set.
+#[derive(Clone, Copy)]
+struct Entry {
+    ts: i64,
+    key: LocalKey,
+    signer: SignerId,
+}
+
+/// The live nonces whose request timestamps fall in one 2^10 ms slot.
+#[derive(Default)]
+struct Bucket {
+    entries: Vec<Entry>,
+    /// Newest first (so the oldest leaves from the end): sorted when the bucket is
+    /// the oldest and an entry must leave, not on every insert.
+    sorted: bool,
+}
+
+impl Bucket {
+    fn sort(&mut self) {
+        if !self.sorted {
+            self.entries.sort_unstable_by_key(|e| std::cmp::Reverse(e.ts));
+            self.sorted = true;
+        }
+    }
+}
+
+/// The set's hasher: its keys are keyed hashes already.
+#[derive(Default, Clone, Copy)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 #[derive(Default)]
 struct State {
-    /// Live fingerprints.
-    seen: HashSet<Fingerprint>,
-    /// (request ts, arrival sequence) -> entry (its fingerprint and its signer's
-    /// [`SignerId`]), oldest request first.
-    by_ts: BTreeMap<(i64, u64), (Fingerprint, SignerId)>,
+    /// Live keys.
+    seen: HashSet<LocalKey, std::hash::BuildHasherDefault<Prehashed>>,
+    /// Live entries by request-timestamp slot, oldest slot first.
+    buckets: BTreeMap<i64, Bucket>,
     /// Live entries per signer.
     per_signer: HashMap<SignerId, u32>,
     /// The newest request timestamp evicted to make room; requests not newer are
     /// refused.
     high_water: Option<i64>,
-    next_seq: u64,
+}
+
+/// Drops `e` from the set and its signer's count.
+fn forget(
+    seen: &mut HashSet<LocalKey, std::hash::BuildHasherDefault<Prehashed>>,
+    per_signer: &mut HashMap<SignerId, u32>,
+    e: Entry,
+) {
+    seen.remove(&e.key);
+    if let Some(count) = per_signer.get_mut(&e.signer) {
+        *count -= 1;
+        if *count == 0 {
+            per_signer.remove(&e.signer);
+        }
+    }
 }
 
 impl State {
+    /// The oldest live request timestamp.
+    fn oldest_ts(&mut self) -> Option<i64> {
+        let mut first = self.buckets.first_entry()?;
+        let bucket = first.get_mut();
+        bucket.sort();
+        bucket.entries.last().map(|e| e.ts)
+    }
+
     /// Drops the oldest entry; returns its request timestamp.
     fn pop_oldest(&mut self) -> Option<i64> {
-        let ((ts, _), (key, signer)) = self.by_ts.pop_first()?;
-        self.seen.remove(&key);
-        if let Some(count) = self.per_signer.get_mut(&signer) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_signer.remove(&signer);
-            }
+        let mut first = self.buckets.first_entry()?;
+        let bucket = first.get_mut();
+        bucket.sort();
+        let e = bucket.entries.pop()?;
+        if bucket.entries.is_empty() {
+            first.remove();
         }
-        Some(ts)
+        forget(&mut self.seen, &mut self.per_signer, e);
+        Some(e.ts)
+    }
+
+    /// Drops every entry whose request timestamp is before `horizon`: whole slots
+    /// without sorting them, then the oldest of the slot the horizon falls in.
+    fn expire(&mut self, horizon: i64) {
+        while let Some(mut first) = self.buckets.first_entry() {
+            let end = (*first.key() << BUCKET_SHIFT).saturating_add(1 << BUCKET_SHIFT);
+            if end <= horizon {
+                for e in first.remove().entries {
+                    forget(&mut self.seen, &mut self.per_signer, e);
+                }
+                continue;
+            }
+            let bucket = first.get_mut();
+            bucket.sort();
+            while bucket.entries.last().is_some_and(|e| e.ts < horizon) {
+                if let Some(e) = bucket.entries.pop() {
+                    forget(&mut self.seen, &mut self.per_signer, e);
+                }
+            }
+            if bucket.entries.is_empty() {
+                first.remove();
+            }
+            return;
+        }
+    }
+
+    fn insert(&mut self, e: Entry) {
+        self.seen.insert(e.key);
+        let bucket = self.buckets.entry(e.ts >> BUCKET_SHIFT).or_default();
+        bucket.sorted = bucket.entries.last().is_none_or(|last| last.ts >= e.ts) && bucket.sorted;
+        bucket.entries.push(e);
+        *self.per_signer.entry(e.signer).or_insert(0) += 1;
     }
 }
 
@@ -146,14 +254,8 @@ impl NonceCache {
         // Forget entries whose request can no longer be accepted (bounded work: each
         // entry leaves once).
         let horizon = (now_ms as i64).saturating_sub((self.limits.window_ms / 2) as i64);
-        while st
-            .by_ts
-            .first_key_value()
-            .is_some_and(|((t, _), _)| *t < horizon)
-        {
-            st.pop_oldest();
-        }
-        let key = fingerprint(signer, nonce);
+        st.expire(horizon);
+        let key: LocalKey = std::hash::BuildHasher::hash_one(&self.ids, (signer, nonce));
         let id: SignerId = std::hash::BuildHasher::hash_one(&self.ids, signer);
         if st.seen.contains(&key) {
             return Err(NonceRefusal::Replay);
@@ -166,11 +268,7 @@ impl NonceCache {
         }
         if st.seen.len() >= self.limits.max_entries.max(1) {
             // Full: this request would be the oldest, or the oldest makes room.
-            if st
-                .by_ts
-                .first_key_value()
-                .is_some_and(|((t, _), _)| ts <= *t)
-            {
+            if st.oldest_ts().is_some_and(|t| ts <= t) {
                 st.high_water = Some(st.high_water.map_or(ts, |hw| hw.max(ts)));
                 return Err(NonceRefusal::BelowHighWater);
             }
@@ -178,11 +276,11 @@ impl NonceCache {
                 st.high_water = Some(st.high_water.map_or(evicted, |hw| hw.max(evicted)));
             }
         }
-        let seq = st.next_seq;
-        st.next_seq += 1;
-        st.seen.insert(key);
-        st.by_ts.insert((ts, seq), (key, id));
-        *st.per_signer.entry(id).or_insert(0) += 1;
+        st.insert(Entry {
+            ts,
+            key,
+            signer: id,
+        });
         Ok(())
     }
 }
@@ -219,6 +317,52 @@ mod tests {
             c.check_and_remember(&signer(1), "n1", 0, 1001).is_ok(),
             "forgotten once the request is outside the window"
         );
+    }
+
+    /// Eviction takes the oldest request timestamps whatever the arrival order and
+    /// whichever 2^10 ms slots they fall in, and expiry drops whole slots and the
+    /// older part of the slot the horizon falls in.
+    #[test]
+    fn eviction_and_expiry_follow_request_timestamps() {
+        let c = NonceCache::new(NonceCacheLimits {
+            window_ms: 1_000_000_000,
+            max_entries: 4,
+            per_signer: 100,
+        });
+        for (nonce, ts) in [("a", 3000), ("b", 10), ("c", 2050), ("d", 1500)] {
+            assert!(c.check_and_remember(&signer(1), nonce, ts, 0).is_ok());
+        }
+        assert!(c.check_and_remember(&signer(1), "e", 4000, 0).is_ok());
+        assert!(c.check_and_remember(&signer(1), "f", 5000, 0).is_ok());
+        assert_eq!(c.len(), 4);
+        for held in ["a", "c", "e", "f"] {
+            assert_eq!(
+                c.check_and_remember(&signer(1), held, 6000, 0),
+                Err(NonceRefusal::Replay),
+                "{held}"
+            );
+        }
+        assert_eq!(
+            c.check_and_remember(&signer(1), "d", 1500, 0),
+            Err(NonceRefusal::BelowHighWater),
+            "d (1500) and b (10) were the oldest"
+        );
+        assert!(c.check_and_remember(&signer(1), "b", 2000, 0).is_err());
+
+        let c = small(); // a 2 s window: the horizon is now - 1 s
+        for (nonce, ts) in [("w", 100), ("x", 1500), ("y", 1100), ("z", 2100)] {
+            assert!(c.check_and_remember(&signer(2), nonce, ts, 0).is_ok());
+        }
+        assert!(
+            c.check_and_remember(&signer(2), "fresh", 2150, 2200)
+                .is_ok()
+        );
+        assert_eq!(c.len(), 3, "w and y expired at 2200");
+        assert_eq!(
+            c.check_and_remember(&signer(2), "x", 1500, 2200),
+            Err(NonceRefusal::Replay)
+        );
+        assert!(c.check_and_remember(&signer(2), "y", 1100, 2200).is_ok());
     }
 
     #[test]
@@ -293,6 +437,6 @@ mod nonce_memory {
         }
         let per_nonce = resident_kib().saturating_sub(before) * 1024 / n;
         eprintln!("{per_nonce} bytes per live nonce");
-        assert!(per_nonce < 130, "{per_nonce} bytes per live nonce");
+        assert!(per_nonce < 60, "{per_nonce} bytes per live nonce");
     }
 }
