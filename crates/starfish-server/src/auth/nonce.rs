@@ -87,7 +87,8 @@ struct Bucket {
 impl Bucket {
     fn sort(&mut self) {
         if !self.sorted {
-            self.entries.sort_unstable_by_key(|e| std::cmp::Reverse(e.ts));
+            self.entries
+                .sort_unstable_by_key(|e| std::cmp::Reverse(e.ts));
             self.sorted = true;
         }
     }

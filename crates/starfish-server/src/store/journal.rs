@@ -57,6 +57,11 @@ const NAME: &str = ".starfish-journal";
 const PUT: u8 = 1;
 const FORGET: u8 = 2;
 
+/// Put in a write's `PutOptions::extensions` by the document store: this write may
+/// go through the journal. Others (blobs, the server's records) go to their file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Journal;
+
 /// The filesystem store with its journal.
 #[derive(Debug)]
 pub(crate) struct Journaled {
@@ -73,11 +78,14 @@ struct Shared {
     /// Wakes the flusher (time, pressure or shutdown).
     work: Condvar,
     /// Wakes writers waiting for room.
-    room: Condvar,
+    room: tokio::sync::Notify,
+    /// Random per open: ETags of journaled versions are never reused across opens.
+    epoch: u64,
     stripes: Box<[tokio::sync::Mutex<()>]>,
     hasher: std::collections::hash_map::RandomState,
     /// Held (`flock`) while this process journals the directory.
     _lock: File,
+    checkpointing: Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -97,6 +105,8 @@ struct State {
     /// How many journaled keys each folder holds (at any depth): a key that is one
     /// of these cannot be a file.
     dirs: HashMap<String, usize>,
+    /// Keys being written to the directory directly, and how many times.
+    direct: HashMap<String, usize>,
     closing: bool,
     #[cfg(test)]
     crashed: bool,
@@ -121,6 +131,34 @@ impl State {
         self.segment_len == 0 && self.dirty.is_empty() && self.oldest == self.segment_no
     }
 
+    fn begin_direct(&mut self, key: &str) {
+        *self.direct.entry(key.to_owned()).or_default() += 1;
+        for folder in ancestors(key) {
+            *self.dirs.entry(folder.to_owned()).or_default() += 1;
+        }
+    }
+
+    fn end_direct(&mut self, key: &str) {
+        if let Some(n) = self.direct.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.direct.remove(key);
+            }
+        }
+        self.leave_folders(key);
+    }
+
+    fn leave_folders(&mut self, key: &str) {
+        for folder in ancestors(key) {
+            if let Some(n) = self.dirs.get_mut(folder) {
+                *n -= 1;
+                if *n == 0 {
+                    self.dirs.remove(folder);
+                }
+            }
+        }
+    }
+
     fn insert(&mut self, d: Dirty) {
         let len = d.bytes.len();
         if let Some(old) = self.dirty.get_mut(d.location.as_ref()) {
@@ -139,14 +177,7 @@ impl State {
     fn remove(&mut self, key: &str) -> Option<Dirty> {
         let d = self.dirty.remove(key)?;
         self.dirty_bytes -= d.bytes.len();
-        for folder in ancestors(key) {
-            if let Some(n) = self.dirs.get_mut(folder) {
-                *n -= 1;
-                if *n == 0 {
-                    self.dirs.remove(folder);
-                }
-            }
-        }
+        self.leave_folders(key);
         Some(d)
     }
 
@@ -169,7 +200,9 @@ impl State {
                 )),
             })
         };
-        if ancestors(key).any(|folder| self.dirty.contains_key(folder)) {
+        if ancestors(key)
+            .any(|folder| self.dirty.contains_key(folder) || self.direct.contains_key(folder))
+        {
             return conflict(ErrorKind::NotADirectory);
         }
         if self.dirs.contains_key(key) {
@@ -208,8 +241,8 @@ fn io_error(e: std::io::Error) -> object_store::Error {
     }
 }
 
-fn e_tag(seq: u64) -> String {
-    format!("\"j{seq:x}\"")
+fn e_tag(epoch: u64, seq: u64) -> String {
+    format!("\"j{epoch:x}-{seq:x}\"")
 }
 
 /// One record: body length and CRC-32 of the body (little-endian u32s), then the
@@ -335,15 +368,21 @@ impl Journaled {
                 dirty: HashMap::new(),
                 dirty_bytes: 0,
                 dirs: HashMap::new(),
+                direct: HashMap::new(),
                 closing: false,
                 #[cfg(test)]
                 crashed: false,
             }),
             work: Condvar::new(),
-            room: Condvar::new(),
+            room: tokio::sync::Notify::new(),
+            epoch: std::hash::BuildHasher::hash_one(
+                &std::collections::hash_map::RandomState::new(),
+                0u8,
+            ),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             hasher: std::collections::hash_map::RandomState::new(),
             _lock: lock_file,
+            checkpointing: Mutex::new(()),
         });
         let flusher = {
             let shared = shared.clone();
@@ -373,16 +412,6 @@ impl Journaled {
     #[cfg(test)]
     async fn flush_now(&self) {
         self.flush().await.unwrap();
-    }
-
-    fn dirty_meta(location: &Path, d: &Dirty) -> ObjectMeta {
-        ObjectMeta {
-            location: location.clone(),
-            last_modified: d.modified,
-            size: d.bytes.len() as u64,
-            e_tag: Some(e_tag(d.seq)),
-            version: None,
-        }
     }
 }
 
@@ -454,20 +483,94 @@ fn replay(root: &std::path::Path, inner: &LocalFileSystem) -> std::io::Result<()
             last.insert(key, (kind == PUT).then(|| data.to_vec()));
         }
     }
+    let mut unwritten = 0usize;
     for (key, data) in &last {
         let Some(data) = data else { continue };
-        let path = inner
-            .path_to_filesystem(&Path::parse(key).map_err(std::io::Error::other)?)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        write_file(&path, data)?;
+        let written = Path::parse(key)
+            .map_err(std::io::Error::other)
+            .and_then(|p| {
+                inner
+                    .path_to_filesystem(&p)
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            })
+            .and_then(|path| write_file(&path, data));
+        if let Err(e) = written {
+            unwritten += 1;
+            tracing::error!(key = %key, error = %e, "journal: a replayed document cannot be written");
+        }
     }
     if !last.is_empty() {
         tracing::info!(documents = last.len(), "journal replayed");
     }
     for n in segments {
-        std::fs::remove_file(segment_path(root, n))?;
+        if unwritten > 0 {
+            // Kept for the operator, no longer replayed.
+            let kept = root.join(format!("{NAME}-unwritten#{n}"));
+            std::fs::rename(segment_path(root, n), kept)?;
+        } else {
+            std::fs::remove_file(segment_path(root, n))?;
+        }
     }
     Ok(())
+}
+
+/// Waits while the journal holds more than [`MAX_DIRTY`] bytes, asynchronously and
+/// under no key's lock (the flusher takes those).
+async fn wait_for_room(shared: &Shared) {
+    loop {
+        let notified = shared.room.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let st = lock(&shared.state);
+            if st.dirty_bytes <= MAX_DIRTY || st.closing {
+                return;
+            }
+        }
+        shared.work.notify_all();
+        notified.await;
+    }
+}
+
+/// A write going to the directory directly, registered so that no journaled write
+/// is accepted meanwhile that its file would conflict with.
+struct Direct {
+    shared: Arc<Shared>,
+    key: String,
+}
+
+impl Drop for Direct {
+    fn drop(&mut self) {
+        lock(&self.shared.state).end_direct(&self.key);
+    }
+}
+
+/// Registers a direct write of `location` (see [`State::refuses`]).
+async fn begin_direct(
+    shared: &Arc<Shared>,
+    location: &Path,
+    create: bool,
+) -> object_store::Result<Direct> {
+    let path = shared.inner.path_to_filesystem(location)?;
+    let (s, key) = (shared.clone(), location.as_ref().to_owned());
+    blocking(move || {
+        let mut st = lock(&s.state);
+        if let Some(e) = st.refuses(&key, &path, create) {
+            return Err(e);
+        }
+        st.begin_direct(&key);
+        drop(st);
+        Ok(Direct { shared: s, key })
+    })
+    .await
+}
+
+/// Before a direct change of `location` (its lock held): its file is made to hold
+/// the last acknowledged version, and a record stops older journaled ones from
+/// being replayed. Whether the journal held a version.
+async fn hand_over(shared: &Arc<Shared>, location: &Path) -> object_store::Result<bool> {
+    flush_key(shared, location).await?;
+    forget(shared, location).await
 }
 
 /// Drops `key`'s journaled version, with a record saying so: what the journal held
@@ -487,25 +590,22 @@ async fn flush_key(shared: &Arc<Shared>, key: &Path) -> object_store::Result<()>
 }
 
 impl Shared {
+    fn meta(&self, d: &Dirty) -> ObjectMeta {
+        ObjectMeta {
+            location: d.location.clone(),
+            last_modified: d.modified,
+            size: d.bytes.len() as u64,
+            e_tag: Some(e_tag(self.epoch, d.seq)),
+            version: None,
+        }
+    }
+
     fn stripe_index(&self, key: &Path) -> usize {
         (self.hasher.hash_one(key.as_ref()) as usize) % STRIPES
     }
 
     fn stripe(&self, key: &Path) -> &tokio::sync::Mutex<()> {
         &self.stripes[self.stripe_index(key)]
-    }
-
-    /// Waits (blocking) while the journal holds more than [`MAX_DIRTY`] bytes. Not
-    /// under a key's lock: the flusher takes those.
-    fn wait_for_room(&self) {
-        let mut st = lock(&self.state);
-        while st.dirty_bytes > MAX_DIRTY && !st.closing {
-            self.work.notify_all();
-            st = self
-                .room
-                .wait(st)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
     }
 
     fn dirty(&self, key: &Path) -> Option<Dirty> {
@@ -561,18 +661,9 @@ impl Shared {
         self.write_record(&mut st, &record)?;
         let was = st.remove(location.as_ref()).is_some();
         if was {
-            self.room.notify_all();
+            self.room.notify_waiters();
         }
         Ok(was)
-    }
-
-    /// What [`State::refuses`] says of a write that goes to the directory directly.
-    fn check(&self, location: &Path, create: bool) -> object_store::Result<()> {
-        let path = self.inner.path_to_filesystem(location)?;
-        match lock(&self.state).refuses(location.as_ref(), &path, create) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
     }
 
     /// Starts the next segment; the ones before it stay until a checkpoint covers them.
@@ -597,7 +688,7 @@ impl Shared {
         let mut st = lock(&self.state);
         if st.dirty.get(key.as_ref()).is_some_and(|d| d.seq == seq) {
             st.remove(key.as_ref());
-            self.room.notify_all();
+            self.room.notify_waiters();
         }
         Ok(())
     }
@@ -642,6 +733,10 @@ impl Shared {
     /// Starts a new segment, writes every journaled document to its file, and, when
     /// all were written, removes the segments before the new one.
     fn checkpoint(&self) -> std::io::Result<()> {
+        let _one_at_a_time = self
+            .checkpointing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (first, last, pending) = {
             let mut st = lock(&self.state);
             if st.idle() {
@@ -668,21 +763,32 @@ impl Shared {
             if let Err(e) = self.flush_one(&key, seq, &bytes) {
                 failed += 1;
                 tracing::warn!(key = %key, error = %e, "journal: cannot write a document's file");
+                // Carried into the new segment, so the old ones can go.
+                let record = encode(PUT, key.as_ref(), &bytes);
+                let mut st = lock(&self.state);
+                if st.dirty.get(key.as_ref()).map(|d| d.seq) == Some(seq) {
+                    self.write_record(&mut st, &record)
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                }
             }
-        }
-        if failed > 0 {
-            return Err(std::io::Error::other(format!(
-                "{failed} journaled documents could not be written to their files"
-            )));
         }
         for n in first..=last {
             match std::fs::remove_file(segment_path(&self.root, n)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(error = %e, "journal: cannot remove a segment"),
+                Err(e) => {
+                    // Replayed at the next open: not to be counted as covered.
+                    lock(&self.state).oldest = n;
+                    return Err(e);
+                }
             }
         }
         lock(&self.state).oldest = last + 1;
+        if failed > 0 {
+            return Err(std::io::Error::other(format!(
+                "{failed} journaled documents could not be written to their files"
+            )));
+        }
         Ok(())
     }
 }
@@ -716,31 +822,28 @@ impl ObjectStore for Journaled {
         if reserved(location) {
             return Err(invalid(location));
         }
-        let path = self.shared.inner.path_to_filesystem(location)?;
-        let journaled = payload.content_length() <= MAX_JOURNALED;
         if matches!(opts.mode, PutMode::Update(_)) || !opts.attributes.is_empty() {
             // Not supported by the directory either: its error.
             return self.shared.inner.put_opts(location, payload, opts).await;
         }
-        if journaled && lock(&self.shared.state).dirty_bytes > MAX_DIRTY {
-            let shared = self.shared.clone();
-            blocking(move || shared.wait_for_room()).await;
-        }
-        let _guard = self.shared.stripe(location).lock().await;
         let create = matches!(opts.mode, PutMode::Create);
+        let journaled =
+            opts.extensions.get::<Journal>().is_some() && payload.content_length() <= MAX_JOURNALED;
         if !journaled {
-            let shared = self.shared.clone();
-            let key = location.clone();
-            blocking(move || shared.check(&key, create)).await?;
-            forget(&self.shared, location).await?;
+            let _guard = self.shared.stripe(location).lock().await;
+            let _direct = begin_direct(&self.shared, location, create).await?;
+            hand_over(&self.shared, location).await?;
             return self.shared.inner.put_opts(location, payload, opts).await;
         }
+        let path = self.shared.inner.path_to_filesystem(location)?;
+        wait_for_room(&self.shared).await;
+        let _guard = self.shared.stripe(location).lock().await;
         let bytes = Bytes::from(payload);
         let shared = self.shared.clone();
         let key = location.clone();
         let seq = blocking(move || shared.append_put(&key, &path, bytes, create)).await?;
         Ok(PutResult {
-            e_tag: Some(e_tag(seq)),
+            e_tag: Some(e_tag(self.shared.epoch, seq)),
             version: None,
             extensions: Default::default(),
         })
@@ -754,11 +857,16 @@ impl ObjectStore for Journaled {
         if reserved(location) {
             return Err(invalid(location));
         }
-        let _guard = self.shared.stripe(location).lock().await;
-        let (shared, key) = (self.shared.clone(), location.clone());
-        blocking(move || shared.check(&key, false)).await?;
-        forget(&self.shared, location).await?;
-        self.shared.inner.put_multipart_opts(location, opts).await
+        let direct = {
+            let _guard = self.shared.stripe(location).lock().await;
+            begin_direct(&self.shared, location, false).await?
+        };
+        let inner = self.shared.inner.put_multipart_opts(location, opts).await?;
+        Ok(Box::new(Upload {
+            inner,
+            location: location.clone(),
+            direct,
+        }))
     }
 
     async fn get_opts(
@@ -767,14 +875,35 @@ impl ObjectStore for Journaled {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         if let Some(d) = self.shared.dirty(location) {
-            let plain = options.if_match.is_none()
-                && options.if_none_match.is_none()
-                && options.if_modified_since.is_none()
+            let meta = self.shared.meta(&d);
+            let tag = meta.e_tag.as_deref().unwrap_or_default();
+            if options
+                .if_match
+                .as_ref()
+                .is_some_and(|want| want != tag && want != "*")
+            {
+                let want = options.if_match.as_deref().unwrap_or_default();
+                return Err(object_store::Error::Precondition {
+                    path: location.to_string(),
+                    source: format!("{tag} does not match {want}").into(),
+                });
+            }
+            if options
+                .if_none_match
+                .as_ref()
+                .is_some_and(|want| want == tag || want == "*")
+            {
+                let want = options.if_none_match.as_deref().unwrap_or_default();
+                return Err(object_store::Error::NotModified {
+                    path: location.to_string(),
+                    source: format!("{tag} matches {want}").into(),
+                });
+            }
+            let plain = options.if_modified_since.is_none()
                 && options.if_unmodified_since.is_none()
                 && options.range.is_none()
                 && options.version.is_none();
             if plain {
-                let meta = Self::dirty_meta(location, &d);
                 let range = 0..meta.size;
                 let body = if options.head { Bytes::new() } else { d.bytes };
                 return Ok(GetResult {
@@ -804,12 +933,9 @@ impl ObjectStore for Journaled {
                 async move {
                     let location = location?;
                     let _guard = this.stripe(&location).lock().await;
-                    let was_dirty = forget(&this, &location).await?;
-                    match this.inner.delete(&location).await {
-                        Ok(()) => Ok(location),
-                        Err(object_store::Error::NotFound { .. }) if was_dirty => Ok(location),
-                        Err(e) => Err(e),
-                    }
+                    hand_over(&this, &location).await?;
+                    this.inner.delete(&location).await?;
+                    Ok(location)
                 }
             })
             .boxed()
@@ -855,10 +981,9 @@ impl ObjectStore for Journaled {
             Some(b) => Some(b.lock().await),
             None => None,
         };
+        let _direct = begin_direct(&self.shared, to, false).await?;
         flush_key(&self.shared, from).await?;
-        let (shared, key) = (self.shared.clone(), to.clone());
-        blocking(move || shared.check(&key, false)).await?;
-        forget(&self.shared, to).await?;
+        hand_over(&self.shared, to).await?;
         self.shared.inner.copy_opts(from, to, options).await
     }
 
@@ -877,12 +1002,43 @@ impl ObjectStore for Journaled {
             Some(b) => Some(b.lock().await),
             None => None,
         };
-        flush_key(&self.shared, from).await?;
-        let (shared, key) = (self.shared.clone(), to.clone());
-        blocking(move || shared.check(&key, false)).await?;
-        forget(&self.shared, to).await?;
-        forget(&self.shared, from).await?;
+        let _direct = begin_direct(&self.shared, to, false).await?;
+        hand_over(&self.shared, from).await?;
+        hand_over(&self.shared, to).await?;
         self.shared.inner.rename_opts(from, to, options).await
+    }
+}
+
+/// A multipart upload to the directory: on completion, under the key's lock, a
+/// version journaled meanwhile is handed over first, so the upload is the newest.
+#[derive(Debug)]
+struct Upload {
+    inner: Box<dyn MultipartUpload>,
+    location: Path,
+    direct: Direct,
+}
+
+impl std::fmt::Debug for Direct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Direct").field("key", &self.key).finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl MultipartUpload for Upload {
+    fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
+        self.inner.put_part(data)
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        let shared = self.direct.shared.clone();
+        let _guard = shared.stripe(&self.location).lock().await;
+        hand_over(&shared, &self.location).await?;
+        self.inner.complete().await
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.inner.abort().await
     }
 }
 
@@ -912,9 +1068,9 @@ impl Journaled {
         let extra: HashMap<Path, ObjectMeta> = lock(&self.shared.state)
             .dirty
             .values()
-            .filter(|d| prefix.is_none_or(|p| d.location.prefix_matches(p)))
+            .filter(|d| prefix.is_none_or(|p| d.location.prefix_matches(p) && d.location != *p))
             .filter(|d| offset.is_none_or(|o| d.location > *o))
-            .map(|d| (d.location.clone(), Self::dirty_meta(&d.location, d)))
+            .map(|d| (d.location.clone(), self.shared.meta(d)))
             .collect();
         let listing = match offset {
             Some(o) => self.shared.inner.list_with_offset(prefix, o),
@@ -969,9 +1125,25 @@ mod tests {
         }
     }
 
-    async fn put(store: &Journaled, key: &str, body: &'static str) {
+    /// Options of a write the document store sends (journaled when small).
+    fn doc(mode: PutMode) -> PutOptions {
+        let mut opts = PutOptions::from(mode);
+        opts.extensions.insert(Journal);
+        opts
+    }
+
+    async fn jput(
+        store: &Journaled,
+        key: &str,
+        body: PutPayload,
+    ) -> object_store::Result<PutResult> {
         store
-            .put(&Path::from(key), PutPayload::from_static(body.as_bytes()))
+            .put_opts(&Path::from(key), body, doc(PutMode::Overwrite))
+            .await
+    }
+
+    async fn put(store: &Journaled, key: &str, body: &'static str) {
+        jput(store, key, PutPayload::from_static(body.as_bytes()))
             .await
             .unwrap();
     }
@@ -1115,7 +1287,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
         let key = Path::from("k");
-        let create = || PutOptions::from(PutMode::Create);
+        let create = || doc(PutMode::Create);
         let body = || PutPayload::from_static(b"v");
         store.put_opts(&key, body(), create()).await.unwrap();
         let again = store.put_opts(&key, body(), create()).await;
@@ -1132,7 +1304,7 @@ mod tests {
             again,
             Err(object_store::Error::AlreadyExists { .. })
         ));
-        let reserved = store.put(&Path::from(NAME), body()).await;
+        let reserved = jput(&store, NAME, body()).await;
         assert!(matches!(
             reserved,
             Err(object_store::Error::InvalidPath { .. })
@@ -1172,21 +1344,15 @@ mod tests {
             ("docs/x", ErrorKind::IsADirectory),
             ("docs", ErrorKind::IsADirectory),
         ] {
-            let small = store
-                .put(&Path::from(key), PutPayload::from_static(b"1"))
-                .await;
+            let small = jput(&store, key, PutPayload::from_static(b"1")).await;
             assert_eq!(kind(&small.unwrap_err()), want, "{key}");
             let direct = store.put(&Path::from(key), big()).await;
             assert_eq!(kind(&direct.unwrap_err()), want, "{key}, direct");
         }
         store.flush_now().await;
-        let on_disk = store
-            .put(&Path::from("docs/d/n"), PutPayload::from_static(b"1"))
-            .await;
+        let on_disk = jput(&store, "docs/d/n", PutPayload::from_static(b"1")).await;
         assert_eq!(kind(&on_disk.unwrap_err()), ErrorKind::NotADirectory);
-        let on_disk = store
-            .put(&Path::from("docs/x"), PutPayload::from_static(b"1"))
-            .await;
+        let on_disk = jput(&store, "docs/x", PutPayload::from_static(b"1")).await;
         assert_eq!(kind(&on_disk.unwrap_err()), ErrorKind::IsADirectory);
         // Once the document is gone, the folder may be made.
         put(&store, "docs/y", "file").await;
@@ -1195,6 +1361,109 @@ mod tests {
         store.flush_now().await;
         assert_eq!(file(dir.path(), "docs/y/n").unwrap(), b"now a folder");
         assert_eq!(file(dir.path(), "docs/d").unwrap(), b"file");
+    }
+
+    /// A direct change never sets a key back: an aborted upload leaves the last
+    /// acknowledged (journaled) version, a completed one wins over a version journaled
+    /// while it ran, and while it runs no journaled key may sit under it. Only
+    /// writes the document store marks are journaled.
+    #[tokio::test]
+    async fn direct_writes_hand_over_and_block_conflicts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("k"), b"v1").unwrap();
+        let store = open(dir.path());
+        put(&store, "k", "v2").await;
+        let mut upload = store.put_multipart(&Path::from("k")).await.unwrap();
+        upload
+            .put_part(PutPayload::from_static(b"never"))
+            .await
+            .unwrap();
+        upload.abort().await.unwrap();
+        drop(upload);
+        assert_eq!(read(&store, "k").await.unwrap(), "v2", "still journaled");
+
+        let mut upload = store.put_multipart(&Path::from("k")).await.unwrap();
+        let under = jput(&store, "k/x", PutPayload::from_static(b"1")).await;
+        assert!(under.is_err(), "k is being written as a file");
+        put(&store, "k", "v3").await;
+        upload
+            .put_part(PutPayload::from_static(b"upload"))
+            .await
+            .unwrap();
+        upload.complete().await.unwrap();
+        drop(upload);
+        assert_eq!(read(&store, "k").await.unwrap(), "upload");
+        store.flush_now().await;
+        assert_eq!(file(dir.path(), "k").unwrap(), b"upload");
+
+        // Unmarked writes (blobs, records) go to their file at once.
+        store
+            .put(&Path::from("blob"), PutPayload::from_static(b"b"))
+            .await
+            .unwrap();
+        assert_eq!(file(dir.path(), "blob").unwrap(), b"b");
+        store.crash();
+        let store = open(dir.path());
+        assert_eq!(
+            read(&store, "k").await.unwrap(),
+            "upload",
+            "not replayed over"
+        );
+    }
+
+    /// ETags of journaled versions differ across opens, and conditional reads are
+    /// answered from the journal.
+    #[tokio::test]
+    async fn journaled_etags_are_unique_and_answer_conditions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let first = jput(&store, "k", PutPayload::from_static(b"a"))
+            .await
+            .unwrap();
+        let tag = first.e_tag.clone().unwrap();
+        let not_modified = store
+            .get_opts(
+                &Path::from("k"),
+                GetOptions {
+                    if_none_match: Some(tag.clone()),
+                    ..Default::default()
+                },
+            )
+            .await;
+        assert!(matches!(
+            not_modified,
+            Err(object_store::Error::NotModified { .. })
+        ));
+        let precondition = store
+            .get_opts(
+                &Path::from("k"),
+                GetOptions {
+                    if_match: Some("\"other\"".into()),
+                    ..Default::default()
+                },
+            )
+            .await;
+        assert!(matches!(
+            precondition,
+            Err(object_store::Error::Precondition { .. })
+        ));
+        assert_eq!(
+            file(dir.path(), "k"),
+            None,
+            "answered without writing the file"
+        );
+        store.crash();
+        let store = open(dir.path());
+        let again = jput(&store, "k", PutPayload::from_static(b"b"))
+            .await
+            .unwrap();
+        assert_ne!(again.e_tag.unwrap(), tag);
+        // A listing under a prefix does not hold the document of that name.
+        std::fs::create_dir(dir.path().join("p")).unwrap();
+        std::fs::write(dir.path().join("p/q"), b"file").unwrap();
+        let _ = jput(&store, "p", PutPayload::from_static(b"doc")).await;
+        put(&store, "r", "doc").await;
+        assert!(listed(&store, Some("r")).await.is_empty());
     }
 
     /// Writers and checkpoints interleaved: every key ends at its last write, in
@@ -1210,7 +1479,10 @@ mod tests {
                     let key = Path::from(format!("w/{w}"));
                     for i in 0..=200u32 {
                         let body = PutPayload::from(i.to_string().into_bytes());
-                        store.put(&key, body).await.unwrap();
+                        store
+                            .put_opts(&key, body, doc(PutMode::Overwrite))
+                            .await
+                            .unwrap();
                     }
                 })
             })

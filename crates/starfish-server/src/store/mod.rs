@@ -404,6 +404,8 @@ impl DocStore {
             Expect::Version(..) => PutMode::Overwrite,
         };
         let mut opts = PutOptions::from(mode);
+        #[cfg(all(feature = "fs", unix))]
+        opts.extensions.insert(journal::Journal);
         if self.caps.attributes {
             opts.attributes = Attributes::from_iter([(
                 Attribute::ContentType,
