@@ -803,11 +803,15 @@ fn reserved(location: &Path) -> bool {
     location.as_ref() == NAME
 }
 
+/// The key of the journal's own files: a conflict with another object (a 409 for a
+/// client whose template makes it, never a 500).
 fn invalid(location: &Path) -> object_store::Error {
-    object_store::Error::InvalidPath {
-        source: object_store::path::Error::InvalidPath {
-            path: location.as_ref().into(),
-        },
+    object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: Box::new(std::io::Error::new(
+            ErrorKind::IsADirectory,
+            format!("{location} is reserved for the journal"),
+        )),
     }
 }
 
@@ -1304,11 +1308,14 @@ mod tests {
             again,
             Err(object_store::Error::AlreadyExists { .. })
         ));
-        let reserved = jput(&store, NAME, body()).await;
-        assert!(matches!(
-            reserved,
-            Err(object_store::Error::InvalidPath { .. })
-        ));
+        let reserved = jput(&store, NAME, body()).await.unwrap_err();
+        assert!(
+            matches!(
+                super::super::StoreError::on_write(reserved),
+                super::super::StoreError::KeyConflict(_)
+            ),
+            "a 409, not a 500"
+        );
 
         let fs = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
         assert!(
