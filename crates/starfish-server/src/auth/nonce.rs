@@ -51,11 +51,11 @@ pub(crate) fn fingerprint(signer: &SignerKey, nonce: &str) -> Fingerprint {
     out
 }
 
-/// A signer as 8 bytes: a hash of its key under this process's random key, so an
-/// entry costs 24 bytes less than with the key itself, and nobody can choose keys
-/// that share another signer's count (two signers that happened to share an id,
-/// about once in 2^32 signers, would share their per-signer bound, nothing more).
-type SignerId = u64;
+/// A signer as 4 bytes: a hash of its key under this process's random key, so an
+/// entry costs 28 bytes less than with the key itself, and nobody can choose keys
+/// that share another signer's count (two signers that happen to share an id, about
+/// one pair among 100,000 signers, share their per-signer bound, nothing more).
+type SignerId = u32;
 
 /// A (signer, nonce) pair in the local cache: 8 bytes of SipHash under this
 /// process's random key. A collision, about N in 2^64 per request with N live
@@ -67,12 +67,23 @@ type LocalKey = u64;
 /// Request timestamps are grouped by 2^10 ms.
 const BUCKET_SHIFT: u32 = 10;
 
-/// One live nonce: 24 bytes in its bucket, 9 (and the table's slack) in the set.
+/// One live nonce: 16 bytes in its slot, 9 (and the table's slack) in the set.
 #[derive(Clone, Copy)]
 struct Entry {
-    ts: i64,
     key: LocalKey,
     signer: SignerId,
+    /// The request timestamp within its slot (below 2^10).
+    offset: u16,
+}
+
+/// The slot of request timestamp `ts`, and the offset in it.
+fn slot_of(ts: i64) -> (i64, u16) {
+    let slot = ts >> BUCKET_SHIFT;
+    (slot, (ts - (slot << BUCKET_SHIFT)) as u16)
+}
+
+fn ts_of(slot: i64, offset: u16) -> i64 {
+    (slot << BUCKET_SHIFT) + i64::from(offset)
 }
 
 /// The live nonces whose request timestamps fall in one 2^10 ms slot.
@@ -88,7 +99,7 @@ impl Bucket {
     fn sort(&mut self) {
         if !self.sorted {
             self.entries
-                .sort_unstable_by_key(|e| std::cmp::Reverse(e.ts));
+                .sort_unstable_by_key(|e| std::cmp::Reverse(e.offset));
             self.sorted = true;
         }
     }
@@ -123,6 +134,8 @@ struct State {
     /// The newest request timestamp evicted to make room; requests not newer are
     /// refused.
     high_water: Option<i64>,
+    /// The newest slot inserted into.
+    newest_slot: i64,
 }
 
 /// Drops `e` from the set and its signer's count.
@@ -144,14 +157,16 @@ impl State {
     /// The oldest live request timestamp.
     fn oldest_ts(&mut self) -> Option<i64> {
         let mut first = self.buckets.first_entry()?;
+        let slot = *first.key();
         let bucket = first.get_mut();
         bucket.sort();
-        bucket.entries.last().map(|e| e.ts)
+        bucket.entries.last().map(|e| ts_of(slot, e.offset))
     }
 
     /// Drops the oldest entry; returns its request timestamp.
     fn pop_oldest(&mut self) -> Option<i64> {
         let mut first = self.buckets.first_entry()?;
+        let slot = *first.key();
         let bucket = first.get_mut();
         bucket.sort();
         let e = bucket.entries.pop()?;
@@ -159,7 +174,7 @@ impl State {
             first.remove();
         }
         forget(&mut self.seen, &mut self.per_signer, e);
-        Some(e.ts)
+        Some(ts_of(slot, e.offset))
     }
 
     /// Drops every entry whose request timestamp is before `horizon`: whole slots
@@ -173,9 +188,14 @@ impl State {
                 }
                 continue;
             }
+            let slot = *first.key();
             let bucket = first.get_mut();
             bucket.sort();
-            while bucket.entries.last().is_some_and(|e| e.ts < horizon) {
+            while bucket
+                .entries
+                .last()
+                .is_some_and(|e| ts_of(slot, e.offset) < horizon)
+            {
                 if let Some(e) = bucket.entries.pop() {
                     forget(&mut self.seen, &mut self.per_signer, e);
                 }
@@ -187,12 +207,29 @@ impl State {
         }
     }
 
-    fn insert(&mut self, e: Entry) {
-        self.seen.insert(e.key);
-        let bucket = self.buckets.entry(e.ts >> BUCKET_SHIFT).or_default();
-        bucket.sorted = bucket.entries.last().is_none_or(|last| last.ts >= e.ts) && bucket.sorted;
-        bucket.entries.push(e);
-        *self.per_signer.entry(e.signer).or_insert(0) += 1;
+    fn insert(&mut self, ts: i64, key: LocalKey, signer: SignerId) {
+        self.seen.insert(key);
+        let (slot, offset) = slot_of(ts);
+        if slot > self.newest_slot {
+            // The previous slot takes few inserts from now on: give back its
+            // spare capacity.
+            if let Some(previous) = self.buckets.get_mut(&self.newest_slot) {
+                previous.entries.shrink_to_fit();
+            }
+            self.newest_slot = slot;
+        }
+        let bucket = self.buckets.entry(slot).or_default();
+        bucket.sorted = bucket.sorted
+            && bucket
+                .entries
+                .last()
+                .is_none_or(|last| last.offset >= offset);
+        bucket.entries.push(Entry {
+            key,
+            signer,
+            offset,
+        });
+        *self.per_signer.entry(signer).or_insert(0) += 1;
     }
 }
 
@@ -257,7 +294,7 @@ impl NonceCache {
         let horizon = (now_ms as i64).saturating_sub((self.limits.window_ms / 2) as i64);
         st.expire(horizon);
         let key: LocalKey = std::hash::BuildHasher::hash_one(&self.ids, (signer, nonce));
-        let id: SignerId = std::hash::BuildHasher::hash_one(&self.ids, signer);
+        let id = std::hash::BuildHasher::hash_one(&self.ids, signer) as SignerId;
         if st.seen.contains(&key) {
             return Err(NonceRefusal::Replay);
         }
@@ -277,11 +314,7 @@ impl NonceCache {
                 st.high_water = Some(st.high_water.map_or(evicted, |hw| hw.max(evicted)));
             }
         }
-        st.insert(Entry {
-            ts,
-            key,
-            signer: id,
-        });
+        st.insert(ts, key, id);
         Ok(())
     }
 }
