@@ -88,27 +88,24 @@ impl Server {
     }
 
     pub fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        self.child.wait().unwrap()
+    }
+
+    fn signal(&mut self, signal: &str) {
         let pid = self.child.id().to_string();
         assert!(
             Command::new("kill")
-                .args(["-TERM", &pid])
+                .args([signal, &pid])
                 .status()
                 .unwrap()
                 .success()
         );
-        self.child.wait().unwrap()
     }
 
     /// Kills the server as a crash would (SIGKILL): nothing runs on the way out.
     pub fn kill(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-KILL", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        self.signal("-KILL");
         self.child.wait().unwrap();
     }
 

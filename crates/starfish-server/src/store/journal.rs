@@ -979,12 +979,7 @@ impl ObjectStore for Journaled {
         if reserved(to) {
             return Err(invalid(to));
         }
-        let (a, b) = self.two_stripes(from, to);
-        let _first = a.lock().await;
-        let _second = match b {
-            Some(b) => Some(b.lock().await),
-            None => None,
-        };
+        let _locks = self.lock_two(from, to).await;
         let _direct = begin_direct(&self.shared, to, false).await?;
         flush_key(&self.shared, from).await?;
         hand_over(&self.shared, to).await?;
@@ -1000,12 +995,7 @@ impl ObjectStore for Journaled {
         if reserved(to) {
             return Err(invalid(to));
         }
-        let (a, b) = self.two_stripes(from, to);
-        let _first = a.lock().await;
-        let _second = match b {
-            Some(b) => Some(b.lock().await),
-            None => None,
-        };
+        let _locks = self.lock_two(from, to).await;
         let _direct = begin_direct(&self.shared, to, false).await?;
         hand_over(&self.shared, from).await?;
         hand_over(&self.shared, to).await?;
@@ -1047,6 +1037,24 @@ impl MultipartUpload for Upload {
 }
 
 impl Journaled {
+    /// Holds the locks of two keys, taken in a fixed order.
+    async fn lock_two(
+        &self,
+        a: &Path,
+        b: &Path,
+    ) -> (
+        tokio::sync::MutexGuard<'_, ()>,
+        Option<tokio::sync::MutexGuard<'_, ()>>,
+    ) {
+        let (x, y) = self.two_stripes(a, b);
+        let first = x.lock().await;
+        let second = match y {
+            Some(y) => Some(y.lock().await),
+            None => None,
+        };
+        (first, second)
+    }
+
     /// The locks of two keys in a fixed order (one when they share it).
     fn two_stripes(
         &self,
