@@ -67,7 +67,18 @@ pub(crate) struct Journal;
 pub(crate) struct Journaled {
     shared: Arc<Shared>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held (`flock`) while this process journals the directory; released when
+    /// the last handle goes, even if an upload still holds the shared state.
+    lock: Option<File>,
+    /// The directory, as this process's registry of open journals knows it.
+    key: PathBuf,
 }
+
+/// Directories this process journals: every open of one shares its journal (two
+/// would each write the files behind the other's back).
+static OPEN: Mutex<Vec<(PathBuf, std::sync::Weak<Journaled>)>> = Mutex::new(Vec::new());
+/// Told when a journal of this process has closed.
+static CLOSED: Condvar = Condvar::new();
 
 #[derive(Debug)]
 struct Shared {
@@ -81,10 +92,8 @@ struct Shared {
     room: tokio::sync::Notify,
     /// Random per open: ETags of journaled versions are never reused across opens.
     epoch: u64,
-    stripes: Box<[tokio::sync::Mutex<()>]>,
+    stripes: Box<[Arc<tokio::sync::Mutex<()>>]>,
     hasher: std::collections::hash_map::RandomState,
-    /// Held (`flock`) while this process journals the directory.
-    _lock: File,
     checkpointing: Mutex<()>,
 }
 
@@ -330,13 +339,32 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     }
 }
 
+/// Runs a section that holds a key's lock to its end even when the request that
+/// started it is dropped (a timeout, a closed connection): a blocking job it queued
+/// must not outlive the lock.
+async fn uncancellable<T: Send + 'static>(
+    section: impl std::future::Future<Output = object_store::Result<T>> + Send + 'static,
+) -> object_store::Result<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => match handle.spawn(section).await {
+            Ok(v) => v,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(e),
+            }),
+        },
+        Err(_) => section.await,
+    }
+}
+
 impl Journaled {
     /// Replays what a previous process left in `root`'s journal into the files,
     /// then journals the directory: `None` when another process journals it.
     pub(crate) fn open(
         root: &std::path::Path,
         inner: Arc<LocalFileSystem>,
-    ) -> std::io::Result<Option<Self>> {
+    ) -> std::io::Result<Option<Arc<Self>>> {
         Self::open_with(root, inner, INTERVAL)
     }
 
@@ -344,7 +372,26 @@ impl Journaled {
         root: &std::path::Path,
         inner: Arc<LocalFileSystem>,
         interval: Duration,
-    ) -> std::io::Result<Option<Self>> {
+    ) -> std::io::Result<Option<Arc<Self>>> {
+        let key = root.canonicalize()?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut open = OPEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while let Some(pos) = open.iter().position(|(p, _)| *p == key) {
+            if let Some(journal) = open[pos].1.upgrade() {
+                return Ok(Some(journal));
+            }
+            // This process is closing its journal of the directory: wait for it.
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            open = CLOSED
+                .wait_timeout(open, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
         let Some(lock_file) = take_lock(root)? else {
             return Ok(None);
         };
@@ -379,9 +426,10 @@ impl Journaled {
                 &std::collections::hash_map::RandomState::new(),
                 0u8,
             ),
-            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            stripes: (0..STRIPES)
+                .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+                .collect(),
             hasher: std::collections::hash_map::RandomState::new(),
-            _lock: lock_file,
             checkpointing: Mutex::new(()),
         });
         let flusher = {
@@ -390,23 +438,38 @@ impl Journaled {
                 .name("starfish-journal".into())
                 .spawn(move || shared.run())?
         };
-        Ok(Some(Self {
+        let journal = Arc::new(Self {
             shared,
             flusher: Mutex::new(Some(flusher)),
-        }))
+            lock: Some(lock_file),
+            key: key.clone(),
+        });
+        open.retain(|(p, _)| *p != key);
+        open.push((key, Arc::downgrade(&journal)));
+        Ok(Some(journal))
     }
 
     /// Test hook: stops as a killed process would, writing no file.
     #[cfg(test)]
-    fn crash(self) {
+    fn crash(self: Arc<Self>) {
         lock(&self.shared.state).crashed = true;
         drop(self);
     }
 
-    /// Writes every journaled document to its file now.
+    /// Writes every journaled document to its file now (on a thread of its own:
+    /// a checkpoint waits for keys' locks, which must not tie up the runtime's
+    /// blocking pool).
     pub(crate) async fn flush(&self) -> std::io::Result<()> {
         let shared = self.shared.clone();
-        blocking(move || shared.checkpoint()).await
+        let (done, result) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("starfish-journal-flush".into())
+            .spawn(move || {
+                let _ = done.send(shared.checkpoint());
+            })?;
+        result
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("the flush thread stopped")))
     }
 
     #[cfg(test)]
@@ -427,6 +490,12 @@ impl Drop for Journaled {
         if let Some(handle) = handle {
             let _ = handle.join();
         }
+        drop(self.lock.take());
+        let mut open = OPEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        open.retain(|(p, journal)| *p != self.key || journal.strong_count() > 0);
+        CLOSED.notify_all();
     }
 }
 
@@ -505,7 +574,10 @@ fn replay(root: &std::path::Path, inner: &LocalFileSystem) -> std::io::Result<()
     for n in segments {
         if unwritten > 0 {
             // Kept for the operator, no longer replayed.
-            let kept = root.join(format!("{NAME}-unwritten#{n}"));
+            let kept = root.join(format!(
+                "{NAME}-unwritten#{}{n:06}",
+                Utc::now().timestamp_millis()
+            ));
             std::fs::rename(segment_path(root, n), kept)?;
         } else {
             std::fs::remove_file(segment_path(root, n))?;
@@ -565,14 +637,6 @@ async fn begin_direct(
     .await
 }
 
-/// Before a direct change of `location` (its lock held): its file is made to hold
-/// the last acknowledged version, and a record stops older journaled ones from
-/// being replayed. Whether the journal held a version.
-async fn hand_over(shared: &Arc<Shared>, location: &Path) -> object_store::Result<bool> {
-    flush_key(shared, location).await?;
-    forget(shared, location).await
-}
-
 /// Drops `key`'s journaled version, with a record saying so: what the journal held
 /// for it before is not replayed (the key's lock held). Whether there was one.
 async fn forget(shared: &Arc<Shared>, key: &Path) -> object_store::Result<bool> {
@@ -604,7 +668,7 @@ impl Shared {
         (self.hasher.hash_one(key.as_ref()) as usize) % STRIPES
     }
 
-    fn stripe(&self, key: &Path) -> &tokio::sync::Mutex<()> {
+    fn stripe(&self, key: &Path) -> &Arc<tokio::sync::Mutex<()>> {
         &self.stripes[self.stripe_index(key)]
     }
 
@@ -833,24 +897,33 @@ impl ObjectStore for Journaled {
         let create = matches!(opts.mode, PutMode::Create);
         let journaled =
             opts.extensions.get::<Journal>().is_some() && payload.content_length() <= MAX_JOURNALED;
+        let (shared, location) = (self.shared.clone(), location.clone());
         if !journaled {
-            let _guard = self.shared.stripe(location).lock().await;
-            let _direct = begin_direct(&self.shared, location, create).await?;
-            hand_over(&self.shared, location).await?;
-            return self.shared.inner.put_opts(location, payload, opts).await;
+            // The file first, then a record that the journal's version (if any) is
+            // gone: a crash in between replays that version, the last acknowledged.
+            return uncancellable(async move {
+                let _guard = shared.stripe(&location).lock().await;
+                let _direct = begin_direct(&shared, &location, create).await?;
+                let put = shared.inner.put_opts(&location, payload, opts).await?;
+                forget(&shared, &location).await?;
+                Ok(put)
+            })
+            .await;
         }
-        let path = self.shared.inner.path_to_filesystem(location)?;
-        wait_for_room(&self.shared).await;
-        let _guard = self.shared.stripe(location).lock().await;
-        let bytes = Bytes::from(payload);
-        let shared = self.shared.clone();
-        let key = location.clone();
-        let seq = blocking(move || shared.append_put(&key, &path, bytes, create)).await?;
-        Ok(PutResult {
-            e_tag: Some(e_tag(self.shared.epoch, seq)),
-            version: None,
-            extensions: Default::default(),
+        let path = shared.inner.path_to_filesystem(&location)?;
+        wait_for_room(&shared).await;
+        uncancellable(async move {
+            let _guard = shared.stripe(&location).lock().await;
+            let bytes = Bytes::from(payload);
+            let (s, key) = (shared.clone(), location.clone());
+            let seq = blocking(move || s.append_put(&key, &path, bytes, create)).await?;
+            Ok(PutResult {
+                e_tag: Some(e_tag(shared.epoch, seq)),
+                version: None,
+                extensions: Default::default(),
+            })
         })
+        .await
     }
 
     async fn put_multipart_opts(
@@ -861,10 +934,12 @@ impl ObjectStore for Journaled {
         if reserved(location) {
             return Err(invalid(location));
         }
-        let direct = {
-            let _guard = self.shared.stripe(location).lock().await;
-            begin_direct(&self.shared, location, false).await?
-        };
+        let (shared, key) = (self.shared.clone(), location.clone());
+        let direct = uncancellable(async move {
+            let _guard = shared.stripe(&key).lock().await;
+            begin_direct(&shared, &key, false).await
+        })
+        .await?;
         let inner = self.shared.inner.put_multipart_opts(location, opts).await?;
         Ok(Box::new(Upload {
             inner,
@@ -920,8 +995,17 @@ impl ObjectStore for Journaled {
                     extensions: Default::default(),
                 });
             }
-            let _guard = self.shared.stripe(location).lock().await;
-            flush_key(&self.shared, location).await?;
+            // Checked against the journal's version above; the file's ETag differs.
+            let mut options = options;
+            options.if_match = None;
+            options.if_none_match = None;
+            let (shared, key) = (self.shared.clone(), location.clone());
+            uncancellable(async move {
+                let _guard = shared.stripe(&key).lock().await;
+                flush_key(&shared, &key).await
+            })
+            .await?;
+            return self.shared.inner.get_opts(location, options).await;
         }
         self.shared.inner.get_opts(location, options).await
     }
@@ -936,10 +1020,20 @@ impl ObjectStore for Journaled {
                 let this = this.clone();
                 async move {
                     let location = location?;
-                    let _guard = this.stripe(&location).lock().await;
-                    hand_over(&this, &location).await?;
-                    this.inner.delete(&location).await?;
-                    Ok(location)
+                    uncancellable(async move {
+                        let _guard = this.stripe(&location).lock().await;
+                        // The file first: a crash before the record replays the
+                        // journal's version, and the delete was not acknowledged.
+                        let journaled = this.dirty(&location).is_some();
+                        match this.inner.delete(&location).await {
+                            Ok(()) => {}
+                            Err(object_store::Error::NotFound { .. }) if journaled => {}
+                            Err(e) => return Err(e),
+                        }
+                        forget(&this, &location).await?;
+                        Ok(location)
+                    })
+                    .await
                 }
             })
             .boxed()
@@ -964,8 +1058,12 @@ impl ObjectStore for Journaled {
             .map(|d| d.location.clone())
             .collect();
         for key in keys {
-            let _guard = self.shared.stripe(&key).lock().await;
-            flush_key(&self.shared, &key).await?;
+            let shared = self.shared.clone();
+            uncancellable(async move {
+                let _guard = shared.stripe(&key).lock().await;
+                flush_key(&shared, &key).await
+            })
+            .await?;
         }
         self.shared.inner.list_with_delimiter(prefix).await
     }
@@ -979,11 +1077,16 @@ impl ObjectStore for Journaled {
         if reserved(to) {
             return Err(invalid(to));
         }
-        let _locks = self.lock_two(from, to).await;
-        let _direct = begin_direct(&self.shared, to, false).await?;
-        flush_key(&self.shared, from).await?;
-        hand_over(&self.shared, to).await?;
-        self.shared.inner.copy_opts(from, to, options).await
+        let (shared, from, to) = (self.shared.clone(), from.clone(), to.clone());
+        uncancellable(async move {
+            let _locks = lock_two(&shared, &from, &to).await;
+            let _direct = begin_direct(&shared, &to, false).await?;
+            flush_key(&shared, &from).await?;
+            shared.inner.copy_opts(&from, &to, options).await?;
+            forget(&shared, &to).await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn rename_opts(
@@ -995,12 +1098,41 @@ impl ObjectStore for Journaled {
         if reserved(to) {
             return Err(invalid(to));
         }
-        let _locks = self.lock_two(from, to).await;
-        let _direct = begin_direct(&self.shared, to, false).await?;
-        hand_over(&self.shared, from).await?;
-        hand_over(&self.shared, to).await?;
-        self.shared.inner.rename_opts(from, to, options).await
+        let (shared, from, to) = (self.shared.clone(), from.clone(), to.clone());
+        uncancellable(async move {
+            let _locks = lock_two(&shared, &from, &to).await;
+            let _direct = begin_direct(&shared, &to, false).await?;
+            flush_key(&shared, &from).await?;
+            shared.inner.rename_opts(&from, &to, options).await?;
+            forget(&shared, &to).await?;
+            forget(&shared, &from).await?;
+            Ok(())
+        })
+        .await
     }
+}
+
+/// Holds the locks of two keys, taken in a fixed order (one when they share it).
+async fn lock_two<'a>(
+    shared: &'a Shared,
+    a: &Path,
+    b: &Path,
+) -> (
+    tokio::sync::MutexGuard<'a, ()>,
+    Option<tokio::sync::MutexGuard<'a, ()>>,
+) {
+    let (x, y) = (shared.stripe_index(a), shared.stripe_index(b));
+    let (first, second) = match x.cmp(&y) {
+        std::cmp::Ordering::Equal => (x, None),
+        std::cmp::Ordering::Less => (x, Some(y)),
+        std::cmp::Ordering::Greater => (y, Some(x)),
+    };
+    let first = shared.stripes[first].lock().await;
+    let second = match second {
+        Some(i) => Some(shared.stripes[i].lock().await),
+        None => None,
+    };
+    (first, second)
 }
 
 /// A multipart upload to the directory: on completion, under the key's lock, a
@@ -1025,10 +1157,18 @@ impl MultipartUpload for Upload {
     }
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {
+        // Under the key's lock, the upload lands and then a version journaled
+        // while it ran is dropped: the upload is the newest.
         let shared = self.direct.shared.clone();
-        let _guard = shared.stripe(&self.location).lock().await;
-        hand_over(&shared, &self.location).await?;
-        self.inner.complete().await
+        let guard = shared.stripe(&self.location).clone().lock_owned().await;
+        let put = self.inner.complete().await?;
+        let location = self.location.clone();
+        uncancellable(async move {
+            let _guard = guard;
+            forget(&shared, &location).await
+        })
+        .await?;
+        Ok(put)
     }
 
     async fn abort(&mut self) -> object_store::Result<()> {
@@ -1037,39 +1177,6 @@ impl MultipartUpload for Upload {
 }
 
 impl Journaled {
-    /// Holds the locks of two keys, taken in a fixed order.
-    async fn lock_two(
-        &self,
-        a: &Path,
-        b: &Path,
-    ) -> (
-        tokio::sync::MutexGuard<'_, ()>,
-        Option<tokio::sync::MutexGuard<'_, ()>>,
-    ) {
-        let (x, y) = self.two_stripes(a, b);
-        let first = x.lock().await;
-        let second = match y {
-            Some(y) => Some(y.lock().await),
-            None => None,
-        };
-        (first, second)
-    }
-
-    /// The locks of two keys in a fixed order (one when they share it).
-    fn two_stripes(
-        &self,
-        a: &Path,
-        b: &Path,
-    ) -> (&tokio::sync::Mutex<()>, Option<&tokio::sync::Mutex<()>>) {
-        let (x, y) = (self.shared.stripe_index(a), self.shared.stripe_index(b));
-        let s = &self.shared.stripes;
-        match x.cmp(&y) {
-            std::cmp::Ordering::Equal => (&s[x], None),
-            std::cmp::Ordering::Less => (&s[x], Some(&s[y])),
-            std::cmp::Ordering::Greater => (&s[y], Some(&s[x])),
-        }
-    }
-
     /// The directory's listing with the journaled documents in it: their metadata
     /// where the file is older, and those with no file yet at the end.
     fn merged(
@@ -1124,7 +1231,7 @@ mod tests {
 
     const NEVER: Duration = Duration::from_secs(3600);
 
-    fn open(dir: &std::path::Path) -> Journaled {
+    fn open(dir: &std::path::Path) -> Arc<Journaled> {
         let fs = Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap());
         Journaled::open_with(dir, fs, NEVER).unwrap().unwrap()
     }
@@ -1326,17 +1433,21 @@ mod tests {
         );
 
         let fs = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
-        assert!(
-            Journaled::open_with(dir.path(), fs.clone(), NEVER)
-                .unwrap()
-                .is_none()
-        );
-        drop(store);
-        assert!(
-            Journaled::open_with(dir.path(), fs, NEVER)
-                .unwrap()
-                .is_some()
-        );
+        // A second open in this process shares the journal (two would each write
+        // the files behind the other's back).
+        put(&store, "shared", "journaled").await;
+        let again = Journaled::open_with(dir.path(), fs.clone(), NEVER)
+            .unwrap()
+            .unwrap();
+        assert!(Arc::ptr_eq(&store, &again));
+        assert_eq!(read(&again, "shared").await.unwrap(), "journaled");
+        drop((store, again));
+        // Closed: the next open is a new journal, after the last one's flush.
+        let reopened = Journaled::open_with(dir.path(), fs, NEVER)
+            .unwrap()
+            .unwrap();
+        assert_eq!(file(dir.path(), "shared").unwrap(), b"journaled");
+        assert_eq!(read(&reopened, "shared").await.unwrap(), "journaled");
     }
 
     /// A document cannot be a folder of documents nor sit in one, whether the
@@ -1481,12 +1592,43 @@ mod tests {
         assert!(listed(&store, Some("r")).await.is_empty());
     }
 
+    /// A request dropped in the middle of a change (a timeout, a closed
+    /// connection) does not leave half of it to run later without the key's lock:
+    /// the change runs to its end.
+    #[tokio::test]
+    async fn a_dropped_request_finishes_its_change_under_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        put(&store, "k", "v1").await;
+        let dropped =
+            tokio::time::timeout(Duration::from_nanos(1), store.delete(&Path::from("k"))).await;
+        if dropped.is_ok() {
+            return; // finished before the timeout: nothing was cut short
+        }
+        let mut gone = false;
+        for _ in 0..10_000 {
+            if read(&store, "k").await.is_none() {
+                gone = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            gone,
+            "the delete ran to its end after its request was dropped"
+        );
+        put(&store, "k", "v2").await;
+        store.flush_now().await;
+        assert_eq!(read(&store, "k").await.unwrap(), "v2");
+        assert_eq!(file(dir.path(), "k").unwrap(), b"v2");
+    }
+
     /// Writers and checkpoints interleaved: every key ends at its last write, in
     /// memory, in its file, and after a replay.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_racing_checkpoints_end_at_the_last_write() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(open(dir.path()));
+        let store = open(dir.path());
         let writers: Vec<_> = (0..4)
             .map(|w| {
                 let store = store.clone();
@@ -1518,7 +1660,7 @@ mod tests {
         for w in 0..4 {
             assert_eq!(read(&store, &format!("w/{w}")).await.unwrap(), "200");
         }
-        Arc::into_inner(store).unwrap().crash();
+        store.crash();
         let _store = open(dir.path());
         for w in 0..4 {
             assert_eq!(file(dir.path(), &format!("w/{w}")).unwrap(), b"200");

@@ -251,7 +251,7 @@ impl DocStore {
         );
         #[cfg(unix)]
         let journal = match journal::Journaled::open(dir, fs.clone()) {
-            Ok(journal) => journal.map(Arc::new),
+            Ok(journal) => journal,
             Err(e) => {
                 return Err(StoreError::Backend(object_store::Error::Generic {
                     store: "LocalFileSystem",
