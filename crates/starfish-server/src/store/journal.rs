@@ -1074,19 +1074,7 @@ impl ObjectStore for Journaled {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
-        if reserved(to) {
-            return Err(invalid(to));
-        }
-        let (shared, from, to) = (self.shared.clone(), from.clone(), to.clone());
-        uncancellable(async move {
-            let _locks = lock_two(&shared, &from, &to).await;
-            let _direct = begin_direct(&shared, &to, false).await?;
-            flush_key(&shared, &from).await?;
-            shared.inner.copy_opts(&from, &to, options).await?;
-            forget(&shared, &to).await?;
-            Ok(())
-        })
-        .await
+        transfer(&self.shared, from, to, Transfer::Copy(options)).await
     }
 
     async fn rename_opts(
@@ -1095,21 +1083,43 @@ impl ObjectStore for Journaled {
         to: &Path,
         options: RenameOptions,
     ) -> object_store::Result<()> {
-        if reserved(to) {
-            return Err(invalid(to));
-        }
-        let (shared, from, to) = (self.shared.clone(), from.clone(), to.clone());
-        uncancellable(async move {
-            let _locks = lock_two(&shared, &from, &to).await;
-            let _direct = begin_direct(&shared, &to, false).await?;
-            flush_key(&shared, &from).await?;
-            shared.inner.rename_opts(&from, &to, options).await?;
-            forget(&shared, &to).await?;
-            forget(&shared, &from).await?;
-            Ok(())
-        })
-        .await
+        transfer(&self.shared, from, to, Transfer::Rename(options)).await
     }
+}
+
+enum Transfer {
+    Copy(CopyOptions),
+    Rename(RenameOptions),
+}
+
+/// A copy or a rename in the directory, under both keys' locks: the source's
+/// journaled version goes to its file first, and the journal forgets what it held
+/// for the keys the change replaced.
+async fn transfer(
+    shared: &Arc<Shared>,
+    from: &Path,
+    to: &Path,
+    how: Transfer,
+) -> object_store::Result<()> {
+    if reserved(to) {
+        return Err(invalid(to));
+    }
+    let (shared, from, to) = (shared.clone(), from.clone(), to.clone());
+    uncancellable(async move {
+        let _locks = lock_two(&shared, &from, &to).await;
+        let _direct = begin_direct(&shared, &to, false).await?;
+        flush_key(&shared, &from).await?;
+        match how {
+            Transfer::Copy(options) => shared.inner.copy_opts(&from, &to, options).await?,
+            Transfer::Rename(options) => {
+                shared.inner.rename_opts(&from, &to, options).await?;
+                forget(&shared, &from).await?;
+            }
+        }
+        forget(&shared, &to).await?;
+        Ok(())
+    })
+    .await
 }
 
 /// Holds the locks of two keys, taken in a fixed order (one when they share it).
@@ -1621,6 +1631,33 @@ mod tests {
         store.flush_now().await;
         assert_eq!(read(&store, "k").await.unwrap(), "v2");
         assert_eq!(file(dir.path(), "k").unwrap(), b"v2");
+    }
+
+    /// A copy or a rename takes the source's journaled version, replaces the
+    /// destination's, and a replay keeps the result.
+    #[tokio::test]
+    async fn copies_and_renames_see_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        put(&store, "a", "journaled a").await;
+        put(&store, "b", "old b").await;
+        store
+            .copy(&Path::from("a"), &Path::from("b"))
+            .await
+            .unwrap();
+        assert_eq!(read(&store, "b").await.unwrap(), "journaled a");
+        put(&store, "c", "old c").await;
+        store
+            .rename(&Path::from("b"), &Path::from("c"))
+            .await
+            .unwrap();
+        assert_eq!(read(&store, "b").await, None);
+        assert_eq!(read(&store, "c").await.unwrap(), "journaled a");
+        store.crash();
+        let store = open(dir.path());
+        assert_eq!(read(&store, "a").await.unwrap(), "journaled a");
+        assert_eq!(read(&store, "b").await, None);
+        assert_eq!(read(&store, "c").await.unwrap(), "journaled a");
     }
 
     /// Writers and checkpoints interleaved: every key ends at its last write, in
