@@ -17,12 +17,15 @@
 //! journal tail is dropped. Files on disk trail the acknowledged state by about a
 //! second while the process runs.
 //!
-//! Every other change to a key (a create too large to journal, a delete, a copy, a
-//! rename, a multipart upload) goes to the directory directly, after a *forget*
-//! record for the key, so a replay never puts back what came before it. Per-key
-//! locks order a key's journal writes, its flush and those direct changes. One
-//! process journals a directory at a time (an exclusive `flock` on the lock file); a
-//! second one opening it writes to the files directly.
+//! Every other change to a key (a write the document store does not mark, a large
+//! one, a delete, a copy, a rename, a multipart upload) goes to the directory
+//! directly, and then a *forget* record for the key says that what the journal held
+//! for it is gone: a crash in between replays the last acknowledged version, never
+//! an older one over a newer. Per-key locks order a key's journal writes, its flush
+//! and those direct changes, and a section holding one runs to its end even if its
+//! request is dropped. One process journals a directory at a time (an exclusive
+//! `flock` on the lock file), every store the process opens on it sharing that
+//! journal; a second process opening it writes to the files directly.
 //!
 //! Reserved names at the root of the directory: `.starfish-journal#<n>`, hidden
 //! from listings as staging files are, and the key `.starfish-journal`, refused.
