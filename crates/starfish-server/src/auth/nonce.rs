@@ -1,12 +1,25 @@
-//! The replay cache: each (signer, nonce) is accepted once while its request could
-//! still be accepted. Bounded in total and per signer, and a full cache never turns
-//! into a lockout: it evicts the entries with the oldest request timestamps and
-//! remembers the newest timestamp it evicted (a high-water mark). A request whose
-//! timestamp is not newer than that mark is refused, so an evicted nonce can never be
-//! replayed, while everyone whose clock is current keeps being served.
+//! The replay cache: each signed request (signer, nonce and the signed timestamp) is
+//! accepted once while it could still be accepted. Bounded in total and per signer,
+//! and a full cache never turns into a lockout: it evicts the entries with the oldest
+//! request timestamps and remembers the newest timestamp it evicted (a high-water
+//! mark). A request whose timestamp is not newer than that mark is refused, so an
+//! evicted nonce can never be replayed, while everyone whose clock is current keeps
+//! being served.
+//!
+//! The timestamp is part of what is signed, so a captured request replays with the
+//! same timestamp: the cache keys an entry by signer, nonce and timestamp, and looks
+//! for it only among the entries of that timestamp. The same nonce under another
+//! timestamp is another signed request, which only the signer can make.
+//!
+//! Layout, about 8 bytes per live nonce: entries are grouped by their request
+//! timestamp in slots of 2^8 ms. The newest two slots take inserts in a hash set; an
+//! older slot is sealed into one sorted array of 8-byte keys, searched by bisection
+//! (a late request signed in a sealed slot goes to that slot's small set). Expiry and
+//! eviction drop whole slots, oldest first.
 
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::sync::Mutex;
 
 /// Limits of the in-memory nonce cache. Defaults are the reference's.
@@ -51,61 +64,58 @@ pub(crate) fn fingerprint(signer: &SignerKey, nonce: &str) -> Fingerprint {
     out
 }
 
-/// A signer as 4 bytes: a hash of its key under this process's random key, so an
-/// entry costs 28 bytes less than with the key itself, and nobody can choose keys
+/// A signer as 4 bytes: a hash of its key under this process's random key, so a
+/// count costs 28 bytes less than with the key itself, and nobody can choose keys
 /// that share another signer's count (two signers that happen to share an id, about
 /// one pair among 100,000 signers, share their per-signer bound, nothing more).
 type SignerId = u32;
 
-/// A (signer, nonce) pair in the local cache: 8 bytes of SipHash under this
-/// process's random key. A collision, about N in 2^64 per request with N live
-/// nonces (one in 10^13 at two million), could only refuse a request, never admit
-/// a replay, and nobody without the key can aim one. (The shared cache uses
-/// [`fingerprint`]: every node must compute the same key.)
+/// A signed request in the local cache: 56 bits of SipHash of signer, nonce and
+/// timestamp under this process's random key, then the timestamp's offset in its slot
+/// (8 bits). A collision, about n in 2^56 per request with n live nonces in the same
+/// millisecond, could only refuse a request,
+/// never admit a replay, and nobody without the key can aim one. (The shared cache
+/// uses [`fingerprint`]: every node must compute the same key.)
 type LocalKey = u64;
 
-/// Request timestamps are grouped by 2^10 ms.
-const BUCKET_SHIFT: u32 = 10;
+/// Request timestamps are grouped by 2^8 ms: expiry and eviction work a slot at a
+/// time.
+const SLOT_SHIFT: u32 = 8;
 
-/// One live nonce: 16 bytes in its slot, 9 (and the table's slack) in the set.
-#[derive(Clone, Copy)]
-struct Entry {
-    key: LocalKey,
-    signer: SignerId,
-    /// The request timestamp within its slot (below 2^10).
-    offset: u16,
+/// The slot of request timestamp `ts`.
+fn slot_of(ts: i64) -> i64 {
+    ts >> SLOT_SHIFT
 }
 
-/// The slot of request timestamp `ts`, and the offset in it.
-fn slot_of(ts: i64) -> (i64, u16) {
-    let slot = ts >> BUCKET_SHIFT;
-    (slot, (ts - (slot << BUCKET_SHIFT)) as u16)
+/// The offset of request timestamp `ts` in its slot.
+fn offset_of(ts: i64) -> u8 {
+    (ts & 0xFF) as u8
 }
 
-fn ts_of(slot: i64, offset: u16) -> i64 {
-    (slot << BUCKET_SHIFT) + i64::from(offset)
+/// The request timestamp at `offset` in `slot`.
+fn ts_of(slot: i64, offset: u8) -> i64 {
+    slot.saturating_mul(1 << SLOT_SHIFT)
+        .saturating_add(i64::from(offset))
 }
 
-/// The live nonces whose request timestamps fall in one 2^10 ms slot.
-#[derive(Default)]
-struct Bucket {
-    entries: Vec<Entry>,
-    /// Newest first (so the oldest leaves from the end): sorted when the bucket is
-    /// the oldest and an entry must leave, not on every insert.
-    sorted: bool,
+/// The local key of a request whose signer, nonce and timestamp hash to `hash`.
+fn local_key(hash: u64, ts: i64) -> LocalKey {
+    (hash & !0xFF) | u64::from(offset_of(ts))
 }
 
-impl Bucket {
-    fn sort(&mut self) {
-        if !self.sorted {
-            self.entries
-                .sort_unstable_by_key(|e| std::cmp::Reverse(e.offset));
-            self.sorted = true;
-        }
-    }
+/// The offset of the request timestamp in `key`.
+fn key_offset(key: LocalKey) -> u8 {
+    (key & 0xFF) as u8
 }
 
-/// The set's hasher: its keys are keyed hashes already.
+/// The last request timestamp of `slot`.
+fn slot_end(slot: i64) -> i64 {
+    slot.saturating_add(1)
+        .saturating_mul(1 << SLOT_SHIFT)
+        .saturating_sub(1)
+}
+
+/// The sets' hasher: their keys are keyed hashes already.
 #[derive(Default, Clone, Copy)]
 struct Prehashed(u64);
 
@@ -118,118 +128,182 @@ impl std::hash::Hasher for Prehashed {
             self.0 = self.0.rotate_left(8) ^ u64::from(*b);
         }
     }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n);
+    }
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
     }
 }
 
+type KeySet = HashSet<LocalKey, BuildHasherDefault<Prehashed>>;
+type SignerCounts = HashMap<SignerId, u32, BuildHasherDefault<Prehashed>>;
+
+/// The live nonces whose request timestamps fall in one slot.
+#[derive(Default)]
+struct Slot {
+    /// Sorted; filled when the clock has passed the slot.
+    sealed: Box<[LocalKey]>,
+    /// Keys not sealed: all of them while the slot is current, requests signed
+    /// earlier than they arrive after.
+    open: KeySet,
+    /// Entries per signer inserted in this slot, given back when the slot goes (an
+    /// entry evicted from a slot that stays keeps its signer's count until then).
+    signers: SignerCounts,
+    /// The offset of the oldest live entry.
+    oldest: u8,
+}
+
+impl Slot {
+    fn contains(&self, key: LocalKey) -> bool {
+        self.sealed.binary_search(&key).is_ok() || self.open.contains(&key)
+    }
+
+    fn len(&self) -> usize {
+        self.sealed.len() + self.open.len()
+    }
+
+    /// Evicts the oldest entries, at least a sixteenth of the slot and none with an
+    /// offset above `limit` (at least the oldest's): all those with an offset up to
+    /// some threshold. Returns how many left and the threshold.
+    fn evict_oldest(&mut self, limit: u8) -> (usize, u8) {
+        let mut counts = [0usize; 256];
+        for key in self.sealed.iter().chain(self.open.iter()) {
+            counts[usize::from(key_offset(*key))] += 1;
+        }
+        let target = (self.len() / 16).max(1);
+        let mut evicted = 0;
+        let mut threshold = limit;
+        for (offset, n) in counts.iter().enumerate().take(usize::from(limit) + 1) {
+            evicted += n;
+            if evicted >= target {
+                threshold = offset as u8;
+                break;
+            }
+        }
+        if evicted > 0 {
+            let mut sealed = std::mem::take(&mut self.sealed).into_vec();
+            sealed.retain(|key| key_offset(*key) > threshold);
+            self.sealed = sealed.into_boxed_slice();
+            self.open.retain(|key| key_offset(*key) > threshold);
+        }
+        if let Some(next) = (usize::from(threshold) + 1..256).find(|o| counts[*o] > 0) {
+            self.oldest = next as u8;
+        }
+        (evicted, threshold)
+    }
+
+    /// Moves the open keys into the sorted array.
+    fn seal(&mut self) {
+        if self.open.is_empty() {
+            return;
+        }
+        let mut keys = Vec::with_capacity(self.sealed.len() + self.open.len());
+        keys.extend_from_slice(&self.sealed);
+        keys.extend(std::mem::take(&mut self.open));
+        keys.sort_unstable();
+        self.sealed = keys.into_boxed_slice();
+    }
+}
+
 #[derive(Default)]
 struct State {
-    /// Live keys.
-    seen: HashSet<LocalKey, std::hash::BuildHasherDefault<Prehashed>>,
-    /// Live entries by request-timestamp slot, oldest slot first.
-    buckets: BTreeMap<i64, Bucket>,
+    /// Live entries by slot, oldest first.
+    slots: BTreeMap<i64, Slot>,
     /// Live entries per signer.
-    per_signer: HashMap<SignerId, u32>,
+    per_signer: SignerCounts,
+    /// Live entries.
+    len: usize,
     /// The newest request timestamp evicted to make room; requests not newer are
     /// refused.
     high_water: Option<i64>,
-    /// The newest slot inserted into.
-    newest_slot: i64,
-}
-
-/// Drops `e` from the set and its signer's count.
-fn forget(
-    seen: &mut HashSet<LocalKey, std::hash::BuildHasherDefault<Prehashed>>,
-    per_signer: &mut HashMap<SignerId, u32>,
-    e: Entry,
-) {
-    seen.remove(&e.key);
-    if let Some(count) = per_signer.get_mut(&e.signer) {
-        *count -= 1;
-        if *count == 0 {
-            per_signer.remove(&e.signer);
-        }
-    }
+    /// Every slot up to this one has been sealed once.
+    swept: Option<i64>,
 }
 
 impl State {
-    /// The oldest live request timestamp.
-    fn oldest_ts(&mut self) -> Option<i64> {
-        let mut first = self.buckets.first_entry()?;
-        let slot = *first.key();
-        let bucket = first.get_mut();
-        bucket.sort();
-        bucket.entries.last().map(|e| ts_of(slot, e.offset))
-    }
-
-    /// Drops the oldest entry; returns its request timestamp.
-    fn pop_oldest(&mut self) -> Option<i64> {
-        let mut first = self.buckets.first_entry()?;
-        let slot = *first.key();
-        let bucket = first.get_mut();
-        bucket.sort();
-        let e = bucket.entries.pop()?;
-        if bucket.entries.is_empty() {
-            first.remove();
+    /// Drops the oldest slot; returns its number.
+    fn drop_oldest(&mut self) -> Option<i64> {
+        let (number, slot) = self.slots.pop_first()?;
+        self.len -= slot.len();
+        for (signer, n) in slot.signers {
+            if let Some(count) = self.per_signer.get_mut(&signer) {
+                *count = count.saturating_sub(n);
+                if *count == 0 {
+                    self.per_signer.remove(&signer);
+                }
+            }
         }
-        forget(&mut self.seen, &mut self.per_signer, e);
-        Some(ts_of(slot, e.offset))
+        Some(number)
     }
 
-    /// Drops every entry whose request timestamp is before `horizon`: whole slots
-    /// without sorting them, then the oldest of the slot the horizon falls in.
+    /// Evicts the oldest entries, all older than `ts`, and returns the newest request
+    /// timestamp evicted; `None` when no entry is older than `ts`.
+    fn evict_oldest(&mut self, ts: i64) -> Option<i64> {
+        let mut first = self.slots.first_entry()?;
+        let number = *first.key();
+        let slot = first.get_mut();
+        if ts_of(number, slot.oldest) >= ts {
+            return None;
+        }
+        let limit = if number == slot_of(ts) {
+            offset_of(ts) - 1
+        } else {
+            u8::MAX
+        };
+        let (evicted, threshold) = slot.evict_oldest(limit);
+        self.len -= evicted;
+        if slot.len() == 0 {
+            self.drop_oldest();
+        }
+        Some(ts_of(number, threshold))
+    }
+
+    /// Drops every slot whose request timestamps are all before `horizon` (an entry
+    /// is remembered up to one slot longer than its window).
     fn expire(&mut self, horizon: i64) {
-        while let Some(mut first) = self.buckets.first_entry() {
-            let end = (*first.key() << BUCKET_SHIFT).saturating_add(1 << BUCKET_SHIFT);
-            if end <= horizon {
-                for e in first.remove().entries {
-                    forget(&mut self.seen, &mut self.per_signer, e);
-                }
-                continue;
-            }
-            let slot = *first.key();
-            let bucket = first.get_mut();
-            bucket.sort();
-            while bucket
-                .entries
-                .last()
-                .is_some_and(|e| ts_of(slot, e.offset) < horizon)
-            {
-                if let Some(e) = bucket.entries.pop() {
-                    forget(&mut self.seen, &mut self.per_signer, e);
-                }
-            }
-            if bucket.entries.is_empty() {
-                first.remove();
-            }
-            return;
+        while self
+            .slots
+            .first_key_value()
+            .is_some_and(|(number, _)| slot_end(*number) < horizon)
+        {
+            self.drop_oldest();
         }
+    }
+
+    /// Seals the slots the clock has passed since the last call: each slot once.
+    fn sweep(&mut self, now_ms: i64) {
+        let past = slot_of(now_ms).saturating_sub(2);
+        let from = match self.swept {
+            Some(swept) if swept >= past => return,
+            Some(swept) => swept.saturating_add(1),
+            None => i64::MIN,
+        };
+        for (_, slot) in self.slots.range_mut(from..=past) {
+            slot.seal();
+        }
+        self.swept = Some(past);
     }
 
     fn insert(&mut self, ts: i64, key: LocalKey, signer: SignerId) {
-        self.seen.insert(key);
-        let (slot, offset) = slot_of(ts);
-        if slot > self.newest_slot {
-            // The previous slot takes few inserts from now on: give back its
-            // spare capacity.
-            if let Some(previous) = self.buckets.get_mut(&self.newest_slot) {
-                previous.entries.shrink_to_fit();
-            }
-            self.newest_slot = slot;
+        let number = slot_of(ts);
+        let swept = self.swept.is_some_and(|swept| number <= swept);
+        let slot = self.slots.entry(number).or_default();
+        slot.oldest = if slot.len() == 0 {
+            key_offset(key)
+        } else {
+            slot.oldest.min(key_offset(key))
+        };
+        slot.open.insert(key);
+        // A request signed in a slot sealed already: its set is merged again once it
+        // holds an eighth of the slot, so each insert pays for a bounded share of a
+        // merge.
+        if swept && slot.open.len() > slot.sealed.len() / 8 + 64 {
+            slot.seal();
         }
-        let bucket = self.buckets.entry(slot).or_default();
-        bucket.sorted = bucket.sorted
-            && bucket
-                .entries
-                .last()
-                .is_none_or(|last| last.offset >= offset);
-        bucket.entries.push(Entry {
-            key,
-            signer,
-            offset,
-        });
+        *slot.signers.entry(signer).or_insert(0) += 1;
         *self.per_signer.entry(signer).or_insert(0) += 1;
+        self.len += 1;
     }
 }
 
@@ -272,7 +346,7 @@ impl NonceCache {
 
     /// Live entries (for tests and metrics).
     pub(crate) fn len(&self) -> usize {
-        self.state.lock().map_or(0, |s| s.seen.len())
+        self.state.lock().map_or(0, |s| s.len)
     }
 
     /// Records `nonce` of `signer` for a request signed at `ts`, at `now_ms`.
@@ -286,16 +360,21 @@ impl NonceCache {
         ts: i64,
         now_ms: u64,
     ) -> Result<(), NonceRefusal> {
+        let key = local_key(
+            std::hash::BuildHasher::hash_one(&self.ids, (signer, nonce, ts)),
+            ts,
+        );
+        let id = std::hash::BuildHasher::hash_one(&self.ids, signer) as SignerId;
         let Ok(mut st) = self.state.lock() else {
             return Err(NonceRefusal::Replay);
         };
         // Forget entries whose request can no longer be accepted (bounded work: each
-        // entry leaves once).
+        // slot leaves once).
         let horizon = (now_ms as i64).saturating_sub((self.limits.window_ms / 2) as i64);
         st.expire(horizon);
-        let key: LocalKey = std::hash::BuildHasher::hash_one(&self.ids, (signer, nonce));
-        let id = std::hash::BuildHasher::hash_one(&self.ids, signer) as SignerId;
-        if st.seen.contains(&key) {
+        st.sweep(now_ms as i64);
+        let number = slot_of(ts);
+        if st.slots.get(&number).is_some_and(|slot| slot.contains(key)) {
             return Err(NonceRefusal::Replay);
         }
         if st.high_water.is_some_and(|hw| ts <= hw) {
@@ -304,15 +383,13 @@ impl NonceCache {
         if st.per_signer.get(&id).copied().unwrap_or(0) as usize >= self.limits.per_signer {
             return Err(NonceRefusal::SignerFull);
         }
-        if st.seen.len() >= self.limits.max_entries.max(1) {
-            // Full: this request would be the oldest, or the oldest makes room.
-            if st.oldest_ts().is_some_and(|t| ts <= t) {
+        if st.len >= self.limits.max_entries.max(1) {
+            // Full: this request would be the oldest, or the oldest make room.
+            let Some(evicted) = st.evict_oldest(ts) else {
                 st.high_water = Some(st.high_water.map_or(ts, |hw| hw.max(ts)));
                 return Err(NonceRefusal::BelowHighWater);
-            }
-            if let Some(evicted) = st.pop_oldest() {
-                st.high_water = Some(st.high_water.map_or(evicted, |hw| hw.max(evicted)));
-            }
+            };
+            st.high_water = Some(st.high_water.map_or(evicted, |hw| hw.max(evicted)));
         }
         st.insert(ts, key, id);
         Ok(())
@@ -323,11 +400,11 @@ impl NonceCache {
 mod tests {
     use super::*;
 
-    fn small() -> NonceCache {
+    fn cache(window_ms: u64, max_entries: usize, per_signer: usize) -> NonceCache {
         NonceCache::new(NonceCacheLimits {
-            window_ms: 2000,
-            max_entries: 50,
-            per_signer: 10,
+            window_ms,
+            max_entries,
+            per_signer,
         })
     }
 
@@ -337,7 +414,7 @@ mod tests {
 
     #[test]
     fn a_nonce_is_accepted_once_while_its_request_is_valid() {
-        let c = small();
+        let c = cache(2000, 50, 10);
         assert!(c.check_and_remember(&signer(1), "n1", 0, 0).is_ok());
         assert_eq!(
             c.check_and_remember(&signer(1), "n1", 0, 1000),
@@ -347,87 +424,209 @@ mod tests {
             c.check_and_remember(&signer(2), "n1", 0, 0).is_ok(),
             "nonces are per signer"
         );
+        assert_eq!(
+            c.check_and_remember(&signer(1), "n1", 0, 1255),
+            Err(NonceRefusal::Replay),
+            "remembered until its slot (0 to 255 ms) is outside the window"
+        );
         assert!(
-            c.check_and_remember(&signer(1), "n1", 0, 1001).is_ok(),
+            c.check_and_remember(&signer(1), "n1", 0, 1256).is_ok(),
             "forgotten once the request is outside the window"
         );
     }
 
-    /// Eviction takes the oldest request timestamps whatever the arrival order and
-    /// whichever 2^10 ms slots they fall in, and expiry drops whole slots and the
-    /// older part of the slot the horizon falls in.
+    /// The timestamp is signed: a replay carries the same one.
+    #[test]
+    fn the_same_nonce_under_another_timestamp_is_another_request() {
+        let c = cache(600_000, 50, 10);
+        assert!(c.check_and_remember(&signer(1), "n", 1000, 1000).is_ok());
+        assert_eq!(
+            c.check_and_remember(&signer(1), "n", 1000, 1000),
+            Err(NonceRefusal::Replay)
+        );
+        assert!(c.check_and_remember(&signer(1), "n", 1001, 1001).is_ok());
+        assert_eq!(c.len(), 2);
+    }
+
+    /// A full cache evicts the oldest request timestamps first, whatever the arrival
+    /// order and whichever slots they fall in; expiry drops the slots entirely before
+    /// the horizon.
     #[test]
     fn eviction_and_expiry_follow_request_timestamps() {
-        let c = NonceCache::new(NonceCacheLimits {
-            window_ms: 1_000_000_000,
-            max_entries: 4,
-            per_signer: 100,
-        });
+        let c = cache(1_000_000_000, 4, 100);
+        // Slots of 256 ms: 3000 is in slot 11, 10 in 0, 2050 in 8, 1500 in 5.
         for (nonce, ts) in [("a", 3000), ("b", 10), ("c", 2050), ("d", 1500)] {
             assert!(c.check_and_remember(&signer(1), nonce, ts, 0).is_ok());
         }
         assert!(c.check_and_remember(&signer(1), "e", 4000, 0).is_ok());
         assert!(c.check_and_remember(&signer(1), "f", 5000, 0).is_ok());
         assert_eq!(c.len(), 4);
-        for held in ["a", "c", "e", "f"] {
+        for (held, ts) in [("a", 3000), ("c", 2050), ("e", 4000), ("f", 5000)] {
             assert_eq!(
-                c.check_and_remember(&signer(1), held, 6000, 0),
+                c.check_and_remember(&signer(1), held, ts, 0),
+                Err(NonceRefusal::Replay),
+                "{held}"
+            );
+        }
+        for (evicted, ts) in [("d", 1500), ("b", 10), ("x", 2049)] {
+            assert_eq!(
+                c.check_and_remember(&signer(1), evicted, ts, 0),
+                Err(NonceRefusal::BelowHighWater),
+                "{evicted}: b (10) and d (1500) were the oldest, c (2050) is now"
+            );
+        }
+        assert_eq!(c.len(), 4);
+
+        // Within one slot (2048 to 2303 ms) too: a flood that fills the cache inside
+        // a slot locks out nobody whose clock is current.
+        let c = cache(1_000_000_000, 4, 100);
+        for (nonce, ts) in [("p", 2100), ("q", 2060), ("r", 2200), ("s", 2150)] {
+            assert!(c.check_and_remember(&signer(1), nonce, ts, 0).is_ok());
+        }
+        assert!(c.check_and_remember(&signer(1), "t", 2300, 0).is_ok());
+        assert_eq!(
+            c.check_and_remember(&signer(1), "q", 2060, 0),
+            Err(NonceRefusal::BelowHighWater)
+        );
+        for (held, ts) in [("p", 2100), ("r", 2200), ("s", 2150), ("t", 2300)] {
+            assert_eq!(
+                c.check_and_remember(&signer(1), held, ts, 0),
                 Err(NonceRefusal::Replay),
                 "{held}"
             );
         }
         assert_eq!(
-            c.check_and_remember(&signer(1), "d", 1500, 0),
+            c.check_and_remember(&signer(1), "u", 2099, 0),
             Err(NonceRefusal::BelowHighWater),
-            "d (1500) and b (10) were the oldest"
+            "older than every live entry"
         );
-        assert!(c.check_and_remember(&signer(1), "b", 2000, 0).is_err());
+        assert!(c.check_and_remember(&signer(1), "v", 2101, 0).is_ok());
+        assert_eq!(
+            c.check_and_remember(&signer(1), "p", 2100, 0),
+            Err(NonceRefusal::BelowHighWater)
+        );
 
-        let c = small(); // a 2 s window: the horizon is now - 1 s
+        // Eviction takes at least a sixteenth of the slot at once.
+        let c = cache(1_000_000_000, 64, 1000);
+        for i in 0..64 {
+            assert!(
+                c.check_and_remember(&signer(1), &format!("n{i}"), i, 0)
+                    .is_ok()
+            );
+        }
+        assert!(c.check_and_remember(&signer(1), "new", 100, 0).is_ok());
+        assert_eq!(c.len(), 61);
+        assert_eq!(
+            c.check_and_remember(&signer(1), "n3", 3, 0),
+            Err(NonceRefusal::BelowHighWater)
+        );
+        assert_eq!(
+            c.check_and_remember(&signer(1), "n4", 4, 0),
+            Err(NonceRefusal::Replay)
+        );
+
+        let c = cache(2000, 50, 10); // a 2 s window: the horizon is now - 1 s
         for (nonce, ts) in [("w", 100), ("x", 1500), ("y", 1100), ("z", 2100)] {
             assert!(c.check_and_remember(&signer(2), nonce, ts, 0).is_ok());
         }
         assert!(
-            c.check_and_remember(&signer(2), "fresh", 2150, 2200)
+            c.check_and_remember(&signer(2), "fresh", 2350, 2400)
                 .is_ok()
         );
-        assert_eq!(c.len(), 3, "w and y expired at 2200");
+        assert_eq!(c.len(), 3, "w (slot 0) and y (slot 4) expired at 2400");
         assert_eq!(
-            c.check_and_remember(&signer(2), "x", 1500, 2200),
-            Err(NonceRefusal::Replay)
+            c.check_and_remember(&signer(2), "x", 1500, 2400),
+            Err(NonceRefusal::Replay),
+            "x's slot 5 ends at 1535, after the horizon"
         );
-        assert!(c.check_and_remember(&signer(2), "y", 1100, 2200).is_ok());
+        assert!(c.check_and_remember(&signer(2), "y", 1100, 2400).is_ok());
+    }
+
+    /// Slots the clock has passed are sealed into sorted arrays; they still refuse
+    /// their replays, and take requests signed earlier than they arrive.
+    #[test]
+    fn sealed_slots_refuse_replays_and_take_late_requests() {
+        let c = cache(600_000, 10_000, 10_000);
+        for i in 0..300i64 {
+            let ts = 10 * i;
+            assert!(
+                c.check_and_remember(&signer(1), &format!("n{i}"), ts, ts as u64)
+                    .is_ok()
+            );
+        }
+        // The clock moves on: every slot so far is sealed at the next request.
+        assert!(
+            c.check_and_remember(&signer(1), "now", 10_000, 10_000)
+                .is_ok()
+        );
+        {
+            let st = c.state.lock().unwrap();
+            let slot = &st.slots[&0];
+            assert_eq!((slot.sealed.len(), slot.open.len()), (26, 0));
+        }
+        for i in 0..300i64 {
+            assert_eq!(
+                c.check_and_remember(&signer(1), &format!("n{i}"), 10 * i, 10_000),
+                Err(NonceRefusal::Replay),
+                "n{i}"
+            );
+        }
+        // 200 requests signed in slot 0 arrive late: the slot's set is merged into
+        // its array once it holds more than 64 + an eighth of it.
+        for i in 0..200i64 {
+            assert!(
+                c.check_and_remember(&signer(2), &format!("late{i}"), i, 10_000)
+                    .is_ok()
+            );
+        }
+        {
+            let st = c.state.lock().unwrap();
+            let slot = &st.slots[&0];
+            assert_eq!(slot.len(), 226);
+            assert!(slot.sealed.len() > 26 && slot.open.len() < 100);
+        }
+        for i in 0..200i64 {
+            assert_eq!(
+                c.check_and_remember(&signer(2), &format!("late{i}"), i, 10_000),
+                Err(NonceRefusal::Replay),
+                "late{i}"
+            );
+        }
+        assert_eq!(c.len(), 501);
     }
 
     #[test]
     fn a_flood_evicts_the_oldest_and_locks_out_nobody_else() {
-        let c = small();
-        // 20 self-issued keys x 10 nonces, each request signed a little later.
+        let c = cache(1_000_000, 50, 10);
+        // 20 self-issued keys x 10 nonces, each request signed 100 ms later.
         let mut ts = 0;
         for s in 0..20 {
             for n in 0..10 {
-                ts += 1;
+                ts += 100;
                 assert!(
-                    c.check_and_remember(&signer(s), &format!("n{n}"), ts, 300)
+                    c.check_and_remember(&signer(s), &format!("n{n}"), ts, ts as u64)
                         .is_ok()
                 );
             }
         }
-        assert_eq!(c.len(), 50, "bounded");
+        assert!(c.len() <= 50, "bounded");
         // A user whose clock is current is served.
-        assert!(c.check_and_remember(&signer(99), "fresh", 300, 300).is_ok());
+        assert!(
+            c.check_and_remember(&signer(99), "fresh", ts, ts as u64)
+                .is_ok()
+        );
         // An evicted nonce cannot be replayed: its timestamp is below the mark.
         assert_eq!(
-            c.check_and_remember(&signer(0), "n0", 1, 300),
+            c.check_and_remember(&signer(0), "n0", 100, ts as u64),
             Err(NonceRefusal::BelowHighWater)
         );
         // A nonce still held is refused as a replay.
         assert_eq!(
-            c.check_and_remember(&signer(19), "n9", 200, 300),
+            c.check_and_remember(&signer(19), "n9", 20_000, ts as u64),
             Err(NonceRefusal::Replay)
         );
         // One signer cannot hold more than its share.
-        let c = small();
+        let c = cache(2000, 50, 10);
         let ok = (0..100)
             .filter(|n| {
                 c.check_and_remember(&signer(7), &format!("{n}"), 10, 10)
@@ -436,6 +635,11 @@ mod tests {
             .count();
         assert_eq!(ok, 10);
         assert!(c.check_and_remember(&signer(8), "0", 10, 10).is_ok());
+        // Its share comes back when its slot expires.
+        assert!(
+            c.check_and_remember(&signer(7), "later", 1300, 1300)
+                .is_ok()
+        );
     }
 }
 
@@ -462,15 +666,17 @@ mod nonce_memory {
             per_signer: 1_000_000,
         });
         let before = resident_kib();
+        // 20 requests per ms, as from a busy server's clients, each arriving 50 ms
+        // after it was signed.
         let n = 200_000u64;
         for i in 0..n {
             let signer = [(i % 64) as u8; 32];
-            let ts = i64::try_from(i / 20).unwrap();
-            c.check_and_remember(&signer, &format!("{i:032x}"), ts, 0)
+            let ts = i / 20;
+            c.check_and_remember(&signer, &format!("{i:032x}"), ts as i64, ts + 50)
                 .unwrap();
         }
         let per_nonce = resident_kib().saturating_sub(before) * 1024 / n;
         eprintln!("{per_nonce} bytes per live nonce");
-        assert!(per_nonce < 60, "{per_nonce} bytes per live nonce");
+        assert!(per_nonce < 16, "{per_nonce} bytes per live nonce");
     }
 }
