@@ -11,14 +11,15 @@
 //! for it only among the entries of that timestamp. The same nonce under another
 //! timestamp is another signed request, which only the signer can make.
 //!
-//! Layout, about 8 bytes per live nonce: entries are grouped by their request
-//! timestamp in slots of 2^8 ms. The newest two slots take inserts in a hash set; an
-//! older slot is sealed into one sorted array of 8-byte keys, searched by bisection
-//! (a late request signed in a sealed slot goes to that slot's small set). Expiry and
-//! eviction drop whole slots, oldest first.
+//! Layout, about 12 bytes per live nonce: entries are grouped by their request
+//! timestamp in slots of 2^8 ms. A slot takes inserts in a hash map until the clock has
+//! passed it; then it is sealed into one sorted array of 8-byte keys and one of their
+//! 4-byte signers, searched by bisection (a late request signed in a sealed slot goes
+//! to that slot's small map). Expiry drops whole slots; eviction takes the oldest
+//! milliseconds of the oldest slot.
 
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasherDefault;
 use std::sync::Mutex;
 
@@ -136,39 +137,57 @@ impl std::hash::Hasher for Prehashed {
     }
 }
 
-type KeySet = HashSet<LocalKey, BuildHasherDefault<Prehashed>>;
+type OpenKeys = HashMap<LocalKey, SignerId, BuildHasherDefault<Prehashed>>;
 type SignerCounts = HashMap<SignerId, u32, BuildHasherDefault<Prehashed>>;
+
+/// Takes one entry of `signer` off its count.
+fn give_back(per_signer: &mut SignerCounts, signer: SignerId) {
+    if let Some(count) = per_signer.get_mut(&signer) {
+        *count -= 1;
+        if *count == 0 {
+            per_signer.remove(&signer);
+        }
+    }
+}
 
 /// The live nonces whose request timestamps fall in one slot.
 #[derive(Default)]
 struct Slot {
     /// Sorted; filled when the clock has passed the slot.
     sealed: Box<[LocalKey]>,
-    /// Keys not sealed: all of them while the slot is current, requests signed
-    /// earlier than they arrive after.
-    open: KeySet,
-    /// Entries per signer inserted in this slot, given back when the slot goes (an
-    /// entry evicted from a slot that stays keeps its signer's count until then).
-    signers: SignerCounts,
+    /// The signer of each sealed key, at the same index.
+    sealed_signers: Box<[SignerId]>,
+    /// Keys not sealed, and their signers: all of them while the slot is current,
+    /// requests signed earlier than they arrive after.
+    open: OpenKeys,
     /// The offset of the oldest live entry.
     oldest: u8,
 }
 
 impl Slot {
     fn contains(&self, key: LocalKey) -> bool {
-        self.sealed.binary_search(&key).is_ok() || self.open.contains(&key)
+        self.sealed.binary_search(&key).is_ok() || self.open.contains_key(&key)
     }
 
     fn len(&self) -> usize {
         self.sealed.len() + self.open.len()
     }
 
+    /// Every entry's signer.
+    fn signers(&self) -> impl Iterator<Item = SignerId> + '_ {
+        self.sealed_signers
+            .iter()
+            .chain(self.open.values())
+            .copied()
+    }
+
     /// Evicts the oldest entries, at least a sixteenth of the slot and none with an
     /// offset above `limit` (at least the oldest's): all those with an offset up to
-    /// some threshold. Returns how many left and the threshold.
-    fn evict_oldest(&mut self, limit: u8) -> (usize, u8) {
+    /// some threshold, given back to their signers' counts. Returns how many left
+    /// and the threshold.
+    fn evict_oldest(&mut self, limit: u8, per_signer: &mut SignerCounts) -> (usize, u8) {
         let mut counts = [0usize; 256];
-        for key in self.sealed.iter().chain(self.open.iter()) {
+        for key in self.sealed.iter().chain(self.open.keys()) {
             counts[usize::from(key_offset(*key))] += 1;
         }
         let target = (self.len() / 16).max(1);
@@ -182,10 +201,25 @@ impl Slot {
             }
         }
         if evicted > 0 {
-            let mut sealed = std::mem::take(&mut self.sealed).into_vec();
-            sealed.retain(|key| key_offset(*key) > threshold);
-            self.sealed = sealed.into_boxed_slice();
-            self.open.retain(|key| key_offset(*key) > threshold);
+            let mut keys = Vec::with_capacity(self.sealed.len());
+            let mut signers = Vec::with_capacity(self.sealed.len());
+            for (key, signer) in self.sealed.iter().zip(self.sealed_signers.iter()) {
+                if key_offset(*key) > threshold {
+                    keys.push(*key);
+                    signers.push(*signer);
+                } else {
+                    give_back(per_signer, *signer);
+                }
+            }
+            self.sealed = keys.into_boxed_slice();
+            self.sealed_signers = signers.into_boxed_slice();
+            self.open.retain(|key, signer| {
+                let keep = key_offset(*key) > threshold;
+                if !keep {
+                    give_back(per_signer, *signer);
+                }
+                keep
+            });
         }
         if let Some(next) = (usize::from(threshold) + 1..256).find(|o| counts[*o] > 0) {
             self.oldest = next as u8;
@@ -193,16 +227,22 @@ impl Slot {
         (evicted, threshold)
     }
 
-    /// Moves the open keys into the sorted array.
+    /// Moves the open keys into the sorted arrays.
     fn seal(&mut self) {
         if self.open.is_empty() {
             return;
         }
-        let mut keys = Vec::with_capacity(self.sealed.len() + self.open.len());
-        keys.extend_from_slice(&self.sealed);
-        keys.extend(std::mem::take(&mut self.open));
-        keys.sort_unstable();
-        self.sealed = keys.into_boxed_slice();
+        let mut entries = Vec::with_capacity(self.len());
+        entries.extend(
+            self.sealed
+                .iter()
+                .copied()
+                .zip(self.sealed_signers.iter().copied()),
+        );
+        entries.extend(std::mem::take(&mut self.open));
+        entries.sort_unstable_by_key(|(key, _)| *key);
+        self.sealed = entries.iter().map(|(key, _)| *key).collect();
+        self.sealed_signers = entries.iter().map(|(_, signer)| *signer).collect();
     }
 }
 
@@ -214,53 +254,59 @@ struct State {
     per_signer: SignerCounts,
     /// Live entries.
     len: usize,
-    /// The newest request timestamp evicted to make room; requests not newer are
-    /// refused.
+    /// The newest request timestamp forgotten, evicted to make room or expired;
+    /// requests not newer are refused.
     high_water: Option<i64>,
     /// Every slot up to this one has been sealed once.
     swept: Option<i64>,
 }
 
 impl State {
-    /// Drops the oldest slot; returns its number.
-    fn drop_oldest(&mut self) -> Option<i64> {
-        let (number, slot) = self.slots.pop_first()?;
-        self.len -= slot.len();
-        for (signer, n) in slot.signers {
-            if let Some(count) = self.per_signer.get_mut(&signer) {
-                *count = count.saturating_sub(n);
-                if *count == 0 {
-                    self.per_signer.remove(&signer);
-                }
-            }
-        }
-        Some(number)
+    /// Raises the high-water mark to `ts`.
+    fn raise(&mut self, ts: i64) {
+        self.high_water = Some(self.high_water.map_or(ts, |hw| hw.max(ts)));
     }
 
-    /// Evicts the oldest entries, all older than `ts`, and returns the newest request
-    /// timestamp evicted; `None` when no entry is older than `ts`.
-    fn evict_oldest(&mut self, ts: i64) -> Option<i64> {
-        let mut first = self.slots.first_entry()?;
+    /// Drops the oldest slot and raises the mark to its end.
+    fn drop_oldest(&mut self) {
+        let Some((number, slot)) = self.slots.pop_first() else {
+            return;
+        };
+        self.len -= slot.len();
+        for signer in slot.signers() {
+            give_back(&mut self.per_signer, signer);
+        }
+        self.raise(slot_end(number));
+    }
+
+    /// Evicts the oldest entries, all older than `ts`, and raises the mark to the
+    /// newest request timestamp evicted; `false` when no entry is older than `ts`.
+    fn evict_oldest(&mut self, ts: i64) -> bool {
+        let Some(mut first) = self.slots.first_entry() else {
+            return false;
+        };
         let number = *first.key();
         let slot = first.get_mut();
         if ts_of(number, slot.oldest) >= ts {
-            return None;
+            return false;
         }
         let limit = if number == slot_of(ts) {
             offset_of(ts) - 1
         } else {
             u8::MAX
         };
-        let (evicted, threshold) = slot.evict_oldest(limit);
+        let (evicted, threshold) = slot.evict_oldest(limit, &mut self.per_signer);
         self.len -= evicted;
         if slot.len() == 0 {
-            self.drop_oldest();
+            self.slots.pop_first();
         }
-        Some(ts_of(number, threshold))
+        self.raise(ts_of(number, threshold));
+        true
     }
 
     /// Drops every slot whose request timestamps are all before `horizon` (an entry
-    /// is remembered up to one slot longer than its window).
+    /// is remembered up to one slot longer than its window). The mark rises past
+    /// them, so a caller whose clock steps back cannot get them accepted again.
     fn expire(&mut self, horizon: i64) {
         while self
             .slots
@@ -294,14 +340,13 @@ impl State {
         } else {
             slot.oldest.min(key_offset(key))
         };
-        slot.open.insert(key);
+        slot.open.insert(key, signer);
         // A request signed in a slot sealed already: its set is merged again once it
         // holds an eighth of the slot, so each insert pays for a bounded share of a
         // merge.
         if swept && slot.open.len() > slot.sealed.len() / 8 + 64 {
             slot.seal();
         }
-        *slot.signers.entry(signer).or_insert(0) += 1;
         *self.per_signer.entry(signer).or_insert(0) += 1;
         self.len += 1;
     }
@@ -385,11 +430,10 @@ impl NonceCache {
         }
         if st.len >= self.limits.max_entries.max(1) {
             // Full: this request would be the oldest, or the oldest make room.
-            let Some(evicted) = st.evict_oldest(ts) else {
-                st.high_water = Some(st.high_water.map_or(ts, |hw| hw.max(ts)));
+            if !st.evict_oldest(ts) {
+                st.raise(ts);
                 return Err(NonceRefusal::BelowHighWater);
-            };
-            st.high_water = Some(st.high_water.map_or(evicted, |hw| hw.max(evicted)));
+            }
         }
         st.insert(ts, key, id);
         Ok(())
@@ -429,9 +473,51 @@ mod tests {
             Err(NonceRefusal::Replay),
             "remembered until its slot (0 to 255 ms) is outside the window"
         );
-        assert!(
-            c.check_and_remember(&signer(1), "n1", 0, 1256).is_ok(),
-            "forgotten once the request is outside the window"
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            c.check_and_remember(&signer(1), "n1", 0, 1256),
+            Err(NonceRefusal::BelowHighWater),
+            "forgotten once the request is outside the window, and refused by the mark"
+        );
+        assert_eq!(c.len(), 0);
+    }
+
+    /// The caller's clock may step back (a wall clock, or a request that read it
+    /// before another took the lock): what expired stays refused.
+    #[test]
+    fn a_clock_stepping_back_does_not_bring_back_an_expired_nonce() {
+        let c = cache(2000, 50, 10);
+        assert!(c.check_and_remember(&signer(1), "n", 255, 255).is_ok());
+        assert!(c.check_and_remember(&signer(2), "x", 1256, 1256).is_ok());
+        assert_eq!(
+            c.check_and_remember(&signer(1), "n", 255, 1255),
+            Err(NonceRefusal::BelowHighWater)
+        );
+    }
+
+    /// Negative timestamps fall in slots like the others.
+    #[test]
+    fn negative_timestamps_are_remembered_and_evicted_in_order() {
+        let c = cache(1_000_000_000, 2, 10);
+        assert!(c.check_and_remember(&signer(1), "a", -300, 0).is_ok());
+        assert!(c.check_and_remember(&signer(1), "b", -1, 0).is_ok());
+        assert_eq!(
+            c.check_and_remember(&signer(1), "b", -1, 0),
+            Err(NonceRefusal::Replay)
+        );
+        assert!(c.check_and_remember(&signer(1), "c", 10, 0).is_ok());
+        assert_eq!(
+            c.check_and_remember(&signer(1), "a", -300, 0),
+            Err(NonceRefusal::BelowHighWater)
+        );
+        assert_eq!(
+            c.check_and_remember(&signer(1), "b", -1, 0),
+            Err(NonceRefusal::Replay)
+        );
+        assert_eq!(
+            c.check_and_remember(&signer(1), "d", -299, 0),
+            Err(NonceRefusal::BelowHighWater),
+            "older than every live entry of a full cache"
         );
     }
 
@@ -539,7 +625,75 @@ mod tests {
             Err(NonceRefusal::Replay),
             "x's slot 5 ends at 1535, after the horizon"
         );
-        assert!(c.check_and_remember(&signer(2), "y", 1100, 2400).is_ok());
+        assert_eq!(
+            c.check_and_remember(&signer(2), "y", 1100, 2400),
+            Err(NonceRefusal::BelowHighWater),
+            "expired: below the mark"
+        );
+    }
+
+    /// An eviction in the slot of the incoming request stops before its timestamp,
+    /// even when that leaves less than a sixteenth of the slot evicted.
+    #[test]
+    fn eviction_never_reaches_the_incoming_request() {
+        const S: i64 = 10 * 256; // a slot's start
+        let c = cache(1_000_000_000, 32, 100);
+        assert!(c.check_and_remember(&signer(1), "first", S, 0).is_ok());
+        for i in 0..31 {
+            assert!(
+                c.check_and_remember(&signer(1), &format!("n{i}"), S + 200, 0)
+                    .is_ok()
+            );
+        }
+        assert!(c.check_and_remember(&signer(1), "mid", S + 100, 0).is_ok());
+        assert_eq!(c.len(), 32);
+        assert_eq!(
+            c.check_and_remember(&signer(1), "x", S + 99, 0),
+            Err(NonceRefusal::BelowHighWater)
+        );
+        assert!(
+            c.check_and_remember(&signer(1), "later", S + 150, 0)
+                .is_ok(),
+            "the mark stayed below 150"
+        );
+        assert_eq!(
+            c.check_and_remember(&signer(1), "n0", S + 200, 0),
+            Err(NonceRefusal::Replay)
+        );
+        // At offset 0 of the oldest slot nothing is older: refused.
+        let c = cache(1_000_000_000, 2, 100);
+        assert!(c.check_and_remember(&signer(1), "a", S, 0).is_ok());
+        assert!(c.check_and_remember(&signer(1), "b", S + 5, 0).is_ok());
+        assert_eq!(
+            c.check_and_remember(&signer(1), "c", S, 0),
+            Err(NonceRefusal::BelowHighWater)
+        );
+        assert_eq!(c.len(), 2);
+    }
+
+    /// Evicted entries give their signers' shares back at once, so the counts never
+    /// outgrow the live entries however a flood refills the oldest slot.
+    #[test]
+    fn evicted_entries_give_back_their_signers_shares() {
+        const S: i64 = 10 * 256;
+        let c = cache(1_000_000_000, 8, 100);
+        let mut n = 0u32;
+        let mut fresh = |ts: i64| {
+            n += 1;
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&n.to_le_bytes());
+            c.check_and_remember(&key, "n", ts, 0)
+        };
+        assert!(fresh(S + 255).is_ok());
+        for offset in 0..200 {
+            for _ in 0..8 {
+                let _ = fresh(S + offset);
+            }
+        }
+        let st = c.state.lock().unwrap();
+        assert_eq!(st.len, 8);
+        assert!(st.per_signer.len() <= 8, "{}", st.per_signer.len());
+        assert_eq!(st.per_signer.values().sum::<u32>(), 8);
     }
 
     /// Slots the clock has passed are sealed into sorted arrays; they still refuse
@@ -677,6 +831,6 @@ mod nonce_memory {
         }
         let per_nonce = resident_kib().saturating_sub(before) * 1024 / n;
         eprintln!("{per_nonce} bytes per live nonce");
-        assert!(per_nonce < 16, "{per_nonce} bytes per live nonce");
+        assert!(per_nonce < 20, "{per_nonce} bytes per live nonce");
     }
 }
