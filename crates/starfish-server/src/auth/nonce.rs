@@ -4,7 +4,9 @@
 //! request timestamps and remembers the newest timestamp it evicted (a high-water
 //! mark). A request whose timestamp is not newer than that mark is refused, so an
 //! evicted nonce can never be replayed, while everyone whose clock is current keeps
-//! being served.
+//! being served. Requests signed more than about a second ahead of the server's clock
+//! share a quarter of the cache, so a flood of them, newer than every current
+//! request, cannot fill it.
 //!
 //! The timestamp is part of what is signed, so a captured request replays with the
 //! same timestamp: the cache keys an entry by signer, nonce and timestamp, and looks
@@ -115,6 +117,11 @@ fn slot_end(slot: i64) -> i64 {
         .saturating_mul(1 << SLOT_SHIFT)
         .saturating_sub(1)
 }
+
+/// A request signed more than this ahead of the server's clock is *ahead*: its
+/// entry would be newer than every current request for that long, so a full cache
+/// of them would refuse current requests. Ahead entries share a quarter of the cache.
+const AHEAD_MS: i64 = 1 << 10;
 
 /// The sets' hasher: their keys are keyed hashes already.
 #[derive(Default, Clone, Copy)]
@@ -246,7 +253,6 @@ impl Slot {
     }
 }
 
-#[derive(Default)]
 struct State {
     /// Live entries by slot, oldest first.
     slots: BTreeMap<i64, Slot>,
@@ -259,6 +265,24 @@ struct State {
     high_water: Option<i64>,
     /// Every slot up to this one has been sealed once.
     swept: Option<i64>,
+    /// Slots after this one hold ahead entries (it only moves forward).
+    ahead_after: i64,
+    /// Live entries in slots after `ahead_after`.
+    ahead: usize,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            slots: BTreeMap::new(),
+            per_signer: SignerCounts::default(),
+            len: 0,
+            high_water: None,
+            swept: None,
+            ahead_after: i64::MIN,
+            ahead: 0,
+        }
+    }
 }
 
 impl State {
@@ -273,6 +297,9 @@ impl State {
             return;
         };
         self.len -= slot.len();
+        if number > self.ahead_after {
+            self.ahead -= slot.len();
+        }
         for signer in slot.signers() {
             give_back(&mut self.per_signer, signer);
         }
@@ -297,6 +324,9 @@ impl State {
         };
         let (evicted, threshold) = slot.evict_oldest(limit, &mut self.per_signer);
         self.len -= evicted;
+        if number > self.ahead_after {
+            self.ahead -= evicted;
+        }
         if slot.len() == 0 {
             self.slots.pop_first();
         }
@@ -315,6 +345,22 @@ impl State {
         {
             self.drop_oldest();
         }
+    }
+
+    /// Moves the boundary of ahead entries to `now_ms`: the slots it passes stop
+    /// counting as ahead (each slot once).
+    fn catch_up(&mut self, now_ms: i64) {
+        let boundary = slot_of(now_ms.saturating_add(AHEAD_MS));
+        if boundary <= self.ahead_after {
+            return;
+        }
+        let passed: usize = self
+            .slots
+            .range(self.ahead_after.saturating_add(1)..=boundary)
+            .map(|(_, slot)| slot.len())
+            .sum();
+        self.ahead -= passed;
+        self.ahead_after = boundary;
     }
 
     /// Seals the slots the clock has passed since the last call: each slot once.
@@ -349,6 +395,9 @@ impl State {
         }
         *self.per_signer.entry(signer).or_insert(0) += 1;
         self.len += 1;
+        if number > self.ahead_after {
+            self.ahead += 1;
+        }
     }
 }
 
@@ -361,6 +410,8 @@ pub(crate) enum NonceRefusal {
     BelowHighWater,
     /// The signer holds its share of the cache already.
     SignerFull,
+    /// Signed ahead of the server's clock while the share of such requests is full.
+    AheadFull,
 }
 
 /// A bounded in-memory replay cache.
@@ -418,6 +469,7 @@ impl NonceCache {
         let horizon = (now_ms as i64).saturating_sub((self.limits.window_ms / 2) as i64);
         st.expire(horizon);
         st.sweep(now_ms as i64);
+        st.catch_up(now_ms as i64);
         let number = slot_of(ts);
         if st.slots.get(&number).is_some_and(|slot| slot.contains(key)) {
             return Err(NonceRefusal::Replay);
@@ -427,6 +479,9 @@ impl NonceCache {
         }
         if st.per_signer.get(&id).copied().unwrap_or(0) as usize >= self.limits.per_signer {
             return Err(NonceRefusal::SignerFull);
+        }
+        if slot_of(ts) > st.ahead_after && st.ahead >= (self.limits.max_entries / 4).max(1) {
+            return Err(NonceRefusal::AheadFull);
         }
         if st.len >= self.limits.max_entries.max(1) {
             // Full: this request would be the oldest, or the oldest make room.
@@ -455,6 +510,9 @@ mod tests {
     fn signer(n: u8) -> SignerKey {
         [n; 32]
     }
+
+    /// A clock after every timestamp of the tests that use it, so none is ahead.
+    const NOW: u64 = 10_000;
 
     #[test]
     fn a_nonce_is_accepted_once_while_its_request_is_valid() {
@@ -542,21 +600,21 @@ mod tests {
         let c = cache(1_000_000_000, 4, 100);
         // Slots of 256 ms: 3000 is in slot 11, 10 in 0, 2050 in 8, 1500 in 5.
         for (nonce, ts) in [("a", 3000), ("b", 10), ("c", 2050), ("d", 1500)] {
-            assert!(c.check_and_remember(&signer(1), nonce, ts, 0).is_ok());
+            assert!(c.check_and_remember(&signer(1), nonce, ts, NOW).is_ok());
         }
-        assert!(c.check_and_remember(&signer(1), "e", 4000, 0).is_ok());
-        assert!(c.check_and_remember(&signer(1), "f", 5000, 0).is_ok());
+        assert!(c.check_and_remember(&signer(1), "e", 4000, NOW).is_ok());
+        assert!(c.check_and_remember(&signer(1), "f", 5000, NOW).is_ok());
         assert_eq!(c.len(), 4);
         for (held, ts) in [("a", 3000), ("c", 2050), ("e", 4000), ("f", 5000)] {
             assert_eq!(
-                c.check_and_remember(&signer(1), held, ts, 0),
+                c.check_and_remember(&signer(1), held, ts, NOW),
                 Err(NonceRefusal::Replay),
                 "{held}"
             );
         }
         for (evicted, ts) in [("d", 1500), ("b", 10), ("x", 2049)] {
             assert_eq!(
-                c.check_and_remember(&signer(1), evicted, ts, 0),
+                c.check_and_remember(&signer(1), evicted, ts, NOW),
                 Err(NonceRefusal::BelowHighWater),
                 "{evicted}: b (10) and d (1500) were the oldest, c (2050) is now"
             );
@@ -567,28 +625,28 @@ mod tests {
         // a slot locks out nobody whose clock is current.
         let c = cache(1_000_000_000, 4, 100);
         for (nonce, ts) in [("p", 2100), ("q", 2060), ("r", 2200), ("s", 2150)] {
-            assert!(c.check_and_remember(&signer(1), nonce, ts, 0).is_ok());
+            assert!(c.check_and_remember(&signer(1), nonce, ts, NOW).is_ok());
         }
-        assert!(c.check_and_remember(&signer(1), "t", 2300, 0).is_ok());
+        assert!(c.check_and_remember(&signer(1), "t", 2300, NOW).is_ok());
         assert_eq!(
-            c.check_and_remember(&signer(1), "q", 2060, 0),
+            c.check_and_remember(&signer(1), "q", 2060, NOW),
             Err(NonceRefusal::BelowHighWater)
         );
         for (held, ts) in [("p", 2100), ("r", 2200), ("s", 2150), ("t", 2300)] {
             assert_eq!(
-                c.check_and_remember(&signer(1), held, ts, 0),
+                c.check_and_remember(&signer(1), held, ts, NOW),
                 Err(NonceRefusal::Replay),
                 "{held}"
             );
         }
         assert_eq!(
-            c.check_and_remember(&signer(1), "u", 2099, 0),
+            c.check_and_remember(&signer(1), "u", 2099, NOW),
             Err(NonceRefusal::BelowHighWater),
             "older than every live entry"
         );
-        assert!(c.check_and_remember(&signer(1), "v", 2101, 0).is_ok());
+        assert!(c.check_and_remember(&signer(1), "v", 2101, NOW).is_ok());
         assert_eq!(
-            c.check_and_remember(&signer(1), "p", 2100, 0),
+            c.check_and_remember(&signer(1), "p", 2100, NOW),
             Err(NonceRefusal::BelowHighWater)
         );
 
@@ -596,18 +654,18 @@ mod tests {
         let c = cache(1_000_000_000, 64, 1000);
         for i in 0..64 {
             assert!(
-                c.check_and_remember(&signer(1), &format!("n{i}"), i, 0)
+                c.check_and_remember(&signer(1), &format!("n{i}"), i, NOW)
                     .is_ok()
             );
         }
-        assert!(c.check_and_remember(&signer(1), "new", 100, 0).is_ok());
+        assert!(c.check_and_remember(&signer(1), "new", 100, NOW).is_ok());
         assert_eq!(c.len(), 61);
         assert_eq!(
-            c.check_and_remember(&signer(1), "n3", 3, 0),
+            c.check_and_remember(&signer(1), "n3", 3, NOW),
             Err(NonceRefusal::BelowHighWater)
         );
         assert_eq!(
-            c.check_and_remember(&signer(1), "n4", 4, 0),
+            c.check_and_remember(&signer(1), "n4", 4, NOW),
             Err(NonceRefusal::Replay)
         );
 
@@ -638,37 +696,86 @@ mod tests {
     fn eviction_never_reaches_the_incoming_request() {
         const S: i64 = 10 * 256; // a slot's start
         let c = cache(1_000_000_000, 32, 100);
-        assert!(c.check_and_remember(&signer(1), "first", S, 0).is_ok());
+        assert!(c.check_and_remember(&signer(1), "first", S, NOW).is_ok());
         for i in 0..31 {
             assert!(
-                c.check_and_remember(&signer(1), &format!("n{i}"), S + 200, 0)
+                c.check_and_remember(&signer(1), &format!("n{i}"), S + 200, NOW)
                     .is_ok()
             );
         }
-        assert!(c.check_and_remember(&signer(1), "mid", S + 100, 0).is_ok());
+        assert!(
+            c.check_and_remember(&signer(1), "mid", S + 100, NOW)
+                .is_ok()
+        );
         assert_eq!(c.len(), 32);
         assert_eq!(
-            c.check_and_remember(&signer(1), "x", S + 99, 0),
+            c.check_and_remember(&signer(1), "x", S + 99, NOW),
             Err(NonceRefusal::BelowHighWater)
         );
         assert!(
-            c.check_and_remember(&signer(1), "later", S + 150, 0)
+            c.check_and_remember(&signer(1), "later", S + 150, NOW)
                 .is_ok(),
             "the mark stayed below 150"
         );
         assert_eq!(
-            c.check_and_remember(&signer(1), "n0", S + 200, 0),
+            c.check_and_remember(&signer(1), "n0", S + 200, NOW),
             Err(NonceRefusal::Replay)
         );
         // At offset 0 of the oldest slot nothing is older: refused.
         let c = cache(1_000_000_000, 2, 100);
-        assert!(c.check_and_remember(&signer(1), "a", S, 0).is_ok());
-        assert!(c.check_and_remember(&signer(1), "b", S + 5, 0).is_ok());
+        assert!(c.check_and_remember(&signer(1), "a", S, NOW).is_ok());
+        assert!(c.check_and_remember(&signer(1), "b", S + 5, NOW).is_ok());
         assert_eq!(
-            c.check_and_remember(&signer(1), "c", S, 0),
+            c.check_and_remember(&signer(1), "c", S, NOW),
             Err(NonceRefusal::BelowHighWater)
         );
         assert_eq!(c.len(), 2);
+    }
+
+    /// Requests signed far ahead of the clock would be newer than every current
+    /// request; they get a quarter of the cache, so a flood of them cannot fill it.
+    #[test]
+    fn a_flood_signed_ahead_of_the_clock_locks_out_nobody() {
+        let now = 100_000;
+        let c = cache(600_000, 8, 1);
+        let key = |n: u32| {
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&n.to_le_bytes());
+            key
+        };
+        let ahead = (0..20)
+            .filter(|n| {
+                c.check_and_remember(&key(*n), "f", now + 290_000, now as u64)
+                    .is_ok()
+            })
+            .count();
+        assert_eq!(ahead, 2, "a quarter of 8");
+        assert_eq!(
+            c.check_and_remember(&key(99), "f", now + 2000, now as u64),
+            Err(NonceRefusal::AheadFull)
+        );
+        // Current requests keep being served, evicting each other oldest first.
+        for t in 0..100 {
+            assert!(
+                c.check_and_remember(&key(1000 + t), "h", now + i64::from(t), now as u64 + 1)
+                    .is_ok(),
+                "{t}"
+            );
+        }
+        assert_eq!(c.len(), 8);
+        // A client whose clock is a little fast is not ahead.
+        assert!(
+            c.check_and_remember(&key(5000), "s", now + 500, now as u64 + 1)
+                .is_ok()
+        );
+        // Once the clock has moved on, those entries are current and the share is
+        // free again.
+        let later = (now + 289_000) as u64;
+        assert!(
+            c.check_and_remember(&key(6000), "f", now + 295_000, later)
+                .is_ok()
+        );
+        assert_eq!(c.state.lock().unwrap().ahead, 1);
     }
 
     /// Evicted entries give their signers' shares back at once, so the counts never
@@ -682,7 +789,7 @@ mod tests {
             n += 1;
             let mut key = [0u8; 32];
             key[..4].copy_from_slice(&n.to_le_bytes());
-            c.check_and_remember(&key, "n", ts, 0)
+            c.check_and_remember(&key, "n", ts, NOW)
         };
         assert!(fresh(S + 255).is_ok());
         for offset in 0..200 {
