@@ -123,7 +123,9 @@ fn slot_end(slot: i64) -> i64 {
 /// of them would refuse current requests. Ahead entries share a quarter of the cache.
 const AHEAD_MS: i64 = 1 << 10;
 
-/// The sets' hasher: their keys are keyed hashes already.
+/// The maps' hasher: their keys are keyed hashes already, only spread over all 64
+/// bits (a local key's low byte is its millisecond, a signer id has 32 bits; hashbrown
+/// takes its bucket from the low bits and its tag from the top seven).
 #[derive(Default, Clone, Copy)]
 struct Prehashed(u64);
 
@@ -137,10 +139,10 @@ impl std::hash::Hasher for Prehashed {
         }
     }
     fn write_u32(&mut self, n: u32) {
-        self.0 = u64::from(n);
+        self.write_u64(u64::from(n));
     }
     fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     }
 }
 
@@ -730,6 +732,44 @@ mod tests {
             Err(NonceRefusal::BelowHighWater)
         );
         assert_eq!(c.len(), 2);
+    }
+
+    /// Sealed entries give their signers' shares back when evicted, each to its own
+    /// signer.
+    #[test]
+    fn sealed_entries_give_back_their_own_signers_shares() {
+        let c = cache(1_000_000_000, 16, 100);
+        assert!(c.check_and_remember(&signer(1), "a", 0, 0).is_ok());
+        for i in 0..15 {
+            assert!(
+                c.check_and_remember(&signer(2), &format!("b{i}"), 200, 0)
+                    .is_ok()
+            );
+        }
+        // The clock moves on: slot 0 is sealed, then the cache is full and evicts a.
+        assert!(c.check_and_remember(&signer(3), "c", 900, 1000).is_ok());
+        let st = c.state.lock().unwrap();
+        assert_eq!(st.slots[&0].sealed.len(), 15);
+        let id = |n: u8| std::hash::BuildHasher::hash_one(&c.ids, signer(n)) as SignerId;
+        assert_eq!(st.per_signer.get(&id(1)), None);
+        assert_eq!(st.per_signer.get(&id(2)), Some(&15));
+        assert_eq!(st.per_signer.get(&id(3)), Some(&1));
+    }
+
+    /// An ahead slot that expires before the boundary passes it leaves the count.
+    #[test]
+    fn an_expired_ahead_slot_leaves_the_ahead_count() {
+        let c = cache(4000, 8, 100);
+        assert!(c.check_and_remember(&signer(1), "a", 1500, 0).is_ok());
+        assert!(
+            c.check_and_remember(&signer(2), "b", 11_500, 10_000)
+                .is_ok()
+        );
+        assert!(
+            c.check_and_remember(&signer(3), "c", 11_600, 10_000)
+                .is_ok()
+        );
+        assert_eq!(c.state.lock().unwrap().ahead, 2);
     }
 
     /// Requests signed far ahead of the clock would be newer than every current
