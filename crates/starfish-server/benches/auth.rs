@@ -98,7 +98,8 @@ fn router(c: &mut Criterion) {
             .with_clock(Arc::new(clock.clone()))
             .with_cap_auth(CapAuthOptions {
                 nonce_limits: NonceCacheLimits {
-                    window_ms: 10_000,
+                    // At least twice the allowed skew, as the router requires.
+                    window_ms: 600_000,
                     max_entries: 1_000_000,
                     per_signer: 1_000_000,
                 },
@@ -127,5 +128,52 @@ fn router(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, verify, router);
+/// An anonymous pull of a public 1 KB document, whole request through the router and
+/// its layers (limits, compression, security headers), without the socket.
+fn public_pull(c: &mut Criterion) {
+    use object_store::ObjectStoreExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = SyncConfig::from_json_str(
+        r#"{"version":1,"collections":[{"name":"pub1","storagePath":"public/pub1","readRoles":["public"],"writeRoles":["cap:write:pub1"]}]}"#,
+    )
+    .unwrap();
+    let inner = Arc::new(object_store::memory::InMemory::new());
+    let doc = format!(
+        r#"{{"v":1,"data":{{"body":"{}","title":"pub1"}},"ts":{T0},"hash":"{}"}}"#,
+        "x".repeat(1000),
+        "ab".repeat(32)
+    );
+    rt.block_on(inner.put(&object_store::path::Path::from("public/pub1"), doc.into()))
+        .unwrap();
+    let store = DocStore::new(
+        inner,
+        starfish_server::store::Capabilities {
+            conditional_update: true,
+            attributes: true,
+        },
+    )
+    .with_read_cache(1 << 20);
+    let app = create_sync_router(SyncOptions::new(config, store)).unwrap();
+    c.bench_function("router/public_pull_cached", |b| {
+        b.iter_batched(
+            || {
+                Request::get("/pull/public/pub1")
+                    .header("host", HOST)
+                    .body(Body::empty())
+                    .unwrap()
+            },
+            |req| {
+                let res = rt.block_on(app.clone().oneshot(req)).unwrap();
+                assert_eq!(res.status(), 200);
+                res
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+criterion_group!(benches, verify, router, public_pull);
 criterion_main!(benches);

@@ -344,6 +344,71 @@ impl StoredDoc {
     }
 }
 
+/// A stored document read without building its `data`: the stored text of `data`, to
+/// be served as it is. Only the plain layout (`v`, `data` an object, `ts` an unsigned
+/// integer, `hash` a string, each at most once, nothing else) reads this way; anything
+/// else (an author proof, a duplicate or unexpected field, another type) is `None`,
+/// and the caller takes [`StoredDoc::parse`], which tolerates it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStoredDoc<'a> {
+    #[serde(default, rename = "v")]
+    _version: Option<serde::de::IgnoredAny>,
+    #[serde(borrow)]
+    data: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    pub ts: Option<u64>,
+    #[serde(default, borrow)]
+    hash: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl<'a> RawStoredDoc<'a> {
+    /// Reads the plain layout; `None` for anything else.
+    pub(crate) fn parse(bytes: &'a [u8]) -> Option<Self> {
+        // An object, not an array (which would fill the fields in order).
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return None;
+        }
+        let doc: Self = serde_json::from_slice(bytes).ok()?;
+        if let Some(data) = doc.data {
+            if !data.get().starts_with('{') {
+                return None;
+            }
+        }
+        Some(doc)
+    }
+
+    /// The stored hash (`""` when absent).
+    pub(crate) fn hash(&self) -> &str {
+        self.hash.as_deref().unwrap_or_default()
+    }
+
+    /// Whether `data` is absent or has no field.
+    pub(crate) fn data_is_empty(&self) -> bool {
+        self.data.is_none_or(|d| {
+            let text = d.get();
+            text.get(1..text.len() - 1)
+                .is_none_or(|inner| inner.trim().is_empty())
+        })
+    }
+
+    /// The body of a pull of this document, as [`pull_body`] writes it, with `data`
+    /// as stored.
+    pub(crate) fn pull_body(&self, now_ms: u64) -> Vec<u8> {
+        let data = self.data.map_or("{}", |d| d.get());
+        let mut out = Vec::with_capacity(data.len() + self.hash().len() + 48);
+        out.extend_from_slice(b"{\"data\":");
+        out.extend_from_slice(data.as_bytes());
+        out.extend_from_slice(b",\"hash\":");
+        // Writing a string into a vector cannot fail.
+        let _ = serde_json::to_writer(&mut out, self.hash());
+        out.extend_from_slice(b",\"timestamp\":");
+        out.extend_from_slice(now_ms.to_string().as_bytes());
+        out.push(b'}');
+        out
+    }
+}
+
 /// The body of a regular pull: `{"data","hash","timestamp"[,author]}`.
 pub(crate) fn pull_body(doc: Option<&StoredDoc>, now_ms: u64) -> Value {
     let mut out = Map::new();
@@ -369,6 +434,70 @@ pub(crate) fn pull_body(doc: Option<&StoredDoc>, now_ms: u64) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The pull body with `data` as stored is the body built from the parsed document,
+    /// byte for byte for what this server stores; layouts it does not read are left to
+    /// [`StoredDoc::parse`].
+    #[test]
+    fn a_raw_pull_body_is_the_parsed_one() {
+        let data = json!({
+            "text": "quote \" backslash \\ newline \n control \u{1} emoji \u{1F600} é",
+            "n": [1, -2.5, 1e300, 12345678901234567u64, 0.1],
+            "nested": {"deep": {"z": null, "a": true}},
+            "empty": {}
+        });
+        let Value::Object(data) = data else {
+            unreachable!()
+        };
+        let ours = [
+            StoredDoc::new(data, 1_767_225_600_000, None).to_bytes(),
+            StoredDoc::new(Map::new(), 5, None).to_bytes(),
+            br#"{"v":1,"data":{},"ts":5,"hash":""}"#.to_vec(),
+            br#"{"data":{"a":1}}"#.to_vec(),
+            br#"{"v":1,"data":null,"ts":null,"hash":"h"}"#.to_vec(),
+            br#"{"hash":"h\u00e9\"","data":{"b":[]},"v":"anything","ts":7}"#.to_vec(),
+        ];
+        for bytes in &ours {
+            let raw = RawStoredDoc::parse(bytes).expect("plain layout");
+            let parsed = StoredDoc::parse(bytes).unwrap();
+            let empty = parsed.hash.is_empty() && parsed.data.is_empty();
+            assert_eq!(raw.hash().is_empty() && raw.data_is_empty(), empty);
+            assert_eq!(raw.hash(), parsed.hash);
+            assert_eq!(raw.ts.unwrap_or(0), parsed.ts);
+            let expected = serde_json::to_vec(&pull_body(Some(&parsed), 42)).unwrap();
+            assert_eq!(
+                String::from_utf8(raw.pull_body(42)).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
+        // Another writer's spacing: the same document once parsed.
+        let spaced = br#" { "v" : 1 , "data" : { "a" : [ 1 , 2 ] } , "ts" : 3 , "hash" : "h" } "#;
+        let raw = RawStoredDoc::parse(spaced).unwrap();
+        let body: Value = serde_json::from_slice(&raw.pull_body(42)).unwrap();
+        assert_eq!(body, pull_body(StoredDoc::parse(spaced).as_ref(), 42));
+        let blank = br#"{"data":{  },"hash":""}"#;
+        assert!(RawStoredDoc::parse(blank).unwrap().data_is_empty());
+
+        let others: [&[u8]; 10] = [
+            br#"{"v":1,"data":{},"ts":1,"hash":"h","authorPubkey":"a","authorSignature":"s"}"#,
+            br#"{"data":{"a":1},"data":{"b":2},"hash":"h"}"#,
+            br#"{"data":{},"ts":1.5,"hash":"h"}"#,
+            br#"{"data":{},"ts":-1,"hash":"h"}"#,
+            br#"{"data":[1],"hash":"h"}"#,
+            br#"{"data":"text","hash":"h"}"#,
+            br#"[1,{"a":1},2,"h"]"#,
+            br#"{"data":{},"hash":5}"#,
+            br#"{"data":{},"hash":"h","extra":1}"#,
+            br#"{"data":{},"hash":"h"} trailing"#,
+        ];
+        for bytes in others {
+            assert!(
+                RawStoredDoc::parse(bytes).is_none(),
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
 
     #[test]
     fn envelope_errors_follow_reference_order() {

@@ -3,7 +3,7 @@
 //! then resolved to a key, authorised on its own and read through the one read path.
 
 use super::endpoint::{Doc, Scope};
-use super::{admit, allow, authenticate, query};
+use super::{admit, allow, authenticate, query, render};
 use crate::access::Action;
 use crate::auth::Caller;
 use crate::config::{Collection, IDENTITY_PARAM};
@@ -11,12 +11,11 @@ use crate::error::ApiError;
 use crate::protocol::canonical::{non_negative_integer, write_js_number};
 use crate::state::AppState;
 use crate::store::PathParams;
-use crate::sync::read::{Read, read};
+use crate::sync::read::{Read, read, read_document_body};
 use crate::sync::{BoundError, LogQuery, SyncError};
-use axum::Json;
 use axum::body::Body;
 use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -259,14 +258,53 @@ pub(super) async fn pull(
     }
     let (names_of, futures): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
     let results = futures::future::join_all(futures).await;
-    let mut out: Map<String, Value> = batch.names.iter().map(|n| (n.clone(), json!([]))).collect();
-    for (name, result) in names_of.into_iter().zip(results) {
-        let value = result.unwrap_or_else(|e| json!({ "error": e.to_string() }));
-        if let Some(Value::Array(list)) = out.get_mut(name.as_str()) {
-            list.push(value);
+    // Each name once, in order of first appearance, with its entries in order.
+    let mut out: Vec<(&str, Vec<Vec<u8>>)> = Vec::new();
+    for name in &batch.names {
+        if !out.iter().any(|(n, _)| *n == name.as_str()) {
+            out.push((name.as_str(), Vec::new()));
         }
     }
-    Ok(Json(json!({ "collections": out })).into_response())
+    for (name, result) in names_of.into_iter().zip(results) {
+        let entry = result.unwrap_or_else(|e| raw(&json!({ "error": e.to_string() })));
+        if let Some((_, list)) = out.iter_mut().find(|(n, _)| *n == name.as_str()) {
+            list.push(entry);
+        }
+    }
+    Ok(render::json_bytes(collections_body(&out)))
+}
+
+/// `{"collections":{<name>:[<entry>...]...}}`, the entries as JSON text already.
+fn collections_body(out: &[(&str, Vec<Vec<u8>>)]) -> Vec<u8> {
+    let size: usize = out
+        .iter()
+        .flat_map(|(_, list)| list.iter().map(|e| e.len() + 1))
+        .sum();
+    let mut body = Vec::with_capacity(size + 64);
+    body.extend_from_slice(b"{\"collections\":{");
+    for (i, (name, list)) in out.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        // Writing a string into a vector cannot fail.
+        let _ = serde_json::to_writer(&mut body, name);
+        body.extend_from_slice(b":[");
+        for (j, entry) in list.iter().enumerate() {
+            if j > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(entry);
+        }
+        body.push(b']');
+    }
+    body.extend_from_slice(b"}}");
+    body
+}
+
+/// `value` as JSON text.
+fn raw(value: &Value) -> Vec<u8> {
+    // A `Value` always serialises.
+    serde_json::to_vec(value).unwrap_or_default()
 }
 
 /// The path parameters of one entry: given values (strings, or numbers written as
@@ -305,7 +343,7 @@ async fn entry(
     append: Option<AppendParams>,
     caller: &Caller,
     now: u64,
-) -> Result<Value, EntryError> {
+) -> Result<Vec<u8>, EntryError> {
     let collection = collection.ok_or(EntryError::CollectionNotFound)?;
     let params = entry_params(collection, set, caller)?;
     let segments = collection.storage_path.segments().len();
@@ -336,6 +374,16 @@ async fn entry(
         (None, _) => LogQuery::default(),
     };
     let limits = &state.log_limits;
+    if collection.append_only.is_none() {
+        let store = scope.store_for(collection);
+        return match read_document_body(store, doc.as_ref(), caller, now, false).await {
+            Ok((body, _)) => Ok(body),
+            Err(e) => {
+                tracing::warn!(error = %e, "batch pull entry failed");
+                Err(EntryError::Internal)
+            }
+        };
+    }
     match read(
         scope.store_for(collection),
         doc.as_ref(),
@@ -346,11 +394,11 @@ async fn entry(
     )
     .await
     {
-        Ok(Read::Log(view)) => Ok(super::pull::log_body(&view, now)),
-        Ok(Read::Document(Some(d))) => {
-            Ok(json!({ "data": Value::Object(d.data), "hash": d.hash, "timestamp": now }))
-        }
-        Ok(Read::Document(None)) => Ok(json!({ "data": {}, "hash": "", "timestamp": now })),
+        Ok(Read::Log(view)) => Ok(raw(&super::pull::log_body(&view, now))),
+        Ok(Read::Document(Some(d))) => Ok(raw(
+            &json!({ "data": Value::Object(d.data), "hash": d.hash, "timestamp": now }),
+        )),
+        Ok(Read::Document(None)) => Ok(raw(&json!({ "data": {}, "hash": "", "timestamp": now }))),
         Err(SyncError::Bound(e)) => Err(e.into()),
         Err(e) => {
             tracing::warn!(error = %e, "batch pull entry failed");

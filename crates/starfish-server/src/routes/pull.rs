@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use crate::protocol::document::pull_body;
 use crate::state::AppState;
 use crate::sync::LogQuery;
-use crate::sync::read::{LogView, Read, read, read_stored};
+use crate::sync::read::{LogView, Read, read, read_document_body, read_stored};
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -32,6 +32,16 @@ pub(super) async fn pull(
     }
     let query = parts.uri.query();
     let now = state.clock.now_ms();
+    if doc.collection.append_only.is_none() && !wants_keyring(query) {
+        let store = scope.store_for(&doc.collection);
+        let (body, hash) = read_document_body(store, doc.as_ref(), &caller, now, true).await?;
+        return Ok(render::cached(
+            &hash,
+            &doc.collection,
+            &parts.headers,
+            || render::json_bytes(body),
+        ));
+    }
     let log = if doc.collection.append_only.is_some() {
         log_query(query)?
     } else {

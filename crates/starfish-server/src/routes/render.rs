@@ -16,6 +16,18 @@ fn cache_control(collection: &Collection) -> Option<HeaderValue> {
     HeaderValue::from_str(&value).ok()
 }
 
+/// A `200` of JSON text already written, as `axum::Json` would answer it.
+pub(super) fn json_bytes(body: Vec<u8>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
 /// `304 Not Modified` when the request's `If-None-Match` is `hash`'s ETag; otherwise
 /// `build()` with `ETag` (for a non-empty hash) and `Cache-Control` added.
 pub(super) fn cached(

@@ -5,8 +5,9 @@ use super::{BoundError, DocRef, LogLimits, LogQuery, SyncError};
 use crate::access::holds_any;
 use crate::auth::Caller;
 use crate::config::AppendOnly;
-use crate::protocol::StoredDoc;
 use crate::protocol::append::LogRange;
+use crate::protocol::document::pull_body;
+use crate::protocol::{RawStoredDoc, StoredDoc};
 use crate::store::{NsStore, ObjectKey};
 use serde_json::{Map, Value};
 
@@ -124,19 +125,81 @@ async fn read_document(
     caller: &Caller,
     now: u64,
 ) -> Result<Option<StoredDoc>, SyncError> {
-    let Some(mut stored) = read_stored(store, doc.key).await? else {
+    let Some(stored) = read_stored(store, doc.key).await? else {
         return Ok(None);
     };
-    if let Some(ttl) = doc.collection.ttl_ms {
-        if stored.ts != 0 && now.saturating_sub(stored.ts) > ttl.get() {
-            return Ok(None);
-        }
-    }
-    if stored.hash.is_empty() && stored.data.is_empty() {
-        return Ok(None);
+    Ok(visible(stored, doc, caller, now))
+}
+
+/// `stored` as `caller` sees it at `now`: `None` when expired or empty, without the
+/// fields it may not read.
+fn visible(mut stored: StoredDoc, doc: DocRef<'_>, caller: &Caller, now: u64) -> Option<StoredDoc> {
+    if expired(doc, stored.ts, now) || (stored.hash.is_empty() && stored.data.is_empty()) {
+        return None;
     }
     filter_fields(&mut stored.data, doc, caller);
-    Ok(Some(stored))
+    Some(stored)
+}
+
+/// Whether a document written at `ts` has outlived its collection's `ttlMs`.
+fn expired(doc: DocRef<'_>, ts: u64, now: u64) -> bool {
+    doc.collection
+        .ttl_ms
+        .is_some_and(|ttl| ts != 0 && now.saturating_sub(ts) > ttl.get())
+}
+
+/// The body of a pull of the document `doc` (not a log) and its hash: the body of
+/// [`pull_body`], without the author proof unless `author` (a batch entry has none).
+/// A document in the plain stored layout (which has no author proof), in a collection without
+/// field read permissions, is served with its `data` as stored, without building it
+/// and writing it again; any other goes through [`StoredDoc`].
+///
+/// # Errors
+/// Store failures.
+pub(crate) async fn read_document_body(
+    store: &NsStore,
+    doc: DocRef<'_>,
+    caller: &Caller,
+    now: u64,
+    author: bool,
+) -> Result<(Vec<u8>, String), SyncError> {
+    let bytes = store.get(doc.key).await?;
+    let whole = doc
+        .collection
+        .field_permissions
+        .iter()
+        .all(|(_, perm)| perm.read.is_empty());
+    let raw = if whole {
+        bytes.as_deref().and_then(RawStoredDoc::parse)
+    } else {
+        None
+    };
+    if let Some(raw) = raw {
+        let gone = expired(doc, raw.ts.unwrap_or(0), now)
+            || (raw.hash().is_empty() && raw.data_is_empty());
+        if !gone {
+            return Ok((raw.pull_body(now), raw.hash().to_owned()));
+        }
+        return Ok((pull_body_bytes(None, now), String::new()));
+    }
+    let stored = bytes
+        .as_deref()
+        .and_then(StoredDoc::parse)
+        .and_then(|stored| visible(stored, doc, caller, now));
+    let mut stored = stored;
+    if !author {
+        if let Some(d) = &mut stored {
+            d.author = None;
+        }
+    }
+    let hash = stored.as_ref().map(|d| d.hash.clone()).unwrap_or_default();
+    Ok((pull_body_bytes(stored.as_ref(), now), hash))
+}
+
+/// [`pull_body`] as JSON text.
+fn pull_body_bytes(stored: Option<&StoredDoc>, now: u64) -> Vec<u8> {
+    // Writing a value into a vector cannot fail.
+    serde_json::to_vec(&pull_body(stored, now)).unwrap_or_default()
 }
 
 /// The stored document at `key`, unfiltered; `None` when missing or not a document.
