@@ -344,16 +344,73 @@ impl StoredDoc {
     }
 }
 
+/// JSON that would parse into a [`Value`], checked without building one: the same
+/// parser, so the same nesting limit, number range and string escapes (a lone
+/// surrogate, `1e400` or 200 levels fail here as they fail there).
+struct Parses;
+
+impl<'de> serde::Deserialize<'de> for Parses {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ParsesVisitor)
+    }
+}
+
+struct ParsesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ParsesVisitor {
+    type Value = Parses;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Parses, E> {
+        Ok(Parses)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Parses, E> {
+        Ok(Parses)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Parses, E> {
+        Ok(Parses)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Parses, E> {
+        Ok(Parses)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Parses, E> {
+        Ok(Parses)
+    }
+    fn visit_unit<E>(self) -> Result<Parses, E> {
+        Ok(Parses)
+    }
+    fn visit_none<E>(self) -> Result<Parses, E> {
+        Ok(Parses)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Parses, D::Error> {
+        serde::Deserialize::deserialize(d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Parses, A::Error> {
+        while seq.next_element::<Parses>()?.is_some() {}
+        Ok(Parses)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Parses, A::Error> {
+        while map.next_entry::<Parses, Parses>()?.is_some() {}
+        Ok(Parses)
+    }
+}
+
 /// A stored document read without building its `data`: the stored text of `data`, to
 /// be served as it is. Only the plain layout (`v`, `data` an object, `ts` an unsigned
-/// integer, `hash` a string, each at most once, nothing else) reads this way; anything
-/// else (an author proof, a duplicate or unexpected field, another type) is `None`,
-/// and the caller takes [`StoredDoc::parse`], which tolerates it.
+/// integer, `hash` a string, each at most once, nothing else) reads this way, and only
+/// when it would parse into a [`Value`] too; anything else (an author proof, a
+/// duplicate or unexpected field, another type, what the parser refuses) is `None`,
+/// and the caller takes [`StoredDoc::parse`], which decides as before. (Duplicate
+/// keys inside `data` are served as stored, where a parse keeps the last: the same
+/// values for clients that read JSON as JavaScript does; this server never stores
+/// them.)
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStoredDoc<'a> {
     #[serde(default, rename = "v")]
-    _version: Option<serde::de::IgnoredAny>,
+    _version: Option<Parses>,
     #[serde(borrow)]
     data: Option<&'a serde_json::value::RawValue>,
     #[serde(default)]
@@ -371,7 +428,7 @@ impl<'a> RawStoredDoc<'a> {
         }
         let doc: Self = serde_json::from_slice(bytes).ok()?;
         if let Some(data) = doc.data {
-            if !data.get().starts_with('{') {
+            if !data.get().starts_with('{') || serde_json::from_str::<Parses>(data.get()).is_err() {
                 return None;
             }
         }
@@ -477,6 +534,39 @@ mod tests {
         assert_eq!(body, pull_body(StoredDoc::parse(spaced).as_ref(), 42));
         let blank = br#"{"data":{  },"hash":""}"#;
         assert!(RawStoredDoc::parse(blank).unwrap().data_is_empty());
+
+        let deep = format!(
+            r#"{{"data":{{"a":{}1{}}},"hash":"h"}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let deep_v = format!(
+            r#"{{"v":{}1{},"data":{{}},"hash":"h"}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let refused: [&[u8]; 5] = [
+            br#"{"v":1,"data":{"s":"\ud800"},"ts":1,"hash":"h"}"#,
+            br#"{"v":1,"data":{"n":1e400},"ts":1,"hash":"h"}"#,
+            br#"{"v":1e400,"data":{"n":1},"ts":1,"hash":"h"}"#,
+            deep.as_bytes(),
+            deep_v.as_bytes(),
+        ];
+        for bytes in refused {
+            assert!(StoredDoc::parse(bytes).is_none(), "the parser refuses it");
+            assert!(
+                RawStoredDoc::parse(bytes).is_none(),
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        let nested_ok = format!(
+            r#"{{"data":{{"a":{}1{}}},"hash":"h"}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert!(StoredDoc::parse(nested_ok.as_bytes()).is_some());
+        assert!(RawStoredDoc::parse(nested_ok.as_bytes()).is_some());
 
         let others: [&[u8]; 10] = [
             br#"{"v":1,"data":{},"ts":1,"hash":"h","authorPubkey":"a","authorSignature":"s"}"#,
