@@ -158,20 +158,15 @@ fn public_pull(c: &mut Criterion) {
     .with_read_cache(1 << 20);
     let app = create_sync_router(SyncOptions::new(config, store)).unwrap();
     c.bench_function("router/public_pull_cached", |b| {
-        b.iter_batched(
-            || {
-                Request::get("/pull/public/pub1")
-                    .header("host", HOST)
-                    .body(Body::empty())
-                    .unwrap()
-            },
-            |req| {
-                let res = rt.block_on(app.clone().oneshot(req)).unwrap();
-                assert_eq!(res.status(), 200);
-                res
-            },
-            BatchSize::SmallInput,
-        )
+        b.iter(|| {
+            let req = Request::get("/pull/public/pub1")
+                .header("host", HOST)
+                .body(Body::empty())
+                .unwrap();
+            let res = rt.block_on(app.clone().oneshot(req)).unwrap();
+            assert_eq!(res.status(), 200);
+            res
+        })
     });
 }
 
