@@ -331,12 +331,20 @@ fn write_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     }
 }
 
-/// Runs blocking file work off the async runtime when there is one.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+/// Runs blocking file work off the async runtime when there is one. A job the
+/// runtime dropped before it ran (it was shutting down) is an error; a job that
+/// panicked panics here.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> object_store::Result<T> + Send + 'static,
+) -> object_store::Result<T> {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => match handle.spawn_blocking(f).await {
             Ok(v) => v,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(e),
+            }),
         },
         Err(_) => f(),
     }
@@ -1634,6 +1642,36 @@ mod tests {
         store.flush_now().await;
         assert_eq!(read(&store, "k").await.unwrap(), "v2");
         assert_eq!(file(dir.path(), "k").unwrap(), b"v2");
+    }
+
+    /// File work that a shut-down runtime drops instead of running is an error for
+    /// whoever waits on it, not a panic (a store used from a task that outlives its
+    /// runtime, as at an embedder's shutdown).
+    #[test]
+    fn file_work_dropped_by_a_shut_down_runtime_is_an_error() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        rt.shutdown_background();
+        let mut job = Box::pin(blocking(|| Ok(1)));
+        let first = {
+            let _inside = handle.enter();
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            job.as_mut().poll(&mut cx)
+        };
+        let result = match first {
+            std::task::Poll::Ready(result) => result,
+            std::task::Poll::Pending => tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(job),
+        };
+        assert!(
+            matches!(result, Err(object_store::Error::Generic { .. })),
+            "{result:?}"
+        );
     }
 
     /// A copy or a rename takes the source's journaled version, replaces the
