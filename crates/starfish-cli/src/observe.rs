@@ -89,7 +89,7 @@ impl ObserveSettings {
 /// Every request gets an `x-request-id` (the client's, if it sent a sane one, else a
 /// fresh random one), echoed in the response, and a `request` span carrying it, its
 /// method and its path, so every log line of the request names it.
-pub(crate) fn request_layers(app: axum::Router) -> axum::Router {
+pub(crate) fn request_layers(app: axum::Router) -> impl crate::serve::App {
     use tower_http::request_id::{
         MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
     };
@@ -132,11 +132,14 @@ pub(crate) fn request_layers(app: axum::Router) -> axum::Router {
             )
         },
     );
-    // The last layer is the outermost: the id is set, then the span made with it, and
-    // the id is copied to the response.
-    app.layer(PropagateRequestIdLayer::new(header.clone()))
+    // Around the whole router as one service (`Router::layer` would box each layer per
+    // request): the id is set, then the span made with it, and the id is copied to
+    // the response.
+    tower::ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(header.clone(), ids))
         .layer(trace)
-        .layer(SetRequestIdLayer::new(header, ids))
+        .layer(PropagateRequestIdLayer::new(header))
+        .service(app)
 }
 
 /// Serves `metrics` at `http://addr/metrics` until the process ends.

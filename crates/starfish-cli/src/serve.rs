@@ -26,7 +26,6 @@
 //! are closed, in-flight requests finish, and `serve` returns once every connection
 //! is done.
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::http::Request;
@@ -70,7 +69,7 @@ const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
 /// finishes the requests in flight and returns.
 pub(crate) async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: impl App,
     limits: ServeLimits,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -135,6 +134,54 @@ pub(crate) async fn serve(
     stop_tx.closed().await;
 }
 
+/// What `serve` serves: the router with its request layers around it, as one
+/// service (no box per layer).
+pub(crate) trait App:
+    tower::Service<
+        Request<Body>,
+        Response = axum::http::Response<Self::Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+    /// The response body.
+    type Body: ResponseBody;
+}
+
+impl<S, B> App for S
+where
+    S: tower::Service<
+            Request<Body>,
+            Response = axum::http::Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static,
+    B: ResponseBody,
+{
+    type Body = B;
+}
+
+/// A response body `serve` can write.
+pub(crate) trait ResponseBody:
+    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + Unpin
+    + 'static
+{
+}
+
+impl<B> ResponseBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + Unpin
+        + 'static
+{
+}
+
 /// Errors from `accept` that are one client's business, not the listener's.
 fn is_connection_error(e: &io::Error) -> bool {
     matches!(
@@ -147,10 +194,10 @@ fn is_connection_error(e: &io::Error) -> bool {
 
 /// Serves one connection until it ends, a limit cuts it off, or (after shutdown is
 /// signalled) its in-flight request is done.
-async fn connection(
+async fn connection<S: App>(
     stream: TcpStream,
     peer: SocketAddr,
-    app: Router,
+    app: S,
     limits: ServeLimits,
     builder: http1::Builder,
     mut stop: watch::Receiver<()>,
@@ -167,7 +214,7 @@ async fn connection(
         request.extensions_mut().insert(ConnectInfo(peer));
         let app = app.clone();
         async move {
-            let response = app.oneshot(request).await?;
+            let response = app.oneshot(request.map(Body::new)).await?;
             Ok::<_, Infallible>(response.map(|body| Guarded {
                 body,
                 _guard: guard,
@@ -304,19 +351,19 @@ impl Drop for InFlight {
 
 /// A response body that ends its request's [`InFlight`] when hyper drops it (after
 /// its last byte, or when the connection goes).
-struct Guarded {
-    body: Body,
+struct Guarded<B> {
+    body: B,
     _guard: InFlight,
 }
 
-impl hyper::body::Body for Guarded {
+impl<B: ResponseBody> hyper::body::Body for Guarded<B> {
     type Data = Bytes;
-    type Error = axum::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         Pin::new(&mut self.get_mut().body).poll_frame(cx)
     }
 

@@ -308,24 +308,30 @@ pub fn create_sync_router(options: SyncOptions) -> Result<axum::Router, ConfigEr
     let compression = options.compression;
     let limits = routes::limits::Limits::new(options.request_timeout, options.max_in_flight);
     let state = state::AppState::new(options)?;
-    let mut router = routes::router()
-        .with_state(state)
-        .layer(axum::middleware::from_fn(move |request, next| {
-            routes::limits::enforce(limits.clone(), request, next)
-        }));
-    if compression {
-        router = router.layer(browser::compression());
-    }
-    if let Some(cors) = cors {
-        router = router.layer(cors);
-    }
+    // The layers wrap the whole router once, as one service: `Router::layer` would
+    // wrap every route, and each wrapped route is cloned and boxed per request.
+    let routed = routes::limits::Limited::new(routes::router().with_state(state), limits);
+    let compressed = if compression {
+        tower::util::Either::Left(
+            tower::ServiceBuilder::new()
+                .map_response(|response: axum::http::Response<_>| {
+                    response.map(axum::body::Body::new)
+                })
+                .layer(browser::compression())
+                .service(routed),
+        )
+    } else {
+        tower::util::Either::Right(routed)
+    };
+    let cors = match cors {
+        Some(cors) => tower::util::Either::Left(tower::Layer::layer(&cors, compressed)),
+        None => tower::util::Either::Right(compressed),
+    };
     // Outermost: CORS preflights get the security headers too.
-    Ok(
-        router.layer(axum::middleware::map_response(move |response| {
-            let headers = headers.clone();
-            async move { routes::headers::apply(&headers, response) }
-        })),
-    )
+    let service = tower::ServiceBuilder::new()
+        .map_response(move |response| routes::headers::apply(&headers, response))
+        .service(cors);
+    Ok(axum::Router::new().fallback_service(service))
 }
 
 /// The crate README's example, compiled as a doc test.
