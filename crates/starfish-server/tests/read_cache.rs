@@ -116,6 +116,15 @@ async fn hot_pulls_do_not_touch_the_store_and_everything_stays_current() {
         assert_eq!(body["hash"], a["hash"]);
     }
     assert_eq!(gets(&metrics), reads, "served from memory");
+    // What the cached entry worked out for those pulls goes with it on the next write.
+    let base = a["hash"].as_str().unwrap();
+    let (status, a2) = push_doc(&app, "/push/docs/a", json!({"v": 2}), Some(base)).await;
+    assert_eq!(status, StatusCode::OK);
+    let body = json_body(send(&app, get("/pull/docs/a")).await).await;
+    assert_eq!(
+        (&body["data"], &body["hash"]),
+        (&json!({"v": 2}), &a2["hash"])
+    );
     // A missing document is remembered too, until it is written.
     assert_eq!(
         send(&app, get("/pull/docs/none")).await.status(),

@@ -3,6 +3,7 @@
 
 use super::canonical::{compute_hash, non_negative_integer};
 use serde_json::{Map, Number, Value};
+use std::io::Write as _;
 
 /// Deepest nesting a push body may have (objects and arrays both count; the body
 /// itself is level 1), as the reference's `MAX_DOC_DEPTH`.
@@ -448,20 +449,70 @@ impl<'a> RawStoredDoc<'a> {
                 .is_none_or(|inner| inner.trim().is_empty())
         })
     }
+}
 
-    /// The body of a pull of this document, as [`pull_body`] writes it, with `data`
-    /// as stored.
-    pub(crate) fn pull_body(&self, now_ms: u64) -> Vec<u8> {
-        let data = self.data.map_or("{}", |d| d.get());
-        let mut out = Vec::with_capacity(data.len() + self.hash().len() + 48);
+/// Where the parts of a plain stored document ([`RawStoredDoc`]) lie in its bytes.
+/// Worked out once per cached document (the read cache keeps it with the bytes), so a
+/// pull of a cached document copies `data` without reading it again.
+#[derive(Debug)]
+pub(crate) struct DocLayout {
+    /// Where the stored text of `data` is (`None`: absent).
+    data: Option<std::ops::Range<usize>>,
+    hash: Box<str>,
+    pub(crate) ts: Option<u64>,
+    data_is_empty: bool,
+}
+
+impl DocLayout {
+    /// The layout of `bytes`; `None` when they are not the plain layout.
+    pub(crate) fn of(bytes: &[u8]) -> Option<Self> {
+        let raw = RawStoredDoc::parse(bytes)?;
+        let data = match raw.data {
+            None => None,
+            Some(data) => {
+                // The raw value borrows from `bytes`: its offset in them.
+                let text = data.get();
+                let start = (text.as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
+                let range = start..start + text.len();
+                if bytes.get(range.clone())? != text.as_bytes() {
+                    return None;
+                }
+                Some(range)
+            }
+        };
+        Some(Self {
+            data,
+            hash: raw.hash().into(),
+            ts: raw.ts,
+            data_is_empty: raw.data_is_empty(),
+        })
+    }
+
+    /// The stored hash (`""` when absent).
+    pub(crate) fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Whether `data` is absent or has no field.
+    pub(crate) fn data_is_empty(&self) -> bool {
+        self.data_is_empty
+    }
+
+    /// The body of a pull of `bytes` (which this is the layout of), as [`pull_body`]
+    /// writes it, with `data` as stored.
+    pub(crate) fn pull_body(&self, bytes: &[u8], now_ms: u64) -> Vec<u8> {
+        let data = self
+            .data
+            .clone()
+            .and_then(|range| bytes.get(range))
+            .unwrap_or(b"{}");
+        let mut out = Vec::with_capacity(data.len() + self.hash.len() + 48);
         out.extend_from_slice(b"{\"data\":");
-        out.extend_from_slice(data.as_bytes());
+        out.extend_from_slice(data);
         out.extend_from_slice(b",\"hash\":");
-        // Writing a string into a vector cannot fail.
+        // Writing into a vector cannot fail.
         let _ = serde_json::to_writer(&mut out, self.hash());
-        out.extend_from_slice(b",\"timestamp\":");
-        out.extend_from_slice(now_ms.to_string().as_bytes());
-        out.push(b'}');
+        let _ = write!(out, ",\"timestamp\":{now_ms}}}");
         out
     }
 }
@@ -522,15 +573,19 @@ mod tests {
             assert_eq!(raw.hash(), parsed.hash);
             assert_eq!(raw.ts.unwrap_or(0), parsed.ts);
             let expected = serde_json::to_vec(&pull_body(Some(&parsed), 42)).unwrap();
+            let layout = DocLayout::of(bytes).expect("plain layout");
+            assert_eq!(layout.hash(), raw.hash());
+            assert_eq!(layout.data_is_empty(), raw.data_is_empty());
+            assert_eq!(layout.ts, raw.ts);
             assert_eq!(
-                String::from_utf8(raw.pull_body(42)).unwrap(),
+                String::from_utf8(layout.pull_body(bytes, 42)).unwrap(),
                 String::from_utf8(expected).unwrap()
             );
         }
         // Another writer's spacing: the same document once parsed.
         let spaced = br#" { "v" : 1 , "data" : { "a" : [ 1 , 2 ] } , "ts" : 3 , "hash" : "h" } "#;
-        let raw = RawStoredDoc::parse(spaced).unwrap();
-        let body: Value = serde_json::from_slice(&raw.pull_body(42)).unwrap();
+        let layout = DocLayout::of(spaced).unwrap();
+        let body: Value = serde_json::from_slice(&layout.pull_body(spaced, 42)).unwrap();
         assert_eq!(body, pull_body(StoredDoc::parse(spaced).as_ref(), 42));
         let blank = br#"{"data":{  },"hash":""}"#;
         assert!(RawStoredDoc::parse(blank).unwrap().data_is_empty());
@@ -555,7 +610,7 @@ mod tests {
         for bytes in refused {
             assert!(StoredDoc::parse(bytes).is_none(), "the parser refuses it");
             assert!(
-                RawStoredDoc::parse(bytes).is_none(),
+                RawStoredDoc::parse(bytes).is_none() && DocLayout::of(bytes).is_none(),
                 "{}",
                 String::from_utf8_lossy(bytes)
             );
@@ -582,7 +637,7 @@ mod tests {
         ];
         for bytes in others {
             assert!(
-                RawStoredDoc::parse(bytes).is_none(),
+                RawStoredDoc::parse(bytes).is_none() && DocLayout::of(bytes).is_none(),
                 "{}",
                 String::from_utf8_lossy(bytes)
             );

@@ -7,7 +7,7 @@ pub(crate) mod document;
 pub(crate) mod schema;
 
 pub(crate) use canonical::{sha256_hex, stable_stringify};
-pub(crate) use document::{AuthorProof, EnvelopeError, PushEnvelope, RawStoredDoc, StoredDoc};
+pub(crate) use document::{AuthorProof, DocLayout, EnvelopeError, PushEnvelope, StoredDoc};
 
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 

@@ -16,38 +16,48 @@
 //! the cached ETag): unchanged, the store answers "not modified" without the bytes;
 //! changed, the new bytes replace the entry. Never older than what the store holds.
 
+use crate::protocol::DocLayout;
 use bytes::Bytes;
 use object_store::UpdateVersion;
 use object_store::path::Path;
 use std::hash::BuildHasher;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// Stripes of write epochs.
 const STRIPES: usize = 256;
-/// What an entry costs beyond its key and bytes (the map's bookkeeping).
-const ENTRY_OVERHEAD: u64 = 96;
+/// What an entry costs beyond its key and bytes: the map's bookkeeping and the
+/// [`Memo`] (with a document's hash).
+const ENTRY_OVERHEAD: u64 = 96 + 160;
+
+/// What is worked out once from a cached object's bytes, for as long as the entry
+/// lives: the layout of a plain document (`None` inside: not one).
+pub(crate) type Memo = Arc<OnceLock<Option<DocLayout>>>;
 
 /// A key's cached state.
 #[derive(Debug, Clone)]
 pub(crate) enum Cached {
     /// No object.
     Absent,
-    /// The stored bytes and their version.
-    Present(Bytes, UpdateVersion),
+    /// The stored bytes, their version, and what is worked out from them.
+    Present(Bytes, UpdateVersion, Memo),
 }
 
 impl Cached {
+    pub(crate) fn present(bytes: Bytes, version: UpdateVersion) -> Self {
+        Self::Present(bytes, version, Memo::default())
+    }
+
     pub(crate) fn of(read: &Option<(Bytes, UpdateVersion)>) -> Self {
         match read {
             None => Self::Absent,
-            Some((bytes, version)) => Self::Present(bytes.clone(), version.clone()),
+            Some((bytes, version)) => Self::present(bytes.clone(), version.clone()),
         }
     }
 
     pub(crate) fn into_read(self) -> Option<(Bytes, UpdateVersion)> {
         match self {
             Self::Absent => None,
-            Self::Present(bytes, version) => Some((bytes, version)),
+            Self::Present(bytes, version, _) => Some((bytes, version)),
         }
     }
 }
@@ -59,7 +69,7 @@ impl quick_cache::Weighter<Box<str>, Cached> for Weight {
     fn weight(&self, key: &Box<str>, value: &Cached) -> u64 {
         let bytes = match value {
             Cached::Absent => 0,
-            Cached::Present(b, _) => b.len() as u64,
+            Cached::Present(b, _, _) => b.len() as u64,
         };
         key.len() as u64 + bytes + ENTRY_OVERHEAD
     }

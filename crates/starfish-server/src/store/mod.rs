@@ -479,7 +479,7 @@ impl NsStore {
     ) -> Result<bool, StoreError> {
         let written = self.docs.put_if(path, bytes.clone(), expect).await;
         match &written {
-            Ok(Some(version)) => self.wrote(path, Some(Cached::Present(bytes, version.clone()))),
+            Ok(Some(version)) => self.wrote(path, Some(Cached::present(bytes, version.clone()))),
             _ => self.wrote(path, None),
         }
         written.map(|v| v.is_some())
@@ -511,7 +511,7 @@ impl NsStore {
         };
         let epoch = cache.epoch(path);
         let etag = match hit {
-            Some(Cached::Present(bytes, version)) => {
+            Some(Cached::Present(bytes, version, _)) => {
                 version.e_tag.clone().map(|etag| (bytes, version, etag))
             }
             _ => None,
@@ -566,6 +566,26 @@ impl NsStore {
     /// [`StoreError`] for anything but "not found".
     pub(crate) async fn get(&self, key: &ObjectKey) -> Result<Option<Bytes>, StoreError> {
         Ok(self.read(&self.path(key)).await?.map(|(bytes, _)| bytes))
+    }
+
+    /// [`NsStore::get`], with the cache entry's [`cache::Memo`] when the bytes came
+    /// from a cache that needs no confirming.
+    ///
+    /// # Errors
+    /// [`StoreError`] for anything but "not found".
+    pub(crate) async fn get_memo(
+        &self,
+        key: &ObjectKey,
+    ) -> Result<Option<(Bytes, Option<cache::Memo>)>, StoreError> {
+        let path = self.path(key);
+        if let Some(cache) = self.cache().filter(|c| !c.revalidate) {
+            match cache.get(&path) {
+                Some(Cached::Absent) => return Ok(None),
+                Some(Cached::Present(bytes, _, memo)) => return Ok(Some((bytes, Some(memo)))),
+                None => {}
+            }
+        }
+        Ok(self.read(&path).await?.map(|(bytes, _)| (bytes, None)))
     }
 
     /// Reads `key`, lets `decide` compute the replacement from the current bytes, and

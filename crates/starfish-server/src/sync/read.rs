@@ -7,7 +7,7 @@ use crate::auth::Caller;
 use crate::config::AppendOnly;
 use crate::protocol::append::LogRange;
 use crate::protocol::document::pull_body;
-use crate::protocol::{RawStoredDoc, StoredDoc};
+use crate::protocol::{DocLayout, StoredDoc};
 use crate::store::{NsStore, ObjectKey};
 use serde_json::{Map, Value};
 
@@ -163,25 +163,32 @@ pub(crate) async fn read_document_body(
     now: u64,
     author: bool,
 ) -> Result<(Vec<u8>, String), SyncError> {
-    let bytes = store.get(doc.key).await?;
+    let found = store.get_memo(doc.key).await?;
     let whole = doc
         .collection
         .field_permissions
         .iter()
         .all(|(_, perm)| perm.read.is_empty());
-    let raw = if whole {
-        bytes.as_deref().and_then(RawStoredDoc::parse)
-    } else {
-        None
-    };
-    if let Some(raw) = raw {
-        let gone = expired(doc, raw.ts.unwrap_or(0), now)
-            || (raw.hash().is_empty() && raw.data_is_empty());
-        if !gone {
-            return Ok((raw.pull_body(now), raw.hash().to_owned()));
+    if let (true, Some((bytes, memo))) = (whole, &found) {
+        // A cached document's layout is worked out once, by its first pull.
+        let computed;
+        let layout = match memo {
+            Some(memo) => memo.get_or_init(|| DocLayout::of(bytes)).as_ref(),
+            None => {
+                computed = DocLayout::of(bytes);
+                computed.as_ref()
+            }
+        };
+        if let Some(layout) = layout {
+            let gone = expired(doc, layout.ts.unwrap_or(0), now)
+                || (layout.hash().is_empty() && layout.data_is_empty());
+            if !gone {
+                return Ok((layout.pull_body(bytes, now), layout.hash().to_owned()));
+            }
+            return Ok((pull_body_bytes(None, now), String::new()));
         }
-        return Ok((pull_body_bytes(None, now), String::new()));
     }
+    let bytes = found.map(|(bytes, _)| bytes);
     let stored = bytes
         .as_deref()
         .and_then(StoredDoc::parse)
