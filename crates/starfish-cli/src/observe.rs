@@ -86,60 +86,148 @@ impl ObserveSettings {
     }
 }
 
-/// Every request gets an `x-request-id` (the client's, if it sent a sane one, else a
-/// fresh random one), echoed in the response, and a `request` span carrying it, its
-/// method and its path, so every log line of the request names it.
+/// Every request gets an `x-request-id` (the client's, if it sent a sane one, see
+/// [`sane_id`], else a fresh one), echoed in the response, and a `request` span
+/// carrying it, its method and its path, so every log line of the request names it.
+/// A `5xx` answer is logged at `error`; start and end of every request at `debug`.
+///
+/// One service around the whole router (`Router::layer` would box each layer per
+/// request), doing what tower-http's request-id and trace layers did together.
 pub(crate) fn request_layers(app: axum::Router) -> impl crate::serve::App {
-    use tower_http::request_id::{
-        MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-    };
-    /// A random prefix drawn once per process, then a counter: unique ids without a
-    /// system call per request.
-    #[derive(Clone)]
-    struct Sequential {
-        prefix: u64,
-        next: std::sync::Arc<std::sync::atomic::AtomicU32>,
-    }
-    impl MakeRequestId for Sequential {
-        fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-            let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let id = format!("{:016x}{n:08x}", self.prefix);
-            axum::http::HeaderValue::from_str(&id)
-                .ok()
-                .map(RequestId::new)
-        }
-    }
     let mut seed = [0u8; 8];
     // Without randomness the ids are still unique within the process.
     let _ = getrandom::fill(&mut seed);
-    let ids = Sequential {
-        prefix: u64::from_le_bytes(seed),
-        next: std::sync::Arc::default(),
-    };
-    let header = axum::http::HeaderName::from_static("x-request-id");
-    let trace = tower_http::trace::TraceLayer::new_for_http().make_span_with(
-        |request: &axum::http::Request<axum::body::Body>| {
-            let id = request
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            tracing::info_span!(
-                "request",
-                id,
-                method = %request.method(),
-                path = request.uri().path(),
-            )
+    RequestIds {
+        inner: app,
+        ids: Sequential {
+            prefix: u64::from_le_bytes(seed),
+            next: std::sync::Arc::default(),
         },
-    );
-    // Around the whole router as one service (`Router::layer` would box each layer per
-    // request): the id is set, then the span made with it, and the id is copied to
-    // the response.
-    tower::ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(header.clone(), ids))
-        .layer(trace)
-        .layer(PropagateRequestIdLayer::new(header))
-        .service(app)
+    }
+}
+
+/// The request id header.
+const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
+
+/// Whether a client's request id is kept: 1 to 64 letters, digits and `-_.:` (UUIDs,
+/// ULIDs, trace ids). Anything else is replaced, so that log lines hold no client
+/// text that could pass for another field, and stay short.
+fn sane_id(id: &[u8]) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+}
+
+/// A random prefix drawn once per process, then a counter: unique ids without a
+/// system call per request.
+#[derive(Clone)]
+struct Sequential {
+    prefix: u64,
+    next: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Sequential {
+    /// The next id: 24 lowercase hex digits.
+    fn id(&self) -> axum::http::HeaderValue {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut text = [0u8; 24];
+        let digits = (u128::from(self.prefix) << 32) | u128::from(n);
+        for (i, b) in text.iter_mut().enumerate() {
+            let nibble = (digits >> (4 * (23 - i))) & 0xf;
+            *b = b"0123456789abcdef"[nibble as usize];
+        }
+        axum::http::HeaderValue::from_bytes(&text).expect("hex digits are a header value")
+    }
+}
+
+/// The service of [`request_layers`].
+#[derive(Clone)]
+struct RequestIds<S> {
+    inner: S,
+    ids: Sequential,
+}
+
+impl<S, B> tower::Service<axum::http::Request<axum::body::Body>> for RequestIds<S>
+where
+    S: tower::Service<
+            axum::http::Request<axum::body::Body>,
+            Response = axum::http::Response<B>,
+            Error = std::convert::Infallible,
+        >,
+{
+    type Response = axum::http::Response<B>;
+    type Error = std::convert::Infallible;
+    type Future = Identified<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: axum::http::Request<axum::body::Body>) -> Self::Future {
+        let id = match request.headers().get(&REQUEST_ID) {
+            Some(id) if sane_id(id.as_bytes()) => id.clone(),
+            _ => {
+                let id = self.ids.id();
+                request.headers_mut().insert(REQUEST_ID, id.clone());
+                id
+            }
+        };
+        // Displayed, not debug-quoted: a sane id and a parsed path hold nothing to
+        // escape (a path has no spaces, quotes or control characters).
+        let span = tracing::info_span!(
+            "request",
+            id = %id.to_str().unwrap_or_default(),
+            method = %request.method(),
+            path = %request.uri().path(),
+        );
+        tracing::debug!(parent: &span, "started processing request");
+        Identified {
+            inner: tracing::Instrument::instrument(self.inner.call(request), span),
+            id: Some(id),
+            start: std::time::Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response on its way out of [`RequestIds`]: gets the id, and is logged.
+    struct Identified<F> {
+        #[pin]
+        inner: tracing::instrument::Instrumented<F>,
+        id: Option<axum::http::HeaderValue>,
+        start: std::time::Instant,
+    }
+}
+
+impl<F, B> std::future::Future for Identified<F>
+where
+    F: std::future::Future<Output = Result<axum::http::Response<B>, std::convert::Infallible>>,
+{
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let mut this = self.project();
+        let Ok(mut response) = std::task::ready!(this.inner.as_mut().poll(cx));
+        if let Some(id) = this.id.take() {
+            response.headers_mut().insert(REQUEST_ID, id);
+        }
+        let status = response.status().as_u16();
+        let latency_ms = this.start.elapsed().as_secs_f64() * 1000.0;
+        let span = this.inner.span();
+        if response.status().is_server_error() {
+            tracing::error!(parent: span, status, latency_ms, "response failed");
+        } else {
+            tracing::debug!(parent: span, status, latency_ms, "finished processing request");
+        }
+        std::task::Poll::Ready(Ok(response))
+    }
 }
 
 /// Serves `metrics` at `http://addr/metrics` until the process ends.
@@ -161,4 +249,108 @@ pub(crate) async fn serve_metrics(addr: &str, metrics: &Metrics) -> Result<(), S
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use std::sync::{Arc, Mutex};
+    use tower::ServiceExt;
+
+    /// Log lines written into memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn app() -> impl crate::serve::App {
+        let router = axum::Router::new().route(
+            "/boom/{x}",
+            axum::routing::get(|| async {
+                tracing::warn!("inside the handler");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }),
+        );
+        request_layers(router)
+    }
+
+    async fn id_of(app: impl crate::serve::App, sent: Option<&str>) -> String {
+        let mut request = Request::get("/boom/1");
+        if let Some(id) = sent {
+            request = request.header("x-request-id", id);
+        }
+        let response = app
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Every log line of a request names its id, method and path; a sane client id is
+    /// kept, anything else replaced by a fresh one; a `5xx` is logged.
+    #[test]
+    fn log_lines_of_a_request_name_it() {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let ids = tracing::subscriber::with_default(subscriber, || {
+            runtime.block_on(async {
+                let fresh = [id_of(app(), None).await, id_of(app(), None).await];
+                let kept = id_of(app(), Some("trace-me-42")).await;
+                let uuid = id_of(app(), Some("3f2b8c1e-7a4d-4e2b-9c1d-0a1b2c3d4e5f")).await;
+                let spoof = id_of(app(), Some("x path=/evil")).await;
+                let long = id_of(app(), Some(&"a".repeat(65))).await;
+                (fresh, kept, uuid, spoof, long)
+            })
+        });
+        let (fresh, kept, uuid, spoof, long) = ids;
+        let hex = |id: &str| id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit());
+        assert!(
+            hex(&fresh[0]) && hex(&fresh[1]) && fresh[0] != fresh[1],
+            "{fresh:?}"
+        );
+        assert_eq!(kept, "trace-me-42");
+        assert_eq!(uuid, "3f2b8c1e-7a4d-4e2b-9c1d-0a1b2c3d4e5f");
+        assert!(hex(&spoof), "{spoof}");
+        assert!(hex(&long), "{long}");
+
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let named = |id: &str, what: &str| {
+            lines.iter().any(|l| {
+                l.contains(what)
+                    && l.contains(&format!("id={id}"))
+                    && l.contains("method=GET")
+                    && l.contains("path=/boom/1")
+            })
+        };
+        for id in [&fresh[0], &fresh[1], &kept, &uuid, &spoof, &long] {
+            assert!(named(id, "inside the handler"), "{id} in {text}");
+            assert!(named(id, "response failed"), "{id} in {text}");
+        }
+        assert!(!text.contains("evil"), "{text}");
+        assert!(lines.iter().any(|l| l.contains("status=500")), "{text}");
+    }
 }
