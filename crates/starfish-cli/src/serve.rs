@@ -43,7 +43,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -223,8 +223,16 @@ async fn connection<S: App>(
     });
     let mut conn = pin!(builder.serve_connection(io, service));
     let mut stopping = false;
+    // The timer is armed at most `tick` ahead and set again when it fires, never per
+    // request: every deadline is an event's time plus at least `tick`, so one that an
+    // event after the arming sets is never earlier than the timer (see `Activity`).
+    let tick = limits
+        .idle_timeout
+        .min(limits.header_read_timeout)
+        .max(Duration::from_millis(10));
+    let first = activity.deadline(&limits).0;
+    let mut timer = pin!(tokio::time::sleep_until(first.min(Instant::now() + tick)));
     loop {
-        let (deadline, _) = activity.deadline(&limits);
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -237,14 +245,14 @@ async fn connection<S: App>(
                 conn.as_mut().graceful_shutdown();
                 stopping = true;
             }
-            // A response ended or a request head began: the deadline moved.
-            () = activity.changed.notified() => {}
-            () = tokio::time::sleep_until(deadline) => {
+            () = timer.as_mut() => {
                 let (deadline, why) = activity.deadline(&limits);
-                if Instant::now() >= deadline {
+                let now = Instant::now();
+                if now >= deadline {
                     tracing::debug!("closing the connection from {peer}: {why}");
                     break;
                 }
+                timer.as_mut().reset(deadline.min(now + tick));
             }
         }
     }
@@ -256,6 +264,12 @@ const NONE: u64 = u64::MAX;
 /// What a connection is doing, for its deadlines; times are milliseconds since the
 /// connection was accepted. hyper polls the socket and calls the service from the
 /// connection's own task, so these never change behind the deadline check's back.
+///
+/// Every deadline is the time of an event that starts its state (a byte moved during
+/// a request, which a request's start counts as; a response ended; a request head
+/// began) plus a timeout of at least `min(idle, header read)`. So no event can set a
+/// deadline earlier than that long after it happens, and the connection's timer,
+/// armed at most that far ahead, needs no wake-up when the state changes.
 struct Activity {
     start: Instant,
     /// The last byte read or written.
@@ -267,8 +281,6 @@ struct Activity {
     idle_since: AtomicU64,
     /// Requests whose response is not done.
     in_flight: AtomicUsize,
-    /// Told when the state moves to an earlier deadline.
-    changed: Notify,
 }
 
 impl Activity {
@@ -279,7 +291,6 @@ impl Activity {
             head_started: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
-            changed: Notify::new(),
         }
     }
 
@@ -296,12 +307,9 @@ impl Activity {
         self.last_io.store(now, Ordering::Relaxed);
         if self.in_flight.load(Ordering::Relaxed) == 0 {
             // Bytes between requests: the next request's head has begun.
-            let began =
+            let _ =
                 self.head_started
                     .compare_exchange(NONE, now, Ordering::Relaxed, Ordering::Relaxed);
-            if began.is_ok() {
-                self.changed.notify_one();
-            }
         }
     }
 
@@ -336,6 +344,8 @@ impl InFlight {
     fn start(activity: Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
         activity.head_started.store(NONE, Ordering::Relaxed);
+        // The request's silence is counted from its start at the earliest.
+        activity.on_write();
         Self(activity)
     }
 }
@@ -344,7 +354,6 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.0.idle_since.store(self.0.now(), Ordering::Relaxed);
-            self.0.changed.notify_one();
         }
     }
 }

@@ -163,6 +163,13 @@ fn an_idle_keep_alive_connection_is_closed_but_not_by_the_header_timeout() {
         "open and idle past the header timeout"
     );
     assert_eq!(get_on(&mut kept, "/health"), 200, "idle, not cut off");
+    // The next head, half sent on that kept-alive connection: cut off by the header
+    // timeout (1 s), long before the idle one (30 s).
+    kept.write_all(b"GET /health HTTP/1.1\r\nX-Slow: ").unwrap();
+    assert!(
+        closed_without_answer(&mut kept),
+        "a half-sent head on a kept-alive connection is cut off"
+    );
     assert!(server.terminate().success());
 }
 
