@@ -39,7 +39,7 @@ use axum::extract::{ConnectInfo, OriginalUri, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::get;
 use bytes::Bytes;
 use endpoint::{Doc, Endpoint, Scope};
 use std::net::SocketAddr;
@@ -80,12 +80,10 @@ pub(crate) fn router() -> Router<AppState> {
             "/_starfish/admin/keys/{id}/revoke",
             axum::routing::post(admin::revoke_key),
         )
-        .route("/{*rest}", any(dispatch))
-        .fallback(not_found)
-}
-
-async fn not_found() -> ApiError {
-    ApiError::NotFound
+        // Every other path is the pipeline's to parse (404 when it is none of its
+        // routes): a fallback, not a `/{*rest}` route, whose captured parameter would
+        // be decoded and stored for nothing on every request.
+        .fallback(dispatch)
 }
 
 /// `GET /openapi.json`, when enabled.
