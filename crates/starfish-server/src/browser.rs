@@ -4,7 +4,7 @@
 //! route), and only the security headers outside CORS.
 
 use crate::config::ConfigError;
-use crate::sync::write::media_type;
+use crate::sync::write::media_type_is;
 use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use std::time::Duration;
 use tower_http::compression::predicate::{Predicate, SizeAbove};
@@ -171,7 +171,7 @@ pub(crate) fn compression() -> CompressionLayer<impl Predicate> {
             && headers
                 .get(axum::http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(|ct| media_type(ct) == "application/json")
+                .is_some_and(|ct| media_type_is(ct, "application/json"))
     }
     CompressionLayer::new()
         .quality(CompressionLevel::Default)

@@ -10,6 +10,7 @@ use crate::store::{KeyError, NsStore, ObjectKey, PathParams};
 use crate::sync::DocRef;
 use axum::http::Method;
 use percent_encoding::percent_decode_str;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Most path segments a request may have (templates are far shorter); past it the
@@ -169,7 +170,7 @@ impl Verb {
 
 /// Percent-decodes each segment of `path` (a malformed escape is left raw and later
 /// fails the parameter rule). A decoded `/` can never be part of a parameter.
-fn decode_segments(path: &str) -> Result<Vec<String>, ApiError> {
+fn decode_segments(path: &str) -> Result<Vec<Cow<'_, str>>, ApiError> {
     let path = path.strip_prefix('/').ok_or(ApiError::NotFound)?;
     if path.split('/').nth(MAX_SEGMENTS).is_some() {
         return Err(ApiError::NotFound);
@@ -178,7 +179,7 @@ fn decode_segments(path: &str) -> Result<Vec<String>, ApiError> {
         .map(|raw| {
             let decoded = percent_decode_str(raw)
                 .decode_utf8()
-                .map_or_else(|_| raw.to_owned(), |v| v.into_owned());
+                .unwrap_or(Cow::Borrowed(raw));
             if decoded.contains('/') {
                 Err(ApiError::InvalidPathParameter)
             } else {
@@ -190,10 +191,10 @@ fn decode_segments(path: &str) -> Result<Vec<String>, ApiError> {
 
 /// The namespace a path names, if its first segment is not one of the root's own
 /// routes (decoded as [`Endpoint::parse`] decodes it).
-pub(crate) fn namespace_segment(path: &str) -> Option<String> {
+pub(crate) fn namespace_segment(path: &str) -> Option<Cow<'_, str>> {
     let mut segments = path.strip_prefix('/')?.split('/');
     let first = segments.next()?;
-    let decoded = percent_decode_str(first).decode_utf8().ok()?.into_owned();
+    let decoded = percent_decode_str(first).decode_utf8().ok()?;
     // `/events` alone is the root's live changes; `/events/…` a namespace's routes.
     let root_events = decoded == EVENTS && segments.next().is_none();
     (decoded != "batch" && Verb::parse(&decoded).is_none() && !root_events).then_some(decoded)
@@ -215,7 +216,7 @@ impl<'s> Endpoint<'s> {
         path: &str,
     ) -> Result<Self, ApiError> {
         let segments = decode_segments(path)?;
-        let (scope, rest) = match segments.first().map(String::as_str) {
+        let (scope, rest) = match segments.first().map(Cow::as_ref) {
             Some(first)
                 if first == "batch"
                     || Verb::parse(first).is_some()
@@ -256,7 +257,11 @@ impl<'s> Endpoint<'s> {
             Verb::Push => &scope.routes.push,
             Verb::List => &scope.routes.list,
         };
-        let route = format!("/{}", rest.join("/"));
+        let mut route = String::with_capacity(path.len());
+        for segment in rest {
+            route.push('/');
+            route.push_str(segment);
+        }
         let matched = table.at(&route).map_err(|_| ApiError::NotFound)?;
         let params = PathParams::checked(
             matched

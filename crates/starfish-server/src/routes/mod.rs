@@ -178,7 +178,7 @@ async fn route(
     // A namespace created at runtime is looked up (in memory if fresh) before routing.
     // A config namespace being migrated may be served frozen or from its new keys.
     let (tenant, migrated) = match endpoint::namespace_segment(parts.uri.path()) {
-        Some(name) if !state.namespaces.contains_key(&name) => {
+        Some(name) if !state.namespaces.contains_key(name.as_ref()) => {
             (state.tenants.lookup(&name).await?, None)
         }
         Some(name) => (None, state.migrations.scope(&name).await?),

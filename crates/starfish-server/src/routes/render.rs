@@ -18,14 +18,15 @@ fn cache_control(collection: &Collection) -> Option<HeaderValue> {
 
 /// A `200` of JSON text already written, as `axum::Json` would answer it.
 pub(super) fn json_bytes(body: Vec<u8>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
+    let mut response = Response::new(axum::body::Body::from(body));
+    let headers = response.headers_mut();
+    // Room for what the layers add (ETag, security headers, request id, ...) at once.
+    headers.reserve(12);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// `304 Not Modified` when the request's `If-None-Match` is `hash`'s ETag; otherwise
@@ -36,18 +37,26 @@ pub(super) fn cached(
     request: &HeaderMap,
     build: impl FnOnce() -> Response,
 ) -> Response {
-    let etag = (!hash.is_empty()).then(|| format!("\"{hash}\""));
+    let etag = (!hash.is_empty()).then(|| {
+        let mut quoted = Vec::with_capacity(hash.len() + 2);
+        quoted.push(b'"');
+        quoted.extend_from_slice(hash.as_bytes());
+        quoted.push(b'"');
+        quoted
+    });
     if let Some(etag) = &etag {
         if request
             .get(header::IF_NONE_MATCH)
-            .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+            .is_some_and(|v| v.as_bytes() == etag.as_slice())
         {
             return StatusCode::NOT_MODIFIED.into_response();
         }
     }
     let mut response = build();
     let h = response.headers_mut();
-    if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+    if let Some(etag) =
+        etag.and_then(|e| HeaderValue::from_maybe_shared(bytes::Bytes::from(e)).ok())
+    {
         h.insert(header::ETAG, etag);
     }
     if let Some(cc) = cache_control(collection) {

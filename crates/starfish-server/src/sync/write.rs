@@ -216,6 +216,16 @@ async fn append(
     }
 }
 
+/// Whether `content_type`'s media type is `expected` (lower case), without building it.
+pub(crate) fn media_type_is(content_type: &str, expected: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .eq_ignore_ascii_case(expected)
+}
+
 /// The media type of a `Content-Type` value: before any `;`, trimmed, lower-cased.
 pub(crate) fn media_type(content_type: &str) -> String {
     content_type
