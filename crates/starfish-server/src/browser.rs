@@ -5,9 +5,17 @@
 
 use crate::config::ConfigError;
 use crate::sync::write::media_type_is;
-use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use axum::body::Body;
+use axum::http::{
+    Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version,
+    header,
+};
+use std::convert::Infallible;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tower_http::compression::ResponseFuture as CompressionFuture;
 use tower_http::compression::predicate::{Predicate, SizeAbove};
+use tower_http::compression::{Compression, CompressionBody};
 use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -164,8 +172,10 @@ const MIN_COMPRESS_BYTES: u16 = 256;
 
 /// gzip or brotli, as `Accept-Encoding` asks, for JSON bodies of at least
 /// [`MIN_COMPRESS_BYTES`]; never for blobs, whatever their type. `ETag` is left
-/// as is: it names the document, not the encoding.
-pub(crate) fn compression() -> CompressionLayer<impl Predicate> {
+/// as is: it names the document, not the encoding. A request without
+/// `Accept-Encoding` skips the compression layer (and its body wrapper) and only gets
+/// the `Vary: accept-encoding` the layer would have added.
+pub(crate) fn compression<S: Clone>(inner: S) -> Negotiated<S, impl Predicate> {
     fn json_not_blob(_: StatusCode, _: Version, headers: &HeaderMap, ext: &Extensions) -> bool {
         ext.get::<AsStored>().is_none()
             && headers
@@ -173,9 +183,95 @@ pub(crate) fn compression() -> CompressionLayer<impl Predicate> {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|ct| media_type_is(ct, "application/json"))
     }
-    CompressionLayer::new()
+    let predicate = SizeAbove::new(MIN_COMPRESS_BYTES).and(json_not_blob);
+    let layer = CompressionLayer::new()
         .quality(CompressionLevel::Default)
-        .compress_when(SizeAbove::new(MIN_COMPRESS_BYTES).and(json_not_blob))
+        .compress_when(predicate);
+    Negotiated {
+        compressing: tower::Layer::layer(&layer, inner.clone()),
+        plain: inner,
+        predicate,
+    }
+}
+
+/// The service of [`compression`].
+#[derive(Clone)]
+pub(crate) struct Negotiated<S, P> {
+    plain: S,
+    compressing: Compression<S, P>,
+    predicate: P,
+}
+
+type Compressed = Response<CompressionBody<Body>>;
+
+impl<S, P> tower::Service<Request<Body>> for Negotiated<S, P>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    P: Predicate,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = futures::future::Either<
+        futures::future::MapOk<CompressionFuture<S::Future, P>, fn(Compressed) -> Response<Body>>,
+        Plain<S::Future, P>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        std::task::ready!(self.plain.poll_ready(cx))?;
+        self.compressing.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        use futures::TryFutureExt as _;
+        if request.headers().contains_key(header::ACCEPT_ENCODING) {
+            let boxed: fn(Compressed) -> Response<Body> = |r| r.map(Body::new);
+            futures::future::Either::Left(self.compressing.call(request).map_ok(boxed))
+        } else {
+            futures::future::Either::Right(Plain {
+                inner: self.plain.call(request),
+                predicate: self.predicate.clone(),
+            })
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An answer to a request without `Accept-Encoding`: as it is, with the `Vary`
+    /// the compression layer adds to what it would compress for another request.
+    pub(crate) struct Plain<F, P> {
+        #[pin]
+        inner: F,
+        predicate: P,
+    }
+}
+
+impl<F, P> std::future::Future for Plain<F, P>
+where
+    F: std::future::Future<Output = Result<Response<Body>, Infallible>>,
+    P: Predicate,
+{
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(mut response) = std::task::ready!(this.inner.poll(cx));
+        let headers = response.headers();
+        let varies = !headers.contains_key(header::CONTENT_ENCODING)
+            && !headers.contains_key(header::CONTENT_RANGE)
+            && this.predicate.should_compress(&response)
+            && !headers.get_all(header::VARY).iter().any(|v| {
+                v.to_str().is_ok_and(|v| {
+                    v.split(',')
+                        .any(|name| name.trim().eq_ignore_ascii_case("accept-encoding"))
+                })
+            });
+        if varies {
+            response
+                .headers_mut()
+                .append(header::VARY, HeaderValue::from_static("accept-encoding"));
+        }
+        Poll::Ready(Ok(response))
+    }
 }
 
 #[cfg(test)]

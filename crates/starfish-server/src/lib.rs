@@ -310,16 +310,9 @@ pub fn create_sync_router(options: SyncOptions) -> Result<axum::Router, ConfigEr
     let state = state::AppState::new(options)?;
     // The layers wrap the whole router once, as one service: `Router::layer` would
     // wrap every route, and each wrapped route is cloned and boxed per request.
-    let routed = routes::limits::Limited::new(routes::router().with_state(state), limits);
+    let routed = routes::limits::Limited::new(routes::Routes::new(state), limits);
     let compressed = if compression {
-        tower::util::Either::Left(
-            tower::ServiceBuilder::new()
-                .map_response(|response: axum::http::Response<_>| {
-                    response.map(axum::body::Body::new)
-                })
-                .layer(browser::compression())
-                .service(routed),
-        )
+        tower::util::Either::Left(browser::compression(routed))
     } else {
         tower::util::Either::Right(routed)
     };

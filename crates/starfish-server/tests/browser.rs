@@ -238,6 +238,9 @@ async fn a_json_pull_is_gzipped_when_asked_and_plain_otherwise() {
 
     let plain = send(&app, get("/pull/docs/big")).await;
     assert!(plain.headers().get("content-encoding").is_none());
+    // The plain answer varies with `Accept-Encoding` too (a shared cache must not
+    // serve it for a request that asked for gzip).
+    assert!(list(plain.headers(), "vary").contains(&"accept-encoding".to_owned()));
     assert_eq!(plain.headers()["etag"], etag.as_str());
     let plain = body_bytes(plain).await;
     let expected: Value = serde_json::from_slice(&plain).unwrap();

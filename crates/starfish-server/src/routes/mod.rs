@@ -86,6 +86,60 @@ pub(crate) fn router() -> Router<AppState> {
         .fallback(dispatch)
 }
 
+/// The routes as one service: the fixed routes (health, config, OpenAPI, admin)
+/// through [`router`], every other path straight to the pipeline, which is that
+/// router's fallback anyway, without its matching, cloning and boxing per request.
+#[derive(Clone)]
+pub(crate) struct Routes {
+    fixed: axum::Router,
+    state: AppState,
+}
+
+impl Routes {
+    pub(crate) fn new(state: AppState) -> Self {
+        Self {
+            fixed: router().with_state(state.clone()),
+            state,
+        }
+    }
+
+    /// Whether `path` may be one of [`router`]'s own routes (anything else is its
+    /// fallback's).
+    fn fixed(path: &str) -> bool {
+        matches!(
+            path,
+            "/health" | "/health/live" | "/health/ready" | "/config" | "/openapi.json"
+        ) || path.starts_with("/_starfish/")
+    }
+}
+
+impl tower::Service<Request<Body>> for Routes {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::Either<
+        axum::routing::future::RouteFuture<std::convert::Infallible>,
+        futures::future::BoxFuture<'static, Result<Response, std::convert::Infallible>>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        if Self::fixed(request.uri().path()) {
+            futures::future::Either::Left(self.fixed.call(request))
+        } else {
+            let state = self.state.clone();
+            futures::future::Either::Right(Box::pin(async move {
+                Ok(dispatch(State(state), request).await)
+            }))
+        }
+    }
+}
+
 /// `GET /openapi.json`, when enabled.
 async fn openapi(State(state): State<AppState>) -> Result<Response, ApiError> {
     let document = state.openapi.clone().ok_or(ApiError::NotFound)?;
