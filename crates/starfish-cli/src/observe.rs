@@ -75,6 +75,7 @@ impl ObserveSettings {
             .with_env_filter(filter)
             .with_ansi(ansi);
         match self.log_format {
+            LogFormat::Text if !ansi => builder.fmt_fields(PlainFields).init(),
             LogFormat::Text => builder.init(),
             LogFormat::Json => builder
                 .json()
@@ -83,6 +84,124 @@ impl ObserveSettings {
                 .with_span_list(false)
                 .init(),
         }
+    }
+}
+
+/// Text log fields without colours, as the default formatter writes them (`message`
+/// first, then `name=value` with values in debug form, strings quoted), without its
+/// styling machinery: the request span's fields are written on every request.
+struct PlainFields;
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for PlainFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = PlainVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+/// The visitor of [`PlainFields`].
+struct PlainVisitor<'w> {
+    writer: tracing_subscriber::fmt::format::Writer<'w>,
+    first: bool,
+    result: std::fmt::Result,
+}
+
+impl tracing::field::Visit for PlainVisitor<'_> {
+    fn record_error(
+        &mut self,
+        field: &tracing::field::Field,
+        value: &(dyn std::error::Error + 'static),
+    ) {
+        /// The error and its sources, as a list.
+        struct Sources<'a>(&'a (dyn std::error::Error + 'static));
+        impl std::fmt::Display for Sources<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let mut list = f.debug_list();
+                let mut next = Some(self.0);
+                while let Some(error) = next {
+                    list.entry(&format_args!("{error}"));
+                    next = error.source();
+                }
+                list.finish()
+            }
+        }
+        let mut text = String::new();
+        let written = match value.source() {
+            Some(source) => std::fmt::write(
+                &mut Escaping(&mut text),
+                format_args!("{value} {}.sources={}", field.name(), Sources(source)),
+            ),
+            None => std::fmt::write(&mut Escaping(&mut text), format_args!("{value}")),
+        };
+        if written.is_ok() {
+            self.record_debug(field, &format_args!("{text}"));
+        }
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if self.result.is_err() {
+            return;
+        }
+        let name = field.name();
+        // Fields the `log` bridge adds are the formatter's business, not the line's.
+        if name.starts_with("log.") {
+            return;
+        }
+        let gap = if self.first { "" } else { " " };
+        self.first = false;
+        self.result = if name == "message" {
+            // Control characters a terminal would act on are written escaped, as the
+            // default formatter does: a message may quote client text.
+            write!(self.writer, "{gap}").and_then(|()| {
+                std::fmt::write(&mut Escaping(&mut self.writer), format_args!("{value:?}"))
+            })
+        } else {
+            let name = name.strip_prefix("r#").unwrap_or(name);
+            write!(self.writer, "{gap}{name}={value:?}")
+        };
+    }
+}
+
+/// Writes through to `.0` with terminal control characters (ESC, BEL, BS, FF, DEL and
+/// the C1 range) written as escapes.
+struct Escaping<'a, W>(&'a mut W);
+
+impl<W: std::fmt::Write> std::fmt::Write for Escaping<'_, W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let mut rest = s;
+        while let Some(at) = rest.find(|c: char| {
+            matches!(
+                c,
+                '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}'
+            )
+        }) {
+            self.0.write_str(&rest[..at])?;
+            let c = rest[at..].chars().next().unwrap_or_default();
+            if c < '\u{80}' {
+                write!(self.0, "\\x{:02x}", u32::from(c))?;
+            } else {
+                write!(self.0, "\\u{{{:x}}}", u32::from(c))?;
+            }
+            rest = &rest[at + c.len_utf8()..];
+        }
+        self.0.write_str(rest)
     }
 }
 
@@ -298,6 +417,61 @@ mod tests {
             .to_str()
             .unwrap()
             .to_owned()
+    }
+
+    /// The lines [`PlainFields`] writes are the default formatter's without colours.
+    #[test]
+    fn plain_fields_write_what_the_default_formatter_writes() {
+        let emit = || {
+            let span =
+                tracing::info_span!("request", id = %"abc-1", method = %"GET", path = "/p/q");
+            let _entered = span.enter();
+            tracing::warn!(
+                status = 500,
+                text = "quote \" and\nline",
+                r#type = "t",
+                "it {} happened",
+                1
+            );
+            tracing::info!(error = %std::io::Error::other("boom"), latency_ms = 1.5, ok = true);
+            tracing::info!("just a message");
+            #[derive(Debug)]
+            struct Outer(std::io::Error);
+            impl std::fmt::Display for Outer {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("outer \x1b[1m")
+                }
+            }
+            impl std::error::Error for Outer {
+                fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                    Some(&self.0)
+                }
+            }
+            let nested = Outer(std::io::Error::other("inner"));
+            tracing::error!(error = &nested as &dyn std::error::Error, "failed");
+            tracing::warn!(
+                "terminal \x1b[31mred\x07 \u{9b}c\u{7f} é {}",
+                "\x1b]0;title"
+            );
+        };
+        let lines = |plain: bool| {
+            let logs = Captured::default();
+            let writer = logs.clone();
+            let builder = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .without_time()
+                .with_writer(move || writer.clone());
+            if plain {
+                tracing::subscriber::with_default(builder.fmt_fields(PlainFields).finish(), emit);
+            } else {
+                tracing::subscriber::with_default(builder.finish(), emit);
+            }
+            String::from_utf8(logs.0.lock().unwrap().clone()).unwrap()
+        };
+        let (plain, default) = (lines(true), lines(false));
+        assert_eq!(plain.lines().count(), 5, "{plain}");
+        assert!(!plain.contains('\x1b'), "{plain}");
+        assert_eq!(plain, default);
     }
 
     /// Every log line of a request names its id, method and path; a sane client id is
