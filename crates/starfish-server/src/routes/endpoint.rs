@@ -172,21 +172,25 @@ impl Verb {
 /// fails the parameter rule). A decoded `/` can never be part of a parameter.
 fn decode_segments(path: &str) -> Result<Vec<Cow<'_, str>>, ApiError> {
     let path = path.strip_prefix('/').ok_or(ApiError::NotFound)?;
-    if path.split('/').nth(MAX_SEGMENTS).is_some() {
+    if path.bytes().filter(|b| *b == b'/').count() >= MAX_SEGMENTS {
         return Err(ApiError::NotFound);
     }
-    path.split('/')
-        .map(|raw| {
-            let decoded = percent_decode_str(raw)
-                .decode_utf8()
-                .unwrap_or(Cow::Borrowed(raw));
-            if decoded.contains('/') {
-                Err(ApiError::InvalidPathParameter)
-            } else {
-                Ok(decoded)
-            }
-        })
-        .collect()
+    let mut segments = Vec::with_capacity(8);
+    for raw in path.split('/') {
+        // Only an escape can decode to anything but the segment itself.
+        if !raw.contains('%') {
+            segments.push(Cow::Borrowed(raw));
+            continue;
+        }
+        let decoded = percent_decode_str(raw)
+            .decode_utf8()
+            .unwrap_or(Cow::Borrowed(raw));
+        if decoded.contains('/') {
+            return Err(ApiError::InvalidPathParameter);
+        }
+        segments.push(decoded);
+    }
+    Ok(segments)
 }
 
 /// The namespace a path names, if its first segment is not one of the root's own
