@@ -27,7 +27,7 @@ use serde_json::Value;
 use settings::{ConfigEndpointArg, PrintFormat, ServeArgs, ServerSection, Settings, StoreKind};
 use starfish_server::auth::InMemoryRevocationStore;
 use starfish_server::store::DocStore;
-use starfish_server::{ConfigEndpoint, ConfigError, SyncConfig, SyncOptions, create_sync_router};
+use starfish_server::{ConfigEndpoint, ConfigError, SyncConfig, SyncOptions, create_sync_service};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -285,12 +285,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let options = settings.tenancy.apply(options)?;
     let metrics = settings.observe.metrics();
     let options = observe::ObserveSettings::apply(options, metrics.as_ref());
-    let sync = create_sync_router(options).map_err(|e| one_line(&e))?;
+    // The sync routes as one service (no route table to match per request).
+    let sync = create_sync_service(options).map_err(|e| one_line(&e))?;
     let mut app = axum::Router::new();
     for prefix in &settings.base_path {
         app = match prefix.as_str() {
-            "/" => app.merge(sync.clone()),
-            p => app.nest(p, sync.clone()),
+            "/" => app.fallback_service(sync.clone()),
+            p => app.nest_service(p, sync.clone()),
         };
     }
     let app = observe::request_layers(app);

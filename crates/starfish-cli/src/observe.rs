@@ -295,13 +295,13 @@ where
                 id
             }
         };
-        // Displayed, not debug-quoted: a sane id and a parsed path hold nothing to
-        // escape (a path has no spaces, quotes or control characters).
+        // The id displayed (a sane one holds nothing to escape); the path quoted and
+        // escaped, since it may hold quotes, braces and any character above 0x7f.
         let span = tracing::info_span!(
             "request",
             id = %id.to_str().unwrap_or_default(),
             method = %request.method(),
-            path = %request.uri().path(),
+            path = request.uri().path(),
         );
         tracing::debug!(parent: &span, "started processing request");
         Identified {
@@ -496,6 +496,11 @@ mod tests {
                 let uuid = id_of(app(), Some("3f2b8c1e-7a4d-4e2b-9c1d-0a1b2c3d4e5f")).await;
                 let spoof = id_of(app(), Some("x path=/evil")).await;
                 let long = id_of(app(), Some(&"a".repeat(65))).await;
+                // A path with a quote, a brace and a C1 control character.
+                let hostile = Request::get("/boom/a}\"b\u{85}c")
+                    .body(Body::empty())
+                    .unwrap();
+                let _ = app().oneshot(hostile).await.unwrap();
                 (fresh, kept, uuid, spoof, long)
             })
         });
@@ -517,7 +522,7 @@ mod tests {
                 l.contains(what)
                     && l.contains(&format!("id={id}"))
                     && l.contains("method=GET")
-                    && l.contains("path=/boom/1")
+                    && l.contains("path=\"/boom/1\"")
             })
         };
         for id in [&fresh[0], &fresh[1], &kept, &uuid, &spoof, &long] {
@@ -525,6 +530,10 @@ mod tests {
             assert!(named(id, "response failed"), "{id} in {text}");
         }
         assert!(!text.contains("evil"), "{text}");
+        assert!(
+            text.contains(r#"path="/boom/a}\"b\u{85}c""#) && !text.contains('\u{85}'),
+            "{text}"
+        );
         assert!(lines.iter().any(|l| l.contains("status=500")), "{text}");
     }
 }

@@ -299,32 +299,114 @@ pub mod internals {
 /// headers; with compression on (the default) JSON responses are gzip- or
 /// brotli-encoded when `Accept-Encoding` asks.
 ///
+/// The fixed routes (`/health`, the admin routes, ...) are routes of their own, and
+/// every other path goes to the pipeline through `/{*rest}` and the fallback, so
+/// `merge`, `route_layer`, a later `fallback` and route clashes behave as for any
+/// axum router. [`create_sync_service`] is the same as one service.
+///
 /// # Errors
 /// [`ConfigError::Invalid`] when two collections map to conflicting routes;
 /// [`ConfigError::Cors`] when the CORS settings cannot work (credentials with `*`).
 pub fn create_sync_router(options: SyncOptions) -> Result<axum::Router, ConfigError> {
-    let headers: std::sync::Arc<[_]> = options.security_headers.compile().into();
-    let cors = options.cors.as_ref().map(CorsSettings::layer).transpose()?;
-    let compression = options.compression;
-    let limits = routes::limits::Limits::new(options.request_timeout, options.max_in_flight);
-    let state = state::AppState::new(options)?;
-    // The layers wrap the whole router once, as one service: `Router::layer` would
-    // wrap every route, and each wrapped route is cloned and boxed per request.
-    let routed = routes::limits::Limited::new(routes::Routes::new(state), limits);
-    let compressed = if compression {
-        tower::util::Either::Left(browser::compression(routed))
-    } else {
-        tower::util::Either::Right(routed)
-    };
-    let cors = match cors {
-        Some(cors) => tower::util::Either::Left(tower::Layer::layer(&cors, compressed)),
-        None => tower::util::Either::Right(compressed),
-    };
-    // Outermost: CORS preflights get the security headers too.
-    let service = tower::ServiceBuilder::new()
-        .map_response(move |response| routes::headers::apply(&headers, response))
-        .service(cors);
-    Ok(axum::Router::new().fallback_service(service))
+    let (stack, state) = Stack::new(options)?;
+    let pipeline = stack.wrap(routes::Pipeline(state.clone()), true);
+    // The fixed routes' own method routers answer HEAD (outside these layers).
+    let layer = tower::layer::layer_fn(move |route: axum::routing::Route| stack.wrap(route, false));
+    Ok(routes::fixed_router()
+        .with_state(state)
+        .layer(layer)
+        .route_service("/{*rest}", pipeline.clone())
+        .fallback_service(pipeline))
+}
+
+/// The sync routes of [`create_sync_router`] as one tower service, for a server that
+/// routes to it itself: `axum::Router::fallback_service` or `nest_service`, or hyper
+/// directly. It skips the route table's matching and parameter capture on every
+/// request (what `starfish serve` does). A HEAD on a fixed route is answered with its
+/// GET's headers and no body.
+///
+/// # Errors
+/// As [`create_sync_router`].
+pub fn create_sync_service(
+    options: SyncOptions,
+) -> Result<
+    impl tower::Service<
+        axum::extract::Request,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static,
+    ConfigError,
+> {
+    let (stack, state) = Stack::new(options)?;
+    Ok(stack.wrap(routes::Routes::new(state), true))
+}
+
+/// The router's own layers: request limits, compression, CORS, security headers.
+#[derive(Clone)]
+struct Stack {
+    headers: std::sync::Arc<[(axum::http::HeaderName, axum::http::HeaderValue)]>,
+    cors: Option<tower_http::cors::CorsLayer>,
+    compression: bool,
+    limits: routes::limits::Limits,
+}
+
+impl Stack {
+    fn new(options: SyncOptions) -> Result<(Self, state::AppState), ConfigError> {
+        let stack = Self {
+            headers: options.security_headers.compile().into(),
+            cors: options.cors.as_ref().map(CorsSettings::layer).transpose()?,
+            compression: options.compression,
+            limits: routes::limits::Limits::new(options.request_timeout, options.max_in_flight),
+        };
+        Ok((stack, state::AppState::new(options)?))
+    }
+
+    /// `inner` within the layers, as one service (`Router::layer` would wrap every
+    /// route, and each wrapped route is cloned and boxed per request). With
+    /// `answer_head`, a HEAD's body is dropped here.
+    fn wrap<S>(
+        &self,
+        inner: S,
+        answer_head: bool,
+    ) -> impl tower::Service<
+        axum::extract::Request,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    >
+    + Clone
+    + Send
+    + Sync
+    + 'static
+    + use<S>
+    where
+        S: tower::Service<
+                axum::extract::Request,
+                Response = axum::response::Response,
+                Error = std::convert::Infallible,
+                Future: Send + 'static,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+    {
+        let routed = routes::limits::Limited::new(inner, self.limits.clone());
+        let compressed = if self.compression {
+            tower::util::Either::Left(browser::compression(routed))
+        } else {
+            tower::util::Either::Right(routed)
+        };
+        let cors = match &self.cors {
+            Some(cors) => tower::util::Either::Left(tower::Layer::layer(cors, compressed)),
+            None => tower::util::Either::Right(compressed),
+        };
+        // Outermost: CORS preflights get the security headers too.
+        routes::headers::Finished::new(cors, self.headers.clone(), answer_head)
+    }
 }
 
 /// The crate README's example, compiled as a doc test.

@@ -277,6 +277,35 @@ async fn a_json_pull_is_gzipped_when_asked_and_plain_otherwise() {
     assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
 }
 
+/// A HEAD on a route of its own (here the OpenAPI document) gets the headers its GET
+/// gets, compression included, and no body.
+#[tokio::test]
+async fn a_head_gets_the_headers_of_its_get() {
+    let routed = app(options().with_openapi_endpoint());
+    let service = starfish_server::create_sync_service(options().with_openapi_endpoint()).unwrap();
+    for app in [routed, axum::Router::new().fallback_service(service)] {
+        head_like_get(&app).await;
+    }
+}
+
+async fn head_like_get(app: &axum::Router) {
+    let gzip = [("accept-encoding", "gzip")];
+    let get = send(app, get_with("/openapi.json", &gzip)).await;
+    assert_eq!(get.status(), StatusCode::OK);
+    assert_eq!(get.headers()["content-encoding"], "gzip");
+    let head = Request::head("/openapi.json")
+        .header("accept-encoding", "gzip")
+        .body(Body::empty())
+        .unwrap();
+    let head = send(app, head).await;
+    assert_eq!(head.status(), StatusCode::OK);
+    for name in ["content-encoding", "content-type", "vary"] {
+        assert_eq!(head.headers().get(name), get.headers().get(name), "{name}");
+    }
+    assert!(head.headers().get("content-length").is_none());
+    assert!(body_bytes(head).await.is_empty());
+}
+
 #[tokio::test]
 async fn brotli_when_preferred() {
     let app = app(options());

@@ -338,6 +338,34 @@ async fn router_mounts_under_a_prefix() {
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
 }
 
+/// Merged into an app, the sync routes behave as any axum routes: the app's own
+/// fallback answers only what no route matches, and `route_layer` wraps sync requests.
+#[tokio::test]
+async fn router_merges_like_any_routes() {
+    let tag = axum::middleware::map_response(|mut res: axum::response::Response| async move {
+        res.headers_mut()
+            .insert("x-app", axum::http::HeaderValue::from_static("1"));
+        res
+    });
+    let app = axum::Router::new()
+        .route("/mine", axum::routing::get(|| async { "mine" }))
+        .merge(router(DocStore::memory()))
+        .fallback(|| async { StatusCode::IM_A_TEAPOT })
+        .route_layer(tag);
+    let (status, _) = push_doc(&app, "/push/docs/a", json!({"a": 1}), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let res = send(&app, get("/pull/docs/a")).await;
+    assert_eq!(res.headers()["x-app"], "1");
+    assert_eq!(json_body(res).await["data"], json!({"a": 1}));
+    let res = send(&app, get("/health")).await;
+    assert_eq!(
+        (res.status(), &res.headers()["x-app"]),
+        (StatusCode::OK, &"1".parse().unwrap())
+    );
+    assert_eq!(send(&app, get("/mine")).await.status(), StatusCode::OK);
+    assert_eq!(send(&app, get("/")).await.status(), StatusCode::IM_A_TEAPOT);
+}
+
 #[tokio::test]
 async fn expired_documents_read_as_empty() {
     let clock = ManualClock::new(T0);

@@ -4,6 +4,8 @@
 
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::Response;
+use std::convert::Infallible;
+use std::task::{Context, Poll};
 
 /// Security headers added to every response. `X-Content-Type-Options: nosniff` is
 /// always sent; the rest follow the reference's defaults, HSTS only when asked.
@@ -67,6 +69,89 @@ pub(crate) fn apply(headers: &[(HeaderName, HeaderValue)], mut response: Respons
         h.insert(name.clone(), value.clone());
     }
     response
+}
+
+/// The outermost service of the sync routes: adds `headers` to every answer, and
+/// answers a HEAD with the headers of its GET (the fixed routes run a HEAD as a GET)
+/// and no body, as axum does for a handler's own route: `Content-Length` when the
+/// body's size is known, then the body dropped.
+#[derive(Clone)]
+pub(crate) struct Finished<S> {
+    inner: S,
+    headers: std::sync::Arc<[(HeaderName, HeaderValue)]>,
+    /// Whether a HEAD is answered here (not when an axum method router above does).
+    answer_head: bool,
+}
+
+impl<S> Finished<S> {
+    pub(crate) fn new(
+        inner: S,
+        headers: std::sync::Arc<[(HeaderName, HeaderValue)]>,
+        answer_head: bool,
+    ) -> Self {
+        Self {
+            inner,
+            headers,
+            answer_head,
+        }
+    }
+}
+
+impl<S> tower::Service<axum::extract::Request> for Finished<S>
+where
+    S: tower::Service<axum::extract::Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = FinishedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::extract::Request) -> Self::Future {
+        FinishedFuture {
+            head: self.answer_head && request.method() == axum::http::Method::HEAD,
+            inner: self.inner.call(request),
+            headers: self.headers.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer of [`Finished`].
+    pub(crate) struct FinishedFuture<F> {
+        #[pin]
+        inner: F,
+        headers: std::sync::Arc<[(HeaderName, HeaderValue)]>,
+        head: bool,
+    }
+}
+
+impl<F> std::future::Future for FinishedFuture<F>
+where
+    F: std::future::Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = std::task::ready!(this.inner.poll(cx));
+        let mut response = apply(this.headers, response);
+        if *this.head {
+            let size = axum::body::HttpBody::size_hint(response.body()).exact();
+            if let (Some(size), false) = (
+                size,
+                response.headers().contains_key(header::CONTENT_LENGTH),
+            ) {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            }
+            *response.body_mut() = axum::body::Body::empty();
+        }
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// Media types a browser may show inline without running anything: raster images,

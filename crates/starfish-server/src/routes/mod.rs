@@ -44,46 +44,75 @@ use bytes::Bytes;
 use endpoint::{Doc, Endpoint, Scope};
 use std::net::SocketAddr;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health::health))
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/config", get(config::config))
-        .route("/openapi.json", get(openapi))
-        .route(
+/// The routes with handlers of their own; every other path is the pipeline's.
+fn fixed_routes() -> Vec<(&'static str, axum::routing::MethodRouter<AppState>)> {
+    use axum::routing::{post, put};
+    vec![
+        ("/health", get(health::health)),
+        ("/health/live", get(health::live)),
+        ("/health/ready", get(health::ready)),
+        ("/config", get(config::config)),
+        ("/openapi.json", get(openapi)),
+        (
             "/_starfish/admin/namespaces",
             get(admin::list).post(admin::create),
-        )
-        .route(
+        ),
+        (
             "/_starfish/admin/namespaces/{name}",
             get(admin::one).delete(admin::delete),
-        )
-        .route(
+        ),
+        (
             "/_starfish/admin/namespaces/{name}/quota",
-            axum::routing::put(admin::set_quota),
-        )
-        .route(
+            put(admin::set_quota),
+        ),
+        (
             "/_starfish/admin/namespaces/{name}/limits",
-            axum::routing::put(admin::set_limits),
-        )
-        .route(
+            put(admin::set_limits),
+        ),
+        (
             "/_starfish/admin/namespaces/{name}/{action}",
-            axum::routing::post(admin::action),
-        )
-        .route(
-            "/_starfish/admin/keys",
-            axum::routing::post(admin::create_key),
-        )
-        .route("/_starfish/admin/keys/{id}", get(admin::key))
-        .route(
-            "/_starfish/admin/keys/{id}/revoke",
-            axum::routing::post(admin::revoke_key),
-        )
-        // Every other path is the pipeline's to parse (404 when it is none of its
-        // routes): a fallback, not a `/{*rest}` route, whose captured parameter would
-        // be decoded and stored for nothing on every request.
-        .fallback(dispatch)
+            post(admin::action),
+        ),
+        ("/_starfish/admin/keys", post(admin::create_key)),
+        ("/_starfish/admin/keys/{id}", get(admin::key)),
+        ("/_starfish/admin/keys/{id}/revoke", post(admin::revoke_key)),
+    ]
+}
+
+/// The routes with handlers of their own, without a fallback.
+pub(crate) fn fixed_router() -> Router<AppState> {
+    fixed_routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, methods)| {
+            router.route(path, methods)
+        })
+}
+
+pub(crate) fn router() -> Router<AppState> {
+    // Every other path is the pipeline's to parse (404 when it is none of its routes).
+    fixed_router().fallback(dispatch)
+}
+
+/// The pipeline (every path but the fixed routes) as a service.
+#[derive(Clone)]
+pub(crate) struct Pipeline(pub(crate) AppState);
+
+impl tower::Service<Request<Body>> for Pipeline {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Response, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let state = self.0.clone();
+        Box::pin(async move { Ok(dispatch(State(state), request).await) })
+    }
 }
 
 /// The routes as one service: the fixed routes (health, config, OpenAPI, admin)
@@ -92,14 +121,14 @@ pub(crate) fn router() -> Router<AppState> {
 #[derive(Clone)]
 pub(crate) struct Routes {
     fixed: axum::Router,
-    state: AppState,
+    pipeline: Pipeline,
 }
 
 impl Routes {
     pub(crate) fn new(state: AppState) -> Self {
         Self {
             fixed: router().with_state(state.clone()),
-            state,
+            pipeline: Pipeline(state),
         }
     }
 
@@ -128,14 +157,17 @@ impl tower::Service<Request<Body>> for Routes {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         if Self::fixed(request.uri().path()) {
+            // A HEAD is answered as a GET here: the outermost router drops the body
+            // (and keeps the GET's headers, compression included), as it did when
+            // these routes were its own.
+            if request.method() == Method::HEAD {
+                *request.method_mut() = Method::GET;
+            }
             futures::future::Either::Left(self.fixed.call(request))
         } else {
-            let state = self.state.clone();
-            futures::future::Either::Right(Box::pin(async move {
-                Ok(dispatch(State(state), request).await)
-            }))
+            futures::future::Either::Right(self.pipeline.call(request))
         }
     }
 }
