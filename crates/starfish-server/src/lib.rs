@@ -327,10 +327,15 @@ pub fn create_sync_router(options: SyncOptions) -> Result<axum::Router, ConfigEr
 ///
 /// # Errors
 /// As [`create_sync_router`].
-pub fn create_sync_service(
-    options: SyncOptions,
-) -> Result<
-    impl tower::Service<
+pub fn create_sync_service(options: SyncOptions) -> Result<impl SyncService, ConfigError> {
+    let (stack, state) = Stack::new(options)?;
+    Ok(stack.wrap(routes::Routes::new(state), true))
+}
+
+/// What [`create_sync_service`] returns: a tower service of axum requests, to clone
+/// into every connection.
+pub trait SyncService:
+    tower::Service<
         axum::extract::Request,
         Response = axum::response::Response,
         Error = std::convert::Infallible,
@@ -338,11 +343,21 @@ pub fn create_sync_service(
     > + Clone
     + Send
     + Sync
-    + 'static,
-    ConfigError,
-> {
-    let (stack, state) = Stack::new(options)?;
-    Ok(stack.wrap(routes::Routes::new(state), true))
+    + 'static
+{
+}
+
+impl<S> SyncService for S where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
 }
 
 /// The router's own layers: request limits, compression, CORS, security headers.
@@ -368,32 +383,7 @@ impl Stack {
     /// `inner` within the layers, as one service (`Router::layer` would wrap every
     /// route, and each wrapped route is cloned and boxed per request). With
     /// `answer_head`, a HEAD's body is dropped here.
-    fn wrap<S>(
-        &self,
-        inner: S,
-        answer_head: bool,
-    ) -> impl tower::Service<
-        axum::extract::Request,
-        Response = axum::response::Response,
-        Error = std::convert::Infallible,
-        Future: Send + 'static,
-    >
-    + Clone
-    + Send
-    + Sync
-    + 'static
-    + use<S>
-    where
-        S: tower::Service<
-                axum::extract::Request,
-                Response = axum::response::Response,
-                Error = std::convert::Infallible,
-                Future: Send + 'static,
-            > + Clone
-            + Send
-            + Sync
-            + 'static,
-    {
+    fn wrap<S: SyncService>(&self, inner: S, answer_head: bool) -> impl SyncService + use<S> {
         let routed = routes::limits::Limited::new(inner, self.limits.clone());
         let compressed = if self.compression {
             tower::util::Either::Left(browser::compression(routed))
