@@ -113,7 +113,12 @@ impl ReadCache {
 
     /// The cached state of `path`.
     pub(crate) fn get(&self, path: &Path) -> Option<Cached> {
-        self.entries.get(path.as_ref())
+        self.get_text(path.as_ref())
+    }
+
+    /// [`ReadCache::get`] by the path's text.
+    pub(crate) fn get_text(&self, path: &str) -> Option<Cached> {
+        self.entries.get(path)
     }
 
     /// The write epoch of `path`'s stripe, to pass to [`ReadCache::fill`].

@@ -577,15 +577,18 @@ impl NsStore {
         &self,
         key: &ObjectKey,
     ) -> Result<Option<(Bytes, Option<cache::Memo>)>, StoreError> {
-        let path = self.path(key);
         if let Some(cache) = self.cache().filter(|c| !c.revalidate) {
-            match cache.get(&path) {
+            // A hit needs no `Path` built.
+            match cache.get_text(&self.path_text(key)) {
                 Some(Cached::Absent) => return Ok(None),
                 Some(Cached::Present(bytes, _, memo)) => return Ok(Some((bytes, Some(memo)))),
                 None => {}
             }
         }
-        Ok(self.read(&path).await?.map(|(bytes, _)| (bytes, None)))
+        Ok(self
+            .read(&self.path(key))
+            .await?
+            .map(|(bytes, _)| (bytes, None)))
     }
 
     /// Reads `key`, lets `decide` compute the replacement from the current bytes, and

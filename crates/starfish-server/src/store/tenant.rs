@@ -231,6 +231,24 @@ impl NsStore {
         self.join(key.as_str().split('/').map(PathPart::from))
     }
 
+    /// [`NsStore::path`] as text, without building the path when no part of the key
+    /// would be encoded (letters, digits, `-`, `_`, `.`, no empty, `.` or `..` part):
+    /// the read cache's key for a lookup.
+    pub(crate) fn path_text<'k>(&self, key: &'k ObjectKey) -> std::borrow::Cow<'k, str> {
+        let text = key.as_str();
+        let plain = text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+            && text
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..");
+        match (&self.root, plain) {
+            (None, true) => text.into(),
+            (Some(root), true) => format!("{}/{text}", root.as_ref()).into(),
+            (_, false) => String::from(self.path(key)).into(),
+        }
+    }
+
     /// The location of a key the store derived itself (a log chunk), as text.
     ///
     /// # Errors
@@ -255,6 +273,41 @@ impl NsStore {
             Some(root) => text
                 .strip_prefix(root.as_ref())
                 .and_then(|rest| rest.strip_prefix('/')),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text of a key's location is the location's, whatever the key holds.
+    #[test]
+    fn path_text_is_the_path() {
+        let keys = [
+            "docs/a",
+            "users/Ab-9_x.y/notes",
+            "a",
+            "a.b/c..d",
+            "sp ace/x",
+            "per%cent/y",
+            "brace{}/q",
+            "uni/é",
+            "tilde~/x",
+            "hash#/x",
+        ];
+        for root in [None, Some(Path::from("ns/org-acme"))] {
+            let mut store = NsStore::whole(DocStore::memory());
+            store.root = root.clone();
+            for key in keys {
+                let key = ObjectKey::fixed(key);
+                assert_eq!(
+                    store.path_text(&key),
+                    store.path(&key).as_ref(),
+                    "{}",
+                    key.as_str()
+                );
+            }
         }
     }
 }
