@@ -98,13 +98,68 @@ impl<'w> tracing_subscriber::fmt::FormatFields<'w> for PlainFields {
         writer: tracing_subscriber::fmt::format::Writer<'w>,
         fields: R,
     ) -> std::fmt::Result {
+        // Written into a buffer on the stack first, then at once: the span's fields go
+        // into a fresh `String` on every request, which would otherwise grow by steps.
+        let mut staged = Staged::default();
         let mut visitor = PlainVisitor {
-            writer,
+            writer: tracing_subscriber::fmt::format::Writer::new(&mut staged),
             first: true,
             result: Ok(()),
         };
         fields.record(&mut visitor);
-        visitor.result
+        visitor.result?;
+        let mut writer = writer;
+        match staged.text() {
+            Some(text) => writer.write_str(text),
+            None => {
+                let mut visitor = PlainVisitor {
+                    writer,
+                    first: true,
+                    result: Ok(()),
+                };
+                fields.record(&mut visitor);
+                visitor.result
+            }
+        }
+    }
+}
+
+/// Text of at most 256 bytes on the stack (`None` once more was written).
+struct Staged {
+    bytes: [u8; 256],
+    len: usize,
+    overflowed: bool,
+}
+
+impl Default for Staged {
+    fn default() -> Self {
+        Self {
+            bytes: [0; 256],
+            len: 0,
+            overflowed: false,
+        }
+    }
+}
+
+impl Staged {
+    fn text(&self) -> Option<&str> {
+        if self.overflowed {
+            return None;
+        }
+        std::str::from_utf8(&self.bytes[..self.len]).ok()
+    }
+}
+
+impl std::fmt::Write for Staged {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        match self.bytes.get_mut(self.len..self.len + s.len()) {
+            Some(room) if !self.overflowed => {
+                room.copy_from_slice(s.as_bytes());
+                self.len += s.len();
+            }
+            _ => self.overflowed = true,
+        }
+        Ok(())
     }
 }
 
@@ -435,6 +490,8 @@ mod tests {
             );
             tracing::info!(error = %std::io::Error::other("boom"), latency_ms = 1.5, ok = true);
             tracing::info!("just a message");
+            // Longer than the stack buffer.
+            tracing::info!(long = %"x".repeat(300), "a long one, é");
             #[derive(Debug)]
             struct Outer(std::io::Error);
             impl std::fmt::Display for Outer {
@@ -469,7 +526,7 @@ mod tests {
             String::from_utf8(logs.0.lock().unwrap().clone()).unwrap()
         };
         let (plain, default) = (lines(true), lines(false));
-        assert_eq!(plain.lines().count(), 5, "{plain}");
+        assert_eq!(plain.lines().count(), 6, "{plain}");
         assert!(!plain.contains('\x1b'), "{plain}");
         assert_eq!(plain, default);
     }
