@@ -100,7 +100,13 @@ impl<'w> tracing_subscriber::fmt::FormatFields<'w> for PlainFields {
     ) -> std::fmt::Result {
         // Written into a buffer on the stack first, then at once: the span's fields go
         // into a fresh `String` on every request, which would otherwise grow by steps.
-        let mut staged = Staged::default();
+        let mut writer = writer;
+        let mut staged = Staged {
+            bytes: [0; 256],
+            len: 0,
+            out: &mut writer,
+            through: false,
+        };
         let mut visitor = PlainVisitor {
             writer: tracing_subscriber::fmt::format::Writer::new(&mut staged),
             first: true,
@@ -108,58 +114,46 @@ impl<'w> tracing_subscriber::fmt::FormatFields<'w> for PlainFields {
         };
         fields.record(&mut visitor);
         visitor.result?;
-        let mut writer = writer;
-        match staged.text() {
-            Some(text) => writer.write_str(text),
-            None => {
-                let mut visitor = PlainVisitor {
-                    writer,
-                    first: true,
-                    result: Ok(()),
-                };
-                fields.record(&mut visitor);
-                visitor.result
-            }
-        }
+        staged.finish()
     }
 }
 
-/// Text of at most 256 bytes on the stack (`None` once more was written).
-struct Staged {
+/// Text staged on the stack for `out`, up to 256 bytes; past that, what is staged and
+/// everything after goes straight to `out`.
+struct Staged<'a, W: std::fmt::Write> {
     bytes: [u8; 256],
     len: usize,
-    overflowed: bool,
+    out: &'a mut W,
+    through: bool,
 }
 
-impl Default for Staged {
-    fn default() -> Self {
-        Self {
-            bytes: [0; 256],
-            len: 0,
-            overflowed: false,
+impl<W: std::fmt::Write> Staged<'_, W> {
+    /// Writes what is still staged.
+    fn finish(self) -> std::fmt::Result {
+        if self.through {
+            Ok(())
+        } else {
+            // Only whole `str` pieces are copied in.
+            let text = std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default();
+            self.out.write_str(text)
         }
     }
 }
 
-impl Staged {
-    fn text(&self) -> Option<&str> {
-        if self.overflowed {
-            return None;
-        }
-        std::str::from_utf8(&self.bytes[..self.len]).ok()
-    }
-}
-
-impl std::fmt::Write for Staged {
+impl<W: std::fmt::Write> std::fmt::Write for Staged<'_, W> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        match self.bytes.get_mut(self.len..self.len + s.len()) {
-            Some(room) if !self.overflowed => {
-                room.copy_from_slice(s.as_bytes());
-                self.len += s.len();
-            }
-            _ => self.overflowed = true,
+        if self.through {
+            return self.out.write_str(s);
         }
-        Ok(())
+        if let Some(room) = self.bytes.get_mut(self.len..self.len + s.len()) {
+            room.copy_from_slice(s.as_bytes());
+            self.len += s.len();
+            return Ok(());
+        }
+        self.through = true;
+        let staged = std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default();
+        self.out.write_str(staged)?;
+        self.out.write_str(s)
     }
 }
 
@@ -492,6 +486,15 @@ mod tests {
             tracing::info!("just a message");
             // Longer than the stack buffer.
             tracing::info!(long = %"x".repeat(300), "a long one, é");
+            // A long value is formatted once, as by the default formatter.
+            struct Once(std::cell::Cell<bool>);
+            impl std::fmt::Display for Once {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    assert!(!self.0.replace(true), "formatted twice");
+                    f.write_str(&"y".repeat(300))
+                }
+            }
+            tracing::info!(once = %Once(std::cell::Cell::new(false)), "formatted once");
             #[derive(Debug)]
             struct Outer(std::io::Error);
             impl std::fmt::Display for Outer {
@@ -526,7 +529,7 @@ mod tests {
             String::from_utf8(logs.0.lock().unwrap().clone()).unwrap()
         };
         let (plain, default) = (lines(true), lines(false));
-        assert_eq!(plain.lines().count(), 6, "{plain}");
+        assert_eq!(plain.lines().count(), 7, "{plain}");
         assert!(!plain.contains('\x1b'), "{plain}");
         assert_eq!(plain, default);
     }
