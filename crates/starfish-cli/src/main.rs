@@ -299,6 +299,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         if let (Some(addr), Some(metrics)) = (&settings.observe.metrics_addr, &metrics) {
             observe::serve_metrics(addr, metrics).await?;
         }
+        // Before the server listens: a SIGTERM the moment it is up stops it gracefully
+        // instead of killing it by the signal's default action.
+        let shutdown = shutdown_signal()?;
         let addr = format!("{}:{}", settings.host, settings.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -312,7 +315,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             settings.store.name(),
         );
         serve::serve(listener, app, settings.limits.serve_limits(), async move {
-            shutdown_signal().await;
+            shutdown.await;
             let _ = stopping.send(true);
         })
         .await;
@@ -321,28 +324,34 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Installs the handlers of SIGINT and SIGTERM now, and returns the future that
+/// completes on the first of them.
+fn shutdown_signal() -> Result<impl Future<Output = ()> + use<>, String> {
+    #[cfg(unix)]
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let handler = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| format!("cannot handle {name}: {e}"))
+        };
+        let mut interrupt = handler(SignalKind::interrupt(), "SIGINT")?;
+        let mut terminate = handler(SignalKind::terminate(), "SIGTERM")?;
+        async move {
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let signals = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
     };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutdown signal received, finishing in-flight requests");
+    Ok(async move {
+        signals.await;
+        tracing::info!("shutdown signal received, finishing in-flight requests");
+    })
 }
 
 /// The master key of encryption at rest: `STARFISH_MASTER_KEY` (64 hex digits or

@@ -38,6 +38,31 @@ fn serves_the_sample_config_and_stops_on_sigterm() {
     assert!(left.is_empty(), "journal segments left behind: {left:?}");
 }
 
+/// The handlers of SIGINT and SIGTERM are installed before the server says it
+/// listens, so a stop signal sent the moment it is up is a graceful stop (exit 0),
+/// never the signal's default death. (They used to be installed on the accept loop's
+/// first look at its shutdown future, which a busy machine could delay past a
+/// request or two: CI once saw a SIGTERM kill the server.)
+#[cfg(target_os = "linux")]
+#[test]
+fn stop_signals_are_handled_from_the_moment_the_server_listens() {
+    let server = Server::memory(&[], &[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let caught = status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .map(|mask| u64::from_str_radix(mask.trim(), 16).unwrap())
+        .expect("SigCgt in /proc/<pid>/status");
+    for (signal, name) in [(2, "SIGINT"), (15, "SIGTERM")] {
+        assert_ne!(
+            caught & (1 << (signal - 1)),
+            0,
+            "{name} not handled: {status}"
+        );
+    }
+    assert!(server.terminate().success());
+}
+
 /// A crash (SIGKILL) right after acknowledged pushes loses none of them: the next
 /// start replays the journal into the files.
 #[test]

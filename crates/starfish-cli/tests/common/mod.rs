@@ -103,6 +103,11 @@ impl Server {
         );
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the server as a crash would (SIGKILL): nothing runs on the way out.
     pub fn kill(mut self) {
         self.signal("-KILL");
