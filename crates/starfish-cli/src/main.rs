@@ -287,13 +287,20 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let options = observe::ObserveSettings::apply(options, metrics.as_ref());
     // The sync routes as one service (no route table to match per request).
     let sync = create_sync_service(options).map_err(|e| one_line(&e))?;
-    let mut app = axum::Router::new();
-    for prefix in &settings.base_path {
-        app = match prefix.as_str() {
-            "/" => app.fallback_service(sync.clone()),
-            p => app.nest_service(p, sync.clone()),
-        };
-    }
+    // Mounted at `/` alone (the default), the service is the whole app: an outer
+    // router would only match a catch-all route and box the request on every call.
+    let app = if settings.base_path == ["/"] {
+        tower::util::Either::Left(sync)
+    } else {
+        let mut app = axum::Router::new();
+        for prefix in &settings.base_path {
+            app = match prefix.as_str() {
+                "/" => app.fallback_service(sync.clone()),
+                p => app.nest_service(p, sync.clone()),
+            };
+        }
+        tower::util::Either::Right(app)
+    };
     let app = observe::request_layers(app);
     runtime.block_on(async move {
         if let (Some(addr), Some(metrics)) = (&settings.observe.metrics_addr, &metrics) {

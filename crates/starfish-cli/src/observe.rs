@@ -261,7 +261,7 @@ impl<W: std::fmt::Write> std::fmt::Write for Escaping<'_, W> {
 ///
 /// One service around the whole router (`Router::layer` would box each layer per
 /// request), doing what tower-http's request-id and trace layers did together.
-pub(crate) fn request_layers(app: axum::Router) -> impl crate::serve::App {
+pub(crate) fn request_layers<S>(app: S) -> RequestIds<S> {
     let mut seed = [0u8; 8];
     // Without randomness the ids are still unique within the process.
     let _ = getrandom::fill(&mut seed);
@@ -311,7 +311,7 @@ impl Sequential {
 
 /// The service of [`request_layers`].
 #[derive(Clone)]
-struct RequestIds<S> {
+pub(crate) struct RequestIds<S> {
     inner: S,
     ids: Sequential,
 }
@@ -363,7 +363,7 @@ where
 
 pin_project_lite::pin_project! {
     /// A response on its way out of [`RequestIds`]: gets the id, and is logged.
-    struct Identified<F> {
+    pub(crate) struct Identified<F> {
         #[pin]
         inner: tracing::instrument::Instrumented<F>,
         id: Option<axum::http::HeaderValue>,
