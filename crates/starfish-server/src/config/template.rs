@@ -171,7 +171,10 @@ impl fmt::Display for PathTemplate {
 
 /// The reference's final check on a resolved key: no `..`, no control character, no `//`.
 pub(crate) fn is_safe_key(key: &str) -> bool {
-    !key.contains("..") && !key.contains("//") && !key.bytes().any(|b| b < 0x20 || b == 0x7f)
+    // One pass over the bytes: `str::contains` sets up a substring search per call.
+    let bytes = key.as_bytes();
+    bytes.iter().all(|&b| b >= 0x20 && b != 0x7f)
+        && !bytes.windows(2).any(|pair| pair == b".." || pair == b"//")
 }
 
 #[cfg(test)]
@@ -198,5 +201,12 @@ mod tests {
         assert!(!is_safe_key("users/a..b/notes"));
         assert!(!is_safe_key("users//notes"));
         assert!(!is_safe_key("users/\u{1}/notes"));
+        assert!(!is_safe_key("users/\u{7f}/notes"));
+        assert!(!is_safe_key(".."));
+        assert!(!is_safe_key("//"));
+        assert!(!is_safe_key("a.."));
+        assert!(is_safe_key("a/"), "a trailing slash is not a double one");
+        assert!(is_safe_key("a.b/c.d/."));
+        assert!(is_safe_key(""));
     }
 }
