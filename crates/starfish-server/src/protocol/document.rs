@@ -3,7 +3,6 @@
 
 use super::canonical::{compute_hash, non_negative_integer};
 use serde_json::{Map, Number, Value};
-use std::io::Write as _;
 
 /// Deepest nesting a push body may have (objects and arrays both count; the body
 /// itself is level 1), as the reference's `MAX_DOC_DEPTH`.
@@ -459,6 +458,10 @@ pub(crate) struct DocLayout {
     /// Where the stored text of `data` is (`None`: absent).
     data: Option<std::ops::Range<usize>>,
     hash: Box<str>,
+    /// `hash` as a JSON string, written once.
+    hash_json: Box<[u8]>,
+    /// The ETag of `hash` (`None` for an empty hash).
+    etag: Option<axum::http::HeaderValue>,
     pub(crate) ts: Option<u64>,
     data_is_empty: bool,
 }
@@ -480,9 +483,12 @@ impl DocLayout {
                 Some(range)
             }
         };
+        let hash = raw.hash();
         Some(Self {
             data,
-            hash: raw.hash().into(),
+            hash: hash.into(),
+            hash_json: serde_json::to_vec(hash).ok()?.into(),
+            etag: etag(hash),
             ts: raw.ts,
             data_is_empty: raw.data_is_empty(),
         })
@@ -491,6 +497,11 @@ impl DocLayout {
     /// The stored hash (`""` when absent).
     pub(crate) fn hash(&self) -> &str {
         &self.hash
+    }
+
+    /// The ETag of the stored hash, [`etag`] of it.
+    pub(crate) fn etag(&self) -> Option<axum::http::HeaderValue> {
+        self.etag.clone()
     }
 
     /// Whether `data` is absent or has no field.
@@ -506,15 +517,47 @@ impl DocLayout {
             .clone()
             .and_then(|range| bytes.get(range))
             .unwrap_or(b"{}");
-        let mut out = Vec::with_capacity(data.len() + self.hash.len() + 48);
+        let mut out = Vec::with_capacity(data.len() + self.hash_json.len() + 36);
         out.extend_from_slice(b"{\"data\":");
         out.extend_from_slice(data);
         out.extend_from_slice(b",\"hash\":");
-        // Writing into a vector cannot fail.
-        let _ = serde_json::to_writer(&mut out, self.hash());
-        let _ = write!(out, ",\"timestamp\":{now_ms}}}");
+        out.extend_from_slice(&self.hash_json);
+        out.extend_from_slice(b",\"timestamp\":");
+        push_decimal(&mut out, now_ms);
+        out.push(b'}');
         out
     }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // `n % 10` is a digit.
+        #[allow(clippy::cast_possible_truncation)]
+        let digit = (n % 10) as u8;
+        digits[start] = b'0' + digit;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
+/// The ETag of a document's hash: the hash in double quotes. `None` for an empty
+/// hash (a missing document has none), or one no header can carry.
+pub(crate) fn etag(hash: &str) -> Option<axum::http::HeaderValue> {
+    if hash.is_empty() {
+        return None;
+    }
+    let mut quoted = Vec::with_capacity(hash.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(hash.as_bytes());
+    quoted.push(b'"');
+    axum::http::HeaderValue::from_maybe_shared(bytes::Bytes::from(quoted)).ok()
 }
 
 /// The body of a regular pull: `{"data","hash","timestamp"[,author]}`.
@@ -572,16 +615,26 @@ mod tests {
             assert_eq!(raw.hash().is_empty() && raw.data_is_empty(), empty);
             assert_eq!(raw.hash(), parsed.hash);
             assert_eq!(raw.ts.unwrap_or(0), parsed.ts);
-            let expected = serde_json::to_vec(&pull_body(Some(&parsed), 42)).unwrap();
             let layout = DocLayout::of(bytes).expect("plain layout");
             assert_eq!(layout.hash(), raw.hash());
             assert_eq!(layout.data_is_empty(), raw.data_is_empty());
             assert_eq!(layout.ts, raw.ts);
-            assert_eq!(
-                String::from_utf8(layout.pull_body(bytes, 42)).unwrap(),
-                String::from_utf8(expected).unwrap()
-            );
+            assert_eq!(layout.etag(), etag(&parsed.hash));
+            for now in [0, 7, 42, 1_767_225_600_123, u64::MAX] {
+                let expected = serde_json::to_vec(&pull_body(Some(&parsed), now)).unwrap();
+                assert_eq!(
+                    String::from_utf8(layout.pull_body(bytes, now)).unwrap(),
+                    String::from_utf8(expected).unwrap()
+                );
+            }
         }
+        assert_eq!(etag(""), None);
+        assert_eq!(etag("ab12").unwrap(), "\"ab12\"");
+        assert_eq!(
+            etag("a\u{1}b"),
+            None,
+            "no header carries a control character"
+        );
         // Another writer's spacing: the same document once parsed.
         let spaced = br#" { "v" : 1 , "data" : { "a" : [ 1 , 2 ] } , "ts" : 3 , "hash" : "h" } "#;
         let layout = DocLayout::of(spaced).unwrap();

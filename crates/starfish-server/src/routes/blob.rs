@@ -4,6 +4,7 @@ use super::endpoint::Doc;
 use super::{RequestBody, headers, render};
 use crate::browser::AsStored;
 use crate::error::ApiError;
+use crate::protocol::document::etag;
 use crate::store::BlobBody;
 use crate::store::NsStore;
 use crate::sync::write::{Written, put_blob};
@@ -55,7 +56,7 @@ pub(super) async fn pull(
         return Ok(StatusCode::NOT_FOUND.into_response());
     };
     Ok(render::cached(
-        &blob.sha256,
+        etag(&blob.sha256),
         &doc.collection,
         request,
         || {

@@ -5,7 +5,7 @@ use super::query::{canonical_uint, param};
 use super::{admit, allow, authenticate, blob, is_public, rate_check, render};
 use crate::access::Action;
 use crate::error::ApiError;
-use crate::protocol::document::pull_body;
+use crate::protocol::document::{etag, pull_body};
 use crate::state::AppState;
 use crate::sync::LogQuery;
 use crate::sync::read::{LogView, Read, read, read_document_body, read_stored};
@@ -34,9 +34,9 @@ pub(super) async fn pull(
     let now = state.clock.now_ms();
     if doc.collection.append_only.is_none() && !wants_keyring(query) {
         let store = scope.store_for(&doc.collection);
-        let (body, hash) = read_document_body(store, doc.as_ref(), &caller, now, true).await?;
+        let (body, etag) = read_document_body(store, doc.as_ref(), &caller, now, true).await?;
         return Ok(render::cached(
-            &hash,
+            etag,
             &doc.collection,
             &parts.headers,
             || render::json_bytes(body),
@@ -84,7 +84,7 @@ pub(super) async fn pull(
         }
     }
     Ok(render::cached(
-        &hash,
+        etag(&hash),
         &doc.collection,
         &parts.headers,
         || axum::Json(body).into_response(),

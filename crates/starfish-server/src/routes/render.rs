@@ -29,34 +29,26 @@ pub(super) fn json_bytes(body: Vec<u8>) -> Response {
     response
 }
 
-/// `304 Not Modified` when the request's `If-None-Match` is `hash`'s ETag; otherwise
-/// `build()` with `ETag` (for a non-empty hash) and `Cache-Control` added.
+/// `304 Not Modified` when the request's `If-None-Match` is `etag` (see
+/// [`etag`](crate::protocol::document::etag)); otherwise `build()` with `ETag` (when
+/// there is one) and `Cache-Control` added.
 pub(super) fn cached(
-    hash: &str,
+    etag: Option<HeaderValue>,
     collection: &Collection,
     request: &HeaderMap,
     build: impl FnOnce() -> Response,
 ) -> Response {
-    let etag = (!hash.is_empty()).then(|| {
-        let mut quoted = Vec::with_capacity(hash.len() + 2);
-        quoted.push(b'"');
-        quoted.extend_from_slice(hash.as_bytes());
-        quoted.push(b'"');
-        quoted
-    });
     if let Some(etag) = &etag {
         if request
             .get(header::IF_NONE_MATCH)
-            .is_some_and(|v| v.as_bytes() == etag.as_slice())
+            .is_some_and(|v| v.as_bytes() == etag.as_bytes())
         {
             return StatusCode::NOT_MODIFIED.into_response();
         }
     }
     let mut response = build();
     let h = response.headers_mut();
-    if let Some(etag) =
-        etag.and_then(|e| HeaderValue::from_maybe_shared(bytes::Bytes::from(e)).ok())
-    {
+    if let Some(etag) = etag {
         h.insert(header::ETAG, etag);
     }
     if let Some(cc) = cache_control(collection) {

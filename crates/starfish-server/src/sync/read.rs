@@ -6,9 +6,10 @@ use crate::access::holds_any;
 use crate::auth::Caller;
 use crate::config::AppendOnly;
 use crate::protocol::append::LogRange;
-use crate::protocol::document::pull_body;
+use crate::protocol::document::{etag, pull_body};
 use crate::protocol::{DocLayout, StoredDoc};
 use crate::store::{NsStore, ObjectKey};
+use axum::http::HeaderValue;
 use serde_json::{Map, Value};
 
 /// What one key holds, as the caller may see it.
@@ -148,7 +149,7 @@ fn expired(doc: DocRef<'_>, ts: u64, now: u64) -> bool {
         .is_some_and(|ttl| ts != 0 && now.saturating_sub(ts) > ttl.get())
 }
 
-/// The body of a pull of the document `doc` (not a log) and its hash: the body of
+/// The body of a pull of the document `doc` (not a log) and the ETag of its hash: the body of
 /// [`pull_body`], without the author proof unless `author` (a batch entry has none).
 /// A document in the plain stored layout (which has no author proof), in a collection without
 /// field read permissions, is served with its `data` as stored, without building it
@@ -162,7 +163,7 @@ pub(crate) async fn read_document_body(
     caller: &Caller,
     now: u64,
     author: bool,
-) -> Result<(Vec<u8>, String), SyncError> {
+) -> Result<(Vec<u8>, Option<HeaderValue>), SyncError> {
     let found = store.get_memo(doc.key).await?;
     let whole = doc
         .collection
@@ -183,9 +184,9 @@ pub(crate) async fn read_document_body(
             let gone = expired(doc, layout.ts.unwrap_or(0), now)
                 || (layout.hash().is_empty() && layout.data_is_empty());
             if !gone {
-                return Ok((layout.pull_body(bytes, now), layout.hash().to_owned()));
+                return Ok((layout.pull_body(bytes, now), layout.etag()));
             }
-            return Ok((pull_body_bytes(None, now), String::new()));
+            return Ok((pull_body_bytes(None, now), None));
         }
     }
     let bytes = found.map(|(bytes, _)| bytes);
@@ -199,8 +200,8 @@ pub(crate) async fn read_document_body(
             d.author = None;
         }
     }
-    let hash = stored.as_ref().map(|d| d.hash.clone()).unwrap_or_default();
-    Ok((pull_body_bytes(stored.as_ref(), now), hash))
+    let tag = stored.as_ref().and_then(|d| etag(&d.hash));
+    Ok((pull_body_bytes(stored.as_ref(), now), tag))
 }
 
 /// [`pull_body`] as JSON text.
