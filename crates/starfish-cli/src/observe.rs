@@ -199,12 +199,35 @@ impl tracing::field::Visit for PlainVisitor<'_> {
     fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
         if field.name() == "message" {
             self.record_debug(field, &format_args!("{value}"));
+        } else if value
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            // What `{value:?}` writes for such a string, without its escaping machinery
+            // (the request span's path, on every request).
+            self.record_with(field, |w| {
+                w.write_char('"')?;
+                w.write_str(value)?;
+                w.write_char('"')
+            });
         } else {
             self.record_debug(field, &value);
         }
     }
 
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.record_with(field, |w| write!(w, "{value:?}"));
+    }
+}
+
+impl PlainVisitor<'_> {
+    /// Writes `field` with the value `write` writes (in debug form), as the default
+    /// formatter would.
+    fn record_with(
+        &mut self,
+        field: &tracing::field::Field,
+        write: impl FnOnce(&mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result,
+    ) {
         if self.result.is_err() {
             return;
         }
@@ -218,12 +241,19 @@ impl tracing::field::Visit for PlainVisitor<'_> {
         self.result = if name == "message" {
             // Control characters a terminal would act on are written escaped, as the
             // default formatter does: a message may quote client text.
-            write!(self.writer, "{gap}").and_then(|()| {
-                std::fmt::write(&mut Escaping(&mut self.writer), format_args!("{value:?}"))
+            self.writer.write_str(gap).and_then(|()| {
+                let mut escaped = Escaping(&mut self.writer);
+                write(&mut tracing_subscriber::fmt::format::Writer::new(
+                    &mut escaped,
+                ))
             })
         } else {
             let name = name.strip_prefix("r#").unwrap_or(name);
-            write!(self.writer, "{gap}{name}={value:?}")
+            let w = &mut self.writer;
+            w.write_str(gap)
+                .and_then(|()| w.write_str(name))
+                .and_then(|()| w.write_char('='))
+                .and_then(|()| write(w))
         };
     }
 }
@@ -484,6 +514,16 @@ mod tests {
             );
             tracing::info!(error = %std::io::Error::other("boom"), latency_ms = 1.5, ok = true);
             tracing::info!("just a message");
+            // Strings written plainly, and those Debug escapes.
+            tracing::info!(
+                a = "/plain/path-1_~!$&'()*+,;=:@%20",
+                b = "",
+                c = "back\\slash",
+                d = "tab\there",
+                e = "del\u{7f}",
+                f = "é",
+                g = "\u{1}"
+            );
             // Longer than the stack buffer.
             tracing::info!(long = %"x".repeat(300), "a long one, é");
             // A long value is formatted once, as by the default formatter.
@@ -529,7 +569,7 @@ mod tests {
             String::from_utf8(logs.0.lock().unwrap().clone()).unwrap()
         };
         let (plain, default) = (lines(true), lines(false));
-        assert_eq!(plain.lines().count(), 7, "{plain}");
+        assert_eq!(plain.lines().count(), 8, "{plain}");
         assert!(!plain.contains('\x1b'), "{plain}");
         assert_eq!(plain, default);
     }
