@@ -558,7 +558,8 @@ impl Migrations {
         let Some(variants) = self.watched.get(name) else {
             return Ok(None);
         };
-        Ok(match self.phases().await?.get(name) {
+        // Boxed: only a namespace being migrated pays for the record read's future.
+        Ok(match Box::pin(self.phases()).await?.get(name) {
             Some(Phase::Frozen) => Some(&variants.frozen),
             Some(Phase::Done) => Some(&variants.moved),
             Some(Phase::Copying) | None => None,

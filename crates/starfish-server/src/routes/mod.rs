@@ -320,14 +320,19 @@ async fn route(
             Endpoint::Events(scope) => Routed::of(scope, None, "events"),
         };
     }
+    // A pull is awaited in place; the other routes' futures are boxed, so that this
+    // future (moved into a box of its own for every request) is sized by a pull's
+    // alone, not by the largest route's.
     match endpoint {
         Endpoint::Pull(scope, doc) => pull::pull(state, &parts, scope, doc).await,
-        Endpoint::Push(scope, doc) => push::push(state, &parts, body, scope, doc).await,
-        Endpoint::Bundle(scope, members) => bundle::pull(state, &parts, scope, members).await,
-        Endpoint::List(scope, doc) => list::list(state, &parts, scope, doc).await,
-        Endpoint::Batch(scope) => batch::pull(state, &parts, scope).await,
-        Endpoint::Config(scope) => config::namespace(state, parts, body, scope).await,
-        Endpoint::Events(scope) => events::events(state, &parts, scope).await,
+        Endpoint::Push(scope, doc) => Box::pin(push::push(state, &parts, body, scope, doc)).await,
+        Endpoint::Bundle(scope, members) => {
+            Box::pin(bundle::pull(state, &parts, scope, members)).await
+        }
+        Endpoint::List(scope, doc) => Box::pin(list::list(state, &parts, scope, doc)).await,
+        Endpoint::Batch(scope) => Box::pin(batch::pull(state, &parts, scope)).await,
+        Endpoint::Config(scope) => Box::pin(config::namespace(state, parts, body, scope)).await,
+        Endpoint::Events(scope) => Box::pin(events::events(state, &parts, scope)).await,
     }
 }
 
@@ -490,7 +495,9 @@ pub(crate) async fn authenticate(
     if let Some(keys) = &state.keys {
         // Only our keys' tokens: any other Bearer token is the authenticator's.
         if let Some(token) = bearer(&parts.headers).filter(|t| t.starts_with(keys::PREFIX)) {
-            let caller = key_caller(keys, token, scope).await?;
+            // Boxed: the key check's future is several KiB, and inline it would size
+            // every request's future (and the copy of it) by that.
+            let caller = Box::pin(key_caller(keys, token, scope)).await?;
             return Ok((caller, RequestBody::Streaming(body)));
         }
     }

@@ -28,7 +28,13 @@ pub(super) async fn pull(
     allow(state, &caller, scope, &doc, Action::Pull).await?;
     rate_check(state, parts, scope, &doc.collection, &caller, Action::Pull).await?;
     if doc.collection.is_binary() {
-        return blob::pull(scope.store_for(&doc.collection), &doc, &parts.headers).await;
+        // Boxed, as the log read below: a document pull's future stays small.
+        return Box::pin(blob::pull(
+            scope.store_for(&doc.collection),
+            &doc,
+            &parts.headers,
+        ))
+        .await;
     }
     let query = parts.uri.query();
     let now = state.clock.now_ms();
@@ -47,14 +53,14 @@ pub(super) async fn pull(
     } else {
         LogQuery::default()
     };
-    let reading = read(
+    let reading = Box::pin(read(
         scope.store_for(&doc.collection),
         doc.as_ref(),
         &caller,
         log,
         &state.log_limits,
         now,
-    );
+    ));
     let (mut body, hash) = match reading.await? {
         Read::Log(view) => (log_body(&view, now), view.hash),
         Read::Document(stored) => {
@@ -72,7 +78,7 @@ pub(super) async fn pull(
         };
         match allow(state, &caller, scope, &keyring, Action::Pull).await {
             Ok(()) => {
-                let value = read_stored(scope.store_for(&doc.collection), &keyring.key)
+                let value = Box::pin(read_stored(scope.store_for(&doc.collection), &keyring.key))
                     .await?
                     .map_or(Value::Null, |k| pull_body(Some(&k), now));
                 if let Value::Object(map) = &mut body {

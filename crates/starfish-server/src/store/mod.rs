@@ -585,8 +585,8 @@ impl NsStore {
                 None => {}
             }
         }
-        Ok(self
-            .read(&self.path(key))
+        // Boxed: the read's future is large, and a hit should not carry (and copy) it.
+        Ok(Box::pin(self.read(&self.path(key)))
             .await?
             .map(|(bytes, _)| (bytes, None)))
     }

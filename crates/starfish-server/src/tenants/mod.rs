@@ -336,7 +336,9 @@ impl Tenants {
             );
             return Ok(None);
         }
-        let scope = match self.read(&valid).await? {
+        // Boxed: a store read's future is large, and a fresh answer from memory
+        // (nearly every request) should not carry it.
+        let scope = match Box::pin(self.read(&valid)).await? {
             Some(record) if record.state != TenantState::Deleting => {
                 self.scope(&valid, &record).map(Arc::new)
             }
