@@ -192,6 +192,13 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
+/// A request handed to the app: called on the connection's copy, or waiting on a copy
+/// of its own for the app to be ready.
+enum Answer<S: App> {
+    Called(S::Future),
+    Waiting(Pin<Box<tower::util::Oneshot<S, Request<Body>>>>),
+}
+
 /// Serves one connection until it ends, a limit cuts it off, or (after shutdown is
 /// signalled) its in-flight request is done.
 async fn connection<S: App>(
@@ -209,12 +216,29 @@ async fn connection<S: App>(
         activity: activity.clone(),
     });
     let requests = activity.clone();
+    // The connection's own copy of the app serves its requests: a copy per request
+    // (the whole stack's handles, counted up and down) is made only when the app says
+    // it is not ready.
+    let app = std::cell::RefCell::new(app);
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         let guard = InFlight::start(requests.clone());
         request.extensions_mut().insert(ConnectInfo(peer));
-        let app = app.clone();
+        let request = request.map(Body::new);
+        let answer = {
+            let mut app = app.borrow_mut();
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            match app.poll_ready(&mut cx) {
+                Poll::Ready(Ok(())) => Answer::Called(app.call(request)),
+                Poll::Ready(Err(never)) => match never {},
+                // Waited for on a copy, which is woken when it is ready.
+                Poll::Pending => Answer::Waiting(Box::pin(app.clone().oneshot(request))),
+            }
+        };
         async move {
-            let response = app.oneshot(request.map(Body::new)).await?;
+            let response = match answer {
+                Answer::Called(call) => call.await?,
+                Answer::Waiting(call) => call.await?,
+            };
             Ok::<_, Infallible>(response.map(|body| Guarded {
                 body,
                 _guard: guard,
@@ -444,5 +468,117 @@ impl AsyncWrite for Tracked {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An app that echoes the path, counts its copies, and (with `pending_every`) says
+    /// it is not ready on every n-th look, waking its caller at once.
+    struct Echo {
+        copies: Arc<AtomicUsize>,
+        looks: Arc<AtomicUsize>,
+        pending_every: Option<usize>,
+    }
+
+    impl Clone for Echo {
+        fn clone(&self) -> Self {
+            self.copies.fetch_add(1, Ordering::SeqCst);
+            Self {
+                copies: self.copies.clone(),
+                looks: self.looks.clone(),
+                pending_every: self.pending_every,
+            }
+        }
+    }
+
+    impl tower::Service<Request<Body>> for Echo {
+        type Response = axum::http::Response<Body>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            let look = self.looks.fetch_add(1, Ordering::SeqCst);
+            if self.pending_every.is_some_and(|n| look % n == 0) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: Request<Body>) -> Self::Future {
+            let path = request.uri().path().to_owned();
+            std::future::ready(Ok(axum::http::Response::new(Body::from(path))))
+        }
+    }
+
+    /// Serves `app`, sends `paths` on one kept-alive connection, and returns the
+    /// bodies of the answers.
+    async fn serve_paths(app: Echo, paths: &[&str]) -> Vec<String> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ServeLimits {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 4,
+            request_timeout: Duration::from_secs(30),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, limits, async move {
+            let _ = stopped.await;
+        }));
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut bodies = Vec::new();
+        for path in paths {
+            let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            let mut byte = [0u8; 1];
+            // Head, then a body as long as the path.
+            while !answer.ends_with(b"\r\n\r\n") {
+                stream.read_exact(&mut byte).await.unwrap();
+                answer.push(byte[0]);
+            }
+            let mut body = vec![0u8; path.len()];
+            stream.read_exact(&mut body).await.unwrap();
+            bodies.push(String::from_utf8(body).unwrap());
+        }
+        drop(stream);
+        let _ = stop.send(());
+        server.await.unwrap();
+        bodies
+    }
+
+    fn echo(pending_every: Option<usize>) -> (Echo, Arc<AtomicUsize>) {
+        let copies = Arc::new(AtomicUsize::new(0));
+        let app = Echo {
+            copies: copies.clone(),
+            looks: Arc::default(),
+            pending_every,
+        };
+        (app, copies)
+    }
+
+    /// A ready app is called on the connection's copy: one copy per connection, none
+    /// per request.
+    #[tokio::test]
+    async fn a_ready_app_is_not_copied_per_request() {
+        let (app, copies) = echo(None);
+        let paths = ["/a", "/bb", "/ccc", "/dddd"];
+        assert_eq!(serve_paths(app, &paths).await, paths);
+        assert_eq!(copies.load(Ordering::SeqCst), 1);
+    }
+
+    /// An app that is not ready is waited for (on a copy), and every request is
+    /// answered in order.
+    #[tokio::test]
+    async fn an_app_that_is_not_ready_is_waited_for() {
+        let (app, copies) = echo(Some(2));
+        let paths = ["/a", "/bb", "/ccc", "/dddd"];
+        assert_eq!(serve_paths(app, &paths).await, paths);
+        assert!(copies.load(Ordering::SeqCst) > 1, "waited on copies");
     }
 }
