@@ -261,11 +261,22 @@ impl<'s> Endpoint<'s> {
             Verb::Push => &scope.routes.push,
             Verb::List => &scope.routes.list,
         };
-        let mut route = String::with_capacity(path.len());
-        for segment in rest {
-            route.push('/');
-            route.push_str(segment);
-        }
+        // The rest of the path as the table matches it: the path's own tail unless a
+        // segment of it was decoded.
+        let skipped = segments.len() - rest.len();
+        let route: Cow<'_, str> = match path.match_indices('/').nth(skipped) {
+            Some((at, _)) if rest.iter().all(|s| matches!(s, Cow::Borrowed(_))) => {
+                Cow::Borrowed(&path[at..])
+            }
+            _ => {
+                let mut route = String::with_capacity(path.len());
+                for segment in rest {
+                    route.push('/');
+                    route.push_str(segment);
+                }
+                Cow::Owned(route)
+            }
+        };
         let matched = table.at(&route).map_err(|_| ApiError::NotFound)?;
         let params = PathParams::checked(
             matched
