@@ -6,7 +6,7 @@ use super::revocation::{InMemoryRevocationStore, RevocationStore};
 use super::signing::{REQUEST_SKEW_MS, SignedRequest, parse_ts_header};
 use super::{Caller, CapGrant, Clock};
 use crate::protocol::BASE64;
-use crate::protocol::author::{parse_public_key, parse_signature, verify};
+use crate::protocol::author::{parse_signature, verify};
 use axum::http::{HeaderMap, Method, header};
 use base64::Engine as _;
 use futures::future::BoxFuture;
@@ -233,7 +233,7 @@ impl CapCertAuthenticator {
                 cert.kind.as_str()
             )));
         }
-        let verifying = self.check_signature(request, &headers, cert)?;
+        let verifying = self.check_signature(request, &headers, &verified)?;
         let mut signer = [0u8; 32];
         hex::decode_to_slice(verifying, &mut signer)
             .map_err(|_| unauthorized("cap-cert subject is not a key"))?;
@@ -306,14 +306,15 @@ impl CapCertAuthenticator {
         &self,
         request: &AuthRequest<'_>,
         headers: &SignatureHeaders<'_>,
-        cert: &'c CapCert,
+        verified: &'c VerifiedCert,
     ) -> Result<&'c str, AuthError> {
         let body = match request.body {
             SignedBody::Empty => &[][..],
             SignedBody::Bytes(b) => b,
             SignedBody::Rejected(message) => return Err(AuthError::BodyTooLarge(message)),
         };
-        let verifying = cert
+        let verifying = verified
+            .cert
             .sub
             .as_deref()
             .ok_or_else(|| unauthorized("cap-cert missing subject"))?;
@@ -329,8 +330,8 @@ impl CapCertAuthenticator {
             ts: headers.ts,
             nonce: headers.nonce,
         };
-        let ok = match (parse_public_key(verifying), parse_signature(headers.sig)) {
-            (Some(key), Some(sig)) => verify(&key, signed.signing_input().as_bytes(), &sig),
+        let ok = match (&verified.subject_key, parse_signature(headers.sig)) {
+            (Some(key), Some(sig)) => verify(key, signed.signing_input().as_bytes(), &sig),
             _ => false,
         };
         if ok {
@@ -449,15 +450,21 @@ mod tests {
     /// A self-signed device cap header for `key`.
     fn cap_header(key: &SigningKey) -> String {
         let pub_hex = hex::encode(key.verifying_key().as_bytes());
+        device_cap(key, &pub_hex)
+    }
+
+    /// A device cap header issued by `issuer` for the subject key `sub` (hex).
+    fn device_cap(issuer: &SigningKey, sub: &str) -> String {
+        let pub_hex = hex::encode(issuer.verifying_key().as_bytes());
         let mut cert = json!({
             "v": 1, "kind": "device", "iss": pub_hex,
             "issUserId": super::super::capcert::user_id_from_pub_hex(&pub_hex),
-            "sub": pub_hex, "subKem": "00".repeat(32),
+            "sub": sub, "subKem": "00".repeat(32),
             "scope": {"ops": ["read"], "collections": ["*"]},
             "nbf": T0 / 1000 - 60, "exp": T0 / 1000 + 3600, "nonce": b64(&[7u8; 16]),
         });
         let input = format!("{CAP_CERT_DOMAIN}{}", stable_stringify(&cert));
-        cert["sig"] = json!(b64(&key.sign(input.as_bytes()).to_bytes()));
+        cert["sig"] = json!(b64(&issuer.sign(input.as_bytes()).to_bytes()));
         format!("Cap {}", b64(stable_stringify(&cert).as_bytes()))
     }
 
@@ -483,6 +490,55 @@ mod tests {
         set("x-starfish-ts", T0.to_string());
         set("x-starfish-nonce", nonce.to_owned());
         h
+    }
+
+    /// A request is verified against the certificate's subject key (decompressed once,
+    /// with the certificate): not the issuer's, and a subject that is no key refuses
+    /// every request, from the cache too.
+    #[tokio::test]
+    async fn requests_are_verified_against_the_subject_key() {
+        let auth =
+            CapCertAuthenticator::new(CapAuthOptions::default(), Arc::new(ManualClock::new(T0)));
+        let issuer = SigningKey::from_bytes(&[3; 32]);
+        let device = SigningKey::from_bytes(&[4; 32]);
+        let cap = device_cap(&issuer, &hex::encode(device.verifying_key().as_bytes()));
+        let attempt = |key: &SigningKey, cap: &str, nonce: &str| {
+            let headers = headers(key, cap, nonce, "/pull/x");
+            let auth = &auth;
+            async move {
+                let req = AuthRequest {
+                    method: &Method::GET,
+                    path_and_query: "/pull/x",
+                    host: "h",
+                    headers: &headers,
+                    body: SignedBody::Empty,
+                };
+                auth.authenticate(req).await.map(|_| ())
+            }
+        };
+        assert!(attempt(&device, &cap, "d1").await.is_ok());
+        assert_eq!(auth.certs.len(), 1);
+        // Cached now: still the subject's key, not the issuer's.
+        let refused = attempt(&issuer, &cap, "i1").await.unwrap_err();
+        assert!(
+            refused.to_string().contains("bad request signature"),
+            "{refused}"
+        );
+        assert!(attempt(&device, &cap, "d2").await.is_ok());
+
+        // A subject of 64 hex digits that is no curve point.
+        let no_point = (0u8..=255)
+            .map(|i| [i; 32])
+            .find(|b| ed25519_dalek::VerifyingKey::from_bytes(b).is_err())
+            .expect("some bytes are no point");
+        let cap = device_cap(&issuer, &hex::encode(no_point));
+        for (key, nonce) in [(&issuer, "n1"), (&device, "n2")] {
+            let refused = attempt(key, &cap, nonce).await.unwrap_err();
+            assert!(
+                refused.to_string().contains("bad request signature"),
+                "{refused}"
+            );
+        }
     }
 
     #[tokio::test]
