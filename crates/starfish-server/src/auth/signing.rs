@@ -1,7 +1,7 @@
 //! Per-request signatures (§3.5–3.6).
 
-use crate::protocol::{sha256_hex, stable_stringify};
-use serde_json::{Map, Value};
+use crate::protocol::canonical::{write_js_number, write_string};
+use crate::protocol::sha256_hex;
 
 /// Domain tag of the request signing input.
 pub(crate) const REQUEST_DOMAIN: &str = "starfish-req-v1\n";
@@ -26,19 +26,43 @@ pub struct SignedRequest<'a> {
 }
 
 impl SignedRequest<'_> {
-    /// `"starfish-req-v1\n" + stableStringify({b, h, m, nonce, p, ts})`.
+    /// `"starfish-req-v1\n" + stableStringify({b, h, m, nonce, p, ts})`, written
+    /// directly: the keys in their sorted order, each value as `stableStringify`
+    /// writes it (no object built and sorted per request).
     pub fn signing_input(&self) -> String {
-        let mut m = Map::new();
-        m.insert("b".into(), Value::from(sha256_hex(self.body)));
-        m.insert("h".into(), Value::from(self.host));
-        m.insert("m".into(), Value::from(self.method));
-        m.insert("nonce".into(), Value::from(self.nonce));
-        m.insert("p".into(), Value::from(self.path_and_query));
+        let mut out = String::with_capacity(
+            REQUEST_DOMAIN.len()
+                + 128
+                + self.host.len()
+                + self.method.len()
+                + self.nonce.len()
+                + self.path_and_query.len(),
+        );
+        out.push_str(REQUEST_DOMAIN);
+        out.push_str("{\"b\":\"");
+        if self.body.is_empty() {
+            out.push_str(EMPTY_SHA256_HEX);
+        } else {
+            out.push_str(&sha256_hex(self.body));
+        }
+        out.push_str("\",\"h\":");
+        write_string(&mut out, self.host);
+        out.push_str(",\"m\":");
+        write_string(&mut out, self.method);
+        out.push_str(",\"nonce\":");
+        write_string(&mut out, self.nonce);
+        out.push_str(",\"p\":");
+        write_string(&mut out, self.path_and_query);
+        out.push_str(",\"ts\":");
         // The reference holds ts as a double.
-        m.insert("ts".into(), Value::from(self.ts as f64));
-        format!("{REQUEST_DOMAIN}{}", stable_stringify(&Value::Object(m)))
+        write_js_number(&mut out, self.ts as f64);
+        out.push('}');
+        out
     }
 }
+
+/// The SHA-256 of no bytes, in hex (the `b` of every unsigned-body request).
+const EMPTY_SHA256_HEX: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// Parses `X-Starfish-Ts`: `^-?[0-9]+$` only.
 pub(crate) fn parse_ts_header(value: &str) -> Option<i64> {
@@ -52,6 +76,46 @@ pub(crate) fn parse_ts_header(value: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::stable_stringify;
+    use serde_json::{Value, json};
+
+    /// The input written directly is `stableStringify` of the object, byte for byte,
+    /// escapes and rounded timestamps included.
+    #[test]
+    fn the_signing_input_is_the_stable_stringify_of_its_object() {
+        assert_eq!(EMPTY_SHA256_HEX, sha256_hex(b""));
+        let cases: [(&str, &str, &[u8], &str, i64, &str); 6] = [
+            ("GET", "/pull/a?x=1", b"", "h:8080", 1_767_225_600_000, "n1"),
+            ("POST", "/push/b", b"{\"a\":1}", "example.com", 0, "n"),
+            (
+                "GET",
+                "/p/\"q\"\\",
+                b"",
+                "h\u{1}\n\t",
+                -5,
+                "é\u{7f}\u{2028}",
+            ),
+            ("GET", "/", b"x", "", (1 << 53) + 1, ""),
+            ("PUT", "/z", b"", "h", i64::MAX, "n"),
+            ("GET", "/z", b"", "h", i64::MIN, "n"),
+        ];
+        for (method, path_and_query, body, host, ts, nonce) in cases {
+            let signed = SignedRequest {
+                method,
+                path_and_query,
+                body,
+                host,
+                ts,
+                nonce,
+            };
+            let object = json!({
+                "b": sha256_hex(body), "h": host, "m": method, "nonce": nonce,
+                "p": path_and_query, "ts": Value::from(ts as f64),
+            });
+            let expected = format!("{REQUEST_DOMAIN}{}", stable_stringify(&object));
+            assert_eq!(signed.signing_input(), expected);
+        }
+    }
 
     #[test]
     fn ts_header_accepts_only_plain_integers() {

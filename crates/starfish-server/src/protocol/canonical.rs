@@ -65,7 +65,7 @@ fn write_value(out: &mut String, value: &Value) {
 /// `JSON.stringify(string)`: escapes `"`, `\`, the short control escapes and every
 /// other control character as `\u00xx`; `/` and non-ASCII are written as they are.
 /// Runs that need no escape are copied whole.
-fn write_string(out: &mut String, s: &str) {
+pub(crate) fn write_string(out: &mut String, s: &str) {
     out.push('"');
     let bytes = s.as_bytes();
     let mut start = 0;
