@@ -84,10 +84,18 @@ mod tests {
     #[test]
     fn the_signing_input_is_the_stable_stringify_of_its_object() {
         assert_eq!(EMPTY_SHA256_HEX, sha256_hex(b""));
-        let cases: [(&str, &str, &[u8], &str, i64, &str); 6] = [
-            ("GET", "/pull/a?x=1", b"", "h:8080", 1_767_225_600_000, "n1"),
-            ("POST", "/push/b", b"{\"a\":1}", "example.com", 0, "n"),
-            (
+        let request = |method, path_and_query, body, host, ts, nonce| SignedRequest {
+            method,
+            path_and_query,
+            body,
+            host,
+            ts,
+            nonce,
+        };
+        let cases = [
+            request("GET", "/pull/a?x=1", b"", "h:8080", 1_767_225_600_000, "n1"),
+            request("POST", "/push/b", b"{\"a\":1}", "example.com", 0, "n"),
+            request(
                 "GET",
                 "/p/\"q\"\\",
                 b"",
@@ -95,22 +103,15 @@ mod tests {
                 -5,
                 "é\u{7f}\u{2028}",
             ),
-            ("GET", "/", b"x", "", (1 << 53) + 1, ""),
-            ("PUT", "/z", b"", "h", i64::MAX, "n"),
-            ("GET", "/z", b"", "h", i64::MIN, "n"),
+            request("GET", "/", b"x", "", (1 << 53) + 1, ""),
+            request("PUT", "/z", b"", "h", i64::MAX, "n"),
+            request("GET", "/z", b"", "h", i64::MIN, "n"),
         ];
-        for (method, path_and_query, body, host, ts, nonce) in cases {
-            let signed = SignedRequest {
-                method,
-                path_and_query,
-                body,
-                host,
-                ts,
-                nonce,
-            };
+        for signed in cases {
             let object = json!({
-                "b": sha256_hex(body), "h": host, "m": method, "nonce": nonce,
-                "p": path_and_query, "ts": Value::from(ts as f64),
+                "b": sha256_hex(signed.body), "h": signed.host, "m": signed.method,
+                "nonce": signed.nonce, "p": signed.path_and_query,
+                "ts": Value::from(signed.ts as f64),
             });
             let expected = format!("{REQUEST_DOMAIN}{}", stable_stringify(&object));
             assert_eq!(signed.signing_input(), expected);
