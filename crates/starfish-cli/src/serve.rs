@@ -192,8 +192,8 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// A request handed to the app: called on the connection's copy, or waiting on a copy
-/// of its own for the app to be ready.
+/// A request handed to the app: called on the connection's copy, or waiting, on the
+/// copy that said it was not ready, for it to be.
 enum Answer<S: App> {
     Called(S::Future),
     Waiting(Pin<Box<tower::util::Oneshot<S, Request<Body>>>>),
@@ -230,8 +230,13 @@ async fn connection<S: App>(
             match app.poll_ready(&mut cx) {
                 Poll::Ready(Ok(())) => Answer::Called(app.call(request)),
                 Poll::Ready(Err(never)) => match never {},
-                // Waited for on a copy, which is woken when it is ready.
-                Poll::Pending => Answer::Waiting(Box::pin(app.clone().oneshot(request))),
+                // Waited for on the copy just asked (whatever it reserved, a place in
+                // a queue say, is kept and woken); the connection takes a fresh one.
+                Poll::Pending => {
+                    let fresh = app.clone();
+                    let asked = std::mem::replace(&mut *app, fresh);
+                    Answer::Waiting(Box::pin(asked.oneshot(request)))
+                }
             }
         };
         async move {
@@ -570,6 +575,121 @@ mod tests {
         let paths = ["/a", "/bb", "/ccc", "/dddd"];
         assert_eq!(serve_paths(app, &paths).await, paths);
         assert_eq!(copies.load(Ordering::SeqCst), 1);
+    }
+
+    /// One request at a time, as `tower::limit::ConcurrencyLimit` does it: readiness
+    /// queues for the permit inside the copy asked; `/hold` waits for `release`.
+    struct OneAtATime {
+        permits: Arc<tokio::sync::Semaphore>,
+        waiting: Option<Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>>,
+        permit: Option<OwnedSemaphorePermit>,
+        looks: Arc<AtomicUsize>,
+        held: Arc<tokio::sync::Notify>,
+        release: Arc<tokio::sync::Notify>,
+    }
+
+    impl Clone for OneAtATime {
+        fn clone(&self) -> Self {
+            Self {
+                permits: self.permits.clone(),
+                waiting: None,
+                permit: None,
+                looks: self.looks.clone(),
+                held: self.held.clone(),
+                release: self.release.clone(),
+            }
+        }
+    }
+
+    impl tower::Service<Request<Body>> for OneAtATime {
+        type Response = axum::http::Response<Body>;
+        type Error = Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            self.looks.fetch_add(1, Ordering::SeqCst);
+            if self.permit.is_none() {
+                let permits = self.permits.clone();
+                let waiting = self.waiting.get_or_insert_with(|| {
+                    Box::pin(async move { permits.acquire_owned().await.unwrap() })
+                });
+                let permit = std::task::ready!(waiting.as_mut().poll(cx));
+                self.waiting = None;
+                self.permit = Some(permit);
+            }
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: Request<Body>) -> Self::Future {
+            let permit = self.permit.take();
+            let (held, release) = (self.held.clone(), self.release.clone());
+            let path = request.uri().path().to_owned();
+            Box::pin(async move {
+                if path == "/hold" {
+                    held.notify_one();
+                    release.notified().await;
+                }
+                drop(permit);
+                Ok(axum::http::Response::new(Body::from(path)))
+            })
+        }
+    }
+
+    /// A request the app is not ready for waits on the copy that said so: whatever
+    /// that copy reserved (here its place in the permit's queue) is woken when ready,
+    /// not left behind in the connection's copy while the request queues again.
+    #[tokio::test]
+    async fn a_request_waits_where_the_app_reserved_its_place() {
+        let looks = Arc::new(AtomicUsize::new(0));
+        let (held, release) = (Arc::default(), Arc::new(tokio::sync::Notify::new()));
+        let app = OneAtATime {
+            permits: Arc::new(tokio::sync::Semaphore::new(1)),
+            waiting: None,
+            permit: None,
+            looks: looks.clone(),
+            held: Arc::clone(&held),
+            release: release.clone(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ServeLimits {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 4,
+            request_timeout: Duration::from_secs(30),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, limits, async move {
+            let _ = stopped.await;
+        }));
+        let send = |path: &'static str| async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            stream.write_all(head.as_bytes()).await.unwrap();
+            stream
+        };
+        let first = send("/hold").await;
+        held.notified().await;
+        let looks_before = looks.load(Ordering::SeqCst);
+        let second = send("/b").await;
+        // Until the second request has been looked at twice (the connection's copy,
+        // then the copy it waits on): it is queued for the permit.
+        while looks.load(Ordering::SeqCst) < looks_before + 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        release.notify_one();
+        let answer = |mut stream: TcpStream| async move {
+            let mut text = String::new();
+            stream.read_to_string(&mut text).await.unwrap();
+            text
+        };
+        assert!(answer(first).await.ends_with("/hold"));
+        let second = tokio::time::timeout(Duration::from_secs(20), answer(second))
+            .await
+            .expect("the waiting request is answered once the permit is free");
+        assert!(second.ends_with("/b"), "{second}");
+        let _ = stop.send(());
+        server.await.unwrap();
     }
 
     /// An app that is not ready is waited for (on a copy), and every request is
