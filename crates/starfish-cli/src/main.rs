@@ -303,12 +303,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     };
     let app = observe::request_layers(app);
     runtime.block_on(async move {
+        // Before anything listens: a SIGTERM the moment the server (or its metrics
+        // port) is up stops it gracefully instead of killing it by the signal's
+        // default action.
+        let shutdown = shutdown_signal()?;
         if let (Some(addr), Some(metrics)) = (&settings.observe.metrics_addr, &metrics) {
             observe::serve_metrics(addr, metrics).await?;
         }
-        // Before the server listens: a SIGTERM the moment it is up stops it gracefully
-        // instead of killing it by the signal's default action.
-        let shutdown = shutdown_signal()?;
         let addr = format!("{}:{}", settings.host, settings.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -349,12 +350,16 @@ fn shutdown_signal() -> Result<impl Future<Output = ()> + use<>, String> {
             }
         }
     };
-    #[cfg(not(unix))]
-    let signals = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+    #[cfg(windows)]
+    let signals = {
+        let mut ctrl_c =
+            tokio::signal::windows::ctrl_c().map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
+        async move {
+            ctrl_c.recv().await;
         }
     };
+    #[cfg(not(any(unix, windows)))]
+    let signals = std::future::pending::<()>();
     Ok(async move {
         signals.await;
         tracing::info!("shutdown signal received, finishing in-flight requests");

@@ -171,7 +171,7 @@ impl fmt::Display for PathTemplate {
 
 /// The reference's final check on a resolved key: no `..`, no control character, no `//`.
 pub(crate) fn is_safe_key(key: &str) -> bool {
-    // One pass over the bytes: `str::contains` sets up a substring search per call.
+    // Plain scans of the bytes: `str::contains` sets up a substring search per call.
     let bytes = key.as_bytes();
     bytes.iter().all(|&b| b >= 0x20 && b != 0x7f)
         && !bytes.windows(2).any(|pair| pair == b".." || pair == b"//")

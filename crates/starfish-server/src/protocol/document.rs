@@ -517,7 +517,8 @@ impl DocLayout {
             .clone()
             .and_then(|range| bytes.get(range))
             .unwrap_or(b"{}");
-        let mut out = Vec::with_capacity(data.len() + self.hash_json.len() + 36);
+        // The fixed text is 30 bytes, the timestamp at most 20 digits.
+        let mut out = Vec::with_capacity(data.len() + self.hash_json.len() + 50);
         out.extend_from_slice(b"{\"data\":");
         out.extend_from_slice(data);
         out.extend_from_slice(b",\"hash\":");
