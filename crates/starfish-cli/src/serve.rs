@@ -520,9 +520,14 @@ mod tests {
         }
     }
 
-    /// Serves `app`, sends `paths` on one kept-alive connection, and returns the
-    /// bodies of the answers.
-    async fn serve_paths(app: Echo, paths: &[&str]) -> Vec<String> {
+    /// Serves `app` on a loopback port until the sender is used or dropped.
+    async fn start(
+        app: impl App,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let limits = ServeLimits {
@@ -535,6 +540,13 @@ mod tests {
         let server = tokio::spawn(serve(listener, app, limits, async move {
             let _ = stopped.await;
         }));
+        (addr, stop, server)
+    }
+
+    /// Serves `app`, sends `paths` on one kept-alive connection, and returns the
+    /// bodies of the answers.
+    async fn serve_paths(app: Echo, paths: &[&str]) -> Vec<String> {
+        let (addr, stop, server) = start(app).await;
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let mut bodies = Vec::new();
         for path in paths {
@@ -650,18 +662,7 @@ mod tests {
             held: Arc::clone(&held),
             release: release.clone(),
         };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let limits = ServeLimits {
-            header_read_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(30),
-            max_connections: 4,
-            request_timeout: Duration::from_secs(30),
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, app, limits, async move {
-            let _ = stopped.await;
-        }));
+        let (addr, stop, server) = start(app).await;
         let send = |path: &'static str| async move {
             let mut stream = TcpStream::connect(addr).await.unwrap();
             let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");

@@ -492,6 +492,17 @@ mod tests {
         h
     }
 
+    /// `GET /pull/x` on host `h` with `headers`.
+    fn pull_x(headers: &HeaderMap) -> AuthRequest<'_> {
+        AuthRequest {
+            method: &Method::GET,
+            path_and_query: "/pull/x",
+            host: "h",
+            headers,
+            body: SignedBody::Empty,
+        }
+    }
+
     /// A request is verified against the certificate's subject key (decompressed once,
     /// with the certificate): not the issuer's, and a subject that is no key refuses
     /// every request, from the cache too.
@@ -505,16 +516,7 @@ mod tests {
         let attempt = |key: &SigningKey, cap: &str, nonce: &str| {
             let headers = headers(key, cap, nonce, "/pull/x");
             let auth = &auth;
-            async move {
-                let req = AuthRequest {
-                    method: &Method::GET,
-                    path_and_query: "/pull/x",
-                    host: "h",
-                    headers: &headers,
-                    body: SignedBody::Empty,
-                };
-                auth.authenticate(req).await.map(|_| ())
-            }
+            async move { auth.authenticate(pull_x(&headers)).await.map(|_| ()) }
         };
         assert!(attempt(&device, &cap, "d1").await.is_ok());
         assert_eq!(auth.certs.len(), 1);
@@ -549,21 +551,10 @@ mod tests {
         let cap = cap_header(&key);
         // Signed for another path: the certificate verifies, the request does not.
         let wrong = headers(&key, &cap, "n1", "/elsewhere");
-        let req = AuthRequest {
-            method: &Method::GET,
-            path_and_query: "/pull/x",
-            host: "h",
-            headers: &wrong,
-            body: SignedBody::Empty,
-        };
-        assert!(auth.authenticate(req).await.is_err());
+        assert!(auth.authenticate(pull_x(&wrong)).await.is_err());
         assert_eq!(auth.certs.len(), 0, "a failed request caches nothing");
         let right = headers(&key, &cap, "n2", "/pull/x");
-        let req = AuthRequest {
-            headers: &right,
-            ..req
-        };
-        assert!(auth.authenticate(req).await.is_ok());
+        assert!(auth.authenticate(pull_x(&right)).await.is_ok());
         assert_eq!(auth.certs.len(), 1);
     }
 }
