@@ -234,9 +234,11 @@ impl CapCertAuthenticator {
             )));
         }
         let verifying = self.check_signature(request, &headers, &verified)?;
-        let mut signer = [0u8; 32];
-        hex::decode_to_slice(verifying, &mut signer)
-            .map_err(|_| unauthorized("cap-cert subject is not a key"))?;
+        // The key the signature was just checked against (its bytes as `sub` gave them).
+        let signer = verified
+            .subject_key
+            .map(|key| key.to_bytes())
+            .ok_or_else(|| unauthorized("cap-cert subject is not a key"))?;
         let claim = if self.options.shared_replay.is_some() {
             Some(super::nonce::fingerprint(&signer, headers.nonce))
         } else {
