@@ -40,13 +40,14 @@ pub(crate) type Memo = Arc<OnceLock<Option<DocLayout>>>;
 pub(crate) enum Cached {
     /// No object.
     Absent,
-    /// The stored bytes, their version, and what is worked out from them.
-    Present(Bytes, UpdateVersion, Memo),
+    /// The stored bytes, their version, and what is worked out from them. The version
+    /// is shared: a hit copies the entry, and a pull does not need its text.
+    Present(Bytes, Arc<UpdateVersion>, Memo),
 }
 
 impl Cached {
     pub(crate) fn present(bytes: Bytes, version: UpdateVersion) -> Self {
-        Self::Present(bytes, version, Memo::default())
+        Self::Present(bytes, Arc::new(version), Memo::default())
     }
 
     pub(crate) fn of(read: &Option<(Bytes, UpdateVersion)>) -> Self {
@@ -59,7 +60,7 @@ impl Cached {
     pub(crate) fn into_read(self) -> Option<(Bytes, UpdateVersion)> {
         match self {
             Self::Absent => None,
-            Self::Present(bytes, version, _) => Some((bytes, version)),
+            Self::Present(bytes, version, _) => Some((bytes, Arc::unwrap_or_clone(version))),
         }
     }
 }

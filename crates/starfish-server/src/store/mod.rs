@@ -523,7 +523,7 @@ impl NsStore {
             };
             match self.docs.inner.get_opts(path, options).await {
                 Err(object_store::Error::NotModified { .. }) => {
-                    return Ok(Some((bytes, version)));
+                    return Ok(Some((bytes, Arc::unwrap_or_clone(version))));
                 }
                 Ok(res) => {
                     let version = UpdateVersion {
