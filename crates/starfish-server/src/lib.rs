@@ -208,6 +208,7 @@ mod state;
 pub mod store;
 mod sync;
 mod tenants;
+mod text;
 
 pub use browser::CorsSettings;
 pub use config::{ConfigError, Isolation, NamespaceLimits, Quota, SyncConfig};

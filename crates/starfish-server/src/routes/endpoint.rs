@@ -8,6 +8,7 @@ use crate::config::{Collection, NamespaceName, Restriction, RouteTable, Target};
 use crate::error::ApiError;
 use crate::store::{KeyError, NsStore, ObjectKey, PathParams};
 use crate::sync::DocRef;
+use crate::text::{has_ascii, split_ascii};
 use axum::http::Method;
 use percent_encoding::percent_decode_str;
 use std::borrow::Cow;
@@ -176,16 +177,16 @@ fn decode_segments(path: &str) -> Result<Vec<Cow<'_, str>>, ApiError> {
         return Err(ApiError::NotFound);
     }
     let mut segments = Vec::with_capacity(8);
-    for raw in path.split('/') {
+    for raw in split_ascii(path, b'/') {
         // Only an escape can decode to anything but the segment itself.
-        if !raw.contains('%') {
+        if !has_ascii(raw, b'%') {
             segments.push(Cow::Borrowed(raw));
             continue;
         }
         let decoded = percent_decode_str(raw)
             .decode_utf8()
             .unwrap_or(Cow::Borrowed(raw));
-        if decoded.contains('/') {
+        if has_ascii(&decoded, b'/') {
             return Err(ApiError::InvalidPathParameter);
         }
         segments.push(decoded);
@@ -196,7 +197,7 @@ fn decode_segments(path: &str) -> Result<Vec<Cow<'_, str>>, ApiError> {
 /// The namespace a path names, if its first segment is not one of the root's own
 /// routes (decoded as [`Endpoint::parse`] decodes it).
 pub(crate) fn namespace_segment(path: &str) -> Option<Cow<'_, str>> {
-    let mut segments = path.strip_prefix('/')?.split('/');
+    let mut segments = split_ascii(path.strip_prefix('/')?, b'/');
     let first = segments.next()?;
     let decoded = percent_decode_str(first).decode_utf8().ok()?;
     // `/events` alone is the root's live changes; `/events/…` a namespace's routes.
@@ -264,7 +265,12 @@ impl<'s> Endpoint<'s> {
         // The rest of the path as the table matches it: the path's own tail unless a
         // segment of it was decoded.
         let skipped = segments.len() - rest.len();
-        let route: Cow<'_, str> = match path.match_indices('/').nth(skipped) {
+        let slash = path
+            .bytes()
+            .enumerate()
+            .filter(|(_, b)| *b == b'/')
+            .nth(skipped);
+        let route: Cow<'_, str> = match slash {
             Some((at, _)) if rest.iter().all(|s| matches!(s, Cow::Borrowed(_))) => {
                 Cow::Borrowed(&path[at..])
             }

@@ -138,7 +138,7 @@ impl fmt::Display for ObjectKey {
 
 /// `.` and `..` segments pass the character rule; they never name a document.
 fn has_dot_segment(key: &str) -> bool {
-    key.split('/').any(|s| s == "." || s == "..")
+    crate::text::split_ascii(key, b'/').any(|s| s == "." || s == "..")
 }
 
 #[cfg(test)]

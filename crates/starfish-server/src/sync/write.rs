@@ -218,10 +218,8 @@ async fn append(
 
 /// Whether `content_type`'s media type is `expected` (lower case), without building it.
 pub(crate) fn media_type_is(content_type: &str, expected: &str) -> bool {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
+    crate::text::split_once_ascii(content_type, b';')
+        .map_or(content_type, |(media_type, _)| media_type)
         .trim()
         .eq_ignore_ascii_case(expected)
 }
