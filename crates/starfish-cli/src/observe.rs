@@ -4,6 +4,7 @@
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use starfish_server::{Metrics, SyncOptions};
+use std::pin::Pin;
 
 /// `serve` flags; each also a `STARFISH_*` variable and a key of `server.observe`.
 #[derive(clap::Args)]
@@ -384,7 +385,8 @@ where
         );
         tracing::debug!(parent: &span, "started processing request");
         Identified {
-            inner: tracing::Instrument::instrument(self.inner.call(request), span),
+            inner: Some(self.inner.call(request)),
+            span,
             id: Some(id),
             start: std::time::Instant::now(),
         }
@@ -392,12 +394,26 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// A response on its way out of [`RequestIds`]: gets the id, and is logged.
+    /// A response on its way out of [`RequestIds`]: gets the id, and is logged. The
+    /// inner future runs, and is dropped, inside the request span (as `Instrumented`
+    /// does); a finished one is dropped while the span is entered for its last poll,
+    /// so that dropping the response future does not enter the span again.
     pub(crate) struct Identified<F> {
         #[pin]
-        inner: tracing::instrument::Instrumented<F>,
+        inner: Option<F>,
+        span: tracing::Span,
         id: Option<axum::http::HeaderValue>,
         start: std::time::Instant,
+    }
+
+    impl<F> PinnedDrop for Identified<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if this.inner.is_some() {
+                let _entered = this.span.enter();
+                this.inner.set(None);
+            }
+        }
     }
 }
 
@@ -408,21 +424,33 @@ where
     type Output = F::Output;
 
     fn poll(
-        self: std::pin::Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         let mut this = self.project();
-        let Ok(mut response) = std::task::ready!(this.inner.as_mut().poll(cx));
+        let entered = this.span.enter();
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            panic!("`Identified` polled after it finished");
+        };
+        let Ok(mut response) = std::task::ready!(inner.poll(cx));
+        this.inner.set(None);
+        drop(entered);
         if let Some(id) = this.id.take() {
             response.headers_mut().insert(REQUEST_ID, id);
         }
         let status = response.status().as_u16();
-        let latency_ms = this.start.elapsed().as_secs_f64() * 1000.0;
-        let span = this.inner.span();
+        let span = &*this.span;
+        // The latency is worked out only for a line that is written.
+        let latency_ms = || this.start.elapsed().as_secs_f64() * 1000.0;
         if response.status().is_server_error() {
-            tracing::error!(parent: span, status, latency_ms, "response failed");
+            tracing::error!(parent: span, status, latency_ms = latency_ms(), "response failed");
         } else {
-            tracing::debug!(parent: span, status, latency_ms, "finished processing request");
+            tracing::debug!(
+                parent: span,
+                status,
+                latency_ms = latency_ms(),
+                "finished processing request"
+            );
         }
         std::task::Poll::Ready(Ok(response))
     }
@@ -496,6 +524,85 @@ mod tests {
             .to_str()
             .unwrap()
             .to_owned()
+    }
+
+    /// Logs when dropped.
+    struct LogsOnDrop(&'static str);
+
+    impl Drop for LogsOnDrop {
+        fn drop(&mut self) {
+            tracing::warn!("dropped {}", self.0);
+        }
+    }
+
+    /// A response future that keeps a [`LogsOnDrop`] until it is itself dropped.
+    struct Holding {
+        _guard: LogsOnDrop,
+        ready: bool,
+    }
+
+    impl std::future::Future for Holding {
+        type Output = Result<axum::response::Response, std::convert::Infallible>;
+
+        fn poll(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Self::Output> {
+            if self.ready {
+                std::task::Poll::Ready(Ok(axum::response::Response::new(Body::empty())))
+            } else {
+                std::task::Poll::Pending
+            }
+        }
+    }
+
+    /// A response future is dropped inside its request's span, whether it finished
+    /// (dropped at its last poll) or not (dropped with the request, a client gone).
+    #[test]
+    fn a_response_future_is_dropped_inside_the_request_span() {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            runtime.block_on(async {
+                let app = |name: &'static str, ready: bool| {
+                    request_layers(tower::service_fn(move |_: Request<Body>| Holding {
+                        _guard: LogsOnDrop(name),
+                        ready,
+                    }))
+                };
+                let request = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+                let done = app("finished", true)
+                    .oneshot(request("/done"))
+                    .await
+                    .unwrap();
+                assert!(done.headers().contains_key("x-request-id"));
+                let mut waiting =
+                    std::pin::pin!(app("unfinished", false).oneshot(request("/wait")));
+                let once =
+                    std::future::poll_fn(|cx| std::task::Poll::Ready(waiting.as_mut().poll(cx)));
+                assert!(once.await.is_pending());
+            });
+        });
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let line = |what: &str| text.lines().find(|l| l.contains(what)).unwrap_or_default();
+        for (what, path) in [
+            ("dropped finished", "/done"),
+            ("dropped unfinished", "/wait"),
+        ] {
+            let line = line(what);
+            assert!(
+                line.contains("request{id=") && line.contains(&format!("path=\"{path}\"")),
+                "{what}: {text}"
+            );
+        }
     }
 
     /// The lines [`PlainFields`] writes are the default formatter's without colours.
