@@ -140,26 +140,42 @@ impl PathTemplate {
     /// Fills the placeholders; `None` when a value is missing.
     /// Values must already be checked with [`is_param_value`].
     pub fn resolve<'a>(&self, lookup: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
-        self.resolve_first(self.segments.len(), lookup)
+        self.resolve_first(self.segments.len(), lookup, None)
+            .map(String::from)
     }
 
-    /// Like [`Self::resolve`] for the first `n` segments only.
+    /// Like [`Self::resolve`] for the first `n` segments only, then `/suffix` when
+    /// there is one. Built at its exact length: one allocation, no copy after.
     pub fn resolve_first<'a>(
         &self,
         n: usize,
         lookup: impl Fn(&str) -> Option<&'a str>,
-    ) -> Option<String> {
-        let mut out = String::with_capacity(self.raw.len() + 32);
+        suffix: Option<&str>,
+    ) -> Option<Box<str>> {
+        let mut len = suffix.map_or(0, |s| s.len() + 1);
+        for (i, seg) in self.segments.iter().take(n).enumerate() {
+            let piece = match seg {
+                Segment::Static(s) => s,
+                Segment::Param(p) => lookup(p)?,
+            };
+            len += piece.len() + usize::from(i > 0);
+        }
+        let mut out = String::with_capacity(len);
         for (i, seg) in self.segments.iter().take(n).enumerate() {
             if i > 0 {
                 out.push('/');
             }
-            match seg {
-                Segment::Static(s) => out.push_str(s),
-                Segment::Param(p) => out.push_str(lookup(p)?),
-            }
+            out.push_str(match seg {
+                Segment::Static(s) => s,
+                Segment::Param(p) => lookup(p)?,
+            });
         }
-        Some(out)
+        if let Some(suffix) = suffix {
+            out.push('/');
+            out.push_str(suffix);
+        }
+        debug_assert_eq!(out.len(), len);
+        Some(out.into_boxed_str())
     }
 }
 
@@ -192,6 +208,21 @@ mod tests {
         });
         assert_eq!(key.as_deref(), Some("diary/abc/2026-01-01"));
         assert_eq!(t.resolve(|_| None), None);
+        let lookup = |p: &str| (p == "identity").then_some("é-x");
+        for (n, suffix, want) in [
+            (2, Some("notes"), Some("diary/é-x/notes")),
+            (1, Some("m"), Some("diary/m")),
+            (2, None, Some("diary/é-x")),
+            (0, None, Some("")),
+            (0, Some("m"), Some("/m")),
+            (3, Some("m"), None),
+        ] {
+            assert_eq!(
+                t.resolve_first(n, lookup, suffix).as_deref(),
+                want,
+                "{n} {suffix:?}"
+            );
+        }
     }
 
     #[test]

@@ -169,14 +169,17 @@ impl Verb {
     }
 }
 
+/// A path's segments: on the stack up to eight (every route of a sane config).
+type Segments<'a> = smallvec::SmallVec<[Cow<'a, str>; 8]>;
+
 /// Percent-decodes each segment of `path` (a malformed escape is left raw and later
 /// fails the parameter rule). A decoded `/` can never be part of a parameter.
-fn decode_segments(path: &str) -> Result<Vec<Cow<'_, str>>, ApiError> {
+fn decode_segments(path: &str) -> Result<Segments<'_>, ApiError> {
     let path = path.strip_prefix('/').ok_or(ApiError::NotFound)?;
     if path.bytes().filter(|b| *b == b'/').count() >= MAX_SEGMENTS {
         return Err(ApiError::NotFound);
     }
-    let mut segments = Vec::with_capacity(8);
+    let mut segments = Segments::new();
     for raw in split_ascii(path, b'/') {
         // Only an escape can decode to anything but the segment itself.
         if !has_ascii(raw, b'%') {

@@ -67,7 +67,7 @@ impl PathParams {
 
 /// A resolved object key such as `users/abc/notes`.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub(crate) struct ObjectKey(Arc<str>);
+pub(crate) struct ObjectKey(Box<str>);
 
 impl ObjectKey {
     /// Fills the first `segments` segments of `template` from `params`, then appends
@@ -79,13 +79,9 @@ impl ObjectKey {
         params: &PathParams,
         suffix: Option<&str>,
     ) -> Result<Self, KeyError> {
-        let mut key = template
-            .resolve_first(segments, |p| params.get(p))
+        let key = template
+            .resolve_first(segments, |p| params.get(p), suffix)
             .ok_or(KeyError::Missing)?;
-        if let Some(suffix) = suffix {
-            key.push('/');
-            key.push_str(suffix);
-        }
         if key.is_empty()
             || key.len() > MAX_KEY_BYTES
             || !is_safe_key(&key)
@@ -93,7 +89,7 @@ impl ObjectKey {
         {
             return Err(KeyError::Invalid);
         }
-        Ok(Self(key.into()))
+        Ok(Self(key))
     }
 
     /// The key of a server-owned object named after a namespace (its registry
