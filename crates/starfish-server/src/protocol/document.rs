@@ -517,22 +517,28 @@ impl DocLayout {
             .clone()
             .and_then(|range| bytes.get(range))
             .unwrap_or(b"{}");
-        // The fixed text is 30 bytes, the timestamp at most 20 digits.
-        let mut out = Vec::with_capacity(data.len() + self.hash_json.len() + 50);
-        out.extend_from_slice(b"{\"data\":");
+        let mut digits = [0u8; 20];
+        let timestamp = decimal(now_ms, &mut digits);
+        // Allocated at its exact length: the body's `Bytes` then takes the buffer as
+        // it is, without a shared block of its own.
+        const FIXED: &[&[u8]] = &[b"{\"data\":", b",\"hash\":", b",\"timestamp\":", b"}"];
+        let fixed: usize = FIXED.iter().map(|t| t.len()).sum();
+        let mut out =
+            Vec::with_capacity(fixed + data.len() + self.hash_json.len() + timestamp.len());
+        out.extend_from_slice(FIXED[0]);
         out.extend_from_slice(data);
-        out.extend_from_slice(b",\"hash\":");
+        out.extend_from_slice(FIXED[1]);
         out.extend_from_slice(&self.hash_json);
-        out.extend_from_slice(b",\"timestamp\":");
-        push_decimal(&mut out, now_ms);
-        out.push(b'}');
+        out.extend_from_slice(FIXED[2]);
+        out.extend_from_slice(timestamp);
+        out.extend_from_slice(FIXED[3]);
+        debug_assert_eq!(out.len(), out.capacity());
         out
     }
 }
 
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
+/// `n` in decimal, written at the end of `digits`.
+fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
     let mut start = digits.len();
     loop {
         start -= 1;
@@ -545,7 +551,7 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
             break;
         }
     }
-    out.extend_from_slice(&digits[start..]);
+    &digits[start..]
 }
 
 /// The ETag of a document's hash: the hash in double quotes. `None` for an empty
