@@ -223,7 +223,15 @@ async fn connection<S: App>(
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         let guard = InFlight::start(requests.clone());
         request.extensions_mut().insert(ConnectInfo(peer));
-        let request = request.map(Body::new);
+        // A request without a body (most: pulls) gets an empty one, which takes no
+        // allocation; hyper's stream is boxed only when there is something to read.
+        let request = request.map(|body| {
+            if hyper::body::Body::is_end_stream(&body) {
+                Body::empty()
+            } else {
+                Body::new(body)
+            }
+        });
         let answer = {
             let mut app = app.borrow_mut();
             let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -577,6 +585,52 @@ mod tests {
             pending_every,
         };
         (app, copies)
+    }
+
+    /// A request's body reaches the app whole, however it is sent; a request without
+    /// one (which is given an empty body, not hyper's stream) reads as empty.
+    #[tokio::test]
+    async fn bodies_reach_the_app() {
+        let app = axum::Router::new().fallback(|body: Bytes| async move { body });
+        let (addr, stop, server) = start(app).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let sent: [(&str, &[u8]); 5] = [
+            ("POST", b"Content-Length: 5\r\n\r\nhello"),
+            (
+                "POST",
+                b"Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n",
+            ),
+            ("GET", b"\r\n"),
+            ("POST", b"Content-Length: 0\r\n\r\n"),
+            ("GET", b"Content-Length: 3\r\n\r\nxyz"),
+        ];
+        let mut echoed = Vec::new();
+        for (method, rest) in sent {
+            let mut request = format!("{method} /x HTTP/1.1\r\nHost: x\r\n").into_bytes();
+            request.extend_from_slice(rest);
+            stream.write_all(&request).await.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                stream.read_exact(&mut byte).await.unwrap();
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let mut body = vec![0u8; length];
+            stream.read_exact(&mut body).await.unwrap();
+            echoed.push(String::from_utf8(body).unwrap());
+        }
+        assert_eq!(echoed, ["hello", "abcd", "", "", "xyz"]);
+        drop(stream);
+        let _ = stop.send(());
+        server.await.unwrap();
     }
 
     /// A ready app is called on the connection's copy: one copy per connection, none
