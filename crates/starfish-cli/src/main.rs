@@ -221,7 +221,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let section = load_section(&args.config, &text, is_json)?;
     let settings = Settings::resolve(args, section)?;
     let config = settings.tenancy.isolate(config);
-    settings.observe.init_logs();
+    let span_fields = settings.observe.init_logs();
     for w in config.warnings() {
         tracing::warn!("config warning: {w}");
     }
@@ -301,7 +301,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         }
         tower::util::Either::Right(app)
     };
-    let app = observe::request_layers(app);
+    let app = observe::request_layers(app, span_fields);
     runtime.block_on(async move {
         // Before anything listens: a SIGTERM the moment the server (or its metrics
         // port) is up stops it gracefully instead of killing it by the signal's

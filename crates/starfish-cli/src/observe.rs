@@ -66,25 +66,189 @@ impl ObserveSettings {
         }
     }
 
-    /// Starts the log subscriber in the chosen format.
-    pub(crate) fn init_logs(&self) {
+    /// Starts the log subscriber in the chosen format, filtered by `RUST_LOG`; what
+    /// it returns tells [`request_layers`] how to give request spans their fields.
+    pub(crate) fn init_logs(&self) -> SpanFields {
+        let directives = std::env::var("RUST_LOG").unwrap_or_default();
         let filter =
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+            tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|_| "info".into());
+        let filter = if directives.trim().is_empty() {
+            "info".into()
+        } else {
+            filter
+        };
         // Colours only for a terminal: escape codes cost time and clutter log files.
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(ansi);
-        match self.log_format {
-            LogFormat::Text if !ansi => builder.fmt_fields(PlainFields).init(),
-            LogFormat::Text => builder.init(),
-            LogFormat::Json => builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(false)
-                .init(),
+        let fields = SpanFields::for_directives(&directives);
+        let dispatch = dispatch(self.log_format, ansi, filter, fields, std::io::stdout);
+        tracing::dispatcher::set_global_default(dispatch)
+            .expect("the log subscriber is set once, at start");
+        fields
+    }
+}
+
+/// How a request span gets its fields (id, method, path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SpanFields {
+    /// When the span is created: `RUST_LOG` selects on span fields (`[request{...}]`).
+    Eager,
+    /// When the first line inside the span is written ([`LazyFields`]): most requests
+    /// write none, and formatting the fields was a tenth of a cached pull's work.
+    Lazy,
+}
+
+impl SpanFields {
+    /// Eager only when `directives` name spans or fields (in brackets or braces),
+    /// which is when a filter looks at a span's fields.
+    fn for_directives(directives: &str) -> Self {
+        if directives.contains(['[', '{']) {
+            Self::Eager
+        } else {
+            Self::Lazy
         }
+    }
+}
+
+/// The log subscriber: `filter`, then (for [`SpanFields::Lazy`]) [`LazyFields`], then
+/// the formatter writing to `writer`.
+fn dispatch<W>(
+    format: LogFormat,
+    ansi: bool,
+    filter: tracing_subscriber::EnvFilter,
+    fields: SpanFields,
+    writer: W,
+) -> tracing::Dispatch
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::fmt::format::{DefaultFields, JsonFields};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let lazy = fields == SpanFields::Lazy;
+    let logs = tracing_subscriber::registry().with(filter);
+    // One per arm: the layer's type depends on what it is stacked on.
+    macro_rules! layer {
+        () => {
+            tracing_subscriber::fmt::layer()
+                .with_ansi(ansi)
+                .with_writer(writer)
+        };
+    }
+    match format {
+        LogFormat::Text if !ansi => tracing::Dispatch::new(
+            logs.with(lazy.then_some(LazyFields(PlainFields)))
+                .with(layer!().fmt_fields(PlainFields)),
+        ),
+        LogFormat::Text => tracing::Dispatch::new(
+            logs.with(lazy.then(|| LazyFields(DefaultFields::new())))
+                .with(layer!()),
+        ),
+        LogFormat::Json => tracing::Dispatch::new(
+            logs.with(lazy.then(|| LazyFields(JsonFields::new()))).with(
+                layer!()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            ),
+        ),
+    }
+}
+
+/// A request's span fields, not yet written into its span: lent to [`POLLED`] while
+/// the request is polled (or dropped) on a thread.
+struct Pending {
+    span: tracing::span::Id,
+    id: axum::http::HeaderValue,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    recorded: bool,
+}
+
+thread_local! {
+    /// The fields of the request being polled on this thread, for [`LazyFields`].
+    static POLLED: std::cell::RefCell<Option<Pending>> = const { std::cell::RefCell::new(None) };
+}
+
+/// [`Pending`] fields lent to [`POLLED`] for as long as this lives (panics included),
+/// then taken back, and whatever was lent before restored.
+struct Lent<'a> {
+    slot: &'a mut Option<Pending>,
+    before: Option<Pending>,
+}
+
+impl<'a> Lent<'a> {
+    fn new(slot: &'a mut Option<Pending>) -> Self {
+        let lent = slot.take();
+        let before = if lent.is_some() {
+            POLLED.try_with(|p| p.replace(lent)).ok().flatten()
+        } else {
+            None
+        };
+        Self { slot, before }
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if let Ok(back) = POLLED.try_with(|p| p.replace(self.before.take())) {
+            if back.is_some() {
+                *self.slot = back;
+            }
+        }
+    }
+}
+
+/// Writes a request span's fields into it (as the formatter `N` would have when the
+/// span was created) before the first line inside it is formatted. A layer under the
+/// formatter: it sees each line first.
+struct LazyFields<N>(N);
+
+impl<S, N> tracing_subscriber::Layer<S> for LazyFields<N>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static,
+{
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let _ = POLLED.try_with(|polled| {
+            let Ok(mut polled) = polled.try_borrow_mut() else {
+                return;
+            };
+            let Some(pending) = polled.as_mut().filter(|p| !p.recorded) else {
+                return;
+            };
+            let Some(span) = ctx
+                .event_scope(event)
+                .and_then(|mut scope| scope.find(|s| s.id() == pending.span))
+            else {
+                return;
+            };
+            let fields = span.metadata().fields();
+            let (Some(id), Some(method), Some(path)) = (
+                fields.field("id"),
+                fields.field("method"),
+                fields.field("path"),
+            ) else {
+                return;
+            };
+            // As the eager span records them: see `RequestIds::call`.
+            let id_text = tracing::field::display(pending.id.to_str().unwrap_or_default());
+            let method_text = tracing::field::display(&pending.method);
+            let path_text = pending.uri.path();
+            let values: [(&tracing::field::Field, Option<&dyn tracing::Value>); 3] = [
+                (&id, Some(&id_text)),
+                (&method, Some(&method_text)),
+                (&path, Some(&path_text)),
+            ];
+            let values = fields.value_set(&values);
+            let record = tracing::span::Record::new(&values);
+            let mut extensions = span.extensions_mut();
+            if let Some(formatted) =
+                extensions.get_mut::<tracing_subscriber::fmt::FormattedFields<N>>()
+            {
+                let _ = self.0.add_fields(formatted, &record);
+            }
+            pending.recorded = true;
+        });
     }
 }
 
@@ -292,12 +456,13 @@ impl<W: std::fmt::Write> std::fmt::Write for Escaping<'_, W> {
 ///
 /// One service around the whole router (`Router::layer` would box each layer per
 /// request), doing what tower-http's request-id and trace layers did together.
-pub(crate) fn request_layers<S>(app: S) -> RequestIds<S> {
+pub(crate) fn request_layers<S>(app: S, fields: SpanFields) -> RequestIds<S> {
     let mut seed = [0u8; 8];
     // Without randomness the ids are still unique within the process.
     let _ = getrandom::fill(&mut seed);
     RequestIds {
         inner: app,
+        fields,
         ids: Sequential {
             prefix: u64::from_le_bytes(seed),
             next: std::sync::Arc::default(),
@@ -344,6 +509,7 @@ impl Sequential {
 #[derive(Clone)]
 pub(crate) struct RequestIds<S> {
     inner: S,
+    fields: SpanFields,
     ids: Sequential,
 }
 
@@ -377,16 +543,41 @@ where
         };
         // The id displayed (a sane one holds nothing to escape); the path quoted and
         // escaped, since it may hold quotes, braces and any character above 0x7f.
-        let span = tracing::info_span!(
-            "request",
-            id = %id.to_str().unwrap_or_default(),
-            method = %request.method(),
-            path = request.uri().path(),
-        );
-        tracing::debug!(parent: &span, "started processing request");
+        let (span, mut pending) = match self.fields {
+            SpanFields::Eager => {
+                let span = tracing::info_span!(
+                    "request",
+                    id = %id.to_str().unwrap_or_default(),
+                    method = %request.method(),
+                    path = request.uri().path(),
+                );
+                (span, None)
+            }
+            SpanFields::Lazy => {
+                let span = tracing::info_span!(
+                    "request",
+                    id = tracing::field::Empty,
+                    method = tracing::field::Empty,
+                    path = tracing::field::Empty,
+                );
+                let pending = span.id().map(|span| Pending {
+                    span,
+                    id: id.clone(),
+                    method: request.method().clone(),
+                    uri: request.uri().clone(),
+                    recorded: false,
+                });
+                (span, pending)
+            }
+        };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let _lent = Lent::new(&mut pending);
+            tracing::debug!(parent: &span, "started processing request");
+        }
         Identified {
             inner: Some(self.inner.call(request)),
             span,
+            pending,
             id: Some(id),
             start: std::time::Instant::now(),
         }
@@ -402,6 +593,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Option<F>,
         span: tracing::Span,
+        // The span's fields while they are not written into it (see `LazyFields`).
+        pending: Option<Pending>,
         id: Option<axum::http::HeaderValue>,
         start: std::time::Instant,
     }
@@ -411,6 +604,7 @@ pin_project_lite::pin_project! {
             let mut this = this.project();
             if this.inner.is_some() {
                 let _entered = this.span.enter();
+                let _lent = Lent::new(this.pending);
                 this.inner.set(None);
             }
         }
@@ -428,6 +622,7 @@ where
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         let mut this = self.project();
+        let _lent = Lent::new(this.pending);
         let entered = this.span.enter();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
             panic!("`Identified` polled after it finished");
@@ -499,7 +694,21 @@ mod tests {
         }
     }
 
-    fn app() -> impl crate::serve::App {
+    /// The subscriber `starfish serve` sets, writing into `logs`.
+    fn subscriber(
+        logs: &Captured,
+        format: LogFormat,
+        directives: &str,
+        fields: SpanFields,
+    ) -> tracing::Dispatch {
+        let writer = logs.clone();
+        let filter = tracing_subscriber::EnvFilter::try_new(directives).unwrap();
+        dispatch(format, false, filter, fields, move || writer.clone())
+    }
+
+    const BOTH: [SpanFields; 2] = [SpanFields::Eager, SpanFields::Lazy];
+
+    fn app_with(fields: SpanFields) -> impl crate::serve::App {
         let router = axum::Router::new().route(
             "/boom/{x}",
             axum::routing::get(|| async {
@@ -507,7 +716,7 @@ mod tests {
                 StatusCode::INTERNAL_SERVER_ERROR
             }),
         );
-        request_layers(router)
+        request_layers(router, fields)
     }
 
     async fn id_of(app: impl crate::serve::App, sent: Option<&str>) -> String {
@@ -524,6 +733,106 @@ mod tests {
             .to_str()
             .unwrap()
             .to_owned()
+    }
+
+    /// The lines of a few requests (fixed ids; a hostile path), in `format` and
+    /// `ansi`, filtered by `directives`, without what differs from run to run (times).
+    fn lines_of(
+        format: LogFormat,
+        ansi: bool,
+        directives: &str,
+        fields: SpanFields,
+    ) -> Vec<String> {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let filter = tracing_subscriber::EnvFilter::try_new(directives).unwrap();
+        let subscriber = dispatch(format, ansi, filter, fields, move || writer.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tracing::dispatcher::with_default(&subscriber, || {
+            runtime.block_on(async {
+                for (path, id) in [("/boom/1", "id-1"), ("/boom/a}\"b\u{85}c", "id-2")] {
+                    let request = Request::get(path)
+                        .header("x-request-id", id)
+                        .body(Body::empty())
+                        .unwrap();
+                    let _ = app_with(fields).oneshot(request).await.unwrap();
+                }
+            });
+        });
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|line| match format {
+                LogFormat::Json => {
+                    let mut line: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(line).unwrap();
+                    line.remove("timestamp");
+                    line.remove("latency_ms");
+                    serde_json::Value::Object(line).to_string()
+                }
+                LogFormat::Text => {
+                    let line = line.split_once(' ').unwrap().1;
+                    match line.find("latency_ms") {
+                        Some(at) => line[..at].to_owned(),
+                        None => line.to_owned(),
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Fields written into a request span when its first line is written read exactly
+    /// as those given when it was created, in every format, at every level.
+    #[test]
+    fn lazy_span_fields_are_the_eager_ones() {
+        for (format, ansi) in [
+            (LogFormat::Text, false),
+            (LogFormat::Text, true),
+            (LogFormat::Json, false),
+        ] {
+            for directives in ["info", "debug", "warn"] {
+                let eager = lines_of(format, ansi, directives, SpanFields::Eager);
+                let lazy = lines_of(format, ansi, directives, SpanFields::Lazy);
+                assert_eq!(lazy, eager, "{format:?} ansi={ansi} {directives}");
+                // At `warn` the (info) request span is off, in both.
+                let named = eager.iter().filter(|l| l.contains("id-2")).count();
+                let spans = directives != "warn";
+                assert!(named >= 2 || !spans, "{format:?} {directives}: {eager:#?}");
+            }
+        }
+        // The debug lines name the request too.
+        let debug = lines_of(LogFormat::Text, false, "debug", SpanFields::Lazy);
+        assert!(
+            debug
+                .iter()
+                .any(|l| l.contains("started processing request") && l.contains("id=id-1")),
+            "{debug:#?}"
+        );
+    }
+
+    /// Span directives select on the request's fields: its spans then get them when
+    /// created (a span created without them would never match).
+    #[test]
+    fn span_directives_see_request_fields() {
+        assert_eq!(SpanFields::for_directives("info"), SpanFields::Lazy);
+        assert_eq!(SpanFields::for_directives(""), SpanFields::Lazy);
+        assert_eq!(
+            SpanFields::for_directives("warn,starfish=debug"),
+            SpanFields::Lazy
+        );
+        for directives in [
+            "[request{id=id-2}]=debug",
+            "info,[{path}]=trace",
+            "[request]=info",
+        ] {
+            assert_eq!(
+                SpanFields::for_directives(directives),
+                SpanFields::Eager,
+                "{directives}"
+            );
+        }
     }
 
     /// Logs when dropped.
@@ -560,23 +869,25 @@ mod tests {
     /// (dropped at its last poll) or not (dropped with the request, a client gone).
     #[test]
     fn a_response_future_is_dropped_inside_the_request_span() {
+        for fields in BOTH {
+            dropped_inside_the_request_span(fields);
+        }
+    }
+
+    fn dropped_inside_the_request_span(fields: SpanFields) {
         let logs = Captured::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(move || writer.clone())
-            .finish();
+        let subscriber = subscriber(&logs, LogFormat::Text, "info", fields);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::dispatcher::with_default(&subscriber, || {
             runtime.block_on(async {
                 let app = |name: &'static str, ready: bool| {
-                    request_layers(tower::service_fn(move |_: Request<Body>| Holding {
+                    let inner = tower::service_fn(move |_: Request<Body>| Holding {
                         _guard: LogsOnDrop(name),
                         ready,
-                    }))
+                    });
+                    request_layers(inner, fields)
                 };
                 let request = |path: &str| Request::get(path).body(Body::empty()).unwrap();
                 let done = app("finished", true)
@@ -600,7 +911,7 @@ mod tests {
             let line = line(what);
             assert!(
                 line.contains("request{id=") && line.contains(&format!("path=\"{path}\"")),
-                "{what}: {text}"
+                "{fields:?} {what}: {text}"
             );
         }
     }
@@ -685,18 +996,20 @@ mod tests {
     /// kept, anything else replaced by a fresh one; a `5xx` is logged.
     #[test]
     fn log_lines_of_a_request_name_it() {
+        for fields in BOTH {
+            lines_name_the_request(fields);
+        }
+    }
+
+    fn lines_name_the_request(fields: SpanFields) {
         let logs = Captured::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(move || writer.clone())
-            .finish();
+        let subscriber = subscriber(&logs, LogFormat::Text, "info", fields);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let ids = tracing::subscriber::with_default(subscriber, || {
+        let app = || app_with(fields);
+        let ids = tracing::dispatcher::with_default(&subscriber, || {
             runtime.block_on(async {
                 let fresh = [id_of(app(), None).await, id_of(app(), None).await];
                 let kept = id_of(app(), Some("trace-me-42")).await;
