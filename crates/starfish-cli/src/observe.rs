@@ -69,13 +69,11 @@ impl ObserveSettings {
     /// Starts the log subscriber in the chosen format, filtered by `RUST_LOG`; what
     /// it returns tells [`request_layers`] how to give request spans their fields.
     pub(crate) fn init_logs(&self) -> SpanFields {
+        // Unset, empty (or only commas) and not understood: `info`.
         let directives = std::env::var("RUST_LOG").unwrap_or_default();
-        let filter =
-            tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|_| "info".into());
-        let filter = if directives.trim().is_empty() {
-            "info".into()
-        } else {
-            filter
+        let filter = match tracing_subscriber::EnvFilter::try_new(&directives) {
+            Ok(filter) if directives.split(',').any(|d| !d.trim().is_empty()) => filter,
+            _ => "info".into(),
         };
         // Colours only for a terminal: escape codes cost time and clutter log files.
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
@@ -170,28 +168,42 @@ thread_local! {
 }
 
 /// [`Pending`] fields lent to [`POLLED`] for as long as this lives (panics included),
-/// then taken back, and whatever was lent before restored.
+/// then taken back, and whatever was lent before restored. With nothing to lend, it
+/// leaves [`POLLED`] alone (an outer request's fields stay where they are).
 struct Lent<'a> {
     slot: &'a mut Option<Pending>,
     before: Option<Pending>,
+    lending: bool,
 }
 
 impl<'a> Lent<'a> {
     fn new(slot: &'a mut Option<Pending>) -> Self {
-        let lent = slot.take();
-        let before = if lent.is_some() {
-            POLLED.try_with(|p| p.replace(lent)).ok().flatten()
-        } else {
-            None
-        };
-        Self { slot, before }
+        let mut lent = slot.take();
+        let mut before = None;
+        let mut lending = false;
+        if lent.is_some() {
+            // Without the thread-local (a thread being torn down) the fields stay put.
+            let _ = POLLED.try_with(|p| {
+                before = p.replace(lent.take());
+                lending = true;
+            });
+            if !lending {
+                *slot = lent;
+            }
+        }
+        Self {
+            slot,
+            before,
+            lending,
+        }
     }
 }
 
 impl Drop for Lent<'_> {
     fn drop(&mut self) {
-        if let Ok(back) = POLLED.try_with(|p| p.replace(self.before.take())) {
-            if back.is_some() {
+        if self.lending {
+            let before = self.before.take();
+            if let Ok(back) = POLLED.try_with(|p| p.replace(before)) {
                 *self.slot = back;
             }
         }
@@ -833,6 +845,47 @@ mod tests {
                 "{directives}"
             );
         }
+    }
+
+    fn pending(span: u64) -> Option<Pending> {
+        Some(Pending {
+            span: tracing::span::Id::from_u64(span),
+            id: axum::http::HeaderValue::from_static("x"),
+            method: axum::http::Method::GET,
+            uri: axum::http::Uri::from_static("/x"),
+            recorded: false,
+        })
+    }
+
+    fn polled() -> Option<u64> {
+        POLLED.with(|p| p.borrow().as_ref().map(|p| p.span.into_u64()))
+    }
+
+    /// Lending nests: an inner request's fields are lent over the outer's and the
+    /// outer's restored; one with none to lend leaves the outer's where they are.
+    #[test]
+    fn lent_fields_nest() {
+        let (mut outer, mut inner, mut none) = (pending(1), pending(2), None);
+        {
+            let _outer = Lent::new(&mut outer);
+            assert_eq!(polled(), Some(1));
+            {
+                let _inner = Lent::new(&mut inner);
+                assert_eq!(polled(), Some(2));
+            }
+            assert_eq!(polled(), Some(1));
+            {
+                let _none = Lent::new(&mut none);
+                assert_eq!(polled(), Some(1));
+            }
+            assert_eq!(polled(), Some(1));
+        }
+        assert_eq!(polled(), None);
+        let spans = |p: &Option<Pending>| p.as_ref().map(|p| p.span.into_u64());
+        assert_eq!(
+            (spans(&outer), spans(&inner), spans(&none)),
+            (Some(1), Some(2), None)
+        );
     }
 
     /// Logs when dropped.

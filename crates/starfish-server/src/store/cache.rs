@@ -28,8 +28,9 @@ const STRIPES: usize = 256;
 /// What an entry costs beyond its key and bytes: the map's bookkeeping (96) and the
 /// [`Memo`] once worked out: its `Arc` and layout (about 150), and on the heap the
 /// hash three times (as text, as JSON and as the ETag, about 70 bytes each for a
-/// SHA-256 in hex) with the allocator's overhead and the ETag's shared block.
-const ENTRY_OVERHEAD: u64 = 96 + 448;
+/// SHA-256 in hex) with the allocator's overhead and the ETag's shared block; and the
+/// shared version (its `Arc` and the store's ETag text, about 80 with overhead).
+const ENTRY_OVERHEAD: u64 = 96 + 448 + 80;
 
 /// What is worked out once from a cached object's bytes, for as long as the entry
 /// lives: the layout of a plain document (`None` inside: not one).
