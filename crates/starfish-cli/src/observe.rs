@@ -213,6 +213,11 @@ impl Drop for Lent<'_> {
 /// Writes a request span's fields into it (as the formatter `N` would have when the
 /// span was created) before the first line inside it is formatted. A layer under the
 /// formatter: it sees each line first.
+///
+/// The fields come from the request polled on the line's thread: a line written in
+/// the span from another task or thread (the span handed on with `instrument`) would
+/// have none until the request's own task writes one. Nothing hands the span on today;
+/// whatever starts to must record the fields first (`SpanFields::Eager` does).
 struct LazyFields<N>(N);
 
 impl<S, N> tracing_subscriber::Layer<S> for LazyFields<N>
