@@ -711,16 +711,26 @@ mod tests {
         }
     }
 
-    /// The subscriber `starfish serve` sets, writing into `logs`.
-    fn subscriber(
-        logs: &Captured,
+    /// Runs `work` under the subscriber `starfish serve` sets (in `format`, `ansi`,
+    /// filtered by `directives`), on a runtime of its own; its output and the lines.
+    fn logged<T>(
         format: LogFormat,
+        ansi: bool,
         directives: &str,
         fields: SpanFields,
-    ) -> tracing::Dispatch {
+        work: impl std::future::Future<Output = T>,
+    ) -> (T, String) {
+        let logs = Captured::default();
         let writer = logs.clone();
         let filter = tracing_subscriber::EnvFilter::try_new(directives).unwrap();
-        dispatch(format, false, filter, fields, move || writer.clone())
+        let subscriber = dispatch(format, ansi, filter, fields, move || writer.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let out = tracing::dispatcher::with_default(&subscriber, || runtime.block_on(work));
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        (out, text)
     }
 
     const BOTH: [SpanFields; 2] = [SpanFields::Eager, SpanFields::Lazy];
@@ -760,26 +770,16 @@ mod tests {
         directives: &str,
         fields: SpanFields,
     ) -> Vec<String> {
-        let logs = Captured::default();
-        let writer = logs.clone();
-        let filter = tracing_subscriber::EnvFilter::try_new(directives).unwrap();
-        let subscriber = dispatch(format, ansi, filter, fields, move || writer.clone());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        tracing::dispatcher::with_default(&subscriber, || {
-            runtime.block_on(async {
-                for (path, id) in [("/boom/1", "id-1"), ("/boom/a}\"b\u{85}c", "id-2")] {
-                    let request = Request::get(path)
-                        .header("x-request-id", id)
-                        .body(Body::empty())
-                        .unwrap();
-                    let _ = app_with(fields).oneshot(request).await.unwrap();
-                }
-            });
-        });
-        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let requests = async {
+            for (path, id) in [("/boom/1", "id-1"), ("/boom/a}\"b\u{85}c", "id-2")] {
+                let request = Request::get(path)
+                    .header("x-request-id", id)
+                    .body(Body::empty())
+                    .unwrap();
+                let _ = app_with(fields).oneshot(request).await.unwrap();
+            }
+        };
+        let ((), text) = logged(format, ansi, directives, fields, requests);
         text.lines()
             .map(|line| match format {
                 LogFormat::Json => {
@@ -933,34 +933,25 @@ mod tests {
     }
 
     fn dropped_inside_the_request_span(fields: SpanFields) {
-        let logs = Captured::default();
-        let subscriber = subscriber(&logs, LogFormat::Text, "info", fields);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        tracing::dispatcher::with_default(&subscriber, || {
-            runtime.block_on(async {
-                let app = |name: &'static str, ready: bool| {
-                    let inner = tower::service_fn(move |_: Request<Body>| Holding {
-                        _guard: LogsOnDrop(name),
-                        ready,
-                    });
-                    request_layers(inner, fields)
-                };
-                let request = |path: &str| Request::get(path).body(Body::empty()).unwrap();
-                let done = app("finished", true)
-                    .oneshot(request("/done"))
-                    .await
-                    .unwrap();
-                assert!(done.headers().contains_key("x-request-id"));
-                let mut waiting =
-                    std::pin::pin!(app("unfinished", false).oneshot(request("/wait")));
-                let once =
-                    std::future::poll_fn(|cx| std::task::Poll::Ready(waiting.as_mut().poll(cx)));
-                assert!(once.await.is_pending());
-            });
-        });
-        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let work = async {
+            let app = |name: &'static str, ready: bool| {
+                let inner = tower::service_fn(move |_: Request<Body>| Holding {
+                    _guard: LogsOnDrop(name),
+                    ready,
+                });
+                request_layers(inner, fields)
+            };
+            let request = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+            let done = app("finished", true)
+                .oneshot(request("/done"))
+                .await
+                .unwrap();
+            assert!(done.headers().contains_key("x-request-id"));
+            let mut waiting = std::pin::pin!(app("unfinished", false).oneshot(request("/wait")));
+            let once = std::future::poll_fn(|cx| std::task::Poll::Ready(waiting.as_mut().poll(cx)));
+            assert!(once.await.is_pending());
+        };
+        let ((), text) = logged(LogFormat::Text, false, "info", fields, work);
         let line = |what: &str| text.lines().find(|l| l.contains(what)).unwrap_or_default();
         for (what, path) in [
             ("dropped finished", "/done"),
@@ -1060,28 +1051,21 @@ mod tests {
     }
 
     fn lines_name_the_request(fields: SpanFields) {
-        let logs = Captured::default();
-        let subscriber = subscriber(&logs, LogFormat::Text, "info", fields);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         let app = || app_with(fields);
-        let ids = tracing::dispatcher::with_default(&subscriber, || {
-            runtime.block_on(async {
-                let fresh = [id_of(app(), None).await, id_of(app(), None).await];
-                let kept = id_of(app(), Some("trace-me-42")).await;
-                let uuid = id_of(app(), Some("3f2b8c1e-7a4d-4e2b-9c1d-0a1b2c3d4e5f")).await;
-                let spoof = id_of(app(), Some("x path=/evil")).await;
-                let long = id_of(app(), Some(&"a".repeat(65))).await;
-                // A path with a quote, a brace and a C1 control character.
-                let hostile = Request::get("/boom/a}\"b\u{85}c")
-                    .body(Body::empty())
-                    .unwrap();
-                let _ = app().oneshot(hostile).await.unwrap();
-                (fresh, kept, uuid, spoof, long)
-            })
-        });
+        let work = async {
+            let fresh = [id_of(app(), None).await, id_of(app(), None).await];
+            let kept = id_of(app(), Some("trace-me-42")).await;
+            let uuid = id_of(app(), Some("3f2b8c1e-7a4d-4e2b-9c1d-0a1b2c3d4e5f")).await;
+            let spoof = id_of(app(), Some("x path=/evil")).await;
+            let long = id_of(app(), Some(&"a".repeat(65))).await;
+            // A path with a quote, a brace and a C1 control character.
+            let hostile = Request::get("/boom/a}\"b\u{85}c")
+                .body(Body::empty())
+                .unwrap();
+            let _ = app().oneshot(hostile).await.unwrap();
+            (fresh, kept, uuid, spoof, long)
+        };
+        let (ids, text) = logged(LogFormat::Text, false, "info", fields, work);
         let (fresh, kept, uuid, spoof, long) = ids;
         let hex = |id: &str| id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit());
         assert!(
@@ -1093,7 +1077,6 @@ mod tests {
         assert!(hex(&spoof), "{spoof}");
         assert!(hex(&long), "{long}");
 
-        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         let named = |id: &str, what: &str| {
             lines.iter().any(|l| {
