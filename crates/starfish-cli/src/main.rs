@@ -333,8 +333,18 @@ fn serve(args: ServeArgs) -> Result<(), String> {
 }
 
 /// Installs the handlers of SIGINT and SIGTERM now, and returns the future that
-/// completes on the first of them.
+/// completes on the first of them, saying so in the log.
 fn shutdown_signal() -> Result<impl Future<Output = ()> + use<>, String> {
+    let signals = stop_signals()?;
+    Ok(async move {
+        signals.await;
+        tracing::info!("shutdown signal received, finishing in-flight requests");
+    })
+}
+
+/// Installs the handlers of SIGINT and SIGTERM (Ctrl-C on Windows) now, and returns
+/// the future that completes on the first of them. Inside a runtime.
+pub(crate) fn stop_signals() -> Result<impl Future<Output = ()> + use<>, String> {
     #[cfg(unix)]
     let signals = {
         use tokio::signal::unix::{SignalKind, signal};
@@ -360,10 +370,7 @@ fn shutdown_signal() -> Result<impl Future<Output = ()> + use<>, String> {
     };
     #[cfg(not(any(unix, windows)))]
     let signals = std::future::pending::<()>();
-    Ok(async move {
-        signals.await;
-        tracing::info!("shutdown signal received, finishing in-flight requests");
-    })
+    Ok(signals)
 }
 
 /// The master key of encryption at rest: `STARFISH_MASTER_KEY` (64 hex digits or

@@ -57,13 +57,14 @@ pub(crate) fn run(args: MigrateArgs) -> Result<(), String> {
             eprintln!("starfish: migration of {namespace:?} aborted; its shared keys are served");
             return Ok(());
         }
-        // Ctrl-C stops between two objects, with the position saved.
+        // Ctrl-C or SIGTERM stops between two objects, with the position saved
+        // (handled from before the first object: not killed where it stands).
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let signals = crate::stop_signals()?;
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                flag.store(true, Ordering::Relaxed);
-            }
+            signals.await;
+            flag.store(true, Ordering::Relaxed);
         });
         let options = MigrateOptions::default().with_grace(Duration::from_secs_f64(args.grace));
         let mut phase = None;

@@ -97,3 +97,59 @@ fn migrate_moves_a_namespace_of_a_running_server_to_its_prefix() {
     let (ok, out) = migrate(&config, &data_dir, &["nope"]);
     assert!(!ok && out.contains("no namespace"), "{out}");
 }
+
+/// A SIGTERM (an orchestrator stopping the job) stops the copier as Ctrl-C does,
+/// between two objects with its state saved, instead of killing it; run again, the
+/// migration goes on to its end.
+#[test]
+fn a_stop_signal_stops_the_copier_as_ctrl_c_does() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("starfish.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let data_dir = dir.path().join("data");
+    let server = Server::start_with(&config, &data_dir, &[]);
+    let (status, text) = server.request("POST", "/acme/push/board/b0", Some(r#"{"data":{}}"#));
+    assert_eq!(status, 200, "{text}");
+
+    let mut copier = Command::new(BIN)
+        .args(["migrate", "acme", "--grace", "3", "--config"])
+        .arg(&config)
+        .arg("--data")
+        .arg(&data_dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(copier.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("frozen") {
+            break;
+        }
+    }
+    assert!(seen.contains("frozen"), "{seen}");
+    let sent = Command::new("kill")
+        .args(["-TERM", &copier.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    for line in lines {
+        seen.push_str(&line.unwrap());
+        seen.push('\n');
+    }
+    let exit = copier.wait().unwrap();
+    assert_eq!(
+        exit.code(),
+        Some(1),
+        "exits by itself, not by the signal: {seen}"
+    );
+    assert!(seen.contains("stopped; run again to go on"), "{seen}");
+    let (ok, out) = migrate(&config, &data_dir, &["--status"]);
+    assert!(ok && out.contains("\"phase\": \"frozen\""), "{out}");
+    let (ok, out) = migrate(&config, &data_dir, &["acme", "--grace", "0.5"]);
+    assert!(ok && out.contains("done"), "{out}");
+    drop(server);
+}
