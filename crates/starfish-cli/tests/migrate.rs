@@ -44,13 +44,25 @@ fn data(server: &Server, path: &str) -> String {
     text[start..end].to_owned()
 }
 
-#[test]
-fn migrate_moves_a_namespace_of_a_running_server_to_its_prefix() {
+/// A `starfish serve` of [`CONFIG`] on a data directory in a fresh temporary folder:
+/// the folder, the config's path, the data directory, the server.
+fn serving() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    Server,
+) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("starfish.yaml");
     std::fs::write(&config, CONFIG).unwrap();
     let data_dir = dir.path().join("data");
     let server = Server::start_with(&config, &data_dir, &[]);
+    (dir, config, data_dir, server)
+}
+
+#[test]
+fn migrate_moves_a_namespace_of_a_running_server_to_its_prefix() {
+    let (_dir, config, data_dir, server) = serving();
     for i in 0..5 {
         let body = format!(r#"{{"data":{{"i":{i}}}}}"#);
         let (status, text) = server.request("POST", &format!("/acme/push/board/b{i}"), Some(&body));
@@ -104,11 +116,7 @@ fn migrate_moves_a_namespace_of_a_running_server_to_its_prefix() {
 #[test]
 fn a_stop_signal_stops_the_copier_as_ctrl_c_does() {
     use std::io::BufRead as _;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("starfish.yaml");
-    std::fs::write(&config, CONFIG).unwrap();
-    let data_dir = dir.path().join("data");
-    let server = Server::start_with(&config, &data_dir, &[]);
+    let (_dir, config, data_dir, server) = serving();
     let (status, text) = server.request("POST", "/acme/push/board/b0", Some(r#"{"data":{}}"#));
     assert_eq!(status, 200, "{text}");
 
