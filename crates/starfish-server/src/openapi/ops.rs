@@ -337,9 +337,9 @@ fn json_push(r: Responses, c: &Collection) -> (Responses, Value) {
             }
             let schema = json!({
                 "type": "object",
-                "description": "An element to append; `ts` (ms) must be after the last element's and at most 5 minutes ahead.",
+                "description": "An element to append; `ts` (ms) must be after the last element's and at most 5 minutes ahead; omitted or null, the server picks it.",
                 "required": required,
-                "properties": { "data": data, "ts": { "type": "integer", "minimum": 0, "maximum": u64::MAX }, "authorPubkey": proof, "authorSignature": proof },
+                "properties": { "data": data, "ts": { "type": ["integer", "null"], "minimum": 0, "maximum": u64::MAX }, "authorPubkey": proof, "authorSignature": proof },
                 "dependentRequired": together,
             });
             let r = r
