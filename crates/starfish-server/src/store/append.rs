@@ -199,7 +199,7 @@ impl NsStore {
         let _guard = if self.docs.caps.conditional_update {
             None
         } else {
-            Some(self.docs.lock_for(&self.path(op.key)).lock().await)
+            Some(self.write_lock(&self.path(op.key)).lock().await)
         };
         for attempt in 0..APPEND_ATTEMPTS {
             if attempt > 0 {

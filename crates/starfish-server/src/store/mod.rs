@@ -72,7 +72,23 @@ where
 }
 
 /// How many times a write re-reads and retries after losing a race in the store.
-const CAS_ATTEMPTS: usize = 8;
+const CAS_ATTEMPTS: u32 = 32;
+/// The longest wait between two attempts after a lost race.
+const CAS_BACKOFF_CAP_MS: u64 = 64;
+
+/// Waits before attempt `attempt` (from 1) of a compare-and-swap that lost a race:
+/// a random time up to 1 ms doubled per attempt, capped at [`CAS_BACKOFF_CAP_MS`]
+/// ("full jitter"), so writers that collided spread out instead of colliding again.
+/// [`CAS_ATTEMPTS`] of them wait at most about two seconds in all.
+async fn contention_backoff(attempt: u32) {
+    let ceiling_us = (1000u64 << attempt.min(16)).min(CAS_BACKOFF_CAP_MS * 1000);
+    let mut random = [0u8; 4];
+    // Without randomness the wait is the ceiling: still bounded, only less spread.
+    let draw =
+        getrandom::fill(&mut random).map_or(u64::MAX, |()| u64::from(u32::from_le_bytes(random)));
+    let wait_us = draw % (ceiling_us + 1);
+    tokio::time::sleep(std::time::Duration::from_micros(wait_us)).await;
+}
 /// Lock stripes for stores without conditional updates.
 const LOCK_STRIPES: usize = 256;
 
@@ -203,7 +219,7 @@ impl DocStore {
             inner,
             caps,
             cache: None,
-            locks: (0..LOCK_STRIPES)
+            locks: (0..2 * LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             hasher: std::collections::hash_map::RandomState::new(),
@@ -429,9 +445,11 @@ impl DocStore {
         }
     }
 
-    fn lock_for(&self, key: &Path) -> &tokio::sync::Mutex<()> {
+    /// `key`'s lock: from the first half of the stripes for documents, the second for
+    /// the server's own `records` ([`NsStore::write_lock`]).
+    fn lock_for(&self, key: &Path, records: bool) -> &tokio::sync::Mutex<()> {
         let h = self.hasher.hash_one(key.as_ref());
-        &self.locks[(h as usize) % self.locks.len()]
+        &self.locks[(h as usize) % LOCK_STRIPES + usize::from(records) * LOCK_STRIPES]
     }
 }
 
@@ -636,12 +654,15 @@ impl NsStore {
     {
         self.writable()?;
         let key = &self.path(key);
-        for _ in 0..CAS_ATTEMPTS {
+        for attempt in 0..CAS_ATTEMPTS {
+            if attempt > 0 {
+                contention_backoff(attempt).await;
+            }
             // Without conditional updates, serialise in-process (documented above).
             let _guard = if self.docs.caps.conditional_update {
                 None
             } else {
-                Some(self.docs.lock_for(key).lock().await)
+                Some(self.write_lock(key).lock().await)
             };
             let current = self.read(key).await?;
             let (bytes, out) =

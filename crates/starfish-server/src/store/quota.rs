@@ -71,6 +71,11 @@ struct Local {
     /// Left of this node's lease.
     bytes: u64,
     documents: u64,
+    /// Set aside by writes under way (taken from the lease, not yet settled). Part of
+    /// this node's claim on the record until they settle: a renewal grants a new lease
+    /// on top of them, never in place of them.
+    in_flight_bytes: u64,
+    in_flight_documents: u64,
     /// Spent (or freed, when negative) since the last write-back.
     spent_bytes: i64,
     spent_documents: i64,
@@ -159,6 +164,8 @@ impl Ledger {
             local: tokio::sync::Mutex::new(Local {
                 bytes: 0,
                 documents: 0,
+                in_flight_bytes: 0,
+                in_flight_documents: 0,
                 spent_bytes: 0,
                 spent_documents: 0,
                 usable_until: 0,
@@ -193,6 +200,8 @@ impl Ledger {
         }
         local.bytes -= bytes;
         local.documents -= documents;
+        local.in_flight_bytes += bytes;
+        local.in_flight_documents += documents;
         Ok(Reservation { bytes, documents })
     }
 
@@ -201,6 +210,8 @@ impl Ledger {
     /// written). Writes back to the record when it is time.
     pub(crate) async fn settle(&self, reservation: Reservation, bytes: i64, documents: i64) {
         let mut local = self.local.lock().await;
+        local.in_flight_bytes -= reservation.bytes;
+        local.in_flight_documents -= reservation.documents;
         // What was set aside comes back, what was spent goes (a freeing write gives).
         local.bytes = added(
             local.bytes.saturating_add(reservation.bytes),
@@ -299,6 +310,8 @@ impl Ledger {
             // Past its margin the lease may have been dropped: claim it anew.
             (0, 0)
         };
+        let (in_flight_bytes, in_flight_documents) =
+            (local.in_flight_bytes, local.in_flight_documents);
         let configured = self.configured;
         let node = self.node.clone();
         let record = self
@@ -318,44 +331,49 @@ impl Ledger {
                 };
                 let limit_bytes = record.max_bytes.or(configured.max_bytes);
                 let limit_documents = record.max_documents.or(configured.max_documents);
-                let grant = |limit: Option<u64>, used: u64, others: u64, held: u64, need: u64| {
+                // This node's claim is what it has in flight plus what it may still
+                // spend; both must fit in what the record and the other leases leave.
+                // Returns (what it may still spend, its lease in the record).
+                let grant = |limit: Option<u64>,
+                             used: u64,
+                             others: u64,
+                             held: u64,
+                             need: u64,
+                             in_flight: u64| {
                     let Some(limit) = limit else {
-                        return u64::MAX;
+                        return (u64::MAX, 0);
                     };
                     let free = limit.saturating_sub(used).saturating_sub(others);
-                    if held >= need {
-                        return held.min(free);
-                    }
-                    let chunk = need.max((limit / 16).max(1));
-                    chunk.min(free)
+                    let room = free.saturating_sub(in_flight);
+                    let wanted = if held >= need {
+                        held
+                    } else {
+                        need.max((limit / 16).max(1))
+                    };
+                    let spendable = wanted.min(room);
+                    (spendable, spendable.saturating_add(in_flight))
                 };
-                let lease_bytes = grant(
+                let (lease_bytes, claim_bytes) = grant(
                     limit_bytes,
                     record.bytes,
                     others(|l| l.bytes),
                     held_bytes,
                     bytes,
+                    in_flight_bytes,
                 );
-                let lease_documents = grant(
+                let (lease_documents, claim_documents) = grant(
                     limit_documents,
                     record.documents,
                     others(|l| l.documents),
                     held_documents,
                     documents,
+                    in_flight_documents,
                 );
                 record.leases.insert(
                     node.clone(),
                     Lease {
-                        bytes: if limit_bytes.is_some() {
-                            lease_bytes
-                        } else {
-                            0
-                        },
-                        documents: if limit_documents.is_some() {
-                            lease_documents
-                        } else {
-                            0
-                        },
+                        bytes: claim_bytes,
+                        documents: claim_documents,
                         expires: now + LEASE_MS,
                     },
                 );

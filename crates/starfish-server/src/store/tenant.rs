@@ -42,6 +42,9 @@ pub(crate) struct NsStore {
     /// Reads go through the store's read cache, if it has one (documents; never the
     /// server's own records, which other processes write).
     pub(super) cached: bool,
+    /// The server's own records (`NsStore::system`): their in-process write locks
+    /// are a set apart from documents' ([`NsStore::write_lock`]).
+    records: bool,
 }
 
 impl NsStore {
@@ -55,6 +58,7 @@ impl NsStore {
             moving: None,
             quota: None,
             cached: true,
+            records: false,
         }
     }
 
@@ -68,6 +72,7 @@ impl NsStore {
             moving: None,
             quota: None,
             cached: true,
+            records: false,
         }
     }
 
@@ -82,6 +87,7 @@ impl NsStore {
             moving: None,
             quota: None,
             cached: true,
+            records: false,
         }
     }
 
@@ -94,6 +100,7 @@ impl NsStore {
             moving: None,
             quota: None,
             cached: false,
+            records: true,
         }
     }
 
@@ -112,6 +119,14 @@ impl NsStore {
             docs: self.docs.sealed(keys),
             ..self.clone()
         }
+    }
+
+    /// The in-process lock that orders writes of `key` on a store without conditional
+    /// updates. A document's write holds its lock while its quota reserves through the
+    /// usage record, which takes its own: records and documents draw from two sets, so
+    /// a write never waits on a lock it holds, and no two writes on each other.
+    pub(super) fn write_lock(&self, key: &Path) -> &tokio::sync::Mutex<()> {
+        self.docs.lock_for(key, self.records)
     }
 
     /// True when the store can replace an object only if it is still as read.

@@ -1,0 +1,288 @@
+//! Quotas under the concurrency users bring: tens of creates at once on one node and
+//! across nodes never acknowledge, nor store, one document past the quota; every
+//! refusal is `507 {"error":"Quota exceeded"}` and comes at once (no `408`, no `503`
+//! from contention on the usage record).
+
+mod common;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::http::StatusCode;
+use common::*;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+};
+use serde_json::{Value, json};
+use starfish_server::store::{Capabilities, DocStore};
+use starfish_server::{SyncConfig, SyncOptions, create_sync_router};
+use std::sync::Arc;
+use std::time::Duration;
+
+const ADMIN: &str = "admin-secret-0123456789";
+/// Far below the request timeout: a write that waits this long is a stall.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn config() -> SyncConfig {
+    SyncConfig::from_value(json!({
+        "version": 1,
+        "collections": [],
+        "namespaceTemplates": {"team": {
+            "collections": [{"name": "docs", "storagePath": "docs/{id}",
+                             "readRoles": ["public"], "writeRoles": ["public"]}],
+            "quota": {"maxDocuments": 5}
+        }}
+    }))
+    .unwrap()
+}
+
+fn node(store: &DocStore) -> Router {
+    create_sync_router(SyncOptions::new(config(), store.clone()).with_admin_key(ADMIN)).unwrap()
+}
+
+async fn create_namespace(app: &Router, name: &str) {
+    let (status, body) = call(
+        app,
+        req(
+            "POST",
+            "/_starfish/admin/namespaces",
+            Some(ADMIN),
+            Some(json!({"name": name, "template": "team"})),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+/// Documents stored under `prefix` (every object there is a document here).
+async fn stored_documents(store: &DocStore, prefix: &str) -> usize {
+    let mut listing = store.inner().list(None);
+    let mut n = 0;
+    while let Some(meta) = listing.next().await {
+        if meta.unwrap().location.as_ref().starts_with(prefix) {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// `count` creates of `/<ns>/push/docs/c<first+i>` at once, sent to `nodes` in turn:
+/// how many were acknowledged. Panics on any answer but 200 and 507, or a stall.
+async fn concurrent_creates(nodes: &[Router], ns: &str, first: usize, count: usize) -> usize {
+    let mut tasks = Vec::new();
+    for i in first..first + count {
+        let app = nodes[i % nodes.len()].clone();
+        let uri = format!("/{ns}/push/docs/c{i}");
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"data": {"i": i}, "baseHash": null});
+            let res = tokio::time::timeout(PATIENCE, send(&app, push(&uri, &body)))
+                .await
+                .unwrap_or_else(|_| panic!("{uri} stalled"));
+            let status = res.status();
+            let body = json_body(res).await;
+            (status, body)
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            (StatusCode::OK, _) => ok += 1,
+            (StatusCode::INSUFFICIENT_STORAGE, body) => {
+                assert_eq!(body, json!({"error": "Quota exceeded"}));
+            }
+            (status, body) => panic!("{status} {body}"),
+        }
+    }
+    ok
+}
+
+async fn rounds(nodes: &[Router], store: &DocStore, tag: &str, before: usize, writers: usize) {
+    for round in 0..8 {
+        let ns = format!("{tag}{round}");
+        create_namespace(&nodes[0], &ns).await;
+        let first = concurrent_creates(&nodes[..1], &ns, 0, before).await;
+        assert_eq!(first, before, "{ns}: the first writes fit");
+        let ok = concurrent_creates(nodes, &ns, before, writers).await;
+        let stored = stored_documents(store, &format!("_starfish/t/{ns}/")).await;
+        assert_eq!(
+            stored,
+            before + ok,
+            "{ns}: every acknowledged create is stored"
+        );
+        assert_eq!(
+            before + ok,
+            5,
+            "{ns}: exactly the quota is acknowledged (nothing fails here but the quota)"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_concurrent_creates_on_one_node_never_pass_the_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DocStore::local_durable(dir.path()).unwrap();
+    let app = node(&store);
+    store.flush().await.unwrap();
+    for before in [0, 1, 3] {
+        rounds(
+            std::slice::from_ref(&app),
+            &store,
+            &format!("fs{before}n"),
+            before,
+            10,
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_concurrent_creates_on_one_node_in_memory_never_pass_the_quota() {
+    let store = DocStore::memory();
+    let app = node(&store);
+    rounds(std::slice::from_ref(&app), &store, "mem", 0, 10).await;
+}
+
+/// An in-memory store that answers after a short random delay, as a remote one does:
+/// the window between a read and its conditional write is wide.
+#[derive(Debug, Default)]
+struct Remote {
+    inner: InMemory,
+}
+
+impl std::fmt::Display for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Remote")
+    }
+}
+
+async fn latency() {
+    let mut b = [0u8; 1];
+    getrandom::fill(&mut b).unwrap();
+    tokio::time::sleep(Duration::from_micros(500 + 10 * u64::from(b[0]))).await;
+}
+
+#[async_trait]
+impl ObjectStore for Remote {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        latency().await;
+        let out = self.inner.put_opts(location, payload, opts).await;
+        latency().await;
+        out
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        latency().await;
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: RenameOptions,
+    ) -> object_store::Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_creates_across_three_nodes_never_pass_the_quota() {
+    let caps = Capabilities {
+        conditional_update: true,
+        attributes: true,
+    };
+    let store = DocStore::new(Arc::new(Remote::default()), caps);
+    let nodes: Vec<Router> = (0..3).map(|_| node(&store)).collect();
+    rounds(&nodes, &store, "s3n", 0, 20).await;
+    rounds(&nodes, &store, "s3m", 2, 20).await;
+}
+
+/// Every node's answer to the namespace admin view after the races: the record
+/// agrees with the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_usage_record_agrees_with_the_store_after_the_races() {
+    let store = DocStore::memory();
+    let nodes: Vec<Router> = (0..2).map(|_| node(&store)).collect();
+    create_namespace(&nodes[0], "agree").await;
+    let ok = concurrent_creates(&nodes, "agree", 0, 20).await;
+    assert_eq!(ok, 5);
+    for app in &nodes {
+        let (status, item): (StatusCode, Value) = call(
+            app,
+            req(
+                "GET",
+                "/_starfish/admin/namespaces/agree",
+                Some(ADMIN),
+                None,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(item["quota"]["documents"], json!(5), "{item}");
+    }
+}
+
+/// Eight nodes renewing their leases on one usage record at once: contention on the
+/// record is retried inside the server, never answered `503`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn contention_on_the_usage_record_is_not_an_error() {
+    let caps = Capabilities {
+        conditional_update: true,
+        attributes: true,
+    };
+    let store = DocStore::new(Arc::new(Remote::default()), caps);
+    let nodes: Vec<Router> = (0..8).map(|_| node(&store)).collect();
+    for round in 0..3 {
+        let ns = format!("busy{round}");
+        create_namespace(&nodes[0], &ns).await;
+        let ok = concurrent_creates(&nodes, &ns, 0, 40).await;
+        assert_eq!(ok, 5, "{ns}");
+        let stored = stored_documents(&store, &format!("_starfish/t/{ns}/")).await;
+        assert_eq!(stored, 5, "{ns}");
+    }
+}
