@@ -402,6 +402,10 @@ async fn shared_state(url: &str) -> Result<SharedState, String> {
     let replay = starfish_server::auth::RedisReplay::connect(url, None)
         .await
         .map_err(unreachable)?;
+    // On a new Redis the cache's memory starts now, not at the first request (which
+    // would be refused as signed before it).
+    let now = starfish_server::auth::Clock::now_ms(&starfish_server::auth::SystemClock);
+    replay.start_memory(now).await.map_err(unreachable)?;
     let limits = starfish_server::access::RedisLimits::connect(url, None)
         .await
         .map_err(unreachable)?;

@@ -17,9 +17,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use nonce::NonceCacheLimits;
 #[cfg(feature = "redis")]
 pub use replay::RedisReplay;
-pub use replay::ReplayStore;
 #[cfg(feature = "redis")]
 pub(crate) use replay::connection as redis_connection;
+pub use replay::{Claim, ReplayStore};
 pub use resolver::{
     AuthError, AuthRequest, Authenticator, CapAuthOptions, CapCertAuthenticator, SignedBody,
 };

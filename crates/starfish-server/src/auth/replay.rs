@@ -4,13 +4,34 @@
 //! request accepted by one node and replayed to another is refused. If the store
 //! cannot answer, signed requests are refused with `503` (fail closed): nothing is
 //! ever accepted twice.
+//!
+//! A store can also *forget*: a Redis without persistence that restarts, or is
+//! flushed, comes back empty, and a request it had claimed could be claimed again.
+//! So every claim also answers since when the store remembers
+//! ([`Claim::remembers_since_ms`]), and a request signed before that is refused
+//! with `503`: it may have been accepted in the memory that was lost. The official
+//! clients sign again with the current time when they retry, and those requests pass.
 
 use futures::future::BoxFuture;
+
+/// What a [`ReplayStore::claim`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// True the first time the fingerprint is claimed.
+    pub first: bool,
+    /// Since when (milliseconds since the epoch, by the clock of the node that first
+    /// found the store empty) the store remembers every claim made: a request
+    /// signed before this is refused, since it may have been accepted in a memory the
+    /// store lost. `0` for a store that never forgets.
+    pub remembers_since_ms: u64,
+}
 
 /// Remembers claimed nonces for all nodes.
 pub trait ReplayStore: Send + Sync + std::fmt::Debug + 'static {
     /// Claims `fingerprint` (16 bytes standing for a signer and a nonce) for
-    /// `ttl_ms`: `Ok(true)` the first time, `Ok(false)` when it was claimed already.
+    /// `ttl_ms`, at `now_ms` by this node's clock; says whether it was the first
+    /// claim and since when the store remembers claims. A store that finds it has
+    /// lost its memory (a marker missing) starts remembering from `now_ms`.
     ///
     /// # Errors
     /// When the store cannot answer (the request is then refused with `503`).
@@ -18,20 +39,38 @@ pub trait ReplayStore: Send + Sync + std::fmt::Debug + 'static {
         &'a self,
         fingerprint: [u8; 16],
         ttl_ms: u64,
-    ) -> BoxFuture<'a, Result<bool, String>>;
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Claim, String>>;
 
     /// True when the store answers now (for `/health/ready`).
     fn ping(&self) -> BoxFuture<'_, bool>;
 }
 
-/// A [`ReplayStore`] in Redis: `SET <prefix><hex> 1 NX PX <ttl>`.
+/// A [`ReplayStore`] in Redis: one script per claim reads the marker
+/// `<prefix>since` (set to the claiming node's time when it is missing: a new or
+/// emptied Redis) and runs `SET <prefix><hex> 1 NX PX <ttl>`, atomically.
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[derive(Clone)]
 pub struct RedisReplay {
     conn: redis::aio::ConnectionManager,
     prefix: String,
+    script: std::sync::Arc<redis::Script>,
 }
+
+/// KEYS: the nonce's key, the marker. ARGV: the nonce's time to live (ms), the
+/// node's time (ms). Returns {1 when first claimed else 0, the marker's time}.
+#[cfg(feature = "redis")]
+const CLAIM_SCRIPT: &str = r"
+local since = redis.call('GET', KEYS[2])
+if not since then
+  since = ARGV[2]
+  redis.call('SET', KEYS[2], since)
+end
+local first = 0
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then first = 1 end
+return {first, tonumber(since)}
+";
 
 #[cfg(feature = "redis")]
 impl std::fmt::Debug for RedisReplay {
@@ -76,7 +115,34 @@ impl RedisReplay {
         Ok(Self {
             conn,
             prefix: prefix.unwrap_or("starfish:nonce:").to_owned(),
+            script: std::sync::Arc::new(redis::Script::new(CLAIM_SCRIPT)),
         })
+    }
+
+    /// Starts the cache's memory at `now_ms` if it has none (the marker is missing):
+    /// a node calls this once it is connected, before serving, so that on a new
+    /// Redis the first requests are not refused as signed before the memory began.
+    /// Any moment after Redis lost its data is a safe start: nothing was claimed in
+    /// the new memory before it. Returns since when the cache remembers.
+    ///
+    /// # Errors
+    /// When Redis does not answer.
+    pub async fn start_memory(&self, now_ms: u64) -> Result<u64, String> {
+        let mut conn = self.conn.clone();
+        let key = format!("{}since", self.prefix);
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(now_ms)
+            .arg("NX")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| format!("redis: {e}"))?;
+        let since: u64 = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| format!("redis: {e}"))?;
+        Ok(since)
     }
 }
 
@@ -103,22 +169,29 @@ impl ReplayStore for RedisReplay {
         &'a self,
         fingerprint: [u8; 16],
         ttl_ms: u64,
-    ) -> BoxFuture<'a, Result<bool, String>> {
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Claim, String>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let key = format!("{}{}", self.prefix, hex::encode(fingerprint));
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(&key).arg(1).arg("NX").arg("PX").arg(ttl_ms.max(1));
+            let mut call = self.script.prepare_invoke();
+            call.key(format!("{}{}", self.prefix, hex::encode(fingerprint)))
+                .key(format!("{}since", self.prefix))
+                .arg(ttl_ms.max(1))
+                .arg(now_ms);
             // After an outage the first command meets the failed connection (refused:
             // never sent) and starts a new one: asked once more, it gets through
             // as soon as Redis is back. A command that may have been sent is never
-            // repeated (it would find its own claim and refuse the request).
-            let set: Option<String> = match cmd.query_async(&mut conn).await {
-                Err(e) if e.is_connection_refusal() => cmd.query_async(&mut conn).await,
+            // repeated (it would find its own claim and refuse the request). A
+            // restarted Redis has also forgotten the script: `invoke` loads it again.
+            let (first, since): (i64, i64) = match call.invoke_async(&mut conn).await {
+                Err(e) if e.is_connection_refusal() => call.invoke_async(&mut conn).await,
                 other => other,
             }
             .map_err(|e| format!("redis: {e}"))?;
-            Ok(set.is_some())
+            Ok(Claim {
+                first: first == 1,
+                remembers_since_ms: u64::try_from(since).unwrap_or(u64::MAX),
+            })
         })
     }
 

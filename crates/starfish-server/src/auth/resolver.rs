@@ -213,7 +213,8 @@ impl CapCertAuthenticator {
     /// Verifies `request`; the caller, and the nonce fingerprint still to be claimed
     /// in the shared replay cache (when there is one; otherwise this process's cache
     /// took it already).
-    fn verify(&self, request: &AuthRequest<'_>) -> Result<(Caller, Option<[u8; 16]>), AuthError> {
+    /// The fingerprint comes with the request's signed time.
+    fn verify(&self, request: &AuthRequest<'_>) -> Result<(Caller, Option<Unclaimed>), AuthError> {
         let Some(headers) = self.signature_headers(request.headers)? else {
             return Ok((Caller::anonymous(), None));
         };
@@ -240,7 +241,8 @@ impl CapCertAuthenticator {
             .map(|key| key.to_bytes())
             .ok_or_else(|| unauthorized("cap-cert subject is not a key"))?;
         let claim = if self.options.shared_replay.is_some() {
-            Some(super::nonce::fingerprint(&signer, headers.nonce))
+            let signed_at = u64::try_from(headers.ts).unwrap_or(0);
+            Some((super::nonce::fingerprint(&signer, headers.nonce), signed_at))
         } else {
             if let Err(refusal) =
                 self.nonces
@@ -397,6 +399,10 @@ fn caller_of(verified: &VerifiedCert, presenter: &str) -> Caller {
     caller
 }
 
+/// A nonce's fingerprint still to be claimed in the shared replay cache, and the
+/// time its request was signed (ms).
+type Unclaimed = ([u8; 16], u64);
+
 impl Authenticator for CapCertAuthenticator {
     fn replay_entries(&self) -> Option<usize> {
         Some(self.nonces.len())
@@ -408,7 +414,9 @@ impl Authenticator for CapCertAuthenticator {
     ) -> BoxFuture<'a, Result<Caller, AuthError>> {
         Box::pin(async move {
             let (caller, claim) = self.verify(&request)?;
-            let (Some(fingerprint), Some(shared)) = (claim, &self.options.shared_replay) else {
+            let (Some((fingerprint, signed_at)), Some(shared)) =
+                (claim, &self.options.shared_replay)
+            else {
                 return Ok(caller);
             };
             // Remembered past the window by the allowed skew: another node's clock may
@@ -418,9 +426,16 @@ impl Authenticator for CapCertAuthenticator {
                 .nonce_limits
                 .window_ms
                 .saturating_add(self.options.max_skew_ms);
-            match shared.claim(fingerprint, ttl).await {
-                Ok(true) => Ok(caller),
-                Ok(false) => Err(unauthorized("nonce refused: Replay")),
+            match shared.claim(fingerprint, ttl, self.clock.now_ms()).await {
+                Ok(claim) if !claim.first => Err(unauthorized("nonce refused: Replay")),
+                // Signed before the cache's memory starts: it may have been accepted
+                // in a memory the cache lost. Fail closed; the client signs again.
+                Ok(claim) if signed_at < claim.remembers_since_ms => {
+                    Err(AuthError::ReplayUnavailable(
+                        "signed before the replay cache lost its memory".into(),
+                    ))
+                }
+                Ok(_) => Ok(caller),
                 Err(e) => Err(AuthError::ReplayUnavailable(e.into())),
             }
         })
