@@ -15,6 +15,15 @@
 //!   stops accepting: new connections wait in the kernel's listen backlog (and beyond
 //!   it, the kernel drops their SYNs, which clients retry) until a connection closes.
 //!   The loop waits on a semaphore, so it never spins.
+//! - **Lingering close.** A response sent before its request's body was read (a `413`,
+//!   `401`, `403`, `408`, `415`, `429` or `507` the router decides from the head or the
+//!   first bytes) ends the connection while the client may still be sending. Closed at
+//!   once, with unread bytes in its buffer, the socket would send a reset, and the
+//!   client (whose answer is still in flight) would see a broken pipe instead of the
+//!   answer. So, as nginx does, the connection sends its end of stream, then reads and
+//!   discards what arrives for at most [`LINGER_TIME`] and [`LINGER_BYTES`], and closes
+//!   when the client does or a bound is reached. It keeps its connection slot
+//!   meanwhile, so lingering connections count against `max_connections`.
 //!
 //! hyper's own `header_read_timeout` is not used: its timer also runs while a kept-alive
 //! connection waits idle for its next request, so it would close idle connections
@@ -38,7 +47,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -64,6 +73,10 @@ pub(crate) struct ServeLimits {
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// At most one "connection limit reached" warning per this long.
 const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
+/// Longest a connection lingers after an answer sent before its body was read.
+pub(crate) const LINGER_TIME: Duration = Duration::from_secs(2);
+/// Most bytes a lingering connection reads and discards.
+pub(crate) const LINGER_BYTES: usize = 1024 * 1024;
 
 /// Serves `app` on `listener` within `limits` until `shutdown` completes, then
 /// finishes the requests in flight and returns.
@@ -214,6 +227,7 @@ async fn connection<S: App>(
     let io = TokioIo::new(Tracked {
         stream,
         activity: activity.clone(),
+        linger: None,
     });
     let requests = activity.clone();
     // The connection's own copy of the app serves its requests: a copy per request
@@ -229,7 +243,11 @@ async fn connection<S: App>(
             if hyper::body::Body::is_end_stream(&body) {
                 Body::empty()
             } else {
-                Body::new(body)
+                Body::new(Watched {
+                    body,
+                    ended: false,
+                    activity: requests.clone(),
+                })
             }
         });
         let answer = {
@@ -318,6 +336,9 @@ struct Activity {
     idle_since: AtomicU64,
     /// Requests whose response is not done.
     in_flight: AtomicUsize,
+    /// The last request's body was dropped before its end: if the connection closes
+    /// now, it lingers.
+    body_unread: AtomicBool,
 }
 
 impl Activity {
@@ -328,6 +349,7 @@ impl Activity {
             head_started: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            body_unread: AtomicBool::new(false),
         }
     }
 
@@ -381,6 +403,7 @@ impl InFlight {
     fn start(activity: Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
         activity.head_started.store(NONE, Ordering::Relaxed);
+        activity.body_unread.store(false, Ordering::Relaxed);
         // The request's silence is counted from its start at the earliest.
         activity.on_write();
         Self(activity)
@@ -422,10 +445,80 @@ impl<B: ResponseBody> hyper::body::Body for Guarded<B> {
     }
 }
 
-/// The socket, noting when bytes move.
+/// A request's body, noting whether it was read to its end before it was dropped.
+struct Watched {
+    body: Incoming,
+    ended: bool,
+    activity: Arc<Activity>,
+}
+
+impl hyper::body::Body for Watched {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None | Some(Err(_)))) {
+            this.ended = true;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if !hyper::body::Body::is_end_stream(self) {
+            self.activity.body_unread.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The socket, noting when bytes move; it lingers when closed after an answer sent
+/// before its request's body was read (see the module documentation).
 struct Tracked {
     stream: TcpStream,
     activity: Arc<Activity>,
+    /// Set once a lingering close has begun.
+    linger: Option<Linger>,
+}
+
+/// A lingering close under way: what may still be discarded, and until when.
+struct Linger {
+    left: usize,
+    until: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Linger {
+    /// Reads and discards until the client closes, errs, or a bound is reached.
+    fn poll_done(&mut self, stream: &mut TcpStream, cx: &mut Context<'_>) -> Poll<()> {
+        let mut buf = [0u8; 8192];
+        loop {
+            if self.left == 0 || self.until.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            let mut read = ReadBuf::new(&mut buf);
+            match Pin::new(&mut *stream).poll_read(cx, &mut read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) if !read.filled().is_empty() => {
+                    self.left = self.left.saturating_sub(read.filled().len());
+                }
+                // The client's end of stream, or its reset: nothing more will come.
+                Poll::Ready(_) => return Poll::Ready(()),
+            }
+        }
+    }
 }
 
 impl AsyncRead for Tracked {
@@ -479,8 +572,24 @@ impl AsyncWrite for Tracked {
         Pin::new(&mut self.get_mut().stream).poll_flush(cx)
     }
 
+    /// hyper's close: the end of stream is sent, then, when an answer went out before
+    /// its request's body was read, the connection lingers before it is dropped.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.linger.is_none() {
+            std::task::ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
+            if !this.activity.body_unread.swap(false, Ordering::Relaxed) {
+                return Poll::Ready(Ok(()));
+            }
+            this.linger = Some(Linger {
+                left: LINGER_BYTES,
+                until: Box::pin(tokio::time::sleep(LINGER_TIME)),
+            });
+        }
+        match &mut this.linger {
+            Some(linger) => linger.poll_done(&mut this.stream, cx).map(Ok),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 
