@@ -15,7 +15,7 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, UploadPart,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use starfish_server::auth::ManualClock;
 use starfish_server::store::{Capabilities, DocStore};
 use starfish_server::{SyncConfig, SyncOptions, create_sync_router};
@@ -29,6 +29,10 @@ struct Faulty {
     fail_reads: AtomicBool,
     fail_writes: AtomicBool,
     fail_parts: Arc<AtomicBool>,
+    /// A conditional write takes effect, its answer is lost, and the client sends it
+    /// again (as object_store does after a connection cut once the request was out):
+    /// the repeat finds the object changed and gets a precondition failure.
+    answer_lost: AtomicBool,
 }
 
 impl std::fmt::Display for Faulty {
@@ -54,6 +58,13 @@ impl ObjectStore for Faulty {
     ) -> object_store::Result<PutResult> {
         if self.fail_writes.load(Ordering::SeqCst) {
             return Err(fault("write"));
+        }
+        if self.answer_lost.load(Ordering::SeqCst) && opts.mode != object_store::PutMode::Overwrite
+        {
+            self.inner
+                .put_opts(location, payload.clone(), opts.clone())
+                .await?;
+            return self.inner.put_opts(location, payload, opts).await;
         }
         self.inner.put_opts(location, payload, opts).await
     }
@@ -240,4 +251,36 @@ async fn a_failed_multipart_upload_leaves_the_previous_blob_intact() {
     store.fail_parts.store(false, Ordering::SeqCst);
     let res = send(&app, upload("/push/files/f", vec![9u8; 12 << 20])).await;
     assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_write_whose_answer_was_lost_is_not_refused_nor_applied_twice() {
+    let (store, app) = setup();
+    store.answer_lost.store(true, Ordering::SeqCst);
+    // A create, then an update on top of it: each took effect on its first try; the
+    // repeat found the object changed. Both are acknowledged, not answered 409.
+    let (status, first) = push_doc(&app, "/push/docs/a", json!({"v": 1}), None).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let base = first["hash"].as_str().unwrap().to_owned();
+    let (status, second) = push_doc(&app, "/push/docs/a", json!({"v": 2}), Some(&base)).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    let pulled = json_body(send(&app, get("/pull/docs/a")).await).await;
+    assert_eq!(pulled["data"], json!({"v": 2}));
+    // A real conflict is still one.
+    let (status, _) = push_doc(&app, "/push/docs/a", json!({"v": 3}), Some(&base)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // Appends: each element once, in order.
+    for i in 0..5 {
+        let res = send(&app, push("/push/log/l", &json!({"data": {"i": i}}))).await;
+        assert_eq!(res.status(), StatusCode::OK, "append {i}");
+    }
+    store.answer_lost.store(false, Ordering::SeqCst);
+    let log = json_body(send(&app, get("/pull/log/l?checkpoint=0")).await).await;
+    let items: Vec<Value> = log["data"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["data"]["i"].clone())
+        .collect();
+    assert_eq!(items, (0..5).map(|i| json!(i)).collect::<Vec<_>>());
 }

@@ -1,8 +1,14 @@
 //! S3-compatible buckets: [`S3Settings`] and [`DocStore::s3`].
 
 use super::{Capabilities, DocStore, StoreError};
-use object_store::ClientConfigKey;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
+use futures::stream::BoxStream;
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
+use object_store::path::Path;
+use object_store::{
+    ClientConfigKey, CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+    RetryConfig,
+};
 use std::sync::Arc;
 
 /// Where an S3-compatible bucket is and how to reach it, for [`DocStore::s3`].
@@ -167,7 +173,11 @@ impl DocStore {
     /// When the settings do not describe a bucket (no bucket name, a bad endpoint, ...).
     #[cfg_attr(docsrs, doc(cfg(feature = "aws")))]
     pub fn s3(settings: S3Settings) -> Result<Self, StoreError> {
-        let s3 = settings.builder().build()?;
+        let builder = settings.builder();
+        let s3 = OnceForConditional {
+            retried: builder.clone().with_retry(bounded_retries()).build()?,
+            once: builder.with_retry(no_retries()).build()?,
+        };
         Ok(Self::new(
             Arc::new(s3),
             Capabilities {
@@ -186,6 +196,125 @@ impl DocStore {
     #[cfg_attr(docsrs, doc(cfg(feature = "aws")))]
     pub fn s3_from_env() -> Result<Self, StoreError> {
         Self::s3(S3Settings::from_env())
+    }
+}
+
+/// Retries of reads and plain writes: a few, within a few seconds, so that a store
+/// that is down is answered `503` soon rather than after the request's own timeout.
+fn bounded_retries() -> RetryConfig {
+    RetryConfig {
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(5),
+        ..RetryConfig::default()
+    }
+}
+
+/// No retries: for conditional writes.
+fn no_retries() -> RetryConfig {
+    RetryConfig {
+        max_retries: 0,
+        ..RetryConfig::default()
+    }
+}
+
+/// A bucket whose conditional writes (`PutMode::Create`, `PutMode::Update`) are
+/// sent once. A repeat of one that took effect before its answer was lost (a cut
+/// connection) would be refused by its own condition and reported as a conflict:
+/// the client would be told `409` for a write that was made, and an append would be
+/// made twice. Sent once, such a write fails with a store error (`503`: the outcome
+/// is unknown, and the client reads before it writes again). Everything else is
+/// retried, a little ([`bounded_retries`]).
+#[derive(Debug)]
+struct OnceForConditional {
+    retried: AmazonS3,
+    once: AmazonS3,
+}
+
+impl std::fmt::Display for OnceForConditional {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.retried.fmt(f)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for OnceForConditional {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        match opts.mode {
+            PutMode::Overwrite => self.retried.put_opts(location, payload, opts).await,
+            PutMode::Create | PutMode::Update(_) => {
+                self.once.put_opts(location, payload, opts).await
+            }
+        }
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.retried.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.retried.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[std::ops::Range<u64>],
+    ) -> object_store::Result<Vec<bytes::Bytes>> {
+        self.retried.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.retried.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.retried.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.retried.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.retried.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.retried.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: RenameOptions,
+    ) -> object_store::Result<()> {
+        self.retried.rename_opts(from, to, options).await
     }
 }
 
