@@ -77,6 +77,67 @@ fn verify(c: &mut Criterion) {
     run("verify/cert_cache_miss", 1, 512);
 }
 
+/// Requests refused for their signature, under a normal certificate and under a
+/// validly issued bloated one (scope `ops` repeating `"read"` 300 times, 400 empty
+/// collection names: 5 KB of certificate header). Neither certificate has carried a
+/// valid request, so neither is cached. Two signatures: junk (not a signature at all)
+/// and a well-formed one by another key. Refusing a request must cost no more for the
+/// bloated certificate than for the normal one. The headers are dropped outside the
+/// measure (freeing a request costs the same, refused or not).
+///
+/// `cargo bench -p starfish-server --bench auth -- refuse/`
+fn refuse(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let k = keys();
+    let stranger = support::keys_from(7);
+    let path = format!("/pull/users/{}/settings", k.id);
+    let method = Method::GET;
+    let normal = cap_header(&k, 0);
+    let bloated = support::cap_header_scoped(
+        &k,
+        0,
+        T0 / 1000,
+        serde_json::json!({"ops": vec!["read"; 300], "collections": vec![""; 400]}),
+    );
+    assert!(bloated.len() > 4_500 && bloated.len() <= 8 * 1024);
+    let clock = ManualClock::new(T0);
+    let auth = authenticator(&clock, 16 << 20);
+    for (sig, cert, cap) in [
+        ("junk_sig", "normal_cert", &normal),
+        ("junk_sig", "bloated_cert", &bloated),
+        ("wrong_key_sig", "normal_cert", &normal),
+        ("wrong_key_sig", "bloated_cert", &bloated),
+    ] {
+        c.bench_function(&format!("refuse/{sig}/{cert}"), |b| {
+            b.iter_batched_ref(
+                || {
+                    clock.advance(1);
+                    let mut headers = signed_headers(&stranger, cap, &path, clock_now(&clock));
+                    headers.insert("authorization", cap.parse().unwrap());
+                    if sig == "junk_sig" {
+                        headers.insert("x-starfish-sig", "junk".parse().unwrap());
+                    }
+                    headers
+                },
+                |headers| {
+                    let req = AuthRequest {
+                        method: &method,
+                        path_and_query: &path,
+                        host: HOST,
+                        headers,
+                        body: SignedBody::Empty,
+                    };
+                    rt.block_on(auth.authenticate(req)).expect_err("refused")
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+}
+
 fn clock_now(clock: &ManualClock) -> u64 {
     use starfish_server::auth::Clock;
     clock.now_ms()
@@ -170,5 +231,5 @@ fn public_pull(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, verify, router, public_pull);
+criterion_group!(benches, verify, refuse, router, public_pull);
 criterion_main!(benches);

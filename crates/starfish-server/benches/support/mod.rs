@@ -36,13 +36,20 @@ pub fn keys() -> Keys {
 
 /// A device cap valid around `now_s`; `serial` makes each one a distinct certificate.
 pub fn cap_header_at(k: &Keys, serial: u64, now_s: u64) -> String {
+    let scope = json!({"ops": ["read", "list", "write"], "collections": ["*"], "paths": ["**"]});
+    cap_header_scoped(k, serial, now_s, scope)
+}
+
+/// A device cap with `scope`, validly issued (signed by the identity's root key)
+/// whatever the scope holds.
+pub fn cap_header_scoped(k: &Keys, serial: u64, now_s: u64, scope: Value) -> String {
     let mut nonce = [0u8; 16];
     nonce[..8].copy_from_slice(&serial.to_be_bytes());
     let mut cert = json!({
         "v": 1, "kind": "device",
         "iss": hex::encode(k.root.verifying_key().as_bytes()), "issUserId": k.id,
         "sub": hex::encode(k.device.verifying_key().as_bytes()), "subKem": "00".repeat(32),
-        "scope": {"ops": ["read", "list", "write"], "collections": ["*"], "paths": ["**"]},
+        "scope": scope,
         "nbf": now_s - 60, "exp": now_s + 86400, "nonce": b64(&nonce),
     });
     let input = format!("starfish-capcert-v1\n{}", stable_stringify(&cert));

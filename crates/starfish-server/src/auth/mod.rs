@@ -4,6 +4,7 @@
 //! a [`crate::access::RoleEnricher`].
 
 pub(crate) mod capcert;
+mod cert_json;
 mod clock;
 mod nonce;
 mod replay;

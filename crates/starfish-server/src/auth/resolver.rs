@@ -1,13 +1,14 @@
 //! The [`Authenticator`] trait and the default cap-cert implementation (§3.7).
 
 use super::capcert::{CapCert, CapKind, VerifiedCert};
+use super::cert_json::{CertJsonError, read_cert_json};
 use super::nonce::{NonceCache, NonceCacheLimits};
 use super::revocation::{InMemoryRevocationStore, RevocationStore};
 use super::signing::{REQUEST_SKEW_MS, SignedRequest, parse_ts_header};
 use super::{Caller, CapGrant, Clock};
 use crate::protocol::BASE64;
 use crate::protocol::author::{parse_signature, verify};
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use base64::Engine as _;
 use futures::future::BoxFuture;
 use std::borrow::Cow;
@@ -194,7 +195,9 @@ impl CapCertAuthenticator {
 
     /// Parses and verifies (shape + issuer signature) a cap header value, or takes it
     /// from the cache; `true` when it came from the cache.
-    fn cert(&self, header_value: &str) -> Result<(Arc<VerifiedCert>, bool), AuthError> {
+    fn cert(&self, header_value: &[u8]) -> Result<(Arc<VerifiedCert>, bool), AuthError> {
+        let header_value = std::str::from_utf8(header_value)
+            .map_err(|_| unauthorized("malformed cap-cert in Authorization header"))?;
         if let Some(cert) = self.certs.get(header_value) {
             return Ok((cert, true));
         }
@@ -202,8 +205,12 @@ impl CapCertAuthenticator {
         let json = BASE64
             .decode(b64)
             .map_err(|_| unauthorized("malformed cap-cert in Authorization header"))?;
-        let value: serde_json::Value = serde_json::from_slice(&json)
-            .map_err(|_| unauthorized("malformed cap-cert in Authorization header"))?;
+        // Counted while it is read: a certificate stuffed past the scope's bounds is
+        // refused at its first value too many, before anything is built from it.
+        let value = read_cert_json(&json).map_err(|e| match e {
+            CertJsonError::Bounds => unauthorized("cap-cert over its bounds"),
+            CertJsonError::Syntax => unauthorized("malformed cap-cert in Authorization header"),
+        })?;
         let cert = CapCert::parse(&value)
             .and_then(CapCert::verified)
             .map_err(|e| unauthorized(e.to_string()))?;
@@ -222,6 +229,13 @@ impl CapCertAuthenticator {
         if headers.ts.abs_diff(now_ms as i64) > self.options.max_skew_ms {
             return Err(unauthorized("request timestamp outside clock skew"));
         }
+        // A signature that cannot be one is refused before the certificate is read,
+        // so the refusal costs the same whatever the certificate holds. A body the
+        // gate refused keeps its 413: the reference checks the body first.
+        let signature = parse_signature(headers.sig);
+        if signature.is_none() && !matches!(request.body, SignedBody::Rejected(_)) {
+            return Err(unauthorized("bad request signature"));
+        }
         // Cheap checks first; then the issuer signature (cached) and the window.
         let (verified, cached) = self.cert(headers.cap)?;
         let cert = &verified.cert;
@@ -234,7 +248,7 @@ impl CapCertAuthenticator {
                 cert.kind.as_str()
             )));
         }
-        let verifying = self.check_signature(request, &headers, &verified)?;
+        let verifying = self.check_signature(request, &headers, signature, &verified)?;
         // The key the signature was just checked against (its bytes as `sub` gave them).
         let signer = verified
             .subject_key
@@ -261,7 +275,9 @@ impl CapCertAuthenticator {
         }
         if !cached {
             // Only a certificate that carried a whole valid request is kept.
-            self.certs.insert(headers.cap.into(), verified.clone());
+            if let Ok(key) = std::str::from_utf8(headers.cap) {
+                self.certs.insert(key.into(), verified.clone());
+            }
         }
         Ok((caller_of(&verified, verifying), claim))
     }
@@ -272,10 +288,13 @@ impl CapCertAuthenticator {
         &self,
         headers: &'h HeaderMap,
     ) -> Result<Option<SignatureHeaders<'h>>, AuthError> {
+        // Its bytes, not yet its text: the text is checked with the certificate, after
+        // the cheap checks (a value that starts with `Cap ` is a certificate, as in
+        // the reference and in `signed_body_limit`).
         let auth = headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| v.starts_with("Cap "));
+            .map(HeaderValue::as_bytes)
+            .filter(|v| v.starts_with(b"Cap "));
         let Some(cap) = auth else {
             if self.options.allow_anonymous {
                 return Ok(None);
@@ -305,11 +324,13 @@ impl CapCertAuthenticator {
         }))
     }
 
-    /// Checks the request signature against the cap's subject key; returns that key.
+    /// Checks the request signature (`signature`: `X-Starfish-Sig` decoded, if it
+    /// could be) against the cap's subject key; returns that key.
     fn check_signature<'c>(
         &self,
         request: &AuthRequest<'_>,
         headers: &SignatureHeaders<'_>,
+        signature: Option<ed25519_dalek::Signature>,
         verified: &'c VerifiedCert,
     ) -> Result<&'c str, AuthError> {
         let body = match request.body {
@@ -334,7 +355,7 @@ impl CapCertAuthenticator {
             ts: headers.ts,
             nonce: headers.nonce,
         };
-        let ok = match (&verified.subject_key, parse_signature(headers.sig)) {
+        let ok = match (&verified.subject_key, signature) {
             (Some(key), Some(sig)) => verify(key, signed.signing_input().as_bytes(), &sig),
             _ => false,
         };
@@ -358,7 +379,8 @@ impl quick_cache::Weighter<Box<str>, Arc<VerifiedCert>> for CertWeight {
 
 /// The signature headers of a signed request, before anything is verified.
 struct SignatureHeaders<'h> {
-    cap: &'h str,
+    /// The `Authorization` value's bytes (its text is checked when it is read).
+    cap: &'h [u8],
     sig: &'h str,
     ts: i64,
     nonce: &'h str,
@@ -558,6 +580,80 @@ mod tests {
                 "{refused}"
             );
         }
+    }
+
+    /// A device cap header issued by `issuer` to itself, with `scope`.
+    fn scoped_cap(issuer: &SigningKey, scope: serde_json::Value) -> String {
+        let pub_hex = hex::encode(issuer.verifying_key().as_bytes());
+        let mut cert = json!({
+            "v": 1, "kind": "device", "iss": pub_hex,
+            "issUserId": super::super::capcert::user_id_from_pub_hex(&pub_hex),
+            "sub": pub_hex, "subKem": "00".repeat(32), "scope": scope,
+            "nbf": T0 / 1000 - 60, "exp": T0 / 1000 + 3600, "nonce": b64(&[7u8; 16]),
+        });
+        let input = format!("{CAP_CERT_DOMAIN}{}", stable_stringify(&cert));
+        cert["sig"] = json!(b64(&issuer.sign(input.as_bytes()).to_bytes()));
+        format!("Cap {}", b64(stable_stringify(&cert).as_bytes()))
+    }
+
+    /// Why `headers` are refused for `GET /pull/x`.
+    async fn refusal(auth: &CapCertAuthenticator, headers: &HeaderMap) -> String {
+        auth.authenticate(pull_x(headers))
+            .await
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    }
+
+    /// A signature that cannot be one (not base64 of 64 bytes) is refused before the
+    /// certificate is read, whatever the certificate holds: the refusal costs the same
+    /// for a bloated certificate, or for one that is not even base64.
+    #[tokio::test]
+    async fn a_junk_signature_is_refused_before_the_certificate_is_read() {
+        let auth =
+            CapCertAuthenticator::new(CapAuthOptions::default(), Arc::new(ManualClock::new(T0)));
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let bloated = scoped_cap(
+            &key,
+            json!({"ops": vec!["read"; 300], "collections": vec![""; 400]}),
+        );
+        for cap in [cap_header(&key), bloated, "Cap !!!".to_owned()] {
+            let mut headers = headers(&key, &cap, "n", "/pull/x");
+            headers.insert("x-starfish-sig", "junk".parse().unwrap());
+            let reason = refusal(&auth, &headers).await;
+            assert!(reason.contains("bad request signature"), "{reason}");
+        }
+        // A write whose body the gate refused keeps its 413, as in the reference
+        // (the body is checked before the request signature).
+        let mut headers = headers(&key, &cap_header(&key), "n", "/pull/x");
+        headers.insert("x-starfish-sig", "junk".parse().unwrap());
+        let request = AuthRequest {
+            body: SignedBody::Rejected("request body too large"),
+            ..pull_x(&headers)
+        };
+        assert_eq!(
+            auth.authenticate(request).await.map(|_| ()),
+            Err(AuthError::BodyTooLarge("request body too large"))
+        );
+    }
+
+    /// A validly issued certificate stuffed past the scope's bounds is refused while
+    /// it is read, with a well-formed signature too (nothing is built from it).
+    #[tokio::test]
+    async fn a_bloated_certificate_is_refused_while_it_is_read() {
+        let auth =
+            CapCertAuthenticator::new(CapAuthOptions::default(), Arc::new(ManualClock::new(T0)));
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let bloated = scoped_cap(
+            &key,
+            json!({"ops": vec!["read"; 300], "collections": vec![""; 400]}),
+        );
+        let reason = refusal(&auth, &headers(&key, &bloated, "n", "/pull/x")).await;
+        assert!(reason.contains("cap-cert over its bounds"), "{reason}");
+        // Within the bounds, the same key's certificate is served.
+        let fine = scoped_cap(&key, json!({"ops": ["read"], "collections": ["*"]}));
+        let headers = headers(&key, &fine, "n2", "/pull/x");
+        assert!(auth.authenticate(pull_x(&headers)).await.is_ok());
     }
 
     #[tokio::test]
