@@ -286,3 +286,82 @@ async fn contention_on_the_usage_record_is_not_an_error() {
         assert_eq!(stored, 5, "{ns}");
     }
 }
+
+/// A node that dies between a write and its write-back takes what it spent with it;
+/// once its lease lapses, the others must not hand that share out again.
+#[tokio::test]
+async fn a_node_that_dies_before_writing_back_does_not_open_room_past_the_quota() {
+    let store = DocStore::memory();
+    let clock = Arc::new(starfish_server::auth::ManualClock::new(T0));
+    let node_at = |clock: &Arc<starfish_server::auth::ManualClock>| {
+        create_sync_router(
+            SyncOptions::new(config(), store.clone())
+                .with_admin_key(ADMIN)
+                .with_clock(clock.clone()),
+        )
+        .unwrap()
+    };
+    let a = node_at(&clock);
+    create_namespace(&a, "dies").await;
+    // Node A creates two documents, the second within a second of the first (not yet
+    // written back), and dies.
+    assert_eq!(
+        concurrent_creates(std::slice::from_ref(&a), "dies", 0, 1).await,
+        1
+    );
+    clock.advance(100);
+    assert_eq!(
+        concurrent_creates(std::slice::from_ref(&a), "dies", 1, 1).await,
+        1
+    );
+    drop(a);
+    // Its lease lapses; node B writes all it can.
+    clock.advance(60_000);
+    let b = node_at(&clock);
+    let ok = concurrent_creates(std::slice::from_ref(&b), "dies", 2, 10).await;
+    let stored = stored_documents(&store, "_starfish/t/dies/").await;
+    assert_eq!(stored, 2 + ok);
+    assert!(stored <= 5, "{stored} documents stored, quota 5");
+}
+
+/// A node that slept past its lease comes back: its lapsed lease, counted as spent
+/// meanwhile, gives way to its own count, so the record ends exact.
+#[tokio::test]
+async fn a_node_that_sleeps_past_its_lease_comes_back_to_an_exact_record() {
+    let store = DocStore::memory();
+    let clock = Arc::new(starfish_server::auth::ManualClock::new(T0));
+    let node_at = || {
+        create_sync_router(
+            SyncOptions::new(config(), store.clone())
+                .with_admin_key(ADMIN)
+                .with_clock(clock.clone()),
+        )
+        .unwrap()
+    };
+    let (a, b) = (node_at(), node_at());
+    create_namespace(&a, "sleeps").await;
+    assert_eq!(concurrent_creates(std::slice::from_ref(&a), "sleeps", 0, 1).await, 1);
+    clock.advance(100);
+    assert_eq!(concurrent_creates(std::slice::from_ref(&a), "sleeps", 1, 1).await, 1);
+    // A sleeps past its lease; B writes (and counts A's lapsed lease as spent).
+    clock.advance(60_000);
+    let ok_b = concurrent_creates(std::slice::from_ref(&b), "sleeps", 2, 2).await;
+    assert_eq!(ok_b, 2);
+    // A wakes up and writes once more; then every node's spending is written back.
+    clock.advance(2_000);
+    let ok_a = concurrent_creates(std::slice::from_ref(&a), "sleeps", 4, 1).await;
+    let stored = stored_documents(&store, "_starfish/t/sleeps/").await as u64;
+    assert_eq!(stored, 4 + ok_a as u64);
+    // (Each node's view writes back its own spending first: after both, all of it.)
+    let mut last = Value::Null;
+    for app in [&b, &a] {
+        let (status, item) = call(
+            app,
+            req("GET", "/_starfish/admin/namespaces/sleeps", Some(ADMIN), None),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        last = item;
+    }
+    assert_eq!(last["quota"]["documents"], json!(stored), "{last}");
+}

@@ -7,11 +7,14 @@
 //! writes without touching the record; when it runs out, or once per
 //! [`FLUSH_MS`], it writes back what it spent and takes a new lease. Leases
 //! never add up to more than is left, so while nodes live the quota is never
-//! exceeded, however many nodes write at once. A node that dies loses what it spent
-//! since its last write-back (at most its lease) from the record; its lease lapses
-//! after [`LEASE_MS`], and the record then undercounts by at most that lease until a
-//! recount (`GET /_starfish/admin/namespaces/{name}?usage=1` shows the store's own
-//! count beside the record's).
+//! exceeded, however many nodes write at once. A node's lease covers its writes in
+//! flight as well as what it may still spend. A node that dies may have spent its
+//! whole lease without writing it back: when the lease lapses (after [`LEASE_MS`])
+//! the node that finds it counts all of it as spent, so the quota holds through
+//! deaths too, and the record overcounts by at most the dead node's unspent lease
+//! (`GET /_starfish/admin/namespaces/{name}?usage=1` shows the store's own count
+//! beside the record's). A node that only slept finds its lapsed lease and replaces
+//! it with its own count.
 
 use super::{NsStore, ObjectKey, StoreError};
 use crate::auth::Clock;
@@ -28,6 +31,8 @@ pub(crate) const LEASE_MS: u64 = 30_000;
 pub(crate) const FLUSH_MS: u64 = 1_000;
 /// A node stops using its lease this long before it lapses.
 const LEASE_MARGIN_MS: u64 = 5_000;
+/// A lapsed lease's entry is kept this long for its node to come back to.
+const LAPSED_KEEP_MS: u64 = 24 * 3600 * 1000;
 
 /// One node's lease in the record.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -53,6 +58,11 @@ struct UsageRecord {
     max_documents: Option<u64>,
     #[serde(default)]
     leases: BTreeMap<String, Lease>,
+    /// Leases that lapsed, counted as spent: their node may have written all of it
+    /// without writing back (it died, or it sleeps). A node that comes back finds
+    /// its entry and puts its own count in place of it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    lapsed: BTreeMap<String, Lease>,
 }
 
 /// What a namespace uses and may use, as the admin API shows it.
@@ -318,9 +328,34 @@ impl Ledger {
             .record
             .compare_and_swap_uncounted(&self.key, |current| {
                 let mut record = parse(current);
+                // This node's lease lapsed and was counted as spent: its own count
+                // (what it spent, below) replaces that.
+                if !record.leases.contains_key(&node) {
+                    if let Some(mine) = record.lapsed.remove(&node) {
+                        record.bytes = record.bytes.saturating_sub(mine.bytes);
+                        record.documents = record.documents.saturating_sub(mine.documents);
+                    }
+                }
                 record.bytes = added(record.bytes, spent_bytes);
                 record.documents = added(record.documents, spent_documents);
-                record.leases.retain(|n, l| *n == node || l.expires > now);
+                // Another node's lease that lapsed may have been spent to the last
+                // byte without a write-back: counted as spent, never handed out again.
+                let lapsed: Vec<String> = record
+                    .leases
+                    .iter()
+                    .filter(|(n, l)| **n != node && l.expires <= now)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for n in lapsed {
+                    if let Some(l) = record.leases.remove(&n) {
+                        record.bytes = record.bytes.saturating_add(l.bytes);
+                        record.documents = record.documents.saturating_add(l.documents);
+                        record.lapsed.insert(n, Lease { expires: now, ..l });
+                    }
+                }
+                record
+                    .lapsed
+                    .retain(|_, l| now.saturating_sub(l.expires) < LAPSED_KEEP_MS);
                 let others = |f: fn(&Lease) -> u64| {
                     record
                         .leases
