@@ -4,8 +4,10 @@
 # Redis, live changes between nodes on NATS,
 # schemathesis against the OpenAPI
 # document and a live server, the interop harness with the official clients, then
-# two nodes over one bucket with Redis and NATS (tests/cluster), then the official
-# TypeScript client in Chromium from another origin.
+# two nodes over one bucket with Redis and NATS (tests/cluster), the short fault
+# campaign (tests/chaos: three nodes, seeded faults, a checked history; seed 1 and a
+# random seed it prints), then the official TypeScript client in Chromium from
+# another origin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace
@@ -15,4 +17,5 @@ bash tests/nats/run.sh
 bash tests/openapi/run.sh
 bash tests/interop/run.sh
 bash tests/cluster/run.sh
+bash tests/chaos/run.sh
 bash tests/browser/run.sh

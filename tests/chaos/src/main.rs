@@ -1,0 +1,1300 @@
+//! `starfish-chaos`: the fault campaign (docs/reliability.md).
+//!
+//! Starts three `starfish serve` nodes over one S3-compatible store (moto, behind a
+//! fault proxy of our own), Redis and NATS, all on loopback and stopped by PID;
+//! runs concurrent clients through every node while faults are injected on a seeded
+//! schedule; records every operation; heals; reads the final state; checks the
+//! history (the library's [`starfish_chaos::check`]) and prints a verdict table.
+//! A failing run keeps its folder (history, seed, node logs) to be replayed.
+//!
+//! ```text
+//! starfish-chaos --bin target/release/starfish --moto-python PY --moto-script moto_serial.py
+//!                [--seconds 60] [--seed N|random] [--faults all|process|services|store|none]
+//!                [--clients 12] [--work DIR]
+//! ```
+
+use base64::Engine;
+use bytes::Bytes;
+use ed25519_dalek::{Signer, SigningKey};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use starfish_chaos::rng::Rng;
+use starfish_chaos::{Event, Op, Outcome, PROPERTIES, check, write_hash};
+use starfish_server::internals::{sha256_hex, stable_stringify, user_id_from_pub_hex};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+
+const NODES: usize = 3;
+const ADMIN_KEY: &str = "chaos-admin-key-0123456789";
+const BUCKET: &str = "chaos";
+/// Documents per user that clients race on.
+const DOCS: u64 = 4;
+const LOGS: u64 = 3;
+const QUOTA: u64 = 5;
+/// Namespaces with a quota that creates go to (a fresh one every few seconds).
+const QUOTA_EVERY: Duration = Duration::from_secs(6);
+/// No answer within this long: the outcome is unknown.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The last part of a run is fault-free, so that everything heals before the final reads.
+const HEAL: Duration = Duration::from_secs(6);
+
+const CONFIG: &str = r#"{
+  "version": 1,
+  "collections": [
+    {"name": "docs", "storagePath": "users/{identity}/docs/{id}",
+     "readRoles": ["self"], "writeRoles": ["self"]},
+    {"name": "log", "storagePath": "users/{identity}/log/{id}",
+     "readRoles": ["self"], "writeRoles": ["self"],
+     "appendOnly": {"requireAuthorSignature": false, "chunkSize": 8}}
+  ],
+  "namespaceTemplates": {
+    "team": {
+      "collections": [{"name": "docs", "storagePath": "docs/{id}",
+                       "readRoles": ["public"], "writeRoles": ["public"]}],
+      "quota": {"maxDocuments": 5}
+    }
+  }
+}"#;
+
+fn main() {
+    // `--check FILE`: the checker again, on the history a run kept.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.len() == 3 && argv[1] == "--check" {
+        let text = std::fs::read_to_string(&argv[2]).unwrap_or_else(|e| usage(&e.to_string()));
+        let history: Vec<Op> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| usage(&e.to_string())))
+            .collect();
+        let kills = history
+            .iter()
+            .filter(|o| matches!(&o.event, Event::Fault { kind } if kind == "node-kill"))
+            .count() as u64;
+        let failed = print_verdict(&check(&history, NODES as u64 + kills));
+        std::process::exit(i32::from(failed));
+    }
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let ok = runtime.block_on(run(args));
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+#[derive(Debug, Clone)]
+struct Args {
+    bin: PathBuf,
+    moto_python: PathBuf,
+    moto_script: PathBuf,
+    seconds: u64,
+    seed: u64,
+    faults: String,
+    clients: u32,
+    work: Option<PathBuf>,
+}
+
+impl Args {
+    fn parse() -> Self {
+        let mut a = Self {
+            bin: PathBuf::from("target/release/starfish"),
+            moto_python: PathBuf::from("python3"),
+            moto_script: PathBuf::from("tests/s3/moto_serial.py"),
+            seconds: 60,
+            seed: 1,
+            faults: "all".into(),
+            clients: 12,
+            work: None,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            let value = it
+                .next()
+                .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+            match flag.as_str() {
+                "--bin" => a.bin = value.into(),
+                "--moto-python" => a.moto_python = value.into(),
+                "--moto-script" => a.moto_script = value.into(),
+                "--seconds" => a.seconds = value.parse().unwrap_or_else(|_| usage("--seconds")),
+                "--seed" if value == "random" => {
+                    let mut b = [0u8; 8];
+                    getrandom::fill(&mut b).expect("randomness");
+                    a.seed = u64::from_le_bytes(b) >> 16;
+                }
+                "--seed" => a.seed = value.parse().unwrap_or_else(|_| usage("--seed")),
+                "--faults" => a.faults = value,
+                "--clients" => a.clients = value.parse().unwrap_or_else(|_| usage("--clients")),
+                "--work" => a.work = Some(value.into()),
+                other => usage(&format!("unknown flag {other}")),
+            }
+        }
+        if !["all", "process", "services", "store", "none"].contains(&a.faults.as_str()) {
+            usage("--faults: all, process, services, store or none");
+        }
+        a
+    }
+}
+
+fn usage(what: &str) -> ! {
+    eprintln!("starfish-chaos: {what} (see the top of tests/chaos/src/main.rs)");
+    std::process::exit(2);
+}
+
+// ---- processes -------------------------------------------------------------------
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn log_file(work: &std::path::Path, name: &str) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(work.join(format!("{name}.log")))
+        .expect("log file")
+}
+
+fn spawn(mut cmd: Command, work: &std::path::Path, name: &str) -> Child {
+    let log = log_file(work, name);
+    cmd.stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .kill_on_drop(true);
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
+}
+
+/// Sends `signal` (`KILL`, `STOP`, `CONT`) to `pid`.
+async fn signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .await;
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, up: impl Fn() -> F) {
+    for _ in 0..300 {
+        if up().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not come up");
+}
+
+async fn port_open(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+}
+
+struct Services {
+    work: PathBuf,
+    args: Args,
+    moto: Child,
+    store_port: u16,
+    redis: Option<Child>,
+    redis_port: u16,
+    nats: Option<Child>,
+    nats_port: u16,
+    nodes: Vec<Option<Child>>,
+    ports: Vec<u16>,
+    proxy: Arc<Proxy>,
+}
+
+impl Services {
+    async fn start(args: &Args, work: &std::path::Path) -> Self {
+        let moto_port = free_port();
+        let mut cmd = Command::new(&args.moto_python);
+        cmd.arg(&args.moto_script)
+            .arg("127.0.0.1")
+            .arg(moto_port.to_string());
+        let moto = spawn(cmd, work, "moto");
+        wait_until("moto", || port_open(moto_port)).await;
+        let proxy = Arc::new(Proxy::new(moto_port));
+        let store_port = proxy.clone().listen().await;
+        let created = request(store_port, "PUT", &format!("/{BUCKET}"), &[], None).await;
+        assert_eq!(created.map(|r| r.0), Some(200), "bucket");
+        let mut s = Self {
+            work: work.to_owned(),
+            args: args.clone(),
+            moto,
+            store_port,
+            redis: None,
+            redis_port: free_port(),
+            nats: None,
+            nats_port: free_port(),
+            nodes: (0..NODES).map(|_| None).collect(),
+            ports: (0..NODES).map(|_| free_port()).collect(),
+            proxy,
+        };
+        s.start_redis().await;
+        s.start_nats().await;
+        std::fs::write(work.join("chaos.json"), CONFIG).expect("config");
+        for n in 0..NODES {
+            s.start_node(n).await;
+        }
+        s
+    }
+
+    async fn start_redis(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &self.redis_port.to_string(),
+        ])
+        .args(["--save", "", "--appendonly", "no"]);
+        self.redis = Some(spawn(cmd, &self.work, "redis"));
+        let port = self.redis_port;
+        wait_until("redis", || port_open(port)).await;
+    }
+
+    async fn start_nats(&mut self) {
+        let mut cmd = Command::new("nats-server");
+        cmd.args(["-a", "127.0.0.1", "-p", &self.nats_port.to_string()]);
+        self.nats = Some(spawn(cmd, &self.work, "nats"));
+        let port = self.nats_port;
+        wait_until("nats", || port_open(port)).await;
+    }
+
+    async fn start_node(&mut self, n: usize) {
+        let mut cmd = Command::new(&self.args.bin);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(self.work.join("chaos.json"))
+            .args(["--port", &self.ports[n].to_string()])
+            .args(["--store", "s3", "--s3-bucket", BUCKET])
+            .args([
+                "--s3-endpoint",
+                &format!("http://127.0.0.1:{}", self.store_port),
+            ])
+            .args([
+                "--redis",
+                &format!("redis://127.0.0.1:{}/0", self.redis_port),
+            ])
+            .args(["--nats", &format!("nats://127.0.0.1:{}", self.nats_port)])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("STARFISH_ADMIN_KEY", ADMIN_KEY)
+            .env("RUST_LOG", "warn");
+        self.nodes[n] = Some(spawn(cmd, &self.work, &format!("node-{n}")));
+        let port = self.ports[n];
+        wait_until("a node", || async move {
+            request(port, "GET", "/health/live", &[], None)
+                .await
+                .is_some_and(|r| r.0 == 200)
+        })
+        .await;
+    }
+
+    fn pid(child: &Option<Child>) -> Option<u32> {
+        child.as_ref().and_then(Child::id)
+    }
+
+    async fn kill(child: &mut Option<Child>) {
+        if let Some(mut c) = child.take() {
+            let _ = c.kill().await;
+            let _ = c.wait().await;
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        for n in 0..NODES {
+            if let Some(pid) = Self::pid(&self.nodes[n]) {
+                signal(pid, "CONT").await;
+            }
+            Self::kill(&mut self.nodes[n]).await;
+        }
+        Self::kill(&mut self.redis).await;
+        Self::kill(&mut self.nats).await;
+        let _ = self.moto.kill().await;
+        let _ = self.moto.wait().await;
+    }
+}
+
+// ---- the store's fault proxy -------------------------------------------------------
+
+/// What the proxy does to the store's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Mode {
+    Pass = 0,
+    /// Each connection waits before its bytes go on.
+    Delay = 1,
+    /// The request reaches the store, and the connection is cut before its answer:
+    /// written, but the node does not know.
+    Reset = 2,
+    /// Answered `503` without reaching the store.
+    Unavailable = 3,
+}
+
+/// A TCP proxy in front of the store. A change of mode cuts the connections open
+/// under the old one (keep-alive connections would otherwise never see it).
+struct Proxy {
+    upstream: u16,
+    mode: AtomicU8,
+    delay_ms: AtomicU64,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    fn new(upstream: u16) -> Self {
+        Self {
+            upstream,
+            mode: AtomicU8::new(Mode::Pass as u8),
+            delay_ms: AtomicU64::new(0),
+            generation: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    fn set(&self, mode: Mode, delay_ms: u64) {
+        self.delay_ms.store(delay_ms, Ordering::SeqCst);
+        self.mode.store(mode as u8, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn mode(&self) -> Mode {
+        match self.mode.load(Ordering::SeqCst) {
+            1 => Mode::Delay,
+            2 => Mode::Reset,
+            3 => Mode::Unavailable,
+            _ => Mode::Pass,
+        }
+    }
+
+    async fn listen(self: Arc<Self>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy");
+        let port = listener.local_addr().expect("proxy").port();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let proxy = self.clone();
+                tokio::spawn(async move {
+                    let mut changed = proxy.generation.subscribe();
+                    tokio::select! {
+                        () = proxy.serve(client) => {}
+                        _ = changed.changed() => {}
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    async fn serve(&self, mut client: TcpStream) {
+        match self.mode() {
+            Mode::Pass => {}
+            Mode::Delay => {
+                let ms = self.delay_ms.load(Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            Mode::Unavailable => {
+                let mut head = [0u8; 4096];
+                let _ = client.read(&mut head).await;
+                let _ = client
+                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+                return;
+            }
+            Mode::Reset => {
+                // Forward what the client sends; cut both sides at the store's first
+                // answer byte (the request was whole by then).
+                let Ok(mut store) = TcpStream::connect(("127.0.0.1", self.upstream)).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.split();
+                let (mut sr, mut sw) = store.split();
+                let up = tokio::io::copy(&mut cr, &mut sw);
+                let mut first = [0u8; 1];
+                tokio::select! {
+                    _ = up => {}
+                    _ = sr.read(&mut first) => {}
+                }
+                let _ = cw.shutdown().await;
+                return;
+            }
+        }
+        let Ok(mut store) = TcpStream::connect(("127.0.0.1", self.upstream)).await else {
+            return;
+        };
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut store).await;
+    }
+}
+
+// ---- HTTP --------------------------------------------------------------------------
+
+/// One request on a connection of its own: the status and body, `None` when there
+/// was no answer within [`CLIENT_TIMEOUT`].
+async fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: Option<Bytes>,
+) -> Option<(u16, Bytes)> {
+    let attempt = async {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let io = hyper_io::Io(stream);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.ok()?;
+        tokio::spawn(conn);
+        let mut req = hyper::Request::builder().method(method).uri(path);
+        let mut has_host = false;
+        for (k, v) in headers {
+            has_host |= k.eq_ignore_ascii_case("host");
+            req = req.header(k.as_str(), v.as_str());
+        }
+        if !has_host {
+            req = req.header("host", format!("127.0.0.1:{port}"));
+        }
+        let req = req.body(Full::new(body.unwrap_or_default())).ok()?;
+        let res = sender.send_request(req).await.ok()?;
+        let status = res.status().as_u16();
+        let bytes = res.into_body().collect().await.ok()?.to_bytes();
+        Some((status, bytes))
+    };
+    tokio::time::timeout(CLIENT_TIMEOUT, attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// hyper's IO traits over a tokio stream (what hyper-util's `TokioIo` does).
+mod hyper_io {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    pub(crate) struct Io(pub(crate) tokio::net::TcpStream);
+
+    impl hyper::rt::Read for Io {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            mut buf: hyper::rt::ReadBufCursor<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let filled = {
+                // Read into a buffer of our own and copy (no unsafe code).
+                let mut tmp = [0u8; 8192];
+                let mut rb = tokio::io::ReadBuf::new(&mut tmp);
+                match tokio::io::AsyncRead::poll_read(Pin::new(&mut self.0), cx, &mut rb) {
+                    Poll::Ready(Ok(())) => rb.filled().to_vec(),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            };
+            buf.put_slice(&filled);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl hyper::rt::Write for Io {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            tokio::io::AsyncWrite::poll_write(Pin::new(&mut self.0), cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            tokio::io::AsyncWrite::poll_flush(Pin::new(&mut self.0), cx)
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            tokio::io::AsyncWrite::poll_shutdown(Pin::new(&mut self.0), cx)
+        }
+    }
+}
+
+// ---- identities and signing ----------------------------------------------------------
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn now_ms() -> u64 {
+    use starfish_server::auth::Clock;
+    starfish_server::auth::SystemClock.now_ms()
+}
+
+/// A user's paired device, as one client holds it.
+struct Device {
+    /// The user's id: the documents' paths name it.
+    user: String,
+    key: SigningKey,
+    cap_header: String,
+}
+
+impl Device {
+    fn new(user_seed: u8, device_seed: u8) -> Self {
+        let root = SigningKey::from_bytes(&[user_seed; 32]);
+        let key = SigningKey::from_bytes(&[device_seed; 32]);
+        let root_hex = hex::encode(root.verifying_key().as_bytes());
+        let user = user_id_from_pub_hex(&root_hex).expect("user id");
+        let now = now_ms() / 1000;
+        let mut cert = json!({
+            "v": 1, "kind": "device",
+            "iss": root_hex, "issUserId": user,
+            "sub": hex::encode(key.verifying_key().as_bytes()), "subKem": "00".repeat(32),
+            "scope": {"ops": ["read", "list", "write"], "collections": ["*"], "paths": ["**"]},
+            "nbf": now - 60, "exp": now + 86_400,
+            "nonce": b64(&[device_seed; 16]),
+        });
+        let input = format!("starfish-capcert-v1\n{}", stable_stringify(&cert));
+        cert["sig"] = json!(b64(&root.sign(input.as_bytes()).to_bytes()));
+        Self {
+            user,
+            key,
+            cap_header: format!("Cap {}", b64(stable_stringify(&cert).as_bytes())),
+        }
+    }
+
+    /// The headers of a signed request to `port`.
+    fn sign(&self, port: u16, method: &str, path: &str, body: &[u8]) -> Vec<(String, String)> {
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).expect("randomness");
+        let nonce = b64(&nonce);
+        let ts = now_ms();
+        let host = format!("127.0.0.1:{port}");
+        let input = format!(
+            "starfish-req-v1\n{}",
+            stable_stringify(&json!({
+                "b": sha256_hex(body), "h": host, "m": method,
+                "nonce": nonce, "p": path, "ts": ts,
+            }))
+        );
+        let mut h = vec![
+            ("host".to_owned(), host),
+            ("authorization".to_owned(), self.cap_header.clone()),
+            (
+                "x-starfish-sig".to_owned(),
+                b64(&self.key.sign(input.as_bytes()).to_bytes()),
+            ),
+            ("x-starfish-ts".to_owned(), ts.to_string()),
+            ("x-starfish-nonce".to_owned(), nonce),
+        ];
+        if method == "POST" {
+            h.push(("content-type".to_owned(), "application/json".to_owned()));
+        }
+        h
+    }
+}
+
+// ---- the run -------------------------------------------------------------------------
+
+/// A signed request that was accepted, kept to be sent again.
+#[derive(Clone)]
+struct Sent {
+    op: u64,
+    method: &'static str,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Option<Bytes>,
+}
+
+struct Shared {
+    start: Instant,
+    ports: Vec<u16>,
+    next_op: AtomicU64,
+    next_value: AtomicU64,
+    history: Mutex<Vec<Op>>,
+    accepted: Mutex<Vec<Sent>>,
+    /// The namespace creates go to now.
+    quota_ns: Mutex<String>,
+    namespaces: Mutex<Vec<String>>,
+    deadline: Instant,
+}
+
+impl Shared {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
+    fn record(
+        &self,
+        client: u32,
+        node: usize,
+        invoke: u64,
+        outcome: Outcome,
+        status: u16,
+        event: Event,
+    ) -> u64 {
+        let id = self.next_op.fetch_add(1, Ordering::SeqCst);
+        let op = Op {
+            id,
+            client,
+            node,
+            invoke,
+            complete: self.now(),
+            outcome,
+            status,
+            event,
+        };
+        self.history.lock().expect("history").push(op);
+        id
+    }
+
+    fn keep(&self, sent: Sent, rng: &mut Rng) {
+        let mut accepted = self.accepted.lock().expect("accepted");
+        if accepted.len() < 512 {
+            accepted.push(sent);
+        } else {
+            let at = rng.below(accepted.len() as u64) as usize;
+            accepted[at] = sent;
+        }
+    }
+}
+
+fn outcome_of_write(status: Option<u16>, refusal: u16) -> Outcome {
+    match status {
+        Some(200) => Outcome::Ok,
+        Some(s) if s == refusal => Outcome::Fail,
+        Some(401 | 403 | 400 | 404 | 413 | 415 | 429) => Outcome::Fail,
+        _ => Outcome::Unknown,
+    }
+}
+
+async fn client(shared: Arc<Shared>, id: u32, mut rng: Rng) {
+    let user_seed = 1 + (id % 2) as u8;
+    let device = Device::new(user_seed, 100 + id as u8);
+    let user = format!("u{user_seed}");
+    while Instant::now() < shared.deadline {
+        let node = rng.below(NODES as u64) as usize;
+        let pick = rng.below(100);
+        if pick < 40 {
+            // Pull, then push on top of what was read, to another node.
+            let doc = rng.below(DOCS);
+            let path = format!("/pull/users/{}/docs/d{doc}", device.user);
+            let key = format!("{user}/d{doc}");
+            let Some(hash) = read_doc(&shared, &device, id, node, &path, &key).await else {
+                continue;
+            };
+            let node = (node + 1 + rng.below(NODES as u64 - 1) as usize) % NODES;
+            write_doc(&shared, &device, id, node, doc, &key, hash, &mut rng).await;
+        } else if pick < 55 {
+            let doc = rng.below(DOCS);
+            let path = format!("/pull/users/{}/docs/d{doc}", device.user);
+            read_doc(&shared, &device, id, node, &path, &format!("{user}/d{doc}")).await;
+        } else if pick < 72 {
+            create(&shared, id, node).await;
+        } else if pick < 88 {
+            append(&shared, &device, id, node, &user, &mut rng).await;
+        } else {
+            replay(&shared, id, &mut rng).await;
+        }
+    }
+}
+
+/// Pulls a document: its hash (`""` when there is none), `None` when the read failed.
+async fn read_doc(
+    shared: &Shared,
+    device: &Device,
+    client: u32,
+    node: usize,
+    path: &str,
+    key: &str,
+) -> Option<String> {
+    let port = shared.ports[node];
+    let headers = device.sign(port, "GET", path, b"");
+    let invoke = shared.now();
+    let res = request(port, "GET", path, &headers, None).await;
+    let status = res.as_ref().map_or(0, |r| r.0);
+    let hash = res
+        .as_ref()
+        .filter(|r| r.0 == 200)
+        .and_then(|r| serde_json::from_slice::<Value>(&r.1).ok())
+        .and_then(|v| v["hash"].as_str().map(str::to_owned));
+    let outcome = if hash.is_some() {
+        Outcome::Ok
+    } else {
+        Outcome::Fail
+    };
+    shared.record(
+        client,
+        node,
+        invoke,
+        outcome,
+        status,
+        Event::DocRead {
+            doc: key.to_owned(),
+            hash: hash.clone().unwrap_or_default(),
+        },
+    );
+    hash
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_doc(
+    shared: &Shared,
+    device: &Device,
+    client: u32,
+    node: usize,
+    doc: u64,
+    key: &str,
+    base: String,
+    rng: &mut Rng,
+) {
+    let port = shared.ports[node];
+    let write = shared.next_value.fetch_add(1, Ordering::SeqCst);
+    let base = (!base.is_empty()).then_some(base);
+    let body = Bytes::from(json!({"data": {"w": write}, "baseHash": base}).to_string());
+    let path = format!("/push/users/{}/docs/d{doc}", device.user);
+    let headers = device.sign(port, "POST", &path, &body);
+    let invoke = shared.now();
+    let res = request(port, "POST", &path, &headers, Some(body.clone())).await;
+    let status = res.as_ref().map(|r| r.0);
+    let outcome = outcome_of_write(status, 409);
+    if outcome == Outcome::Ok {
+        let acked: Value = res
+            .as_ref()
+            .and_then(|r| serde_json::from_slice(&r.1).ok())
+            .unwrap_or_default();
+        assert_eq!(
+            acked["hash"].as_str(),
+            Some(write_hash(write).as_str()),
+            "the server hashes {{\"w\":{write}}} as the checker does"
+        );
+    }
+    let op = shared.record(
+        client,
+        node,
+        invoke,
+        outcome,
+        status.unwrap_or(0),
+        Event::DocWrite {
+            doc: key.to_owned(),
+            write,
+            base,
+            hash: write_hash(write),
+        },
+    );
+    if outcome == Outcome::Ok {
+        shared.keep(
+            Sent {
+                op,
+                method: "POST",
+                path,
+                headers,
+                body: Some(body),
+            },
+            rng,
+        );
+    }
+}
+
+async fn create(shared: &Shared, client: u32, node: usize) {
+    let ns = shared.quota_ns.lock().expect("ns").clone();
+    let n = shared.next_value.fetch_add(1, Ordering::SeqCst);
+    let path = format!("/{ns}/push/docs/c{n}");
+    let body = Bytes::from(json!({"data": {"c": n}, "baseHash": null}).to_string());
+    let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+    let invoke = shared.now();
+    let res = request(shared.ports[node], "POST", &path, &headers, Some(body)).await;
+    let status = res.as_ref().map(|r| r.0);
+    shared.record(
+        client,
+        node,
+        invoke,
+        outcome_of_write(status, 507),
+        status.unwrap_or(0),
+        Event::Create {
+            namespace: ns,
+            quota: QUOTA,
+        },
+    );
+}
+
+async fn append(
+    shared: &Shared,
+    device: &Device,
+    client: u32,
+    node: usize,
+    user: &str,
+    rng: &mut Rng,
+) {
+    let port = shared.ports[node];
+    let log = rng.below(LOGS);
+    let element = shared.next_value.fetch_add(1, Ordering::SeqCst);
+    let body = Bytes::from(json!({"data": {"e": element}}).to_string());
+    let path = format!("/push/users/{}/log/l{log}", device.user);
+    let headers = device.sign(port, "POST", &path, &body);
+    let invoke = shared.now();
+    let res = request(port, "POST", &path, &headers, Some(body.clone())).await;
+    let status = res.as_ref().map(|r| r.0);
+    let outcome = outcome_of_write(status, 409);
+    let op = shared.record(
+        client,
+        node,
+        invoke,
+        outcome,
+        status.unwrap_or(0),
+        Event::Append {
+            log: format!("{user}/l{log}"),
+            element,
+        },
+    );
+    if outcome == Outcome::Ok {
+        shared.keep(
+            Sent {
+                op,
+                method: "POST",
+                path,
+                headers,
+                body: Some(body),
+            },
+            rng,
+        );
+    }
+}
+
+/// Sends an accepted signed request again, byte for byte, to the node it was signed
+/// for or to another (the Host it names is kept, as behind one load balancer).
+async fn replay(shared: &Shared, client: u32, rng: &mut Rng) {
+    let sent = {
+        let accepted = shared.accepted.lock().expect("accepted");
+        if accepted.is_empty() {
+            return;
+        }
+        accepted[rng.below(accepted.len() as u64) as usize].clone()
+    };
+    let node = rng.below(NODES as u64) as usize;
+    let invoke = shared.now();
+    let res = request(
+        shared.ports[node],
+        sent.method,
+        &sent.path,
+        &sent.headers,
+        sent.body.clone(),
+    )
+    .await;
+    let status = res.as_ref().map_or(0, |r| r.0);
+    shared.record(
+        client,
+        node,
+        invoke,
+        if status == 200 {
+            Outcome::Ok
+        } else {
+            Outcome::Fail
+        },
+        status,
+        Event::Replay { original: sent.op },
+    );
+}
+
+async fn admin(port: u16, method: &str, path: &str, body: Option<Value>) -> Option<(u16, Value)> {
+    let mut headers = vec![("authorization".to_owned(), format!("Bearer {ADMIN_KEY}"))];
+    if body.is_some() {
+        headers.push(("content-type".to_owned(), "application/json".to_owned()));
+    }
+    let res = request(
+        port,
+        method,
+        path,
+        &headers,
+        body.map(|b| Bytes::from(b.to_string())),
+    )
+    .await?;
+    Some((res.0, serde_json::from_slice(&res.1).unwrap_or(Value::Null)))
+}
+
+/// Creates a fresh namespace with a quota every [`QUOTA_EVERY`], for the creates.
+async fn namespaces(shared: Arc<Shared>) {
+    let mut n = 0;
+    while Instant::now() < shared.deadline {
+        let name = format!("q{n}");
+        let port = shared.ports[n % NODES];
+        let made = admin(
+            port,
+            "POST",
+            "/_starfish/admin/namespaces",
+            Some(json!({"name": name, "template": "team"})),
+        )
+        .await;
+        if made.as_ref().is_some_and(|m| m.0 == 201) {
+            shared.namespaces.lock().expect("ns").push(name.clone());
+            *shared.quota_ns.lock().expect("ns") = name;
+            n += 1;
+        }
+        tokio::time::sleep(if made.is_some() {
+            QUOTA_EVERY
+        } else {
+            Duration::from_millis(500)
+        })
+        .await;
+    }
+}
+
+/// Faults of one mix, on the schedule `rng` gives, until the healing time; returns
+/// how many of each it injected.
+async fn faults(
+    shared: Arc<Shared>,
+    services: Arc<tokio::sync::Mutex<Services>>,
+    mix: String,
+    mut rng: Rng,
+) -> BTreeMap<&'static str, u64> {
+    let mut counts = BTreeMap::new();
+    let kinds: &[&'static str] = match mix.as_str() {
+        "process" => &["node-kill", "node-pause"],
+        "services" => &["redis-restart", "nats-restart"],
+        "store" => &["store-delay", "store-reset", "store-5xx"],
+        "none" => &[],
+        _ => &[
+            "node-kill",
+            "node-pause",
+            "redis-restart",
+            "nats-restart",
+            "store-delay",
+            "store-reset",
+            "store-5xx",
+        ],
+    };
+    if kinds.is_empty() {
+        return counts;
+    }
+    let stop_at = shared.deadline - HEAL;
+    // Every kind once per round, in an order the seed shuffles.
+    let mut round: Vec<&'static str> = Vec::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(rng.between(1_000, 3_000))).await;
+        if Instant::now() >= stop_at {
+            break;
+        }
+        if round.is_empty() {
+            round = kinds.to_vec();
+            for i in (1..round.len()).rev() {
+                round.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+        }
+        let kind = round.pop().expect("a round");
+        let node = rng.below(NODES as u64) as usize;
+        let hold = Duration::from_millis(rng.between(500, 3_000));
+        let invoke = shared.now();
+        {
+            let mut s = services.lock().await;
+            match kind {
+                "node-kill" => {
+                    if let Some(pid) = Services::pid(&s.nodes[node]) {
+                        signal(pid, "KILL").await;
+                    }
+                    Services::kill(&mut s.nodes[node]).await;
+                    tokio::time::sleep(hold).await;
+                    s.start_node(node).await;
+                }
+                "node-pause" => {
+                    if let Some(pid) = Services::pid(&s.nodes[node]) {
+                        signal(pid, "STOP").await;
+                        tokio::time::sleep(hold).await;
+                        signal(pid, "CONT").await;
+                    }
+                }
+                "redis-restart" => {
+                    Services::kill(&mut s.redis).await;
+                    tokio::time::sleep(hold / 2).await;
+                    s.start_redis().await;
+                }
+                "nats-restart" => {
+                    Services::kill(&mut s.nats).await;
+                    tokio::time::sleep(hold / 2).await;
+                    s.start_nats().await;
+                }
+                "store-delay" => {
+                    s.proxy.set(Mode::Delay, rng.between(50, 400));
+                    tokio::time::sleep(hold).await;
+                    s.proxy.set(Mode::Pass, 0);
+                }
+                "store-reset" => {
+                    s.proxy.set(Mode::Reset, 0);
+                    tokio::time::sleep(hold).await;
+                    s.proxy.set(Mode::Pass, 0);
+                }
+                "store-5xx" => {
+                    s.proxy.set(Mode::Unavailable, 0);
+                    tokio::time::sleep(hold).await;
+                    s.proxy.set(Mode::Pass, 0);
+                }
+                _ => unreachable!("a fault of the list"),
+            }
+        }
+        let fault_node = if kind.starts_with("node") { node } else { 0 };
+        shared.record(
+            u32::MAX,
+            fault_node,
+            invoke,
+            Outcome::Unknown,
+            0,
+            Event::Fault {
+                kind: kind.to_owned(),
+            },
+        );
+        *counts.entry(kind).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The final state, read once everything is healed.
+async fn final_reads(shared: &Shared) {
+    for user_seed in 1..=2u8 {
+        let device = Device::new(user_seed, 250 - user_seed);
+        let user = format!("u{user_seed}");
+        for doc in 0..DOCS {
+            let path = format!("/pull/users/{}/docs/d{doc}", device.user);
+            for node in 0..NODES {
+                let port = shared.ports[node];
+                let invoke = shared.now();
+                let res = request(
+                    port,
+                    "GET",
+                    &path,
+                    &device.sign(port, "GET", &path, b""),
+                    None,
+                )
+                .await;
+                let status = res.as_ref().map_or(0, |r| r.0);
+                let hash = res
+                    .as_ref()
+                    .and_then(|r| serde_json::from_slice::<Value>(&r.1).ok())
+                    .and_then(|v| v["hash"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                shared.record(
+                    u32::MAX,
+                    node,
+                    invoke,
+                    Outcome::Ok,
+                    status,
+                    Event::DocFinal {
+                        doc: format!("{user}/d{doc}"),
+                        hash,
+                    },
+                );
+            }
+        }
+        for log in 0..LOGS {
+            let port = shared.ports[0];
+            let invoke = shared.now();
+            let mut elements = Vec::new();
+            let mut checkpoint = 0u64;
+            let mut status = 200;
+            loop {
+                let path = format!(
+                    "/pull/users/{}/log/l{log}?checkpoint={checkpoint}",
+                    device.user
+                );
+                let res = request(
+                    port,
+                    "GET",
+                    &path,
+                    &device.sign(port, "GET", &path, b""),
+                    None,
+                )
+                .await;
+                let page = res
+                    .as_ref()
+                    .filter(|r| r.0 == 200)
+                    .and_then(|r| serde_json::from_slice::<Value>(&r.1).ok());
+                let Some(page) = page else {
+                    status = res.map_or(0, |r| r.0);
+                    break;
+                };
+                let items = page["data"]["items"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                if items.is_empty() {
+                    break;
+                }
+                for item in &items {
+                    elements.push(item["data"]["e"].as_u64().unwrap_or(u64::MAX));
+                    checkpoint = item["ts"].as_u64().unwrap_or(checkpoint);
+                }
+            }
+            shared.record(
+                u32::MAX,
+                0,
+                invoke,
+                Outcome::Ok,
+                status,
+                Event::LogFinal {
+                    log: format!("{user}/l{log}"),
+                    elements: (status == 200).then_some(elements),
+                },
+            );
+        }
+    }
+    let names = shared.namespaces.lock().expect("ns").clone();
+    for ns in names {
+        let invoke = shared.now();
+        let res = admin(
+            shared.ports[0],
+            "GET",
+            &format!("/_starfish/admin/namespaces/{ns}?usage=1"),
+            None,
+        )
+        .await;
+        let (status, item) = res.unwrap_or((0, Value::Null));
+        shared.record(
+            u32::MAX,
+            0,
+            invoke,
+            Outcome::Ok,
+            status,
+            Event::NamespaceFinal {
+                namespace: ns,
+                quota: QUOTA,
+                stored: item["objects"].as_u64().unwrap_or(0),
+                recorded: item["quota"]["documents"].as_u64().unwrap_or(0),
+            },
+        );
+    }
+}
+
+async fn run(args: Args) -> bool {
+    let work = match &args.work {
+        Some(w) => {
+            std::fs::create_dir_all(w).expect("work folder");
+            w.clone()
+        }
+        None => {
+            let w = std::env::temp_dir().join(format!(
+                "starfish-chaos-{}-{}",
+                args.seed,
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&w).expect("work folder");
+            w
+        }
+    };
+    println!(
+        "chaos: seed {} faults {} for {} s with {} clients (replay: --seed {} --faults {} --seconds {}); folder {}",
+        args.seed,
+        args.faults,
+        args.seconds,
+        args.clients,
+        args.seed,
+        args.faults,
+        args.seconds,
+        work.display()
+    );
+    let services = Services::start(&args, &work).await;
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        start,
+        ports: services.ports.clone(),
+        next_op: AtomicU64::new(1),
+        next_value: AtomicU64::new(1),
+        history: Mutex::new(Vec::new()),
+        accepted: Mutex::new(Vec::new()),
+        quota_ns: Mutex::new(String::new()),
+        namespaces: Mutex::new(Vec::new()),
+        deadline: start + Duration::from_secs(args.seconds),
+    });
+    let services = Arc::new(tokio::sync::Mutex::new(services));
+    let seed = Rng::new(args.seed);
+    let ns = tokio::spawn(namespaces(shared.clone()));
+    // The first namespace exists before clients create in it.
+    while shared.quota_ns.lock().expect("ns").is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        tasks.push(tokio::spawn(client(
+            shared.clone(),
+            c,
+            seed.fork(u64::from(c)),
+        )));
+    }
+    let injected = tokio::spawn(faults(
+        shared.clone(),
+        services.clone(),
+        args.faults.clone(),
+        seed.fork(1_000_000),
+    ));
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = ns.await;
+    let injected = injected.await.unwrap_or_default();
+    // Healed: every node up, the store passing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    final_reads(&shared).await;
+    services.lock().await.stop_all().await;
+
+    let history = std::mem::take(&mut *shared.history.lock().expect("history"));
+    let kills = injected.get("node-kill").copied().unwrap_or(0);
+    let report = check(&history, NODES as u64 + kills);
+    let mut lines = String::new();
+    for op in &history {
+        lines.push_str(&serde_json::to_string(op).expect("op"));
+        lines.push('\n');
+    }
+    std::fs::write(work.join("history.jsonl"), lines).expect("history");
+
+    print_summary(&history, &injected);
+    let failed = print_verdict(&report);
+    if failed {
+        println!(
+            "chaos: FAILED (seed {}, faults {}); history and logs kept in {}",
+            args.seed,
+            args.faults,
+            work.display()
+        );
+    } else {
+        println!("chaos: passed (seed {})", args.seed);
+        if args.work.is_none() {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+    }
+    !failed
+}
+
+/// Prints the verdict table and the first findings; true when anything failed.
+fn print_verdict(report: &starfish_chaos::Report) -> bool {
+    let mut failed = false;
+    println!("{:<34} {:>9} {:>10}", "property", "checked", "violations");
+    for p in PROPERTIES.iter().chain([&starfish_chaos::ANSWERS]) {
+        let v = &report[p];
+        println!("{:<34} {:>9} {:>10}", p, v.checked, v.violations.len());
+        failed |= !v.violations.is_empty();
+    }
+    for (p, v) in report {
+        for line in v.violations.iter().take(20) {
+            println!("  {p}: {line}");
+        }
+    }
+    failed
+}
+
+fn print_summary(history: &[Op], injected: &BTreeMap<&'static str, u64>) {
+    let mut ops: BTreeMap<(&str, String), u64> = BTreeMap::new();
+    for op in history {
+        let kind = match op.event {
+            Event::DocWrite { .. } => "push",
+            Event::DocRead { .. } => "pull",
+            Event::Create { .. } => "create",
+            Event::Append { .. } => "append",
+            Event::Replay { .. } => "replay",
+            _ => continue,
+        };
+        *ops.entry((kind, op.status.to_string())).or_insert(0) += 1;
+    }
+    println!("operations (kind, status: count):");
+    for ((kind, status), n) in &ops {
+        println!("  {kind:<7} {status:>3}: {n}");
+    }
+    println!("faults injected:");
+    for (kind, n) in injected {
+        println!("  {kind:<14} {n}");
+    }
+}
