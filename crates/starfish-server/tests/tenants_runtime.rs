@@ -365,3 +365,186 @@ async fn a_flood_of_made_up_names_costs_the_store_a_bounded_number_of_reads() {
     // The next second has a fresh budget.
     assert_eq!(status(&b, get("/late/pull/board")).await, StatusCode::OK);
 }
+
+/// Names that can collide with a route, a mount point or a route to come are refused
+/// at creation with the protocol's 400; names that only resemble them are not.
+#[tokio::test]
+async fn reserved_names_are_refused_at_creation() {
+    let store = DocStore::memory();
+    let app = node(&store, &ManualClock::new(T0), true);
+    for name in [
+        "pull",
+        "push",
+        "list",
+        "batch",
+        "health",
+        "config",
+        "events",
+        "openapi",
+        "metrics",
+        "admin",
+        "api",
+        "v1",
+        "v2",
+        "v10",
+        "_private",
+        "_starfish",
+    ] {
+        let (s, body) = call(&app, create(name)).await;
+        assert_eq!(
+            (s, body),
+            (
+                StatusCode::BAD_REQUEST,
+                json!({"error": "Invalid namespace name"})
+            ),
+            "{name}"
+        );
+    }
+    for name in ["configs", "v1x", "version", "my-events", "api_team"] {
+        assert_eq!(
+            status(&app, create(name)).await,
+            StatusCode::CREATED,
+            "{name}"
+        );
+    }
+}
+
+/// A namespace admin key learns nothing of namespaces outside its grants: a config
+/// namespace, one that does not exist and another tenant's all get the same answer
+/// on every admin route.
+#[tokio::test]
+async fn a_namespace_admin_key_cannot_tell_a_config_namespace_from_a_missing_one() {
+    let store = DocStore::memory();
+    let app = node(&store, &ManualClock::new(T0), true);
+    for name in ["acme", "globex"] {
+        assert_eq!(status(&app, create(name)).await, StatusCode::CREATED);
+    }
+    let grants = json!({"grants": {"acme": ["read"]}, "admin": true});
+    let (s, out) = call(
+        &app,
+        admin("POST", "/_starfish/admin/keys", Some(grants), Some(KEY)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{out}");
+    let token = out["key"].as_str().unwrap().to_owned();
+    let routes = |ns: &str| {
+        let one = format!("/_starfish/admin/namespaces/{ns}");
+        vec![
+            admin("GET", &one, None, Some(&token)),
+            admin("POST", &format!("{one}/suspend"), None, Some(&token)),
+            admin("POST", &format!("{one}/resume"), None, Some(&token)),
+            admin("DELETE", &one, None, Some(&token)),
+            admin(
+                "POST",
+                "/_starfish/admin/keys",
+                Some(json!({"grants": {ns: ["read"]}})),
+                Some(&token),
+            ),
+        ]
+    };
+    for ((config, missing), other) in routes("fixed")
+        .into_iter()
+        .zip(routes("ghost"))
+        .zip(routes("globex"))
+    {
+        let label = format!("{} {}", config.method(), config.uri());
+        let config = call(&app, config).await;
+        assert_eq!(config, call(&app, missing).await, "{label}");
+        assert_eq!(config, call(&app, other).await, "{label}");
+    }
+    // Its own namespace it sees; the admin key still learns the config's.
+    let one = admin(
+        "GET",
+        "/_starfish/admin/namespaces/acme",
+        None,
+        Some(&token),
+    );
+    assert_eq!(status(&app, one).await, StatusCode::OK);
+    let one = admin("GET", "/_starfish/admin/namespaces/fixed", None, Some(KEY));
+    assert_eq!(
+        call(&app, one).await,
+        (
+            StatusCode::CONFLICT,
+            json!({"error": "Namespace is defined in the config"})
+        )
+    );
+}
+
+/// Status, content type and body of an answer.
+async fn answer(app: &Router, req: Request<Body>) -> (StatusCode, Option<String>, Vec<u8>) {
+    let res = send(app, req).await;
+    let status = res.status();
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, content_type, body_bytes(res).await.to_vec())
+}
+
+/// The reference's answer for a path it does not mount: a plain-text 404.
+fn framework_404() -> (StatusCode, Option<String>, Vec<u8>) {
+    (
+        StatusCode::NOT_FOUND,
+        Some("text/plain; charset=UTF-8".to_owned()),
+        b"404 Not Found".to_vec(),
+    )
+}
+
+/// A deleted namespace's routes answer what the reference answers for a namespace it
+/// does not mount (the plain-text 404), exactly as a namespace never created does;
+/// the admin API, which the official clients do not call, answers in JSON; an admin
+/// route that does not exist (or the whole API when it is off) is a path not
+/// mounted, with the same plain-text 404.
+#[tokio::test]
+async fn a_deleted_namespace_answers_as_one_never_created() {
+    let store = DocStore::memory();
+    let app = node(&store, &ManualClock::new(T0), true);
+    assert_eq!(status(&app, create("acme")).await, StatusCode::CREATED);
+    let delete = admin(
+        "DELETE",
+        "/_starfish/admin/namespaces/acme",
+        None,
+        Some(KEY),
+    );
+    assert_eq!(status(&app, delete).await, StatusCode::OK);
+    for ns in ["acme", "ghost"] {
+        for req in [
+            get(&format!("/{ns}/pull/board")),
+            get(&format!("/{ns}/config")),
+            get(&format!("/{ns}/events?paths=board")),
+            get(&format!("/{ns}/batch/pull?collections=board")),
+            admin(
+                "POST",
+                &format!("/{ns}/push/board"),
+                Some(json!({"data": {}})),
+                None,
+            ),
+        ] {
+            let label = format!("{} {}", req.method(), req.uri());
+            assert_eq!(answer(&app, req).await, framework_404(), "{label}");
+        }
+        let one = admin(
+            "GET",
+            &format!("/_starfish/admin/namespaces/{ns}"),
+            None,
+            Some(KEY),
+        );
+        assert_eq!(
+            call(&app, one).await,
+            (
+                StatusCode::NOT_FOUND,
+                json!({"error": "Namespace not found"})
+            )
+        );
+    }
+    assert_eq!(status(&app, create("acme")).await, StatusCode::CREATED);
+    let unknown = admin(
+        "POST",
+        "/_starfish/admin/namespaces/acme/zzz",
+        None,
+        Some(KEY),
+    );
+    assert_eq!(answer(&app, unknown).await, framework_404());
+    let off = node(&store, &ManualClock::new(T0), false);
+    assert_eq!(answer(&off, create("other")).await, framework_404());
+}

@@ -6,6 +6,29 @@ use std::sync::Arc;
 /// Names a namespace may not take: they are the router's own first path segments.
 pub(crate) const RESERVED_NAMESPACES: [&str; 5] = ["pull", "push", "list", "health", "batch"];
 
+/// More names a namespace created at runtime may not take (a config's namespaces
+/// keep the reference's rules, so a reference config means the same here): the
+/// server's own fixed routes (`/config`, `/events`, `/openapi.json`), names a
+/// deployment puts beside the server or mounts it under (`metrics`, `admin`,
+/// `status`, `api`), and routes to come (`auth`, `changes`, `ws`). Also refused:
+/// `v` followed by digits (`v1`, a version mount point) and any name starting with
+/// `_` (the server's, as `_starfish` is).
+pub(crate) const RESERVED_RUNTIME_NAMES: [&str; 10] = [
+    "config", "events", "openapi", "metrics", "admin", "status", "api", "auth", "changes", "ws",
+];
+
+/// True when a namespace created at runtime may not take `name` (see
+/// [`RESERVED_RUNTIME_NAMES`]; the reference's [`RESERVED_NAMESPACES`] too).
+pub(crate) fn is_reserved_runtime_name(name: &str) -> bool {
+    let version = name
+        .strip_prefix('v')
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    version
+        || name.starts_with('_')
+        || RESERVED_NAMESPACES.contains(&name)
+        || RESERVED_RUNTIME_NAMES.contains(&name)
+}
+
 /// Why a namespace name was refused (the reference's exact wording).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NamespaceNameError {

@@ -22,6 +22,7 @@ use super::keys::{KeyRecord, MAX_GRANTS, Right};
 use super::{TenantError, TenantRecord, TenantState, Tenants};
 use crate::config::NamespaceName;
 use crate::config::names::SYSTEM_ROOT;
+use crate::config::names::is_reserved_runtime_name;
 use crate::state::AppState;
 use crate::store::StoreError;
 use axum::Json;
@@ -88,6 +89,17 @@ impl Principal {
         }
     }
 
+    /// May ask about `namespace` at all: decided from the key alone, before anything
+    /// is looked up, so a namespace admin key gets the same answer for a namespace
+    /// outside its grants whether it exists, is the config's, or is another tenant's.
+    fn may_ask(&self, namespace: &str) -> Result<(), AdminError> {
+        match self {
+            Self::Super => Ok(()),
+            Self::Key(k) if k.names(namespace) => Ok(()),
+            Self::Key(_) => Err(AdminError::Forbidden),
+        }
+    }
+
     fn may_all(&self) -> Result<(), AdminError> {
         match self {
             Self::Super => Ok(()),
@@ -123,7 +135,9 @@ impl From<StoreError> for AdminError {
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let (status, message) = match &self {
-            Self::NotFound => return StatusCode::NOT_FOUND.into_response(),
+            // A path not mounted (the API is off, or no such route): the same
+            // plain-text 404 as any other, the reference's.
+            Self::NotFound => return crate::error::ApiError::NotFound.into_response(),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
             Self::Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
             Self::KeyMissing => (StatusCode::NOT_FOUND, "Key not found"),
@@ -290,6 +304,7 @@ pub(crate) async fn one(
     headers: HeaderMap,
 ) -> Result<Response, AdminError> {
     let principal = check(&state, &headers).await?;
+    principal.may_ask(&name)?;
     let tenants = &state.tenants;
     let record = tenants.record(&name).await?;
     principal.may(&name, Some(&record.generation))?;
@@ -355,6 +370,7 @@ pub(crate) async fn action(
     headers: HeaderMap,
 ) -> Result<Response, AdminError> {
     let principal = check(&state, &headers).await?;
+    principal.may_ask(&name)?;
     let record = state.tenants.record(&name).await?;
     principal.may(&name, Some(&record.generation))?;
     let to = match action.as_str() {
@@ -373,6 +389,7 @@ pub(crate) async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, AdminError> {
     let principal = check(&state, &headers).await?;
+    principal.may_ask(&name)?;
     let record = state.tenants.record(&name).await?;
     principal.may(&name, Some(&record.generation))?;
     let deleted = state.tenants.delete(&name).await?;
@@ -476,6 +493,9 @@ pub(crate) async fn create_key(
     if !valid_grants || !valid_label {
         return Err(AdminError::BadRequest("Invalid key grants"));
     }
+    for ns in body.grants.keys() {
+        principal.may_ask(ns)?;
+    }
     let mut body = body;
     // Bind each namespace created at runtime to its current generation.
     let mut generations = BTreeMap::new();
@@ -548,7 +568,10 @@ impl Tenants {
         template: &str,
         trusted_roots: Option<Vec<String>>,
     ) -> Result<TenantRecord, TenantError> {
-        let valid = self.valid_name(name).ok_or(TenantError::InvalidName)?;
+        let valid = self
+            .valid_name(name)
+            .filter(|_| !is_reserved_runtime_name(name))
+            .ok_or(TenantError::InvalidName)?;
         if self.static_names.contains(name) {
             return Err(TenantError::InConfig);
         }

@@ -93,6 +93,13 @@ impl KeyRecord {
         by_name.or_else(|| self.grants.get("*")).map(Vec::as_slice)
     }
 
+    /// True when this key is an admin key whose grants name `namespace` (or `*`),
+    /// whatever its generation: what it may ask about without learning whether a
+    /// namespace exists.
+    pub(crate) fn names(&self, namespace: &str) -> bool {
+        self.admin && (self.grants.contains_key(namespace) || self.grants.contains_key("*"))
+    }
+
     /// True when this key may administer `namespace` (of `generation`).
     pub(crate) fn administers(&self, namespace: &str, generation: Option<&str>) -> bool {
         self.admin && self.rights_in(namespace, generation).is_some()
