@@ -430,7 +430,7 @@ impl DocStore {
         }
         match self
             .inner
-            .put_opts(path, PutPayload::from(bytes.clone()), opts)
+            .put_opts(path, PutPayload::from(bytes), opts)
             .await
         {
             Ok(put) => Ok(Some(UpdateVersion {
@@ -440,27 +440,8 @@ impl DocStore {
             Err(
                 object_store::Error::Precondition { .. }
                 | object_store::Error::AlreadyExists { .. },
-            ) => self.own_write(path, &bytes).await,
+            ) => Ok(None),
             Err(e) => Err(StoreError::on_write(e)),
-        }
-    }
-
-    /// After a conditional write was refused: its version when what is stored is
-    /// exactly `bytes` (our own write took effect and its answer was lost: the client
-    /// sent it again after a cut connection, and the repeat found it done), else
-    /// `None` (another writer won). The bytes carry the write's time and hash, so
-    /// another writer's are never the same by chance.
-    async fn own_write(
-        &self,
-        path: &Path,
-        bytes: &Bytes,
-    ) -> Result<Option<UpdateVersion>, StoreError> {
-        match self.get_versioned(path).await? {
-            Some((stored, version)) if stored == *bytes => {
-                tracing::debug!(%path, "a refused conditional write had taken effect");
-                Ok(Some(version))
-            }
-            _ => Ok(None),
         }
     }
 
