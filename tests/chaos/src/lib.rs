@@ -65,6 +65,19 @@ pub enum Event {
     /// A fault the runner injected, from `invoke` to `complete` (`node`: the node it
     /// hit, when it hit one).
     Fault { kind: String },
+    /// An admin change to a runtime namespace or an API key: `revoke` (the key),
+    /// `suspend` or `delete` (the namespace).
+    Change { target: String, change: String },
+    /// A request made to see a change (operation `change`) take effect: with the key
+    /// (`revoke`), anonymous (`suspend`, `delete`), or, after a deleted namespace was
+    /// created again under its name, for the old generation's document
+    /// (`recreated-data`: `stale` tells whether it came back) or with its old key
+    /// (`recreated-key`: refused, `401` or `403`).
+    Probe {
+        change: u64,
+        what: String,
+        stale: bool,
+    },
 }
 
 /// One operation of the history.
@@ -97,14 +110,19 @@ pub struct Verdict {
 pub type Report = BTreeMap<&'static str, Verdict>;
 
 /// The properties, in the order the table prints them.
-pub const PROPERTIES: [&str; 6] = [
+pub const PROPERTIES: [&str; 7] = [
     "documents: one chain",
     "documents: no lost write",
     "documents: linearizable reads",
     "quotas",
     "logs",
     "replays",
+    "tenants and keys",
 ];
+
+/// How soon every node refuses after a revocation, a suspension or a deletion
+/// (docs/namespaces.md: the tenant and key caches' refresh), in microseconds.
+pub const CHANGE_BOUND_US: u64 = 1_000_000;
 
 /// The property answers are filed under.
 pub const ANSWERS: &str = "answers";
@@ -120,6 +138,7 @@ pub fn check(history: &[Op], lease_slack: u64) -> Report {
     quotas(history, lease_slack, &mut report);
     logs(history, &mut report);
     replays(history, &mut report);
+    changes(history, &mut report);
     answers(history, &mut report);
     report
 }
@@ -479,6 +498,61 @@ fn replays(history: &[Op], report: &mut Report) {
     }
 }
 
+/// Revoked keys, suspended and deleted namespaces: refused by every node once the
+/// bound has passed after the change was acknowledged; a deleted namespace's data
+/// and keys never come back in a namespace created later under its name.
+fn changes(history: &[Op], report: &mut Report) {
+    let v = verdict(report, "tenants and keys");
+    let acked: HashMap<u64, (&str, u64)> = history
+        .iter()
+        .filter_map(|o| match &o.event {
+            Event::Change { change, .. } if o.outcome == Outcome::Ok => {
+                Some((o.id, (change.as_str(), o.complete)))
+            }
+            _ => None,
+        })
+        .collect();
+    for op in history {
+        let Event::Probe {
+            change,
+            what,
+            stale,
+        } = &op.event
+        else {
+            continue;
+        };
+        let Some(&(kind, at)) = acked.get(change) else {
+            continue;
+        };
+        if matches!(op.status, 0 | 503) {
+            continue; // no answer, or the store or Redis was down: says nothing
+        }
+        v.checked += 1;
+        let refused = match what.as_str() {
+            "recreated-data" => !stale && op.status == 200,
+            // Void in the new generation: the key names no rights there (403), or
+            // is gone (401).
+            "recreated-key" => matches!(op.status, 401 | 403),
+            _ => match kind {
+                "revoke" => op.status == 401,
+                "suspend" => op.status == 403,
+                "delete" => op.status == 404,
+                _ => true,
+            },
+        };
+        let late = op.invoke > at + CHANGE_BOUND_US || what.starts_with("recreated");
+        if late && !refused {
+            v.violations.push(format!(
+                "probe {} ({what}) of change {change} ({kind}) got {}{} {} ms after it was acknowledged",
+                op.id,
+                op.status,
+                if *stale { " with the old data" } else { "" },
+                op.invoke.saturating_sub(at) / 1000
+            ));
+        }
+    }
+}
+
 /// The statuses each kind of operation may get; 0 is no answer (a timeout, a reset).
 fn allowed(event: &Event) -> &'static [u16] {
     match event {
@@ -489,6 +563,8 @@ fn allowed(event: &Event) -> &'static [u16] {
         Event::Replay { .. } => &[0, 401, 503],
         Event::DocFinal { .. } | Event::NamespaceFinal { .. } | Event::LogFinal { .. } => &[200],
         Event::Fault { .. } => &[0],
+        Event::Change { .. } => &[0, 200, 503],
+        Event::Probe { .. } => &[0, 200, 401, 403, 404, 503],
     }
 }
 
@@ -551,6 +627,8 @@ fn kind(event: &Event) -> &'static str {
         Event::LogFinal { .. } => "final log pull",
         Event::Replay { .. } => "replay",
         Event::Fault { .. } => "fault",
+        Event::Change { .. } => "change",
+        Event::Probe { .. } => "probe",
     }
 }
 

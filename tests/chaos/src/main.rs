@@ -58,6 +58,10 @@ const CONFIG: &str = r#"{
       "collections": [{"name": "docs", "storagePath": "docs/{id}",
                        "readRoles": ["public"], "writeRoles": ["public"]}],
       "quota": {"maxDocuments": 5}
+    },
+    "open": {
+      "collections": [{"name": "docs", "storagePath": "docs/{id}",
+                       "readRoles": ["public"], "writeRoles": ["public"]}]
     }
   }
 }"#;
@@ -937,6 +941,209 @@ async fn namespaces(shared: Arc<Shared>) {
     }
 }
 
+/// Sends `path` to a random node, `token` as a Bearer key if given.
+async fn probe_request(
+    shared: &Shared,
+    rng: &mut Rng,
+    path: &str,
+    token: Option<&str>,
+) -> (usize, Option<(u16, Bytes)>) {
+    let node = rng.below(NODES as u64) as usize;
+    let headers: Vec<(String, String)> = token
+        .map(|t| vec![("authorization".to_owned(), format!("Bearer {t}"))])
+        .unwrap_or_default();
+    let res = request(shared.ports[node], "GET", path, &headers, None).await;
+    (node, res)
+}
+
+/// An admin change, on a random node: its operation id when acknowledged.
+async fn change(
+    shared: &Shared,
+    rng: &mut Rng,
+    method: &str,
+    path: &str,
+    target: &str,
+    kind: &str,
+) -> Option<u64> {
+    let node = rng.below(NODES as u64) as usize;
+    let invoke = shared.now();
+    let res = admin(shared.ports[node], method, path, None).await;
+    let status = res.as_ref().map_or(0, |r| r.0);
+    let outcome = if status == 200 || status == 204 {
+        Outcome::Ok
+    } else if status == 0 || status == 503 {
+        Outcome::Unknown
+    } else {
+        Outcome::Fail
+    };
+    let id = shared.record(
+        u32::MAX - 1,
+        node,
+        invoke,
+        outcome,
+        if status == 204 { 200 } else { status },
+        Event::Change {
+            target: target.to_owned(),
+            change: kind.to_owned(),
+        },
+    );
+    (outcome == Outcome::Ok).then_some(id)
+}
+
+/// Probes `change` for a while after it: every node must refuse within the bound.
+async fn probes(
+    shared: &Shared,
+    rng: &mut Rng,
+    change: u64,
+    what: &str,
+    path: &str,
+    token: Option<&str>,
+) {
+    let until = Instant::now() + Duration::from_millis(2_500);
+    while Instant::now() < until {
+        let invoke = shared.now();
+        let (node, res) = probe_request(shared, rng, path, token).await;
+        let status = res.as_ref().map_or(0, |r| r.0);
+        shared.record(
+            u32::MAX - 1,
+            node,
+            invoke,
+            Outcome::Ok,
+            status,
+            Event::Probe {
+                change,
+                what: what.to_owned(),
+                stale: false,
+            },
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runtime namespaces and API keys through their lives while the faults go on:
+/// create a namespace and a key for it, write with the key, then revoke the key,
+/// suspend the namespace or delete it (then create it again under its name), and
+/// probe every node after each change.
+async fn lifecycle(shared: Arc<Shared>, mut rng: Rng) {
+    let mut n = 0u64;
+    while Instant::now() < shared.deadline {
+        n += 1;
+        let ns = format!("l{n}");
+        let node = rng.below(NODES as u64) as usize;
+        let made = admin(
+            shared.ports[node],
+            "POST",
+            "/_starfish/admin/namespaces",
+            Some(json!({"name": ns, "template": "open"})),
+        )
+        .await;
+        if !matches!(made, Some((201, _))) {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        }
+        let key = admin(
+            shared.ports[node],
+            "POST",
+            "/_starfish/admin/keys",
+            Some(json!({"grants": {ns.clone(): ["read", "write"]}})),
+        )
+        .await;
+        let Some((201, key)) = key else {
+            continue;
+        };
+        let (Some(id), Some(token)) = (key["id"].as_str(), key["key"].as_str()) else {
+            continue;
+        };
+        let doc = format!("/{ns}/pull/docs/x");
+        // The namespace's one document, written with the key.
+        let body = Bytes::from(json!({"data": {"generation": n}, "baseHash": null}).to_string());
+        let headers = vec![
+            ("authorization".to_owned(), format!("Bearer {token}")),
+            ("content-type".to_owned(), "application/json".to_owned()),
+        ];
+        let wrote = request(
+            shared.ports[rng.below(NODES as u64) as usize],
+            "POST",
+            &format!("/{ns}/push/docs/x"),
+            &headers,
+            Some(body),
+        )
+        .await;
+        if !matches!(wrote, Some((200, _))) {
+            continue;
+        }
+        match rng.below(3) {
+            0 => {
+                let path = format!("/_starfish/admin/keys/{id}/revoke");
+                if let Some(c) = change(&shared, &mut rng, "POST", &path, id, "revoke").await {
+                    probes(&shared, &mut rng, c, "revoke", &doc, Some(token)).await;
+                }
+            }
+            1 => {
+                let path = format!("/_starfish/admin/namespaces/{ns}/suspend");
+                if let Some(c) = change(&shared, &mut rng, "POST", &path, &ns, "suspend").await {
+                    probes(&shared, &mut rng, c, "suspend", &doc, None).await;
+                }
+            }
+            _ => {
+                let path = format!("/_starfish/admin/namespaces/{ns}");
+                let Some(c) = change(&shared, &mut rng, "DELETE", &path, &ns, "delete").await
+                else {
+                    continue;
+                };
+                probes(&shared, &mut rng, c, "delete", &doc, None).await;
+                // The name again: a new namespace, empty, that the old key cannot reach.
+                let again = admin(
+                    shared.ports[rng.below(NODES as u64) as usize],
+                    "POST",
+                    "/_starfish/admin/namespaces",
+                    Some(json!({"name": ns, "template": "open"})),
+                )
+                .await;
+                if !matches!(again, Some((201, _))) {
+                    continue;
+                }
+                tokio::time::sleep(Duration::from_millis(1_100)).await;
+                for _ in 0..6 {
+                    let invoke = shared.now();
+                    let (node, res) = probe_request(&shared, &mut rng, &doc, None).await;
+                    let status = res.as_ref().map_or(0, |r| r.0);
+                    let stale = res
+                        .as_ref()
+                        .and_then(|r| serde_json::from_slice::<Value>(&r.1).ok())
+                        .is_some_and(|v| v["data"]["generation"] == json!(n));
+                    shared.record(
+                        u32::MAX - 1,
+                        node,
+                        invoke,
+                        Outcome::Ok,
+                        status,
+                        Event::Probe {
+                            change: c,
+                            what: "recreated-data".to_owned(),
+                            stale,
+                        },
+                    );
+                    let invoke = shared.now();
+                    let (node, res) = probe_request(&shared, &mut rng, &doc, Some(token)).await;
+                    shared.record(
+                        u32::MAX - 1,
+                        node,
+                        invoke,
+                        Outcome::Ok,
+                        res.map_or(0, |r| r.0),
+                        Event::Probe {
+                            change: c,
+                            what: "recreated-key".to_owned(),
+                            stale: false,
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Faults of one mix, on the schedule `rng` gives, until the healing time; returns
 /// how many of each it injected.
 async fn faults(
@@ -1203,6 +1410,7 @@ async fn run(args: Args) -> bool {
     let services = Arc::new(tokio::sync::Mutex::new(services));
     let seed = Rng::new(args.seed);
     let ns = tokio::spawn(namespaces(shared.clone()));
+    let lives = tokio::spawn(lifecycle(shared.clone(), seed.fork(2_000_000)));
     // The first namespace exists before clients create in it.
     while shared.quota_ns.lock().expect("ns").is_empty() {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1225,6 +1433,7 @@ async fn run(args: Args) -> bool {
         let _ = t.await;
     }
     let _ = ns.await;
+    let _ = lives.await;
     let injected = injected.await.unwrap_or_default();
     // Healed: every node up, the store passing.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1285,6 +1494,8 @@ fn print_summary(history: &[Op], injected: &BTreeMap<&'static str, u64>) {
             Event::Create { .. } => "create",
             Event::Append { .. } => "append",
             Event::Replay { .. } => "replay",
+            Event::Change { .. } => "change",
+            Event::Probe { .. } => "probe",
             _ => continue,
         };
         *ops.entry((kind, op.status.to_string())).or_insert(0) += 1;

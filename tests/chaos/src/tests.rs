@@ -466,3 +466,115 @@ fn the_write_hash_is_the_servers() {
     use sha2::Digest;
     assert_eq!(write_hash(1), hex::encode(sha2::Sha256::digest(canonical)));
 }
+
+#[test]
+fn a_revoked_key_or_a_suspended_or_deleted_namespace_served_late_is_caught() {
+    for (kind, refusal) in [("revoke", 401), ("suspend", 403), ("delete", 404)] {
+        let mut h = H::new();
+        let change = h.op(
+            0,
+            (0, 1_000),
+            Outcome::Ok,
+            200,
+            Event::Change {
+                target: "t".into(),
+                change: kind.into(),
+            },
+        );
+        let probe = |h: &mut H, at: u64, status: u16| {
+            h.op(
+                1,
+                (at, at + 10),
+                Outcome::Ok,
+                status,
+                Event::Probe {
+                    change,
+                    what: kind.into(),
+                    stale: false,
+                },
+            );
+        };
+        // Within the bound anything goes; past it only the refusal (or no answer).
+        probe(&mut h, 500_000, 200);
+        probe(&mut h, 1_500_000, refusal);
+        probe(&mut h, 1_700_000, 0);
+        clean(&h.report());
+        probe(&mut h, 1_800_000, 200);
+        let v = violations(&h.report(), "tenants and keys");
+        assert_eq!(v.len(), 1, "{kind}: {v:?}");
+    }
+}
+
+#[test]
+fn a_deleted_namespace_whose_data_or_key_comes_back_is_caught() {
+    let mut h = H::new();
+    let change = h.op(
+        0,
+        (0, 1_000),
+        Outcome::Ok,
+        200,
+        Event::Change {
+            target: "t".into(),
+            change: "delete".into(),
+        },
+    );
+    h.op(
+        1,
+        (5_000, 5_010),
+        Outcome::Ok,
+        200,
+        Event::Probe {
+            change,
+            what: "recreated-data".into(),
+            stale: false,
+        },
+    );
+    h.op(
+        1,
+        (5_000, 5_010),
+        Outcome::Ok,
+        401,
+        Event::Probe {
+            change,
+            what: "recreated-key".into(),
+            stale: false,
+        },
+    );
+    // Void in the new generation: no rights there.
+    h.op(
+        1,
+        (5_000, 5_010),
+        Outcome::Ok,
+        403,
+        Event::Probe {
+            change,
+            what: "recreated-key".into(),
+            stale: false,
+        },
+    );
+    clean(&h.report());
+    h.op(
+        1,
+        (6_000, 6_010),
+        Outcome::Ok,
+        200,
+        Event::Probe {
+            change,
+            what: "recreated-data".into(),
+            stale: true,
+        },
+    );
+    h.op(
+        1,
+        (6_000, 6_010),
+        Outcome::Ok,
+        200,
+        Event::Probe {
+            change,
+            what: "recreated-key".into(),
+            stale: false,
+        },
+    );
+    let v = violations(&h.report(), "tenants and keys");
+    assert_eq!(v.len(), 2, "{v:?}");
+}
