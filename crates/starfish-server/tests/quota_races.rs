@@ -340,9 +340,15 @@ async fn a_node_that_sleeps_past_its_lease_comes_back_to_an_exact_record() {
     };
     let (a, b) = (node_at(), node_at());
     create_namespace(&a, "sleeps").await;
-    assert_eq!(concurrent_creates(std::slice::from_ref(&a), "sleeps", 0, 1).await, 1);
+    assert_eq!(
+        concurrent_creates(std::slice::from_ref(&a), "sleeps", 0, 1).await,
+        1
+    );
     clock.advance(100);
-    assert_eq!(concurrent_creates(std::slice::from_ref(&a), "sleeps", 1, 1).await, 1);
+    assert_eq!(
+        concurrent_creates(std::slice::from_ref(&a), "sleeps", 1, 1).await,
+        1
+    );
     // A sleeps past its lease; B writes (and counts A's lapsed lease as spent).
     clock.advance(60_000);
     let ok_b = concurrent_creates(std::slice::from_ref(&b), "sleeps", 2, 2).await;
@@ -357,7 +363,12 @@ async fn a_node_that_sleeps_past_its_lease_comes_back_to_an_exact_record() {
     for app in [&b, &a] {
         let (status, item) = call(
             app,
-            req("GET", "/_starfish/admin/namespaces/sleeps", Some(ADMIN), None),
+            req(
+                "GET",
+                "/_starfish/admin/namespaces/sleeps",
+                Some(ADMIN),
+                None,
+            ),
         )
         .await;
         assert_eq!(status, StatusCode::OK);
