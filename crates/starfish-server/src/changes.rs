@@ -7,7 +7,10 @@
 //!
 //! A feed is a hint, not a log: a change published while the broker is away is
 //! lost (NATS core delivers at most once), so a client pulls when its stream
-//! (re)opens, as the official client does.
+//! (re)opens, as the official client does. A loss is never silent: when a feed may
+//! have lost changes (its connection dropped, or a node's changes arrive with a gap
+//! in their numbers) it ends every stream of the node ([`ChangeSink::lost`]), and
+//! the clients reconnect and pull.
 
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Weak};
@@ -134,6 +137,24 @@ impl ChangeSink {
         bus.publish_change(change);
         true
     }
+
+    /// Says that changes may have been lost on the way (the feed was cut, or
+    /// skipped some): every stream of the router ends, so that its clients reconnect
+    /// and pull instead of waiting for a change that will never come. `false` once
+    /// the router is gone.
+    pub fn lost(&self) -> bool {
+        let Some(bus) = self.bus.upgrade() else {
+            return false;
+        };
+        let ended = bus.end_all();
+        if ended > 0 {
+            tracing::warn!(
+                streams = ended,
+                "changes from other nodes may have been missed: every live stream ended (clients reconnect and pull)"
+            );
+        }
+        true
+    }
 }
 
 /// Carries changes between nodes.
@@ -154,8 +175,36 @@ pub use nats::NatsFeed;
 mod nats {
     use super::{Change, ChangeFeed, ChangeSink};
     use futures::StreamExt;
+    use serde::{Deserialize, Serialize};
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex, PoisonError};
     use tokio::sync::mpsc;
+
+    /// Publishers whose last number a node remembers; past it, it forgets them all
+    /// (a node restarted takes a new id, so old ones pile up).
+    const PUBLISHERS: usize = 1024;
+
+    /// A change as published: numbered per publishing node, so that a receiver
+    /// sees a change that never came as a gap in the numbers.
+    #[derive(Serialize, Deserialize)]
+    struct Numbered {
+        #[serde(flatten)]
+        change: Change,
+        /// The publishing node's id (random per start) and the change's number.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    }
+
+    /// Tells every sink that changes may have been lost.
+    fn lost(sinks: &Mutex<Vec<ChangeSink>>) {
+        sinks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(ChangeSink::lost);
+    }
 
     /// Changes waiting to be sent to NATS; past it, new ones are dropped.
     const QUEUE: usize = 10_000;
@@ -175,6 +224,9 @@ mod nats {
         prefix: String,
         queue: mpsc::Sender<(String, bytes::Bytes)>,
         sinks: Arc<Mutex<Vec<ChangeSink>>>,
+        /// This node's id in the numbers it gives its changes, and the last number.
+        node: Arc<str>,
+        seq: Arc<AtomicU64>,
     }
 
     impl NatsFeed {
@@ -185,7 +237,26 @@ mod nats {
         /// # Errors
         /// When the URL is invalid or the first connection fails.
         pub async fn connect(url: &str, prefix: Option<&str>) -> Result<Self, String> {
+            let sinks: Arc<Mutex<Vec<ChangeSink>>> = Arc::default();
+            // While the connection is down, other nodes' changes are lost; a slow
+            // consumer's are dropped by the client: every stream ends, at the cut
+            // and again once back (streams opened meanwhile missed changes too).
+            let cut = sinks.clone();
             let client = async_nats::ConnectOptions::new()
+                .event_callback(move |event| {
+                    let cut = cut.clone();
+                    async move {
+                        match event {
+                            async_nats::Event::Disconnected
+                            | async_nats::Event::Connected
+                            | async_nats::Event::SlowConsumer(_) => {
+                                tracing::debug!(%event, "NATS");
+                                lost(&cut);
+                            }
+                            _ => {}
+                        }
+                    }
+                })
                 .no_echo()
                 .name("starfish")
                 .connection_timeout(std::time::Duration::from_secs(2))
@@ -206,23 +277,34 @@ mod nats {
                 Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
                 Err(e) => return Err(format!("nats: {e}")),
             }
-            let sinks: Arc<Mutex<Vec<ChangeSink>>> = Arc::default();
             let heard = sinks.clone();
             let heard_prefix = prefix.clone();
             tokio::spawn(async move {
+                let mut last: HashMap<String, u64> = HashMap::new();
                 while let Some(message) = subscriber.next().await {
                     // Only what a node could have sent: a change of plausible size
                     // under the subject its namespace and collection give.
-                    let change = (message.payload.len() <= MAX_MESSAGE)
-                        .then(|| serde_json::from_slice::<Change>(&message.payload).ok())
+                    let numbered = (message.payload.len() <= MAX_MESSAGE)
+                        .then(|| serde_json::from_slice::<Numbered>(&message.payload).ok())
                         .flatten()
-                        .filter(|c| {
-                            c.is_plausible() && c.subject(&heard_prefix) == *message.subject
+                        .filter(|n| {
+                            n.change.is_plausible()
+                                && n.change.subject(&heard_prefix) == *message.subject
                         });
-                    let Some(change) = change else {
+                    let Some(Numbered { change, node, seq }) = numbered else {
                         tracing::debug!(subject = %message.subject, "not a change, ignored");
                         continue;
                     };
+                    if let (Some(node), Some(seq)) = (node, seq) {
+                        if last.len() >= PUBLISHERS && !last.contains_key(&node) {
+                            last.clear();
+                        }
+                        let before = last.insert(node, seq);
+                        if before.is_some_and(|b| seq != b + 1) {
+                            // A change of that node never came: a silent gap otherwise.
+                            lost(&heard);
+                        }
+                    }
                     heard
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
@@ -238,11 +320,15 @@ mod nats {
                     }
                 }
             });
+            let mut id = [0u8; 8];
+            getrandom::fill(&mut id).map_err(|e| format!("nats: no node id: {e}"))?;
             Ok(Self {
                 client,
                 prefix,
                 queue,
                 sinks,
+                node: hex::encode(id).into(),
+                seq: Arc::default(),
             })
         }
 
@@ -254,7 +340,14 @@ mod nats {
 
     impl ChangeFeed for NatsFeed {
         fn publish(&self, change: &Change) -> bool {
-            let Ok(payload) = serde_json::to_vec(change) else {
+            // Numbered before it is queued: one dropped below, or lost on the way,
+            // leaves a gap the other nodes see.
+            let numbered = Numbered {
+                change: change.clone(),
+                node: Some(self.node.to_string()),
+                seq: Some(self.seq.fetch_add(1, Ordering::Relaxed) + 1),
+            };
+            let Ok(payload) = serde_json::to_vec(&numbered) else {
                 return false;
             };
             let sent = self

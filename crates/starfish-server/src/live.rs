@@ -189,6 +189,22 @@ impl Bus {
         self.publish(&place, || change.frame());
     }
 
+    /// Ends every stream on this node, at once: its subscribers may have missed
+    /// changes (the feed between nodes lost some), and a stream that stays open
+    /// must never have a silent gap. Each client reconnects and pulls. Returns how
+    /// many streams it ended.
+    pub(crate) fn end_all(&self) -> usize {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let ended = s.subs.len();
+        // Dropping every sender ends every stream; the subscriptions' own drops then
+        // find nothing left to remove.
+        *s = Subscribers {
+            next: s.next,
+            ..Subscribers::default()
+        };
+        ended
+    }
+
     /// Subscriptions open on this node.
     pub(crate) fn subscribers(&self) -> usize {
         self.state
@@ -255,5 +271,27 @@ mod tests {
             Err(ApiError::TooManyConcurrent)
         ));
         drop(minted);
+    }
+
+    #[tokio::test]
+    async fn ending_every_stream_ends_each_one_and_frees_its_counts() {
+        let bus = Arc::new(Bus::default());
+        let a = place("acme", "", "notes/a");
+        let mut subs: Vec<_> = (0..PER_CALLER)
+            .map(|_| bus.subscribe("alice", "1.1.1.1", vec![a.clone()]).unwrap())
+            .collect();
+        bus.publish(&a, || Arc::from("before"));
+        assert_eq!(bus.end_all(), PER_CALLER);
+        for sub in &mut subs {
+            // What was sent before still arrives; then the stream ends.
+            assert_eq!(sub.frames.recv().await.as_deref(), Some("before"));
+            assert!(sub.frames.recv().await.is_none());
+        }
+        // The caller may subscribe again at once (its old streams are ending).
+        let mut again = bus.subscribe("alice", "1.1.1.1", vec![a.clone()]).unwrap();
+        drop(subs);
+        bus.publish(&a, || Arc::from("after"));
+        assert_eq!(again.frames.recv().await.as_deref(), Some("after"));
+        assert_eq!(bus.subscribers(), 1);
     }
 }

@@ -143,3 +143,137 @@ async fn a_change_on_one_node_reaches_the_subscribers_of_the_other() {
             .contains("starfish_live_changes_total{outcome=\"sent\"} 1\n")
     );
 }
+
+/// True when `stream` ends within `wait` (what was sent before still comes first).
+async fn ends(stream: &mut BodyDataStream, wait: Duration) -> bool {
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(until, stream.next()).await {
+            Ok(None) => return true,
+            Ok(Some(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A `nats-server` of this test's own on loopback, stopped by PID.
+struct OwnNats {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl OwnNats {
+    async fn start(port: u16) -> Self {
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server (tests/nats/install.sh)");
+        let server = Self { port, child };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("nats-server did not start on {port}");
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: run by tests/nats/run.sh"]
+async fn a_nats_outage_ends_every_stream_instead_of_leaving_a_silent_gap() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nats = OwnNats::start(port).await;
+    let store = DocStore::memory();
+    let (ma, mb) = (Metrics::new(), Metrics::new());
+    let a = node(&store, &nats.url(), "outage.changes", &ma).await;
+    let b = node(&store, &nats.url(), "outage.changes", &mb).await;
+    let mut on_b = subscribe(&b, "/events?paths=board/o1").await;
+    // NATS goes away: a write on A now cannot reach B's subscriber, so B's stream
+    // must not stay open as if nothing happened.
+    drop(nats);
+    let (status, _) = push_doc(&a, "/push/board/o1", json!({"n": 1}), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        ends(&mut on_b, Duration::from_secs(5)).await,
+        "B's stream ends when its NATS connection is cut"
+    );
+    // NATS is back: the client reconnects, pulls, and hears what comes next.
+    let _nats = OwnNats::start(port).await;
+    let mut heard = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut again = subscribe(&b, "/events?paths=board/o1").await;
+        let pulled = json_body(send(&a, get("/pull/board/o1")).await).await;
+        let (status, body) = push_doc(
+            &a,
+            "/push/board/o1",
+            json!({"n": 2}),
+            pulled["hash"].as_str(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        if let Some(frame) = next(&mut again, Duration::from_secs(1)).await {
+            heard = Some((data(&frame), body));
+            break;
+        }
+    }
+    let (frame, body) = heard.expect("B hears A's writes again once NATS is back");
+    assert_eq!(frame["hash"], body["hash"]);
+}
+
+#[tokio::test]
+#[ignore = "needs a NATS server: run by tests/nats/run.sh"]
+async fn a_gap_in_a_nodes_numbered_changes_ends_the_streams() {
+    let url = std::env::var("STARFISH_TEST_NATS_URL")
+        .expect("STARFISH_TEST_NATS_URL is not set: run tests/nats/run.sh");
+    let prefix = format!("gap{}.changes", std::process::id());
+    let store = DocStore::memory();
+    let b = node(&store, &url, &prefix, &Metrics::new()).await;
+    let mut on_b = subscribe(&b, "/events?paths=board/g1").await;
+    let raw = async_nats::connect(url.as_str()).await.unwrap();
+    let subject = format!("{prefix}.~.board");
+    let numbered = |seq: u64| {
+        serde_json::to_vec(
+            &json!({"namespace": null, "generation": "", "collection": "board",
+            "path": "board/g1", "hash": format!("ab{seq:02}"), "timestamp": seq,
+            "node": "elsewhere", "seq": seq}),
+        )
+        .unwrap()
+    };
+    // Changes 1 and 2 of another node arrive, then 4: number 3 was lost.
+    for seq in [1, 2, 4] {
+        raw.publish(subject.clone(), numbered(seq).into())
+            .await
+            .unwrap();
+    }
+    raw.flush().await.unwrap();
+    for seq in [1, 2] {
+        let frame = next(&mut on_b, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(data(&frame)["hash"], format!("ab{seq:02}"));
+    }
+    assert!(
+        ends(&mut on_b, Duration::from_secs(2)).await,
+        "a change that never came ends the stream"
+    );
+}
