@@ -78,6 +78,14 @@ pub enum Event {
         what: String,
         stale: bool,
     },
+    /// A live-changes stream (`GET /events`) on `docs`, open from `invoke` (its
+    /// first comment) to `complete`: the changes it heard, as (document, hash), and
+    /// whether the server ended it (`false`: it stayed open until the client closed it).
+    Stream {
+        docs: Vec<String>,
+        heard: Vec<(String, String)>,
+        ended: bool,
+    },
 }
 
 /// One operation of the history.
@@ -110,7 +118,7 @@ pub struct Verdict {
 pub type Report = BTreeMap<&'static str, Verdict>;
 
 /// The properties, in the order the table prints them.
-pub const PROPERTIES: [&str; 7] = [
+pub const PROPERTIES: [&str; 8] = [
     "documents: one chain",
     "documents: no lost write",
     "documents: linearizable reads",
@@ -118,7 +126,12 @@ pub const PROPERTIES: [&str; 7] = [
     "logs",
     "replays",
     "tenants and keys",
+    "live changes",
 ];
+
+/// How long a change may take to reach a subscriber on any node (NATS between
+/// nodes), in microseconds.
+pub const DELIVERY_US: u64 = 2_000_000;
 
 /// How soon every node refuses after a revocation, a suspension or a deletion
 /// (docs/namespaces.md: the tenant and key caches' refresh), in microseconds.
@@ -139,6 +152,7 @@ pub fn check(history: &[Op], lease_slack: u64) -> Report {
     logs(history, &mut report);
     replays(history, &mut report);
     changes(history, &mut report);
+    live(history, &mut report);
     answers(history, &mut report);
     report
 }
@@ -553,6 +567,50 @@ fn changes(history: &[Op], report: &mut Report) {
     }
 }
 
+/// A stream that stayed open hears every acknowledged write of its documents made
+/// while it was open (sent after it opened, acknowledged at least
+/// [`DELIVERY_US`] before it closed). A stream the server ended may have missed
+/// some: its client pulls when it reconnects; what must never happen is a gap in a
+/// stream that stays open.
+fn live(history: &[Op], report: &mut Report) {
+    let v = verdict(report, "live changes");
+    let mut writes: HashMap<&str, Vec<&Op>> = HashMap::new();
+    for op in history {
+        if let Event::DocWrite { doc, .. } = &op.event {
+            if op.outcome == Outcome::Ok {
+                writes.entry(doc).or_default().push(op);
+            }
+        }
+    }
+    for op in history {
+        let Event::Stream { docs, heard, ended } = &op.event else {
+            continue;
+        };
+        if *ended {
+            continue;
+        }
+        let heard: BTreeSet<(&str, &str)> = heard
+            .iter()
+            .map(|(d, h)| (d.as_str(), h.as_str()))
+            .collect();
+        for doc in docs {
+            for w in writes.get(doc.as_str()).into_iter().flatten() {
+                if w.invoke < op.invoke || w.complete + DELIVERY_US > op.complete {
+                    continue;
+                }
+                v.checked += 1;
+                let hash = write_parts(w).1;
+                if !heard.contains(&(doc.as_str(), hash)) {
+                    v.violations.push(format!(
+                        "stream {} on node {} stayed open and never heard write {} of {doc}",
+                        op.id, op.node, w.id
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// The statuses each kind of operation may get; 0 is no answer (a timeout, a reset).
 fn allowed(event: &Event) -> &'static [u16] {
     match event {
@@ -565,6 +623,7 @@ fn allowed(event: &Event) -> &'static [u16] {
         Event::Fault { .. } => &[0],
         Event::Change { .. } => &[0, 200, 503],
         Event::Probe { .. } => &[0, 200, 401, 403, 404, 503],
+        Event::Stream { .. } => &[0, 200, 503],
     }
 }
 
@@ -629,6 +688,7 @@ fn kind(event: &Event) -> &'static str {
         Event::Fault { .. } => "fault",
         Event::Change { .. } => "change",
         Event::Probe { .. } => "probe",
+        Event::Stream { .. } => "stream",
     }
 }
 

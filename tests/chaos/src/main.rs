@@ -941,6 +941,155 @@ async fn namespaces(shared: Arc<Shared>) {
     }
 }
 
+/// How long subscribers stay after the clients stop, to hear the last writes.
+const LISTEN_AFTER: Duration = Duration::from_secs(3);
+
+/// A live-changes subscriber on one user's documents: opens `GET /events` on a
+/// random node, records what it hears, and opens another when the server ends it.
+async fn subscriber(shared: Arc<Shared>, user_seed: u8, mut rng: Rng) {
+    let device = Device::new(user_seed, 200 + user_seed);
+    let docs: Vec<String> = (0..DOCS).map(|d| format!("u{user_seed}/d{d}")).collect();
+    let paths: Vec<String> = (0..DOCS)
+        .map(|d| format!("users/{}/docs/d{d}", device.user))
+        .collect();
+    let path = format!("/events?paths={}", paths.join(","));
+    let until = shared.deadline + LISTEN_AFTER;
+    while Instant::now() < until {
+        let node = rng.below(NODES as u64) as usize;
+        let port = shared.ports[node];
+        let headers = device.sign(port, "GET", &path, b"");
+        let invoke = shared.now();
+        match listen(port, &path, &headers, until).await {
+            Listened::Refused(status) => {
+                shared.record(
+                    u32::MAX - 2,
+                    node,
+                    invoke,
+                    Outcome::Fail,
+                    status,
+                    Event::Stream {
+                        docs: docs.clone(),
+                        heard: Vec::new(),
+                        ended: true,
+                    },
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Listened::Stream {
+                opened,
+                heard,
+                ended,
+            } => {
+                let heard = heard
+                    .into_iter()
+                    .filter_map(|(p, h)| {
+                        let d = paths.iter().position(|x| *x == p)?;
+                        Some((docs[d].clone(), h))
+                    })
+                    .collect();
+                let op = Op {
+                    id: shared.next_op.fetch_add(1, Ordering::SeqCst),
+                    client: u32::MAX - 2,
+                    node,
+                    invoke: opened.duration_since(shared.start).as_micros() as u64,
+                    complete: shared.now(),
+                    outcome: Outcome::Ok,
+                    status: 200,
+                    event: Event::Stream {
+                        docs: docs.clone(),
+                        heard,
+                        ended,
+                    },
+                };
+                shared.history.lock().expect("history").push(op);
+                if ended {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+enum Listened {
+    Refused(u16),
+    Stream {
+        opened: Instant,
+        heard: Vec<(String, String)>,
+        /// The server ended it (not this client, at `until`).
+        ended: bool,
+    },
+}
+
+/// Holds a live-changes stream open until `until` or until the server ends it.
+async fn listen(port: u16, path: &str, headers: &[(String, String)], until: Instant) -> Listened {
+    let opened = async {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_io::Io(stream))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        let mut req = hyper::Request::builder().method("GET").uri(path);
+        for (k, v) in headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let res = sender
+            .send_request(req.body(Full::new(Bytes::new())).ok()?)
+            .await
+            .ok()?;
+        Some(res)
+    };
+    let Ok(Some(res)) = tokio::time::timeout(CLIENT_TIMEOUT, opened).await else {
+        return Listened::Refused(0);
+    };
+    if res.status() != 200 {
+        return Listened::Refused(res.status().as_u16());
+    }
+    let mut body = res.into_body();
+    let mut text = String::new();
+    let mut heard = Vec::new();
+    let mut opened: Option<Instant> = None;
+    let until = tokio::time::Instant::from_std(until);
+    let ended = loop {
+        let frame = tokio::select! {
+            f = body.frame() => f,
+            () = tokio::time::sleep_until(until) => break false,
+        };
+        let Some(Ok(frame)) = frame else {
+            break true;
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        text.push_str(&String::from_utf8_lossy(&data));
+        while let Some(end) = text.find(
+            "
+
+",
+        ) {
+            let event: String = text.drain(..end + 2).collect();
+            for line in event.lines() {
+                if line.starts_with(": connected") {
+                    opened.get_or_insert_with(Instant::now);
+                }
+                if let Some(json) = line.strip_prefix("data: ") {
+                    let change: Value = serde_json::from_str(json).unwrap_or_default();
+                    if let (Some(p), Some(h)) = (change["path"].as_str(), change["hash"].as_str()) {
+                        heard.push((p.to_owned(), h.to_owned()));
+                    }
+                }
+            }
+        }
+    };
+    match opened {
+        Some(opened) => Listened::Stream {
+            opened,
+            heard,
+            ended,
+        },
+        None => Listened::Refused(0),
+    }
+}
+
 /// Sends `path` to a random node, `token` as a Bearer key if given.
 async fn probe_request(
     shared: &Shared,
@@ -1411,6 +1560,15 @@ async fn run(args: Args) -> bool {
     let seed = Rng::new(args.seed);
     let ns = tokio::spawn(namespaces(shared.clone()));
     let lives = tokio::spawn(lifecycle(shared.clone(), seed.fork(2_000_000)));
+    let listeners: Vec<_> = (1..=2u8)
+        .map(|u| {
+            tokio::spawn(subscriber(
+                shared.clone(),
+                u,
+                seed.fork(3_000_000 + u64::from(u)),
+            ))
+        })
+        .collect();
     // The first namespace exists before clients create in it.
     while shared.quota_ns.lock().expect("ns").is_empty() {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1434,6 +1592,9 @@ async fn run(args: Args) -> bool {
     }
     let _ = ns.await;
     let _ = lives.await;
+    for l in listeners {
+        let _ = l.await;
+    }
     let injected = injected.await.unwrap_or_default();
     // Healed: every node up, the store passing.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1496,6 +1657,7 @@ fn print_summary(history: &[Op], injected: &BTreeMap<&'static str, u64>) {
             Event::Replay { .. } => "replay",
             Event::Change { .. } => "change",
             Event::Probe { .. } => "probe",
+            Event::Stream { .. } => "stream",
             _ => continue,
         };
         *ops.entry((kind, op.status.to_string())).or_insert(0) += 1;

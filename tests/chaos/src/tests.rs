@@ -578,3 +578,50 @@ fn a_deleted_namespace_whose_data_or_key_comes_back_is_caught() {
     let v = violations(&h.report(), "tenants and keys");
     assert_eq!(v.len(), 2, "{v:?}");
 }
+
+fn stream(h: &mut H, span: (u64, u64), heard: &[u64], ended: bool) {
+    h.op(
+        2,
+        span,
+        Outcome::Ok,
+        200,
+        Event::Stream {
+            docs: vec!["d".into()],
+            heard: heard
+                .iter()
+                .map(|w| ("d".to_owned(), write_hash(*w)))
+                .collect(),
+            ended,
+        },
+    );
+}
+
+#[test]
+fn a_silent_gap_in_a_live_stream_is_caught() {
+    let base = || {
+        let mut h = H::new();
+        h.write((10, 20), 1, None, Outcome::Ok);
+        h.write((3_000_000, 3_000_100), 2, Some(1), Outcome::Ok);
+        h.write((3_000_200, 3_000_300), 3, Some(2), Outcome::Unknown);
+        h.last(Some(2));
+        h
+    };
+    // Opened after write 1 was sent: only write 2 is owed; an unknown write is not.
+    let mut h = base();
+    stream(&mut h, (15, 10_000_000), &[2], false);
+    clean(&h.report());
+    // A stream the server ended owes nothing: its client pulls.
+    let mut h = base();
+    stream(&mut h, (15, 10_000_000), &[], true);
+    clean(&h.report());
+    // Closed too soon after write 2 for it to be owed.
+    let mut h = base();
+    stream(&mut h, (15, 4_000_000), &[], false);
+    clean(&h.report());
+    // Open all along, and write 2 never came: a silent gap.
+    let mut h = base();
+    stream(&mut h, (15, 10_000_000), &[], false);
+    let v = violations(&h.report(), "live changes");
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].contains("never heard"), "{v:?}");
+}
