@@ -576,10 +576,8 @@ fn live(history: &[Op], report: &mut Report) {
     let v = verdict(report, "live changes");
     let mut writes: HashMap<&str, Vec<&Op>> = HashMap::new();
     for op in history {
-        if let Event::DocWrite { doc, .. } = &op.event {
-            if op.outcome == Outcome::Ok {
-                writes.entry(doc).or_default().push(op);
-            }
+        if let (Event::DocWrite { doc, .. }, Outcome::Ok) = (&op.event, op.outcome) {
+            writes.entry(doc).or_default().push(op);
         }
     }
     for op in history {
