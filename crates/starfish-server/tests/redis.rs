@@ -380,3 +380,85 @@ async fn after_redis_loses_its_data_no_accepted_request_is_accepted_again() {
     }
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Redis server: run by tests/redis/run.sh"]
+async fn a_redis_that_goes_back_in_time_is_noticed_and_nothing_is_accepted_twice() {
+    let url = redis_url();
+    let prefix = format!("back:{}:", std::process::id());
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = DocStore::memory();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let replay = RedisReplay::connect(&url, Some(&prefix)).await.unwrap();
+        nodes.push(
+            create_sync_router(
+                SyncOptions::new(config(), store.clone())
+                    .with_clock(clock.clone())
+                    .with_cap_auth(CapAuthOptions {
+                        shared_replay: Some(Arc::new(replay)),
+                        ..CapAuthOptions::default()
+                    }),
+            )
+            .unwrap(),
+        );
+    }
+    let alice = user(61);
+    let path = format!("/pull/users/{}/notes", alice.id);
+    let mut accepted = Vec::new();
+    for i in 0..10u64 {
+        clock.set(T0 + i);
+        let mut signed = Signed::get(&path, &alice);
+        signed.ts = T0 + i;
+        assert_eq!(
+            send(&nodes[i as usize % 2], signed.build()).await.status(),
+            StatusCode::OK
+        );
+        accepted.push(signed);
+    }
+    // Redis goes back in time, as a replica promoted after a failover does: the
+    // latest claims are gone (here: all of them), the rest (the marker) is there.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for key in keys {
+        if key.ends_with("since") {
+            continue;
+        }
+        if key.ends_with("count") {
+            let _: () = redis::cmd("DECRBY")
+                .arg(&key)
+                .arg(3)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            continue;
+        }
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    clock.set(T0 + 1_000);
+    for (i, signed) in accepted.iter().enumerate() {
+        for node in &nodes {
+            let status = send(node, signed.build()).await.status();
+            assert!(
+                status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::UNAUTHORIZED,
+                "request {i} answered {status} after Redis went back in time"
+            );
+        }
+    }
+    // Freshly signed requests pass.
+    let mut fresh = Signed::get(&path, &alice);
+    fresh.ts = T0 + 1_000;
+    assert_eq!(
+        send(&nodes[1], fresh.build()).await.status(),
+        StatusCode::OK
+    );
+}

@@ -46,9 +46,15 @@ pub trait ReplayStore: Send + Sync + std::fmt::Debug + 'static {
     fn ping(&self) -> BoxFuture<'_, bool>;
 }
 
-/// A [`ReplayStore`] in Redis: one script per claim reads the marker
-/// `<prefix>since` (set to the claiming node's time when it is missing: a new or
-/// emptied Redis) and runs `SET <prefix><hex> 1 NX PX <ttl>`, atomically.
+/// A [`ReplayStore`] in Redis: one script per claim, atomically, counts the claim
+/// (`INCR <prefix>count`), reads the marker `<prefix>since`, and runs
+/// `SET <prefix><hex> 1 NX PX <ttl>`.
+///
+/// Redis may lose all it held (a restart without persistence: the marker is gone)
+/// or only its latest writes (a replica promoted after a failover, a restart from a
+/// snapshot or an `everysec` append-only file): then the count goes back below what
+/// this node saw before. Either way the marker is set to the node's time, and
+/// requests signed before it are refused from then on, by every node.
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[derive(Clone)]
@@ -56,20 +62,31 @@ pub struct RedisReplay {
     conn: redis::aio::ConnectionManager,
     prefix: String,
     script: std::sync::Arc<redis::Script>,
+    /// The highest count this node has seen.
+    seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// KEYS: the nonce's key, the marker. ARGV: the nonce's time to live (ms), the
-/// node's time (ms). Returns {1 when first claimed else 0, the marker's time}.
+/// KEYS: the nonce's key, the marker, the count. ARGV: the nonce's time to live
+/// (ms), the node's time (ms), the highest count the node saw. Returns {1 when
+/// first claimed else 0, the marker's time, the count}.
 #[cfg(feature = "redis")]
 const CLAIM_SCRIPT: &str = r"
 local since = redis.call('GET', KEYS[2])
-if not since then
-  since = ARGV[2]
-  redis.call('SET', KEYS[2], since)
+local n = redis.call('INCR', KEYS[3])
+local seen = tonumber(ARGV[3])
+if (not since) or n <= seen then
+  if n <= seen then
+    n = seen + 1
+    redis.call('SET', KEYS[3], n)
+  end
+  if (not since) or tonumber(since) < tonumber(ARGV[2]) then
+    since = ARGV[2]
+    redis.call('SET', KEYS[2], since)
+  end
 end
 local first = 0
 if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then first = 1 end
-return {first, tonumber(since)}
+return {first, tonumber(since), n}
 ";
 
 #[cfg(feature = "redis")]
@@ -116,6 +133,7 @@ impl RedisReplay {
             conn,
             prefix: prefix.unwrap_or("starfish:nonce:").to_owned(),
             script: std::sync::Arc::new(redis::Script::new(CLAIM_SCRIPT)),
+            seen: std::sync::Arc::default(),
         })
     }
 
@@ -174,20 +192,27 @@ impl ReplayStore for RedisReplay {
         Box::pin(async move {
             let mut conn = self.conn.clone();
             let mut call = self.script.prepare_invoke();
+            let seen = self.seen.load(std::sync::atomic::Ordering::Acquire);
             call.key(format!("{}{}", self.prefix, hex::encode(fingerprint)))
                 .key(format!("{}since", self.prefix))
+                .key(format!("{}count", self.prefix))
                 .arg(ttl_ms.max(1))
-                .arg(now_ms);
+                .arg(now_ms)
+                .arg(seen);
             // After an outage the first command meets the failed connection (refused:
             // never sent) and starts a new one: asked once more, it gets through
             // as soon as Redis is back. A command that may have been sent is never
             // repeated (it would find its own claim and refuse the request). A
             // restarted Redis has also forgotten the script: `invoke` loads it again.
-            let (first, since): (i64, i64) = match call.invoke_async(&mut conn).await {
+            let (first, since, count): (i64, i64, i64) = match call.invoke_async(&mut conn).await {
                 Err(e) if e.is_connection_refusal() => call.invoke_async(&mut conn).await,
                 other => other,
             }
             .map_err(|e| format!("redis: {e}"))?;
+            self.seen.fetch_max(
+                u64::try_from(count).unwrap_or(0),
+                std::sync::atomic::Ordering::AcqRel,
+            );
             Ok(Claim {
                 first: first == 1,
                 remembers_since_ms: u64::try_from(since).unwrap_or(u64::MAX),
