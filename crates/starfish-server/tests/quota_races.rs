@@ -151,6 +151,9 @@ async fn ten_concurrent_creates_on_one_node_in_memory_never_pass_the_quota() {
 #[derive(Debug, Default)]
 struct Remote {
     inner: InMemory,
+    /// Documents' writes take effect and their answers are lost (the caller gets
+    /// an error).
+    answer_lost: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Display for Remote {
@@ -174,8 +177,16 @@ impl ObjectStore for Remote {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         latency().await;
+        let document = location.as_ref().contains("/docs/");
         let out = self.inner.put_opts(location, payload, opts).await;
         latency().await;
+        if document && self.answer_lost.load(std::sync::atomic::Ordering::SeqCst) {
+            out?;
+            return Err(object_store::Error::Generic {
+                store: "Remote",
+                source: "the answer was lost".into(),
+            });
+        }
         out
     }
 
@@ -375,4 +386,45 @@ async fn a_node_that_sleeps_past_its_lease_comes_back_to_an_exact_record() {
         last = item;
     }
     assert_eq!(last["quota"]["documents"], json!(stored), "{last}");
+}
+
+/// A create whose answer was lost (503: it may have been made) is counted: the
+/// next one does not pass the quota.
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_still_counts() {
+    let caps = Capabilities {
+        conditional_update: true,
+        attributes: true,
+    };
+    let remote = Arc::new(Remote::default());
+    let store = DocStore::new(remote.clone(), caps);
+    let app = node(&store);
+    create_namespace(&app, "lost").await;
+    assert_eq!(
+        concurrent_creates(std::slice::from_ref(&app), "lost", 0, 4).await,
+        4
+    );
+    remote
+        .answer_lost
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let res = send(
+        &app,
+        push(
+            "/lost/push/docs/c4",
+            &json!({"data": {"i": 4}, "baseHash": null}),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    remote
+        .answer_lost
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        stored_documents(&store, "_starfish/t/lost/").await,
+        5,
+        "it was made"
+    );
+    let ok = concurrent_creates(std::slice::from_ref(&app), "lost", 5, 3).await;
+    assert_eq!(ok, 0, "the quota of 5 is full");
+    assert_eq!(stored_documents(&store, "_starfish/t/lost/").await, 5);
 }

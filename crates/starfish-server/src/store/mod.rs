@@ -480,8 +480,11 @@ impl NsStore {
             .await?;
         let written = self.put_cached(path, bytes, expect).await;
         let (grown, counted) = match written {
-            Ok(true) => (new as i64 - old as i64, documents as i64),
-            _ => (0, 0),
+            // A store error may come after the write took effect (its answer was
+            // lost): counted as made, so the quota is never passed (the record may
+            // then overcount by what was not made).
+            Ok(true) | Err(_) => (new as i64 - old as i64, documents as i64),
+            Ok(false) => (0, 0),
         };
         ledger.settle(reservation, grown, counted).await;
         written

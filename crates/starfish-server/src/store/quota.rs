@@ -242,6 +242,15 @@ impl Ledger {
         }
     }
 
+    /// After a write-back that failed: it may have taken effect all the same (its
+    /// answer lost), and is sent again with the next one. Spending counted twice
+    /// only overcounts; a free counted twice would undercount, so a free is dropped
+    /// (the record then overcounts by it, on the safe side).
+    fn after_failed_write_back(local: &mut Local) {
+        local.spent_bytes = local.spent_bytes.max(0);
+        local.spent_documents = local.spent_documents.max(0);
+    }
+
     /// Writes back what this node spent and shows the namespace's usage.
     ///
     /// # Errors
@@ -291,14 +300,21 @@ impl Ledger {
             documents,
             ..UsageRecord::default()
         };
-        // Another node may have created it meanwhile: then theirs stands.
-        let _ = self
+        // Another node may have created it meanwhile: then theirs stands. A store
+        // failure leaves it to be tried again (a record created empty later would
+        // not count what the namespace holds).
+        match self
             .record
             .compare_and_swap_uncounted(&self.key, |current| match current {
                 Some(_) => Err(()),
                 None => Ok((serialise(&record), ())),
             })
-            .await;
+            .await
+        {
+            Ok(()) | Err(super::CasError::Rejected(())) => {}
+            Err(super::CasError::Store(e)) => return Err(e),
+            Err(super::CasError::Contended) => return Err(StoreError::Contended),
+        }
         self.recorded.store(true, Ordering::Release);
         Ok(())
     }
@@ -380,10 +396,15 @@ impl Ledger {
                     };
                     let free = limit.saturating_sub(used).saturating_sub(others);
                     let room = free.saturating_sub(in_flight);
-                    let wanted = if held >= need {
-                        held
+                    // What the write needs, or a sixteenth of the limit: never more,
+                    // however much frees gave back to the node (a lease that lapses
+                    // with its node is counted as spent). A write-back alone (no
+                    // need: a flush, the admin view) takes nothing new.
+                    let chunk = (limit / 16).max(1);
+                    let wanted = if need == 0 {
+                        held.min(chunk)
                     } else {
-                        need.max((limit / 16).max(1))
+                        need.max(chunk)
                     };
                     let spendable = wanted.min(room);
                     (spendable, spendable.saturating_add(in_flight))
@@ -416,8 +437,14 @@ impl Ledger {
                 Ok::<_, StoreError>((serialise(&record), out))
             })
             .await
-            .map_err(cas_error)?;
-        let (record, lease_bytes, lease_documents) = record;
+            .map_err(cas_error);
+        let (record, lease_bytes, lease_documents) = match record {
+            Ok(record) => record,
+            Err(e) => {
+                Self::after_failed_write_back(local);
+                return Err(e);
+            }
+        };
         local.bytes = lease_bytes;
         local.documents = lease_documents;
         local.spent_bytes -= spent_bytes;
