@@ -636,10 +636,19 @@ fn store_or_redis(kind: &str) -> bool {
 
 fn answers(history: &[Op], report: &mut Report) {
     let v = verdict(report, ANSWERS);
-    let outages: Vec<(u64, u64)> = history
+    // Outages: the store's and Redis's, for every node; a node's own pause, for the
+    // requests it held (its clock ran on while it slept: its timeouts for Redis and
+    // the store expired without either being down).
+    let outages: Vec<(Option<usize>, u64, u64)> = history
         .iter()
-        .filter(|o| matches!(&o.event, Event::Fault { kind } if store_or_redis(kind)))
-        .map(|o| (o.invoke, o.complete + RECOVERY_US))
+        .filter_map(|o| {
+            match &o.event {
+                Event::Fault { kind } if store_or_redis(kind) => Some(None),
+                Event::Fault { kind } if kind == "node-pause" => Some(Some(o.node)),
+                _ => None,
+            }
+            .map(|node| (node, o.invoke, o.complete + RECOVERY_US))
+        })
         .collect();
     for op in history {
         if matches!(op.event, Event::Fault { .. }) {
@@ -651,12 +660,12 @@ fn answers(history: &[Op], report: &mut Report) {
         let replay = matches!(op.event, Event::Replay { .. });
         if op.status == 503
             && !replay
-            && !outages
-                .iter()
-                .any(|(s, e)| op.complete >= *s && op.invoke <= *e)
+            && !outages.iter().any(|(node, s, e)| {
+                node.is_none_or(|n| n == op.node) && op.complete >= *s && op.invoke <= *e
+            })
         {
             v.violations.push(format!(
-                "operation {} ({}) got 503 while the store and Redis were up",
+                "operation {} ({}) got 503 while the store, Redis and its node were up",
                 op.id,
                 kind(&op.event)
             ));

@@ -456,6 +456,40 @@ fn a_503_is_documented_only_while_the_store_or_redis_is_down() {
     let a = violations(&h.report(), ANSWERS);
     assert_eq!(a.len(), 1, "{a:?}");
     assert!(a[0].contains("were up"), "{a:?}");
+    // A node's own pause: its requests may get 503 (its timeouts ran on), other
+    // nodes' may not.
+    let mut h = good();
+    h.op(
+        1,
+        (30_000_000, 32_000_000),
+        Outcome::Unknown,
+        0,
+        Event::Fault {
+            kind: "node-pause".into(),
+        },
+    );
+    h.op(
+        1,
+        (30_000_100, 32_000_100),
+        Outcome::Unknown,
+        503,
+        Event::DocRead {
+            doc: "d".into(),
+            hash: String::new(),
+        },
+    );
+    clean(&h.report());
+    h.op(
+        0,
+        (30_000_100, 30_000_200),
+        Outcome::Unknown,
+        503,
+        Event::DocRead {
+            doc: "d".into(),
+            hash: String::new(),
+        },
+    );
+    assert_eq!(violations(&h.report(), ANSWERS).len(), 1);
 }
 
 #[test]
