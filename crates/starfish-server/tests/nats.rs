@@ -156,58 +156,16 @@ async fn ends(stream: &mut BodyDataStream, wait: Duration) -> bool {
     }
 }
 
-/// A `nats-server` of this test's own on loopback, stopped by PID.
-struct OwnNats {
-    port: u16,
-    child: std::process::Child,
-}
-
-impl OwnNats {
-    async fn start(port: u16) -> Self {
-        let child = std::process::Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nats-server (tests/nats/install.sh)");
-        let server = Self { port, child };
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("nats-server did not start on {port}");
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for OwnNats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 #[ignore = "needs nats-server: run by tests/nats/run.sh"]
 async fn a_nats_outage_ends_every_stream_instead_of_leaving_a_silent_gap() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let nats = OwnNats::start(port).await;
+    let port = free_port();
+    let nats = OwnServer::nats(port).await;
+    let url = format!("nats://127.0.0.1:{port}");
     let store = DocStore::memory();
     let (ma, mb) = (Metrics::new(), Metrics::new());
-    let a = node(&store, &nats.url(), "outage.changes", &ma).await;
-    let b = node(&store, &nats.url(), "outage.changes", &mb).await;
+    let a = node(&store, &url, "outage.changes", &ma).await;
+    let b = node(&store, &url, "outage.changes", &mb).await;
     let mut on_b = subscribe(&b, "/events?paths=board/o1").await;
     // NATS goes away: a write on A now cannot reach B's subscriber, so B's stream
     // must not stay open as if nothing happened.
@@ -219,7 +177,7 @@ async fn a_nats_outage_ends_every_stream_instead_of_leaving_a_silent_gap() {
         "B's stream ends when its NATS connection is cut"
     );
     // NATS is back: the client reconnects, pulls, and hears what comes next.
-    let _nats = OwnNats::start(port).await;
+    let _nats = OwnServer::nats(port).await;
     let mut heard = None;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(200)).await;

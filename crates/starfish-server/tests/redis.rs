@@ -242,70 +242,17 @@ async fn rate_limits_and_namespace_counts_hold_across_nodes() {
     assert_eq!(accepted(&a, &b, docs).await, 1);
 }
 
-/// A `redis-server` of this test's own on loopback, without persistence, stopped by
-/// PID: one that can be killed and started again on the same port.
-struct OwnRedis {
-    port: u16,
-    child: std::process::Child,
-}
-
-impl OwnRedis {
-    async fn start(port: u16) -> Self {
-        let child = std::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (tests/redis/install.sh)");
-        // Stopped by `Drop`, also when it does not come up.
-        let server = Self { port, child };
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return server;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("redis-server did not start on {port}");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// SIGKILL: everything it held is gone.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server: run by tests/redis/run.sh"]
 async fn after_redis_loses_its_data_no_accepted_request_is_accepted_again() {
-    let mut server = OwnRedis::start(free_port()).await;
+    let mut server = OwnServer::redis(free_port()).await;
     let clock = Arc::new(ManualClock::new(T0));
     let store = DocStore::memory();
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        let replay = RedisReplay::connect(&server.url(), None).await.unwrap();
+        let replay = RedisReplay::connect(&format!("redis://127.0.0.1:{}/0", server.port), None)
+            .await
+            .unwrap();
         assert_eq!(replay.start_memory(T0).await.unwrap(), T0);
         nodes.push(
             create_sync_router(
@@ -343,7 +290,7 @@ async fn after_redis_loses_its_data_no_accepted_request_is_accepted_again() {
     // Redis dies and comes back empty; a moment later the requests are sent again,
     // byte for byte, to every node.
     server.kill();
-    let server = OwnRedis::start(server.port).await;
+    let server = OwnServer::redis(server.port).await;
     clock.set(T0 + 3_500);
     for (i, signed) in accepted.iter().enumerate() {
         for node in &nodes {

@@ -302,3 +302,84 @@ pub async fn call(app: &Router, r: Request<Body>) -> (StatusCode, Value) {
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
 }
+
+// ---- servers of a test's own ------------------------------------------------------
+
+/// A free port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server program of a test's own (`redis-server`, `nats-server`) on loopback,
+/// stopped by PID when dropped: one that a test can kill and start again on the
+/// same port.
+pub struct OwnServer {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl OwnServer {
+    /// Starts `program` with `args` and waits until `port` takes connections.
+    pub async fn start(program: &str, args: &[&str], port: u16) -> Self {
+        let child = std::process::Command::new(program)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        // Stopped by `Drop`, also when it does not come up.
+        let server = Self { port, child };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return server;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("{program} did not start on {port}");
+    }
+
+    /// A `redis-server` without persistence on `port`.
+    pub async fn redis(port: u16) -> Self {
+        let p = port.to_string();
+        Self::start(
+            "redis-server",
+            &[
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &p,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            port,
+        )
+        .await
+    }
+
+    /// A `nats-server` on `port`.
+    pub async fn nats(port: u16) -> Self {
+        let p = port.to_string();
+        Self::start("nats-server", &["-a", "127.0.0.1", "-p", &p], port).await
+    }
+
+    /// SIGKILL: everything it held is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
