@@ -86,6 +86,36 @@ pub enum Event {
         heard: Vec<(String, String)>,
         ended: bool,
     },
+    /// An upload of blob `blob`'s content number `upload` ([`blob_bytes`]).
+    BlobWrite { blob: String, upload: u64 },
+    /// A read of `blob`: the upload whose bytes it returned whole (`None`: no blob;
+    /// `Some(TORN)`: bytes that are no upload's, whole).
+    BlobRead { blob: String, upload: Option<u64> },
+    /// A read of `blob` from one node after the faults.
+    BlobFinal { blob: String, upload: Option<u64> },
+}
+
+/// A blob read whose bytes are no upload's whole bytes.
+pub const TORN: u64 = u64::MAX;
+
+/// The bytes of upload `n`: a header naming it, then a filler whose length and byte
+/// it decides, so that a read tells which upload it returned and whether whole.
+pub fn blob_bytes(n: u64) -> Vec<u8> {
+    let mut out = format!("upload:{n:>12}\n").into_bytes();
+    let filler = 1_000 + (n * 7_919) % 30_000;
+    out.resize(out.len() + filler as usize, (n % 251) as u8);
+    out
+}
+
+/// The upload `bytes` are, whole: `Some(n)`, or `Some(TORN)` when they are no
+/// upload's bytes.
+pub fn which_upload(bytes: &[u8]) -> Option<u64> {
+    let n = std::str::from_utf8(bytes.get(7..19)?)
+        .ok()?
+        .trim()
+        .parse()
+        .ok();
+    Some(n.filter(|n| blob_bytes(*n) == bytes).unwrap_or(TORN))
 }
 
 /// One operation of the history.
@@ -118,7 +148,7 @@ pub struct Verdict {
 pub type Report = BTreeMap<&'static str, Verdict>;
 
 /// The properties, in the order the table prints them.
-pub const PROPERTIES: [&str; 8] = [
+pub const PROPERTIES: [&str; 9] = [
     "documents: one chain",
     "documents: no lost write",
     "documents: linearizable reads",
@@ -127,6 +157,7 @@ pub const PROPERTIES: [&str; 8] = [
     "replays",
     "tenants and keys",
     "live changes",
+    "blobs",
 ];
 
 /// How long a change may take to reach a subscriber on any node (NATS between
@@ -153,6 +184,7 @@ pub fn check(history: &[Op], lease_slack: u64) -> Report {
     replays(history, &mut report);
     changes(history, &mut report);
     live(history, &mut report);
+    blobs(history, &mut report);
     answers(history, &mut report);
     report
 }
@@ -609,6 +641,92 @@ fn live(history: &[Op], report: &mut Report) {
     }
 }
 
+/// Blobs are replaced whole (last writer wins): a read returns one upload's bytes,
+/// whole, sent before the read ended, and not one an acknowledged upload replaced
+/// before the read began; after the faults every node returns the same upload, and
+/// no acknowledged upload begun after it ended was lost.
+fn blobs(history: &[Op], report: &mut Report) {
+    let v = verdict(report, "blobs");
+    let mut uploads: HashMap<(&str, u64), &Op> = HashMap::new();
+    let mut acked: HashMap<&str, Vec<&Op>> = HashMap::new();
+    for op in history {
+        if let Event::BlobWrite { blob, upload } = &op.event {
+            uploads.insert((blob, *upload), op);
+            if op.outcome == Outcome::Ok {
+                acked.entry(blob).or_default().push(op);
+            }
+        }
+    }
+    let mut finals: BTreeMap<&str, BTreeSet<Option<u64>>> = BTreeMap::new();
+    for op in history {
+        let (blob, upload, last) = match &op.event {
+            Event::BlobRead { blob, upload } if op.outcome == Outcome::Ok => (blob, upload, false),
+            Event::BlobFinal { blob, upload } => (blob, upload, true),
+            _ => continue,
+        };
+        v.checked += 1;
+        if last {
+            finals.entry(blob).or_default().insert(*upload);
+        }
+        let Some(n) = *upload else {
+            // No blob yet: none may have been acknowledged before the read began.
+            if let Some(w) = acked
+                .get(blob.as_str())
+                .and_then(|a| a.iter().find(|w| w.complete < op.invoke))
+            {
+                v.violations.push(format!(
+                    "{blob}: read {} found no blob after upload {} was acknowledged",
+                    op.id, w.id
+                ));
+            }
+            continue;
+        };
+        if n == TORN {
+            v.violations.push(format!(
+                "{blob}: read {} returned bytes of no upload, whole",
+                op.id
+            ));
+            continue;
+        }
+        let Some(w) = uploads.get(&(blob.as_str(), n)) else {
+            v.violations.push(format!(
+                "{blob}: read {} returned upload {n}, never sent",
+                op.id
+            ));
+            continue;
+        };
+        if w.outcome == Outcome::Fail {
+            v.violations.push(format!(
+                "{blob}: read {} returned upload {n}, which was refused ({})",
+                op.id, w.status
+            ));
+        }
+        if w.invoke > op.complete {
+            v.violations.push(format!(
+                "{blob}: read {} returned upload {n} before it was sent",
+                op.id
+            ));
+        }
+        // Replaced before the read began by an upload sent after this one ended.
+        if let Some(newer) = acked.get(blob.as_str()).and_then(|a| {
+            a.iter()
+                .find(|x| x.invoke > w.complete && x.complete < op.invoke)
+        }) {
+            v.violations.push(format!(
+                "{blob}: read {} returned upload {n}, replaced by acknowledged upload {} before the read began",
+                op.id, newer.id
+            ));
+        }
+    }
+    for (blob, seen) in finals {
+        if seen.len() > 1 {
+            v.violations.push(format!(
+                "{blob}: nodes disagree on the final blob after the faults: {seen:?}"
+            ));
+        }
+    }
+}
+
 /// The statuses each kind of operation may get; 0 is no answer (a timeout, a reset).
 fn allowed(event: &Event) -> &'static [u16] {
     match event {
@@ -622,6 +740,9 @@ fn allowed(event: &Event) -> &'static [u16] {
         Event::Change { .. } => &[0, 200, 503],
         Event::Probe { .. } => &[0, 200, 401, 403, 404, 503],
         Event::Stream { .. } => &[0, 200, 503],
+        Event::BlobWrite { .. } => &[0, 200, 503],
+        Event::BlobRead { .. } => &[0, 200, 404, 503],
+        Event::BlobFinal { .. } => &[200, 404],
     }
 }
 
@@ -696,6 +817,9 @@ fn kind(event: &Event) -> &'static str {
         Event::Change { .. } => "change",
         Event::Probe { .. } => "probe",
         Event::Stream { .. } => "stream",
+        Event::BlobWrite { .. } => "upload",
+        Event::BlobRead { .. } => "blob pull",
+        Event::BlobFinal { .. } => "final blob pull",
     }
 }
 

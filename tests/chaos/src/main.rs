@@ -36,6 +36,8 @@ const BUCKET: &str = "chaos";
 /// Documents per user that clients race on.
 const DOCS: u64 = 4;
 const LOGS: u64 = 3;
+/// Blobs per user.
+const BLOBS: u64 = 2;
 const QUOTA: u64 = 5;
 /// Namespaces with a quota that creates go to (a fresh one every few seconds).
 const QUOTA_EVERY: Duration = Duration::from_secs(6);
@@ -51,7 +53,10 @@ const CONFIG: &str = r#"{
      "readRoles": ["self"], "writeRoles": ["self"]},
     {"name": "log", "storagePath": "users/{identity}/log/{id}",
      "readRoles": ["self"], "writeRoles": ["self"],
-     "appendOnly": {"requireAuthorSignature": false, "chunkSize": 8}}
+     "appendOnly": {"requireAuthorSignature": false, "chunkSize": 8}},
+    {"name": "files", "storagePath": "users/{identity}/files/{id}",
+     "readRoles": ["self"], "writeRoles": ["self"],
+     "allowedMimeTypes": ["application/octet-stream"], "maxBodyBytes": 65536}
   ],
   "namespaceTemplates": {
     "team": {
@@ -677,7 +682,7 @@ async fn client(shared: Arc<Shared>, id: u32, mut rng: Rng) {
     while Instant::now() < shared.deadline {
         let node = rng.below(NODES as u64) as usize;
         let pick = rng.below(100);
-        if pick < 40 {
+        if pick < 36 {
             // Pull, then push on top of what was read, to another node.
             let doc = rng.below(DOCS);
             let path = format!("/pull/users/{}/docs/d{doc}", device.user);
@@ -687,14 +692,21 @@ async fn client(shared: Arc<Shared>, id: u32, mut rng: Rng) {
             };
             let node = (node + 1 + rng.below(NODES as u64 - 1) as usize) % NODES;
             write_doc(&shared, &device, id, node, doc, &key, hash, &mut rng).await;
-        } else if pick < 55 {
+        } else if pick < 48 {
             let doc = rng.below(DOCS);
             let path = format!("/pull/users/{}/docs/d{doc}", device.user);
             read_doc(&shared, &device, id, node, &path, &format!("{user}/d{doc}")).await;
-        } else if pick < 72 {
+        } else if pick < 63 {
             create(&shared, id, node).await;
-        } else if pick < 88 {
+        } else if pick < 76 {
             append(&shared, &device, id, node, &user, &mut rng).await;
+        } else if pick < 86 {
+            let blob = rng.below(BLOBS);
+            if rng.below(2) == 0 {
+                upload(&shared, &device, id, node, &user, blob).await;
+            } else {
+                let _ = read_blob(&shared, &device, id, node, &user, blob, false).await;
+            }
         } else {
             replay(&shared, id, &mut rng).await;
         }
@@ -861,6 +873,68 @@ async fn append(
             rng,
         );
     }
+}
+
+async fn upload(shared: &Shared, device: &Device, client: u32, node: usize, user: &str, blob: u64) {
+    let port = shared.ports[node];
+    let n = shared.next_value.fetch_add(1, Ordering::SeqCst);
+    let body = Bytes::from(starfish_chaos::blob_bytes(n));
+    let path = format!("/push/users/{}/files/f{blob}", device.user);
+    // Binary uploads are signed over an empty body (the protocol's rule).
+    let mut headers = device.sign(port, "POST", &path, b"");
+    headers.retain(|(k, _)| k != "content-type");
+    headers.push((
+        "content-type".to_owned(),
+        "application/octet-stream".to_owned(),
+    ));
+    let invoke = shared.now();
+    let res = request(port, "POST", &path, &headers, Some(body)).await;
+    let status = res.as_ref().map(|r| r.0);
+    shared.record(
+        client,
+        node,
+        invoke,
+        outcome_of_write(status, 409),
+        status.unwrap_or(0),
+        Event::BlobWrite {
+            blob: format!("{user}/f{blob}"),
+            upload: n,
+        },
+    );
+}
+
+/// Pulls a blob: which upload it returned (`None`: no blob); records it.
+async fn read_blob(
+    shared: &Shared,
+    device: &Device,
+    client: u32,
+    node: usize,
+    user: &str,
+    blob: u64,
+    last: bool,
+) -> Option<u64> {
+    let port = shared.ports[node];
+    let path = format!("/pull/users/{}/files/f{blob}", device.user);
+    let headers = device.sign(port, "GET", &path, b"");
+    let invoke = shared.now();
+    let res = request(port, "GET", &path, &headers, None).await;
+    let status = res.as_ref().map_or(0, |r| r.0);
+    let upload = match &res {
+        Some((200, bytes)) => starfish_chaos::which_upload(bytes).or(Some(starfish_chaos::TORN)),
+        _ => None,
+    };
+    let blob = format!("{user}/f{blob}");
+    let (outcome, event) = if last {
+        (Outcome::Ok, Event::BlobFinal { blob, upload })
+    } else {
+        let known = matches!(status, 200 | 404);
+        (
+            if known { Outcome::Ok } else { Outcome::Fail },
+            Event::BlobRead { blob, upload },
+        )
+    };
+    shared.record(client, node, invoke, outcome, status, event);
+    upload
 }
 
 /// Sends an accepted signed request again, byte for byte, to the node it was signed
@@ -1437,6 +1511,11 @@ async fn final_reads(shared: &Shared) {
                 );
             }
         }
+        for blob in 0..BLOBS {
+            for node in 0..NODES {
+                read_blob(shared, &device, u32::MAX, node, &user, blob, true).await;
+            }
+        }
         for log in 0..LOGS {
             let port = shared.ports[0];
             let invoke = shared.now();
@@ -1658,6 +1737,8 @@ fn print_summary(history: &[Op], injected: &BTreeMap<&'static str, u64>) {
             Event::Change { .. } => "change",
             Event::Probe { .. } => "probe",
             Event::Stream { .. } => "stream",
+            Event::BlobWrite { .. } => "upload",
+            Event::BlobRead { .. } => "blob",
             _ => continue,
         };
         *ops.entry((kind, op.status.to_string())).or_insert(0) += 1;

@@ -659,3 +659,108 @@ fn a_silent_gap_in_a_live_stream_is_caught() {
     assert_eq!(v.len(), 1, "{v:?}");
     assert!(v[0].contains("never heard"), "{v:?}");
 }
+
+fn upload(h: &mut H, span: (u64, u64), n: u64, outcome: Outcome) {
+    let status = match outcome {
+        Outcome::Ok => 200,
+        Outcome::Fail => 413,
+        Outcome::Unknown => 0,
+    };
+    h.op(
+        0,
+        span,
+        outcome,
+        status,
+        Event::BlobWrite {
+            blob: "b".into(),
+            upload: n,
+        },
+    );
+}
+
+fn blob_read(h: &mut H, span: (u64, u64), n: Option<u64>) {
+    h.op(
+        1,
+        span,
+        Outcome::Ok,
+        200,
+        Event::BlobRead {
+            blob: "b".into(),
+            upload: n,
+        },
+    );
+}
+
+#[test]
+fn blob_contents_name_their_upload_and_a_torn_one_is_told() {
+    let bytes = blob_bytes(42);
+    assert_eq!(which_upload(&bytes), Some(42));
+    assert_eq!(which_upload(&bytes[..bytes.len() - 1]), Some(TORN));
+    let mut mixed = bytes;
+    let at = mixed.len() / 2;
+    mixed[at] ^= 1;
+    assert_eq!(which_upload(&mixed), Some(TORN));
+    assert_eq!(which_upload(b"short"), None);
+}
+
+#[test]
+fn a_torn_stale_or_lost_blob_is_caught() {
+    let base = || {
+        let mut h = H::new();
+        upload(&mut h, (0, 10), 1, Outcome::Ok);
+        upload(&mut h, (20, 30), 2, Outcome::Ok);
+        upload(&mut h, (25, 40), 3, Outcome::Unknown);
+        h
+    };
+    let mut h = base();
+    blob_read(&mut h, (5, 15), Some(1));
+    blob_read(&mut h, (35, 50), Some(2)); // 3 may or may not have landed
+    blob_read(&mut h, (35, 50), Some(3));
+    for node in 0..3 {
+        h.op(
+            node,
+            (100, 101),
+            Outcome::Ok,
+            200,
+            Event::BlobFinal {
+                blob: "b".into(),
+                upload: Some(3),
+            },
+        );
+    }
+    clean(&h.report());
+    let cases: [(Option<u64>, &str); 3] = [
+        (Some(TORN), "no upload"),
+        (Some(1), "replaced by acknowledged upload"),
+        (None, "found no blob"),
+    ];
+    for (n, finding) in cases {
+        let mut h = base();
+        blob_read(&mut h, (45, 50), n);
+        let v = violations(&h.report(), "blobs");
+        assert!(v.iter().any(|x| x.contains(finding)), "{n:?}: {v:?}");
+    }
+    let mut h = base();
+    h.op(
+        0,
+        (100, 101),
+        Outcome::Ok,
+        200,
+        Event::BlobFinal {
+            blob: "b".into(),
+            upload: Some(2),
+        },
+    );
+    h.op(
+        1,
+        (100, 101),
+        Outcome::Ok,
+        200,
+        Event::BlobFinal {
+            blob: "b".into(),
+            upload: Some(3),
+        },
+    );
+    let v = violations(&h.report(), "blobs");
+    assert!(v.iter().any(|x| x.contains("disagree")), "{v:?}");
+}
