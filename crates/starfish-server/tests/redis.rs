@@ -32,10 +32,14 @@ async fn redis() -> Arc<dyn ReplayStore> {
 }
 
 fn node(store: &DocStore, replay: Arc<dyn ReplayStore>) -> Router {
-    let clock = ManualClock::new(T0);
+    node_at(store, replay, Arc::new(ManualClock::new(T0)))
+}
+
+/// A node whose clock is `clock` (shared by the nodes of a test that moves time).
+fn node_at(store: &DocStore, replay: Arc<dyn ReplayStore>, clock: Arc<ManualClock>) -> Router {
     create_sync_router(
         SyncOptions::new(config(), store.clone())
-            .with_clock(Arc::new(clock))
+            .with_clock(clock)
             .with_cap_auth(CapAuthOptions {
                 shared_replay: Some(replay),
                 ..CapAuthOptions::default()
@@ -254,17 +258,7 @@ async fn after_redis_loses_its_data_no_accepted_request_is_accepted_again() {
             .await
             .unwrap();
         assert_eq!(replay.start_memory(T0).await.unwrap(), T0);
-        nodes.push(
-            create_sync_router(
-                SyncOptions::new(config(), store.clone())
-                    .with_clock(clock.clone())
-                    .with_cap_auth(CapAuthOptions {
-                        shared_replay: Some(Arc::new(replay)),
-                        ..CapAuthOptions::default()
-                    }),
-            )
-            .unwrap(),
-        );
+        nodes.push(node_at(&store, Arc::new(replay), clock.clone()));
     }
     // Requests signed over the last seconds, each accepted once by some node.
     let alice = user(31);
@@ -338,17 +332,7 @@ async fn a_redis_that_goes_back_in_time_is_noticed_and_nothing_is_accepted_twice
     let mut nodes = Vec::new();
     for _ in 0..2 {
         let replay = RedisReplay::connect(&url, Some(&prefix)).await.unwrap();
-        nodes.push(
-            create_sync_router(
-                SyncOptions::new(config(), store.clone())
-                    .with_clock(clock.clone())
-                    .with_cap_auth(CapAuthOptions {
-                        shared_replay: Some(Arc::new(replay)),
-                        ..CapAuthOptions::default()
-                    }),
-            )
-            .unwrap(),
-        );
+        nodes.push(node_at(&store, Arc::new(replay), clock.clone()));
     }
     let alice = user(61);
     let path = format!("/pull/users/{}/notes", alice.id);

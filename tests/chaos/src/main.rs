@@ -452,21 +452,7 @@ async fn request(
     body: Option<Bytes>,
 ) -> Option<(u16, Bytes)> {
     let attempt = async {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        let io = hyper_io::Io(stream);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.ok()?;
-        tokio::spawn(conn);
-        let mut req = hyper::Request::builder().method(method).uri(path);
-        let mut has_host = false;
-        for (k, v) in headers {
-            has_host |= k.eq_ignore_ascii_case("host");
-            req = req.header(k.as_str(), v.as_str());
-        }
-        if !has_host {
-            req = req.header("host", format!("127.0.0.1:{port}"));
-        }
-        let req = req.body(Full::new(body.unwrap_or_default())).ok()?;
-        let res = sender.send_request(req).await.ok()?;
+        let res = respond(port, method, path, headers, body).await?;
         let status = res.status().as_u16();
         let bytes = res.into_body().collect().await.ok()?.to_bytes();
         Some((status, bytes))
@@ -475,6 +461,33 @@ async fn request(
         .await
         .ok()
         .flatten()
+}
+
+/// Sends one request on a connection of its own: the response with its body still
+/// to read, `None` when it could not be sent or got no answer.
+async fn respond(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: Option<Bytes>,
+) -> Option<hyper::Response<hyper::body::Incoming>> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_io::Io(stream))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder().method(method).uri(path);
+    let mut has_host = false;
+    for (k, v) in headers {
+        has_host |= k.eq_ignore_ascii_case("host");
+        req = req.header(k.as_str(), v.as_str());
+    }
+    if !has_host {
+        req = req.header("host", format!("127.0.0.1:{port}"));
+    }
+    let req = req.body(Full::new(body.unwrap_or_default())).ok()?;
+    sender.send_request(req).await.ok()
 }
 
 /// hyper's IO traits over a tokio stream (what hyper-util's `TokioIo` does).
@@ -1098,22 +1111,7 @@ enum Listened {
 
 /// Holds a live-changes stream open until `until` or until the server ends it.
 async fn listen(port: u16, path: &str, headers: &[(String, String)], until: Instant) -> Listened {
-    let opened = async {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_io::Io(stream))
-            .await
-            .ok()?;
-        tokio::spawn(conn);
-        let mut req = hyper::Request::builder().method("GET").uri(path);
-        for (k, v) in headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        let res = sender
-            .send_request(req.body(Full::new(Bytes::new())).ok()?)
-            .await
-            .ok()?;
-        Some(res)
-    };
+    let opened = respond(port, "GET", path, headers, None);
     let Ok(Some(res)) = tokio::time::timeout(CLIENT_TIMEOUT, opened).await else {
         return Listened::Refused(0);
     };
