@@ -13,7 +13,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
-use starfish_server::internals::{compute_hash, sha256_hex, stable_stringify};
+use starfish_protocol::{compute_hash, sha256_hex, stable_stringify};
 
 fuzz_target!(|data: &[u8]| {
     for chunk in data.chunks_exact(8) {

@@ -26,9 +26,9 @@ use serde_json::Value;
 use starfish_server::auth::{
     AuthRequest, Authenticator, CapAuthOptions, CapCertAuthenticator, ManualClock, SignedBody,
 };
-use starfish_server::internals::{
-    CapCert, SignedRequest, stable_stringify, user_id_from_pub_hex, verify_cap_cert,
-};
+use starfish_protocol::capcert::{CapCert, user_id_from_pub_hex, verify_cap_cert};
+use starfish_protocol::signing::SignedRequest;
+use starfish_protocol::stable_stringify;
 use std::sync::Arc;
 
 /// 2026-01-01T00:00:00Z, the vectors' clock.

@@ -12,7 +12,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value, json};
-use starfish_server::internals::{append_envelope, compute_hash, push_envelope};
+use starfish_protocol::compute_hash;
+use starfish_protocol::document::{AppendEnvelope, PushEnvelope, parse_body_object};
 
 const UNSAFE_KEYS: [&str; 5] = [
     "__proto__",
@@ -67,6 +68,23 @@ fn check_clean(map: &Map<String, Value>) {
             check_clean(inner);
         }
     }
+}
+
+/// A regular push body as the server reads it: the sanitised `data` and `baseHash`.
+fn push_envelope(body: &[u8]) -> Result<(Map<String, Value>, Option<String>), String> {
+    let body = parse_body_object(body).map_err(|e| e.to_string())?;
+    let envelope = PushEnvelope::from_body(body).map_err(|e| e.to_string())?;
+    Ok((envelope.data, envelope.base_hash))
+}
+
+/// An append body as the server reads it: the sanitised item and the client's `ts`.
+fn append_envelope(
+    body: &[u8],
+    require_author: bool,
+) -> Result<(Map<String, Value>, Option<u64>), String> {
+    let body = parse_body_object(body).map_err(|e| e.to_string())?;
+    let envelope = AppendEnvelope::from_body(body, require_author).map_err(|e| e.to_string())?;
+    Ok((envelope.item, envelope.ts))
 }
 
 fn depth(v: &Value) -> usize {

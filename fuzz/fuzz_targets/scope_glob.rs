@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use starfish_server::internals::{canonical_scope_path, match_scope_path, path_glob_match};
+use starfish_protocol::scope::{canonical_scope_path, match_scope_path, path_glob_match};
 
 /// Globs and targets longer than these (in characters), or globs with more star
 /// tokens, are only run through the real matcher.

@@ -45,7 +45,7 @@ fn check_key(
     suffix: Option<&str>,
     key: &str,
 ) {
-    use starfish_server::internals::Segment;
+    use starfish_server::internals::{Segment};
     assert!(!key.is_empty() && key.len() <= MAX_KEY_BYTES, "{key:?}");
     let parts: Vec<&str> = key.split('/').collect();
     assert!(parts.iter().all(|p| *p != "." && *p != ".."), "{key:?}");

@@ -4,14 +4,13 @@
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::Value;
-use starfish_server::internals::stable_stringify;
-use starfish_server::internals::{
+use starfish_protocol::author::{
     APPEND_AUTHOR_DOMAIN, DOC_AUTHOR_DOMAIN, author_signing_input, verify_author,
 };
-use starfish_server::internals::{
-    CapCert, SignedRequest, match_scope_path, path_glob_match, user_id_from_pub_hex,
-    verify_cap_cert,
-};
+use starfish_protocol::capcert::{CapCert, user_id_from_pub_hex, verify_cap_cert};
+use starfish_protocol::scope::{match_scope_path, path_glob_match};
+use starfish_protocol::signing::SignedRequest;
+use starfish_protocol::stable_stringify;
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)

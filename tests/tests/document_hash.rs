@@ -1,6 +1,6 @@
 //! `document-hash.json` and the hash part of `python-crosscheck.json`.
 
-use starfish_server::internals::{compute_hash, stable_stringify};
+use starfish_protocol::{compute_hash, stable_stringify};
 
 #[test]
 fn every_document_hash_vector_matches() {

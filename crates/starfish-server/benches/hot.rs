@@ -5,7 +5,8 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Map, Value, json};
-use starfish_server::internals::{PathTemplate, compute_hash, stable_stringify};
+use starfish_protocol::{compute_hash, stable_stringify};
+use starfish_server::internals::PathTemplate;
 use std::hint::black_box;
 
 /// A document of about `bytes` bytes: nested objects, arrays, strings and numbers,

@@ -201,7 +201,6 @@ mod live;
 mod metrics;
 pub mod migrate;
 mod openapi;
-mod protocol;
 pub mod rotate;
 mod routes;
 mod state;
@@ -223,23 +222,13 @@ pub use state::{
 };
 pub use tenants::TenantOptions;
 
-/// Not part of the API: what the conformance tests check against the reference's
-/// vectors (canonical JSON, hashes, certificates, signatures, scope globs). It may
-/// change in any release.
+/// Not part of the API: what the conformance tests and fuzzing check of the config's
+/// path templates (the wire format itself is `starfish_protocol`). It may change in
+/// any release.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::auth::capcert::{CapCert, user_id_from_pub_hex, verify_cap_cert};
-    pub use crate::auth::scope::{canonical_scope_path, match_scope_path, path_glob_match};
-    pub use crate::auth::signing::SignedRequest;
     pub use crate::config::names::NamespaceName;
     pub use crate::config::template::{PathTemplate, Segment};
-    pub use crate::protocol::append::append_hash;
-    pub use crate::protocol::author::{
-        APPEND_AUTHOR_DOMAIN, DOC_AUTHOR_DOMAIN, author_signing_input, verify_author,
-    };
-    pub use crate::protocol::canonical::{compute_hash, sha256_hex, stable_stringify};
-
-    use serde_json::{Map, Value};
 
     /// The object key a request with path parameters `params` (name, value) resolves
     /// to: the first `segments` segments of `template`, then `suffix` (a bundle
@@ -263,32 +252,6 @@ pub mod internals {
         crate::store::ObjectKey::resolve(template, segments, &params, suffix)
             .map(|key| key.as_str().to_owned())
             .map_err(|e| e.to_string())
-    }
-
-    /// A regular push body as the server reads it: the sanitised `data` and the
-    /// `baseHash`. `Err` holds the protocol's error text.
-    ///
-    /// # Errors
-    /// The envelope error the client would get (`Missing or invalid data`, ...).
-    pub fn push_envelope(body: &[u8]) -> Result<(Map<String, Value>, Option<String>), String> {
-        let body = crate::protocol::document::parse_body_object(body).map_err(|e| e.to_string())?;
-        let envelope = crate::protocol::PushEnvelope::from_body(body).map_err(|e| e.to_string())?;
-        Ok((envelope.data, envelope.base_hash))
-    }
-
-    /// An append body as the server reads it: the sanitised item and the client's
-    /// `ts`. `Err` holds the protocol's error text.
-    ///
-    /// # Errors
-    /// The envelope error the client would get.
-    pub fn append_envelope(
-        body: &[u8],
-        require_author: bool,
-    ) -> Result<(Map<String, Value>, Option<u64>), String> {
-        let body = crate::protocol::document::parse_body_object(body).map_err(|e| e.to_string())?;
-        let envelope = crate::protocol::document::AppendEnvelope::from_body(body, require_author)
-            .map_err(|e| e.to_string())?;
-        Ok((envelope.item, envelope.ts))
     }
 }
 

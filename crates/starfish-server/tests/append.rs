@@ -9,8 +9,8 @@ use ed25519_dalek::Signer;
 use object_store::memory::InMemory;
 use object_store::throttle::{ThrottleConfig, ThrottledStore};
 use serde_json::{Value, json};
+use starfish_protocol::author::{APPEND_AUTHOR_DOMAIN, author_signing_input};
 use starfish_server::auth::ManualClock;
-use starfish_server::internals::{APPEND_AUTHOR_DOMAIN, author_signing_input};
 use starfish_server::store::{Capabilities, DocStore};
 use starfish_server::{SyncConfig, SyncOptions, create_sync_router};
 use std::sync::Arc;
@@ -217,10 +217,7 @@ async fn persist_false_acknowledges_and_stores_nothing() {
     let app = app_on(store.clone(), &ManualClock::new(T0));
     let (s, b) = append(&app, "/push/fire/x", json!({"data": {"a": 1}})).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(
-        b["hash"],
-        starfish_server::internals::sha256_hex(b"{\"a\":1}")
-    );
+    assert_eq!(b["hash"], starfish_protocol::sha256_hex(b"{\"a\":1}"));
     use futures::StreamExt;
     assert_eq!(store.inner().list(None).count().await, 0);
 }
@@ -324,7 +321,7 @@ async fn two_nodes_appending_to_one_segmented_log_lose_nothing() {
     assert_eq!(body["data"]["items"].as_array().unwrap().len(), 3);
     let head = json_body(send(&a, get("/pull/seg/shared?last=1")).await).await;
     let last = &head["data"]["items"][0]["data"];
-    let expected = starfish_server::internals::append_hash(30, last.as_object().unwrap());
+    let expected = starfish_protocol::append::append_hash(30, last.as_object().unwrap());
     assert_eq!(
         head["hash"], expected,
         "the head's hash caught up with the last append"

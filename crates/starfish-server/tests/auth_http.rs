@@ -9,12 +9,12 @@ use common::*;
 use ed25519_dalek::SigningKey;
 use futures::future::BoxFuture;
 use serde_json::json;
+use starfish_protocol::stable_stringify;
 use starfish_server::access::{AccessRequest, HookError, RoleEnricher};
 use starfish_server::auth::{
     AuthError, AuthRequest, Authenticator, Caller, CapAuthOptions, InMemoryRevocationStore,
     ManualClock,
 };
-use starfish_server::internals::stable_stringify;
 use starfish_server::store::DocStore;
 use starfish_server::{SyncConfig, SyncOptions, create_sync_router};
 use std::sync::Arc;

@@ -220,10 +220,7 @@ async fn a_blob_is_never_served_with_another_uploads_type_or_etag() {
         .unwrap();
     let res = send(&app, get("/pull/pics/a")).await;
     assert_eq!(res.headers()["content-type"], "image/gif");
-    let etag = format!(
-        "\"{}\"",
-        starfish_server::internals::sha256_hex(b"gif bytes")
-    );
+    let etag = format!("\"{}\"", starfish_protocol::sha256_hex(b"gif bytes"));
     assert_eq!(res.headers()["etag"], etag.as_str());
     assert_eq!(body_bytes(res).await, b"gif bytes");
 }

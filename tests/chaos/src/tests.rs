@@ -495,7 +495,7 @@ fn a_503_is_documented_only_while_the_store_or_redis_is_down() {
 #[test]
 fn the_write_hash_is_the_servers() {
     // `{"w":1}`, hashed as the protocol's canonical JSON.
-    let canonical = starfish_server::internals::stable_stringify(&serde_json::json!({"w": 1}));
+    let canonical = starfish_protocol::stable_stringify(&serde_json::json!({"w": 1}));
     assert_eq!(canonical, "{\"w\":1}");
     use sha2::Digest;
     assert_eq!(write_hash(1), hex::encode(sha2::Sha256::digest(canonical)));

@@ -6,7 +6,8 @@ use axum::http::{HeaderMap, HeaderValue};
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};
-use starfish_server::internals::{sha256_hex, stable_stringify, user_id_from_pub_hex};
+use starfish_protocol::capcert::user_id_from_pub_hex;
+use starfish_protocol::{sha256_hex, stable_stringify};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const T0: u64 = 1_767_225_600_000;

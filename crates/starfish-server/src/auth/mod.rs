@@ -3,17 +3,13 @@
 //! it with any [`Authenticator`] (a JWT check, say) and add roles per collection with
 //! a [`crate::access::RoleEnricher`].
 
-pub(crate) mod capcert;
-mod cert_json;
 mod clock;
 mod nonce;
 mod replay;
 mod resolver;
 mod revocation;
-pub(crate) mod scope;
-pub(crate) mod signing;
+mod verified;
 
-pub(crate) use capcert::CapOp;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use nonce::NonceCacheLimits;
 #[cfg(feature = "redis")]
@@ -25,8 +21,9 @@ pub use resolver::{
     AuthError, AuthRequest, Authenticator, CapAuthOptions, CapCertAuthenticator, SignedBody,
 };
 pub use revocation::{InMemoryRevocationStore, RevocationError, RevocationStore};
-pub(crate) use scope::match_scope_path;
-pub(crate) use signing::parse_ts_header;
+pub(crate) use starfish_protocol::capcert::CapOp;
+pub(crate) use starfish_protocol::scope::match_scope_path;
+pub(crate) use starfish_protocol::signing::parse_ts_header;
 
 use std::sync::Arc;
 

@@ -1,16 +1,17 @@
 //! The [`Authenticator`] trait and the default cap-cert implementation (§3.7).
 
-use super::capcert::{CapCert, CapKind, VerifiedCert};
-use super::cert_json::{CertJsonError, read_cert_json};
 use super::nonce::{NonceCache, NonceCacheLimits};
 use super::revocation::{InMemoryRevocationStore, RevocationStore};
-use super::signing::{REQUEST_SKEW_MS, SignedRequest, parse_ts_header};
+use super::verified::VerifiedCert;
 use super::{Caller, CapGrant, Clock};
-use crate::protocol::BASE64;
-use crate::protocol::author::{parse_signature, verify};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use base64::Engine as _;
 use futures::future::BoxFuture;
+use starfish_protocol::BASE64;
+use starfish_protocol::author::{parse_signature, verify};
+use starfish_protocol::capcert::{CAP_SKEW_SECS, CapCert, CapKind};
+use starfish_protocol::cert_json::{CertJsonError, read_cert_json};
+use starfish_protocol::signing::{REQUEST_SKEW_MS, SignedRequest, parse_ts_header};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -212,7 +213,7 @@ impl CapCertAuthenticator {
             CertJsonError::Syntax => unauthorized("malformed cap-cert in Authorization header"),
         })?;
         let cert = CapCert::parse(&value)
-            .and_then(CapCert::verified)
+            .and_then(VerifiedCert::new)
             .map_err(|e| unauthorized(e.to_string()))?;
         Ok((Arc::new(cert), false))
     }
@@ -406,7 +407,7 @@ fn caller_of(verified: &VerifiedCert, presenter: &str) -> Caller {
     let mut caller = Caller::from_cap(identity, verified.roles.clone())
         .with_presenter(presenter)
         .with_root(cert.iss.to_ascii_lowercase())
-        .with_expiry(exp_ms(cert.exp + super::capcert::CAP_SKEW_SECS))
+        .with_expiry(exp_ms(cert.exp + CAP_SKEW_SECS))
         .with_grant(CapGrant {
             ops: cert.ops.clone(),
             collections: cert.collections.clone(),
@@ -475,10 +476,10 @@ impl Authenticator for CapCertAuthenticator {
 mod tests {
     use super::*;
     use crate::auth::ManualClock;
-    use crate::auth::capcert::CAP_CERT_DOMAIN;
-    use crate::protocol::stable_stringify;
     use ed25519_dalek::{Signer, SigningKey};
     use serde_json::json;
+    use starfish_protocol::capcert::CAP_CERT_DOMAIN;
+    use starfish_protocol::stable_stringify;
 
     const T0: u64 = 1_767_225_600_000;
 
@@ -497,7 +498,7 @@ mod tests {
         let pub_hex = hex::encode(issuer.verifying_key().as_bytes());
         let mut cert = json!({
             "v": 1, "kind": "device", "iss": pub_hex,
-            "issUserId": super::super::capcert::user_id_from_pub_hex(&pub_hex),
+            "issUserId": starfish_protocol::capcert::user_id_from_pub_hex(&pub_hex),
             "sub": sub, "subKem": "00".repeat(32),
             "scope": {"ops": ["read"], "collections": ["*"]},
             "nbf": T0 / 1000 - 60, "exp": T0 / 1000 + 3600, "nonce": b64(&[7u8; 16]),
@@ -587,7 +588,7 @@ mod tests {
         let pub_hex = hex::encode(issuer.verifying_key().as_bytes());
         let mut cert = json!({
             "v": 1, "kind": "device", "iss": pub_hex,
-            "issUserId": super::super::capcert::user_id_from_pub_hex(&pub_hex),
+            "issUserId": starfish_protocol::capcert::user_id_from_pub_hex(&pub_hex),
             "sub": pub_hex, "subKem": "00".repeat(32), "scope": scope,
             "nbf": T0 / 1000 - 60, "exp": T0 / 1000 + 3600, "nonce": b64(&[7u8; 16]),
         });

@@ -1,10 +1,10 @@
 //! Revocation (§3.11): issuers publish signed lists of revoked caps (by subject and
 //! cap nonce) and of revoked subjects.
 
-use super::capcert::user_id_from_pub_hex;
-use crate::protocol::author::{parse_public_key, parse_signature, verify};
-use crate::protocol::stable_stringify;
 use serde_json::Value;
+use starfish_protocol::author::{parse_public_key, parse_signature, verify};
+use starfish_protocol::capcert::user_id_from_pub_hex;
+use starfish_protocol::stable_stringify;
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 

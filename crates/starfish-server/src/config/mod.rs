@@ -8,6 +8,7 @@
 pub(crate) mod names;
 mod raw;
 mod routes;
+pub(crate) mod schema;
 pub(crate) mod template;
 mod tenancy;
 mod validate;
@@ -308,7 +309,7 @@ pub struct Collection {
     /// `Cache-Control` max-age for pulls.
     pub cache_duration_ms: Option<u64>,
     /// JSON Schema for `data` on push, compiled.
-    pub object_schema: Option<crate::protocol::schema::ObjectSchema>,
+    pub object_schema: Option<crate::config::schema::ObjectSchema>,
     /// Push routes are not mounted.
     pub pull_only: bool,
     /// Pull routes are not mounted.

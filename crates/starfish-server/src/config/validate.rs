@@ -9,9 +9,9 @@ use super::{
     Encryption, FieldPermission, MimePattern, Namespace, NamespaceName, PathTemplate, Payload,
     RateLimits, RateRule, RateWindow, RestrictedAction, Restriction, RoleSet, SyncConfig,
 };
-use crate::protocol::canonical::non_negative_integer;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+use starfish_protocol::canonical::non_negative_integer;
 use std::collections::HashSet;
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -339,7 +339,7 @@ impl<'a> Resolved<'a> {
 struct Typed {
     template: Option<PathTemplate>,
     encryption: Encryption,
-    object_schema: Option<crate::protocol::schema::ObjectSchema>,
+    object_schema: Option<crate::config::schema::ObjectSchema>,
     rate_limits: RateLimits,
     restrictions: Vec<Restriction>,
 }
@@ -567,9 +567,9 @@ fn parse_encryption(c: &Resolved, errors: &mut Vec<String>) -> Encryption {
 fn compile_schema(
     c: &Resolved,
     errors: &mut Vec<String>,
-) -> Option<crate::protocol::schema::ObjectSchema> {
+) -> Option<crate::config::schema::ObjectSchema> {
     match &c.raw.object_schema {
-        Some(schema) if !c.binary => match crate::protocol::schema::ObjectSchema::compile(schema) {
+        Some(schema) if !c.binary => match crate::config::schema::ObjectSchema::compile(schema) {
             Ok(s) => Some(s),
             Err(e) => {
                 errors.push(format!(

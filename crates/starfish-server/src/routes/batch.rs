@@ -8,7 +8,6 @@ use crate::access::Action;
 use crate::auth::Caller;
 use crate::config::{Collection, IDENTITY_PARAM};
 use crate::error::ApiError;
-use crate::protocol::canonical::{non_negative_integer, write_js_number};
 use crate::state::AppState;
 use crate::store::PathParams;
 use crate::sync::read::{Read, read, read_document_body};
@@ -17,6 +16,7 @@ use axum::body::Body;
 use axum::http::request::Parts;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
+use starfish_protocol::canonical::{non_negative_integer, write_js_number};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 

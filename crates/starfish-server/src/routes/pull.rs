@@ -5,14 +5,15 @@ use super::query::{canonical_uint, param};
 use super::{admit, allow, authenticate, blob, is_public, rate_check, render};
 use crate::access::Action;
 use crate::error::ApiError;
-use crate::protocol::document::{etag, pull_body};
 use crate::state::AppState;
+use crate::store::etag;
 use crate::sync::LogQuery;
 use crate::sync::read::{LogView, Read, read, read_document_body, read_stored};
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use starfish_protocol::document::pull_body;
 
 #[tracing::instrument(level = "debug", skip_all, fields(collection = %doc.collection.name))]
 pub(super) async fn pull(

@@ -30,7 +30,7 @@ pub(super) fn json_bytes(body: Vec<u8>) -> Response {
 }
 
 /// `304 Not Modified` when the request's `If-None-Match` is `etag` (see
-/// [`etag`](crate::protocol::document::etag)); otherwise `build()` with `ETag` (when
+/// [`etag`](crate::store::etag)); otherwise `build()` with `ETag` (when
 /// there is one) and `Cache-Control` added.
 pub(super) fn cached(
     etag: Option<HeaderValue>,

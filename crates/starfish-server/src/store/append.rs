@@ -11,15 +11,15 @@
 //! next one, and readers take elements from the chunks, never from the head.
 
 use super::{Expect, NsStore, ObjectKey, StoreError};
-use crate::protocol::AuthorProof;
-use crate::protocol::append::{
-    AppendError, DEFAULT_CHUNK_SIZE, LogHead, LogRange, append_hash, chunk_key, chunk_key_ts,
-    element, element_ts, next_ts, seg_head_bytes, seg_prefix, single_doc_bytes,
-};
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::UpdateVersion;
 use serde_json::{Map, Value};
+use starfish_protocol::AuthorProof;
+use starfish_protocol::append::{
+    AppendError, DEFAULT_CHUNK_SIZE, LogHead, LogRange, append_hash, chunk_key, chunk_key_ts,
+    element, element_ts, next_ts, seg_head_bytes, seg_prefix, single_doc_bytes,
+};
 
 /// Chunks of one log read at once by a pull.
 const CHUNK_READS_IN_FLIGHT: usize = 4;

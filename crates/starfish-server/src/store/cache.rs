@@ -16,7 +16,7 @@
 //! the cached ETag): unchanged, the store answers "not modified" without the bytes;
 //! changed, the new bytes replace the entry. Never older than what the store holds.
 
-use crate::protocol::DocLayout;
+use super::DocLayout;
 use bytes::Bytes;
 use object_store::UpdateVersion;
 use object_store::path::Path;

@@ -19,6 +19,7 @@ mod durable;
 #[cfg(all(feature = "fs", unix))]
 mod journal;
 mod key;
+mod layout;
 mod list;
 mod quota;
 mod reseal;
@@ -35,6 +36,7 @@ pub(crate) use copy::Copied;
 pub(crate) use datakeys::Keyring;
 pub use datakeys::{KeyWrap, MasterKey};
 pub(crate) use key::{KeyError, MAX_PARAM_BYTES, ObjectKey, PathParams};
+pub(crate) use layout::{DocLayout, etag};
 pub(crate) use quota::Ledger;
 pub(crate) use reseal::Resealed;
 #[cfg(feature = "aws")]

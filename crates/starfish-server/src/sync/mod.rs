@@ -12,10 +12,10 @@ pub(crate) mod read;
 pub(crate) mod write;
 
 use crate::config::Collection;
-use crate::protocol::EnvelopeError;
-use crate::protocol::document::AppendEnvelopeError;
-use crate::protocol::schema::SchemaViolation;
+use crate::config::schema::SchemaViolation;
 use crate::store::{ObjectKey, PathParams, StoreError};
+use starfish_protocol::EnvelopeError;
+use starfish_protocol::document::AppendEnvelopeError;
 
 /// One object of one collection, reached with these path parameters.
 #[derive(Debug, Clone, Copy)]

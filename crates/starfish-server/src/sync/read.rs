@@ -5,12 +5,13 @@ use super::{BoundError, DocRef, LogLimits, LogQuery, SyncError};
 use crate::access::holds_any;
 use crate::auth::Caller;
 use crate::config::AppendOnly;
-use crate::protocol::append::LogRange;
-use crate::protocol::document::{etag, pull_body};
-use crate::protocol::{DocLayout, StoredDoc};
+use crate::store::{DocLayout, etag};
 use crate::store::{NsStore, ObjectKey};
 use axum::http::HeaderValue;
 use serde_json::{Map, Value};
+use starfish_protocol::StoredDoc;
+use starfish_protocol::append::LogRange;
+use starfish_protocol::document::pull_body;
 
 /// What one key holds, as the caller may see it.
 #[derive(Debug)]

@@ -5,14 +5,14 @@ use super::{DocRef, LogLimits, ProofKind, SyncError};
 use crate::access::holds_any;
 use crate::auth::Caller;
 use crate::config::{AppendOnly, Payload};
-use crate::protocol::append::{AppendError, MAX_FUTURE_MS};
-use crate::protocol::author::{APPEND_AUTHOR_DOMAIN, DOC_AUTHOR_DOMAIN, verify_author};
-use crate::protocol::document::{AppendEnvelope, AuthorProof, parse_body_object};
-use crate::protocol::{PushEnvelope, StoredDoc, sha256_hex, stable_stringify};
 use crate::store::{AppendFailure, AppendOp, BlobError, CasError, NsStore};
 use bytes::Bytes;
 use futures::Stream;
 use serde_json::{Map, Value};
+use starfish_protocol::append::{AppendError, MAX_FUTURE_MS};
+use starfish_protocol::author::{APPEND_AUTHOR_DOMAIN, DOC_AUTHOR_DOMAIN, verify_author};
+use starfish_protocol::document::{AppendEnvelope, AuthorProof, parse_body_object};
+use starfish_protocol::{PushEnvelope, StoredDoc, sha256_hex, stable_stringify};
 
 /// An accepted write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +112,7 @@ async fn push_document(
         check_author(ProofKind::Document, author, caller, &data, doc)?;
     }
     let Value::Object(data) = data else {
-        return Err(crate::protocol::EnvelopeError::MissingData.into());
+        return Err(starfish_protocol::EnvelopeError::MissingData.into());
     };
     let new_doc = StoredDoc::new(data, now, envelope.author);
     let new_bytes = new_doc.to_bytes();

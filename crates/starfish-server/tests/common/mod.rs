@@ -123,7 +123,7 @@ pub async fn push_doc(
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::json;
-use starfish_server::internals::{sha256_hex, stable_stringify};
+use starfish_protocol::{sha256_hex, stable_stringify};
 
 pub const HOST: &str = "sync.example.com";
 
@@ -141,7 +141,7 @@ pub fn pub_hex(k: &SigningKey) -> String {
 pub fn user(seed: u8) -> User {
     let root = SigningKey::from_bytes(&[seed; 32]);
     let device = SigningKey::from_bytes(&[seed.wrapping_add(100); 32]);
-    let id = starfish_server::internals::user_id_from_pub_hex(&pub_hex(&root)).unwrap();
+    let id = starfish_protocol::capcert::user_id_from_pub_hex(&pub_hex(&root)).unwrap();
     User { root, device, id }
 }
 

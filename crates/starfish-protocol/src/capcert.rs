@@ -1,16 +1,15 @@
 //! Capability certificates (§3.2–3.4): shape checks, validity window and signature.
 
-use crate::protocol::author::{parse_public_key, parse_signature, verify};
-use crate::protocol::{BASE64, stable_stringify};
+use crate::author::{parse_public_key, parse_signature, verify};
+use crate::{BASE64, stable_stringify};
 use base64::Engine as _;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
 
 /// Domain tag of the cap-cert signing input.
-pub(crate) const CAP_CERT_DOMAIN: &str = "starfish-capcert-v1\n";
+pub const CAP_CERT_DOMAIN: &str = "starfish-capcert-v1\n";
 /// Allowed clock difference for `nbf`/`exp`, in seconds.
-pub(super) const CAP_SKEW_SECS: f64 = 300.0;
+pub const CAP_SKEW_SECS: f64 = 300.0;
 
 /// What a cap-cert grants to (its `kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,19 +120,6 @@ pub struct CapCert {
     sig: String,
 }
 
-/// A certificate whose issuer signature verified, with its roles (`synthesizeRoles`),
-/// computed once: a cached certificate costs no allocation per request.
-#[derive(Debug)]
-pub(crate) struct VerifiedCert {
-    pub(crate) cert: CapCert,
-    pub(crate) roles: Arc<[Arc<str>]>,
-    /// The subject's key, decompressed once (about a tenth of a signed request's
-    /// verification when done per request); `None` when `sub` is absent or no key.
-    pub(crate) subject_key: Option<ed25519_dalek::VerifyingKey>,
-    /// Bytes it holds, for the cache's byte bound (computed once).
-    pub(crate) weight: u64,
-}
-
 /// `userId` of a hex Ed25519 public key: the first 16 bytes of its SHA-256, as hex.
 /// `None` when `pub_hex` is not hex.
 pub fn user_id_from_pub_hex(pub_hex: &str) -> Option<String> {
@@ -225,9 +211,9 @@ struct Scope {
 }
 
 /// Most entries in `scope.collections` and in `scope.paths`.
-pub(crate) const MAX_SCOPE_ENTRIES: usize = 64;
+pub const MAX_SCOPE_ENTRIES: usize = 64;
 /// Longest entry in `scope.collections` or `scope.paths`, in bytes.
-pub(crate) const MAX_SCOPE_ENTRY_BYTES: usize = 512;
+pub const MAX_SCOPE_ENTRY_BYTES: usize = 512;
 /// A scope array that is too long, has an entry that is too long, or repeats one.
 const SCOPE_TOO_LARGE: CapCertError = CapCertError::Malformed("scope-too-large");
 
@@ -425,40 +411,32 @@ impl CapCert {
         self.kind == CapKind::Device && self.sub.as_deref() == Some(self.iss.as_str())
     }
 
-    /// Checks the issuer signature; only then are roles built from the certificate.
-    ///
-    /// # Errors
-    /// [`CapCertError::BadSignature`].
-    pub(crate) fn verified(self) -> Result<VerifiedCert, CapCertError> {
-        self.check_signature()?;
-        let roles = synthesize_roles(
-            self.kind,
-            &self.iss,
-            self.sub.as_deref(),
-            &self.iss_user_id,
-            &self.ops,
-            &self.collections,
-        );
-        let weight =
-            self.weight(&roles) + std::mem::size_of::<ed25519_dalek::VerifyingKey>() as u64;
-        let subject_key = self
-            .sub
-            .as_deref()
-            .and_then(crate::protocol::author::parse_public_key);
-        Ok(VerifiedCert {
-            cert: self,
-            roles,
-            subject_key,
-            weight,
-        })
+    /// The roles the reference synthesises from a verified certificate
+    /// (`synthesizeRoles`): `cap:<op>:<collection>` per op and collection, and
+    /// `delegated:<issUserId>:<collection>` for member and audience caps; sorted,
+    /// without duplicates.
+    pub fn roles(&self) -> Vec<String> {
+        let mut roles = Vec::new();
+        for op in &self.ops {
+            for c in &self.collections {
+                roles.push(format!("cap:{}:{c}", op.as_str()));
+            }
+        }
+        if matches!(self.kind, CapKind::Member | CapKind::Audience) {
+            for c in &self.collections {
+                roles.push(format!("delegated:{}:{c}", self.iss_user_id));
+            }
+        }
+        roles.sort();
+        roles.dedup();
+        roles
     }
 
-    /// Bytes this certificate and its roles hold, roughly: every string twice (the
-    /// raw JSON and the parsed fields) plus a fixed overhead per string.
-    fn weight(&self, roles: &[Arc<str>]) -> u64 {
+    /// Bytes this certificate holds, roughly: every string twice (the raw JSON and
+    /// the parsed fields) plus a fixed overhead per string. For a cache's byte bound.
+    pub fn held_bytes(&self) -> usize {
         let raw: usize = self.raw.iter().map(|(k, v)| k.len() + json_bytes(v)).sum();
-        let roles: usize = roles.iter().map(|r| r.len() + 32).sum();
-        (2 * raw + roles + 512) as u64
+        2 * raw + 512
     }
 }
 
@@ -475,35 +453,6 @@ fn json_bytes(v: &Value) -> usize {
         }
         _ => 16,
     }
-}
-
-/// `cap:<op>:<collection>` per op and collection, `delegated:<issUserId>:<collection>`
-/// for member and audience caps, and `device:root` for a self-signed device cap.
-fn synthesize_roles(
-    kind: CapKind,
-    iss: &str,
-    sub: Option<&str>,
-    iss_user_id: &str,
-    ops: &[CapOp],
-    collections: &[String],
-) -> Arc<[Arc<str>]> {
-    let mut roles = Vec::new();
-    for op in ops {
-        for c in collections {
-            roles.push(format!("cap:{}:{c}", op.as_str()));
-        }
-    }
-    if matches!(kind, CapKind::Member | CapKind::Audience) {
-        for c in collections {
-            roles.push(format!("delegated:{iss_user_id}:{c}"));
-        }
-    }
-    if kind == CapKind::Device && sub == Some(iss) {
-        roles.push(crate::access::ROLE_DEVICE_ROOT.to_owned());
-    }
-    roles.sort();
-    roles.dedup();
-    roles.into_iter().map(Arc::from).collect()
 }
 
 /// Full verification (`verifyCapCert`): shape, window, then signature.

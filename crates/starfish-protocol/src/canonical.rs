@@ -65,7 +65,7 @@ fn write_value(out: &mut String, value: &Value) {
 /// `JSON.stringify(string)`: escapes `"`, `\`, the short control escapes and every
 /// other control character as `\u00xx`; `/` and non-ASCII are written as they are.
 /// Runs that need no escape are copied whole.
-pub(crate) fn write_string(out: &mut String, s: &str) {
+pub fn write_string(out: &mut String, s: &str) {
     out.push('"');
     let bytes = s.as_bytes();
     let mut start = 0;
@@ -114,12 +114,12 @@ fn write_number(out: &mut String, n: &Number) {
 
 /// `n` as a whole non-negative number (what `Number.isInteger(n) && n >= 0` admits,
 /// within `u64`); `None` for fractions, negatives, infinities and NaN.
-pub(crate) fn non_negative_integer(n: f64) -> Option<u64> {
+pub fn non_negative_integer(n: f64) -> Option<u64> {
     (n.is_finite() && n.fract() == 0.0 && n >= 0.0 && n <= u64::MAX as f64).then_some(n as u64)
 }
 
 /// ECMAScript `Number::toString` for a double (the form `JSON.stringify` uses).
-pub(crate) fn write_js_number(out: &mut String, x: f64) {
+pub fn write_js_number(out: &mut String, x: f64) {
     if !x.is_finite() {
         out.push_str("null");
         return;

@@ -1,12 +1,12 @@
 //! Per-request signatures (§3.5–3.6).
 
-use crate::protocol::canonical::{write_js_number, write_string};
-use crate::protocol::sha256_hex;
+use crate::canonical::{write_js_number, write_string};
+use crate::sha256_hex;
 
 /// Domain tag of the request signing input.
-pub(crate) const REQUEST_DOMAIN: &str = "starfish-req-v1\n";
+pub const REQUEST_DOMAIN: &str = "starfish-req-v1\n";
 /// Allowed difference between `X-Starfish-Ts` and the server clock, in ms.
-pub(crate) const REQUEST_SKEW_MS: u64 = 300_000;
+pub const REQUEST_SKEW_MS: u64 = 300_000;
 
 /// What a request signature covers.
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +65,7 @@ impl SignedRequest<'_> {
 const EMPTY_SHA256_HEX: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// Parses `X-Starfish-Ts`: `^-?[0-9]+$` only.
-pub(crate) fn parse_ts_header(value: &str) -> Option<i64> {
+pub fn parse_ts_header(value: &str) -> Option<i64> {
     let digits = value.strip_prefix('-').unwrap_or(value);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -76,7 +76,7 @@ pub(crate) fn parse_ts_header(value: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::stable_stringify;
+    use crate::stable_stringify;
     use serde_json::{Value, json};
 
     /// The input written directly is `stableStringify` of the object, byte for byte,

@@ -4,7 +4,7 @@
 //! or anything is built from it. Refusing a request then costs about the same
 //! whatever its certificate holds within the header's 8 KiB.
 
-use super::capcert::{MAX_SCOPE_ENTRIES, MAX_SCOPE_ENTRY_BYTES};
+use crate::capcert::{MAX_SCOPE_ENTRIES, MAX_SCOPE_ENTRY_BYTES};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use std::cell::Cell;
@@ -13,13 +13,13 @@ use std::fmt;
 /// Most JSON values (objects, arrays, strings, numbers...) in one certificate. The
 /// largest the shape checks accept holds about 220 (64 entries in each of
 /// `scope.collections`, `scope.paths` and `aud`, three ops, a dozen fields).
-pub(crate) const MAX_CERT_VALUES: usize = 256;
+pub const MAX_CERT_VALUES: usize = 256;
 /// Deepest nesting of a certificate (the scope's arrays are at depth 3).
 const MAX_CERT_DEPTH: usize = 8;
 
 /// Why a certificate's JSON was not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CertJsonError {
+pub enum CertJsonError {
     /// It is not JSON (as far as it was read).
     Syntax,
     /// It breaks a bound (see [`read_cert_json`]).
@@ -33,7 +33,7 @@ pub(crate) enum CertJsonError {
 /// first value past a bound: more than [`MAX_CERT_VALUES`] values, nesting deeper
 /// than 8, an array of more than [`MAX_SCOPE_ENTRIES`] entries, more than the three
 /// ops in `scope.ops`, or a scope entry longer than [`MAX_SCOPE_ENTRY_BYTES`].
-pub(crate) fn read_cert_json(bytes: &[u8]) -> Result<Value, CertJsonError> {
+pub fn read_cert_json(bytes: &[u8]) -> Result<Value, CertJsonError> {
     let budget = Cell::new(MAX_CERT_VALUES);
     let mut reader = serde_json::Deserializer::from_slice(bytes);
     let seed = Bounded {

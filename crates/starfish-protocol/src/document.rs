@@ -1,16 +1,16 @@
 //! Regular JSON documents: the push envelope, sanitising, the stored layout and the
 //! pull response. Pure functions; the store and HTTP layers call them.
 
-use super::canonical::{compute_hash, non_negative_integer};
+use crate::canonical::{compute_hash, non_negative_integer};
 use serde_json::{Map, Number, Value};
 
 /// Deepest nesting a push body may have (objects and arrays both count; the body
 /// itself is level 1), as the reference's `MAX_DOC_DEPTH`.
-pub(crate) const MAX_DOC_DEPTH: usize = 64;
+pub const MAX_DOC_DEPTH: usize = 64;
 
 /// Keys removed from every object before hashing and storing (prototype-pollution guards
 /// of the reference; kept so stored documents and hashes agree with it).
-pub(crate) const UNSAFE_KEYS: [&str; 5] = [
+pub const UNSAFE_KEYS: [&str; 5] = [
     "__proto__",
     "constructor",
     "prototype",
@@ -20,7 +20,7 @@ pub(crate) const UNSAFE_KEYS: [&str; 5] = [
 
 /// Why a push body was refused; each maps to one protocol error string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum EnvelopeError {
+pub enum EnvelopeError {
     /// The body is not JSON or not an object.
     #[error("Body must be a JSON object")]
     NotAnObject,
@@ -40,7 +40,7 @@ pub(crate) enum EnvelopeError {
 
 /// An author proof carried by a push (§5.4): both fields, still unverified.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct AuthorProof {
+pub struct AuthorProof {
     /// Hex Ed25519 public key of the author.
     pub pubkey: String,
     /// Base64 signature over the author signing input.
@@ -49,7 +49,7 @@ pub(crate) struct AuthorProof {
 
 /// A parsed, sanitised push request for a regular JSON collection.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct PushEnvelope {
+pub struct PushEnvelope {
     /// The document, with unsafe keys removed and numbers normalised.
     pub data: Map<String, Value>,
     /// `None` means "create": the document must not exist yet.
@@ -72,7 +72,7 @@ fn parse_push_body(body: &[u8]) -> Result<PushEnvelope, EnvelopeError> {
 ///
 /// # Errors
 /// [`EnvelopeError::NotAnObject`] or [`EnvelopeError::TooDeep`].
-pub(crate) fn parse_body_object(body: &[u8]) -> Result<Map<String, Value>, EnvelopeError> {
+pub fn parse_body_object(body: &[u8]) -> Result<Map<String, Value>, EnvelopeError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         // serde_json stops at 128 levels; the reference would call that "too deep".
         if e.to_string().contains("recursion limit exceeded") {
@@ -95,7 +95,7 @@ impl PushEnvelope {
     ///
     /// # Errors
     /// The [`EnvelopeError`] the reference would answer with.
-    pub(crate) fn from_body(mut body: Map<String, Value>) -> Result<Self, EnvelopeError> {
+    pub fn from_body(mut body: Map<String, Value>) -> Result<Self, EnvelopeError> {
         let data = match body.remove("data") {
             Some(Value::Object(data)) => data,
             _ => return Err(EnvelopeError::MissingData),
@@ -116,7 +116,7 @@ impl PushEnvelope {
 
 /// Why an append body was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum AppendEnvelopeError {
+pub enum AppendEnvelopeError {
     /// `data` missing or not an object.
     #[error("Missing or invalid data")]
     MissingData,
@@ -130,7 +130,7 @@ pub(crate) enum AppendEnvelopeError {
 
 /// A parsed append body: `{"data", "ts"?, "authorPubkey"?, "authorSignature"?}`.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct AppendEnvelope {
+pub struct AppendEnvelope {
     /// The sanitised item.
     pub item: Map<String, Value>,
     /// A client-chosen timestamp.
@@ -144,7 +144,7 @@ impl AppendEnvelope {
     ///
     /// # Errors
     /// [`AppendEnvelopeError`].
-    pub(crate) fn from_body(
+    pub fn from_body(
         mut body: Map<String, Value>,
         require_author: bool,
     ) -> Result<Self, AppendEnvelopeError> {
@@ -181,7 +181,7 @@ fn parse_author(body: &mut Map<String, Value>) -> Result<Option<AuthorProof>, En
 }
 
 /// The author-proof fields an object carried.
-pub(crate) enum AuthorFields {
+pub enum AuthorFields {
     /// Neither field.
     Absent,
     /// Both, as strings.
@@ -192,7 +192,7 @@ pub(crate) enum AuthorFields {
 
 impl AuthorProof {
     /// Takes `authorPubkey` and `authorSignature` out of `map`.
-    pub(crate) fn take(map: &mut Map<String, Value>) -> AuthorFields {
+    pub fn take(map: &mut Map<String, Value>) -> AuthorFields {
         match (map.remove("authorPubkey"), map.remove("authorSignature")) {
             (None, None) => AuthorFields::Absent,
             (Some(Value::String(pubkey)), Some(Value::String(signature))) => {
@@ -203,7 +203,7 @@ impl AuthorProof {
     }
 
     /// Writes the two fields into `map`.
-    pub(crate) fn write_to(&self, map: &mut Map<String, Value>) {
+    pub fn write_to(&self, map: &mut Map<String, Value>) {
         map.insert("authorPubkey".into(), Value::String(self.pubkey.clone()));
         map.insert(
             "authorSignature".into(),
@@ -232,7 +232,7 @@ fn depth_within(body: &Map<String, Value>, limit: usize) -> bool {
 
 /// Removes [`UNSAFE_KEYS`] from `map` and from every nested object reached through
 /// objects (the reference does not descend into arrays), and normalises numbers.
-pub(crate) fn sanitize_object(map: Map<String, Value>) -> Map<String, Value> {
+pub fn sanitize_object(map: Map<String, Value>) -> Map<String, Value> {
     map.into_iter()
         .filter(|(key, _)| !UNSAFE_KEYS.contains(&key.as_str()))
         .map(|(key, value)| (key, sanitize_value(value)))
@@ -280,7 +280,7 @@ fn js_number(n: &Number) -> Number {
 
 /// A stored regular document (§10): `{"v":1,"data":…,"ts":…,"hash":…[,author]}`.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct StoredDoc {
+pub struct StoredDoc {
     /// The document body.
     pub data: Map<String, Value>,
     /// Write time in ms since the epoch (0 when absent).
@@ -293,7 +293,7 @@ pub(crate) struct StoredDoc {
 
 impl StoredDoc {
     /// Builds the document a successful push stores.
-    pub(crate) fn new(data: Map<String, Value>, ts: u64, author: Option<AuthorProof>) -> Self {
+    pub fn new(data: Map<String, Value>, ts: u64, author: Option<AuthorProof>) -> Self {
         let hash = compute_hash(&Value::Object(data.clone()));
         Self {
             data,
@@ -305,7 +305,7 @@ impl StoredDoc {
 
     /// Parses stored bytes; `None` for anything that is not a JSON object (the
     /// reference reads such a document as empty).
-    pub(crate) fn parse(bytes: &[u8]) -> Option<Self> {
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
         let Ok(Value::Object(mut doc)) = serde_json::from_slice::<Value>(bytes) else {
             return None;
         };
@@ -331,7 +331,7 @@ impl StoredDoc {
     }
 
     /// The stored bytes, in the reference's key order.
-    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(&self) -> Vec<u8> {
         let mut doc = Map::new();
         doc.insert("v".into(), Value::from(1));
         doc.insert("data".into(), Value::Object(self.data.clone()));
@@ -408,11 +408,13 @@ impl<'de> serde::de::Visitor<'de> for ParsesVisitor {
 /// them.)
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawStoredDoc<'a> {
+pub struct RawStoredDoc<'a> {
     #[serde(default, rename = "v")]
     _version: Option<Parses>,
+    /// `data` as stored, unparsed.
     #[serde(borrow)]
-    data: Option<&'a serde_json::value::RawValue>,
+    pub data: Option<&'a serde_json::value::RawValue>,
+    /// `ts`, when present.
     #[serde(default)]
     pub ts: Option<u64>,
     #[serde(default, borrow)]
@@ -421,7 +423,7 @@ pub(crate) struct RawStoredDoc<'a> {
 
 impl<'a> RawStoredDoc<'a> {
     /// Reads the plain layout; `None` for anything else.
-    pub(crate) fn parse(bytes: &'a [u8]) -> Option<Self> {
+    pub fn parse(bytes: &'a [u8]) -> Option<Self> {
         // An object, not an array (which would fill the fields in order).
         if bytes.trim_ascii_start().first() != Some(&b'{') {
             return None;
@@ -436,12 +438,12 @@ impl<'a> RawStoredDoc<'a> {
     }
 
     /// The stored hash (`""` when absent).
-    pub(crate) fn hash(&self) -> &str {
+    pub fn hash(&self) -> &str {
         self.hash.as_deref().unwrap_or_default()
     }
 
     /// Whether `data` is absent or has no field.
-    pub(crate) fn data_is_empty(&self) -> bool {
+    pub fn data_is_empty(&self) -> bool {
         self.data.is_none_or(|d| {
             let text = d.get();
             text.get(1..text.len() - 1)
@@ -450,125 +452,8 @@ impl<'a> RawStoredDoc<'a> {
     }
 }
 
-/// Where the parts of a plain stored document ([`RawStoredDoc`]) lie in its bytes.
-/// Worked out once per cached document (the read cache keeps it with the bytes), so a
-/// pull of a cached document copies `data` without reading it again.
-#[derive(Debug)]
-pub(crate) struct DocLayout {
-    /// Where the stored text of `data` is (`None`: absent).
-    data: Option<std::ops::Range<usize>>,
-    hash: Box<str>,
-    /// `hash` as a JSON string, written once.
-    hash_json: Box<[u8]>,
-    /// The ETag of `hash` (`None` for an empty hash).
-    etag: Option<axum::http::HeaderValue>,
-    pub(crate) ts: Option<u64>,
-    data_is_empty: bool,
-}
-
-impl DocLayout {
-    /// The layout of `bytes`; `None` when they are not the plain layout.
-    pub(crate) fn of(bytes: &[u8]) -> Option<Self> {
-        let raw = RawStoredDoc::parse(bytes)?;
-        let data = match raw.data {
-            None => None,
-            Some(data) => {
-                // The raw value borrows from `bytes`: its offset in them.
-                let text = data.get();
-                let start = (text.as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
-                let range = start..start + text.len();
-                if bytes.get(range.clone())? != text.as_bytes() {
-                    return None;
-                }
-                Some(range)
-            }
-        };
-        let hash = raw.hash();
-        Some(Self {
-            data,
-            hash: hash.into(),
-            hash_json: serde_json::to_vec(hash).ok()?.into(),
-            etag: etag(hash),
-            ts: raw.ts,
-            data_is_empty: raw.data_is_empty(),
-        })
-    }
-
-    /// The stored hash (`""` when absent).
-    pub(crate) fn hash(&self) -> &str {
-        &self.hash
-    }
-
-    /// The ETag of the stored hash, [`etag`] of it.
-    pub(crate) fn etag(&self) -> Option<axum::http::HeaderValue> {
-        self.etag.clone()
-    }
-
-    /// Whether `data` is absent or has no field.
-    pub(crate) fn data_is_empty(&self) -> bool {
-        self.data_is_empty
-    }
-
-    /// The body of a pull of `bytes` (which this is the layout of), as [`pull_body`]
-    /// writes it, with `data` as stored.
-    pub(crate) fn pull_body(&self, bytes: &[u8], now_ms: u64) -> Vec<u8> {
-        let data = self
-            .data
-            .clone()
-            .and_then(|range| bytes.get(range))
-            .unwrap_or(b"{}");
-        let mut digits = [0u8; 20];
-        let timestamp = decimal(now_ms, &mut digits);
-        // Allocated at its exact length: the body's `Bytes` then takes the buffer as
-        // it is, without a shared block of its own.
-        const FIXED: &[&[u8]] = &[b"{\"data\":", b",\"hash\":", b",\"timestamp\":", b"}"];
-        let fixed: usize = FIXED.iter().map(|t| t.len()).sum();
-        let mut out =
-            Vec::with_capacity(fixed + data.len() + self.hash_json.len() + timestamp.len());
-        out.extend_from_slice(FIXED[0]);
-        out.extend_from_slice(data);
-        out.extend_from_slice(FIXED[1]);
-        out.extend_from_slice(&self.hash_json);
-        out.extend_from_slice(FIXED[2]);
-        out.extend_from_slice(timestamp);
-        out.extend_from_slice(FIXED[3]);
-        debug_assert_eq!(out.len(), out.capacity());
-        out
-    }
-}
-
-/// `n` in decimal, written at the end of `digits`.
-fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        // `n % 10` is a digit.
-        #[allow(clippy::cast_possible_truncation)]
-        let digit = (n % 10) as u8;
-        digits[start] = b'0' + digit;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &digits[start..]
-}
-
-/// The ETag of a document's hash: the hash in double quotes. `None` for an empty
-/// hash (a missing document has none), or one no header can carry.
-pub(crate) fn etag(hash: &str) -> Option<axum::http::HeaderValue> {
-    if hash.is_empty() {
-        return None;
-    }
-    let mut quoted = Vec::with_capacity(hash.len() + 2);
-    quoted.push(b'"');
-    quoted.extend_from_slice(hash.as_bytes());
-    quoted.push(b'"');
-    axum::http::HeaderValue::from_maybe_shared(bytes::Bytes::from(quoted)).ok()
-}
-
 /// The body of a regular pull: `{"data","hash","timestamp"[,author]}`.
-pub(crate) fn pull_body(doc: Option<&StoredDoc>, now_ms: u64) -> Value {
+pub fn pull_body(doc: Option<&StoredDoc>, now_ms: u64) -> Value {
     let mut out = Map::new();
     match doc {
         Some(doc) => {
@@ -622,31 +507,10 @@ mod tests {
             assert_eq!(raw.hash().is_empty() && raw.data_is_empty(), empty);
             assert_eq!(raw.hash(), parsed.hash);
             assert_eq!(raw.ts.unwrap_or(0), parsed.ts);
-            let layout = DocLayout::of(bytes).expect("plain layout");
-            assert_eq!(layout.hash(), raw.hash());
-            assert_eq!(layout.data_is_empty(), raw.data_is_empty());
-            assert_eq!(layout.ts, raw.ts);
-            assert_eq!(layout.etag(), etag(&parsed.hash));
-            for now in [0, 7, 42, 1_767_225_600_123, u64::MAX] {
-                let expected = serde_json::to_vec(&pull_body(Some(&parsed), now)).unwrap();
-                assert_eq!(
-                    String::from_utf8(layout.pull_body(bytes, now)).unwrap(),
-                    String::from_utf8(expected).unwrap()
-                );
-            }
         }
-        assert_eq!(etag(""), None);
-        assert_eq!(etag("ab12").unwrap(), "\"ab12\"");
-        assert_eq!(
-            etag("a\u{1}b"),
-            None,
-            "no header carries a control character"
-        );
         // Another writer's spacing: the same document once parsed.
         let spaced = br#" { "v" : 1 , "data" : { "a" : [ 1 , 2 ] } , "ts" : 3 , "hash" : "h" } "#;
-        let layout = DocLayout::of(spaced).unwrap();
-        let body: Value = serde_json::from_slice(&layout.pull_body(spaced, 42)).unwrap();
-        assert_eq!(body, pull_body(StoredDoc::parse(spaced).as_ref(), 42));
+        assert_eq!(RawStoredDoc::parse(spaced).unwrap().hash(), "h");
         let blank = br#"{"data":{  },"hash":""}"#;
         assert!(RawStoredDoc::parse(blank).unwrap().data_is_empty());
 
@@ -670,7 +534,7 @@ mod tests {
         for bytes in refused {
             assert!(StoredDoc::parse(bytes).is_none(), "the parser refuses it");
             assert!(
-                RawStoredDoc::parse(bytes).is_none() && DocLayout::of(bytes).is_none(),
+                RawStoredDoc::parse(bytes).is_none(),
                 "{}",
                 String::from_utf8_lossy(bytes)
             );
@@ -697,7 +561,7 @@ mod tests {
         ];
         for bytes in others {
             assert!(
-                RawStoredDoc::parse(bytes).is_none() && DocLayout::of(bytes).is_none(),
+                RawStoredDoc::parse(bytes).is_none(),
                 "{}",
                 String::from_utf8_lossy(bytes)
             );

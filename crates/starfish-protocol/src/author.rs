@@ -1,7 +1,7 @@
 //! Author proofs (§5.4, §5.6): an Ed25519 signature over
 //! `domain + stableStringify({"d": data, "k": documentKey})`.
 
-use super::canonical::stable_stringify;
+use crate::canonical::stable_stringify;
 use base64::Engine as _;
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::{Map, Value};
@@ -20,15 +20,15 @@ pub fn author_signing_input(domain: &str, data: &Value, document_key: &str) -> S
 }
 
 /// Decodes a lowercase-or-uppercase hex Ed25519 public key; `None` if malformed.
-pub(crate) fn parse_public_key(hex_key: &str) -> Option<VerifyingKey> {
+pub fn parse_public_key(hex_key: &str) -> Option<VerifyingKey> {
     let mut bytes = [0u8; 32];
     hex::decode_to_slice(hex_key, &mut bytes).ok()?;
     VerifyingKey::from_bytes(&bytes).ok()
 }
 
 /// Decodes a standard-base64 (padding optional) 64-byte signature; `None` if malformed.
-pub(crate) fn parse_signature(b64: &str) -> Option<Signature> {
-    let bytes = super::BASE64.decode(b64).ok()?;
+pub fn parse_signature(b64: &str) -> Option<Signature> {
+    let bytes = crate::BASE64.decode(b64).ok()?;
     let bytes: [u8; 64] = bytes.try_into().ok()?;
     Some(Signature::from_bytes(&bytes))
 }
@@ -37,7 +37,7 @@ pub(crate) fn parse_signature(b64: &str) -> Option<Signature> {
 /// verification (`verify_strict`, which refuses small-order keys and non-canonical
 /// signatures). The reference uses `@noble/curves`, which also refuses
 /// non-canonical `S`; every vector in `tests/vectors` verifies under this rule.
-pub(crate) fn verify(key: &VerifyingKey, message: &[u8], signature: &Signature) -> bool {
+pub fn verify(key: &VerifyingKey, message: &[u8], signature: &Signature) -> bool {
     key.verify_strict(message, signature).is_ok()
 }
 

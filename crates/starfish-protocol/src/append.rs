@@ -1,22 +1,22 @@
 //! Append-only logs (§4.7, §5.6): elements, hashes, timestamps and the stored head,
 //! in the reference's layouts (one document, or a head plus chunks). Pure.
 
-use super::canonical::compute_hash;
-use super::document::AuthorProof;
+use crate::canonical::compute_hash;
+use crate::document::AuthorProof;
 use serde_json::{Map, Value};
 
 /// Chunks live under `<documentKey>__seg/`.
-pub(crate) const SEG_SUFFIX: &str = "__seg/";
+pub const SEG_SUFFIX: &str = "__seg/";
 /// Width of the zero-padded first-element timestamp in a chunk key.
-pub(crate) const SEG_TS_WIDTH: usize = 16;
+pub const SEG_TS_WIDTH: usize = 16;
 /// Chunk size of a segmented log whose head does not say.
-pub(crate) const DEFAULT_CHUNK_SIZE: u64 = 10_000;
+pub const DEFAULT_CHUNK_SIZE: u64 = 10_000;
 /// How far in the future a client-chosen `ts` may be, in ms.
-pub(crate) const MAX_FUTURE_MS: u64 = 300_000;
+pub const MAX_FUTURE_MS: u64 = 300_000;
 
 /// Why an append was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum AppendError {
+pub enum AppendError {
     /// `ts` not after the last element: 409 `non_monotonic_timestamp`.
     #[error("non_monotonic_timestamp")]
     NonMonotonic,
@@ -35,12 +35,12 @@ pub(crate) enum AppendError {
 }
 
 /// The prefix of a log's chunk keys.
-pub(crate) fn seg_prefix(document_key: &str) -> String {
+pub fn seg_prefix(document_key: &str) -> String {
     format!("{document_key}{SEG_SUFFIX}")
 }
 
 /// The key of the chunk whose first element has timestamp `first_ts`.
-pub(crate) fn chunk_key(document_key: &str, first_ts: u64) -> String {
+pub fn chunk_key(document_key: &str, first_ts: u64) -> String {
     format!(
         "{}{first_ts:0width$}",
         seg_prefix(document_key),
@@ -49,12 +49,12 @@ pub(crate) fn chunk_key(document_key: &str, first_ts: u64) -> String {
 }
 
 /// The timestamp in a chunk key, if it is one.
-pub(crate) fn chunk_key_ts(document_key: &str, key: &str) -> Option<u64> {
+pub fn chunk_key_ts(document_key: &str, key: &str) -> Option<u64> {
     key.strip_prefix(&seg_prefix(document_key))?.parse().ok()
 }
 
 /// One stored element: `{ts, data[, authorPubkey, authorSignature]}`.
-pub(crate) fn element(ts: u64, item: &Map<String, Value>, author: Option<&AuthorProof>) -> Value {
+pub fn element(ts: u64, item: &Map<String, Value>, author: Option<&AuthorProof>) -> Value {
     let mut e = Map::new();
     e.insert("ts".into(), Value::from(ts));
     e.insert("data".into(), Value::Object(item.clone()));
@@ -65,7 +65,7 @@ pub(crate) fn element(ts: u64, item: &Map<String, Value>, author: Option<&Author
 }
 
 /// The `ts` of an element (`-1` for a malformed one, as the reference reads it).
-pub(crate) fn element_ts(e: &Value) -> i64 {
+pub fn element_ts(e: &Value) -> i64 {
     e.get("ts").and_then(Value::as_f64).map_or(-1, |t| t as i64)
 }
 
@@ -82,7 +82,7 @@ pub fn append_hash(n: u64, item: &Map<String, Value>) -> String {
 ///
 /// # Errors
 /// [`AppendError::NonMonotonic`].
-pub(crate) fn next_ts(provided: Option<u64>, latest: i64, now: u64) -> Result<u64, AppendError> {
+pub fn next_ts(provided: Option<u64>, latest: i64, now: u64) -> Result<u64, AppendError> {
     match provided {
         Some(ts) if (ts as i64) > latest => Ok(ts),
         Some(_) => Err(AppendError::NonMonotonic),
@@ -92,7 +92,7 @@ pub(crate) fn next_ts(provided: Option<u64>, latest: i64, now: u64) -> Result<u6
 
 /// What is stored at a log's key.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum LogHead {
+pub enum LogHead {
     /// One document: `{"v":1,"data":{…,"<field>":[elements]},"ts","hash"}`.
     Single {
         /// All of `data`, the element array included.
@@ -121,7 +121,7 @@ pub(crate) enum LogHead {
 
 impl LogHead {
     /// Parses a stored head; `None` when the bytes are not a JSON object.
-    pub(crate) fn parse(bytes: &[u8]) -> Option<Self> {
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
         let Ok(Value::Object(doc)) = serde_json::from_slice::<Value>(bytes) else {
             return None;
         };
@@ -161,7 +161,7 @@ impl LogHead {
 }
 
 /// Bytes of a single-document log.
-pub(crate) fn single_doc_bytes(data: &Map<String, Value>, ts: u64, hash: &str) -> Vec<u8> {
+pub fn single_doc_bytes(data: &Map<String, Value>, ts: u64, hash: &str) -> Vec<u8> {
     let mut doc = Map::new();
     doc.insert("v".into(), Value::from(1));
     doc.insert("data".into(), Value::Object(data.clone()));
@@ -171,7 +171,7 @@ pub(crate) fn single_doc_bytes(data: &Map<String, Value>, ts: u64, hash: &str) -
 }
 
 /// Bytes of a segmented head.
-pub(crate) fn seg_head_bytes(
+pub fn seg_head_bytes(
     data: &Map<String, Value>,
     n: u64,
     sealed_n: u64,
@@ -195,7 +195,7 @@ pub(crate) fn seg_head_bytes(
 
 /// Which elements a pull wants (§4.7).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct LogRange {
+pub struct LogRange {
     /// Only elements with `ts` strictly greater.
     pub checkpoint: Option<u64>,
     /// Only the last `n` (after the checkpoint filter).
@@ -207,7 +207,7 @@ pub(crate) struct LogRange {
 
 impl LogRange {
     /// The checkpoint as an element timestamp; `None` when it filters nothing.
-    pub(crate) fn after(&self) -> Option<i64> {
+    pub fn after(&self) -> Option<i64> {
         // Past i64::MAX a checkpoint is newer than every element.
         self.checkpoint
             .filter(|c| *c > 0)
@@ -217,7 +217,7 @@ impl LogRange {
     /// Applies the range to elements in order; `true` when elements after the
     /// checkpoint were left out by `first` (the client should pull again from the
     /// last one returned).
-    pub(crate) fn apply(&self, mut elements: Vec<Value>) -> (Vec<Value>, bool) {
+    pub fn apply(&self, mut elements: Vec<Value>) -> (Vec<Value>, bool) {
         if let Some(cp) = self.after() {
             let start = elements.partition_point(|e| element_ts(e) <= cp);
             elements.drain(..start);

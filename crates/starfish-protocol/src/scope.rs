@@ -35,7 +35,7 @@ fn tokens(glob: &str) -> Vec<Tok> {
 /// input, and `**` and `*` mixed in one glob never miss a match.
 ///
 /// ```
-/// use starfish_server::internals::path_glob_match;
+/// use starfish_protocol::scope::path_glob_match;
 /// assert!(path_glob_match("users/*/notes", "users/abc/notes"));
 /// assert!(!path_glob_match("users/*", "users/abc/notes"));
 /// assert!(path_glob_match("users/**", "users/abc/notes"));
