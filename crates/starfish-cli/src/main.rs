@@ -419,14 +419,14 @@ async fn shared_state(_url: &str) -> Result<SharedState, String> {
 
 /// The change feed between nodes, and its readiness check.
 type Feed = (
-    Arc<dyn starfish_server::changes::ChangeFeed>,
+    Arc<dyn starfish_server::live::ChangeFeed>,
     Arc<dyn starfish_server::ReadinessCheck>,
 );
 
 /// Live changes between nodes through NATS at `url`, connected once before serving.
 #[cfg(feature = "nats")]
 async fn change_feed(url: &str) -> Result<Feed, String> {
-    let feed = starfish_server::changes::NatsFeed::connect(url, None)
+    let feed = starfish_server::live::NatsFeed::connect(url, None)
         .await
         .map_err(|e| format!("cannot reach NATS (--nats): {e}"))?;
     Ok((Arc::new(feed.clone()), Arc::new(NatsReady(feed))))
@@ -439,7 +439,7 @@ async fn change_feed(_url: &str) -> Result<Feed, String> {
 
 /// `/health/ready` asks whether the NATS connection is up.
 #[cfg(feature = "nats")]
-struct NatsReady(starfish_server::changes::NatsFeed);
+struct NatsReady(starfish_server::live::NatsFeed);
 
 #[cfg(feature = "nats")]
 #[async_trait::async_trait]

@@ -180,7 +180,7 @@
 //!
 //! - `redis`: [`auth::RedisReplay`] and [`access::RedisLimits`], the replay cache and
 //!   the rate limits shared by several nodes through Redis.
-//! - `nats`: [`changes::NatsFeed`], live changes carried between nodes by NATS.
+//! - `nats`: [`live::NatsFeed`], live changes carried between nodes by NATS.
 //!
 //! Without `fs` or `aws`, [`store::DocStore::memory`] and [`store::DocStore::new`] over any
 //! `ObjectStore` remain.
@@ -191,35 +191,33 @@
 )]
 
 pub mod access;
+mod app;
 pub mod auth;
 mod browser;
-pub mod changes;
 mod config;
-mod error;
-mod events;
-mod live;
+mod hooks;
+pub mod live;
 mod metrics;
 pub mod migrate;
 mod openapi;
 pub mod rotate;
 mod routes;
-mod state;
 pub mod store;
 mod sync;
 mod tenants;
-mod text;
+mod util;
 
-pub use browser::CorsSettings;
-pub use config::{ConfigError, Isolation, NamespaceLimits, Quota, SyncConfig};
-pub use events::{AfterWrite, WriteAction, WriteEvent};
-pub use metrics::Metrics;
-pub use openapi::openapi_document;
-pub use routes::headers::SecurityHeaders;
-pub use routes::health::ReadinessCheck;
-pub use state::{
+pub use app::state::{
     ConfigEndpoint, DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_APPEND_PULL_ELEMENTS, DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_SINGLE_LOG_BYTES, DEFAULT_REQUEST_TIMEOUT, SyncOptions,
 };
+pub use browser::CorsSettings;
+pub use browser::headers::SecurityHeaders;
+pub use config::{ConfigError, Isolation, NamespaceLimits, Quota, SyncConfig};
+pub use hooks::{AfterWrite, WriteAction, WriteEvent};
+pub use metrics::Metrics;
+pub use openapi::openapi_document;
+pub use routes::health::ReadinessCheck;
 pub use tenants::TenantOptions;
 
 /// Not part of the API: what the conformance tests and fuzzing check of the config's
@@ -334,14 +332,14 @@ struct Stack {
 }
 
 impl Stack {
-    fn new(options: SyncOptions) -> Result<(Self, state::AppState), ConfigError> {
+    fn new(options: SyncOptions) -> Result<(Self, app::state::AppState), ConfigError> {
         let stack = Self {
             headers: options.security_headers.compile().into(),
             cors: options.cors.as_ref().map(CorsSettings::layer).transpose()?,
             compression: options.compression,
             limits: routes::limits::Limits::new(options.request_timeout, options.max_in_flight),
         };
-        Ok((stack, state::AppState::new(options)?))
+        Ok((stack, app::state::AppState::new(options)?))
     }
 
     /// `inner` within the layers, as one service (`Router::layer` would wrap every
@@ -359,7 +357,7 @@ impl Stack {
             None => tower::util::Either::Right(compressed),
         };
         // Outermost: CORS preflights get the security headers too.
-        routes::headers::Finished::new(cors, self.headers.clone(), answer_head)
+        browser::headers::Finished::new(cors, self.headers.clone(), answer_head)
     }
 }
 

@@ -13,7 +13,7 @@ use common::*;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use starfish_server::auth::ManualClock;
-use starfish_server::changes::NatsFeed;
+use starfish_server::live::NatsFeed;
 use starfish_server::store::DocStore;
 use starfish_server::{Metrics, SyncConfig, SyncOptions, create_sync_router};
 use std::sync::Arc;

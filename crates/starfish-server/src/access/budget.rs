@@ -11,7 +11,7 @@
 
 use super::rate::{RateLimiter, RateSubject};
 use crate::config::{Bucket, NamespaceLimits, RateRule, RateWindow};
-use crate::error::ApiError;
+use crate::routes::error::ApiError;
 use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};

@@ -3,14 +3,15 @@
 //! it with any [`Authenticator`] (a JWT check, say) and add roles per collection with
 //! a [`crate::access::RoleEnricher`].
 
-mod clock;
+mod admin_key;
 mod nonce;
 mod replay;
 mod resolver;
 mod revocation;
 mod verified;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use crate::util::clock::{Clock, ManualClock, SystemClock};
+pub(crate) use admin_key::AdminKey;
 pub use nonce::NonceCacheLimits;
 #[cfg(feature = "redis")]
 pub use replay::RedisReplay;

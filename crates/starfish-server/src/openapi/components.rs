@@ -1,5 +1,5 @@
 //! The document's shared parts: body schemas, the security schemes, and a builder
-//! for the responses an operation can answer with (the bodies `error.rs` renders).
+//! for the responses an operation can answer with (the bodies `routes/error.rs` renders).
 
 use crate::store::MAX_PARAM_BYTES;
 use serde_json::{Map, Value, json};

@@ -1,6 +1,6 @@
 //! An OpenAPI 3.1 description of the routes one [`SyncConfig`] produces: every scope
 //! (the root and each namespace), every collection's pull, push and list routes, the
-//! bundles and batch pulls, with the statuses and bodies `error.rs` answers with.
+//! bundles and batch pulls, with the statuses and bodies `routes/error.rs` answers with.
 //! Built from the same route rules as `config/routes.rs`.
 
 mod components;

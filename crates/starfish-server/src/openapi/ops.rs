@@ -1,5 +1,5 @@
 //! One OpenAPI operation per route family, with the statuses its handler (and
-//! `error.rs`) can answer with.
+//! `routes/error.rs`) can answer with.
 
 use super::components::{Responses, optional_param, path_param, schema_ref, security, signed};
 use crate::access::Action;

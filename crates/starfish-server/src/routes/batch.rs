@@ -5,10 +5,10 @@
 use super::endpoint::{Doc, Scope};
 use super::{admit, allow, authenticate, query, render};
 use crate::access::Action;
+use crate::app::state::AppState;
 use crate::auth::Caller;
 use crate::config::{Collection, IDENTITY_PARAM};
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::routes::error::ApiError;
 use crate::store::PathParams;
 use crate::sync::read::{Read, read, read_document_body};
 use crate::sync::{BoundError, LogQuery, SyncError};

@@ -1,9 +1,10 @@
 //! Binary collections (§7): raw bytes in and out, streamed both ways.
 
 use super::endpoint::Doc;
-use super::{RequestBody, headers, render};
+use super::{RequestBody, render};
 use crate::browser::AsStored;
-use crate::error::ApiError;
+use crate::browser::headers;
+use crate::routes::error::ApiError;
 use crate::store::BlobBody;
 use crate::store::NsStore;
 use crate::store::etag;

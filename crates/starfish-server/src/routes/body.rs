@@ -1,6 +1,6 @@
 //! Reading a request body under a byte limit, whether or not it declares its length.
 
-use crate::error::ApiError;
+use crate::routes::error::ApiError;
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;

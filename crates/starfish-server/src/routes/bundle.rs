@@ -3,8 +3,8 @@
 use super::endpoint::{Doc, Scope};
 use super::{admit, allow, authenticate, is_public};
 use crate::access::{Action, check_binding};
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::app::state::AppState;
+use crate::routes::error::ApiError;
 use crate::sync::read::{Read, read};
 use crate::sync::{LogQuery, SyncError};
 use axum::Json;

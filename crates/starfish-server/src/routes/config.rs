@@ -2,10 +2,10 @@
 
 use super::authenticate;
 use super::endpoint::Scope;
+use crate::app::state::{AppState, ConfigEndpoint};
 use crate::auth::Caller;
 use crate::config::{Collection, Role};
-use crate::error::ApiError;
-use crate::state::{AppState, ConfigEndpoint};
+use crate::routes::error::ApiError;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};

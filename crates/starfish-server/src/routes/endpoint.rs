@@ -5,10 +5,10 @@
 
 use crate::auth::Caller;
 use crate::config::{Collection, NamespaceName, Restriction, RouteTable, Target};
-use crate::error::ApiError;
+use crate::routes::error::ApiError;
 use crate::store::{KeyError, NsStore, ObjectKey, PathParams};
 use crate::sync::DocRef;
-use crate::text::{has_ascii, split_ascii};
+use crate::util::text::{has_ascii, split_ascii};
 use axum::http::Method;
 use percent_encoding::percent_decode_str;
 use std::borrow::Cow;

@@ -12,8 +12,8 @@
 use super::endpoint::{Endpoint, Scope};
 use super::{admit, allow, authenticate, charge, client_ip, is_public, query, rate_check};
 use crate::access::Action;
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::app::state::AppState;
+use crate::routes::error::ApiError;
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, header};
@@ -69,7 +69,7 @@ pub(super) async fn events(
     let generation = scope.generation.as_deref().unwrap_or("");
     let places = docs
         .iter()
-        .map(|d| crate::live::place(namespace, generation, d.key.as_str()))
+        .map(|d| crate::live::bus::place(namespace, generation, d.key.as_str()))
         .collect();
     let ip = client_ip(state, parts);
     let who = match caller.identity() {

@@ -5,7 +5,7 @@
 //! router (Redis, NATS). The answer is kept for a second, so a flood of readiness
 //! probes costs the store at most one request a second.
 
-use crate::state::AppState;
+use crate::app::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;

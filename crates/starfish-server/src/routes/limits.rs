@@ -3,7 +3,7 @@
 //! (`503` at once past it, never queued), so slow or many clients cannot hold the
 //! server.
 
-use crate::error::ApiError;
+use crate::routes::error::ApiError;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use std::convert::Infallible;

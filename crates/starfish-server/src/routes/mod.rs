@@ -8,14 +8,15 @@
 //! 5. the sync core (`sync::read`, `sync::write`) and rendering, in one file per
 //!    route family; [`after_write`] once per accepted write.
 
+mod admin;
 mod batch;
 mod blob;
 mod body;
 mod bundle;
 mod config;
 pub(crate) mod endpoint;
+pub(crate) mod error;
 mod events;
-pub(crate) mod headers;
 pub(crate) mod health;
 pub(crate) mod limits;
 mod list;
@@ -25,13 +26,12 @@ pub(crate) mod query;
 mod render;
 
 use crate::access::{Action, Denied, RateSubject, Touch};
+use crate::app::state::AppState;
 use crate::auth::{AuthError, AuthRequest, Caller, SignedBody, parse_ts_header};
 use crate::config::Collection;
-use crate::error::ApiError;
-use crate::events::{WriteAction, WriteEvent};
-use crate::state::AppState;
+use crate::hooks::{WriteAction, WriteEvent};
+use crate::routes::error::ApiError;
 use crate::sync::write::{Written, media_type};
-use crate::tenants::admin;
 use crate::tenants::keys::{self, ApiKeys};
 use axum::Router;
 use axum::body::Body;
@@ -393,7 +393,7 @@ pub(crate) fn after_write(
     if !written.stored {
         return;
     }
-    let change = crate::changes::Change::new(
+    let change = crate::live::Change::new(
         scope.namespace.as_ref().map(|n| n.as_str()),
         scope.generation.as_deref().unwrap_or(""),
         doc.collection.name.as_str(),

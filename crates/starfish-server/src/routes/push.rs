@@ -7,9 +7,9 @@ use super::{
     request_media_type,
 };
 use crate::access::Action;
-use crate::error::ApiError;
-use crate::events::WriteAction;
-use crate::state::AppState;
+use crate::app::state::AppState;
+use crate::hooks::WriteAction;
+use crate::routes::error::ApiError;
 use crate::sync::write;
 use axum::body::Body;
 use axum::http::request::Parts;

@@ -134,7 +134,7 @@ impl fmt::Display for ObjectKey {
 
 /// `.` and `..` segments pass the character rule; they never name a document.
 fn has_dot_segment(key: &str) -> bool {
-    crate::text::split_ascii(key, b'/').any(|s| s == "." || s == "..")
+    crate::util::text::split_ascii(key, b'/').any(|s| s == "." || s == "..")
 }
 
 #[cfg(test)]

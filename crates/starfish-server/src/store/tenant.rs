@@ -254,7 +254,7 @@ impl NsStore {
         let plain = text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
-            && crate::text::split_ascii(text, b'/')
+            && crate::util::text::split_ascii(text, b'/')
                 .all(|part| !part.is_empty() && part != "." && part != "..");
         match (&self.root, plain) {
             (None, true) => text.into(),

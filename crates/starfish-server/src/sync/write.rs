@@ -218,7 +218,7 @@ async fn append(
 
 /// Whether `content_type`'s media type is `expected` (lower case), without building it.
 pub(crate) fn media_type_is(content_type: &str, expected: &str) -> bool {
-    crate::text::split_once_ascii(content_type, b';')
+    crate::util::text::split_once_ascii(content_type, b';')
         .map_or(content_type, |(media_type, _)| media_type)
         .trim()
         .eq_ignore_ascii_case(expected)

@@ -10,8 +10,8 @@
 //! node is served by every node within that bound, a suspended or deleted one stops
 //! being served within it, and a request never scans the tenants.
 
-pub(crate) mod admin;
 pub(crate) mod keys;
+mod registry;
 
 use crate::auth::Clock;
 use crate::config::names::SYSTEM_ROOT;

@@ -3,6 +3,8 @@
 //! `create_sync_router`: CORS outside compression (a preflight never reaches a
 //! route), and only the security headers outside CORS.
 
+pub(crate) mod headers;
+
 use crate::config::ConfigError;
 use crate::sync::write::media_type_is;
 use axum::body::Body;

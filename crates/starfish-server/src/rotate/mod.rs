@@ -22,8 +22,8 @@
 //! under, and no new version is added. Old versions stay in the keyring (nothing
 //! uses them afterwards; a slow node that sealed with one would still be read).
 
+use crate::app::state::namespace_store;
 use crate::config::Isolation;
-use crate::state::namespace_store;
 use crate::store::{Keyring, Resealed, StoreError};
 use crate::{SyncOptions, config::ConfigError};
 use std::sync::Arc;

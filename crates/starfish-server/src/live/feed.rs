@@ -113,12 +113,12 @@ fn token(name: &str) -> String {
 /// Where a feed hands other nodes' changes: one router's subscribers.
 #[derive(Debug, Clone)]
 pub struct ChangeSink {
-    bus: Weak<crate::live::Bus>,
+    bus: Weak<crate::live::bus::Bus>,
     metrics: Option<crate::Metrics>,
 }
 
 impl ChangeSink {
-    pub(crate) fn new(bus: &Arc<crate::live::Bus>, metrics: Option<crate::Metrics>) -> Self {
+    pub(crate) fn new(bus: &Arc<crate::live::bus::Bus>, metrics: Option<crate::Metrics>) -> Self {
         Self {
             bus: Arc::downgrade(bus),
             metrics,

@@ -7,7 +7,7 @@
 //! up is dropped (its stream ends; the client reconnects and pulls), never buffered
 //! without bound. Subscriptions are bounded per caller and in all.
 
-use crate::error::ApiError;
+use crate::routes::error::ApiError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::mpsc;
@@ -180,7 +180,7 @@ impl Bus {
     }
 
     /// Hands `change` to the subscribers of its document.
-    pub(crate) fn publish_change(&self, change: &crate::changes::Change) {
+    pub(crate) fn publish_change(&self, change: &crate::live::Change) {
         let place = place(
             change.namespace.as_deref().unwrap_or(""),
             &change.generation,

@@ -18,58 +18,24 @@
 //! with the configured key's SHA-256), or an API key with `admin`, which manages only
 //! the namespaces it names (every one with `*`).
 
-use super::keys::{KeyRecord, MAX_GRANTS, Right};
-use super::{TenantError, TenantRecord, TenantState, Tenants};
-use crate::config::NamespaceName;
-use crate::config::names::SYSTEM_ROOT;
-use crate::config::names::is_reserved_runtime_name;
-use crate::state::AppState;
+use crate::app::state::AppState;
 use crate::store::StoreError;
+use crate::tenants::keys::{KeyRecord, MAX_GRANTS, Right};
+use crate::tenants::{TenantError, TenantRecord, TenantState, Tenants};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 
 /// Largest admin request body.
 const MAX_ADMIN_BODY: usize = 16 * 1024;
 /// Largest page of a namespace listing.
 const MAX_PAGE: usize = 1000;
-
-/// The admin key, kept only as its SHA-256.
-#[derive(Clone)]
-pub(crate) struct AdminKey([u8; 32]);
-
-impl std::fmt::Debug for AdminKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminKey(..)")
-    }
-}
-
-impl AdminKey {
-    pub(crate) fn new(key: &str) -> Self {
-        Self(Sha256::digest(key.as_bytes()).into())
-    }
-
-    fn admits(&self, headers: &HeaderMap) -> bool {
-        let Some(presented) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-        else {
-            return false;
-        };
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        digest.ct_eq(&self.0).into()
-    }
-}
 
 /// Who is calling the admin API.
 enum Principal {
@@ -137,7 +103,7 @@ impl IntoResponse for AdminError {
         let (status, message) = match &self {
             // A path not mounted (the API is off, or no such route): the same
             // plain-text 404 as any other, the reference's.
-            Self::NotFound => return crate::error::ApiError::NotFound.into_response(),
+            Self::NotFound => return crate::routes::error::ApiError::NotFound.into_response(),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
             Self::Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
             Self::KeyMissing => (StatusCode::NOT_FOUND, "Key not found"),
@@ -557,201 +523,5 @@ fn key_missing(e: TenantError) -> AdminError {
     match e {
         TenantError::Missing => AdminError::KeyMissing,
         other => other.into(),
-    }
-}
-
-impl Tenants {
-    /// Creates tenant `name` from `template` (a conditional create: one winner).
-    pub(crate) async fn create(
-        &self,
-        name: &str,
-        template: &str,
-        trusted_roots: Option<Vec<String>>,
-    ) -> Result<TenantRecord, TenantError> {
-        let valid = self
-            .valid_name(name)
-            .filter(|_| !is_reserved_runtime_name(name))
-            .ok_or(TenantError::InvalidName)?;
-        if self.static_names.contains(name) {
-            return Err(TenantError::InConfig);
-        }
-        if !self.templates.contains_key(template) {
-            return Err(TenantError::UnknownTemplate);
-        }
-        let record = TenantRecord {
-            name: name.to_owned(),
-            template: template.to_owned(),
-            state: TenantState::Active,
-            trusted_roots,
-            created_at: self.clock.now_ms(),
-            generation: super::new_generation()?,
-            limits: None,
-        };
-        let bytes = serde_json::to_vec(&record).map_err(|_| TenantError::InvalidName)?;
-        self.registry
-            .compare_and_swap(&crate::store::ObjectKey::named(&valid), |current| {
-                if current.is_some() {
-                    Err(TenantError::Exists)
-                } else {
-                    Ok((bytes.clone(), ()))
-                }
-            })
-            .await?;
-        self.forget(name);
-        Ok(record)
-    }
-
-    /// The record of `name`.
-    pub(crate) async fn record(&self, name: &str) -> Result<TenantRecord, TenantError> {
-        let valid = self.runtime_name(name)?;
-        self.read(&valid).await?.ok_or(TenantError::Missing)
-    }
-
-    /// Moves tenant `name` to `to` (suspend or resume), by compare-and-swap.
-    pub(crate) async fn set_state(
-        &self,
-        name: &str,
-        to: TenantState,
-    ) -> Result<TenantRecord, TenantError> {
-        let valid = self.runtime_name(name)?;
-        self.update(&valid, |record| {
-            if record.state == TenantState::Deleting {
-                return Err(TenantError::Missing);
-            }
-            record.state = to;
-            Ok(())
-        })
-        .await
-    }
-
-    /// `name` when it may name a runtime tenant (not one of the config's).
-    fn runtime_name(&self, name: &str) -> Result<NamespaceName, TenantError> {
-        if self.static_names.contains(name) {
-            return Err(TenantError::InConfig);
-        }
-        self.valid_name(name).ok_or(TenantError::Missing)
-    }
-
-    /// Changes the record of `name` with `change`, by compare-and-swap; this node
-    /// forgets what it knew of it.
-    async fn update(
-        &self,
-        name: &NamespaceName,
-        change: impl Fn(&mut TenantRecord) -> Result<(), TenantError>,
-    ) -> Result<TenantRecord, TenantError> {
-        let record = self
-            .registry
-            .compare_and_swap(&crate::store::ObjectKey::named(name), |current| {
-                let mut record: TenantRecord = current
-                    .and_then(|b| serde_json::from_slice(b).ok())
-                    .ok_or(TenantError::Missing)?;
-                change(&mut record)?;
-                let bytes = serde_json::to_vec(&record).map_err(|_| TenantError::Missing)?;
-                Ok::<_, TenantError>((bytes, record))
-            })
-            .await?;
-        self.forget(name.as_str());
-        Ok(record)
-    }
-
-    /// Deletes tenant `name`: marks it deleting (404 from then on), removes its
-    /// generation's data, then its record if it is still that generation. An
-    /// interrupted deletion is finished by the next one.
-    pub(crate) async fn delete(&self, name: &str) -> Result<u64, TenantError> {
-        let valid = self.runtime_name(name)?;
-        let key = crate::store::ObjectKey::named(&valid);
-        let record = self
-            .update(&valid, |record| {
-                record.state = TenantState::Deleting;
-                Ok(())
-            })
-            .await?;
-        // Never drop the record of data that could not be reached: it would be left
-        // behind, unlisted.
-        let template = self
-            .templates
-            .get(&record.template)
-            .ok_or(TenantError::StoreUnopenable)?;
-        let store = self.store_of(&valid, &record.generation, template)?;
-        let deleted = store.clear().await?;
-        // Its quota's record goes with it (a re-creation starts from nothing anyway).
-        if let Some(ledger) = store.quota() {
-            let (records, key) = ledger.record_key();
-            records.remove(key).await?;
-        }
-        // So do its data keys: whatever copy of its sealed objects is left anywhere
-        // (a backup) can no longer be opened.
-        if let Some(ring) = self.keyring_of(&valid, &record.generation, template) {
-            ring.forget().await?;
-        }
-        // A concurrent deletion may have finished and the name been created again:
-        // only this generation's record is removed.
-        if self
-            .read(&valid)
-            .await?
-            .is_some_and(|current| current.generation == record.generation)
-        {
-            self.registry.remove(&key).await?;
-        }
-        self.forget(name);
-        Ok(deleted)
-    }
-
-    /// One page of tenant records, by name, after `after`.
-    pub(crate) async fn list(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<(Vec<TenantRecord>, bool), TenantError> {
-        let root = object_store::path::Path::from_iter([SYSTEM_ROOT, super::REGISTRY_AREA]);
-        let mut listing = self.root.inner().list(Some(&root));
-        let mut names = std::collections::BTreeSet::new();
-        while let Some(meta) = listing.next().await {
-            let meta = meta.map_err(StoreError::from)?;
-            let Some(name) = meta.location.filename() else {
-                continue;
-            };
-            if after.is_some_and(|a| name <= a) || self.valid_name(name).is_none() {
-                continue;
-            }
-            names.insert(name.to_owned());
-            if names.len() > limit + 1 {
-                names.pop_last();
-            }
-        }
-        let has_more = names.len() > limit;
-        let mut out = Vec::new();
-        for name in names.into_iter().take(limit) {
-            if let Ok(record) = self.record(&name).await {
-                out.push(record);
-            }
-        }
-        Ok((out, has_more))
-    }
-
-    /// The objects and bytes tenant `record` holds; `None` when its store cannot
-    /// be opened.
-    pub(crate) async fn usage(
-        &self,
-        record: &TenantRecord,
-    ) -> Result<Option<(u64, u64)>, StoreError> {
-        let Some(name) = self.valid_name(&record.name) else {
-            return Ok(None);
-        };
-        match self
-            .templates
-            .get(&record.template)
-            .map(|t| self.store_of(&name, &record.generation, t))
-        {
-            Some(Ok(store)) => store.usage().await.map(Some),
-            _ => Ok(None),
-        }
-    }
-
-    /// How many collections `template` has.
-    pub(crate) fn collections_of(&self, template: &str) -> usize {
-        self.templates
-            .get(template)
-            .map_or(0, |t| t.collections.len())
     }
 }

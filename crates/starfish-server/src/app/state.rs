@@ -2,15 +2,15 @@
 //! behind one cheap `Clone` handle built once by `create_sync_router`.
 
 use crate::access::{Authorize, DEFAULT_MAX_BUCKETS, Gate, RateLimiter, RoleEnricher};
+use crate::auth::AdminKey;
 use crate::auth::{Authenticator, CapAuthOptions, CapCertAuthenticator, Clock, SystemClock};
 use crate::browser::CorsSettings;
+use crate::browser::headers::SecurityHeaders;
 use crate::config::{ConfigError, SyncConfig};
 use crate::config::{Isolation, MAX_ISOLATED_NAME_BYTES, Namespace};
-use crate::events::AfterWrite;
+use crate::hooks::AfterWrite;
 use crate::routes::endpoint::Scope;
-use crate::routes::headers::SecurityHeaders;
 use crate::store::{DocStore, NamespaceStores, NsStore};
-use crate::tenants::admin::AdminKey;
 use crate::tenants::keys::ApiKeys;
 use crate::tenants::{TenantOptions, Tenants};
 use std::collections::HashMap;
@@ -89,7 +89,7 @@ pub struct SyncOptions {
     pub shared_limits: Option<Arc<dyn crate::access::SharedLimits>>,
     /// Carries live changes between nodes (NATS), so that every node's `GET
     /// /events` subscribers hear of every node's writes.
-    pub change_feed: Option<Arc<dyn crate::changes::ChangeFeed>>,
+    pub change_feed: Option<Arc<dyn crate::live::ChangeFeed>>,
     /// Serve `GET /config` (off: 404, as in the reference).
     pub config_endpoint: Option<ConfigEndpoint>,
     /// Headers added to every response.
@@ -317,10 +317,10 @@ impl SyncOptions {
     }
 
     /// Carries live changes between nodes through `feed`
-    /// ([`crate::changes::NatsFeed`]): a subscriber on any node hears of a write
+    /// ([`crate::live::NatsFeed`]): a subscriber on any node hears of a write
     /// accepted by any other.
     #[must_use]
-    pub fn with_change_feed(mut self, feed: Arc<dyn crate::changes::ChangeFeed>) -> Self {
+    pub fn with_change_feed(mut self, feed: Arc<dyn crate::live::ChangeFeed>) -> Self {
         self.change_feed = Some(feed);
         self
     }
@@ -379,9 +379,9 @@ pub(crate) struct Inner {
     pub(crate) migrations: crate::migrate::Migrations,
     pub(crate) metrics: Option<crate::Metrics>,
     /// Subscribers to live changes on this node (`GET /events`).
-    pub(crate) live: Arc<crate::live::Bus>,
+    pub(crate) live: Arc<crate::live::bus::Bus>,
     /// Carries this node's changes to the others, and theirs to `live`.
-    pub(crate) change_feed: Option<Arc<dyn crate::changes::ChangeFeed>>,
+    pub(crate) change_feed: Option<Arc<dyn crate::live::ChangeFeed>>,
     pub(crate) readiness_checks: Vec<(String, Arc<dyn crate::ReadinessCheck>)>,
     pub(crate) readiness: crate::routes::health::ReadyCache,
 }
@@ -526,14 +526,11 @@ impl AppState {
             options.clock.clone(),
         );
         let live = Arc::new(match options.shutdown {
-            Some(stopping) => crate::live::Bus::new(stopping),
-            None => crate::live::Bus::default(),
+            Some(stopping) => crate::live::bus::Bus::new(stopping),
+            None => crate::live::bus::Bus::default(),
         });
         if let Some(feed) = &options.change_feed {
-            feed.attach(crate::changes::ChangeSink::new(
-                &live,
-                options.metrics.clone(),
-            ));
+            feed.attach(crate::live::ChangeSink::new(&live, options.metrics.clone()));
         }
         let state = Self(Arc::new(Inner {
             metrics: options.metrics.clone(),

@@ -1,0 +1,7 @@
+//! Live changes (`GET /events`): the node's bus of subscribers ([`bus`]) and the
+//! feed that carries changes between nodes ([`feed`], with [`NatsFeed`] over NATS).
+
+pub(crate) mod bus;
+mod feed;
+
+pub use feed::*;
