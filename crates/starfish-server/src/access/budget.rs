@@ -9,9 +9,9 @@
 //! whatever identities an attacker mints. Both are per node, or kept for all nodes
 //! in shared counters ([`super::SharedLimits`]) when the router has them.
 
+use super::Refusal;
 use super::rate::{RateLimiter, RateSubject};
 use crate::config::{Bucket, NamespaceLimits, RateRule, RateWindow};
-use crate::routes::error::ApiError;
 use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -49,14 +49,14 @@ impl Budget {
     ///
     /// # Errors
     /// `429 Too many concurrent requests` when every place is taken.
-    pub(crate) fn permit(&self) -> Result<Permit, ApiError> {
+    pub(crate) fn permit(&self) -> Result<Permit, Refusal> {
         match &self.in_flight {
             None => Ok(Permit(None)),
             Some(places) => places
                 .clone()
                 .try_acquire_owned()
                 .map(|p| Permit(Some(p)))
-                .map_err(|_| ApiError::TooManyConcurrent),
+                .map_err(|_| Refusal::TooManyConcurrent),
         }
     }
 
@@ -80,19 +80,19 @@ impl Budget {
         rate: &RateLimiter,
         key: impl FnOnce() -> String,
         now_ms: u64,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Refusal> {
         let Some(max) = self.limits.max_requests else {
             return Ok(());
         };
         let window_us = self.limits.window_ms.max(1).saturating_mul(1000);
         if max == 0 {
-            return Err(ApiError::RateLimited {
+            return Err(Refusal::RateLimited {
                 retry_after: window_us.div_ceil(1_000_000).max(1),
             });
         }
         let interval = (window_us / max).max(1);
         let tolerance = interval.saturating_mul((max / 10).max(1) - 1);
-        let refused = |wait_us: u64| ApiError::RateLimited {
+        let refused = |wait_us: u64| Refusal::RateLimited {
             retry_after: wait_us.div_ceil(1_000_000).max(1),
         };
         // This node's own count first: over it, refused without a round trip (the
@@ -126,7 +126,7 @@ impl Budget {
         scope: &str,
         subject: RateSubject<'_>,
         now_ms: u64,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Refusal> {
         let window_ms = self.limits.window_ms.max(1);
         if let Some(max) = self.limits.max_requests_per_identity {
             let rule = RateRule::Single {
@@ -138,7 +138,7 @@ impl Budget {
             };
             rate.check(scope, &rule, subject, now_ms)
                 .await
-                .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+                .map_err(|retry_after| Refusal::RateLimited { retry_after })?;
         }
         Ok(())
     }

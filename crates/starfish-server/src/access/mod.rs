@@ -10,12 +10,25 @@ mod rate;
 mod restrictions;
 mod shared;
 
+pub(crate) use crate::auth::ROLE_DEVICE_ROOT;
 pub(crate) use budget::Budget;
 pub(crate) use rate::DEFAULT_MAX_BUCKETS;
 pub(crate) use rate::{RateLimiter, RateSubject};
 #[cfg(feature = "redis")]
 pub use shared::RedisLimits;
 pub use shared::SharedLimits;
+
+/// A request refused by a namespace's budget or a rate limit (`429`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Every place for requests in flight is taken.
+    TooManyConcurrent,
+    /// Over a rate limit; `Retry-After` says when the window ends.
+    RateLimited {
+        /// Seconds until the window ends.
+        retry_after: u64,
+    },
+}
 
 use crate::auth::{Caller, CapOp, match_scope_path};
 use crate::config::{Collection, Restriction, Role, RoleSet};
@@ -91,9 +104,6 @@ impl<'a> AccessRequest<'a> {
         self.params.get(name)
     }
 }
-
-/// The root-device role, required by `rootOnly` collections.
-pub(crate) const ROLE_DEVICE_ROOT: &str = "device:root";
 
 /// What the caller wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

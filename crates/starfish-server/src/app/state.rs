@@ -9,8 +9,8 @@ use crate::browser::headers::SecurityHeaders;
 use crate::config::{ConfigError, SyncConfig};
 use crate::config::{Isolation, MAX_ISOLATED_NAME_BYTES, Namespace};
 use crate::hooks::AfterWrite;
-use crate::routes::endpoint::Scope;
 use crate::store::{DocStore, NamespaceStores, NsStore};
+use crate::tenants::Scope;
 use crate::tenants::keys::ApiKeys;
 use crate::tenants::{TenantOptions, Tenants};
 use std::collections::HashMap;
@@ -383,7 +383,7 @@ pub(crate) struct Inner {
     /// Carries this node's changes to the others, and theirs to `live`.
     pub(crate) change_feed: Option<Arc<dyn crate::live::ChangeFeed>>,
     pub(crate) readiness_checks: Vec<(String, Arc<dyn crate::ReadinessCheck>)>,
-    pub(crate) readiness: crate::routes::health::ReadyCache,
+    pub(crate) readiness: ReadyCache,
 }
 
 /// Shared state of the router; clone = refcount bump.
@@ -611,3 +611,7 @@ pub(crate) fn namespace_store(
         }
     })
 }
+
+/// The last readiness answer and when it was given.
+pub(crate) type ReadyCache =
+    tokio::sync::Mutex<Option<(u64, (axum::http::StatusCode, axum::Json<serde_json::Value>))>>;

@@ -28,6 +28,9 @@ pub(crate) use starfish_protocol::signing::parse_ts_header;
 
 use std::sync::Arc;
 
+/// The role of a self-signed device cap (`iss == sub`): the user's root device.
+pub(crate) const ROLE_DEVICE_ROOT: &str = "device:root";
+
 /// What a verified cap-cert allows, checked on every collection (including `self`
 /// ones, where the reference forgets to).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,7 +28,7 @@ impl VerifiedCert {
         cert.check_signature()?;
         let mut roles = cert.roles();
         if cert.is_root_device() {
-            roles.push(crate::access::ROLE_DEVICE_ROOT.to_owned());
+            roles.push(super::ROLE_DEVICE_ROOT.to_owned());
             roles.sort();
         }
         let roles: Arc<[Arc<str>]> = roles.into_iter().map(Arc::from).collect();

@@ -43,3 +43,11 @@ pub trait AfterWrite: Send + Sync + 'static {
     /// One write was accepted.
     fn after_write(&self, event: &WriteEvent);
 }
+
+/// A dependency the router needs besides its store (Redis, NATS): `GET
+/// /health/ready` answers 503 while its check fails.
+#[async_trait::async_trait]
+pub trait ReadinessCheck: Send + Sync + 'static {
+    /// `Ok` when the dependency answers; the error is logged, not shown.
+    async fn check(&self) -> Result<(), String>;
+}

@@ -7,10 +7,14 @@
 //! up is dropped (its stream ends; the client reconnects and pulls), never buffered
 //! without bound. Subscriptions are bounded per caller and in all.
 
-use crate::routes::error::ApiError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::mpsc;
+
+/// A subscription refused: the node, the caller or the address holds as many
+/// as it may (`429`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooManySubscriptions;
 
 /// Frames a subscriber may have waiting before it is dropped.
 pub(crate) const BUFFER: usize = 256;
@@ -132,14 +136,14 @@ impl Bus {
         caller: &str,
         ip: &str,
         mut places: Vec<Arc<str>>,
-    ) -> Result<Subscription, ApiError> {
+    ) -> Result<Subscription, TooManySubscriptions> {
         places.sort_unstable();
         places.dedup();
         let counts: [Arc<str>; 2] = [format!("caller:{caller}").into(), format!("ip:{ip}").into()];
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let held = |key: &Arc<str>| s.held.get(key).copied().unwrap_or(0);
         if s.subs.len() >= TOTAL || held(&counts[0]) >= PER_CALLER || held(&counts[1]) >= PER_IP {
-            return Err(ApiError::TooManyConcurrent);
+            return Err(TooManySubscriptions);
         }
         let (tx, rx) = mpsc::channel(BUFFER);
         let id = s.next;
@@ -255,7 +259,7 @@ mod tests {
             .collect();
         assert!(matches!(
             bus.subscribe("carol", "1.1.1.3", vec![a.clone()]),
-            Err(ApiError::TooManyConcurrent)
+            Err(TooManySubscriptions)
         ));
         drop(held);
         assert!(bus.subscribe("carol", "1.1.1.3", vec![a.clone()]).is_ok());
@@ -268,7 +272,7 @@ mod tests {
             .collect();
         assert!(matches!(
             bus.subscribe("minted-more", "6.6.6.6", vec![a]),
-            Err(ApiError::TooManyConcurrent)
+            Err(TooManySubscriptions)
         ));
         drop(minted);
     }

@@ -1,5 +1,5 @@
-//! Live changes (`GET /events`): the node's bus of subscribers ([`bus`]) and the
-//! feed that carries changes between nodes ([`feed`], with [`NatsFeed`] over NATS).
+//! Live changes (`GET /events`): the node's bus of subscribers (`bus.rs`) and the
+//! feed that carries changes between nodes (`feed.rs`, with `NatsFeed` over NATS).
 
 pub(crate) mod bus;
 mod feed;

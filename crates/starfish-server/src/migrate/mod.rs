@@ -21,8 +21,8 @@
 
 use crate::config::template::Segment;
 use crate::config::{Isolation, MAX_ISOLATED_NAME_BYTES, Namespace, SyncConfig};
-use crate::routes::endpoint::Scope;
 use crate::store::{CasError, Copied, DocStore, META_SUFFIX, NsStore, ObjectKey, StoreError};
+use crate::tenants::Scope;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::ControlFlow;

@@ -2,7 +2,7 @@
 //! documents in one request. The query is parsed and bounded first; each entry is
 //! then resolved to a key, authorised on its own and read through the one read path.
 
-use super::endpoint::{Doc, Scope};
+use super::endpoint::Doc;
 use super::{admit, allow, authenticate, query, render};
 use crate::access::Action;
 use crate::app::state::AppState;
@@ -12,6 +12,7 @@ use crate::routes::error::ApiError;
 use crate::store::PathParams;
 use crate::sync::read::{Read, read, read_document_body};
 use crate::sync::{BoundError, LogQuery, SyncError};
+use crate::tenants::Scope;
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::response::Response;

@@ -1,12 +1,13 @@
 //! `GET /[ns/]pull/<bundle path>`: every member the caller may read, in one response.
 
-use super::endpoint::{Doc, Scope};
+use super::endpoint::Doc;
 use super::{admit, allow, authenticate, is_public};
 use crate::access::{Action, check_binding};
 use crate::app::state::AppState;
 use crate::routes::error::ApiError;
 use crate::sync::read::{Read, read};
 use crate::sync::{LogQuery, SyncError};
+use crate::tenants::Scope;
 use axum::Json;
 use axum::body::Body;
 use axum::http::request::Parts;

@@ -1,11 +1,11 @@
 //! `GET /config`: what clients may know about the collections (§2.1), when enabled.
 
 use super::authenticate;
-use super::endpoint::Scope;
 use crate::app::state::{AppState, ConfigEndpoint};
 use crate::auth::Caller;
 use crate::config::{Collection, Role};
 use crate::routes::error::ApiError;
+use crate::tenants::Scope;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};

@@ -120,6 +120,23 @@ pub(crate) enum ApiError {
 /// Seconds a write refused during a migration's last pass is asked to wait.
 const MIGRATING_RETRY_AFTER: u64 = 2;
 
+impl From<crate::access::Refusal> for ApiError {
+    fn from(refusal: crate::access::Refusal) -> Self {
+        match refusal {
+            crate::access::Refusal::TooManyConcurrent => Self::TooManyConcurrent,
+            crate::access::Refusal::RateLimited { retry_after } => {
+                Self::RateLimited { retry_after }
+            }
+        }
+    }
+}
+
+impl From<crate::live::bus::TooManySubscriptions> for ApiError {
+    fn from(_: crate::live::bus::TooManySubscriptions) -> Self {
+        Self::TooManyConcurrent
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

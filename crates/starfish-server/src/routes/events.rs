@@ -9,11 +9,12 @@
 //! one the caller may not read refuses the whole subscription (`403`), so what a
 //! subscriber hears about is what it could pull.
 
-use super::endpoint::{Endpoint, Scope};
+use super::endpoint::Endpoint;
 use super::{admit, allow, authenticate, charge, client_ip, is_public, query, rate_check};
 use crate::access::Action;
 use crate::app::state::AppState;
 use crate::routes::error::ApiError;
+use crate::tenants::Scope;
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, header};

@@ -26,17 +26,6 @@ pub(super) async fn live() -> Json<Value> {
     Json(json!({ "ok": true }))
 }
 
-/// A dependency the router needs besides its store (Redis, NATS): `GET
-/// /health/ready` answers 503 while its check fails.
-#[async_trait::async_trait]
-pub trait ReadinessCheck: Send + Sync + 'static {
-    /// `Ok` when the dependency answers; the error is logged, not shown.
-    async fn check(&self) -> Result<(), String>;
-}
-
-/// The last readiness answer and when it was given.
-pub(crate) type ReadyCache = tokio::sync::Mutex<Option<(u64, (StatusCode, Json<Value>))>>;
-
 /// Ready: every dependency answers (`503` and which did not, otherwise).
 pub(super) async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let now = state.clock.now_ms();

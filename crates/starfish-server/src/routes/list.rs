@@ -1,12 +1,13 @@
 //! `GET /[ns/]list/<storage path without its last segment>?limit=&after=`: the keys
 //! of a listable collection, in order, with an exclusive cursor.
 
-use super::endpoint::{Doc, Scope};
+use super::endpoint::Doc;
 use super::query::{canonical_uint, param};
 use super::{admit, allow, authenticate, is_public, rate_check};
 use crate::access::Action;
 use crate::app::state::AppState;
 use crate::routes::error::ApiError;
+use crate::tenants::Scope;
 use axum::Json;
 use axum::body::Body;
 use axum::http::request::Parts;

@@ -32,6 +32,7 @@ use crate::config::Collection;
 use crate::hooks::{WriteAction, WriteEvent};
 use crate::routes::error::ApiError;
 use crate::sync::write::{Written, media_type};
+use crate::tenants::Scope;
 use crate::tenants::keys::{self, ApiKeys};
 use axum::Router;
 use axum::body::Body;
@@ -41,7 +42,7 @@ use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use endpoint::{Doc, Endpoint, Scope};
+use endpoint::{Doc, Endpoint};
 use std::net::SocketAddr;
 
 /// The routes with handlers of their own; every other path is the pipeline's.
@@ -301,7 +302,7 @@ async fn route(
                 // a few refusals a second, not as many as they can send.
                 drop(permit);
                 tokio::time::sleep(REFUSAL_PACE).await;
-                return Err(refused);
+                return Err(refused.into());
             }
             Some(permit)
         }
@@ -675,6 +676,7 @@ pub(crate) async fn charge(
     budget
         .charge(&state.rate, &bucket, subject, state.clock.now_ms())
         .await
+        .map_err(ApiError::from)
 }
 
 /// True when `action` on `collection` needs no credentials (the reference does not

@@ -1,6 +1,6 @@
 //! `GET /[ns/]pull/<storage path>`: a JSON document, a log, or a blob.
 
-use super::endpoint::{Doc, Scope};
+use super::endpoint::Doc;
 use super::query::{canonical_uint, param};
 use super::{admit, allow, authenticate, blob, is_public, rate_check, render};
 use crate::access::Action;
@@ -9,6 +9,7 @@ use crate::routes::error::ApiError;
 use crate::store::etag;
 use crate::sync::LogQuery;
 use crate::sync::read::{LogView, Read, read, read_document_body, read_stored};
+use crate::tenants::Scope;
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};

@@ -1,7 +1,7 @@
 //! `POST /[ns/]push/<storage path>`: a JSON document or log element, or a blob.
 
 use super::body::{content_length, read_limited};
-use super::endpoint::{Doc, Scope};
+use super::endpoint::Doc;
 use super::{
     RequestBody, admit, after_write, allow, authenticate, blob, is_public, rate_check,
     request_media_type,
@@ -11,6 +11,7 @@ use crate::app::state::AppState;
 use crate::hooks::WriteAction;
 use crate::routes::error::ApiError;
 use crate::sync::write;
+use crate::tenants::Scope;
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};

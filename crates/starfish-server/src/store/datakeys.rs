@@ -12,7 +12,7 @@
 //! `rotate-keys` no object uses them.
 
 use super::{CasError, NsStore, ObjectKey};
-use crate::auth::Clock;
+use crate::util::clock::Clock;
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use async_trait::async_trait;

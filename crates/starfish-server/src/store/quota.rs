@@ -17,8 +17,8 @@
 //! it with its own count.
 
 use super::{NsStore, ObjectKey, StoreError};
-use crate::auth::Clock;
 use crate::config::Quota;
+use crate::util::clock::Clock;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -17,8 +17,8 @@
 
 use super::TenantError;
 use crate::auth::{Caller, CapGrant, CapOp, Clock};
-use crate::routes::endpoint::Scope;
 use crate::store::{DocStore, NsStore, ObjectKey};
+use crate::tenants::Scope;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;

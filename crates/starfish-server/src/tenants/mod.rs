@@ -12,11 +12,13 @@
 
 pub(crate) mod keys;
 mod registry;
+mod scope;
+
+pub(crate) use scope::Scope;
 
 use crate::auth::Clock;
 use crate::config::names::SYSTEM_ROOT;
 use crate::config::{Isolation, MAX_ISOLATED_NAME_BYTES, Namespace, NamespaceName, SyncConfig};
-use crate::routes::endpoint::Scope;
 use crate::store::{CasError, DocStore, NamespaceStores, NsStore, ObjectKey, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
