@@ -6,11 +6,14 @@
 //! starfish check-config starfish.yaml
 //! starfish init [starfish.yaml]
 //! starfish migrate NAMESPACE --config starfish.yaml [store options as for serve]
+//! starfish identity new me.json
+//! starfish pull|push|append|watch PATH [DATA] --identity me.json [--url URL] [--namespace NS]
 //! ```
 //!
 //! Every `serve` option is also read from a `STARFISH_*` environment variable and from
 //! the config file's `server:` section: flag > environment > section > default.
 
+mod client;
 mod cors;
 mod init;
 mod limits;
@@ -63,6 +66,11 @@ enum Command {
     /// Move a `shared` config namespace to `prefixed` keys while servers run
     /// (resumable; see docs/namespaces.md).
     Migrate(Box<migrate::MigrateArgs>),
+    /// Make or show an identity: the keys and certificate that sign requests.
+    #[command(subcommand)]
+    Identity(client::IdentityCommand),
+    #[command(flatten)]
+    Doc(client::DocCommand),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +82,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args),
         Command::Init { path } => init::init(&path),
         Command::Openapi(args) => openapi::run(&args),
+        Command::Identity(command) => client::identity(command),
+        Command::Doc(command) => client::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -237,6 +237,18 @@ impl Identity {
         }
     }
 
+    /// An author proof by the device key over `data` at `document_key` (§5.4 with
+    /// [`DOC_AUTHOR_DOMAIN`](crate::author::DOC_AUTHOR_DOMAIN), §5.6 with
+    /// [`APPEND_AUTHOR_DOMAIN`](crate::author::APPEND_AUTHOR_DOMAIN)): the
+    /// `authorPubkey` (hex) and `authorSignature` (base64) a push or append carries.
+    pub fn author_proof(&self, domain: &str, data: &Value, document_key: &str) -> (String, String) {
+        let input = crate::author::author_signing_input(domain, data, document_key);
+        (
+            hex::encode(self.device.verifying_key().as_bytes()),
+            BASE64.encode(self.device.sign(input.as_bytes()).to_bytes()),
+        )
+    }
+
     /// The identity as a JSON object: the three secret keys in hex and the
     /// certificate. Whoever reads it can act as this user: keep it private.
     pub fn to_json(&self) -> Value {
@@ -367,6 +379,42 @@ mod tests {
             *id.cert()
         );
         assert_eq!(headers.ts, "1767225600123");
+    }
+
+    #[test]
+    fn an_author_proof_verifies_for_its_data_and_key_only() {
+        use crate::author::{APPEND_AUTHOR_DOMAIN, DOC_AUTHOR_DOMAIN, verify_author};
+        let id = Identity::generate(NOW).unwrap();
+        let item = json!({"msg": "hi"});
+        let (key, sig) = id.author_proof(APPEND_AUTHOR_DOMAIN, &item, "logs/a");
+        assert!(verify_author(
+            APPEND_AUTHOR_DOMAIN,
+            &item,
+            "logs/a",
+            &key,
+            &sig
+        ));
+        assert!(!verify_author(
+            APPEND_AUTHOR_DOMAIN,
+            &item,
+            "logs/b",
+            &key,
+            &sig
+        ));
+        assert!(!verify_author(
+            DOC_AUTHOR_DOMAIN,
+            &item,
+            "logs/a",
+            &key,
+            &sig
+        ));
+        assert!(!verify_author(
+            APPEND_AUTHOR_DOMAIN,
+            &json!({"msg": "ho"}),
+            "logs/a",
+            &key,
+            &sig
+        ));
     }
 
     #[test]
