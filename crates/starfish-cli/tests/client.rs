@@ -222,18 +222,21 @@ fn watch_prints_each_change_of_the_documents_it_follows() {
     // Writes until the subscription is open and has heard them (it opens in the
     // background; a write before it opens is not a change it hears).
     let mut heard = Vec::new();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = std::thread::spawn({
-        let url = url.clone();
-        let me = me.to_owned();
+        let (url, me, done) = (url.clone(), me.to_owned(), done.clone());
         move || {
-            for n in 0..50 {
+            // Each write is a process of its own: a few a second, until heard.
+            for n in 0..500 {
+                if done.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
                 let data = format!(r#"{{"n":{n}}}"#);
                 starfish(&url, &["push", "board/lobby", &data]);
                 starfish(
                     &url,
                     &["push", "users/{identity}/notes", &data, "--identity", &me],
                 );
-                std::thread::sleep(std::time::Duration::from_millis(100));
             }
         }
     });
@@ -241,6 +244,7 @@ fn watch_prints_each_change_of_the_documents_it_follows() {
         heard.push(serde_json::from_str::<serde_json::Value>(&line.unwrap()).unwrap());
     }
     assert!(watch.wait().unwrap().success(), "--count 2 ends the watch");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
     let paths: Vec<_> = heard.iter().map(|c| c["path"].as_str().unwrap()).collect();
     assert!(
         paths
