@@ -11,9 +11,11 @@
 //! Every `serve` option is also read from a `STARFISH_*` environment variable and from
 //! the config file's `server:` section: flag > environment > section > default.
 
+mod admin;
 mod cors;
 mod init;
 mod limits;
+mod mask;
 mod migrate;
 mod observe;
 mod openapi;
@@ -59,7 +61,7 @@ enum Command {
     /// Print the OpenAPI 3.1 document of the routes a config produces.
     Openapi(openapi::OpenapiArgs),
     /// Manage namespaces and API keys of a running server (its admin API).
-    Admin(Box<tenancy::AdminArgs>),
+    Admin(Box<admin::AdminArgs>),
     /// Move a `shared` config namespace to `prefixed` keys while servers run
     /// (resumable; see docs/namespaces.md).
     Migrate(Box<migrate::MigrateArgs>),
@@ -69,7 +71,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::CheckConfig { file } => check_config(&file),
-        Command::Admin(args) => tenancy::admin(*args),
+        Command::Admin(args) => admin::run(*args),
         Command::Migrate(args) => migrate::run(*args),
         Command::Serve(args) => serve(*args),
         Command::Init { path } => init::init(&path),
