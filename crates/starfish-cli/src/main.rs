@@ -13,10 +13,12 @@
 //! Every `serve` option is also read from a `STARFISH_*` environment variable and from
 //! the config file's `server:` section: flag > environment > section > default.
 
+mod admin;
 mod client;
 mod cors;
 mod init;
 mod limits;
+mod mask;
 mod migrate;
 mod observe;
 mod openapi;
@@ -28,9 +30,11 @@ mod tenancy;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use settings::{ConfigEndpointArg, PrintFormat, ServeArgs, ServerSection, Settings, StoreKind};
-use starfish_server::auth::InMemoryRevocationStore;
+use starfish_server::auth::{CapAuthOptions, InMemoryRevocationStore};
 use starfish_server::store::DocStore;
-use starfish_server::{ConfigEndpoint, ConfigError, SyncConfig, SyncOptions, create_sync_service};
+use starfish_server::{
+    ConfigEndpoint, ConfigError, Metrics, SyncConfig, SyncOptions, SyncService, create_sync_service,
+};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -62,7 +66,7 @@ enum Command {
     /// Print the OpenAPI 3.1 document of the routes a config produces.
     Openapi(openapi::OpenapiArgs),
     /// Manage namespaces and API keys of a running server (its admin API).
-    Admin(Box<tenancy::AdminArgs>),
+    Admin(Box<admin::AdminArgs>),
     /// Move a `shared` config namespace to `prefixed` keys while servers run
     /// (resumable; see docs/namespaces.md).
     Migrate(Box<migrate::MigrateArgs>),
@@ -77,7 +81,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::CheckConfig { file } => check_config(&file),
-        Command::Admin(args) => tenancy::admin(*args),
+        Command::Admin(args) => admin::run(*args),
         Command::Migrate(args) => migrate::run(*args),
         Command::Serve(args) => serve(*args),
         Command::Init { path } => init::init(&path),
@@ -220,6 +224,8 @@ fn print_settings(settings: &Settings, format: PrintFormat) -> Result<(), String
     Ok(())
 }
 
+/// Runs `starfish serve`: the settings, the store, the options of the sync routes,
+/// the app around them, then the accept loop until a stop signal.
 fn serve(args: ServeArgs) -> Result<(), String> {
     let (text, is_json) = read_config(&args.config)?;
     if let Some(format) = args.print_config {
@@ -235,18 +241,44 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     for w in config.warnings() {
         tracing::warn!("config warning: {w}");
     }
-    let store = match settings.store {
+    let store = cached_store(&settings)?;
+    let cap_auth = cap_auth_options(&settings)?;
+    let runtime = serving_runtime()?;
+    // Flipped when the shutdown signal arrives: live-change streams end then.
+    let (stopping, stop_streams) = tokio::sync::watch::channel(false);
+    let options = SyncOptions::new(config, store).with_shutdown(stop_streams);
+    let options = with_other_nodes(options, cap_auth, &settings, &runtime)?;
+    let options = with_settings(options, &settings)?;
+    let metrics = settings.observe.metrics();
+    let options = observe::ObserveSettings::apply(options, metrics.as_ref());
+    // The sync routes as one service (no route table to match per request).
+    let sync = create_sync_service(options).map_err(|e| one_line(&e))?;
+    let app = observe::request_layers(mounted(sync, &settings.base_path), span_fields);
+    runtime.block_on(listen_and_serve(settings, app, metrics, stopping))
+}
+
+/// The store `serve` serves, with its read cache.
+fn cached_store(settings: &Settings) -> Result<DocStore, String> {
+    let store = open_store(settings)?;
+    Ok(match settings.store {
         // Other nodes write the bucket too: every hit is confirmed with the store.
-        StoreKind::S3 => {
-            open_store(&settings)?.with_revalidated_read_cache(settings.read_cache_bytes)
-        }
-        _ => open_store(&settings)?.with_read_cache(settings.read_cache_bytes),
-    };
+        StoreKind::S3 => store.with_revalidated_read_cache(settings.read_cache_bytes),
+        _ => store.with_read_cache(settings.read_cache_bytes),
+    })
+}
+
+/// Cap-cert authentication as the settings say, with the revocation lists they name.
+fn cap_auth_options(settings: &Settings) -> Result<CapAuthOptions, String> {
     let mut cap_auth = settings.auth.options();
     if let Some(path) = &settings.revocations {
         cap_auth.revocations = Arc::new(load_revocations(path)?);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    Ok(cap_auth)
+}
+
+/// The runtime `serve` runs on.
+fn serving_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // File work (the filesystem store's reads, journal appends, fsyncs) is
         // short: 16 threads keep up with 32 clients, and each thread more costs its
@@ -254,7 +286,18 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         // bench's storm with tokio's default of 512, 2.7 MiB more peak RSS than 8).
         .max_blocking_threads(16)
         .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+/// `options` with `cap_auth` and what several nodes share: the replay cache and rate
+/// limits in Redis (`--redis`), live changes through NATS (`--nats`), each connected
+/// now and checked by `/health/ready`.
+fn with_other_nodes(
+    mut options: SyncOptions,
+    mut cap_auth: CapAuthOptions,
+    settings: &Settings,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<SyncOptions, String> {
     let (replay, limits) = match &settings.redis {
         Some(url) => {
             let (replay, limits) = runtime.block_on(shared_state(url))?;
@@ -263,11 +306,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         None => (None, None),
     };
     cap_auth.shared_replay = replay.clone();
-    // Flipped when the shutdown signal arrives: live-change streams end then.
-    let (stopping, stop_streams) = tokio::sync::watch::channel(false);
-    let mut options = SyncOptions::new(config, store)
-        .with_cap_auth(cap_auth)
-        .with_shutdown(stop_streams);
+    options = options.with_cap_auth(cap_auth);
     if let Some(replay) = replay {
         options = options.with_readiness_check("redis", Arc::new(ReplayReady(replay)));
     }
@@ -280,6 +319,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .with_change_feed(feed)
             .with_readiness_check("nats", ready);
     }
+    Ok(options)
+}
+
+/// `options` with the rest of the settings: the master key of encryption at rest,
+/// proxies, `GET /config`, limits, browsers (CORS, compression) and tenancy.
+fn with_settings(mut options: SyncOptions, settings: &Settings) -> Result<SyncOptions, String> {
     if let Some(master) = master_key()? {
         options = options.with_key_wrap(Arc::new(master));
     }
@@ -292,54 +337,61 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let options = settings.limits.apply(options);
     let options = settings.cors.apply(options, settings.no_compression)?;
-    let options = settings.tenancy.apply(options)?;
-    let metrics = settings.observe.metrics();
-    let options = observe::ObserveSettings::apply(options, metrics.as_ref());
-    // The sync routes as one service (no route table to match per request).
-    let sync = create_sync_service(options).map_err(|e| one_line(&e))?;
+    settings.tenancy.apply(options)
+}
+
+/// The sync routes mounted at each of `base_path`'s prefixes.
+fn mounted<S: SyncService>(sync: S, base_path: &[String]) -> tower::util::Either<S, axum::Router> {
     // Mounted at `/` alone (the default), the service is the whole app: an outer
     // router would only match a catch-all route and box the request on every call.
-    let app = if settings.base_path == ["/"] {
-        tower::util::Either::Left(sync)
-    } else {
-        let mut app = axum::Router::new();
-        for prefix in &settings.base_path {
-            app = match prefix.as_str() {
-                "/" => app.fallback_service(sync.clone()),
-                p => app.nest_service(p, sync.clone()),
-            };
-        }
-        tower::util::Either::Right(app)
-    };
-    let app = observe::request_layers(app, span_fields);
-    runtime.block_on(async move {
-        // Before anything listens: a SIGTERM the moment the server (or its metrics
-        // port) is up stops it gracefully instead of killing it by the signal's
-        // default action.
-        let shutdown = shutdown_signal()?;
-        if let (Some(addr), Some(metrics)) = (&settings.observe.metrics_addr, &metrics) {
-            observe::serve_metrics(addr, metrics).await?;
-        }
-        let addr = format!("{}:{}", settings.host, settings.port);
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| format!("cannot read the bound address: {e}"))?;
-        tracing::info!(
-            "starfish listening on http://{local} (mounted at {}, store {})",
-            settings.base_path.join(", "),
-            settings.store.name(),
-        );
-        serve::serve(listener, app, settings.limits.serve_limits(), async move {
-            shutdown.await;
-            let _ = stopping.send(true);
-        })
-        .await;
-        tracing::info!("starfish stopped");
-        Ok(())
+    if base_path == ["/"] {
+        return tower::util::Either::Left(sync);
+    }
+    let mut app = axum::Router::new();
+    for prefix in base_path {
+        app = match prefix.as_str() {
+            "/" => app.fallback_service(sync.clone()),
+            p => app.nest_service(p, sync.clone()),
+        };
+    }
+    tower::util::Either::Right(app)
+}
+
+/// Listens where the settings say (and serves metrics on their own port) and serves
+/// `app` until a stop signal; then tells live-change streams (`stopping`) and
+/// finishes the requests in flight.
+async fn listen_and_serve(
+    settings: Settings,
+    app: impl serve::App,
+    metrics: Option<Metrics>,
+    stopping: tokio::sync::watch::Sender<bool>,
+) -> Result<(), String> {
+    // Before anything listens: a SIGTERM the moment the server (or its metrics
+    // port) is up stops it gracefully instead of killing it by the signal's
+    // default action.
+    let shutdown = shutdown_signal()?;
+    if let (Some(addr), Some(metrics)) = (&settings.observe.metrics_addr, &metrics) {
+        observe::serve_metrics(addr, metrics).await?;
+    }
+    let addr = format!("{}:{}", settings.host, settings.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    tracing::info!(
+        "starfish listening on http://{local} (mounted at {}, store {})",
+        settings.base_path.join(", "),
+        settings.store.name(),
+    );
+    serve::serve(listener, app, settings.limits.serve_limits(), async move {
+        shutdown.await;
+        let _ = stopping.send(true);
     })
+    .await;
+    tracing::info!("starfish stopped");
+    Ok(())
 }
 
 /// Installs the handlers of SIGINT and SIGTERM now, and returns the future that

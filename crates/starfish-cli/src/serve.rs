@@ -208,7 +208,9 @@ fn is_connection_error(e: &io::Error) -> bool {
 /// A request handed to the app: called on the connection's copy, or waiting, on the
 /// copy that said it was not ready, for it to be.
 enum Answer<S: App> {
+    /// The app was ready and was called.
     Called(S::Future),
+    /// The app was not ready: the request waits on the copy that said so.
     Waiting(Pin<Box<tower::util::Oneshot<S, Request<Body>>>>),
 }
 
@@ -234,37 +236,10 @@ async fn connection<S: App>(
     // (the whole stack's handles, counted up and down) is made only when the app says
     // it is not ready.
     let app = std::cell::RefCell::new(app);
-    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let guard = InFlight::start(requests.clone());
-        request.extensions_mut().insert(ConnectInfo(peer));
-        // A request without a body (most: pulls) gets an empty one, which takes no
-        // allocation; hyper's stream is boxed only when there is something to read.
-        let request = request.map(|body| {
-            if hyper::body::Body::is_end_stream(&body) {
-                Body::empty()
-            } else {
-                Body::new(Watched {
-                    body,
-                    ended: false,
-                    activity: requests.clone(),
-                })
-            }
-        });
-        let answer = {
-            let mut app = app.borrow_mut();
-            let mut cx = Context::from_waker(std::task::Waker::noop());
-            match app.poll_ready(&mut cx) {
-                Poll::Ready(Ok(())) => Answer::Called(app.call(request)),
-                Poll::Ready(Err(never)) => match never {},
-                // Waited for on the copy just asked (whatever it reserved, a place in
-                // a queue say, is kept and woken); the connection takes a fresh one.
-                Poll::Pending => {
-                    let fresh = app.clone();
-                    let asked = std::mem::replace(&mut *app, fresh);
-                    Answer::Waiting(Box::pin(asked.oneshot(request)))
-                }
-            }
-        };
+        let request = app_request(request, peer, &requests);
+        let answer = hand_to_app(&app, request);
         async move {
             let response = match answer {
                 Answer::Called(call) => call.await?,
@@ -278,13 +253,7 @@ async fn connection<S: App>(
     });
     let mut conn = pin!(builder.serve_connection(io, service));
     let mut stopping = false;
-    // The timer is armed at most `tick` ahead and set again when it fires, never per
-    // request: every deadline is an event's time plus at least `tick`, so one that an
-    // event after the arming sets is never earlier than the timer (see `Activity`).
-    let tick = limits
-        .idle_timeout
-        .min(limits.header_read_timeout)
-        .max(Duration::from_millis(10));
+    let tick = timer_tick(&limits);
     let first = activity.deadline(&limits).0;
     let mut timer = pin!(tokio::time::sleep_until(first.min(Instant::now() + tick)));
     loop {
@@ -311,6 +280,59 @@ async fn connection<S: App>(
             }
         }
     }
+}
+
+/// A request as hyper read it, as the app takes it: with the peer's `ConnectInfo`
+/// (rate limits key on it), and its body watched for bytes moving and for being
+/// dropped before its end.
+fn app_request(
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+    activity: &Arc<Activity>,
+) -> Request<Body> {
+    request.extensions_mut().insert(ConnectInfo(peer));
+    // A request without a body (most: pulls) gets an empty one, which takes no
+    // allocation; hyper's stream is boxed only when there is something to read.
+    request.map(|body| {
+        if hyper::body::Body::is_end_stream(&body) {
+            Body::empty()
+        } else {
+            Body::new(Watched {
+                body,
+                ended: false,
+                activity: activity.clone(),
+            })
+        }
+    })
+}
+
+/// Hands `request` to the connection's copy of the app if it is ready; otherwise the
+/// request waits on that copy and the connection keeps a fresh one.
+fn hand_to_app<S: App>(app: &std::cell::RefCell<S>, request: Request<Body>) -> Answer<S> {
+    let mut app = app.borrow_mut();
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match app.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => Answer::Called(app.call(request)),
+        Poll::Ready(Err(never)) => match never {},
+        // Waited for on the copy just asked (whatever it reserved, a place in
+        // a queue say, is kept and woken); the connection takes a fresh one.
+        Poll::Pending => {
+            let fresh = app.clone();
+            let asked = std::mem::replace(&mut *app, fresh);
+            Answer::Waiting(Box::pin(asked.oneshot(request)))
+        }
+    }
+}
+
+/// How far ahead a connection's timer is armed. The timer is armed at most `tick`
+/// ahead and set again when it fires, never per request: every deadline is an
+/// event's time plus at least `tick`, so one that an event after the arming sets is
+/// never earlier than the timer (see `Activity`).
+fn timer_tick(limits: &ServeLimits) -> Duration {
+    limits
+        .idle_timeout
+        .min(limits.header_read_timeout)
+        .max(Duration::from_millis(10))
 }
 
 /// "No time yet" in the millisecond fields of [`Activity`].

@@ -5,6 +5,7 @@
 
 use crate::cors::{Cors, CorsArgs, DEFAULT_MAX_AGE_SECS};
 use crate::limits::{Limits, LimitsArgs, LimitsSection};
+use crate::mask::mask;
 use clap::ValueEnum;
 use clap::builder::BoolishValueParser;
 use serde::{Deserialize, Serialize};
@@ -12,20 +13,27 @@ use serde_json::Value;
 use starfish_server::auth::{CapAuthOptions, NonceCacheLimits};
 use std::path::{Component, Path, PathBuf};
 
+/// Where `serve` listens by default: loopback only.
 const DEFAULT_HOST: &str = "127.0.0.1";
+/// The port `serve` listens on by default.
 const DEFAULT_PORT: u16 = 8080;
+/// The filesystem store's default directory.
 const DEFAULT_DATA: &str = "./data";
 /// The read cache's default size: 64 MiB.
 const DEFAULT_READ_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// The largest signed body read before its signature is checked, by default (the
+/// cap-cert defaults below are the reference server's).
 const DEFAULT_MAX_SIGNED_BODY_BYTES: u64 = 64 * 1024;
+/// The largest `Authorization` header, by default.
 const DEFAULT_MAX_CAP_HEADER_BYTES: usize = 8 * 1024;
+/// The clock skew allowed between a request and the server, by default.
 const DEFAULT_MAX_SKEW_MS: u64 = 300_000;
+/// How long a nonce is remembered, by default.
 const DEFAULT_NONCE_WINDOW_MS: u64 = 600_000;
+/// How many nonces are remembered in total, by default.
 const DEFAULT_NONCE_MAX_ENTRIES: usize = 100_000;
+/// How many nonces are remembered per signing key, by default.
 const DEFAULT_NONCE_PER_SIGNER: usize = 4096;
-
-/// What a masked secret reads as.
-pub(crate) const MASK: &str = "********";
 
 /// `starfish serve`. Every option is also read from the `STARFISH_*` variable named
 /// beside it, and (but `--config` and `--print-config`) from the config file's
@@ -240,11 +248,24 @@ pub(crate) struct ServerSection {
     observe: crate::observe::ObserveSection,
 }
 
+/// A section value that is one string or a list of them.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum OneOrMany {
+    /// `basePath: /v1`.
     One(String),
+    /// `basePath: [/v1, /v2]`.
     Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The strings, as a list.
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(one) => vec![one],
+            Self::Many(many) => many,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -401,76 +422,25 @@ impl Settings {
             });
         let store = args.store.or(section.store).unwrap_or(StoreKind::Fs);
         let (redis, nats) = (args.redis.or(section.redis), args.nats.or(section.nats));
-        if store != StoreKind::S3 && (redis.is_some() || nats.is_some()) {
-            let why = match store {
-                StoreKind::Memory => "each process has a memory store of its own",
-                _ => {
-                    "a directory has no conditional writes between processes: two nodes \
-                     writing one document would lose updates"
-                }
-            };
-            return Err(format!(
-                "--redis and --nats are for several nodes over one store, and --store {} \
-                 cannot be shared ({why}); use --store s3 (a bucket with conditional \
-                 writes: AWS S3, MinIO, R2...), or leave --redis and --nats out for one node",
-                store.name()
-            ));
-        }
+        check_several_nodes(store, redis.is_some() || nats.is_some())?;
         let data = args
             .data
             .or_else(|| section.data.map(|d| beside(&config, d)))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
-        let mut base_path = if !args.base_path.is_empty() {
-            args.base_path
-        } else {
-            match section.base_path {
-                Some(OneOrMany::One(p)) => vec![p],
-                Some(OneOrMany::Many(ps)) if !ps.is_empty() => ps,
-                _ => vec!["/".to_owned()],
-            }
-        };
-        for prefix in &mut base_path {
-            if prefix.is_empty() {
-                "/".clone_into(prefix);
-            }
-            if !(prefix == "/" || prefix.starts_with('/') && !prefix.ends_with('/')) {
-                return Err(format!(
-                    "--base-path must be / or start with / and not end with one, got {prefix:?}"
-                ));
-            }
-        }
+        let base_path = base_paths(args.base_path, section.base_path)?;
         let fsync = args.fsync.or(section.fsync).unwrap_or(false);
-        if fsync && store != StoreKind::Fs {
-            return Err(format!(
-                "--fsync applies to the filesystem store only, not --store {}",
-                store.name()
-            ));
-        }
+        check_fsync(fsync, store)?;
         let read_cache_bytes = match (args.read_cache_bytes.or(section.read_cache_bytes), store) {
             (Some(n), _) => n,
             (None, StoreKind::S3) => 0,
             (None, _) => DEFAULT_READ_CACHE_BYTES,
         };
         let limits = Limits::resolve(*args.limits, section.limits)?;
-        let (a, sa) = (args.auth, section.auth);
-        let (s3, s3s) = (args.s3, section.s3);
-        let (c, cs) = (args.cors, section.cors);
-        let cors = Cors {
-            origin: if !c.cors_origins.is_empty() {
-                c.cors_origins
-            } else {
-                match cs.origin {
-                    Some(OneOrMany::One(o)) => vec![o],
-                    Some(OneOrMany::Many(os)) => os,
-                    None => Vec::new(),
-                }
-            },
-            max_age: c
-                .cors_max_age
-                .or(cs.max_age)
-                .unwrap_or(DEFAULT_MAX_AGE_SECS),
-            credentials: c.cors_credentials.or(cs.credentials).unwrap_or(false),
-        };
+        let no_compression = args
+            .cors
+            .no_compression
+            .or(section.no_compression)
+            .unwrap_or(false);
         Ok(Self {
             host: args
                 .host
@@ -483,13 +453,7 @@ impl Settings {
             read_cache_bytes,
             redis,
             nats,
-            s3: S3Layer {
-                bucket: s3.s3_bucket.or(s3s.bucket),
-                endpoint: s3.s3_endpoint.or(s3s.endpoint),
-                region: s3.s3_region.or(s3s.region),
-                path_style: s3.s3_path_style.or(s3s.path_style),
-                allow_http: s3.s3_allow_http.or(s3s.allow_http),
-            },
+            s3: S3Layer::resolve(args.s3, section.s3),
             base_path,
             revocations: args
                 .revocations
@@ -499,36 +463,9 @@ impl Settings {
                 .trusted_proxy_hops
                 .or(section.trusted_proxy_hops)
                 .unwrap_or(0),
-            auth: AuthSettings {
-                no_anonymous: a.no_anonymous.or(sa.no_anonymous).unwrap_or(false),
-                max_signed_body_bytes: a
-                    .max_signed_body_bytes
-                    .or(sa.max_signed_body_bytes)
-                    .unwrap_or(DEFAULT_MAX_SIGNED_BODY_BYTES),
-                max_cap_header_bytes: a
-                    .max_cap_header_bytes
-                    .or(sa.max_cap_header_bytes)
-                    .unwrap_or(DEFAULT_MAX_CAP_HEADER_BYTES),
-                max_skew_ms: a
-                    .max_skew_ms
-                    .or(sa.max_skew_ms)
-                    .unwrap_or(DEFAULT_MAX_SKEW_MS),
-                nonce_window_ms: a
-                    .nonce_window_ms
-                    .or(sa.nonce_window_ms)
-                    .unwrap_or(DEFAULT_NONCE_WINDOW_MS),
-                nonce_max_entries: a
-                    .nonce_max_entries
-                    .or(sa.nonce_max_entries)
-                    .unwrap_or(DEFAULT_NONCE_MAX_ENTRIES),
-                nonce_per_signer: a
-                    .nonce_per_signer
-                    .or(sa.nonce_per_signer)
-                    .unwrap_or(DEFAULT_NONCE_PER_SIGNER),
-                public_host: a.public_host.or(sa.public_host),
-            },
-            cors,
-            no_compression: c.no_compression.or(section.no_compression).unwrap_or(false),
+            auth: AuthSettings::resolve(args.auth, section.auth),
+            cors: resolve_cors(*args.cors, section.cors),
+            no_compression,
             tenancy,
             limits,
             observe,
@@ -614,73 +551,131 @@ impl Settings {
     }
 }
 
-/// Masks credential-like values in place: secrets, tokens and passwords whole, access
-/// key ids but for their last characters, and the user info of URLs.
-pub(crate) fn mask(value: &mut Value) {
-    const SECRET_WORDS: [&str; 5] = ["secret", "token", "password", "passwd", "private"];
-    match value {
-        Value::Object(map) => {
-            for (key, v) in map.iter_mut() {
-                let key = key.to_ascii_lowercase();
-                match v {
-                    Value::String(s) if SECRET_WORDS.iter().any(|w| key.contains(w)) => {
-                        *s = MASK.to_owned();
-                    }
-                    Value::String(s) if key.contains("accesskey") || key.contains("apikey") => {
-                        *s = partially_masked(s);
-                    }
-                    other => mask(other),
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(mask),
-        Value::String(s) => {
-            if let Some(masked) = without_userinfo(s) {
-                *s = masked;
-            }
-        }
-        _ => {}
+/// `--redis` and `--nats` (`several_nodes`) need a store several processes can share:
+/// S3, not a directory or memory.
+fn check_several_nodes(store: StoreKind, several_nodes: bool) -> Result<(), String> {
+    if store == StoreKind::S3 || !several_nodes {
+        return Ok(());
     }
+    let why = match store {
+        StoreKind::Memory => "each process has a memory store of its own",
+        _ => {
+            "a directory has no conditional writes between processes: two nodes \
+             writing one document would lose updates"
+        }
+    };
+    Err(format!(
+        "--redis and --nats are for several nodes over one store, and --store {} \
+         cannot be shared ({why}); use --store s3 (a bucket with conditional \
+         writes: AWS S3, MinIO, R2...), or leave --redis and --nats out for one node",
+        store.name()
+    ))
 }
 
-/// `********` and the last four characters of a long identifier; short ones whole.
-fn partially_masked(s: &str) -> String {
-    let chars: Vec<char> = s.chars().collect();
-    if chars.len() >= 16 {
-        let tail: String = chars[chars.len() - 4..].iter().collect();
-        format!("{MASK}{tail}")
+/// The mount prefixes: the flags' (or environment's), else the section's, else `/`;
+/// each `/` or starting with `/` and not ending with one (empty reads as `/`).
+fn base_paths(args: Vec<String>, section: Option<OneOrMany>) -> Result<Vec<String>, String> {
+    let mut base_path = if !args.is_empty() {
+        args
     } else {
-        MASK.to_owned()
+        section
+            .map(OneOrMany::into_vec)
+            .filter(|paths| !paths.is_empty())
+            .unwrap_or_else(|| vec!["/".to_owned()])
+    };
+    for prefix in &mut base_path {
+        if prefix.is_empty() {
+            "/".clone_into(prefix);
+        }
+        if !(prefix == "/" || prefix.starts_with('/') && !prefix.ends_with('/')) {
+            return Err(format!(
+                "--base-path must be / or start with / and not end with one, got {prefix:?}"
+            ));
+        }
+    }
+    Ok(base_path)
+}
+
+/// `--fsync` is for the filesystem store only.
+fn check_fsync(fsync: bool, store: StoreKind) -> Result<(), String> {
+    if fsync && store != StoreKind::Fs {
+        return Err(format!(
+            "--fsync applies to the filesystem store only, not --store {}",
+            store.name()
+        ));
+    }
+    Ok(())
+}
+
+/// The CORS settings: flags and environment over `server.cors` over defaults.
+fn resolve_cors(args: CorsArgs, section: CorsSection) -> Cors {
+    Cors {
+        origin: if !args.cors_origins.is_empty() {
+            args.cors_origins
+        } else {
+            section.origin.map(OneOrMany::into_vec).unwrap_or_default()
+        },
+        max_age: args
+            .cors_max_age
+            .or(section.max_age)
+            .unwrap_or(DEFAULT_MAX_AGE_SECS),
+        credentials: args
+            .cors_credentials
+            .or(section.credentials)
+            .unwrap_or(false),
     }
 }
 
-/// `scheme://user:pass@host/...` without its user info, if it has some.
-fn without_userinfo(s: &str) -> Option<String> {
-    let (scheme, rest) = s.split_once("://")?;
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let at = rest[..authority_end].rfind('@')?;
-    Some(format!("{scheme}://{MASK}@{}", &rest[at + 1..]))
+impl S3Layer {
+    /// Flags and environment over `server.s3`; what neither sets defers to `AWS_*`.
+    fn resolve(args: S3Args, section: S3Section) -> Self {
+        Self {
+            bucket: args.s3_bucket.or(section.bucket),
+            endpoint: args.s3_endpoint.or(section.endpoint),
+            region: args.s3_region.or(section.region),
+            path_style: args.s3_path_style.or(section.path_style),
+            allow_http: args.s3_allow_http.or(section.allow_http),
+        }
+    }
+}
+
+impl AuthSettings {
+    /// Flags and environment over `server.auth` over the reference server's defaults.
+    fn resolve(args: AuthArgs, section: AuthSection) -> Self {
+        Self {
+            no_anonymous: args.no_anonymous.or(section.no_anonymous).unwrap_or(false),
+            max_signed_body_bytes: args
+                .max_signed_body_bytes
+                .or(section.max_signed_body_bytes)
+                .unwrap_or(DEFAULT_MAX_SIGNED_BODY_BYTES),
+            max_cap_header_bytes: args
+                .max_cap_header_bytes
+                .or(section.max_cap_header_bytes)
+                .unwrap_or(DEFAULT_MAX_CAP_HEADER_BYTES),
+            max_skew_ms: args
+                .max_skew_ms
+                .or(section.max_skew_ms)
+                .unwrap_or(DEFAULT_MAX_SKEW_MS),
+            nonce_window_ms: args
+                .nonce_window_ms
+                .or(section.nonce_window_ms)
+                .unwrap_or(DEFAULT_NONCE_WINDOW_MS),
+            nonce_max_entries: args
+                .nonce_max_entries
+                .or(section.nonce_max_entries)
+                .unwrap_or(DEFAULT_NONCE_MAX_ENTRIES),
+            nonce_per_signer: args
+                .nonce_per_signer
+                .or(section.nonce_per_signer)
+                .unwrap_or(DEFAULT_NONCE_PER_SIGNER),
+            public_host: args.public_host.or(section.public_host),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn masking() {
-        let mut v = serde_json::json!({
-            "s3": {"secretAccessKey": "abc", "sessionToken": "def", "accessKeyId": "AKIAIOSFODNN7EXAMPLE",
-                   "endpoint": "http://user:pw@host:9000/x", "bucket": "b"},
-            "basePath": ["/v1"],
-        });
-        mask(&mut v);
-        assert_eq!(v["s3"]["secretAccessKey"], MASK);
-        assert_eq!(v["s3"]["sessionToken"], MASK);
-        assert_eq!(v["s3"]["accessKeyId"], format!("{MASK}MPLE"));
-        assert_eq!(v["s3"]["endpoint"], format!("http://{MASK}@host:9000/x"));
-        assert_eq!(v["s3"]["bucket"], "b");
-        assert_eq!(v["basePath"][0], "/v1");
-    }
 
     #[test]
     fn section_paths_are_beside_the_config() {

@@ -1,0 +1,287 @@
+//! `starfish admin`: calls the admin API of a running server (`/_starfish/admin/`),
+//! one HTTP request per command, and prints the answer's JSON. `admin rotate-keys`
+//! works on the store itself instead (`rotate.rs`).
+
+use clap::Subcommand;
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// `starfish admin`: calls the admin API of a running server.
+#[derive(clap::Args)]
+pub(crate) struct AdminArgs {
+    /// The server, with its mount prefix (`http://127.0.0.1:8080/v1`). Plain HTTP
+    /// only: run it on the server's host or through a tunnel.
+    #[arg(long, env = "STARFISH_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// A file holding the admin key (or an admin API key); `STARFISH_ADMIN_KEY` gives
+    /// the key itself.
+    #[arg(long, env = "STARFISH_ADMIN_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Namespaces: list, create, show, suspend, resume, delete.
+    #[command(subcommand)]
+    Namespaces(NamespaceCommand),
+    /// API keys: create, show, revoke.
+    #[command(subcommand)]
+    Keys(KeyCommand),
+    /// A new data key for a namespace with `encryptAtRest`, and its objects sealed
+    /// again under it (works on the store directly, as `serve` finds it; no admin key).
+    RotateKeys(Box<crate::rotate::RotateArgs>),
+}
+
+#[derive(Subcommand)]
+enum NamespaceCommand {
+    /// One page of namespaces.
+    List {
+        /// Include objects and bytes per namespace (reads each namespace's listing).
+        #[arg(long)]
+        usage: bool,
+        /// Start after this name.
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Create NAME from a template of the config.
+    Create {
+        name: String,
+        #[arg(long)]
+        template: String,
+        /// Only certificates from this root (public key hex or userId) act in it.
+        #[arg(long = "trusted-root")]
+        trusted_roots: Vec<String>,
+    },
+    /// One namespace with what it holds.
+    Show { name: String },
+    /// Its routes answer 403 until resumed.
+    Suspend { name: String },
+    /// Serve it again.
+    Resume { name: String },
+    /// Delete its data and itself.
+    Delete { name: String },
+    /// Set its quota (a limit left out: its template's).
+    Quota {
+        name: String,
+        /// Most bytes it may hold.
+        #[arg(long)]
+        max_bytes: Option<u64>,
+        /// Most documents it may hold.
+        #[arg(long)]
+        max_documents: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// A new key; its token is printed once.
+    Create {
+        /// `NAMESPACE=RIGHT[,RIGHT]` (rights: read, write, list; `*` for every
+        /// namespace). Repeat for several namespaces.
+        #[arg(long = "grant", required = true)]
+        grants: Vec<String>,
+        /// May manage the namespaces it names and their keys.
+        #[arg(long)]
+        admin: bool,
+        /// Expiry, ms since the epoch.
+        #[arg(long)]
+        expires_at: Option<u64>,
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// A key's grants, state and uses.
+    Show { id: String },
+    /// Revoke it.
+    Revoke { id: String },
+}
+
+/// One call of the admin API.
+struct AdminRequest {
+    /// The HTTP method.
+    method: &'static str,
+    /// The path under the server's mount prefix, with its query.
+    path: String,
+    /// The JSON body, if the call has one.
+    body: Option<Value>,
+}
+
+impl AdminRequest {
+    /// A call without a body.
+    fn new(method: &'static str, path: String) -> Self {
+        Self {
+            method,
+            path,
+            body: None,
+        }
+    }
+
+    /// A call with a JSON body.
+    fn with_body(method: &'static str, path: String, body: Value) -> Self {
+        Self {
+            method,
+            path,
+            body: Some(body),
+        }
+    }
+}
+
+/// Runs `starfish admin`; prints the answer's JSON.
+pub(crate) fn run(args: AdminArgs) -> Result<(), String> {
+    let request = match args.command {
+        AdminCommand::RotateKeys(rotate) => return crate::rotate::run(*rotate),
+        AdminCommand::Namespaces(command) => Ok(namespace_request(command)),
+        AdminCommand::Keys(command) => key_request(command),
+    };
+    // The key is looked for first: without it no command can be sent.
+    let key = admin_key(args.key_file.as_deref())?;
+    let request = request?;
+    let (status, text) = http(&args.url, &request, &key)?;
+    print_answer(status, text)
+}
+
+/// The admin key: `STARFISH_ADMIN_KEY`, else the first line of `--key-file`.
+fn admin_key(key_file: Option<&Path>) -> Result<String, String> {
+    if let Some(key) = std::env::var("STARFISH_ADMIN_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+    {
+        return Ok(key);
+    }
+    let path = key_file.ok_or("give the admin key: --key-file or STARFISH_ADMIN_KEY")?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(text.lines().next().unwrap_or("").trim().to_owned())
+}
+
+/// The call of `starfish admin namespaces ...`.
+fn namespace_request(command: NamespaceCommand) -> AdminRequest {
+    let ns = |n: &str| format!("/_starfish/admin/namespaces/{n}");
+    match command {
+        NamespaceCommand::List { usage, after } => {
+            let mut q = format!("?usage={usage}");
+            if let Some(a) = after {
+                q.push_str(&format!("&after={a}"));
+            }
+            AdminRequest::new("GET", format!("/_starfish/admin/namespaces{q}"))
+        }
+        NamespaceCommand::Create {
+            name,
+            template,
+            trusted_roots,
+        } => {
+            let mut body = json!({"name": name, "template": template});
+            if !trusted_roots.is_empty() {
+                body["trustedRoots"] = json!(trusted_roots);
+            }
+            AdminRequest::with_body("POST", "/_starfish/admin/namespaces".to_owned(), body)
+        }
+        NamespaceCommand::Show { name } => AdminRequest::new("GET", ns(&name)),
+        NamespaceCommand::Suspend { name } => AdminRequest::new("POST", ns(&name) + "/suspend"),
+        NamespaceCommand::Resume { name } => AdminRequest::new("POST", ns(&name) + "/resume"),
+        NamespaceCommand::Delete { name } => AdminRequest::new("DELETE", ns(&name)),
+        NamespaceCommand::Quota {
+            name,
+            max_bytes,
+            max_documents,
+        } => AdminRequest::with_body(
+            "PUT",
+            ns(&name) + "/quota",
+            json!({"maxBytes": max_bytes, "maxDocuments": max_documents}),
+        ),
+    }
+}
+
+/// The call of `starfish admin keys ...`; fails on a malformed `--grant`.
+fn key_request(command: KeyCommand) -> Result<AdminRequest, String> {
+    Ok(match command {
+        KeyCommand::Create {
+            grants: specs,
+            admin,
+            expires_at,
+            label,
+        } => {
+            let body = json!({"grants": grants(&specs)?, "admin": admin,
+                              "expiresAt": expires_at, "label": label});
+            AdminRequest::with_body("POST", "/_starfish/admin/keys".to_owned(), body)
+        }
+        KeyCommand::Show { id } => AdminRequest::new("GET", format!("/_starfish/admin/keys/{id}")),
+        KeyCommand::Revoke { id } => {
+            AdminRequest::new("POST", format!("/_starfish/admin/keys/{id}/revoke"))
+        }
+    })
+}
+
+/// `--grant NAMESPACE=RIGHT[,RIGHT]` specs as the API's `grants` object.
+fn grants(specs: &[String]) -> Result<Value, String> {
+    let mut out = serde_json::Map::new();
+    for spec in specs {
+        let (ns, rights) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--grant {spec:?}: expected NAMESPACE=RIGHT[,RIGHT]"))?;
+        let rights: Vec<&str> = rights.split(',').filter(|r| !r.is_empty()).collect();
+        out.insert(ns.to_owned(), json!(rights));
+    }
+    Ok(Value::Object(out))
+}
+
+/// Prints the answer (its JSON pretty-printed when it is JSON) on success; an answer
+/// outside 2xx is the command's error.
+fn print_answer(status: u16, text: String) -> Result<(), String> {
+    let shown = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or(text);
+    if (200..300).contains(&status) {
+        println!("{shown}");
+        Ok(())
+    } else {
+        Err(format!("{status}: {shown}"))
+    }
+}
+
+/// One HTTP/1.1 request over plain TCP, `Connection: close`.
+fn http(url: &str, request: &AdminRequest, key: &str) -> Result<(u16, String), String> {
+    let AdminRequest { method, path, body } = request;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("--url must start with http://")?;
+    let (authority, base) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    let addr = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let mut stream = std::net::TcpStream::connect(&addr)
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let body = body.as_ref().map(Value::to_string).unwrap_or_default();
+    let mut message = format!(
+        "{method} {base}{path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        message.push_str("Content-Type: application/json\r\n");
+    }
+    message.push_str("\r\n");
+    message.push_str(&body);
+    stream
+        .write_all(message.as_bytes())
+        .map_err(|e| format!("cannot send: {e}"))?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("not an HTTP answer")?;
+    Ok((status, body.to_owned()))
+}
