@@ -211,13 +211,13 @@ pub use app::state::{
     ConfigEndpoint, DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_APPEND_PULL_ELEMENTS, DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_SINGLE_LOG_BYTES, DEFAULT_REQUEST_TIMEOUT, SyncOptions,
 };
-pub use app::{SyncService, create_sync_router, create_sync_service};
 pub use browser::CorsSettings;
 pub use browser::headers::SecurityHeaders;
 pub use config::{ConfigError, Isolation, NamespaceLimits, Quota, SyncConfig};
 pub use hooks::{AfterWrite, ReadinessCheck, WriteAction, WriteEvent};
 pub use metrics::Metrics;
 pub use openapi::openapi_document;
+pub use routes::{SyncService, create_sync_router, create_sync_service};
 
 pub use tenants::TenantOptions;
 

@@ -24,6 +24,9 @@ mod pull;
 mod push;
 pub(crate) mod query;
 mod render;
+mod stack;
+
+pub use stack::{SyncService, create_sync_router, create_sync_service};
 
 use crate::access::{Action, Denied, RateSubject, Touch};
 use crate::app::state::AppState;
