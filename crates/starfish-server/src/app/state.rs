@@ -402,101 +402,21 @@ impl AppState {
         if let Some(metrics) = &options.metrics {
             options.store = options.store.metered(metrics);
         }
-        let config = options.config;
         let openapi = options
             .openapi_endpoint
-            .then(|| crate::openapi_document(&config).to_string().into());
-        let root = Scope {
-            namespace: None,
-            routes: config.routes.clone(),
-            restrictions: Vec::new(),
-            store: NsStore::whole(options.store.clone()),
-            trusted_roots: None,
-            suspended: false,
-            generation: None,
-            budget: None,
-            sealed: None,
-        };
+            .then(|| crate::openapi_document(&options.config).to_string().into());
+        let root = Scope::root(
+            options.config.routes.clone(),
+            NsStore::whole(options.store.clone()),
+        );
         let mut namespaces = HashMap::new();
-        for ns in &config.namespaces {
-            let mut store = namespace_store(
-                &options.store,
-                options.namespace_stores.as_deref(),
-                ns,
-                config.isolation_of(ns),
-            )?;
-            if let Some(quota) = ns.quota {
-                if config.isolation_of(ns) == Isolation::Shared {
-                    return Err(ConfigError::Invalid(vec![format!(
-                        "Namespace \"{}\": a quota needs isolation \"prefixed\" or \"store\" (in \"shared\" its keys are not its own)",
-                        ns.name
-                    )]));
-                }
-                let ledger = crate::store::Ledger::for_config(
-                    &options.store,
-                    &ns.name,
-                    store.clone(),
-                    quota,
-                    options.clock.clone(),
-                );
-                store = store.with_quota(Arc::new(ledger));
-            }
-            let sealed = if ns.encrypt_at_rest {
-                if config.isolation_of(ns) == Isolation::Shared {
-                    return Err(ConfigError::Invalid(vec![format!(
-                        "Namespace \"{}\": encryptAtRest needs isolation \"prefixed\" or \"store\" (in \"shared\" its keys are not its own)",
-                        ns.name
-                    )]));
-                }
-                let Some(wrap) = options.key_wrap.clone() else {
-                    return Err(ConfigError::Invalid(vec![format!(
-                        "Namespace \"{}\": encryptAtRest needs a master key (STARFISH_MASTER_KEY or STARFISH_MASTER_KEY_FILE)",
-                        ns.name
-                    )]));
-                };
-                let ring = crate::store::Keyring::for_config(
-                    &options.store,
-                    &ns.name,
-                    wrap,
-                    options.clock.clone(),
-                );
-                Some(store.sealed(Arc::new(ring)))
-            } else {
-                None
-            };
-            let scope = Scope {
-                namespace: Some(ns.name.clone()),
-                routes: ns.routes.clone(),
-                restrictions: ns.restrictions.clone(),
-                store,
-                trusted_roots: ns.trusted_roots.clone(),
-                suspended: false,
-                generation: None,
-                budget: ns.limits.map(|l| Arc::new(crate::access::Budget::new(l))),
-                sealed,
-            };
+        for ns in &options.config.namespaces {
+            let scope = namespace_scope(&options, &options.config, ns)?;
             namespaces.insert(ns.name.to_string(), scope);
         }
-        let auth = match options.authenticator {
-            Some(custom) => custom,
-            None => {
-                options
-                    .cap_auth
-                    .check()
-                    .map_err(|e| ConfigError::Invalid(vec![e]))?;
-                Arc::new(CapCertAuthenticator::new(
-                    options.cap_auth,
-                    options.clock.clone(),
-                ))
-            }
-        };
-        let gate = Gate {
-            restrictions: config.restrictions.clone(),
-            enricher: options.role_enricher,
-            hook: options.authorize,
-        };
+        let auth = authenticator(&mut options)?;
         let tenants = Tenants::new(
-            &config,
+            &options.config,
             options.store.clone(),
             options.namespace_stores.clone(),
             &options.tenants,
@@ -504,34 +424,20 @@ impl AppState {
             options.clock.clone(),
         );
         tenants.check().map_err(|e| ConfigError::Invalid(vec![e]))?;
-        if options.admin_key.as_ref().is_some_and(|k| k.len() < 16) {
-            return Err(ConfigError::Invalid(vec![
-                "the admin key must have at least 16 characters".into(),
-            ]));
-        }
-        let keys = options.admin_key.is_some().then(|| {
-            ApiKeys::new(
-                options.store.clone(),
-                options.tenants.cache_entries,
-                u64::try_from(options.tenants.refresh.as_millis()).unwrap_or(u64::MAX),
-                options.tenants.unknown_lookups_per_second,
-                options.clock.clone(),
-            )
-        });
+        let keys = api_keys(&options)?;
         let migrations = crate::migrate::Migrations::new(
-            &config,
+            &options.config,
             &options.store,
             &mut namespaces,
             options.tenants.refresh,
             options.clock.clone(),
         );
-        let live = Arc::new(match options.shutdown {
-            Some(stopping) => crate::live::bus::Bus::new(stopping),
-            None => crate::live::bus::Bus::default(),
-        });
-        if let Some(feed) = &options.change_feed {
-            feed.attach(crate::live::ChangeSink::new(&live, options.metrics.clone()));
-        }
+        let live = live_bus(&options);
+        let gate = Gate {
+            restrictions: options.config.restrictions.clone(),
+            enricher: options.role_enricher,
+            hook: options.authorize,
+        };
         let state = Self(Arc::new(Inner {
             metrics: options.metrics.clone(),
             live,
@@ -542,7 +448,7 @@ impl AppState {
             keys,
             tenants,
             admin_key: options.admin_key.as_deref().map(AdminKey::new),
-            config,
+            config: options.config,
             root,
             namespaces,
             clock: options.clock,
@@ -564,24 +470,143 @@ impl AppState {
             config_endpoint: options.config_endpoint,
             openapi,
         }));
-        if let Some(metrics) = &state.metrics {
-            // Weak: the metrics outlive no router, and keep none alive.
-            let gauge = |read: fn(&Inner) -> usize| {
-                let weak = Arc::downgrade(&state.0);
-                Box::new(move || {
-                    weak.upgrade()
-                        .map_or(0, |inner| i64::try_from(read(&inner)).unwrap_or(i64::MAX))
-                }) as Box<dyn Fn() -> i64 + Send + Sync>
-            };
-            metrics.watch(
-                gauge(|s| s.rate.len()),
-                gauge(|s| s.auth.replay_entries().unwrap_or(0)),
-                gauge(|s| s.tenants.cached()),
-                gauge(|s| s.live.subscribers()),
-            );
-        }
+        state.watch_gauges();
         Ok(state)
     }
+
+    /// Hands the metrics the gauges they read from this state: rate buckets, replay
+    /// entries, cached tenants, live subscribers.
+    fn watch_gauges(&self) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        // Weak: the metrics outlive no router, and keep none alive.
+        let gauge = |read: fn(&Inner) -> usize| {
+            let weak = Arc::downgrade(&self.0);
+            Box::new(move || {
+                weak.upgrade()
+                    .map_or(0, |inner| i64::try_from(read(&inner)).unwrap_or(i64::MAX))
+            }) as Box<dyn Fn() -> i64 + Send + Sync>
+        };
+        metrics.watch(
+            gauge(|s| s.rate.len()),
+            gauge(|s| s.auth.replay_entries().unwrap_or(0)),
+            gauge(|s| s.tenants.cached()),
+            gauge(|s| s.live.subscribers()),
+        );
+    }
+}
+
+/// The scope of config namespace `ns`: its store handle (with its quota's ledger,
+/// and sealed at rest when it says so), routes, restrictions and limits.
+fn namespace_scope(
+    options: &SyncOptions,
+    config: &SyncConfig,
+    ns: &Namespace,
+) -> Result<Scope, ConfigError> {
+    let isolation = config.isolation_of(ns);
+    let invalid = |why: &str| {
+        ConfigError::Invalid(vec![format!(
+            "Namespace \"{}\": {why} needs isolation \"prefixed\" or \"store\" (in \"shared\" its keys are not its own)",
+            ns.name
+        )])
+    };
+    let mut store = namespace_store(
+        &options.store,
+        options.namespace_stores.as_deref(),
+        ns,
+        isolation,
+    )?;
+    if let Some(quota) = ns.quota {
+        if isolation == Isolation::Shared {
+            return Err(invalid("a quota"));
+        }
+        let ledger = crate::store::Ledger::for_config(
+            &options.store,
+            &ns.name,
+            store.clone(),
+            quota,
+            options.clock.clone(),
+        );
+        store = store.with_quota(Arc::new(ledger));
+    }
+    let sealed = if ns.encrypt_at_rest {
+        if isolation == Isolation::Shared {
+            return Err(invalid("encryptAtRest"));
+        }
+        let Some(wrap) = options.key_wrap.clone() else {
+            return Err(ConfigError::Invalid(vec![format!(
+                "Namespace \"{}\": encryptAtRest needs a master key (STARFISH_MASTER_KEY or STARFISH_MASTER_KEY_FILE)",
+                ns.name
+            )]));
+        };
+        let ring = crate::store::Keyring::for_config(
+            &options.store,
+            &ns.name,
+            wrap,
+            options.clock.clone(),
+        );
+        Some(store.sealed(Arc::new(ring)))
+    } else {
+        None
+    };
+    Ok(Scope {
+        namespace: Some(ns.name.clone()),
+        routes: ns.routes.clone(),
+        restrictions: ns.restrictions.clone(),
+        store,
+        trusted_roots: ns.trusted_roots.clone(),
+        suspended: false,
+        generation: None,
+        budget: ns.limits.map(|l| Arc::new(crate::access::Budget::new(l))),
+        sealed,
+    })
+}
+
+/// The embedder's authenticator, or the cap-cert one on the options' settings.
+fn authenticator(options: &mut SyncOptions) -> Result<Arc<dyn Authenticator>, ConfigError> {
+    if let Some(custom) = options.authenticator.take() {
+        return Ok(custom);
+    }
+    let settings = std::mem::take(&mut options.cap_auth);
+    settings
+        .check()
+        .map_err(|e| ConfigError::Invalid(vec![e]))?;
+    Ok(Arc::new(CapCertAuthenticator::new(
+        settings,
+        options.clock.clone(),
+    )))
+}
+
+/// The API keys, kept when an admin key turns the admin API on.
+fn api_keys(options: &SyncOptions) -> Result<Option<ApiKeys>, ConfigError> {
+    if options.admin_key.as_ref().is_some_and(|k| k.len() < 16) {
+        return Err(ConfigError::Invalid(vec![
+            "the admin key must have at least 16 characters".into(),
+        ]));
+    }
+    Ok(options.admin_key.is_some().then(|| {
+        ApiKeys::new(
+            options.store.clone(),
+            options.tenants.cache_entries,
+            u64::try_from(options.tenants.refresh.as_millis()).unwrap_or(u64::MAX),
+            options.tenants.unknown_lookups_per_second,
+            options.clock.clone(),
+        )
+    }))
+}
+
+/// The node's bus of live subscribers, ended with the server, and fed by the
+/// change feed from the other nodes.
+fn live_bus(options: &SyncOptions) -> Arc<crate::live::bus::Bus> {
+    let live = Arc::new(match options.shutdown.clone() {
+        Some(stopping) => crate::live::bus::Bus::new(stopping),
+        None => crate::live::bus::Bus::default(),
+    });
+    if let Some(feed) = &options.change_feed {
+        feed.attach(crate::live::ChangeSink::new(&live, options.metrics.clone()));
+    }
+    live
 }
 
 /// The store handle of namespace `ns` in `isolation`.

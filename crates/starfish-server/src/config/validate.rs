@@ -160,49 +160,19 @@ fn build(
             errors.push(format!("version must be 1, got {v}"));
         }
     }
-    let global = match &raw.rate_limit {
-        Some(Value::Object(rl)) => Some(RateFields {
-            window_ms: pos_int(rl.get("windowMs")),
-            max_requests: pos_int(rl.get("maxRequests")),
-        }),
-        // The reference keeps only a truthy value.
-        Some(Value::Null | Value::Bool(false)) | None => None,
-        Some(_) => {
-            errors.push("rateLimit must be an object".into());
-            None
-        }
-    };
-
+    let global = global_rate_limit(raw.rate_limit.as_ref(), &mut errors);
     let collections = validate_scope(&raw.collections, "", global, &mut errors);
     let top_restrictions = restrictions(raw.restrictions.as_ref(), "", &mut errors);
     let default_isolation =
         tenancy::isolation(raw.isolation.as_ref(), "", &mut errors).unwrap_or_default();
 
-    let mut namespaces = Vec::new();
-    for (name, ns) in &raw_namespaces {
-        let label = format!("Namespace \"{name}\": ");
-        if let Some(ns) = namespace(name, ns, &label, global, &mut errors) {
-            namespaces.push(ns);
-        }
-    }
-    let mut templates = Vec::new();
-    for (name, t) in &raw_templates {
-        let label = format!("Namespace template \"{name}\": ");
-        if let Some(t) = namespace(name, t, &label, global, &mut errors) {
-            if t.isolation == Some(Isolation::Shared) {
-                errors.push(format!(
-                    "{label}isolation \"shared\" would give every namespace made from it the same documents"
-                ));
-            }
-            templates.push(t);
-        }
-    }
+    let namespaces = config_namespaces(&raw_namespaces, global, &mut errors);
+    let mut templates = namespace_templates(&raw_templates, global, &mut errors);
     if namespaces.iter().any(|ns| ns.name.as_str() == SYSTEM_ROOT) {
         errors.push(format!(
             "Namespace \"{SYSTEM_ROOT}\": name is reserved for the server's own routes"
         ));
     }
-
     if !errors.is_empty() {
         return Err(ConfigError::Invalid(errors));
     }
@@ -214,6 +184,7 @@ fn build(
         ));
     }
     let routes = route_table(&collections, "", &mut errors);
+    let mut namespaces = namespaces;
     for ns in &mut namespaces {
         let label = format!("Namespace \"{}\": ", ns.name);
         ns.routes = route_table(&ns.collections, &label, &mut errors);
@@ -236,6 +207,60 @@ fn build(
         templates,
     };
     Ok(config.with_isolation(default_isolation))
+}
+
+/// The top-level `rateLimit`, the default of every collection's.
+fn global_rate_limit(raw: Option<&Value>, errors: &mut Vec<String>) -> Option<RateFields> {
+    match raw {
+        Some(Value::Object(rl)) => Some(RateFields {
+            window_ms: pos_int(rl.get("windowMs")),
+            max_requests: pos_int(rl.get("maxRequests")),
+        }),
+        // The reference keeps only a truthy value.
+        Some(Value::Null | Value::Bool(false)) | None => None,
+        Some(_) => {
+            errors.push("rateLimit must be an object".into());
+            None
+        }
+    }
+}
+
+/// The config's `namespaces`.
+fn config_namespaces(
+    raw: &[(String, RawNamespace)],
+    global: Option<RateFields>,
+    errors: &mut Vec<String>,
+) -> Vec<Namespace> {
+    let mut namespaces = Vec::new();
+    for (name, ns) in raw {
+        let label = format!("Namespace \"{name}\": ");
+        if let Some(ns) = namespace(name, ns, &label, global, errors) {
+            namespaces.push(ns);
+        }
+    }
+    namespaces
+}
+
+/// The config's `namespaceTemplates`, which runtime namespaces are made from; none
+/// may be `shared`.
+fn namespace_templates(
+    raw: &[(String, RawNamespace)],
+    global: Option<RateFields>,
+    errors: &mut Vec<String>,
+) -> Vec<Namespace> {
+    let mut templates = Vec::new();
+    for (name, t) in raw {
+        let label = format!("Namespace template \"{name}\": ");
+        if let Some(t) = namespace(name, t, &label, global, errors) {
+            if t.isolation == Some(Isolation::Shared) {
+                errors.push(format!(
+                    "{label}isolation \"shared\" would give every namespace made from it the same documents"
+                ));
+            }
+            templates.push(t);
+        }
+    }
+    templates
 }
 
 fn route_table(

@@ -238,33 +238,9 @@ mod nats {
         /// When the URL is invalid or the first connection fails.
         pub async fn connect(url: &str, prefix: Option<&str>) -> Result<Self, String> {
             let sinks: Arc<Mutex<Vec<ChangeSink>>> = Arc::default();
-            // While the connection is down, other nodes' changes are lost; a slow
-            // consumer's are dropped by the client: every stream ends, at the cut
-            // and again once back (streams opened meanwhile missed changes too).
-            let cut = sinks.clone();
-            let client = async_nats::ConnectOptions::new()
-                .event_callback(move |event| {
-                    let cut = cut.clone();
-                    async move {
-                        match event {
-                            async_nats::Event::Disconnected
-                            | async_nats::Event::Connected
-                            | async_nats::Event::SlowConsumer(_) => {
-                                tracing::debug!(%event, "NATS");
-                                lost(&cut);
-                            }
-                            _ => {}
-                        }
-                    }
-                })
-                .no_echo()
-                .name("starfish")
-                .connection_timeout(std::time::Duration::from_secs(2))
-                .connect(url)
-                .await
-                .map_err(|e| format!("nats: {e}"))?;
+            let client = connect_client(url, sinks.clone()).await?;
             let prefix = prefix.unwrap_or("starfish.changes").to_owned();
-            let mut subscriber = client
+            let subscriber = client
                 .subscribe(format!("{prefix}.>"))
                 .await
                 .map_err(|e| format!("nats: {e}"))?;
@@ -277,40 +253,7 @@ mod nats {
                 Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
                 Err(e) => return Err(format!("nats: {e}")),
             }
-            let heard = sinks.clone();
-            let heard_prefix = prefix.clone();
-            tokio::spawn(async move {
-                let mut last: HashMap<String, u64> = HashMap::new();
-                while let Some(message) = subscriber.next().await {
-                    // Only what a node could have sent: a change of plausible size
-                    // under the subject its namespace and collection give.
-                    let numbered = (message.payload.len() <= MAX_MESSAGE)
-                        .then(|| serde_json::from_slice::<Numbered>(&message.payload).ok())
-                        .flatten()
-                        .filter(|n| {
-                            n.change.is_plausible()
-                                && n.change.subject(&heard_prefix) == *message.subject
-                        });
-                    let Some(Numbered { change, node, seq }) = numbered else {
-                        tracing::debug!(subject = %message.subject, "not a change, ignored");
-                        continue;
-                    };
-                    if let (Some(node), Some(seq)) = (node, seq) {
-                        if last.len() >= PUBLISHERS && !last.contains_key(&node) {
-                            last.clear();
-                        }
-                        let before = last.insert(node, seq);
-                        if before.is_some_and(|b| seq != b + 1) {
-                            // A change of that node never came: a silent gap otherwise.
-                            lost(&heard);
-                        }
-                    }
-                    heard
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .retain(|sink| sink.deliver(&change));
-                }
-            });
+            tokio::spawn(hear(subscriber, sinks.clone(), prefix.clone()));
             let (queue, mut queued) = mpsc::channel::<(String, bytes::Bytes)>(QUEUE);
             let sender = client.clone();
             tokio::spawn(async move {
@@ -335,6 +278,73 @@ mod nats {
         /// True while the connection to NATS is up (for `/health/ready`).
         pub fn is_connected(&self) -> bool {
             self.client.connection_state() == async_nats::connection::State::Connected
+        }
+    }
+
+    /// The NATS connection. While it is down, other nodes' changes are lost; a slow
+    /// consumer's are dropped by the client: every stream ends, at the cut and
+    /// again once back (streams opened meanwhile missed changes too).
+    async fn connect_client(
+        url: &str,
+        cut: Arc<Mutex<Vec<ChangeSink>>>,
+    ) -> Result<async_nats::Client, String> {
+        async_nats::ConnectOptions::new()
+            .event_callback(move |event| {
+                let cut = cut.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Disconnected
+                        | async_nats::Event::Connected
+                        | async_nats::Event::SlowConsumer(_) => {
+                            tracing::debug!(%event, "NATS");
+                            lost(&cut);
+                        }
+                        _ => {}
+                    }
+                }
+            })
+            .no_echo()
+            .name("starfish")
+            .connection_timeout(std::time::Duration::from_secs(2))
+            .connect(url)
+            .await
+            .map_err(|e| format!("nats: {e}"))
+    }
+
+    /// Hands the other nodes' changes to `sinks`: only what a node could have sent
+    /// (a change of plausible size under the subject its namespace and collection
+    /// give), and every stream ends on a gap in a node's numbered changes.
+    async fn hear(
+        mut subscriber: async_nats::Subscriber,
+        sinks: Arc<Mutex<Vec<ChangeSink>>>,
+        prefix: String,
+    ) {
+        let mut last: HashMap<String, u64> = HashMap::new();
+        while let Some(message) = subscriber.next().await {
+            let numbered = (message.payload.len() <= MAX_MESSAGE)
+                .then(|| serde_json::from_slice::<Numbered>(&message.payload).ok())
+                .flatten()
+                .filter(|n| {
+                    n.change.is_plausible() && n.change.subject(&prefix) == *message.subject
+                });
+            let Some(Numbered { change, node, seq }) = numbered else {
+                tracing::debug!(subject = %message.subject, "not a change, ignored");
+                continue;
+            };
+            if let (Some(node), Some(seq)) = (node, seq) {
+                if last.len() >= PUBLISHERS && !last.contains_key(&node) {
+                    last.clear();
+                }
+                let before = last.insert(node, seq);
+                if before.is_some_and(|b| seq != b + 1) {
+                    // A change of that node never came: a silent gap otherwise.
+                    lost(&sinks);
+                }
+            }
+            sinks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|sink| sink.deliver(&change));
         }
     }
 

@@ -23,8 +23,8 @@
 //! uses them afterwards; a slow node that sealed with one would still be read).
 
 use crate::app::state::namespace_store;
-use crate::config::Isolation;
-use crate::store::{Keyring, Resealed, StoreError};
+use crate::config::{Isolation, Namespace};
+use crate::store::{KeyWrap, Keyring, NsStore, Resealed, StoreError};
 use crate::{SyncOptions, config::ConfigError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,28 +103,7 @@ pub async fn rotate_keys(
     how: RotateOptions,
     mut progress: impl FnMut(&RotateReport),
 ) -> Result<RotateReport, RotateError> {
-    let config = &options.config;
-    let ns = config
-        .namespaces
-        .iter()
-        .find(|n| n.name.as_str() == namespace)
-        .ok_or_else(|| RotateError::Namespace(format!("no config namespace \"{namespace}\"")))?;
-    if !ns.encrypt_at_rest {
-        return Err(RotateError::Namespace(format!(
-            "namespace \"{namespace}\" does not have encryptAtRest"
-        )));
-    }
-    let isolation = config.isolation_of(ns);
-    if isolation == Isolation::Shared {
-        return Err(RotateError::Namespace(format!(
-            "namespace \"{namespace}\" is shared"
-        )));
-    }
-    let wrap = options.key_wrap.clone().ok_or_else(|| {
-        RotateError::Namespace(
-            "no master key (STARFISH_MASTER_KEY or STARFISH_MASTER_KEY_FILE)".into(),
-        )
-    })?;
+    let (ns, isolation, wrap) = rotatable(options, namespace)?;
     let raw = namespace_store(
         &options.store,
         options.namespace_stores.as_deref(),
@@ -160,32 +139,7 @@ pub async fn rotate_keys(
             return Err(RotateError::Unfinished);
         }
         report.passes += 1;
-        let mut changed = 0;
-        for listed in raw.objects().await? {
-            match raw
-                .reseal(&sealed, &ring, &listed.key, report.version)
-                .await?
-            {
-                Resealed::Done => {
-                    report.resealed += 1;
-                    changed += 1;
-                }
-                Resealed::Raced => {
-                    report.raced += 1;
-                    changed += 1;
-                }
-                Resealed::Current if report.passes == 1 => report.current += 1,
-                Resealed::Plain if report.passes == 1 => report.plain += 1,
-                Resealed::Unopenable if report.passes == 1 => {
-                    report.unopenable += 1;
-                    if report.unopenable_keys.len() < LISTED {
-                        report.unopenable_keys.push(listed.key.clone());
-                    }
-                }
-                Resealed::Current | Resealed::Plain | Resealed::Unopenable | Resealed::Gone => {}
-            }
-            progress(&report);
-        }
+        let changed = reseal_pass(&raw, &sealed, &ring, &mut report, &mut progress).await?;
         if changed == 0 {
             break;
         }
@@ -194,4 +148,75 @@ pub async fn rotate_keys(
         .await
         .map_err(RotateError::Keyring)?;
     Ok(report)
+}
+
+/// The config namespace `namespace`, if its keys can be rotated: it seals at rest,
+/// is isolated, and there is a master key.
+fn rotatable<'a>(
+    options: &'a SyncOptions,
+    namespace: &str,
+) -> Result<(&'a Namespace, Isolation, Arc<dyn KeyWrap>), RotateError> {
+    let config = &options.config;
+    let ns = config
+        .namespaces
+        .iter()
+        .find(|n| n.name.as_str() == namespace)
+        .ok_or_else(|| RotateError::Namespace(format!("no config namespace \"{namespace}\"")))?;
+    if !ns.encrypt_at_rest {
+        return Err(RotateError::Namespace(format!(
+            "namespace \"{namespace}\" does not have encryptAtRest"
+        )));
+    }
+    let isolation = config.isolation_of(ns);
+    if isolation == Isolation::Shared {
+        return Err(RotateError::Namespace(format!(
+            "namespace \"{namespace}\" is shared"
+        )));
+    }
+    let wrap = options.key_wrap.clone().ok_or_else(|| {
+        RotateError::Namespace(
+            "no master key (STARFISH_MASTER_KEY or STARFISH_MASTER_KEY_FILE)".into(),
+        )
+    })?;
+    Ok((ns, isolation, wrap))
+}
+
+/// One pass over the namespace's objects: each sealed with an older version is
+/// sealed again with `report.version`. Returns how many changed (re-sealed, or
+/// raced by a writer); the first pass also counts what it leaves as it is.
+async fn reseal_pass(
+    raw: &NsStore,
+    sealed: &NsStore,
+    ring: &Arc<Keyring>,
+    report: &mut RotateReport,
+    progress: &mut impl FnMut(&RotateReport),
+) -> Result<usize, RotateError> {
+    let mut changed = 0;
+    let first = report.passes == 1;
+    for listed in raw.objects().await? {
+        match raw
+            .reseal(sealed, ring, &listed.key, report.version)
+            .await?
+        {
+            Resealed::Done => {
+                report.resealed += 1;
+                changed += 1;
+            }
+            Resealed::Raced => {
+                report.raced += 1;
+                changed += 1;
+            }
+            Resealed::Current if first => report.current += 1,
+            Resealed::Plain if first => report.plain += 1,
+            Resealed::Unopenable if first => {
+                report.unopenable += 1;
+                if report.unopenable_keys.len() < LISTED {
+                    report.unopenable_keys.push(listed.key.clone());
+                }
+            }
+            Resealed::Current | Resealed::Plain | Resealed::Unopenable | Resealed::Gone => {}
+        }
+        progress(report);
+    }
+    Ok(changed)
 }

@@ -172,18 +172,8 @@ impl<'s> Endpoint<'s> {
             Some(first) => (namespace(first).ok_or(ApiError::NotFound)?, &segments[1..]),
             None => return Err(ApiError::NotFound),
         };
-        if let [config] = rest {
-            if config == "config" && *method == Method::GET && scope.namespace.is_some() {
-                return Ok(Self::Config(scope));
-            }
-            if config == EVENTS && *method == Method::GET {
-                return Ok(Self::Events(scope));
-            }
-        }
-        if let [batch, pull] = rest {
-            if batch == "batch" && pull == "pull" && *method == Method::GET {
-                return Ok(Self::Batch(scope));
-            }
+        if let Some(fixed) = Self::fixed(scope, rest, method) {
+            return Ok(fixed);
         }
         let (verb, rest) = rest
             .split_first()
@@ -202,27 +192,7 @@ impl<'s> Endpoint<'s> {
             Verb::Push => &scope.routes.push,
             Verb::List => &scope.routes.list,
         };
-        // The rest of the path as the table matches it: the path's own tail unless a
-        // segment of it was decoded.
-        let skipped = segments.len() - rest.len();
-        let slash = path
-            .bytes()
-            .enumerate()
-            .filter(|(_, b)| *b == b'/')
-            .nth(skipped);
-        let route: Cow<'_, str> = match slash {
-            Some((at, _)) if rest.iter().all(|s| matches!(s, Cow::Borrowed(_))) => {
-                Cow::Borrowed(&path[at..])
-            }
-            _ => {
-                let mut route = String::with_capacity(path.len());
-                for segment in rest {
-                    route.push('/');
-                    route.push_str(segment);
-                }
-                Cow::Owned(route)
-            }
-        };
+        let route = route_tail(path, &segments, rest);
         let matched = table.at(&route).map_err(|_| ApiError::NotFound)?;
         let params = PathParams::checked(
             matched
@@ -231,26 +201,52 @@ impl<'s> Endpoint<'s> {
                 .map(|(name, value)| (name, value.to_owned())),
         )
         .map_err(|_| ApiError::InvalidPathParameter)?;
+        Self::of_target(scope, verb, matched.value, &params)
+    }
+
+    /// The routes that are not a collection's: a namespace's `config`, `events`,
+    /// and `batch/pull`.
+    fn fixed(scope: &'s Scope, rest: &[Cow<'_, str>], method: &Method) -> Option<Self> {
+        if *method != Method::GET {
+            return None;
+        }
+        match rest {
+            [config] if config == "config" && scope.namespace.is_some() => {
+                Some(Self::Config(scope))
+            }
+            [events] if events == EVENTS => Some(Self::Events(scope)),
+            [batch, pull] if batch == "batch" && pull == "pull" => Some(Self::Batch(scope)),
+            _ => None,
+        }
+    }
+
+    /// The endpoint of a matched route: its documents' keys resolved from `params`.
+    fn of_target(
+        scope: &'s Scope,
+        verb: Verb,
+        target: &Target,
+        params: &PathParams,
+    ) -> Result<Self, ApiError> {
         let invalid = |_: KeyError| ApiError::InvalidPathParameter;
-        Ok(match (verb, matched.value) {
+        Ok(match (verb, target) {
             (Verb::List, Target::List(c)) => {
                 let parent = c.storage_path.segments().len() - 1;
                 Self::List(
                     scope,
-                    Doc::resolve(c, parent, &params, false).map_err(invalid)?,
+                    Doc::resolve(c, parent, params, false).map_err(invalid)?,
                 )
             }
             (_, Target::Bundle(members)) => {
                 let docs = members
                     .iter()
-                    .map(|m| Doc::resolve(m, m.storage_path.segments().len(), &params, true))
+                    .map(|m| Doc::resolve(m, m.storage_path.segments().len(), params, true))
                     .collect::<Result<_, _>>()
                     .map_err(invalid)?;
                 Self::Bundle(scope, docs)
             }
             (_, Target::Document { collection, member }) => {
                 let n = collection.storage_path.segments().len();
-                let doc = Doc::resolve(collection, n, &params, *member).map_err(invalid)?;
+                let doc = Doc::resolve(collection, n, params, *member).map_err(invalid)?;
                 if verb == Verb::Push {
                     Self::Push(scope, doc)
                 } else {
@@ -259,5 +255,29 @@ impl<'s> Endpoint<'s> {
             }
             (_, Target::List(_)) => return Err(ApiError::NotFound),
         })
+    }
+}
+
+/// The rest of the path (its last `rest.len()` decoded segments) as the route
+/// table matches it: the path's own tail unless a segment of it was decoded.
+fn route_tail<'p>(path: &'p str, segments: &[Cow<'_, str>], rest: &[Cow<'_, str>]) -> Cow<'p, str> {
+    let skipped = segments.len() - rest.len();
+    let slash = path
+        .bytes()
+        .enumerate()
+        .filter(|(_, b)| *b == b'/')
+        .nth(skipped);
+    match slash {
+        Some((at, _)) if rest.iter().all(|s| matches!(s, Cow::Borrowed(_))) => {
+            Cow::Borrowed(&path[at..])
+        }
+        _ => {
+            let mut route = String::with_capacity(path.len());
+            for segment in rest {
+                route.push('/');
+                route.push_str(segment);
+            }
+            Cow::Owned(route)
+        }
     }
 }

@@ -9,10 +9,11 @@
 //! one the caller may not read refuses the whole subscription (`403`), so what a
 //! subscriber hears about is what it could pull.
 
-use super::endpoint::Endpoint;
+use super::endpoint::{Doc, Endpoint};
 use super::{admit, allow, authenticate, charge, client_ip, is_public, query, rate_check};
 use crate::access::Action;
 use crate::app::state::AppState;
+use crate::live::bus::Subscription;
 use crate::routes::error::ApiError;
 use crate::tenants::Scope;
 use axum::body::Body;
@@ -31,11 +32,8 @@ const KEEPALIVE: Duration = Duration::from_secs(20);
 /// authorised again at least this often.
 const MAX_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
-pub(super) async fn events(
-    state: &AppState,
-    parts: &Parts,
-    scope: &Scope,
-) -> Result<Response, ApiError> {
+/// The documents `?paths=` names, each routed as a pull of it would be.
+fn candidates(parts: &Parts, scope: &Scope) -> Result<Vec<Doc>, ApiError> {
     let raw = query::param(parts.uri.query(), "paths")
         .filter(|p| !p.is_empty())
         .ok_or(ApiError::MissingPaths)?;
@@ -51,6 +49,47 @@ pub(super) async fn events(
             _ => return Err(ApiError::NotFound),
         }
     }
+    Ok(docs)
+}
+
+/// The frames of a stream: a first comment at once (the client knows it is
+/// connected), then one frame per change, a keep-alive comment every 20 s, until
+/// `lifetime` has passed or the server stops.
+fn frames(
+    subscription: Subscription,
+    lifetime: Duration,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> impl futures::Stream<Item = Bytes> + Send + 'static {
+    let start = tokio::time::Instant::now() + KEEPALIVE;
+    let ticks = tokio::time::interval_at(start, KEEPALIVE);
+    let end = tokio::time::Instant::now() + lifetime;
+    futures::stream::unfold(
+        (subscription, ticks, stopping, true),
+        move |(mut sub, mut ticks, mut stopping, first)| async move {
+            if first {
+                return Some((
+                    Bytes::from_static(b": connected\n\n"),
+                    (sub, ticks, stopping, false),
+                ));
+            }
+            let frame = tokio::select! {
+                frame = sub.frames.recv() => Bytes::from(format!("data: {}\n\n", frame?)),
+                _ = ticks.tick() => Bytes::from_static(b": keep-alive\n\n"),
+                // Past its lifetime, or the server is shutting down: the stream ends.
+                () = tokio::time::sleep_until(end) => return None,
+                _ = stopping.wait_for(|stop| *stop) => return None,
+            };
+            Some((frame, (sub, ticks, stopping, false)))
+        },
+    )
+}
+
+pub(super) async fn events(
+    state: &AppState,
+    parts: &Parts,
+    scope: &Scope,
+) -> Result<Response, ApiError> {
+    let docs = candidates(parts, scope)?;
     let public = docs.iter().all(|d| is_public(&d.collection, Action::Pull));
     let (caller, _) = authenticate(state, parts, Body::empty(), public, Some(scope)).await?;
     admit(scope, &caller)?;
@@ -78,35 +117,12 @@ pub(super) async fn events(
         None => format!("ip:{ip}"),
     };
     let subscription = state.live.subscribe(&who, &ip, places)?;
-    let start = tokio::time::Instant::now() + KEEPALIVE;
-    let ticks = tokio::time::interval_at(start, KEEPALIVE);
     // The stream ends after its lifetime, or when the caller's credentials expire.
     let lifetime = caller.expires_ms().map_or(MAX_LIFETIME, |exp| {
         let left = exp.saturating_sub(state.clock.now_ms());
         MAX_LIFETIME.min(std::time::Duration::from_millis(left))
     });
-    let end = tokio::time::Instant::now() + lifetime;
-    let stopping = state.live.stopping();
-    // A first comment at once: the client knows it is connected.
-    let frames = futures::stream::unfold(
-        (subscription, ticks, stopping, true),
-        move |(mut sub, mut ticks, mut stopping, first)| async move {
-            if first {
-                return Some((
-                    Bytes::from_static(b": connected\n\n"),
-                    (sub, ticks, stopping, false),
-                ));
-            }
-            let frame = tokio::select! {
-                frame = sub.frames.recv() => Bytes::from(format!("data: {}\n\n", frame?)),
-                _ = ticks.tick() => Bytes::from_static(b": keep-alive\n\n"),
-                // Past its lifetime, or the server is shutting down: the stream ends.
-                () = tokio::time::sleep_until(end) => return None,
-                _ = stopping.wait_for(|stop| *stop) => return None,
-            };
-            Some((frame, (sub, ticks, stopping, false)))
-        },
-    );
+    let frames = frames(subscription, lifetime, state.live.stopping());
     let body = Body::from_stream(futures::StreamExt::map(
         frames,
         Ok::<_, std::convert::Infallible>,

@@ -5,6 +5,7 @@ use super::query::{canonical_uint, param};
 use super::{admit, allow, authenticate, blob, is_public, rate_check, render};
 use crate::access::Action;
 use crate::app::state::AppState;
+use crate::auth::Caller;
 use crate::routes::error::ApiError;
 use crate::store::etag;
 use crate::sync::LogQuery;
@@ -70,26 +71,8 @@ pub(super) async fn pull(
             (pull_body(stored.as_ref(), now), hash)
         }
     };
-    // `?withKeyring=1|true`: the sibling `<key>/_keyring` document, when the caller
-    // may read that key too (otherwise the flag is dropped, as in the reference).
     if doc.collection.append_only.is_none() && wants_keyring(query) {
-        let keyring = Doc {
-            collection: doc.collection.clone(),
-            key: doc.key.keyring(),
-            params: doc.params.clone(),
-        };
-        match allow(state, &caller, scope, &keyring, Action::Pull).await {
-            Ok(()) => {
-                let value = Box::pin(read_stored(scope.store_for(&doc.collection), &keyring.key))
-                    .await?
-                    .map_or(Value::Null, |k| pull_body(Some(&k), now));
-                if let Value::Object(map) = &mut body {
-                    map.insert("keyring".into(), value);
-                }
-            }
-            Err(ApiError::Forbidden) => {}
-            Err(e) => return Err(e),
-        }
+        with_keyring(state, &caller, scope, &doc, &mut body, now).await?;
     }
     Ok(render::cached(
         etag(&hash),
@@ -97,6 +80,37 @@ pub(super) async fn pull(
         &parts.headers,
         || axum::Json(body).into_response(),
     ))
+}
+
+/// `?withKeyring=1|true`: adds the sibling `<key>/_keyring` document to `body`,
+/// when the caller may read that key too (otherwise the flag is dropped, as in the
+/// reference).
+async fn with_keyring(
+    state: &AppState,
+    caller: &Caller,
+    scope: &Scope,
+    doc: &Doc,
+    body: &mut Value,
+    now: u64,
+) -> Result<(), ApiError> {
+    let keyring = Doc {
+        collection: doc.collection.clone(),
+        key: doc.key.keyring(),
+        params: doc.params.clone(),
+    };
+    match allow(state, caller, scope, &keyring, Action::Pull).await {
+        Ok(()) => {
+            let value = Box::pin(read_stored(scope.store_for(&doc.collection), &keyring.key))
+                .await?
+                .map_or(Value::Null, |k| pull_body(Some(&k), now));
+            if let Value::Object(map) = body {
+                map.insert("keyring".into(), value);
+            }
+            Ok(())
+        }
+        Err(ApiError::Forbidden) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// A log pull's body: the reference's, with `"hasMore": true` when the server's bound

@@ -336,103 +336,20 @@ impl Ledger {
             // Past its margin the lease may have been dropped: claim it anew.
             (0, 0)
         };
-        let (in_flight_bytes, in_flight_documents) =
-            (local.in_flight_bytes, local.in_flight_documents);
+        let renewal = Renewal {
+            spent: (spent_bytes, spent_documents),
+            held: (held_bytes, held_documents),
+            in_flight: (local.in_flight_bytes, local.in_flight_documents),
+            need: (bytes, documents),
+        };
         let configured = self.configured;
         let node = self.node.clone();
         let record = self
             .record
             .compare_and_swap_uncounted(&self.key, |current| {
                 let mut record = parse(current);
-                // This node's lease lapsed and was counted as spent: its own count
-                // (what it spent, below) replaces that.
-                if !record.leases.contains_key(&node) {
-                    if let Some(mine) = record.lapsed.remove(&node) {
-                        record.bytes = record.bytes.saturating_sub(mine.bytes);
-                        record.documents = record.documents.saturating_sub(mine.documents);
-                    }
-                }
-                record.bytes = added(record.bytes, spent_bytes);
-                record.documents = added(record.documents, spent_documents);
-                // Another node's lease that lapsed may have been spent to the last
-                // byte without a write-back: counted as spent, never handed out again.
-                let lapsed: Vec<String> = record
-                    .leases
-                    .iter()
-                    .filter(|(n, l)| **n != node && l.expires <= now)
-                    .map(|(n, _)| n.clone())
-                    .collect();
-                for n in lapsed {
-                    if let Some(l) = record.leases.remove(&n) {
-                        record.bytes = record.bytes.saturating_add(l.bytes);
-                        record.documents = record.documents.saturating_add(l.documents);
-                        record.lapsed.insert(n, Lease { expires: now, ..l });
-                    }
-                }
-                record
-                    .lapsed
-                    .retain(|_, l| now.saturating_sub(l.expires) < LAPSED_KEEP_MS);
-                let others = |f: fn(&Lease) -> u64| {
-                    record
-                        .leases
-                        .iter()
-                        .filter(|(n, _)| **n != node)
-                        .map(|(_, l)| f(l))
-                        .fold(0u64, u64::saturating_add)
-                };
-                let limit_bytes = record.max_bytes.or(configured.max_bytes);
-                let limit_documents = record.max_documents.or(configured.max_documents);
-                // This node's claim is what it has in flight plus what it may still
-                // spend; both must fit in what the record and the other leases leave.
-                // Returns (what it may still spend, its lease in the record).
-                let grant = |limit: Option<u64>,
-                             used: u64,
-                             others: u64,
-                             held: u64,
-                             need: u64,
-                             in_flight: u64| {
-                    let Some(limit) = limit else {
-                        return (u64::MAX, 0);
-                    };
-                    let free = limit.saturating_sub(used).saturating_sub(others);
-                    let room = free.saturating_sub(in_flight);
-                    // What the write needs, or a sixteenth of the limit: never more,
-                    // however much frees gave back to the node (a lease that lapses
-                    // with its node is counted as spent). A write-back alone (no
-                    // need: a flush, the admin view) takes nothing new.
-                    let chunk = (limit / 16).max(1);
-                    let wanted = if need == 0 {
-                        held.min(chunk)
-                    } else {
-                        need.max(chunk)
-                    };
-                    let spendable = wanted.min(room);
-                    (spendable, spendable.saturating_add(in_flight))
-                };
-                let (lease_bytes, claim_bytes) = grant(
-                    limit_bytes,
-                    record.bytes,
-                    others(|l| l.bytes),
-                    held_bytes,
-                    bytes,
-                    in_flight_bytes,
-                );
-                let (lease_documents, claim_documents) = grant(
-                    limit_documents,
-                    record.documents,
-                    others(|l| l.documents),
-                    held_documents,
-                    documents,
-                    in_flight_documents,
-                );
-                record.leases.insert(
-                    node.clone(),
-                    Lease {
-                        bytes: claim_bytes,
-                        documents: claim_documents,
-                        expires: now + LEASE_MS,
-                    },
-                );
+                let (lease_bytes, lease_documents) =
+                    record.renew_lease(&node, &renewal, configured, now);
                 let out = (record.clone(), lease_bytes, lease_documents);
                 Ok::<_, StoreError>((serialise(&record), out))
             })
@@ -453,6 +370,131 @@ impl Ledger {
         local.flushed_at = now;
         Ok(record)
     }
+}
+
+/// What a node brings to the renewal of its lease, as (bytes, documents): what it
+/// spent since its last write-back, what its lease still holds, what it has in
+/// flight, and what the write at hand needs.
+struct Renewal {
+    spent: (i64, i64),
+    held: (u64, u64),
+    in_flight: (u64, u64),
+    need: (u64, u64),
+}
+
+impl UsageRecord {
+    /// Renews `node`'s lease at `now`: its write-back counted, lapsed leases
+    /// counted as spent, and a new lease within what the limits and the other
+    /// leases leave. Returns what the node may still spend (bytes, documents).
+    fn renew_lease(
+        &mut self,
+        node: &str,
+        renewal: &Renewal,
+        configured: Quota,
+        now: u64,
+    ) -> (u64, u64) {
+        self.replace_own_lapse(node);
+        self.bytes = added(self.bytes, renewal.spent.0);
+        self.documents = added(self.documents, renewal.spent.1);
+        self.lapse_others(node, now);
+        let (lease_bytes, claim_bytes) = grant(
+            self.max_bytes.or(configured.max_bytes),
+            self.bytes,
+            self.others(node, |l| l.bytes),
+            renewal.held.0,
+            renewal.need.0,
+            renewal.in_flight.0,
+        );
+        let (lease_documents, claim_documents) = grant(
+            self.max_documents.or(configured.max_documents),
+            self.documents,
+            self.others(node, |l| l.documents),
+            renewal.held.1,
+            renewal.need.1,
+            renewal.in_flight.1,
+        );
+        self.leases.insert(
+            node.to_owned(),
+            Lease {
+                bytes: claim_bytes,
+                documents: claim_documents,
+                expires: now + LEASE_MS,
+            },
+        );
+        (lease_bytes, lease_documents)
+    }
+
+    /// This node's lease lapsed and was counted as spent: its own count (what it
+    /// writes back now) replaces that.
+    fn replace_own_lapse(&mut self, node: &str) {
+        if self.leases.contains_key(node) {
+            return;
+        }
+        if let Some(mine) = self.lapsed.remove(node) {
+            self.bytes = self.bytes.saturating_sub(mine.bytes);
+            self.documents = self.documents.saturating_sub(mine.documents);
+        }
+    }
+
+    /// Another node's lease that lapsed may have been spent to the last byte
+    /// without a write-back: counted as spent, never handed out again. Lapses older
+    /// than a day are forgotten.
+    fn lapse_others(&mut self, node: &str, now: u64) {
+        let lapsed: Vec<String> = self
+            .leases
+            .iter()
+            .filter(|(n, l)| *n != node && l.expires <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in lapsed {
+            if let Some(l) = self.leases.remove(&n) {
+                self.bytes = self.bytes.saturating_add(l.bytes);
+                self.documents = self.documents.saturating_add(l.documents);
+                self.lapsed.insert(n, Lease { expires: now, ..l });
+            }
+        }
+        self.lapsed
+            .retain(|_, l| now.saturating_sub(l.expires) < LAPSED_KEEP_MS);
+    }
+
+    /// What the other nodes' leases hold, by `amount`.
+    fn others(&self, node: &str, amount: fn(&Lease) -> u64) -> u64 {
+        self.leases
+            .iter()
+            .filter(|(n, _)| *n != node)
+            .map(|(_, l)| amount(l))
+            .fold(0u64, u64::saturating_add)
+    }
+}
+
+/// A node's claim on one limit: what it has in flight plus what it may still
+/// spend; both must fit in what the record (`used`) and the other leases leave.
+/// Returns (what it may still spend, its lease in the record).
+fn grant(
+    limit: Option<u64>,
+    used: u64,
+    others: u64,
+    held: u64,
+    need: u64,
+    in_flight: u64,
+) -> (u64, u64) {
+    let Some(limit) = limit else {
+        return (u64::MAX, 0);
+    };
+    let free = limit.saturating_sub(used).saturating_sub(others);
+    let room = free.saturating_sub(in_flight);
+    // What the write needs, or a sixteenth of the limit: never more, however much
+    // frees gave back to the node (a lease that lapses with its node is counted as
+    // spent). A write-back alone (no need: a flush, the admin view) takes nothing
+    // new.
+    let chunk = (limit / 16).max(1);
+    let wanted = if need == 0 {
+        held.min(chunk)
+    } else {
+        need.max(chunk)
+    };
+    let spendable = wanted.min(room);
+    (spendable, spendable.saturating_add(in_flight))
 }
 
 fn parse(current: Option<&[u8]>) -> UsageRecord {

@@ -30,6 +30,21 @@ pub(crate) struct Scope {
 }
 
 impl Scope {
+    /// The root scope: the config's top-level collections over the whole store.
+    pub(crate) fn root(routes: Arc<RouteTable>, store: NsStore) -> Self {
+        Self {
+            namespace: None,
+            routes,
+            restrictions: Vec::new(),
+            store,
+            trusted_roots: None,
+            suspended: false,
+            generation: None,
+            budget: None,
+            sealed: None,
+        }
+    }
+
     /// The store handle for `collection`'s documents: sealed at rest when the
     /// namespace seals and the collection is not already encrypted by its clients.
     pub(crate) fn store_for(&self, collection: &crate::config::Collection) -> &NsStore {
