@@ -238,6 +238,32 @@ fn read_hash(op: &Op) -> &str {
 /// at some moment between its invoke and its completion.
 fn document(name: &str, doc: &Doc<'_>, report: &mut Report) {
     let by_hash: HashMap<&str, &Op> = doc.writes.iter().map(|w| (write_parts(w).1, *w)).collect();
+    let applied = applied_states(doc, &by_hash);
+    let next = one_chain(
+        name,
+        &applied,
+        &by_hash,
+        verdict(report, "documents: one chain"),
+    );
+    let chain = Chain::along(&next);
+    no_lost_write(
+        name,
+        doc,
+        &by_hash,
+        verdict(report, "documents: no lost write"),
+    );
+    linearizable_reads(
+        name,
+        doc,
+        &by_hash,
+        &chain,
+        verdict(report, "documents: linearizable reads"),
+    );
+}
+
+/// The states of a document that took effect: the acknowledged writes', those a read
+/// returned, and every state a write that took effect stands on.
+fn applied_states<'a>(doc: &Doc<'a>, by_hash: &HashMap<&'a str, &'a Op>) -> BTreeSet<&'a str> {
     let seen: BTreeSet<&str> = doc
         .reads
         .iter()
@@ -266,11 +292,20 @@ fn document(name: &str, doc: &Doc<'_>, report: &mut Report) {
             grew |= applied.insert(b);
         }
     }
-    // One chain: no two writes that took effect stand on the same state, and each
-    // stands on a state that was written.
-    let chain_check = verdict(report, "documents: one chain");
+    applied
+}
+
+/// One chain: no two writes that took effect stand on the same state, and each
+/// stands on a state that was written. Returns the state each state is followed by
+/// (`""`: the empty document).
+fn one_chain<'a>(
+    name: &str,
+    applied: &BTreeSet<&'a str>,
+    by_hash: &HashMap<&'a str, &'a Op>,
+    chain_check: &mut Verdict,
+) -> HashMap<&'a str, &'a str> {
     let mut next: HashMap<&str, &str> = HashMap::new();
-    for &hash in &applied {
+    for &hash in applied {
         chain_check.checked += 1;
         let Some(write) = by_hash.get(hash) else {
             chain_check.violations.push(format!(
@@ -300,20 +335,35 @@ fn document(name: &str, doc: &Doc<'_>, report: &mut Report) {
             ));
         }
     }
-    // The chain, in order: position 0 is the empty document.
-    let mut order: Vec<&str> = vec![""];
-    let mut position: HashMap<&str, usize> = HashMap::from([("", 0)]);
-    while let Some(&h) = next.get(order[order.len() - 1]) {
-        if position.contains_key(h) {
-            break; // a cycle: reported as a fork or a missing base above
-        }
-        position.insert(h, order.len());
-        order.push(h);
-    }
+    next
+}
 
-    // No lost write: every node answers the same final state, and the chain up to it
-    // holds every acknowledged write.
-    let lost = verdict(report, "documents: no lost write");
+/// A document's chain of states, in order: position 0 is the empty document.
+struct Chain<'a> {
+    order: Vec<&'a str>,
+    position: HashMap<&'a str, usize>,
+}
+
+impl<'a> Chain<'a> {
+    /// Follows `next` from the empty document until it ends or comes back to a state
+    /// already in the chain.
+    fn along(next: &HashMap<&'a str, &'a str>) -> Self {
+        let mut order: Vec<&str> = vec![""];
+        let mut position: HashMap<&str, usize> = HashMap::from([("", 0)]);
+        while let Some(&h) = next.get(order[order.len() - 1]) {
+            if position.contains_key(h) {
+                break; // a cycle: reported as a fork or a missing base above
+            }
+            position.insert(h, order.len());
+            order.push(h);
+        }
+        Self { order, position }
+    }
+}
+
+/// No lost write: every node answers the same final state, and the chain up to it
+/// holds every acknowledged write.
+fn no_lost_write(name: &str, doc: &Doc<'_>, by_hash: &HashMap<&str, &Op>, lost: &mut Verdict) {
     let finals: BTreeSet<&str> = doc.finals.iter().map(|r| read_hash(r)).collect();
     lost.checked += doc.writes.len() as u64;
     if finals.len() > 1 {
@@ -336,10 +386,27 @@ fn document(name: &str, doc: &Doc<'_>, report: &mut Report) {
             }
         }
     }
+}
 
-    // Linearizable reads (the order of the states is the chain's).
-    let lin = verdict(report, "documents: linearizable reads");
-    // The earliest completion of a write at each position or after it.
+/// Linearizable reads (the order of the states is the chain's): each read returns a
+/// state of the chain, not one sent after it ended nor one a write acknowledged
+/// before it began replaced, and reads in real-time order never go back.
+fn linearizable_reads<'a>(
+    name: &str,
+    doc: &Doc<'a>,
+    by_hash: &HashMap<&'a str, &'a Op>,
+    chain: &Chain<'a>,
+    lin: &mut Verdict,
+) {
+    let completed_after = completed_after(chain, by_hash);
+    let reads = read_positions(name, doc, by_hash, chain, &completed_after, lin);
+    reads_never_go_back(name, reads, lin);
+}
+
+/// The earliest completion of an acknowledged write at each position of the chain or
+/// after it (`u64::MAX`: none).
+fn completed_after(chain: &Chain<'_>, by_hash: &HashMap<&str, &Op>) -> Vec<u64> {
+    let order = &chain.order;
     let mut completed_after = vec![u64::MAX; order.len() + 1];
     for i in (1..order.len()).rev() {
         let w = by_hash[order[i]];
@@ -350,11 +417,25 @@ fn document(name: &str, doc: &Doc<'_>, report: &mut Report) {
         };
         completed_after[i] = completed_after[i + 1].min(done);
     }
+    completed_after
+}
+
+/// Checks each read on its own against the chain: a state of it, not sent after the
+/// read ended, not stale when the read began. Returns the reads with the position
+/// they returned, those that returned no state of the chain left out.
+fn read_positions<'a>(
+    name: &str,
+    doc: &Doc<'a>,
+    by_hash: &HashMap<&'a str, &'a Op>,
+    chain: &Chain<'a>,
+    completed_after: &[u64],
+    lin: &mut Verdict,
+) -> Vec<(&'a Op, usize)> {
     let mut reads: Vec<(&Op, usize)> = Vec::new();
     for r in &doc.reads {
         lin.checked += 1;
         let hash = read_hash(r);
-        let Some(&at) = position.get(hash) else {
+        let Some(&at) = chain.position.get(hash) else {
             lin.violations.push(format!(
                 "{name}: read {} returned {hash:.12}, not a state of the chain",
                 r.id
@@ -375,8 +456,12 @@ fn document(name: &str, doc: &Doc<'_>, report: &mut Report) {
         }
         reads.push((r, at));
     }
-    // Reads in real-time order never go back: sorted by completion, the furthest
-    // position any read completed before `r` began must not be past `r`'s.
+    reads
+}
+
+/// Reads in real-time order never go back: sorted by completion, the furthest
+/// position any read completed before `r` began must not be past `r`'s.
+fn reads_never_go_back(name: &str, mut reads: Vec<(&Op, usize)>, lin: &mut Verdict) {
     reads.sort_by_key(|(r, _)| r.complete);
     let mut furthest: Vec<(u64, usize, u64)> = Vec::with_capacity(reads.len());
     let mut best = (0usize, 0u64);
@@ -647,16 +732,7 @@ fn live(history: &[Op], report: &mut Report) {
 /// no acknowledged upload begun after it ended was lost.
 fn blobs(history: &[Op], report: &mut Report) {
     let v = verdict(report, "blobs");
-    let mut uploads: HashMap<(&str, u64), &Op> = HashMap::new();
-    let mut acked: HashMap<&str, Vec<&Op>> = HashMap::new();
-    for op in history {
-        if let Event::BlobWrite { blob, upload } = &op.event {
-            uploads.insert((blob, *upload), op);
-            if op.outcome == Outcome::Ok {
-                acked.entry(blob).or_default().push(op);
-            }
-        }
-    }
+    let uploads = Uploads::of(history);
     let mut finals: BTreeMap<&str, BTreeSet<Option<u64>>> = BTreeMap::new();
     for op in history {
         let (blob, upload, last) = match &op.event {
@@ -668,10 +744,49 @@ fn blobs(history: &[Op], report: &mut Report) {
         if last {
             finals.entry(blob).or_default().insert(*upload);
         }
-        let Some(n) = *upload else {
+        uploads.check_read(op, blob, *upload, v);
+    }
+    for (blob, seen) in finals {
+        if seen.len() > 1 {
+            v.violations.push(format!(
+                "{blob}: nodes disagree on the final blob after the faults: {seen:?}"
+            ));
+        }
+    }
+}
+
+/// Every upload of the history, by blob and content number, and the acknowledged
+/// ones per blob in the history's order.
+struct Uploads<'a> {
+    sent: HashMap<(&'a str, u64), &'a Op>,
+    acked: HashMap<&'a str, Vec<&'a Op>>,
+}
+
+impl<'a> Uploads<'a> {
+    /// The uploads `history` holds.
+    fn of(history: &'a [Op]) -> Self {
+        let mut sent: HashMap<(&str, u64), &Op> = HashMap::new();
+        let mut acked: HashMap<&str, Vec<&Op>> = HashMap::new();
+        for op in history {
+            if let Event::BlobWrite { blob, upload } = &op.event {
+                sent.insert((blob, *upload), op);
+                if op.outcome == Outcome::Ok {
+                    acked.entry(blob).or_default().push(op);
+                }
+            }
+        }
+        Self { sent, acked }
+    }
+
+    /// Checks one read `op` of `blob` that returned `upload`: no blob only if none
+    /// was acknowledged before the read began; otherwise one upload's bytes, whole,
+    /// not refused, sent before the read ended and not replaced before it began.
+    fn check_read(&self, op: &Op, blob: &str, upload: Option<u64>, v: &mut Verdict) {
+        let Some(n) = upload else {
             // No blob yet: none may have been acknowledged before the read began.
-            if let Some(w) = acked
-                .get(blob.as_str())
+            if let Some(w) = self
+                .acked
+                .get(blob)
                 .and_then(|a| a.iter().find(|w| w.complete < op.invoke))
             {
                 v.violations.push(format!(
@@ -679,21 +794,21 @@ fn blobs(history: &[Op], report: &mut Report) {
                     op.id, w.id
                 ));
             }
-            continue;
+            return;
         };
         if n == TORN {
             v.violations.push(format!(
                 "{blob}: read {} returned bytes of no upload, whole",
                 op.id
             ));
-            continue;
+            return;
         }
-        let Some(w) = uploads.get(&(blob.as_str(), n)) else {
+        let Some(w) = self.sent.get(&(blob, n)) else {
             v.violations.push(format!(
                 "{blob}: read {} returned upload {n}, never sent",
                 op.id
             ));
-            continue;
+            return;
         };
         if w.outcome == Outcome::Fail {
             v.violations.push(format!(
@@ -708,20 +823,13 @@ fn blobs(history: &[Op], report: &mut Report) {
             ));
         }
         // Replaced before the read began by an upload sent after this one ended.
-        if let Some(newer) = acked.get(blob.as_str()).and_then(|a| {
+        if let Some(newer) = self.acked.get(blob).and_then(|a| {
             a.iter()
                 .find(|x| x.invoke > w.complete && x.complete < op.invoke)
         }) {
             v.violations.push(format!(
                 "{blob}: read {} returned upload {n}, replaced by acknowledged upload {} before the read began",
                 op.id, newer.id
-            ));
-        }
-    }
-    for (blob, seen) in finals {
-        if seen.len() > 1 {
-            v.violations.push(format!(
-                "{blob}: nodes disagree on the final blob after the faults: {seen:?}"
             ));
         }
     }

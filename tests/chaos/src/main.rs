@@ -331,6 +331,54 @@ impl Services {
         let _ = self.moto.kill().await;
         let _ = self.moto.wait().await;
     }
+
+    /// Injects fault `kind` (on `node` for the nodes' faults), holds it for `hold`
+    /// (half of it for a restart of Redis or NATS) and heals it.
+    async fn inject(&mut self, kind: &str, node: usize, hold: Duration, rng: &mut Rng) {
+        match kind {
+            "node-kill" => {
+                if let Some(pid) = Self::pid(&self.nodes[node]) {
+                    signal(pid, "KILL").await;
+                }
+                Self::kill(&mut self.nodes[node]).await;
+                tokio::time::sleep(hold).await;
+                self.start_node(node).await;
+            }
+            "node-pause" => {
+                if let Some(pid) = Self::pid(&self.nodes[node]) {
+                    signal(pid, "STOP").await;
+                    tokio::time::sleep(hold).await;
+                    signal(pid, "CONT").await;
+                }
+            }
+            "redis-restart" => {
+                Self::kill(&mut self.redis).await;
+                tokio::time::sleep(hold / 2).await;
+                self.start_redis().await;
+            }
+            "nats-restart" => {
+                Self::kill(&mut self.nats).await;
+                tokio::time::sleep(hold / 2).await;
+                self.start_nats().await;
+            }
+            "store-delay" => {
+                self.proxy.set(Mode::Delay, rng.between(50, 400));
+                tokio::time::sleep(hold).await;
+                self.proxy.set(Mode::Pass, 0);
+            }
+            "store-reset" => {
+                self.proxy.set(Mode::Reset, 0);
+                tokio::time::sleep(hold).await;
+                self.proxy.set(Mode::Pass, 0);
+            }
+            "store-5xx" => {
+                self.proxy.set(Mode::Unavailable, 0);
+                tokio::time::sleep(hold).await;
+                self.proxy.set(Mode::Pass, 0);
+            }
+            _ => unreachable!("a fault of the list"),
+        }
+    }
 }
 
 // ---- the store's fault proxy -------------------------------------------------------
@@ -641,6 +689,23 @@ struct Shared {
 }
 
 impl Shared {
+    /// The run's shared state, its clock starting now and its clients stopping
+    /// `seconds` later; the nodes listen on `ports`.
+    fn new(ports: Vec<u16>, seconds: u64) -> Self {
+        let start = Instant::now();
+        Self {
+            start,
+            ports,
+            next_op: AtomicU64::new(1),
+            next_value: AtomicU64::new(1),
+            history: Mutex::new(Vec::new()),
+            accepted: Mutex::new(Vec::new()),
+            quota_ns: Mutex::new(String::new()),
+            namespaces: Mutex::new(Vec::new()),
+            deadline: start + Duration::from_secs(seconds),
+        }
+    }
+
     fn now(&self) -> u64 {
         self.start.elapsed().as_micros() as u64
     }
@@ -1252,7 +1317,39 @@ async fn lifecycle(shared: Arc<Shared>, mut rng: Rng) {
     let mut n = 0u64;
     while Instant::now() < shared.deadline {
         n += 1;
-        let ns = format!("l{n}");
+        let Some(life) = Life::begin(&shared, &mut rng, n).await else {
+            continue;
+        };
+        if !life.write(&shared, &mut rng).await {
+            continue;
+        }
+        match rng.below(3) {
+            0 => life.revoke(&shared, &mut rng).await,
+            1 => life.suspend(&shared, &mut rng).await,
+            _ => life.delete_and_recreate(&shared, &mut rng).await,
+        }
+    }
+}
+
+/// One runtime namespace of [`lifecycle`], the `generation`-th, and the API key made
+/// for it.
+struct Life {
+    generation: u64,
+    ns: String,
+    /// The key's id, that the admin API revokes it by.
+    key_id: String,
+    /// The key itself, sent as a Bearer token.
+    token: String,
+    /// The path that pulls the namespace's one document.
+    doc: String,
+}
+
+impl Life {
+    /// Creates namespace `l{generation}` and a key that reads and writes it, both on
+    /// one random node; `None` when either was not made (after a pause when the
+    /// namespace was not).
+    async fn begin(shared: &Shared, rng: &mut Rng, generation: u64) -> Option<Self> {
+        let ns = format!("l{generation}");
         let node = rng.below(NODES as u64) as usize;
         let made = admin(
             shared.ports[node],
@@ -1263,7 +1360,7 @@ async fn lifecycle(shared: Arc<Shared>, mut rng: Rng) {
         .await;
         if !matches!(made, Some((201, _))) {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            continue;
+            return None;
         }
         let key = admin(
             shared.ports[node],
@@ -1273,16 +1370,30 @@ async fn lifecycle(shared: Arc<Shared>, mut rng: Rng) {
         )
         .await;
         let Some((201, key)) = key else {
-            continue;
+            return None;
         };
         let (Some(id), Some(token)) = (key["id"].as_str(), key["key"].as_str()) else {
-            continue;
+            return None;
         };
         let doc = format!("/{ns}/pull/docs/x");
-        // The namespace's one document, written with the key.
-        let body = Bytes::from(json!({"data": {"generation": n}, "baseHash": null}).to_string());
+        Some(Self {
+            generation,
+            ns,
+            key_id: id.to_owned(),
+            token: token.to_owned(),
+            doc,
+        })
+    }
+
+    /// Writes the namespace's one document, naming its generation, with the key on a
+    /// random node: true when it was acknowledged.
+    async fn write(&self, shared: &Shared, rng: &mut Rng) -> bool {
+        let ns = &self.ns;
+        let body = Bytes::from(
+            json!({"data": {"generation": self.generation}, "baseHash": null}).to_string(),
+        );
         let headers = vec![
-            ("authorization".to_owned(), format!("Bearer {token}")),
+            ("authorization".to_owned(), format!("Bearer {}", self.token)),
             ("content-type".to_owned(), "application/json".to_owned()),
         ];
         let wrote = request(
@@ -1293,78 +1404,99 @@ async fn lifecycle(shared: Arc<Shared>, mut rng: Rng) {
             Some(body),
         )
         .await;
-        if !matches!(wrote, Some((200, _))) {
-            continue;
+        matches!(wrote, Some((200, _)))
+    }
+
+    /// Revokes the key, then probes the document with it.
+    async fn revoke(&self, shared: &Shared, rng: &mut Rng) {
+        let id = &self.key_id;
+        let path = format!("/_starfish/admin/keys/{id}/revoke");
+        if let Some(c) = change(shared, rng, "POST", &path, id, "revoke").await {
+            probes(
+                shared,
+                rng,
+                c,
+                "revoke",
+                &self.doc,
+                Some(self.token.as_str()),
+            )
+            .await;
         }
-        match rng.below(3) {
-            0 => {
-                let path = format!("/_starfish/admin/keys/{id}/revoke");
-                if let Some(c) = change(&shared, &mut rng, "POST", &path, id, "revoke").await {
-                    probes(&shared, &mut rng, c, "revoke", &doc, Some(token)).await;
-                }
-            }
-            1 => {
-                let path = format!("/_starfish/admin/namespaces/{ns}/suspend");
-                if let Some(c) = change(&shared, &mut rng, "POST", &path, &ns, "suspend").await {
-                    probes(&shared, &mut rng, c, "suspend", &doc, None).await;
-                }
-            }
-            _ => {
-                let path = format!("/_starfish/admin/namespaces/{ns}");
-                let Some(c) = change(&shared, &mut rng, "DELETE", &path, &ns, "delete").await
-                else {
-                    continue;
-                };
-                probes(&shared, &mut rng, c, "delete", &doc, None).await;
-                // The name again: a new namespace, empty, that the old key cannot reach.
-                let again = admin(
-                    shared.ports[rng.below(NODES as u64) as usize],
-                    "POST",
-                    "/_starfish/admin/namespaces",
-                    Some(json!({"name": ns, "template": "open"})),
-                )
-                .await;
-                if !matches!(again, Some((201, _))) {
-                    continue;
-                }
-                tokio::time::sleep(Duration::from_millis(1_100)).await;
-                for _ in 0..6 {
-                    let invoke = shared.now();
-                    let (node, res) = probe_request(&shared, &mut rng, &doc, None).await;
-                    let status = res.as_ref().map_or(0, |r| r.0);
-                    let stale = res
-                        .as_ref()
-                        .and_then(|r| serde_json::from_slice::<Value>(&r.1).ok())
-                        .is_some_and(|v| v["data"]["generation"] == json!(n));
-                    shared.record(
-                        u32::MAX - 1,
-                        node,
-                        invoke,
-                        Outcome::Ok,
-                        status,
-                        Event::Probe {
-                            change: c,
-                            what: "recreated-data".to_owned(),
-                            stale,
-                        },
-                    );
-                    let invoke = shared.now();
-                    let (node, res) = probe_request(&shared, &mut rng, &doc, Some(token)).await;
-                    shared.record(
-                        u32::MAX - 1,
-                        node,
-                        invoke,
-                        Outcome::Ok,
-                        res.map_or(0, |r| r.0),
-                        Event::Probe {
-                            change: c,
-                            what: "recreated-key".to_owned(),
-                            stale: false,
-                        },
-                    );
-                }
-            }
+    }
+
+    /// Suspends the namespace, then probes the document anonymously.
+    async fn suspend(&self, shared: &Shared, rng: &mut Rng) {
+        let ns = &self.ns;
+        let path = format!("/_starfish/admin/namespaces/{ns}/suspend");
+        if let Some(c) = change(shared, rng, "POST", &path, ns, "suspend").await {
+            probes(shared, rng, c, "suspend", &self.doc, None).await;
         }
+    }
+
+    /// Deletes the namespace and probes the document anonymously; then creates a
+    /// namespace under its name again and probes that neither the old document nor
+    /// the old key comes back in it.
+    async fn delete_and_recreate(&self, shared: &Shared, rng: &mut Rng) {
+        let ns = &self.ns;
+        let path = format!("/_starfish/admin/namespaces/{ns}");
+        let Some(c) = change(shared, rng, "DELETE", &path, ns, "delete").await else {
+            return;
+        };
+        probes(shared, rng, c, "delete", &self.doc, None).await;
+        // The name again: a new namespace, empty, that the old key cannot reach.
+        let again = admin(
+            shared.ports[rng.below(NODES as u64) as usize],
+            "POST",
+            "/_starfish/admin/namespaces",
+            Some(json!({"name": ns, "template": "open"})),
+        )
+        .await;
+        if !matches!(again, Some((201, _))) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        for _ in 0..6 {
+            self.probe_recreated(shared, rng, c).await;
+        }
+    }
+
+    /// One round of probes of the namespace created again after deletion `change`:
+    /// the document anonymously (did the old generation's data come back?), then with
+    /// the old key.
+    async fn probe_recreated(&self, shared: &Shared, rng: &mut Rng, change: u64) {
+        let invoke = shared.now();
+        let (node, res) = probe_request(shared, rng, &self.doc, None).await;
+        let status = res.as_ref().map_or(0, |r| r.0);
+        let stale = res
+            .as_ref()
+            .and_then(|r| serde_json::from_slice::<Value>(&r.1).ok())
+            .is_some_and(|v| v["data"]["generation"] == json!(self.generation));
+        shared.record(
+            u32::MAX - 1,
+            node,
+            invoke,
+            Outcome::Ok,
+            status,
+            Event::Probe {
+                change,
+                what: "recreated-data".to_owned(),
+                stale,
+            },
+        );
+        let invoke = shared.now();
+        let (node, res) = probe_request(shared, rng, &self.doc, Some(self.token.as_str())).await;
+        shared.record(
+            u32::MAX - 1,
+            node,
+            invoke,
+            Outcome::Ok,
+            res.map_or(0, |r| r.0),
+            Event::Probe {
+                change,
+                what: "recreated-key".to_owned(),
+                stale: false,
+            },
+        );
     }
 }
 
@@ -1377,21 +1509,7 @@ async fn faults(
     mut rng: Rng,
 ) -> BTreeMap<&'static str, u64> {
     let mut counts = BTreeMap::new();
-    let kinds: &[&'static str] = match mix.as_str() {
-        "process" => &["node-kill", "node-pause"],
-        "services" => &["redis-restart", "nats-restart"],
-        "store" => &["store-delay", "store-reset", "store-5xx"],
-        "none" => &[],
-        _ => &[
-            "node-kill",
-            "node-pause",
-            "redis-restart",
-            "nats-restart",
-            "store-delay",
-            "store-reset",
-            "store-5xx",
-        ],
-    };
+    let kinds = fault_kinds(&mix);
     if kinds.is_empty() {
         return counts;
     }
@@ -1403,62 +1521,15 @@ async fn faults(
         if Instant::now() >= stop_at {
             break;
         }
-        if round.is_empty() {
-            round = kinds.to_vec();
-            for i in (1..round.len()).rev() {
-                round.swap(i, rng.below(i as u64 + 1) as usize);
-            }
-        }
-        let kind = round.pop().expect("a round");
+        let kind = next_fault(&mut round, kinds, &mut rng);
         let node = rng.below(NODES as u64) as usize;
         let hold = Duration::from_millis(rng.between(500, 3_000));
         let invoke = shared.now();
-        {
-            let mut s = services.lock().await;
-            match kind {
-                "node-kill" => {
-                    if let Some(pid) = Services::pid(&s.nodes[node]) {
-                        signal(pid, "KILL").await;
-                    }
-                    Services::kill(&mut s.nodes[node]).await;
-                    tokio::time::sleep(hold).await;
-                    s.start_node(node).await;
-                }
-                "node-pause" => {
-                    if let Some(pid) = Services::pid(&s.nodes[node]) {
-                        signal(pid, "STOP").await;
-                        tokio::time::sleep(hold).await;
-                        signal(pid, "CONT").await;
-                    }
-                }
-                "redis-restart" => {
-                    Services::kill(&mut s.redis).await;
-                    tokio::time::sleep(hold / 2).await;
-                    s.start_redis().await;
-                }
-                "nats-restart" => {
-                    Services::kill(&mut s.nats).await;
-                    tokio::time::sleep(hold / 2).await;
-                    s.start_nats().await;
-                }
-                "store-delay" => {
-                    s.proxy.set(Mode::Delay, rng.between(50, 400));
-                    tokio::time::sleep(hold).await;
-                    s.proxy.set(Mode::Pass, 0);
-                }
-                "store-reset" => {
-                    s.proxy.set(Mode::Reset, 0);
-                    tokio::time::sleep(hold).await;
-                    s.proxy.set(Mode::Pass, 0);
-                }
-                "store-5xx" => {
-                    s.proxy.set(Mode::Unavailable, 0);
-                    tokio::time::sleep(hold).await;
-                    s.proxy.set(Mode::Pass, 0);
-                }
-                _ => unreachable!("a fault of the list"),
-            }
-        }
+        services
+            .lock()
+            .await
+            .inject(kind, node, hold, &mut rng)
+            .await;
         let fault_node = if kind.starts_with("node") { node } else { 0 };
         shared.record(
             u32::MAX,
@@ -1475,41 +1546,49 @@ async fn faults(
     counts
 }
 
+/// The kinds of fault of `mix` (`--faults`).
+fn fault_kinds(mix: &str) -> &'static [&'static str] {
+    match mix {
+        "process" => &["node-kill", "node-pause"],
+        "services" => &["redis-restart", "nats-restart"],
+        "store" => &["store-delay", "store-reset", "store-5xx"],
+        "none" => &[],
+        _ => &[
+            "node-kill",
+            "node-pause",
+            "redis-restart",
+            "nats-restart",
+            "store-delay",
+            "store-reset",
+            "store-5xx",
+        ],
+    }
+}
+
+/// The next fault of `round`, which starts again as `kinds` in an order `rng`
+/// shuffles when it is empty.
+fn next_fault(
+    round: &mut Vec<&'static str>,
+    kinds: &[&'static str],
+    rng: &mut Rng,
+) -> &'static str {
+    if round.is_empty() {
+        *round = kinds.to_vec();
+        for i in (1..round.len()).rev() {
+            round.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+    }
+    round.pop().expect("a round")
+}
+
 /// The final state, read once everything is healed.
 async fn final_reads(shared: &Shared) {
     for user_seed in 1..=2u8 {
         let device = Device::new(user_seed, 250 - user_seed);
         let user = format!("u{user_seed}");
         for doc in 0..DOCS {
-            let path = format!("/pull/users/{}/docs/d{doc}", device.user);
             for node in 0..NODES {
-                let port = shared.ports[node];
-                let invoke = shared.now();
-                let res = request(
-                    port,
-                    "GET",
-                    &path,
-                    &device.sign(port, "GET", &path, b""),
-                    None,
-                )
-                .await;
-                let status = res.as_ref().map_or(0, |r| r.0);
-                let hash = res
-                    .as_ref()
-                    .and_then(|r| serde_json::from_slice::<Value>(&r.1).ok())
-                    .and_then(|v| v["hash"].as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                shared.record(
-                    u32::MAX,
-                    node,
-                    invoke,
-                    Outcome::Ok,
-                    status,
-                    Event::DocFinal {
-                        doc: format!("{user}/d{doc}"),
-                        hash,
-                    },
-                );
+                final_doc(shared, &device, &user, doc, node).await;
             }
         }
         for blob in 0..BLOBS {
@@ -1518,57 +1597,108 @@ async fn final_reads(shared: &Shared) {
             }
         }
         for log in 0..LOGS {
-            let port = shared.ports[0];
-            let invoke = shared.now();
-            let mut elements = Vec::new();
-            let mut checkpoint = 0u64;
-            let mut status = 200;
-            loop {
-                let path = format!(
-                    "/pull/users/{}/log/l{log}?checkpoint={checkpoint}",
-                    device.user
-                );
-                let res = request(
-                    port,
-                    "GET",
-                    &path,
-                    &device.sign(port, "GET", &path, b""),
-                    None,
-                )
-                .await;
-                let page = res
-                    .as_ref()
-                    .filter(|r| r.0 == 200)
-                    .and_then(|r| serde_json::from_slice::<Value>(&r.1).ok());
-                let Some(page) = page else {
-                    status = res.map_or(0, |r| r.0);
-                    break;
-                };
-                let items = page["data"]["items"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default();
-                if items.is_empty() {
-                    break;
-                }
-                for item in &items {
-                    elements.push(item["data"]["e"].as_u64().unwrap_or(u64::MAX));
-                    checkpoint = item["ts"].as_u64().unwrap_or(checkpoint);
-                }
-            }
-            shared.record(
-                u32::MAX,
-                0,
-                invoke,
-                Outcome::Ok,
-                status,
-                Event::LogFinal {
-                    log: format!("{user}/l{log}"),
-                    elements: (status == 200).then_some(elements),
-                },
-            );
+            final_log(shared, &device, &user, log).await;
         }
     }
+    final_usage(shared).await;
+}
+
+/// Pulls document `doc` of `user` from `node` and records the hash it answered.
+async fn final_doc(shared: &Shared, device: &Device, user: &str, doc: u64, node: usize) {
+    let path = format!("/pull/users/{}/docs/d{doc}", device.user);
+    let port = shared.ports[node];
+    let invoke = shared.now();
+    let res = request(
+        port,
+        "GET",
+        &path,
+        &device.sign(port, "GET", &path, b""),
+        None,
+    )
+    .await;
+    let status = res.as_ref().map_or(0, |r| r.0);
+    let hash = res
+        .as_ref()
+        .and_then(|r| serde_json::from_slice::<Value>(&r.1).ok())
+        .and_then(|v| v["hash"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    shared.record(
+        u32::MAX,
+        node,
+        invoke,
+        Outcome::Ok,
+        status,
+        Event::DocFinal {
+            doc: format!("{user}/d{doc}"),
+            hash,
+        },
+    );
+}
+
+/// Pulls the whole of `user`'s log `log` from node 0 and records its elements.
+async fn final_log(shared: &Shared, device: &Device, user: &str, log: u64) {
+    let port = shared.ports[0];
+    let invoke = shared.now();
+    let (status, elements) = whole_log(device, port, log).await;
+    shared.record(
+        u32::MAX,
+        0,
+        invoke,
+        Outcome::Ok,
+        status,
+        Event::LogFinal {
+            log: format!("{user}/l{log}"),
+            elements: (status == 200).then_some(elements),
+        },
+    );
+}
+
+/// Pulls log `log` from `port` page by page, each from the last checkpoint, until a
+/// page is empty: `200` and its elements in order, or the status of the page that
+/// failed (0: no answer) and the elements read before it.
+async fn whole_log(device: &Device, port: u16, log: u64) -> (u16, Vec<u64>) {
+    let mut elements = Vec::new();
+    let mut checkpoint = 0u64;
+    let mut status = 200;
+    loop {
+        let path = format!(
+            "/pull/users/{}/log/l{log}?checkpoint={checkpoint}",
+            device.user
+        );
+        let res = request(
+            port,
+            "GET",
+            &path,
+            &device.sign(port, "GET", &path, b""),
+            None,
+        )
+        .await;
+        let page = res
+            .as_ref()
+            .filter(|r| r.0 == 200)
+            .and_then(|r| serde_json::from_slice::<Value>(&r.1).ok());
+        let Some(page) = page else {
+            status = res.map_or(0, |r| r.0);
+            break;
+        };
+        let items = page["data"]["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if items.is_empty() {
+            break;
+        }
+        for item in &items {
+            elements.push(item["data"]["e"].as_u64().unwrap_or(u64::MAX));
+            checkpoint = item["ts"].as_u64().unwrap_or(checkpoint);
+        }
+    }
+    (status, elements)
+}
+
+/// Reads each quota namespace's usage from node 0: documents in the store and in
+/// its usage record.
+async fn final_usage(shared: &Shared) {
     let names = shared.namespaces.lock().expect("ns").clone();
     for ns in names {
         let invoke = shared.now();
@@ -1596,8 +1726,45 @@ async fn final_reads(shared: &Shared) {
     }
 }
 
+/// The whole campaign: the services, the workload with its faults, the final reads,
+/// the check; true when it passed.
 async fn run(args: Args) -> bool {
-    let work = match &args.work {
+    let work = work_folder(&args);
+    println!(
+        "chaos: seed {} faults {} for {} s with {} clients (replay: --seed {} --faults {} --seconds {}); folder {}",
+        args.seed,
+        args.faults,
+        args.seconds,
+        args.clients,
+        args.seed,
+        args.faults,
+        args.seconds,
+        work.display()
+    );
+    let services = Services::start(&args, &work).await;
+    let shared = Arc::new(Shared::new(services.ports.clone(), args.seconds));
+    let services = Arc::new(tokio::sync::Mutex::new(services));
+    let injected = workload(&shared, &services, &args).await;
+    // Healed: every node up, the store passing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    final_reads(&shared).await;
+    services.lock().await.stop_all().await;
+
+    let history = std::mem::take(&mut *shared.history.lock().expect("history"));
+    let kills = injected.get("node-kill").copied().unwrap_or(0);
+    let report = check(&history, NODES as u64 + kills);
+    write_history(&work, &history);
+
+    print_summary(&history, &injected);
+    let failed = print_verdict(&report);
+    conclude(&args, &work, failed);
+    !failed
+}
+
+/// The run's folder: `--work`, or a fresh one in the temporary folder named for the
+/// seed and this process; created.
+fn work_folder(args: &Args) -> PathBuf {
+    match &args.work {
         Some(w) => {
             std::fs::create_dir_all(w).expect("work folder");
             w.clone()
@@ -1611,32 +1778,18 @@ async fn run(args: Args) -> bool {
             std::fs::create_dir_all(&w).expect("work folder");
             w
         }
-    };
-    println!(
-        "chaos: seed {} faults {} for {} s with {} clients (replay: --seed {} --faults {} --seconds {}); folder {}",
-        args.seed,
-        args.faults,
-        args.seconds,
-        args.clients,
-        args.seed,
-        args.faults,
-        args.seconds,
-        work.display()
-    );
-    let services = Services::start(&args, &work).await;
-    let start = Instant::now();
-    let shared = Arc::new(Shared {
-        start,
-        ports: services.ports.clone(),
-        next_op: AtomicU64::new(1),
-        next_value: AtomicU64::new(1),
-        history: Mutex::new(Vec::new()),
-        accepted: Mutex::new(Vec::new()),
-        quota_ns: Mutex::new(String::new()),
-        namespaces: Mutex::new(Vec::new()),
-        deadline: start + Duration::from_secs(args.seconds),
-    });
-    let services = Arc::new(tokio::sync::Mutex::new(services));
+    }
+}
+
+/// Runs the workload with its faults until the deadline: the quota namespaces, the
+/// namespaces' and keys' lives, the subscribers, then (once the first quota namespace
+/// exists) the clients and the faults, each on its own fork of the seed; waits for
+/// all of them and returns how many faults of each kind were injected.
+async fn workload(
+    shared: &Arc<Shared>,
+    services: &Arc<tokio::sync::Mutex<Services>>,
+    args: &Args,
+) -> BTreeMap<&'static str, u64> {
     let seed = Rng::new(args.seed);
     let ns = tokio::spawn(namespaces(shared.clone()));
     let lives = tokio::spawn(lifecycle(shared.clone(), seed.fork(2_000_000)));
@@ -1675,24 +1828,22 @@ async fn run(args: Args) -> bool {
     for l in listeners {
         let _ = l.await;
     }
-    let injected = injected.await.unwrap_or_default();
-    // Healed: every node up, the store passing.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    final_reads(&shared).await;
-    services.lock().await.stop_all().await;
+    injected.await.unwrap_or_default()
+}
 
-    let history = std::mem::take(&mut *shared.history.lock().expect("history"));
-    let kills = injected.get("node-kill").copied().unwrap_or(0);
-    let report = check(&history, NODES as u64 + kills);
+/// Writes the history to `history.jsonl` in `work`, one operation a line.
+fn write_history(work: &std::path::Path, history: &[Op]) {
     let mut lines = String::new();
-    for op in &history {
+    for op in history {
         lines.push_str(&serde_json::to_string(op).expect("op"));
         lines.push('\n');
     }
     std::fs::write(work.join("history.jsonl"), lines).expect("history");
+}
 
-    print_summary(&history, &injected);
-    let failed = print_verdict(&report);
+/// Prints how the run ended: a failed one keeps its folder to be replayed, a passed
+/// one removes it unless it was given (`--work`).
+fn conclude(args: &Args, work: &std::path::Path, failed: bool) {
     if failed {
         println!(
             "chaos: FAILED (seed {}, faults {}); history and logs kept in {}",
@@ -1703,10 +1854,9 @@ async fn run(args: Args) -> bool {
     } else {
         println!("chaos: passed (seed {})", args.seed);
         if args.work.is_none() {
-            let _ = std::fs::remove_dir_all(&work);
+            let _ = std::fs::remove_dir_all(work);
         }
     }
-    !failed
 }
 
 /// Prints the verdict table and the first findings; true when anything failed.
