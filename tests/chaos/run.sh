@@ -8,6 +8,9 @@
 #   tests/chaos/run.sh                      # the short campaign: seed 1, then a random seed
 #   tests/chaos/run.sh --seconds 600 --faults store --seed 7   # one campaign, by hand
 set -euo pipefail
+# Redis and NATS first, when they are missing (as root; tests/*/install.sh).
+bash "$(dirname "${BASH_SOURCE[0]}")/../redis/install.sh" >/dev/null
+bash "$(dirname "${BASH_SOURCE[0]}")/../nats/install.sh" >/dev/null
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 CACHE=${STARFISH_INTEROP_CACHE:-$HOME/.cache/starfish-interop}

@@ -7,6 +7,9 @@
 # then Redis stopped (signed writes 503, nothing stored) and started again (service
 # resumes by itself). Prints "cluster: N passed, M failed".
 set -euo pipefail
+# Redis and NATS first, when they are missing (as root; tests/*/install.sh).
+bash "$(dirname "${BASH_SOURCE[0]}")/../redis/install.sh" >/dev/null
+bash "$(dirname "${BASH_SOURCE[0]}")/../nats/install.sh" >/dev/null
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 CACHE=${STARFISH_INTEROP_CACHE:-$HOME/.cache/starfish-interop}

@@ -2,6 +2,8 @@
 # Live changes between nodes through a real NATS server (Debian's nats-server, see
 # install.sh) started on loopback and stopped by PID.
 set -euo pipefail
+# Installs the server first when it is missing (as root; see install.sh).
+bash "$(dirname "${BASH_SOURCE[0]}")/install.sh" >/dev/null
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 LOG=$(mktemp)

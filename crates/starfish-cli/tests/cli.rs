@@ -149,6 +149,31 @@ fn a_bad_config_is_one_line_on_stderr_and_a_failing_exit() {
 }
 
 #[test]
+fn check_config_warns_of_a_role_one_edit_away_from_public_or_self() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.yaml");
+    std::fs::write(
+        &path,
+        "version: 1\ncollections:\n  - {name: wiki, storagePath: \"wiki/{page}\", readRoles: [publik], writeRoles: [editor]}\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "a warning, not an error");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains(
+            r#"readRoles contains "publik", one edit away from the built-in role "public""#
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("editor"), "{stdout}");
+}
+
+#[test]
 fn no_anonymous_refuses_callers_without_a_cap() {
     let data = tempfile::tempdir().unwrap();
     let open = Server::start(&["--store", "memory"], data.path());

@@ -1010,6 +1010,32 @@ pub(super) fn shared_storage_warnings(config: &SyncConfig) -> Vec<String> {
     out
 }
 
+/// The built-in role (`public`, `self`) `role` is one edit away from (a letter
+/// added, dropped, changed or swapped with its neighbour, or another case), when it
+/// is not that role itself.
+fn near_builtin_role(role: &str) -> Option<&'static str> {
+    ["public", "self"]
+        .into_iter()
+        .find(|builtin| role != *builtin && one_edit_apart(&role.to_lowercase(), builtin))
+}
+
+/// True when `a` becomes `b` by at most one insertion, deletion, substitution or
+/// transposition of neighbours.
+fn one_edit_apart(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a == b {
+        return true;
+    }
+    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let (a, b) = (&a[prefix..], &b[prefix..]);
+    match a.len().abs_diff(b.len()) {
+        0 => a[1..] == b[1..] || (a.len() >= 2 && a[0] == b[1] && a[1] == b[0] && a[2..] == b[2..]),
+        1 if a.len() > b.len() => a[1..] == *b,
+        1 => b[1..] == *a,
+        _ => false,
+    }
+}
+
 fn collect_warnings(raws: &[RawCollection], scope: &str) -> Vec<String> {
     let mut out = Vec::new();
     for c in raws {
@@ -1029,6 +1055,13 @@ fn collect_warnings(raws: &[RawCollection], scope: &str) -> Vec<String> {
                 }
             }
         }
+        for (label, roles) in [("readRoles", &c.read_roles), ("writeRoles", &c.write_roles)] {
+            for r in roles {
+                if let Some(meant) = near_builtin_role(r) {
+                    out.push(format!("{p}{label} contains \"{r}\", one edit away from the built-in role \"{meant}\": a custom role of that name is granted to no one unless a hook grants it. Did you mean \"{meant}\"?"));
+                }
+            }
+        }
         let uses_self = c
             .read_roles
             .iter()
@@ -1039,4 +1072,31 @@ fn collect_warnings(raws: &[RawCollection], scope: &str) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_one_edit_away_from_public_or_self_are_named() {
+        for typo in [
+            "publik", "pubic", "pulbic", "Public", "PUBLIC", "publics", "sefl", "Self", "slf",
+        ] {
+            assert!(near_builtin_role(typo).is_some(), "{typo}");
+        }
+        for fine in [
+            "public",
+            "self",
+            "editor",
+            "pub",
+            "selfie",
+            "admins",
+            "device:root",
+        ] {
+            assert_eq!(near_builtin_role(fine), None, "{fine}");
+        }
+        assert_eq!(near_builtin_role("publik"), Some("public"));
+        assert_eq!(near_builtin_role("elf"), Some("self"));
+    }
 }
