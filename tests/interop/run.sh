@@ -29,6 +29,8 @@ case "$SERVER" in
     start_cmd=("${CARGO_TARGET_DIR:-$ROOT/target}/release/starfish" serve --base-path / --base-path /v1)
     ;;
   reference)
+    # The client subcommands (cli.sh) are ours, whichever server answers them.
+    (cd "$ROOT" && cargo build --release -q -p starfish-cli)
     export STARFISH_REF_DIR="$CACHE/reference"
     mkdir -p "$STARFISH_REF_DIR"
     (cd "$STARFISH_REF_DIR" && { [ -f package.json ] || npm init -y >/dev/null; } &&
@@ -75,6 +77,7 @@ echo "interop: server=$SERVER at $BASE"
 start
 run py "$CACHE/venv/bin/python" "$HERE/py/scenarios.py" "$BASE" main
 run ts node "$HERE/ts/scenarios.mjs" "$BASE" main
+run cli bash "$HERE/cli.sh" "${CARGO_TARGET_DIR:-$ROOT/target}/release/starfish" "$BASE"
 
 # `starfish migrate`: namespace acme moves from shared to prefixed keys while the
 # server runs; both clients then read what they wrote in it (an extension).
