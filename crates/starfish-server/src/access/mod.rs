@@ -18,6 +18,16 @@ pub(crate) use rate::{RateLimiter, RateSubject};
 pub use shared::RedisLimits;
 pub use shared::SharedLimits;
 
+/// True when `action` on `collection` needs no credentials (the reference does not
+/// even run its resolver then).
+pub(crate) fn is_public(collection: &crate::config::Collection, action: Action) -> bool {
+    let required = match action {
+        Action::Push => &collection.write_roles,
+        Action::Pull | Action::List => &collection.read_roles,
+    };
+    required.is_public() && !collection.root_only
+}
+
 /// A request refused by a namespace's budget or a rate limit (`429`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
@@ -43,7 +53,7 @@ pub struct HookError(pub String);
 
 /// Adds roles per request after authentication, like the reference's `roleEnricher`
 /// (team membership from a database, say). Set it with
-/// [`crate::SyncOptions::with_role_enricher`].
+/// [`crate::app::state::SyncOptions::with_role_enricher`].
 pub trait RoleEnricher: Send + Sync + 'static {
     /// Extra roles the caller holds for this access.
     fn enrich<'a>(
@@ -53,7 +63,7 @@ pub trait RoleEnricher: Send + Sync + 'static {
 }
 
 /// The embedder's last word on an access the built-in rules allowed, like the
-/// reference's plugin `authorize`. Set it with [`crate::SyncOptions::with_authorize`].
+/// reference's plugin `authorize`. Set it with [`crate::app::state::SyncOptions::with_authorize`].
 pub trait Authorize: Send + Sync + 'static {
     /// `Ok(true)` lets the access through, `Ok(false)` answers 403.
     fn authorize<'a>(

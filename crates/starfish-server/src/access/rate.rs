@@ -44,7 +44,7 @@ pub(crate) struct RateLimiter {
     /// Until when the shared counters are not asked (they failed).
     down_until_ms: AtomicU64,
     /// Counts the shared counters' failures.
-    metrics: Option<crate::Metrics>,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -71,7 +71,7 @@ impl RateLimiter {
     }
 
     /// This limiter counting its shared counters' failures in `metrics`.
-    pub(crate) fn with_metrics(mut self, metrics: Option<crate::Metrics>) -> Self {
+    pub(crate) fn with_metrics(mut self, metrics: Option<crate::metrics::Metrics>) -> Self {
         self.metrics = metrics;
         self
     }
@@ -439,7 +439,7 @@ mod tests {
 
     #[tokio::test]
     async fn after_a_failure_the_shared_counters_rest() {
-        let metrics = crate::Metrics::new();
+        let metrics = crate::metrics::Metrics::new();
         let l = RateLimiter::new(10)
             .with_shared(Some(Arc::new(Down)))
             .with_metrics(Some(metrics.clone()));

@@ -104,7 +104,7 @@ pub struct SyncOptions {
     /// Requests handled at once; past it, `503 {"error":"Server busy"}` at once
     /// (default 1024).
     pub max_in_flight: usize,
-    /// Serve `GET /openapi.json` ([`crate::openapi_document`] of the config; off: 404).
+    /// Serve `GET /openapi.json` ([`crate::openapi::openapi_document`] of the config; off: 404).
     pub openapi_endpoint: bool,
     /// Opens the stores of namespaces in `store` isolation.
     pub namespace_stores: Option<Arc<dyn NamespaceStores>>,
@@ -113,9 +113,9 @@ pub struct SyncOptions {
     /// The admin API's key (off without one).
     pub admin_key: Option<String>,
     /// Prometheus metrics (requests, auth failures, store latency, gauges).
-    pub metrics: Option<crate::Metrics>,
+    pub metrics: Option<crate::metrics::Metrics>,
     /// Dependencies `GET /health/ready` checks besides the store, by name.
-    pub readiness_checks: Vec<(String, Arc<dyn crate::ReadinessCheck>)>,
+    pub readiness_checks: Vec<(String, Arc<dyn crate::hooks::ReadinessCheck>)>,
 }
 
 /// Who `GET /config` describes collections to.
@@ -226,7 +226,7 @@ impl SyncOptions {
         self
     }
 
-    /// Serves `GET /openapi.json`: the [`crate::openapi_document`] of the config.
+    /// Serves `GET /openapi.json`: the [`crate::openapi::openapi_document`] of the config.
     #[must_use]
     pub fn with_openapi_endpoint(mut self) -> Self {
         self.openapi_endpoint = true;
@@ -300,9 +300,9 @@ impl SyncOptions {
     }
 
     /// Counts requests, refused credentials and store calls into `metrics`
-    /// ([`crate::Metrics::router`] serves them).
+    /// ([`crate::metrics::Metrics::router`] serves them).
     #[must_use]
-    pub fn with_metrics(mut self, metrics: crate::Metrics) -> Self {
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
         self.metrics = Some(metrics);
         self
     }
@@ -330,7 +330,7 @@ impl SyncOptions {
     pub fn with_readiness_check(
         mut self,
         name: impl Into<String>,
-        check: Arc<dyn crate::ReadinessCheck>,
+        check: Arc<dyn crate::hooks::ReadinessCheck>,
     ) -> Self {
         self.readiness_checks.push((name.into(), check));
         self
@@ -377,12 +377,12 @@ pub(crate) struct Inner {
     pub(crate) keys: Option<ApiKeys>,
     /// Migrations of `shared` config namespaces to `prefixed` (`starfish migrate`).
     pub(crate) migrations: crate::migrate::Migrations,
-    pub(crate) metrics: Option<crate::Metrics>,
+    pub(crate) metrics: Option<crate::metrics::Metrics>,
     /// Subscribers to live changes on this node (`GET /events`).
     pub(crate) live: Arc<crate::live::bus::Bus>,
     /// Carries this node's changes to the others, and theirs to `live`.
     pub(crate) change_feed: Option<Arc<dyn crate::live::ChangeFeed>>,
-    pub(crate) readiness_checks: Vec<(String, Arc<dyn crate::ReadinessCheck>)>,
+    pub(crate) readiness_checks: Vec<(String, Arc<dyn crate::hooks::ReadinessCheck>)>,
     pub(crate) readiness: ReadyCache,
 }
 
@@ -402,9 +402,11 @@ impl AppState {
         if let Some(metrics) = &options.metrics {
             options.store = options.store.metered(metrics);
         }
-        let openapi = options
-            .openapi_endpoint
-            .then(|| crate::openapi_document(&options.config).to_string().into());
+        let openapi = options.openapi_endpoint.then(|| {
+            crate::openapi::openapi_document(&options.config)
+                .to_string()
+                .into()
+        });
         let root = Scope::root(
             options.config.routes.clone(),
             NsStore::whole(options.store.clone()),

@@ -61,7 +61,7 @@ pub struct AuthRequest<'a> {
 }
 
 /// Decides who is calling. Replace the default [`CapCertAuthenticator`] with your own
-/// (bearer tokens, mTLS identities, ...) through [`crate::SyncOptions::with_authenticator`].
+/// (bearer tokens, mTLS identities, ...) through [`crate::app::state::SyncOptions::with_authenticator`].
 pub trait Authenticator: Send + Sync + 'static {
     /// Authenticates one request.
     fn authenticate<'a>(

@@ -1,6 +1,6 @@
 //! Response headers on every answer: `X-Content-Type-Options: nosniff` always, and the
 //! reference's security headers (frame options, referrer policy, HSTS when the
-//! deployment is behind TLS), configurable through [`crate::SecurityHeaders`].
+//! deployment is behind TLS), configurable through [`crate::browser::headers::SecurityHeaders`].
 
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::Response;

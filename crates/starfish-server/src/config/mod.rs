@@ -44,14 +44,14 @@ pub enum ConfigError {
     /// Validation failed; one message per problem, in the reference's order.
     #[error("Invalid sync config:\n{}", .0.join("\n"))]
     Invalid(Vec<String>),
-    /// The [`crate::CorsSettings`] cannot work (credentials with the `*` origin, an
+    /// The [`crate::browser::CorsSettings`] cannot work (credentials with the `*` origin, an
     /// origin that is not one); the message starts with `CORS misconfiguration:`.
     #[error("{0}")]
     Cors(String),
 }
 
 /// A whole validated configuration: [`SyncConfig::from_json_str`] or
-/// [`SyncConfig::from_yaml_str`], then [`crate::SyncOptions::new`].
+/// [`SyncConfig::from_yaml_str`], then [`crate::app::state::SyncOptions::new`].
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
     /// Collections mounted at the root.

@@ -38,7 +38,7 @@ pub struct WriteEvent {
 
 /// Called once per accepted write, after it is stored, never for a refused one. It
 /// runs on the request's task, so it should only hand the event on (a channel, a
-/// counter); set it with [`crate::SyncOptions::with_after_write`].
+/// counter); set it with [`crate::app::state::SyncOptions::with_after_write`].
 pub trait AfterWrite: Send + Sync + 'static {
     /// One write was accepted.
     fn after_write(&self, event: &WriteEvent);

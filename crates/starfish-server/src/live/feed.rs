@@ -114,11 +114,14 @@ fn token(name: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct ChangeSink {
     bus: Weak<crate::live::bus::Bus>,
-    metrics: Option<crate::Metrics>,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl ChangeSink {
-    pub(crate) fn new(bus: &Arc<crate::live::bus::Bus>, metrics: Option<crate::Metrics>) -> Self {
+    pub(crate) fn new(
+        bus: &Arc<crate::live::bus::Bus>,
+        metrics: Option<crate::metrics::Metrics>,
+    ) -> Self {
         Self {
             bus: Arc::downgrade(bus),
             metrics,

@@ -1,7 +1,7 @@
 //! Prometheus metrics of a router ([`Metrics`]), and the store wrapper that times
 //! every store call (with a tracing span around it).
 //!
-//! A [`Metrics`] is given to [`crate::SyncOptions::with_metrics`] and served where the
+//! A [`Metrics`] is given to [`crate::app::state::SyncOptions::with_metrics`] and served where the
 //! operator chooses: [`Metrics::router`] gives `GET /metrics` for a separate listener
 //! (the binary's `--metrics-addr`), so namespace names never reach the public port.
 //! Label values come only from routed scopes and the config (a namespace that exists,

@@ -3,7 +3,7 @@
 //!
 //! A migration is a record in the store, `_starfish/migrations/state`, one entry per
 //! namespace, changed only by compare-and-swap. Servers read it (at most once per
-//! [`crate::TenantOptions::refresh`], never per request) and serve a `shared` config
+//! [`crate::tenants::TenantOptions::refresh`], never per request) and serve a `shared` config
 //! namespace by its entry:
 //!
 //! - **copying**: as before, from the shared keys. The copier copies every object of
@@ -128,7 +128,7 @@ impl From<CasError<MigrateError>> for MigrateError {
 #[non_exhaustive]
 pub struct MigrateOptions {
     /// How long writes are frozen before the last pass: at least the servers'
-    /// [`crate::TenantOptions::refresh`] plus the longest write a server admits (its
+    /// [`crate::tenants::TenantOptions::refresh`] plus the longest write a server admits (its
     /// request timeout bounds it).
     pub grace: Duration,
     /// The first pass saves its position every this many objects.

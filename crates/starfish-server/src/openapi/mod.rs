@@ -18,7 +18,7 @@ use std::sync::Arc;
 /// parameters, request bodies (the push and append envelopes, blob media types) and
 /// every status it can answer with; `x-starfish-collection` on each operation tells
 /// whether the collection is public. Serve it with
-/// [`SyncOptions::with_openapi_endpoint`](crate::SyncOptions::with_openapi_endpoint).
+/// [`SyncOptions::with_openapi_endpoint`](crate::app::state::SyncOptions::with_openapi_endpoint).
 ///
 /// ```
 /// let config = starfish_server::SyncConfig::from_yaml_str(

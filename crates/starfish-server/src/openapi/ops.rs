@@ -3,8 +3,8 @@
 
 use super::components::{Responses, optional_param, path_param, schema_ref, security, signed};
 use crate::access::Action;
+use crate::access::is_public;
 use crate::config::{Collection, Payload, Segment};
-use crate::routes::is_public;
 use serde_json::{Value, json};
 
 /// The scope an operation belongs to: the root or a namespace.

@@ -22,10 +22,11 @@
 //! under, and no new version is added. Old versions stay in the keyring (nothing
 //! uses them afterwards; a slow node that sealed with one would still be read).
 
+use crate::app::state::SyncOptions;
 use crate::app::state::namespace_store;
+use crate::config::ConfigError;
 use crate::config::{Isolation, Namespace};
 use crate::store::{KeyWrap, Keyring, NsStore, Resealed, StoreError};
-use crate::{SyncOptions, config::ConfigError};
 use std::sync::Arc;
 use std::time::Duration;
 

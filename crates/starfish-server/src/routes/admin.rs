@@ -1,5 +1,5 @@
 //! The admin API, under `/_starfish/admin/`, off unless
-//! [`crate::SyncOptions::with_admin_key`] is set:
+//! [`crate::app::state::SyncOptions::with_admin_key`] is set:
 //!
 //! | Route | Does |
 //! |---|---|

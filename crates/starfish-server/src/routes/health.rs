@@ -1,7 +1,7 @@
 //! `GET /health`, `GET /health/live` and `GET /health/ready`.
 //!
 //! Ready means every dependency answers: the store (one `head` of a key that need not
-//! exist; "not found" is an answer), and every [`crate::ReadinessCheck`] given to the
+//! exist; "not found" is an answer), and every [`crate::hooks::ReadinessCheck`] given to the
 //! router (Redis, NATS). The answer is kept for a second, so a flood of readiness
 //! probes costs the store at most one request a second.
 

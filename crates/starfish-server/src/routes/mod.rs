@@ -26,6 +26,8 @@ pub(crate) mod query;
 mod render;
 mod stack;
 
+pub(crate) use crate::access::is_public;
+
 pub use stack::{SyncService, create_sync_router, create_sync_service};
 
 use crate::access::{Action, Denied, RateSubject, Touch};
@@ -680,16 +682,6 @@ pub(crate) async fn charge(
         .charge(&state.rate, &bucket, subject, state.clock.now_ms())
         .await
         .map_err(ApiError::from)
-}
-
-/// True when `action` on `collection` needs no credentials (the reference does not
-/// even run its resolver then).
-pub(crate) fn is_public(collection: &Collection, action: Action) -> bool {
-    let required = match action {
-        Action::Push => &collection.write_roles,
-        Action::Pull | Action::List => &collection.read_roles,
-    };
-    required.is_public() && !collection.root_only
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! ([`AppState`](crate::app::state::AppState)) and the layers around the routes
 //! ([`Stack`]).
 
-use crate::{ConfigError, CorsSettings, SyncOptions};
+use crate::app::state::SyncOptions;
+use crate::browser::CorsSettings;
+use crate::config::ConfigError;
 
 /// Builds the sync routes for `options`: `GET /health`, and pull/push for every
 /// collection at the root and under `/<namespace>/`. Mount it at the root or under a

@@ -312,7 +312,7 @@ impl DocStore {
 
     /// This store with every call timed into `metrics` (the same in-process write
     /// locks: a clone, not a second store).
-    pub(crate) fn metered(&self, metrics: &crate::Metrics) -> Self {
+    pub(crate) fn metered(&self, metrics: &crate::metrics::Metrics) -> Self {
         Self {
             inner: Arc::new(crate::metrics::Metered::new(
                 self.inner.clone(),
