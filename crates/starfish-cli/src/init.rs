@@ -45,6 +45,7 @@ server:
   fsync: false              # true: each write on disk before it is acknowledged (slower)
   # basePath: /v1           # mount the routes under a prefix (or a list of them)
   # configEndpoint: public  # serve GET /config (public | role-filtered)
+  # openapiEndpoint: true   # serve GET /openapi.json
   # trustedProxyHops: 1     # behind one reverse proxy: client IP from X-Forwarded-For
   #
   # With `store: s3`: any S3-compatible bucket. Unset keys fall back to the standard

@@ -323,7 +323,7 @@ fn with_other_nodes(
 }
 
 /// `options` with the rest of the settings: the master key of encryption at rest,
-/// proxies, `GET /config`, limits, browsers (CORS, compression) and tenancy.
+/// proxies, `GET /config` and `GET /openapi.json`, limits, browsers (CORS, compression) and tenancy.
 fn with_settings(mut options: SyncOptions, settings: &Settings) -> Result<SyncOptions, String> {
     if let Some(master) = master_key()? {
         options = options.with_key_wrap(Arc::new(master));
@@ -334,6 +334,9 @@ fn with_settings(mut options: SyncOptions, settings: &Settings) -> Result<SyncOp
             ConfigEndpointArg::Public => ConfigEndpoint::Public,
             ConfigEndpointArg::RoleFiltered => ConfigEndpoint::RoleFiltered,
         });
+    }
+    if settings.openapi_endpoint {
+        options = options.with_openapi_endpoint();
     }
     let options = settings.limits.apply(options);
     let options = settings.cors.apply(options, settings.no_compression)?;

@@ -100,6 +100,10 @@ pub(crate) struct ServeArgs {
     /// Serve `GET /config`: to anyone (`public`), or filtered by the caller's roles.
     #[arg(long, value_enum, env = "STARFISH_CONFIG_ENDPOINT")]
     config_endpoint: Option<ConfigEndpointArg>,
+    /// Serve `GET /openapi.json`: the OpenAPI 3.1 document of the config's routes
+    /// [default: off].
+    #[arg(long, env = "STARFISH_OPENAPI_ENDPOINT", num_args = 0..=1, default_missing_value = "true")]
+    openapi_endpoint: Option<bool>,
     /// Reverse proxies in front of the server; the client IP for rate limits is the
     /// N-th `X-Forwarded-For` entry from the right. 0: the socket address [default: 0].
     #[arg(long, env = "STARFISH_TRUSTED_PROXY_HOPS")]
@@ -239,6 +243,7 @@ pub(crate) struct ServerSection {
     /// Relative to the config file's directory.
     revocations: Option<PathBuf>,
     config_endpoint: Option<ConfigEndpointArg>,
+    openapi_endpoint: Option<bool>,
     trusted_proxy_hops: Option<usize>,
     auth: AuthSection,
     cors: CorsSection,
@@ -342,6 +347,7 @@ pub(crate) struct Settings {
     pub(crate) revocations: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) config_endpoint: Option<ConfigEndpointArg>,
+    pub(crate) openapi_endpoint: bool,
     pub(crate) trusted_proxy_hops: usize,
     pub(crate) auth: AuthSettings,
     pub(crate) cors: Cors,
@@ -459,6 +465,10 @@ impl Settings {
                 .revocations
                 .or_else(|| section.revocations.map(|r| beside(&config, r))),
             config_endpoint: args.config_endpoint.or(section.config_endpoint),
+            openapi_endpoint: args
+                .openapi_endpoint
+                .or(section.openapi_endpoint)
+                .unwrap_or(false),
             trusted_proxy_hops: args
                 .trusted_proxy_hops
                 .or(section.trusted_proxy_hops)

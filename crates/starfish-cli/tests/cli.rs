@@ -174,6 +174,28 @@ fn check_config_warns_of_a_role_one_edit_away_from_public_or_self() {
 }
 
 #[test]
+fn openapi_json_is_served_when_turned_on_by_flag_or_config() {
+    let data = tempfile::tempdir().unwrap();
+    let off = Server::start(&["--store", "memory"], data.path());
+    assert_eq!(off.request("GET", "/openapi.json", None).0, 404);
+    assert!(off.terminate().success());
+    let on = Server::start(&["--store", "memory", "--openapi-endpoint"], data.path());
+    let (status, body) = on.request("GET", "/openapi.json", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""openapi":"3.1"#), "{body}");
+    assert!(on.terminate().success());
+    let config = data.path().join("openapi.yaml");
+    let sample = std::fs::read_to_string(SAMPLE).unwrap();
+    std::fs::write(
+        &config,
+        format!("{sample}\nserver:\n  openapiEndpoint: true\n"),
+    )
+    .unwrap();
+    let from_config = Server::start_with(&config, data.path(), &["--store", "memory"]);
+    assert_eq!(from_config.request("GET", "/openapi.json", None).0, 200);
+}
+
+#[test]
 fn no_anonymous_refuses_callers_without_a_cap() {
     let data = tempfile::tempdir().unwrap();
     let open = Server::start(&["--store", "memory"], data.path());
