@@ -3,7 +3,8 @@
 //!
 //! - no function outside tests is longer than [`MAX_FN_LINES`] lines;
 //! - no modules of a crate form a circle, neither its top-level modules nor the
-//!   submodules inside one top-level module.
+//!   submodules inside one top-level module;
+//! - the wire format (`starfish-protocol`) depends on no runtime, HTTP or store crate.
 //!
 //! The checker reads each crate from its roots (`src/lib.rs`, `src/main.rs`,
 //! `src/bin/*.rs`) along its `mod` declarations, so it knows which files are test
@@ -1084,5 +1085,72 @@ fn inline_modules_belong_to_their_file() {
     assert!(
         found[0].starts_with("a -> b -> a\n      a -> b: src/a.rs:2"),
         "{found:?}"
+    );
+}
+
+/// The packages `package` depends on, as `Cargo.lock` records them for the whole
+/// workspace (every feature any member turns on: a superset of what it builds with).
+fn locked_dependencies(lock: &str, package: &str) -> BTreeSet<String> {
+    let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for block in lock.split("[[package]]").skip(1) {
+        let Some(name) = block
+            .lines()
+            .find_map(|l| l.strip_prefix("name = \""))
+            .and_then(|l| l.strip_suffix('"'))
+        else {
+            continue;
+        };
+        let listed = block
+            .split_once("dependencies = [")
+            .map(|(_, rest)| rest.split(']').next().unwrap_or(""))
+            .unwrap_or("");
+        let names = listed
+            .split(',')
+            .filter_map(|d| d.trim().trim_matches('"').split(' ').next())
+            .filter(|d| !d.is_empty())
+            .map(str::to_owned);
+        deps.entry(name.to_owned()).or_default().extend(names);
+    }
+    let mut seen = BTreeSet::new();
+    let mut next = vec![package.to_owned()];
+    while let Some(name) = next.pop() {
+        for dep in deps.get(&name).into_iter().flatten() {
+            if seen.insert(dep.clone()) {
+                next.push(dep.clone());
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn the_protocol_crate_holds_no_runtime_http_or_store() {
+    let lock = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock"))
+        .expect("Cargo.lock");
+    let deps = locked_dependencies(&lock, "starfish-protocol");
+    assert!(
+        deps.contains("ed25519-dalek"),
+        "read the lock file: {deps:?}"
+    );
+    let server = locked_dependencies(&lock, "starfish-server");
+    assert!(
+        server.contains("tokio"),
+        "the check can see tokio: {server:?}"
+    );
+    let forbidden: Vec<_> = [
+        "tokio",
+        "axum",
+        "axum-core",
+        "hyper",
+        "object_store",
+        "tower",
+        "mio",
+    ]
+    .into_iter()
+    .filter(|f| deps.contains(*f))
+    .collect();
+    assert!(
+        forbidden.is_empty(),
+        "starfish-protocol depends on {forbidden:?}: the wire format must build without a runtime, HTTP or a store"
     );
 }
