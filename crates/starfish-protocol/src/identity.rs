@@ -106,13 +106,63 @@ pub fn issue_cap(
         "exp": grant.exp,
         "nonce": BASE64.encode(nonce),
     });
+    sign_cap(issuer, &mut cert);
+    cert
+}
+
+/// Issues an `audience` certificate (a public link): `issuer` grants `grant` to
+/// whoever redeems it with a key of their own, or only to the keys in `aud` (hex
+/// Ed25519 public keys) when given. It names no subject (§3.2).
+pub fn issue_audience_cap(
+    issuer: &SigningKey,
+    grant: &CapGrant,
+    aud: Option<&[String]>,
+    nonce: [u8; 16],
+) -> Value {
+    let iss = hex::encode(issuer.verifying_key().as_bytes());
+    let ops: Vec<&str> = grant.ops.iter().map(|op| op.as_str()).collect();
+    let mut cert = json!({
+        "v": 1,
+        "kind": CapKind::Audience.as_str(),
+        "iss": iss,
+        "issUserId": user_id_from_pub_hex(&iss),
+        "scope": {"ops": ops, "collections": grant.collections, "paths": grant.paths},
+        "nbf": grant.nbf,
+        "exp": grant.exp,
+        "nonce": BASE64.encode(nonce),
+    });
+    if let Some(aud) = aud {
+        cert["aud"] = json!(aud);
+    }
+    sign_cap(issuer, &mut cert);
+    cert
+}
+
+/// Adds the issuer's signature over the certificate's signing input (§3.3).
+fn sign_cap(issuer: &SigningKey, cert: &mut Value) {
     let input = format!(
         "{}{}",
         crate::capcert::CAP_CERT_DOMAIN,
-        stable_stringify(&cert)
+        stable_stringify(cert)
     );
     cert["sig"] = json!(BASE64.encode(issuer.sign(input.as_bytes()).to_bytes()));
-    cert
+}
+
+/// The headers that sign `request` with `key` under the certificate `cert`: the
+/// key is the certificate's subject, or for an audience certificate the
+/// redeemer's own key (then send `X-Starfish-Pub` with its hex too).
+pub fn sign_request(
+    key: &SigningKey,
+    cert: &Value,
+    request: &crate::signing::SignedRequest<'_>,
+) -> SignedHeaders {
+    let signature = key.sign(request.signing_input().as_bytes());
+    SignedHeaders {
+        authorization: format!("Cap {}", BASE64.encode(stable_stringify(cert).as_bytes())),
+        sig: BASE64.encode(signature.to_bytes()),
+        ts: request.ts.to_string(),
+        nonce: request.nonce.to_owned(),
+    }
 }
 
 /// A fresh request nonce: base64 of 16 random bytes.
@@ -225,16 +275,7 @@ impl Identity {
 
     /// The headers that sign `request` with the device key under its certificate.
     pub fn sign(&self, request: &crate::signing::SignedRequest<'_>) -> SignedHeaders {
-        let signature = self.device.sign(request.signing_input().as_bytes());
-        SignedHeaders {
-            authorization: format!(
-                "Cap {}",
-                BASE64.encode(stable_stringify(&self.cert).as_bytes())
-            ),
-            sig: BASE64.encode(signature.to_bytes()),
-            ts: request.ts.to_string(),
-            nonce: request.nonce.to_owned(),
-        }
+        sign_request(&self.device, &self.cert, request)
     }
 
     /// An author proof by the device key over `data` at `document_key` (§5.4 with

@@ -11,6 +11,7 @@
 //!   [`cert_json`] reads one from a header with bounds on its size.
 //! - [`signing`]: what a request signature covers, and signing one.
 //! - [`scope`]: the path globs of a certificate's scope.
+//! - [`sharing`]: the sharing extension's rules for member and audience certificates.
 //! - [`identity`]: a root key and a device certificate, and the headers of a signed
 //!   request: what a client needs to call a server.
 //!
@@ -29,6 +30,7 @@ pub mod cert_json;
 pub mod document;
 pub mod identity;
 pub mod scope;
+pub mod sharing;
 pub mod signing;
 
 pub use canonical::{compute_hash, sha256_hex, stable_stringify};

@@ -202,6 +202,7 @@ pub mod migrate;
 mod openapi;
 pub mod rotate;
 mod routes;
+pub mod sharing;
 pub mod store;
 mod sync;
 mod tenants;

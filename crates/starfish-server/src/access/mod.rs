@@ -41,8 +41,8 @@ pub(crate) enum Refusal {
 }
 
 use crate::auth::{Caller, CapOp, match_scope_path};
-use crate::config::{Collection, Restriction, Role, RoleSet};
-use crate::store::{ObjectKey, PathParams};
+use crate::config::{Collection, PathTemplate, Restriction, Role, RoleSet};
+use crate::store::{NsStore, ObjectKey, PathParams};
 use futures::future::BoxFuture;
 use std::sync::Arc;
 
@@ -75,6 +75,7 @@ pub trait Authorize: Send + Sync + 'static {
 /// One access to one object, as hooks see it.
 #[derive(Debug, Clone, Copy)]
 pub struct AccessRequest<'a> {
+    store: &'a NsStore,
     caller: &'a Caller,
     namespace: Option<&'a str>,
     collection: &'a Collection,
@@ -112,6 +113,34 @@ impl<'a> AccessRequest<'a> {
     /// A path parameter's value.
     pub fn param(&self, name: &str) -> Option<&'a str> {
         self.params.get(name)
+    }
+
+    /// The `data` of the document at `template` (a storage path template, its
+    /// parameters filled from `params`) in the part of the store this request reads:
+    /// for enrichers that keep access records in documents (a registry, a user's
+    /// entitlements). `None` when there is no such document.
+    ///
+    /// # Errors
+    /// A parameter that breaks the path rules, or a store failure: an enricher
+    /// fails closed on either.
+    pub(crate) async fn read_data(
+        &self,
+        template: &PathTemplate,
+        params: &[(&str, &str)],
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, HookError> {
+        let params = PathParams::checked(params.iter().map(|(n, v)| (*n, (*v).to_owned())))
+            .map_err(|e| HookError(format!("registry parameter: {e}")))?;
+        let key = ObjectKey::resolve(template, template.segments().len(), &params, None)
+            .map_err(|e| HookError(format!("registry key: {e}")))?;
+        let bytes = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| HookError(format!("store: {e}")))?;
+        Ok(bytes
+            .as_deref()
+            .and_then(starfish_protocol::StoredDoc::parse)
+            .map(|doc| doc.data))
     }
 }
 
@@ -161,6 +190,9 @@ pub(crate) enum Denied {
 /// One key touched by a request, with where it was reached from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Touch<'a> {
+    /// The part of the store the request reads and writes (for enrichers that keep
+    /// access records in documents).
+    pub(crate) store: &'a NsStore,
     pub(crate) namespace: Option<(&'a str, &'a [Restriction])>,
     pub(crate) collection: &'a Collection,
     pub(crate) action: Action,
@@ -196,6 +228,7 @@ impl Gate {
             return Err(Denied::Forbidden("identity restriction"));
         }
         let request = AccessRequest {
+            store: touch.store,
             caller,
             namespace: touch.namespace.map(|(n, _)| n),
             collection: c,
@@ -208,6 +241,9 @@ impl Gate {
             None => Vec::new(),
         };
         decide(caller, &extra, c, touch.action, touch.params)?;
+        if !is_public(c, touch.action) {
+            owner_only(caller, touch.key, touch.action)?;
+        }
         if !in_scope(caller, touch.key) {
             return Err(Denied::Forbidden("key outside the cap's scope.paths"));
         }
@@ -234,6 +270,28 @@ pub(crate) fn check_binding(caller: &Caller, params: &PathParams) -> Result<(), 
     {
         return Err(Denied::Forbidden(
             "identity parameter differs from the cap-bound identity",
+        ));
+    }
+    Ok(())
+}
+
+/// A collection's member directory (`…/_members`) is its owner's alone, and so is
+/// writing its keyring (`…/_keyring`): a caller on a member or audience certificate
+/// reaches neither, whatever the certificate's paths say (unless the collection is
+/// public for that action: a roster published read-open is read by anyone). The sharing validators
+/// refuse certificates whose paths reach them under the reference's naming
+/// (`<collection>/_members`); this holds for every key, however it is named.
+///
+/// # Errors
+/// [`Denied::Forbidden`].
+fn owner_only(caller: &Caller, key: &ObjectKey, action: Action) -> Result<(), Denied> {
+    if !caller.is_delegated() {
+        return Ok(());
+    }
+    let last = key.as_str().rsplit('/').next().unwrap_or("");
+    if last == "_members" || (last == "_keyring" && action == Action::Push) {
+        return Err(Denied::Forbidden(
+            "a shared certificate never reaches the owner's _members or writes _keyring",
         ));
     }
     Ok(())

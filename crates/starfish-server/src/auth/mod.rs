@@ -8,6 +8,7 @@ mod nonce;
 mod replay;
 mod resolver;
 mod revocation;
+mod validators;
 mod verified;
 
 pub use crate::util::clock::{Clock, ManualClock, SystemClock};
@@ -23,8 +24,10 @@ pub use resolver::{
 };
 pub use revocation::{InMemoryRevocationStore, RevocationError, RevocationStore};
 pub(crate) use starfish_protocol::capcert::CapOp;
+pub use starfish_protocol::capcert::{CapCert, CapKind};
 pub(crate) use starfish_protocol::scope::match_scope_path;
 pub(crate) use starfish_protocol::signing::parse_ts_header;
+pub use validators::{CapValidator, CapValidators};
 
 use std::sync::Arc;
 
@@ -58,6 +61,8 @@ pub struct Caller {
     grant: Option<Arc<CapGrant>>,
     root: Option<Arc<str>>,
     api_key: bool,
+    /// A member or audience certificate: a grant from another user (its issuer).
+    delegated: bool,
     /// When the credentials expire, in ms since the epoch (a cap-cert's `exp`).
     expires_ms: Option<u64>,
 }
@@ -115,6 +120,19 @@ impl Caller {
     }
 
     /// True for a caller authenticated by an API key.
+    /// Marks a caller acting on a member or audience certificate.
+    pub(crate) fn with_delegation(mut self) -> Self {
+        self.delegated = true;
+        self
+    }
+
+    /// True for a caller acting on a member or audience certificate: a grant from
+    /// another user, bounded by what that user shared (never a collection's
+    /// `_members` directory, never a write of its `_keyring`).
+    pub fn is_delegated(&self) -> bool {
+        self.delegated
+    }
+
     pub(crate) fn is_api_key(&self) -> bool {
         self.api_key
     }

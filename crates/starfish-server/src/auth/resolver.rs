@@ -8,7 +8,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use base64::Engine as _;
 use futures::future::BoxFuture;
 use starfish_protocol::BASE64;
-use starfish_protocol::author::{parse_signature, verify};
+use starfish_protocol::author::{parse_public_key, parse_signature, verify};
+use starfish_protocol::capcert::user_id_from_pub_hex;
 use starfish_protocol::capcert::{CAP_SKEW_SECS, CapCert, CapKind};
 use starfish_protocol::cert_json::{CertJsonError, read_cert_json};
 use starfish_protocol::signing::{REQUEST_SKEW_MS, SignedRequest, parse_ts_header};
@@ -107,6 +108,9 @@ pub struct CapAuthOptions {
     /// A replay cache shared with other nodes (Redis), used instead of this
     /// process's own: a request accepted by one node is refused by every other.
     pub shared_replay: Option<Arc<dyn super::ReplayStore>>,
+    /// Validators of certificate kinds other than `device` (the reference's
+    /// `capValidators`): without one, `member` and `audience` certificates get `401`.
+    pub validators: super::CapValidators,
 }
 
 impl CapAuthOptions {
@@ -144,6 +148,7 @@ impl Default for CapAuthOptions {
             host_override: None,
             revocations: Arc::new(InMemoryRevocationStore::new()),
             shared_replay: None,
+            validators: super::CapValidators::new(),
         }
     }
 }
@@ -212,9 +217,8 @@ impl CapCertAuthenticator {
             CertJsonError::Bounds => unauthorized("cap-cert over its bounds"),
             CertJsonError::Syntax => unauthorized("malformed cap-cert in Authorization header"),
         })?;
-        let cert = CapCert::parse(&value)
-            .and_then(VerifiedCert::new)
-            .map_err(|e| unauthorized(e.to_string()))?;
+        let cert = CapCert::parse(&value).map_err(|e| unauthorized(e.to_string()))?;
+        let cert = VerifiedCert::new(cert, &self.options.validators).map_err(unauthorized)?;
         Ok((Arc::new(cert), false))
     }
 
@@ -242,35 +246,37 @@ impl CapCertAuthenticator {
         let cert = &verified.cert;
         cert.check_window((now_ms / 1000) as f64)
             .map_err(|e| unauthorized(e.to_string()))?;
-        if cert.kind != CapKind::Device {
-            // Member and audience caps need an extension validator, as in the reference.
-            return Err(unauthorized(format!(
-                "cap-cert kind \"{}\" has no registered validator",
-                cert.kind.as_str()
-            )));
+        let signer = Signer::of(&verified, request.headers)?;
+        self.check_signature(request, &headers, signature, &signer.key)?;
+        if let (Some(aud), Some(presenter)) = (&cert.aud, &signer.presenter) {
+            if !aud.iter().any(|a| a.eq_ignore_ascii_case(presenter)) {
+                return Err(AuthError::Forbidden(
+                    "presenter is not in the cap audience".into(),
+                ));
+            }
         }
-        let verifying = self.check_signature(request, &headers, signature, &verified)?;
-        // The key the signature was just checked against (its bytes as `sub` gave them).
-        let signer = verified
-            .subject_key
-            .map(|key| key.to_bytes())
-            .ok_or_else(|| unauthorized("cap-cert subject is not a key"))?;
+        let signer_bytes = signer.key.to_bytes();
         let claim = if self.options.shared_replay.is_some() {
             let signed_at = u64::try_from(headers.ts).unwrap_or(0);
-            Some((super::nonce::fingerprint(&signer, headers.nonce), signed_at))
+            Some((
+                super::nonce::fingerprint(&signer_bytes, headers.nonce),
+                signed_at,
+            ))
         } else {
             if let Err(refusal) =
                 self.nonces
-                    .check_and_remember(&signer, headers.nonce, headers.ts, now_ms)
+                    .check_and_remember(&signer_bytes, headers.nonce, headers.ts, now_ms)
             {
                 return Err(unauthorized(format!("nonce refused: {refusal:?}")));
             }
             None
         };
+        // An audience certificate has no subject: it is revoked by its nonce alone.
+        let subject = cert.sub.as_deref().unwrap_or("");
         if self
             .options
             .revocations
-            .is_revoked(&cert.iss, verifying, &cert.nonce)
+            .is_revoked(&cert.iss, subject, &cert.nonce)
         {
             return Err(unauthorized("cap-cert revoked"));
         }
@@ -280,7 +286,7 @@ impl CapCertAuthenticator {
                 self.certs.insert(key.into(), verified.clone());
             }
         }
-        Ok((caller_of(&verified, verifying), claim))
+        Ok((caller_of(&verified, &signer)?, claim))
     }
 
     /// The `Authorization: Cap` value and the signature headers; `None` for an
@@ -326,24 +332,19 @@ impl CapCertAuthenticator {
     }
 
     /// Checks the request signature (`signature`: `X-Starfish-Sig` decoded, if it
-    /// could be) against the cap's subject key; returns that key.
-    fn check_signature<'c>(
+    /// could be) against the verifying key `key`.
+    fn check_signature(
         &self,
         request: &AuthRequest<'_>,
         headers: &SignatureHeaders<'_>,
         signature: Option<ed25519_dalek::Signature>,
-        verified: &'c VerifiedCert,
-    ) -> Result<&'c str, AuthError> {
+        key: &ed25519_dalek::VerifyingKey,
+    ) -> Result<(), AuthError> {
         let body = match request.body {
             SignedBody::Empty => &[][..],
             SignedBody::Bytes(b) => b,
             SignedBody::Rejected(message) => return Err(AuthError::BodyTooLarge(message)),
         };
-        let verifying = verified
-            .cert
-            .sub
-            .as_deref()
-            .ok_or_else(|| unauthorized("cap-cert missing subject"))?;
         let signed = SignedRequest {
             method: request.method.as_str(),
             path_and_query: request.path_and_query,
@@ -356,15 +357,58 @@ impl CapCertAuthenticator {
             ts: headers.ts,
             nonce: headers.nonce,
         };
-        let ok = match (&verified.subject_key, signature) {
-            (Some(key), Some(sig)) => verify(key, signed.signing_input().as_bytes(), &sig),
-            _ => false,
-        };
-        if ok {
-            Ok(verifying)
-        } else {
-            Err(unauthorized("bad request signature"))
+        match signature {
+            Some(sig) if verify(key, signed.signing_input().as_bytes(), &sig) => Ok(()),
+            _ => Err(unauthorized("bad request signature")),
         }
+    }
+}
+
+/// Who signs a request on a certificate: its subject (`device`, `member`), or for an
+/// `audience` certificate the redeemer named by `X-Starfish-Pub`.
+struct Signer {
+    key: ed25519_dalek::VerifyingKey,
+    /// The hex key as the certificate or the header gave it.
+    hex: String,
+    /// The redeemer's key (lower-case hex), for an audience certificate.
+    presenter: Option<String>,
+}
+
+impl Signer {
+    fn of(verified: &VerifiedCert, headers: &HeaderMap) -> Result<Self, AuthError> {
+        if verified.cert.kind == CapKind::Audience {
+            let presenter = headers
+                .get("x-starfish-pub")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| {
+                    v.len() == 64 && v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                })
+                .ok_or_else(|| {
+                    unauthorized("missing or malformed X-Starfish-Pub for audience cap")
+                })?;
+            let key = parse_public_key(presenter).ok_or_else(|| {
+                unauthorized("missing or malformed X-Starfish-Pub for audience cap")
+            })?;
+            return Ok(Self {
+                key,
+                hex: presenter.to_owned(),
+                presenter: Some(presenter.to_owned()),
+            });
+        }
+        let hex = verified
+            .cert
+            .sub
+            .clone()
+            .ok_or_else(|| unauthorized("cap-cert missing subject"))?;
+        // A subject that is no key verifies no signature: refused as a bad one.
+        let key = verified
+            .subject_key
+            .ok_or_else(|| unauthorized("bad request signature"))?;
+        Ok(Self {
+            key,
+            hex,
+            presenter: None,
+        })
     }
 }
 
@@ -399,27 +443,50 @@ fn exp_ms(exp: f64) -> u64 {
     }
 }
 
-/// The caller a verified certificate describes: its issuer's identity, roles, grant
-/// and path scope (`{identity}` filled in).
-fn caller_of(verified: &VerifiedCert, presenter: &str) -> Caller {
+/// The caller a verified certificate describes: the identity it is bound to (a
+/// device certificate's issuer, a member certificate's subject, an audience
+/// certificate's redeemer), its roles, grant and path scope (`{identity}` filled
+/// in with that identity).
+///
+/// # Errors
+/// A member certificate without `subUserId` (`401`); a member or audience
+/// certificate without `scope.paths` (`403`: it would reach everything).
+fn caller_of(verified: &VerifiedCert, signer: &Signer) -> Result<Caller, AuthError> {
     let cert = &verified.cert;
-    let identity = cert.iss_user_id.as_str();
-    let mut caller = Caller::from_cap(identity, verified.roles.clone())
-        .with_presenter(presenter)
+    let identity = match cert.kind {
+        CapKind::Device => cert.iss_user_id.clone(),
+        CapKind::Member => cert
+            .sub_user_id
+            .clone()
+            .ok_or_else(|| unauthorized("member cap-cert without subUserId"))?,
+        CapKind::Audience => user_id_from_pub_hex(&signer.hex)
+            .ok_or_else(|| unauthorized("missing or malformed X-Starfish-Pub for audience cap"))?,
+    };
+    let delegated = cert.kind != CapKind::Device;
+    if delegated && cert.paths.as_ref().is_none_or(Vec::is_empty) {
+        return Err(AuthError::Forbidden(
+            "member/audience cap must carry an explicit scope.paths".into(),
+        ));
+    }
+    let mut caller = Caller::from_cap(&identity, verified.roles.clone())
+        .with_presenter(signer.hex.as_str())
         .with_root(cert.iss.to_ascii_lowercase())
         .with_expiry(exp_ms(cert.exp + CAP_SKEW_SECS))
         .with_grant(CapGrant {
             ops: cert.ops.clone(),
             collections: cert.collections.clone(),
         });
+    if delegated {
+        caller = caller.with_delegation();
+    }
     if let Some(paths) = &cert.paths {
         let paths = paths
             .iter()
-            .map(|p| p.replace("{identity}", identity))
+            .map(|p| p.replace("{identity}", &identity))
             .collect();
         caller = caller.with_scope_paths(paths);
     }
-    caller
+    Ok(caller)
 }
 
 /// A nonce's fingerprint still to be claimed in the shared replay cache, and the

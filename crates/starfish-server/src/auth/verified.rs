@@ -1,6 +1,7 @@
 //! A certificate whose issuer signature verified, with the roles the server gives
 //! it: computed once, so a cached certificate costs no allocation per request.
 
+use super::CapValidators;
 use starfish_protocol::author::parse_public_key;
 use starfish_protocol::capcert::{CapCert, CapCertError};
 use std::sync::Arc;
@@ -20,13 +21,20 @@ pub(crate) struct VerifiedCert {
 }
 
 impl VerifiedCert {
-    /// Checks the issuer signature; only then are roles built from the certificate.
+    /// Checks the issuer signature, then the validators of its kind; only then are
+    /// roles built from the certificate.
     ///
     /// # Errors
-    /// [`CapCertError::BadSignature`].
-    pub(crate) fn new(cert: CapCert) -> Result<Self, CapCertError> {
-        cert.check_signature()?;
+    /// The reason it is refused: a bad signature, a kind without a validator, or a
+    /// validator's refusal.
+    pub(crate) fn new(cert: CapCert, validators: &CapValidators) -> Result<Self, String> {
+        cert.check_signature()
+            .map_err(|e: CapCertError| e.to_string())?;
+        let extra = validators.check(&cert)?;
         let mut roles = cert.roles();
+        roles.extend(extra);
+        roles.sort();
+        roles.dedup();
         if cert.is_root_device() {
             roles.push(super::ROLE_DEVICE_ROOT.to_owned());
             roles.sort();

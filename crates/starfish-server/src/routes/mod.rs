@@ -369,6 +369,7 @@ pub(crate) async fn allow(
 ) -> Result<(), ApiError> {
     admit(scope, caller)?;
     let touch = Touch {
+        store: scope.store_for(&doc.collection),
         namespace: scope.access(),
         collection: &doc.collection,
         action,
