@@ -15,6 +15,7 @@ const modules = join(process.env.STARFISH_REF_DIR, "node_modules");
 const load = (rel) => import(pathToFileURL(join(modules, rel)).href);
 
 const server = await load("@drakkar.software/starfish-server/dist/index.js");
+const sharing = await load("@drakkar.software/starfish-sharing/dist/index.js");
 const { FilesystemObjectStore } = await load("@drakkar.software/starfish-server/dist/storage/filesystem.js");
 const { serve } = await load("@hono/node-server/dist/index.mjs");
 const { Hono } = await load("hono/dist/index.js");
@@ -28,14 +29,24 @@ if (revocations && existsSync(revocations)) {
     if (!result.ok) throw new Error(`revocation list refused: ${result.reason}`);
   }
 }
+// The config's `server.sharing` section (which starfish serve reads, and the reference
+// ignores) turns on the same thing here: the sharing plugin's validators and its
+// issuer-bound role enrichers.
+const configText = readFileSync(opt("config"), "utf-8");
+const shared = JSON.parse(configText).server?.sharing ?? {};
+const plugins = [server.defaultServerPlugin];
+if (shared.validators) plugins.push(sharing.sharingServerPlugin);
+const enrichers = (shared.issuerBound ?? []).map((o) => sharing.makeIssuerBoundRoleEnricher(o));
 const sync = server.createSyncRouter({
   store: new FilesystemObjectStore({ baseDir: opt("data") }),
-  config: server.parseConfigJson(readFileSync(opt("config"), "utf-8")),
+  config: server.parseConfigJson(configText),
   roleResolver: server.createCapCertRoleResolver({
     nonceCache: server.createInMemoryNonceCache(),
     revocationStore,
     allowAnonymous: true,
+    plugins,
   }),
+  ...(enrichers.length ? { roleEnricher: server.composeEnrichers(...enrichers) } : {}),
 });
 const app = new Hono();
 app.route("/v1", sync);

@@ -35,7 +35,8 @@ case "$SERVER" in
     mkdir -p "$STARFISH_REF_DIR"
     (cd "$STARFISH_REF_DIR" && { [ -f package.json ] || npm init -y >/dev/null; } &&
       npm install --no-audit --no-fund --loglevel=error --cache "$CACHE/npm" \
-        @drakkar.software/starfish-server@3.0.0-alpha.65 @hono/node-server@1 hono@4 >/dev/null)
+        @drakkar.software/starfish-server@3.0.0-alpha.65 @drakkar.software/starfish-sharing@3.0.0-alpha.65 \
+        @hono/node-server@1 hono@4 >/dev/null)
     start_cmd=(node "$HERE/ref-server.mjs")
     ;;
   *) echo "STARFISH_INTEROP_SERVER must be starfish or reference" >&2; exit 2 ;;

@@ -25,6 +25,7 @@ mod openapi;
 mod rotate;
 mod serve;
 mod settings;
+mod sharing;
 mod tenancy;
 
 use clap::{Parser, Subcommand};
@@ -273,6 +274,7 @@ fn cap_auth_options(settings: &Settings) -> Result<CapAuthOptions, String> {
     if let Some(path) = &settings.revocations {
         cap_auth.revocations = Arc::new(load_revocations(path)?);
     }
+    settings.sharing.apply_validators(&mut cap_auth);
     Ok(cap_auth)
 }
 
@@ -340,6 +342,8 @@ fn with_settings(mut options: SyncOptions, settings: &Settings) -> Result<SyncOp
     }
     let options = settings.limits.apply(options);
     let options = settings.cors.apply(options, settings.no_compression)?;
+    let clock: Arc<dyn starfish_server::auth::Clock> = Arc::new(starfish_server::auth::SystemClock);
+    let options = settings.sharing.apply_enrichers(options, clock)?;
     settings.tenancy.apply(options)
 }
 

@@ -104,6 +104,11 @@ pub(crate) struct ServeArgs {
     /// [default: off].
     #[arg(long, env = "STARFISH_OPENAPI_ENDPOINT", num_args = 0..=1, default_missing_value = "true")]
     openapi_endpoint: Option<bool>,
+    /// Accept member certificates and public links (audience certificates): the
+    /// sharing plugin's validators; the enrichers are set in `server: sharing:`
+    /// [default: off].
+    #[arg(long, env = "STARFISH_SHARING", num_args = 0..=1, default_missing_value = "true")]
+    sharing: Option<bool>,
     /// Reverse proxies in front of the server; the client IP for rate limits is the
     /// N-th `X-Forwarded-For` entry from the right. 0: the socket address [default: 0].
     #[arg(long, env = "STARFISH_TRUSTED_PROXY_HOPS")]
@@ -245,6 +250,7 @@ pub(crate) struct ServerSection {
     config_endpoint: Option<ConfigEndpointArg>,
     openapi_endpoint: Option<bool>,
     trusted_proxy_hops: Option<usize>,
+    sharing: crate::sharing::SharingSection,
     auth: AuthSection,
     cors: CorsSection,
     no_compression: Option<bool>,
@@ -348,6 +354,8 @@ pub(crate) struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) config_endpoint: Option<ConfigEndpointArg>,
     pub(crate) openapi_endpoint: bool,
+    #[serde(skip_serializing_if = "is_default")]
+    pub(crate) sharing: crate::sharing::SharingSection,
     pub(crate) trusted_proxy_hops: usize,
     pub(crate) auth: AuthSettings,
     pub(crate) cors: Cors,
@@ -469,6 +477,7 @@ impl Settings {
                 .openapi_endpoint
                 .or(section.openapi_endpoint)
                 .unwrap_or(false),
+            sharing: section.sharing.with_flag(args.sharing),
             trusted_proxy_hops: args
                 .trusted_proxy_hops
                 .or(section.trusted_proxy_hops)
@@ -681,6 +690,11 @@ impl AuthSettings {
             public_host: args.public_host.or(section.public_host),
         }
     }
+}
+
+/// True for a value equal to its type's default (left out of `--print-config`).
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ Prints one line per scenario and a closing "N passed, M failed" line.
 """
 
 import asyncio
+import hashlib
 import json
 import os
 import secrets
@@ -18,6 +19,8 @@ from starfish_identities.cap_mint import mint_device_cap, scopes
 from starfish_identities.identity import derive_root_identity
 from starfish_protocol.revocation import build_revocation_list
 from starfish_sdk import StarfishClient
+from starfish_sharing.cap_mint import mint_member_cap, scopes as share_scopes
+from starfish_sharing.public_link import create_public_link, parse_public_link
 from starfish_sdk.types import ConflictError, StarfishHttpError
 
 BASE = sys.argv[1]
@@ -265,6 +268,100 @@ async def read_only_cap_cannot_write():
             await expect_status(write, 403)
 
 
+class Share:
+    """A cap someone else issued (a member cap, or a public link redeemed with
+    `pub_hex`), presented by `holder`'s device key."""
+
+    def __init__(self, cap, holder: Device, link=False):
+        self.cap, self.holder, self.link = cap, holder, link
+
+    async def get_cap(self):
+        ctx = {"cap": self.cap, "dev_ed_priv_hex": self.holder.dev_priv}
+        if self.link:
+            ctx["pub_hex"] = self.holder.dev_pub
+        return ctx
+
+    def client(self, namespace=None):
+        return StarfishClient(BASE, cap_provider=self, namespace=namespace)
+
+
+def member_cap(owner: Device, member: Device, preset):
+    # The member acts as the user id of the key that signs (its device key).
+    uid = hashlib.sha256(bytes.fromhex(member.dev_pub)).hexdigest()[:32]
+    sub = {"edPubHex": member.dev_pub, "kemPubHex": "00" * 32, "userIdHex": uid}
+    return mint_member_cap(owner.root.keys.ed_priv, owner.root.keys.ed_pub, sub, "spaces",
+                           preset("spaces"))
+
+
+async def alice_space(name):
+    """Alice writes her space `name` with her own device; its path."""
+    path = f"/spaces/{alice.uid}/{name}"
+    async with alice.client() as c:
+        await c.push(f"/push{path}", {"title": name}, None)
+    return path
+
+
+async def member_share_reads_and_writes():
+    path = await alice_space("shared")
+    share = Share(member_cap(alice, bob, share_scopes.writer), bob)
+    async with share.client() as c:
+        got = await c.pull(f"/pull{path}")
+        assert got.data == {"title": "shared"}, got.data
+        await c.push(f"/push{path}", {"title": "edited by bob"}, got.hash)
+    async with alice.client() as c:
+        assert (await c.pull(f"/pull{path}")).data == {"title": "edited by bob"}
+
+
+async def read_only_share_cannot_write():
+    path = await alice_space("read-only")
+    share = Share(member_cap(alice, bob, share_scopes.read_only), bob)
+    async with share.client() as c:
+        got = await c.pull(f"/pull{path}")
+        await expect_status(c.push(f"/push{path}", {"title": "no"}, got.hash), 403)
+
+
+async def share_does_not_reach_other_owners():
+    # Bob shares Alice's space with himself... as issuer Bob: it reaches nothing of Alice's.
+    path = await alice_space("not-bobs")
+    carol = Device(f"carol-{RUN}")
+    forged = Share(member_cap(bob, carol, share_scopes.writer), carol)
+    async with forged.client() as c:
+        await expect_status(c.pull(f"/pull{path}"), 403)
+    # Nor does Alice's share reach her own settings.
+    share = Share(member_cap(alice, bob, share_scopes.writer), bob)
+    async with share.client() as c:
+        await expect_status(c.pull(f"/pull/users/{alice.uid}/settings"), 403)
+
+
+async def public_link_redeemed_by_a_stranger():
+    path = await alice_space("public")
+    link = create_public_link(alice.root.keys.ed_priv, alice.root.keys.ed_pub, "spaces",
+                              share_scopes.read_only("spaces"))
+    parsed = parse_public_link(link.fragment)
+    stranger = Device(f"stranger-{RUN}")
+    async with Share(parsed.cap, stranger, link=True).client() as c:
+        assert (await c.pull(f"/pull{path}")).data == {"title": "public"}
+    # A long-lived link (ten years) works the same.
+    import time
+    lasting = create_public_link(alice.root.keys.ed_priv, alice.root.keys.ed_pub, "spaces",
+                                 share_scopes.read_only("spaces"),
+                                 expires_at=int(time.time()) + 10 * 365 * 86400)
+    async with Share(parse_public_link(lasting.fragment).cap, stranger, link=True).client() as c:
+        assert (await c.pull(f"/pull{path}")).data == {"title": "public"}
+
+
+async def public_link_outside_its_audience():
+    path = await alice_space("for-dave")
+    dave, carol = Device(f"dave-{RUN}"), Device(f"carol2-{RUN}")
+    link = create_public_link(alice.root.keys.ed_priv, alice.root.keys.ed_pub, "spaces",
+                              share_scopes.read_only("spaces"), allowed_identities=[dave.dev_pub])
+    cap = parse_public_link(link.fragment).cap
+    async with Share(cap, carol, link=True).client() as c:
+        await expect_status(c.pull(f"/pull{path}"), 403)
+    async with Share(cap, dave, link=True).client() as c:
+        assert (await c.pull(f"/pull{path}")).data == {"title": "for-dave"}
+
+
 async def prepare_revocation():
     # Revoke Bob's device: the list is signed by Bob's root and handed to the server.
     async with bob.client() as c:
@@ -275,9 +372,21 @@ async def prepare_revocation():
         1,
         [{"sub": bob.cap["sub"], "nonce": bob.cap["nonce"], "exp": bob.cap["exp"]}],
     )
+    # And Alice revokes a share she gave Bob (her list, signed by her root).
+    path = await alice_space("revoked-share")
+    share = member_cap(alice, bob, share_scopes.read_only)
+    async with Share(share, bob).client() as c:
+        await c.pull(f"/pull{path}")
+    alice_list = build_revocation_list(
+        alice.root.keys.ed_pub,
+        alice.root.keys.ed_priv,
+        1,
+        [{"sub": share["sub"], "nonce": share["nonce"], "exp": share["exp"]}],
+    )
     with open(STATE, "w") as f:
         json.dump({"bob": {"passphrase": f"bob-{RUN}", "cap": bob.cap, "dev_priv": bob.dev_priv},
-                   "revocations": [lst]}, f)
+                   "share": {"cap": share, "path": path},
+                   "revocations": [lst, alice_list]}, f)
 
 
 async def revoked_device_refused():
@@ -291,12 +400,23 @@ async def revoked_device_refused():
         assert (await c.pull(f"/pull/users/{fresh.uid}/settings")).data == {"ok": True}
 
 
+async def revoked_share_refused():
+    state = json.load(open(STATE))
+    holder = Device(state["bob"]["passphrase"])
+    holder.dev_priv = state["bob"]["dev_priv"]
+    async with Share(state["share"]["cap"], holder).client() as c:
+        await expect_status(c.pull(f"/pull{state['share']['path']}"), 401)
+
+
 PHASES = {
     "main": [own_settings, conflict_and_retry, foreign_document_refused, anonymous_public_read,
              batch_fan_in, bundle_pull, append_log, blob_round_trip, namespace_under_v1,
              runtime_tenant_under_v1,
-             read_only_cap_cannot_write, prepare_revocation],
-    "revoked": [revoked_device_refused],
+             read_only_cap_cannot_write, member_share_reads_and_writes,
+             read_only_share_cannot_write, share_does_not_reach_other_owners,
+             public_link_redeemed_by_a_stranger, public_link_outside_its_audience,
+             prepare_revocation],
+    "revoked": [revoked_device_refused, revoked_share_refused],
     "migrated": [namespace_after_migration],
 }
 
