@@ -7,6 +7,8 @@ import { randomBytes } from "node:crypto";
 import { StarfishClient, ConflictError, StarfishHttpError, buildRevocationList } from "@drakkar.software/starfish-client";
 import { deriveRootIdentity, mintDeviceCap, scopes } from "@drakkar.software/starfish-identities";
 import { ed25519Suite } from "@drakkar.software/starfish-protocol";
+import { mintMemberCap, createPublicLink, parsePublicLink, scopes as shareScopes } from "@drakkar.software/starfish-sharing";
+import { createHash } from "node:crypto";
 
 const [BASE, PHASE] = process.argv.slice(2);
 const STATE = process.env.INTEROP_STATE + ".ts";
@@ -43,6 +45,23 @@ async function expectStatus(promise, status) {
   }
   throw new Error(`expected HTTP ${status}, got success`);
 }
+
+/** A cap someone else issued, presented with `holder`'s device key (`link`: as a
+ * public link, naming the key in X-Starfish-Pub). */
+const shareClient = (cap, holder, link = false) =>
+  new StarfishClient({
+    baseUrl: BASE,
+    capProvider: { getCap: async () => ({ cap, devEdPrivHex: holder.priv, ...(link ? { pubHex: holder.pub } : {}) }) },
+  });
+/** The user id of a key: a member acts as its signing key's user id. */
+const userIdOf = (pubHex) => createHash("sha256").update(Buffer.from(pubHex, "hex")).digest("hex").slice(0, 32);
+const memberCap = (owner, member, preset) =>
+  mintMemberCap(owner.id.keys.edPriv, owner.id.keys.edPub,
+    { edPubHex: member.pub, kemPubHex: "00".repeat(32), userIdHex: userIdOf(member.pub) },
+    "spaces", preset("spaces"));
+const link = async (owner, opts = {}) =>
+  parsePublicLink((await createPublicLink({ issEdPrivHex: owner.id.keys.edPriv, issEdPubHex: owner.id.keys.edPub,
+    collection: "spaces", scope: shareScopes.readOnly("spaces"), ...opts })).fragment).cap;
 
 const alice = await device(`alice-ts-${RUN}`);
 const bob = await device(`bob-ts-${RUN}`);
@@ -211,6 +230,46 @@ const scenarios = {
     } finally {
       unsubscribe();
     }
+  },
+  async memberShareReadsAndWrites() {
+    const path = `/spaces/${alice.uid}/ts-shared`;
+    await alice.client().push(`/push${path}`, { title: "shared" }, null);
+    const c = shareClient(await memberCap(alice, bob, shareScopes.writer), bob);
+    const got = await c.pull(`/pull${path}`);
+    assert(eq(got.data, { title: "shared" }), JSON.stringify(got));
+    await c.push(`/push${path}`, { title: "edited by bob" }, got.hash);
+    assert(eq((await alice.client().pull(`/pull${path}`)).data, { title: "edited by bob" }), "alice sees bob's edit");
+  },
+  async readOnlyShareCannotWrite() {
+    const path = `/spaces/${alice.uid}/ts-read-only`;
+    await alice.client().push(`/push${path}`, { title: "ro" }, null);
+    const c = shareClient(await memberCap(alice, bob, shareScopes.readOnly), bob);
+    const got = await c.pull(`/pull${path}`);
+    await expectStatus(c.push(`/push${path}`, { title: "no" }, got.hash), 403);
+  },
+  async shareDoesNotReachOtherOwners() {
+    const path = `/spaces/${alice.uid}/ts-not-bobs`;
+    await alice.client().push(`/push${path}`, { title: "alice's" }, null);
+    const carol = await device(`carol-ts-${RUN}`);
+    await expectStatus(shareClient(await memberCap(bob, carol, shareScopes.writer), carol).pull(`/pull${path}`), 403);
+    const share = shareClient(await memberCap(alice, bob, shareScopes.writer), bob);
+    await expectStatus(share.pull(`/pull/users/${alice.uid}/settings`), 403);
+  },
+  async publicLinkRedeemedByAStranger() {
+    const path = `/spaces/${alice.uid}/ts-public`;
+    await alice.client().push(`/push${path}`, { title: "public" }, null);
+    const stranger = await device(`stranger-ts-${RUN}`);
+    assert(eq((await shareClient(await link(alice), stranger, true).pull(`/pull${path}`)).data, { title: "public" }), "open link");
+    const lasting = await link(alice, { expiresAt: Math.floor(Date.now() / 1000) + 10 * 365 * 86400 });
+    assert(eq((await shareClient(lasting, stranger, true).pull(`/pull${path}`)).data, { title: "public" }), "ten-year link");
+  },
+  async publicLinkOutsideItsAudience() {
+    const path = `/spaces/${alice.uid}/ts-for-dave`;
+    await alice.client().push(`/push${path}`, { title: "dave" }, null);
+    const dave = await device(`dave-ts-${RUN}`), carol = await device(`carol2-ts-${RUN}`);
+    const cap = await link(alice, { allowedIdentities: [dave.pub] });
+    await expectStatus(shareClient(cap, carol, true).pull(`/pull${path}`), 403);
+    assert(eq((await shareClient(cap, dave, true).pull(`/pull${path}`)).data, { title: "dave" }), "dave reads");
   },
   async prepareRevocation() {
     await bob.client().push(`/push/users/${bob.uid}/settings`, { ok: true }, null);
