@@ -9,6 +9,7 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use base64::Engine as _;
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
 use starfish_protocol::capcert::{CapKind, CapOp, user_id_from_pub_hex};
@@ -232,6 +233,17 @@ async fn send_with_nonce(
     )
 }
 
+/// The status of a signed GET of `uri` by `key` under `cert`.
+async fn get(app: &Router, uri: &str, key: &SigningKey, cert: &Value) -> StatusCode {
+    send(app, "GET", uri, key, cert, None, false).await.0
+}
+
+/// The status of a GET of `uri` redeeming the link `cert` with `key`
+/// (`X-Starfish-Pub`).
+async fn redeem(app: &Router, uri: &str, key: &SigningKey, cert: &Value) -> StatusCode {
+    send(app, "GET", uri, key, cert, None, true).await.0
+}
+
 /// Alice writes her space `s1` with her own device cap.
 async fn alice_writes_her_space(app: &Router, alice: &User) -> String {
     let uri = format!("/push/spaces/{}/s1", alice.id);
@@ -256,7 +268,7 @@ async fn member_caps_are_refused_without_the_sharing_validators() {
     let cap = member(&alice, &bob, &["read"], "spaces", READ_ONLY);
     let uri = format!("/pull/spaces/{}/s1", alice.id);
     assert_eq!(
-        send(&app, "GET", &uri, &bob.key, &cap, None, false).await.0,
+        get(&app, &uri, &bob.key, &cap).await,
         StatusCode::UNAUTHORIZED
     );
 }
@@ -339,9 +351,7 @@ async fn a_member_cap_reaches_nothing_its_issuer_does_not_own() {
     let share = member(&alice, &bob, &["read", "list", "write"], "spaces", WRITER);
     let notes = format!("/pull/users/{}/notes", alice.id);
     assert_eq!(
-        send(&app, "GET", &notes, &bob.key, &share, None, false)
-            .await
-            .0,
+        get(&app, &notes, &bob.key, &share).await,
         StatusCode::FORBIDDEN
     );
     // A cap naming Alice's own `users/<id>/` paths is refused outright.
@@ -353,9 +363,7 @@ async fn a_member_cap_reaches_nothing_its_issuer_does_not_own() {
         &[&format!("users/{}/**", alice.id), "!notes/_members"],
     );
     assert_eq!(
-        send(&app, "GET", &notes, &bob.key, &private, None, false)
-            .await
-            .0,
+        get(&app, &notes, &bob.key, &private).await,
         StatusCode::UNAUTHORIZED
     );
 }
@@ -368,9 +376,7 @@ async fn the_owners_roster_and_keyring_are_out_of_a_shares_reach() {
     let keyring = member(&alice, &bob, &["read", "write"], "spaces", READ_ONLY);
     let uri = format!("/pull/spaces/{}/s1", alice.id);
     assert_eq!(
-        send(&app, "GET", &uri, &bob.key, &keyring, None, false)
-            .await
-            .0,
+        get(&app, &uri, &bob.key, &keyring).await,
         StatusCode::UNAUTHORIZED
     );
     // A share whose paths deny `roster/_members` by the reference's naming, but whose
@@ -384,16 +390,12 @@ async fn the_owners_roster_and_keyring_are_out_of_a_shares_reach() {
     );
     let uri = format!("/pull/roster/{}/_members", alice.id);
     assert_eq!(
-        send(&app, "GET", &uri, &bob.key, &roster, None, false)
-            .await
-            .0,
+        get(&app, &uri, &bob.key, &roster).await,
         StatusCode::FORBIDDEN
     );
     // Alice herself reads it.
     assert_eq!(
-        send(&app, "GET", &uri, &alice.key, &alice.device, None, false)
-            .await
-            .0,
+        get(&app, &uri, &alice.key, &alice.device).await,
         StatusCode::OK
     );
 }
@@ -406,9 +408,7 @@ async fn a_member_cap_is_its_subjects_alone_and_bound_to_its_kind() {
     let uri = format!("/pull/spaces/{}/s1", alice.id);
     // Presented by someone who does not hold Bob's key.
     assert_eq!(
-        send(&app, "GET", &uri, &mallory.key, &share, None, false)
-            .await
-            .0,
+        get(&app, &uri, &mallory.key, &share).await,
         StatusCode::UNAUTHORIZED
     );
     // Turned into a device cap (which would bind it to Alice's identity): the
@@ -416,18 +416,11 @@ async fn a_member_cap_is_its_subjects_alone_and_bound_to_its_kind() {
     let mut as_device = share.clone();
     as_device["kind"] = json!("device");
     assert_eq!(
-        send(&app, "GET", &uri, &bob.key, &as_device, None, false)
-            .await
-            .0,
+        get(&app, &uri, &bob.key, &as_device).await,
         StatusCode::UNAUTHORIZED
     );
     // Presented as a public link by Bob (X-Starfish-Pub): still Bob's member cap.
-    assert_eq!(
-        send(&app, "GET", &uri, &bob.key, &share, None, true)
-            .await
-            .0,
-        StatusCode::OK
-    );
+    assert_eq!(redeem(&app, &uri, &bob.key, &share).await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -444,18 +437,11 @@ async fn expired_or_revoked_shares_are_refused() {
     g.exp = T0 / 1000 - 3600;
     let expired = issue_cap(&alice.key, &bob.key.verifying_key(), &[9; 32], &g, [7; 16]);
     assert_eq!(
-        send(&app, "GET", &uri, &bob.key, &expired, None, false)
-            .await
-            .0,
+        get(&app, &uri, &bob.key, &expired).await,
         StatusCode::UNAUTHORIZED
     );
     let share = member(&alice, &bob, &["read"], "spaces", READ_ONLY);
-    assert_eq!(
-        send(&app, "GET", &uri, &bob.key, &share, None, false)
-            .await
-            .0,
-        StatusCode::OK
-    );
+    assert_eq!(get(&app, &uri, &bob.key, &share).await, StatusCode::OK);
     let mut list = json!({
         "v": 1, "iss": pub_hex(&alice.key), "issUserId": alice.id, "generation": 1,
         "revoked": [{"sub": pub_hex(&bob.key), "nonce": share["nonce"]}],
@@ -468,14 +454,10 @@ async fn expired_or_revoked_shares_are_refused() {
     list["sig"] = json!(starfish_protocol::BASE64.encode(sig.to_bytes()));
     revocations.accept_list(&list).unwrap();
     assert_eq!(
-        send(&app, "GET", &uri, &bob.key, &share, None, false)
-            .await
-            .0,
+        get(&app, &uri, &bob.key, &share).await,
         StatusCode::UNAUTHORIZED
     );
 }
-
-use base64::Engine as _;
 
 #[tokio::test]
 async fn a_nonce_is_spent_whichever_certificate_carries_it() {
@@ -534,18 +516,11 @@ async fn a_share_acts_only_in_a_namespace_that_trusts_its_issuer() {
     .await;
     assert_eq!(status, StatusCode::OK);
     let uri = format!("/a/pull/spaces/{}/s1", alice.id);
-    assert_eq!(
-        send(&app, "GET", &uri, &bob.key, &share, None, false)
-            .await
-            .0,
-        StatusCode::OK
-    );
+    assert_eq!(get(&app, &uri, &bob.key, &share).await, StatusCode::OK);
     // Namespace `b` trusts only Carol: Alice's share acts nowhere there.
     let uri = format!("/b/pull/spaces/{}/s1", alice.id);
     assert_eq!(
-        send(&app, "GET", &uri, &bob.key, &share, None, false)
-            .await
-            .0,
+        get(&app, &uri, &bob.key, &share).await,
         StatusCode::FORBIDDEN
     );
 }
@@ -577,9 +552,7 @@ async fn a_public_link_is_redeemed_with_the_redeemers_own_key_within_its_audienc
     );
     // Without naming its key, the redeemer cannot be verified.
     assert_eq!(
-        send(&app, "GET", &uri, &carol.key, &open, None, false)
-            .await
-            .0,
+        get(&app, &uri, &carol.key, &open).await,
         StatusCode::UNAUTHORIZED
     );
     // A read link does not write.
@@ -598,32 +571,24 @@ async fn a_public_link_is_redeemed_with_the_redeemers_own_key_within_its_audienc
     // A link for Dave alone.
     let for_dave = link(&alice, &["read"], READ_ONLY, Some(&[pub_hex(&dave.key)]));
     assert_eq!(
-        send(&app, "GET", &uri, &carol.key, &for_dave, None, true)
-            .await
-            .0,
+        redeem(&app, &uri, &carol.key, &for_dave).await,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        send(&app, "GET", &uri, &dave.key, &for_dave, None, true)
-            .await
-            .0,
+        redeem(&app, &uri, &dave.key, &for_dave).await,
         StatusCode::OK
     );
     // A link edited to reach further: the issuer's signature breaks.
     let mut widened = open.clone();
     widened["scope"]["ops"] = json!(["read", "write"]);
     assert_eq!(
-        send(&app, "GET", &uri, &carol.key, &widened, None, true)
-            .await
-            .0,
+        redeem(&app, &uri, &carol.key, &widened).await,
         StatusCode::UNAUTHORIZED
     );
     // A link some stranger minted for Alice's space gives nothing.
     let stranger = link(&carol, &["read"], READ_ONLY, None);
     assert_eq!(
-        send(&app, "GET", &uri, &dave.key, &stranger, None, true)
-            .await
-            .0,
+        redeem(&app, &uri, &dave.key, &stranger).await,
         StatusCode::FORBIDDEN
     );
 }
@@ -648,18 +613,14 @@ async fn a_share_without_scope_paths_reaches_nothing_even_past_a_weak_validator(
     // The sharing validator refuses it (it would reach `spaces/_members`).
     let app = router();
     assert_eq!(
-        send(&app, "GET", &uri, &bob.key, &unscoped, None, false)
-            .await
-            .0,
+        get(&app, &uri, &bob.key, &unscoped).await,
         StatusCode::UNAUTHORIZED
     );
     // A validator that lets it through still leaves the resolver's rule.
     let weak = CapValidators::new().with(Arc::new(AcceptAll(CapKind::Member)));
     let app = router_with(weak, None);
     assert_eq!(
-        send(&app, "GET", &uri, &bob.key, &unscoped, None, false)
-            .await
-            .0,
+        get(&app, &uri, &bob.key, &unscoped).await,
         StatusCode::FORBIDDEN
     );
 }
@@ -737,31 +698,17 @@ async fn a_registry_record_decides_who_owns_and_who_reads_a_resource() {
     assert_eq!(status, StatusCode::OK);
     // A member reads; a stranger neither reads nor takes the record over.
     assert_eq!(
-        send(
-            &app,
-            "GET",
-            "/pull/products/p1/docs/card",
-            &bob.key,
-            &bob.device,
-            None,
-            false
-        )
-        .await
-        .0,
+        get(&app, "/pull/products/p1/docs/card", &bob.key, &bob.device).await,
         StatusCode::OK
     );
     assert_eq!(
-        send(
+        get(
             &app,
-            "GET",
             "/pull/products/p1/docs/card",
             &mallory.key,
-            &mallory.device,
-            None,
-            false
+            &mallory.device
         )
-        .await
-        .0,
+        .await,
         StatusCode::FORBIDDEN
     );
     let takeover = json!({"data": {"owner": mallory.id}, "baseHash": ""});
@@ -800,9 +747,7 @@ async fn entitlements_grant_roles_from_the_callers_own_document_cached_for_their
     let bob = user(2);
     let premium = "/pull/premium/x";
     assert_eq!(
-        send(&app, "GET", premium, &bob.key, &bob.device, None, false)
-            .await
-            .0,
+        get(&app, premium, &bob.key, &bob.device).await,
         StatusCode::FORBIDDEN
     );
     let grant = json!({"data": {"features": ["gold", 7]}, "baseHash": null});
@@ -823,9 +768,7 @@ async fn entitlements_grant_roles_from_the_callers_own_document_cached_for_their
     );
     // The empty lookup is cached for its TTL; then the entitlement holds.
     assert_eq!(
-        send(&app, "GET", premium, &bob.key, &bob.device, None, false)
-            .await
-            .0,
+        get(&app, premium, &bob.key, &bob.device).await,
         StatusCode::FORBIDDEN
     );
     clock.advance(61_000);
