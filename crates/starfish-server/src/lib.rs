@@ -226,8 +226,8 @@ pub use tenants::TenantOptions;
 /// any release.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::config::names::NamespaceName;
-    pub use crate::config::template::{PathTemplate, Segment};
+    pub use starfish_protocol::names::NamespaceName;
+    pub use starfish_protocol::template::{PathTemplate, Segment};
 
     /// The object key a request with path parameters `params` (name, value) resolves
     /// to: the first `segments` segments of `template`, then `suffix` (a bundle

@@ -5,13 +5,15 @@
 //! messages (all errors are collected, not first-fail). Past this module no `String`
 //! stands for a role, a template or a size.
 
-pub(crate) mod names;
 mod raw;
 mod routes;
 pub(crate) mod schema;
-pub(crate) mod template;
 mod tenancy;
 mod validate;
+
+// The name rules and `storagePath` templates are the protocol's (a client needs them
+// too): `crate::config::names` and `crate::config::template` are theirs.
+pub(crate) use starfish_protocol::{names, template};
 
 pub(crate) use names::{CollectionName, NamespaceName, is_param_value, is_reserved};
 pub(crate) use routes::{RouteTable, Target};
