@@ -15,10 +15,11 @@ mod validate;
 // too): `crate::config::names` and `crate::config::template` are theirs.
 pub(crate) use starfish_protocol::{names, template};
 
-pub(crate) use names::{CollectionName, NamespaceName, is_param_value, is_reserved};
+pub use crate::store::quota::Quota;
+pub(crate) use names::{CollectionName, NamespaceName, is_reserved};
 pub(crate) use routes::{RouteTable, Target};
-pub(crate) use template::{IDENTITY_PARAM, PathTemplate, Segment, is_safe_key};
-pub use tenancy::{Isolation, NamespaceLimits, Quota};
+pub(crate) use template::{IDENTITY_PARAM, PathTemplate, Segment};
+pub use tenancy::{Isolation, NamespaceLimits};
 pub(crate) use tenancy::{MAX_ISOLATED_NAME_BYTES, trusted_roots};
 
 use serde_json::Value;

@@ -4,11 +4,11 @@
 
 use super::blob::META_SUFFIX;
 use super::{NsStore, StoreError};
-use crate::config::names::SYSTEM_ROOT;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use starfish_protocol::names::SYSTEM_ROOT;
 
 /// One listed object, relative to the namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]

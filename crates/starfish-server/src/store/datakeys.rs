@@ -207,7 +207,7 @@ impl Keyring {
     /// The keyring of config namespace `name` (`_starfish/datakeys/ns/<name>`).
     pub(crate) fn for_config(
         docs: &super::DocStore,
-        name: &crate::config::NamespaceName,
+        name: &starfish_protocol::names::NamespaceName,
         wrap: Arc<dyn KeyWrap>,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -225,7 +225,7 @@ impl Keyring {
     /// (`_starfish/datakeys/t/<name>/<generation>`).
     pub(crate) fn for_runtime(
         docs: &super::DocStore,
-        name: &crate::config::NamespaceName,
+        name: &starfish_protocol::names::NamespaceName,
         generation: &str,
         wrap: Arc<dyn KeyWrap>,
         clock: Arc<dyn Clock>,

@@ -7,9 +7,8 @@
 //! chunks, a document's keyring sibling) are derived from a resolved key by the store's
 //! own methods; no parameter can name them.
 
-use crate::config::{
-    IDENTITY_PARAM, NamespaceName, PathTemplate, is_param_value, is_reserved, is_safe_key,
-};
+use starfish_protocol::names::{NamespaceName, is_param_value, is_reserved};
+use starfish_protocol::template::{IDENTITY_PARAM, PathTemplate, is_safe_key};
 use std::fmt;
 use std::sync::Arc;
 
@@ -134,7 +133,7 @@ impl fmt::Display for ObjectKey {
 
 /// `.` and `..` segments pass the character rule; they never name a document.
 fn has_dot_segment(key: &str) -> bool {
-    crate::util::text::split_ascii(key, b'/').any(|s| s == "." || s == "..")
+    super::text::split_ascii(key, b'/').any(|s| s == "." || s == "..")
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! Where the parts of a stored document lie in its bytes, worked out once per cached
 //! document, and the ETag of a document's hash.
 
-use axum::http::HeaderValue;
 use bytes::Bytes;
+use http::HeaderValue;
 use starfish_protocol::document::RawStoredDoc;
 
 /// Where the parts of a plain stored document ([`RawStoredDoc`]) lie in its bytes.

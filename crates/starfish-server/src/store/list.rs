@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 /// Names that are store bookkeeping (or a filesystem staging file), not documents.
 fn is_bookkeeping(item: &str) -> bool {
-    crate::config::is_reserved(item) || item.contains('#')
+    starfish_protocol::names::is_reserved(item) || item.contains('#')
 }
 
 impl NsStore {

@@ -21,12 +21,14 @@ mod journal;
 mod key;
 mod layout;
 mod list;
-mod quota;
+mod metered;
+pub(crate) mod quota;
 mod reseal;
 #[cfg(feature = "aws")]
 mod s3;
 mod seal;
 mod tenant;
+mod text;
 
 pub(crate) use append::AppendFailure;
 pub(crate) use append::AppendOp;
@@ -37,6 +39,7 @@ pub(crate) use datakeys::Keyring;
 pub use datakeys::{KeyWrap, MasterKey};
 pub(crate) use key::{KeyError, MAX_PARAM_BYTES, ObjectKey, PathParams};
 pub(crate) use layout::{DocLayout, etag};
+pub(crate) use metered::StoreCalls;
 pub(crate) use quota::Ledger;
 pub(crate) use reseal::Resealed;
 #[cfg(feature = "aws")]
@@ -310,14 +313,11 @@ impl DocStore {
         durable::local(dir.as_ref())
     }
 
-    /// This store with every call timed into `metrics` (the same in-process write
+    /// This store with every call timed into `calls` (the same in-process write
     /// locks: a clone, not a second store).
-    pub(crate) fn metered(&self, metrics: &crate::metrics::Metrics) -> Self {
+    pub(crate) fn metered(&self, calls: Arc<dyn StoreCalls>) -> Self {
         Self {
-            inner: Arc::new(crate::metrics::Metered::new(
-                self.inner.clone(),
-                metrics.clone(),
-            )),
+            inner: Arc::new(metered::Metered::new(self.inner.clone(), calls)),
             ..self.clone()
         }
     }

@@ -17,7 +17,6 @@
 //! it with its own count.
 
 use super::{NsStore, ObjectKey, StoreError};
-use crate::config::Quota;
 use crate::util::clock::Clock;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -33,6 +32,20 @@ pub(crate) const FLUSH_MS: u64 = 1_000;
 const LEASE_MARGIN_MS: u64 = 5_000;
 /// A lapsed lease's entry is kept this long for its node to come back to.
 const LAPSED_KEEP_MS: u64 = 24 * 3600 * 1000;
+
+/// A namespace's quota (`quota: {maxBytes, maxDocuments}`, an extension): bytes
+/// stored (every object, bookkeeping included) and documents (documents, logs and
+/// blobs). An absent limit is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Quota {
+    /// Most bytes the namespace may hold.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// Most documents the namespace may hold.
+    #[serde(default)]
+    pub max_documents: Option<u64>,
+}
 
 /// One node's lease in the record.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -130,7 +143,7 @@ impl Ledger {
     /// (record `_starfish/usage/ns/<name>`).
     pub(crate) fn for_config(
         docs: &super::DocStore,
-        name: &crate::config::NamespaceName,
+        name: &starfish_protocol::names::NamespaceName,
         own: NsStore,
         quota: Quota,
         clock: Arc<dyn Clock>,
@@ -144,7 +157,7 @@ impl Ledger {
     /// from nothing).
     pub(crate) fn for_runtime(
         docs: &super::DocStore,
-        name: &crate::config::NamespaceName,
+        name: &starfish_protocol::names::NamespaceName,
         generation: &str,
         own: NsStore,
         quota: Quota,

@@ -7,11 +7,10 @@
 //! spell namespace A's location through namespace B's handle, whatever the key says.
 
 use super::{DocStore, ObjectKey, StoreError};
-use crate::config::NamespaceName;
-use crate::config::names::SYSTEM_ROOT;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use object_store::path::{Path, PathPart};
+use starfish_protocol::names::{NamespaceName, SYSTEM_ROOT};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -254,7 +253,7 @@ impl NsStore {
         let plain = text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
-            && crate::util::text::split_ascii(text, b'/')
+            && super::text::split_ascii(text, b'/')
                 .all(|part| !part.is_empty() && part != "." && part != "..");
         match (&self.root, plain) {
             (None, true) => text.into(),
