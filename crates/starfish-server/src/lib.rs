@@ -166,7 +166,8 @@
 //! - [`auth`]: who is calling: the [`auth::Authenticator`] trait, the default cap-cert
 //!   settings ([`auth::CapAuthOptions`]), revocation, the [`auth::Clock`].
 //! - [`access`]: the [`access::RoleEnricher`] and [`access::Authorize`] hooks.
-//! - [`store`]: [`store::DocStore`] over any `object_store`, with compare-and-swap.
+//! - [`store`]: [`store::DocStore`] over any `object_store`, with compare-and-swap
+//!   (the `starfish-store` crate, re-exported).
 //! - [`AfterWrite`]: one [`WriteEvent`] per accepted write, never the data.
 //!
 //! # Features

@@ -10,7 +10,6 @@ mod resolver;
 mod revocation;
 mod verified;
 
-pub use crate::util::clock::{Clock, ManualClock, SystemClock};
 pub(crate) use admin_key::AdminKey;
 pub use nonce::NonceCacheLimits;
 #[cfg(feature = "redis")]
@@ -25,6 +24,7 @@ pub use revocation::{InMemoryRevocationStore, RevocationError, RevocationStore};
 pub(crate) use starfish_protocol::capcert::CapOp;
 pub(crate) use starfish_protocol::scope::match_scope_path;
 pub(crate) use starfish_protocol::signing::parse_ts_header;
+pub use starfish_store::{Clock, ManualClock, SystemClock};
 
 use std::sync::Arc;
 

@@ -15,9 +15,9 @@ mod validate;
 // too): `crate::config::names` and `crate::config::template` are theirs.
 pub(crate) use starfish_protocol::{names, template};
 
-pub use crate::store::quota::Quota;
 pub(crate) use names::{CollectionName, NamespaceName, is_reserved};
 pub(crate) use routes::{RouteTable, Target};
+pub use starfish_store::Quota;
 pub(crate) use template::{IDENTITY_PARAM, PathTemplate, Segment};
 pub use tenancy::{Isolation, NamespaceLimits};
 pub(crate) use tenancy::{MAX_ISOLATED_NAME_BYTES, trusted_roots};
@@ -96,7 +96,7 @@ pub(crate) struct Namespace {
     /// `limits`: requests per window and in flight.
     pub(crate) limits: Option<NamespaceLimits>,
     /// `encryptAtRest`: its collections with `encryption: "none"` are sealed in the
-    /// store (crate::store::seal).
+    /// store (starfish-store's `seal.rs`).
     pub(crate) encrypt_at_rest: bool,
 }
 

@@ -1,8 +1,8 @@
 //! Extension fields for namespaces as tenants (the reference ignores them):
 //! `isolation` at the top level and per namespace, and a namespace's `trustedRoots`.
 
-use crate::store::quota::Quota;
 use serde_json::Value;
+use starfish_store::Quota;
 
 /// Where a namespace's documents live in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

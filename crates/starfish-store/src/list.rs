@@ -16,7 +16,7 @@ impl NsStore {
     ///
     /// # Errors
     /// [`StoreError`].
-    pub(crate) async fn list_page(
+    pub async fn list_page(
         &self,
         prefix: &ObjectKey,
         after: Option<&str>,

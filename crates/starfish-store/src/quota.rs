@@ -17,7 +17,7 @@
 //! it with its own count.
 
 use super::{NsStore, ObjectKey, StoreError};
-use crate::util::clock::Clock;
+use crate::clock::Clock;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -81,10 +81,14 @@ struct UsageRecord {
 /// What a namespace uses and may use, as the admin API shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct UsageReport {
+pub struct UsageReport {
+    /// Bytes stored (every object, bookkeeping included).
     pub bytes: u64,
+    /// Documents stored (documents, logs and blobs).
     pub documents: u64,
+    /// The quota's byte limit, when it has one.
     pub max_bytes: Option<u64>,
+    /// The quota's document limit, when it has one.
     pub max_documents: Option<u64>,
 }
 
@@ -117,7 +121,7 @@ pub(crate) struct Reservation {
 
 /// A namespace's quota on one node. Shared by every store handle of the namespace.
 #[derive(Debug)]
-pub(crate) struct Ledger {
+pub struct Ledger {
     record: NsStore,
     key: ObjectKey,
     /// The namespace's own handle (no quota), to count what it held before.
@@ -141,7 +145,7 @@ fn added(value: u64, delta: i64) -> u64 {
 impl Ledger {
     /// The ledger of config namespace `name`, whose handle is `own`
     /// (record `_starfish/usage/ns/<name>`).
-    pub(crate) fn for_config(
+    pub fn for_config(
         docs: &super::DocStore,
         name: &starfish_protocol::names::NamespaceName,
         own: NsStore,
@@ -155,7 +159,7 @@ impl Ledger {
     /// The ledger of runtime namespace `name` in `generation`, whose handle is `own`
     /// (record `_starfish/usage/t/<name>/<generation>`: a re-created namespace starts
     /// from nothing).
-    pub(crate) fn for_runtime(
+    pub fn for_runtime(
         docs: &super::DocStore,
         name: &starfish_protocol::names::NamespaceName,
         generation: &str,
@@ -199,7 +203,7 @@ impl Ledger {
     }
 
     /// The record's key (removed with a deleted namespace).
-    pub(crate) fn record_key(&self) -> (&NsStore, &ObjectKey) {
+    pub fn record_key(&self) -> (&NsStore, &ObjectKey) {
         (&self.record, &self.key)
     }
 
@@ -268,7 +272,7 @@ impl Ledger {
     ///
     /// # Errors
     /// A store failure.
-    pub(crate) async fn report(&self) -> Result<UsageReport, StoreError> {
+    pub async fn report(&self) -> Result<UsageReport, StoreError> {
         let mut local = self.local.lock().await;
         let now = self.clock.now_ms();
         let record = self.renew(&mut local, 0, 0, now).await?;
@@ -284,7 +288,7 @@ impl Ledger {
     ///
     /// # Errors
     /// A store failure.
-    pub(crate) async fn set_limits(&self, limits: Quota) -> Result<(), StoreError> {
+    pub async fn set_limits(&self, limits: Quota) -> Result<(), StoreError> {
         self.ensure_record().await?;
         self.record
             .compare_and_swap_uncounted(&self.key, |current| {

@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 /// Where a metered store ([`super::DocStore::metered`]) reports its calls (the
 /// server's metrics keep them as a histogram).
-pub(crate) trait StoreCalls: Send + Sync + std::fmt::Debug {
+pub trait StoreCalls: Send + Sync + std::fmt::Debug {
     /// One call to the backend ended: its operation (`get`, `head`, `revalidate`,
     /// `put`, `put_multipart`, `list_with_delimiter`, `copy`, `rename`), its outcome
     /// (`ok`, `not_modified`, `error`) and how long it took.
