@@ -718,3 +718,8 @@ impl NsStore {
         Err(CasError::Contended)
     }
 }
+
+/// The crate README's example, compiled as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
