@@ -4,7 +4,7 @@
 //!
 //! - [`DocStore`]: documents over any [`ObjectStore`] ([`Capabilities`] say what it
 //!   can do), in memory, on the filesystem (`fs`: with a write journal, or durable),
-//!   on S3 (`aws`: [`S3Settings`]), with a read cache; [`StoreError`].
+//!   on S3 (`aws`: `S3Settings`), with a read cache; [`StoreError`].
 //! - [`ObjectKey`] and [`PathParams`]: the only keys the store accepts, resolved from
 //!   a collection's template and checked parameters ([`KeyError`]).
 //! - [`NsStore`]: a namespace's part of a store (its prefix, or a store of its own
@@ -30,8 +30,8 @@
 //!
 //! # Features
 //!
-//! - `fs` (default): [`DocStore::local`] and [`DocStore::local_durable`], a directory
-//!   in the reference's layout.
+//! - `fs` (default): `DocStore::local` and `DocStore::local_durable`, a directory in
+//!   the reference's layout.
 //! - `aws`: `DocStore::s3`, `DocStore::s3_from_env` and `S3Settings`, an
 //!   S3-compatible bucket with conditional writes.
 #![cfg_attr(docsrs, feature(doc_cfg))]
