@@ -10,7 +10,7 @@
 use libfuzzer_sys::fuzz_target;
 use starfish_server::internals::{PathTemplate, resolve_key};
 
-/// Longest key the store accepts (store/key.rs).
+/// Longest key the store accepts (starfish-store's key.rs).
 const MAX_KEY_BYTES: usize = 768;
 
 fuzz_target!(|data: &[u8]| {

@@ -14,6 +14,10 @@
 //! - [`sharing`]: the sharing extension's rules for member and audience certificates.
 //! - [`identity`]: a root key and a device certificate, and the headers of a signed
 //!   request: what a client needs to call a server.
+//! - [`names`]: the rules for namespace and collection names and path-parameter
+//!   values, and the names the server keeps for itself.
+//! - [`template`]: a collection's `storagePath` template (`users/{identity}/notes`)
+//!   and the keys it resolves to.
 //!
 //! Section numbers (§3.2, ...) refer to the protocol description the vectors in the
 //! repository's `tests/vectors/` were produced from.
@@ -29,9 +33,11 @@ pub mod capcert;
 pub mod cert_json;
 pub mod document;
 pub mod identity;
+pub mod names;
 pub mod scope;
 pub mod sharing;
 pub mod signing;
+pub mod template;
 
 pub use canonical::{compute_hash, sha256_hex, stable_stringify};
 pub use document::{AuthorProof, EnvelopeError, PushEnvelope, StoredDoc};

@@ -166,7 +166,8 @@
 //! - [`auth`]: who is calling: the [`auth::Authenticator`] trait, the default cap-cert
 //!   settings ([`auth::CapAuthOptions`]), revocation, the [`auth::Clock`].
 //! - [`access`]: the [`access::RoleEnricher`] and [`access::Authorize`] hooks.
-//! - [`store`]: [`store::DocStore`] over any `object_store`, with compare-and-swap.
+//! - [`store`]: [`store::DocStore`] over any `object_store`, with compare-and-swap
+//!   (the `starfish-store` crate, re-exported).
 //! - [`AfterWrite`]: one [`WriteEvent`] per accepted write, never the data.
 //!
 //! # Features
@@ -227,8 +228,8 @@ pub use tenants::TenantOptions;
 /// any release.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::config::names::NamespaceName;
-    pub use crate::config::template::{PathTemplate, Segment};
+    pub use starfish_protocol::names::NamespaceName;
+    pub use starfish_protocol::template::{PathTemplate, Segment};
 
     /// The object key a request with path parameters `params` (name, value) resolves
     /// to: the first `segments` segments of `template`, then `suffix` (a bundle

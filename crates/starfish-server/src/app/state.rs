@@ -400,7 +400,7 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub(crate) fn new(mut options: SyncOptions) -> Result<Self, ConfigError> {
         if let Some(metrics) = &options.metrics {
-            options.store = options.store.metered(metrics);
+            options.store = options.store.metered(Arc::new(metrics.clone()));
         }
         let openapi = options.openapi_endpoint.then(|| {
             crate::openapi::openapi_document(&options.config)

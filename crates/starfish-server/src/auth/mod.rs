@@ -11,7 +11,6 @@ mod revocation;
 mod validators;
 mod verified;
 
-pub use crate::util::clock::{Clock, ManualClock, SystemClock};
 pub(crate) use admin_key::AdminKey;
 pub use nonce::NonceCacheLimits;
 #[cfg(feature = "redis")]
@@ -27,6 +26,7 @@ pub(crate) use starfish_protocol::capcert::CapOp;
 pub use starfish_protocol::capcert::{CapCert, CapKind};
 pub(crate) use starfish_protocol::scope::match_scope_path;
 pub(crate) use starfish_protocol::signing::parse_ts_header;
+pub use starfish_store::{Clock, ManualClock, SystemClock};
 pub use validators::{CapValidator, CapValidators};
 
 use std::sync::Arc;

@@ -5,18 +5,21 @@
 //! messages (all errors are collected, not first-fail). Past this module no `String`
 //! stands for a role, a template or a size.
 
-pub(crate) mod names;
 mod raw;
 mod routes;
 pub(crate) mod schema;
-pub(crate) mod template;
 mod tenancy;
 mod validate;
 
-pub(crate) use names::{CollectionName, NamespaceName, is_param_value, is_reserved};
+// The name rules and `storagePath` templates are the protocol's (a client needs them
+// too): `crate::config::names` and `crate::config::template` are theirs.
+pub(crate) use starfish_protocol::{names, template};
+
+pub(crate) use names::{CollectionName, NamespaceName, is_reserved};
 pub(crate) use routes::{RouteTable, Target};
-pub(crate) use template::{IDENTITY_PARAM, PathTemplate, Segment, is_safe_key};
-pub use tenancy::{Isolation, NamespaceLimits, Quota};
+pub use starfish_store::Quota;
+pub(crate) use template::{IDENTITY_PARAM, PathTemplate, Segment};
+pub use tenancy::{Isolation, NamespaceLimits};
 pub(crate) use tenancy::{MAX_ISOLATED_NAME_BYTES, trusted_roots};
 
 use serde_json::Value;
@@ -93,7 +96,7 @@ pub(crate) struct Namespace {
     /// `limits`: requests per window and in flight.
     pub(crate) limits: Option<NamespaceLimits>,
     /// `encryptAtRest`: its collections with `encryption: "none"` are sealed in the
-    /// store (crate::store::seal).
+    /// store (starfish-store's `seal.rs`).
     pub(crate) encrypt_at_rest: bool,
 }
 

@@ -2,6 +2,7 @@
 //! `isolation` at the top level and per namespace, and a namespace's `trustedRoots`.
 
 use serde_json::Value;
+use starfish_store::Quota;
 
 /// Where a namespace's documents live in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,20 +42,6 @@ impl Isolation {
             )),
         }
     }
-}
-
-/// A namespace's quota (`quota: {maxBytes, maxDocuments}`, an extension): bytes
-/// stored (every object, bookkeeping included) and documents (documents, logs and
-/// blobs). An absent limit is no limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Quota {
-    /// Most bytes the namespace may hold.
-    #[serde(default)]
-    pub max_bytes: Option<u64>,
-    /// Most documents the namespace may hold.
-    #[serde(default)]
-    pub max_documents: Option<u64>,
 }
 
 /// A namespace's request limits (`limits: {...}`, an extension), on top of its

@@ -1,5 +1,5 @@
-//! Prometheus metrics of a router ([`Metrics`]), and the store wrapper that times
-//! every store call (with a tracing span around it).
+//! Prometheus metrics of a router ([`Metrics`]), the store's call timings among them
+//! (the store times its calls and reports them through [`StoreCalls`]).
 //!
 //! A [`Metrics`] is given to [`crate::app::state::SyncOptions::with_metrics`] and served where the
 //! operator chooses: [`Metrics::router`] gives `GET /metrics` for a separate listener
@@ -8,13 +8,7 @@
 //! a collection of it), never from raw input, so the number of series is bounded by
 //! the config and the tenants.
 
-use async_trait::async_trait;
-use futures::stream::BoxStream;
-use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
-};
+use crate::store::StoreCalls;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,8 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
-use tracing::Instrument;
+use std::time::Duration;
 
 /// One request, as counted.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -248,13 +241,6 @@ impl Metrics {
         self.0.shared_fallbacks.inc();
     }
 
-    fn store_call(&self, op: &'static str, outcome: &'static str, started: Instant) {
-        self.0
-            .store_seconds
-            .get_or_create(&OpLabels { op, outcome })
-            .observe(started.elapsed().as_secs_f64());
-    }
-
     /// Requests being served: +1 now, -1 when the guard drops.
     pub(crate) fn in_flight(&self) -> InFlight {
         self.0.gauges.in_flight.inc();
@@ -279,6 +265,17 @@ impl Metrics {
         sources.push((g.replay_entries.clone(), replay_entries));
         sources.push((g.tenants_cached.clone(), tenants_cached));
         sources.push((g.subscribers.clone(), subscribers));
+    }
+}
+
+/// The store's calls, timed by the store ([`crate::store::DocStore::metered`]), go to
+/// `starfish_store_request_seconds`.
+impl StoreCalls for Metrics {
+    fn store_call(&self, op: &'static str, outcome: &'static str, elapsed: Duration) {
+        self.0
+            .store_seconds
+            .get_or_create(&OpLabels { op, outcome })
+            .observe(elapsed.as_secs_f64());
     }
 }
 
@@ -314,144 +311,5 @@ pub(crate) fn auth_reason(message: &str) -> &'static str {
         "malformed"
     } else {
         "other"
-    }
-}
-
-/// An `ObjectStore` that times every call into [`Metrics`] and wraps it in a
-/// `store` tracing span (op and key), so store latency shows in metrics and traces.
-#[derive(Debug)]
-pub(crate) struct Metered {
-    inner: Arc<dyn ObjectStore>,
-    metrics: Metrics,
-}
-
-impl Metered {
-    pub(crate) fn new(inner: Arc<dyn ObjectStore>, metrics: Metrics) -> Self {
-        Self { inner, metrics }
-    }
-
-    async fn timed<T>(
-        &self,
-        op: &'static str,
-        location: &Path,
-        call: impl std::future::Future<Output = object_store::Result<T>>,
-    ) -> object_store::Result<T> {
-        let started = Instant::now();
-        let span = tracing::debug_span!("store", op, key = %location);
-        let out = call.instrument(span).await;
-        // "Not found" and a lost compare-and-swap are answers, not failures; "not
-        // modified" (a revalidated cache entry still current) is told apart.
-        let outcome = match &out {
-            Ok(_) => "ok",
-            Err(object_store::Error::NotModified { .. }) => "not_modified",
-            Err(
-                object_store::Error::NotFound { .. }
-                | object_store::Error::Precondition { .. }
-                | object_store::Error::AlreadyExists { .. },
-            ) => "ok",
-            Err(_) => "error",
-        };
-        self.metrics.store_call(op, outcome, started);
-        out
-    }
-}
-
-impl std::fmt::Display for Metered {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Metered({})", self.inner)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for Metered {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.timed(
-            "put",
-            location,
-            self.inner.put_opts(location, payload, opts),
-        )
-        .await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.timed(
-            "put_multipart",
-            location,
-            self.inner.put_multipart_opts(location, opts),
-        )
-        .await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        let op = match (options.head, &options.if_none_match) {
-            (true, _) => "head",
-            // A cached document confirmed with the store.
-            (false, Some(_)) => "revalidate",
-            (false, None) => "get",
-        };
-        self.timed(op, location, self.inner.get_opts(location, options))
-            .await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    fn list_with_offset(
-        &self,
-        prefix: Option<&Path>,
-        offset: &Path,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list_with_offset(prefix, offset)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        let location = prefix.cloned().unwrap_or_default();
-        self.timed(
-            "list_with_delimiter",
-            &location,
-            self.inner.list_with_delimiter(prefix),
-        )
-        .await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.timed("copy", to, self.inner.copy_opts(from, to, options))
-            .await
-    }
-
-    async fn rename_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: RenameOptions,
-    ) -> object_store::Result<()> {
-        self.timed("rename", to, self.inner.rename_opts(from, to, options))
-            .await
     }
 }

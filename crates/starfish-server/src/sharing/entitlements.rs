@@ -6,8 +6,8 @@
 //! of another shape, or none, is no entitlement.
 
 use crate::access::{AccessRequest, HookError, RoleEnricher};
+use crate::auth::Clock;
 use crate::config::PathTemplate;
-use crate::util::clock::Clock;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use std::sync::Arc;

@@ -1,4 +1,3 @@
-//! Small pieces the layers above share: the clock and byte-level text scans.
+//! Small pieces the layers above share: byte-level text scans.
 
-pub(crate) mod clock;
 pub(crate) mod text;

@@ -1,18 +1,18 @@
-//! Copying objects between two namespaces' parts of a store, for a migration
-//! (crate::migrate): byte for byte, with the content type, and with a blob's sidecar
-//! made to describe the copy.
+//! Copying objects between two namespaces' parts of a store, for a migration (the
+//! server's `migrate`): byte for byte, with the content type, and with a blob's
+//! sidecar made to describe the copy.
 
 use super::blob::META_SUFFIX;
 use super::{NsStore, StoreError};
-use crate::config::names::SYSTEM_ROOT;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use starfish_protocol::names::SYSTEM_ROOT;
 
 /// One listed object, relative to the namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Listed {
+pub struct Listed {
     /// Its key, such as `users/abc/notes`.
     pub key: String,
     /// Its version as listed (`None` when the store has no ETags).
@@ -21,7 +21,7 @@ pub(crate) struct Listed {
 
 /// What [`NsStore::copy_into`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Copied {
+pub enum Copied {
     /// Written at the destination; the source version that was copied.
     Written(Option<String>),
     /// The destination already held these bytes; the source version.
@@ -38,7 +38,7 @@ impl NsStore {
     ///
     /// # Errors
     /// [`StoreError`].
-    pub(crate) async fn objects(&self) -> Result<Vec<Listed>, StoreError> {
+    pub async fn objects(&self) -> Result<Vec<Listed>, StoreError> {
         let mut listing = self.docs.inner.list(self.root.as_ref());
         let mut out = Vec::new();
         while let Some(meta) = listing.next().await {
@@ -67,7 +67,7 @@ impl NsStore {
     ///
     /// # Errors
     /// [`StoreError`].
-    pub(crate) async fn copy_into(&self, to: &NsStore, key: &str) -> Result<Copied, StoreError> {
+    pub async fn copy_into(&self, to: &NsStore, key: &str) -> Result<Copied, StoreError> {
         to.writable()?;
         let from_path = self.path_of(key)?;
         let source = match self.docs.inner.get(&from_path).await {

@@ -18,9 +18,9 @@ use std::sync::Arc;
 /// override:
 ///
 /// ```no_run
-/// use starfish_server::store::{DocStore, S3Settings};
+/// use starfish_store::{DocStore, S3Settings};
 ///
-/// # fn run() -> Result<(), starfish_server::store::StoreError> {
+/// # fn run() -> Result<(), starfish_store::StoreError> {
 /// let mut s3 = S3Settings::from_env();
 /// s3.bucket = Some("my-documents".into());
 /// s3.endpoint = Some("http://127.0.0.1:9000".into()); // MinIO, say: http is implied

@@ -1,4 +1,23 @@
-//! The `object_store` adapter: key building, reads, and compare-and-swap writes.
+//! The store of the [Starfish](https://github.com/Drakkar-Software/Starfish)
+//! document-sync server (`starfish-server`): documents over any `object_store`, with
+//! compare-and-swap, in the reference's layout.
+//!
+//! - [`DocStore`]: documents over any [`ObjectStore`] ([`Capabilities`] say what it
+//!   can do), in memory, on the filesystem (`fs`: with a write journal, or durable),
+//!   on S3 (`aws`: `S3Settings`), with a read cache; [`StoreError`].
+//! - [`ObjectKey`] and [`PathParams`]: the only keys the store accepts, resolved from
+//!   a collection's template and checked parameters ([`KeyError`]).
+//! - [`NsStore`]: a namespace's part of a store (its prefix, or a store of its own
+//!   from [`NamespaceStores`]), with compare-and-swap ([`CasError`]), append-only
+//!   logs ([`AppendOp`]), streamed blobs ([`BlobBody`]), listing, and copies for a
+//!   migration ([`Copied`]).
+//! - [`DocLayout`]: where a cached document's parts lie (kept in the read cache's
+//!   [`Memo`]), and its [`etag`].
+//! - [`Quota`] and the [`Ledger`] that keeps a namespace within it.
+//! - Sealing at rest: a namespace's [`Keyring`] of data keys wrapped by a
+//!   [`KeyWrap`] (a [`MasterKey`]), and [`Resealed`] objects after a rotation.
+//! - [`StoreCalls`]: where a metered store reports the time of each call.
+//! - [`Clock`]: wall-clock time behind a trait ([`SystemClock`], [`ManualClock`]).
 //!
 //! Compare-and-swap rests on the store wherever the store can do it: a write that
 //! creates a document uses `PutMode::Create`, and a write that replaces one uses
@@ -8,10 +27,23 @@
 //! and land atomically (object_store writes a staging file and renames it). Several
 //! nodes must therefore share a store with conditional writes (S3, or any store whose
 //! [`Capabilities::conditional_update`] is true), not one directory.
+//!
+//! # Features
+//!
+//! - `fs` (default): `DocStore::local` and `DocStore::local_durable`, a directory in
+//!   the reference's layout.
+//! - `aws`: `DocStore::s3`, `DocStore::s3_from_env` and `S3Settings`, an
+//!   S3-compatible bucket with conditional writes.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod append;
 mod blob;
 mod cache;
+mod clock;
 mod copy;
 mod datakeys;
 #[cfg(feature = "fs")]
@@ -21,27 +53,30 @@ mod journal;
 mod key;
 mod layout;
 mod list;
+mod metered;
 mod quota;
 mod reseal;
 #[cfg(feature = "aws")]
 mod s3;
 mod seal;
 mod tenant;
+mod text;
 
-pub(crate) use append::AppendFailure;
-pub(crate) use append::AppendOp;
-pub(crate) use blob::{BlobBody, BlobError, META_SUFFIX};
+pub use append::{AppendFailure, AppendOp, LogRead};
+pub use blob::{Blob, BlobBody, BlobError, META_SUFFIX};
 use cache::Cached;
-pub(crate) use copy::Copied;
-pub(crate) use datakeys::Keyring;
-pub use datakeys::{KeyWrap, MasterKey};
-pub(crate) use key::{KeyError, MAX_PARAM_BYTES, ObjectKey, PathParams};
-pub(crate) use layout::{DocLayout, etag};
-pub(crate) use quota::Ledger;
-pub(crate) use reseal::Resealed;
+pub use cache::Memo;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use copy::{Copied, Listed};
+pub use datakeys::{KeyWrap, Keyring, MasterKey};
+pub use key::{KeyError, MAX_PARAM_BYTES, ObjectKey, PathParams};
+pub use layout::{DocLayout, etag};
+pub use metered::StoreCalls;
+pub use quota::{Ledger, Quota, UsageReport};
+pub use reseal::Resealed;
 #[cfg(feature = "aws")]
 pub use s3::S3Settings;
-pub(crate) use tenant::NsStore;
+pub use tenant::NsStore;
 
 use bytes::Bytes;
 use object_store::path::Path;
@@ -52,8 +87,8 @@ use object_store::{
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-/// Opens the store of a namespace in `store` isolation
-/// ([`crate::config::Isolation::Store`]): its own bucket, prefix or directory. Any
+/// Opens the store of a namespace in `store` isolation (the server's
+/// `Isolation::Store`): its own bucket, prefix or directory. Any
 /// `Fn(&str) -> Result<DocStore, StoreError>` is one.
 pub trait NamespaceStores: Send + Sync {
     /// The store of namespace `name` (called once per namespace, when its routes are
@@ -129,8 +164,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True when a sealed object failed its integrity check (crate::store::seal).
-    pub(crate) fn is_integrity(&self) -> bool {
+    /// True when a sealed object failed its integrity check (`seal.rs`).
+    pub fn is_integrity(&self) -> bool {
         let Self::Backend(e) = self else {
             return false;
         };
@@ -145,7 +180,7 @@ impl StoreError {
     }
 
     /// A backend error on a write, with filesystem path clashes told apart.
-    pub(super) fn on_write(e: object_store::Error) -> Self {
+    pub(crate) fn on_write(e: object_store::Error) -> Self {
         if io_kind(&e).is_some_and(|k| {
             matches!(
                 k,
@@ -173,7 +208,7 @@ fn io_kind(e: &object_store::Error) -> Option<std::io::ErrorKind> {
 
 /// Why a compare-and-swap did not write.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum CasError<E> {
+pub enum CasError<E> {
     /// The caller's check refused the current value.
     #[error("rejected")]
     Rejected(E),
@@ -310,14 +345,11 @@ impl DocStore {
         durable::local(dir.as_ref())
     }
 
-    /// This store with every call timed into `metrics` (the same in-process write
+    /// This store with every call timed into `calls` (the same in-process write
     /// locks: a clone, not a second store).
-    pub(crate) fn metered(&self, metrics: &crate::metrics::Metrics) -> Self {
+    pub fn metered(&self, calls: Arc<dyn StoreCalls>) -> Self {
         Self {
-            inner: Arc::new(crate::metrics::Metered::new(
-                self.inner.clone(),
-                metrics.clone(),
-            )),
+            inner: Arc::new(metered::Metered::new(self.inner.clone(), calls)),
             ..self.clone()
         }
     }
@@ -521,7 +553,7 @@ impl NsStore {
     ///
     /// # Errors
     /// [`StoreError`] for anything but "not found".
-    pub(super) async fn read(
+    pub(crate) async fn read(
         &self,
         path: &Path,
     ) -> Result<Option<(Bytes, UpdateVersion)>, StoreError> {
@@ -577,7 +609,7 @@ impl NsStore {
 
     /// Tells the read cache about a write to `path` (`None`: what is stored now is
     /// not known here).
-    pub(super) fn wrote(&self, path: &Path, stored: Option<Cached>) {
+    pub(crate) fn wrote(&self, path: &Path, stored: Option<Cached>) {
         if let Some(cache) = self.cache() {
             cache.wrote(path, stored);
         }
@@ -587,16 +619,16 @@ impl NsStore {
     ///
     /// # Errors
     /// [`StoreError`] for anything but "not found".
-    pub(crate) async fn get(&self, key: &ObjectKey) -> Result<Option<Bytes>, StoreError> {
+    pub async fn get(&self, key: &ObjectKey) -> Result<Option<Bytes>, StoreError> {
         Ok(self.read(&self.path(key)).await?.map(|(bytes, _)| bytes))
     }
 
-    /// [`NsStore::get`], with the cache entry's [`cache::Memo`] when the bytes came
+    /// [`NsStore::get`], with the cache entry's [`Memo`] when the bytes came
     /// from a cache that needs no confirming.
     ///
     /// # Errors
     /// [`StoreError`] for anything but "not found".
-    pub(crate) async fn get_memo(
+    pub async fn get_memo(
         &self,
         key: &ObjectKey,
     ) -> Result<Option<(Bytes, Option<cache::Memo>)>, StoreError> {
@@ -621,7 +653,7 @@ impl NsStore {
     /// # Errors
     /// [`CasError::Rejected`] with `decide`'s error, [`CasError::Contended`] when every
     /// attempt lost a race, [`CasError::Store`] when the store fails.
-    pub(crate) async fn compare_and_swap<T, E>(
+    pub async fn compare_and_swap<T, E>(
         &self,
         key: &ObjectKey,
         decide: impl FnMut(Option<&[u8]>) -> Result<(Vec<u8>, T), E>,
@@ -686,3 +718,8 @@ impl NsStore {
         Err(CasError::Contended)
     }
 }
+
+/// The crate README's example, compiled as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

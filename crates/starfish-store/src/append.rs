@@ -37,7 +37,7 @@ async fn backoff(attempt: usize) {
 
 /// One append.
 #[derive(Debug, Clone)]
-pub(crate) struct AppendOp<'a> {
+pub struct AppendOp<'a> {
     /// The log's document key.
     pub key: &'a ObjectKey,
     /// The field of `data` holding the elements.
@@ -60,7 +60,7 @@ pub(crate) struct AppendOp<'a> {
 
 /// Why an append did not land.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum AppendFailure {
+pub enum AppendFailure {
     /// A protocol refusal.
     #[error(transparent)]
     Refused(#[from] AppendError),
@@ -74,7 +74,7 @@ pub(crate) enum AppendFailure {
 
 /// A log as a pull sees it.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct LogRead {
+pub struct LogRead {
     /// `data` without the elements.
     pub data: Map<String, Value>,
     /// The selected elements, oldest first.
@@ -194,7 +194,7 @@ impl NsStore {
     ///
     /// # Errors
     /// [`AppendFailure`]; nothing is written on a refusal.
-    pub(crate) async fn append(&self, op: &AppendOp<'_>) -> Result<(String, u64), AppendFailure> {
+    pub async fn append(&self, op: &AppendOp<'_>) -> Result<(String, u64), AppendFailure> {
         // Stores without conditional updates: one writer per log in this process.
         let _guard = if self.docs.caps.conditional_update {
             None
@@ -383,7 +383,7 @@ impl NsStore {
     ///
     /// # Errors
     /// [`StoreError`].
-    pub(crate) async fn read_log(
+    pub async fn read_log(
         &self,
         key: &ObjectKey,
         field: &str,

@@ -34,7 +34,7 @@ const ENTRY_OVERHEAD: u64 = 96 + 448 + 80;
 
 /// What is worked out once from a cached object's bytes, for as long as the entry
 /// lives: the layout of a plain document (`None` inside: not one).
-pub(crate) type Memo = Arc<OnceLock<Option<DocLayout>>>;
+pub type Memo = Arc<OnceLock<Option<DocLayout>>>;
 
 /// A key's cached state.
 #[derive(Debug, Clone)]

@@ -1,15 +1,15 @@
 //! Where the parts of a stored document lie in its bytes, worked out once per cached
 //! document, and the ETag of a document's hash.
 
-use axum::http::HeaderValue;
 use bytes::Bytes;
+use http::HeaderValue;
 use starfish_protocol::document::RawStoredDoc;
 
 /// Where the parts of a plain stored document ([`RawStoredDoc`]) lie in its bytes.
 /// Worked out once per cached document (the read cache keeps it with the bytes), so a
 /// pull of a cached document copies `data` without reading it again.
 #[derive(Debug)]
-pub(crate) struct DocLayout {
+pub struct DocLayout {
     /// Where the stored text of `data` is (`None`: absent).
     data: Option<std::ops::Range<usize>>,
     hash: Box<str>,
@@ -17,13 +17,14 @@ pub(crate) struct DocLayout {
     hash_json: Box<[u8]>,
     /// The ETag of `hash` (`None` for an empty hash).
     etag: Option<HeaderValue>,
-    pub(crate) ts: Option<u64>,
+    /// The stored `ts` (ms since the Unix epoch), when there is one.
+    pub ts: Option<u64>,
     data_is_empty: bool,
 }
 
 impl DocLayout {
     /// The layout of `bytes`; `None` when they are not the plain layout.
-    pub(crate) fn of(bytes: &[u8]) -> Option<Self> {
+    pub fn of(bytes: &[u8]) -> Option<Self> {
         let raw = RawStoredDoc::parse(bytes)?;
         let data = match raw.data {
             None => None,
@@ -50,23 +51,24 @@ impl DocLayout {
     }
 
     /// The stored hash (`""` when absent).
-    pub(crate) fn hash(&self) -> &str {
+    pub fn hash(&self) -> &str {
         &self.hash
     }
 
     /// The ETag of the stored hash, [`etag`] of it.
-    pub(crate) fn etag(&self) -> Option<HeaderValue> {
+    pub fn etag(&self) -> Option<HeaderValue> {
         self.etag.clone()
     }
 
     /// Whether `data` is absent or has no field.
-    pub(crate) fn data_is_empty(&self) -> bool {
+    pub fn data_is_empty(&self) -> bool {
         self.data_is_empty
     }
 
-    /// The body of a pull of `bytes` (which this is the layout of), as [`pull_body`]
-    /// writes it, with `data` as stored.
-    pub(crate) fn pull_body(&self, bytes: &[u8], now_ms: u64) -> Vec<u8> {
+    /// The body of a pull of `bytes` (which this is the layout of), as
+    /// [`pull_body`](starfish_protocol::document::pull_body) writes it, with `data`
+    /// as stored.
+    pub fn pull_body(&self, bytes: &[u8], now_ms: u64) -> Vec<u8> {
         let data = self
             .data
             .clone()
@@ -111,7 +113,7 @@ fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
 
 /// The ETag of a document's hash: the hash in double quotes. `None` for an empty
 /// hash (a missing document has none), or one no header can carry.
-pub(crate) fn etag(hash: &str) -> Option<HeaderValue> {
+pub fn etag(hash: &str) -> Option<HeaderValue> {
     if hash.is_empty() {
         return None;
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 /// Names that are store bookkeeping (or a filesystem staging file), not documents.
 fn is_bookkeeping(item: &str) -> bool {
-    crate::config::is_reserved(item) || item.contains('#')
+    starfish_protocol::names::is_reserved(item) || item.contains('#')
 }
 
 impl NsStore {
@@ -16,7 +16,7 @@ impl NsStore {
     ///
     /// # Errors
     /// [`StoreError`].
-    pub(crate) async fn list_page(
+    pub async fn list_page(
         &self,
         prefix: &ObjectKey,
         after: Option<&str>,

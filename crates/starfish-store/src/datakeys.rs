@@ -12,7 +12,7 @@
 //! `rotate-keys` no object uses them.
 
 use super::{CasError, NsStore, ObjectKey};
-use crate::util::clock::Clock;
+use crate::clock::Clock;
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use async_trait::async_trait;
@@ -181,7 +181,7 @@ struct Known {
 }
 
 /// One namespace's keyring in the store.
-pub(crate) struct Keyring {
+pub struct Keyring {
     record: NsStore,
     key: ObjectKey,
     /// Names the namespace in every wrapping context.
@@ -205,9 +205,9 @@ fn b64(bytes: &[u8]) -> String {
 
 impl Keyring {
     /// The keyring of config namespace `name` (`_starfish/datakeys/ns/<name>`).
-    pub(crate) fn for_config(
+    pub fn for_config(
         docs: &super::DocStore,
-        name: &crate::config::NamespaceName,
+        name: &starfish_protocol::names::NamespaceName,
         wrap: Arc<dyn KeyWrap>,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -223,9 +223,9 @@ impl Keyring {
 
     /// The keyring of runtime namespace `name` in `generation`
     /// (`_starfish/datakeys/t/<name>/<generation>`).
-    pub(crate) fn for_runtime(
+    pub fn for_runtime(
         docs: &super::DocStore,
-        name: &crate::config::NamespaceName,
+        name: &starfish_protocol::names::NamespaceName,
         generation: &str,
         wrap: Arc<dyn KeyWrap>,
         clock: Arc<dyn Clock>,
@@ -244,7 +244,7 @@ impl Keyring {
     ///
     /// # Errors
     /// [`super::StoreError`].
-    pub(crate) async fn forget(&self) -> Result<(), super::StoreError> {
+    pub async fn forget(&self) -> Result<(), super::StoreError> {
         if let Ok(mut k) = self.known.lock() {
             *k = Known::default();
         }
@@ -363,7 +363,7 @@ impl Keyring {
                     r["current"] = json!(next);
                     if rotate {
                         // Objects under older versions are being re-sealed until
-                        // `rotate-keys` clears this (crate::rotate).
+                        // `rotate-keys` clears this (the server's `rotate`).
                         r["resealing"] = json!(next);
                     }
                     Ok((serde_json::to_vec(&r).unwrap_or_default(), r))
@@ -383,14 +383,14 @@ impl Keyring {
 impl Keyring {
     /// Makes a new version current and marks the keyring as being re-sealed under
     /// it: `rotate-keys`' first step. The new version.
-    pub(crate) async fn rotate(&self) -> Result<u32, String> {
+    pub async fn rotate(&self) -> Result<u32, String> {
         let record = self.add_version(true).await?;
         self.learn(&record).await
     }
 
     /// The version a `rotate-keys` left unfinished re-sealing under, if any (its
     /// keys learnt).
-    pub(crate) async fn resealing(&self) -> Result<Option<u32>, String> {
+    pub async fn resealing(&self) -> Result<Option<u32>, String> {
         let Some(bytes) = self
             .record
             .get(&self.key)
@@ -407,7 +407,7 @@ impl Keyring {
     }
 
     /// Clears the re-sealing mark of `version`: every object is sealed under it.
-    pub(crate) async fn resealed(&self, version: u32) -> Result<(), String> {
+    pub async fn resealed(&self, version: u32) -> Result<(), String> {
         let result = self
             .record
             .compare_and_swap_uncounted(&self.key, |now| {

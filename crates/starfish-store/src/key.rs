@@ -7,22 +7,21 @@
 //! chunks, a document's keyring sibling) are derived from a resolved key by the store's
 //! own methods; no parameter can name them.
 
-use crate::config::{
-    IDENTITY_PARAM, NamespaceName, PathTemplate, is_param_value, is_reserved, is_safe_key,
-};
+use starfish_protocol::names::{NamespaceName, is_param_value, is_reserved};
+use starfish_protocol::template::{IDENTITY_PARAM, PathTemplate, is_safe_key};
 use std::fmt;
 use std::sync::Arc;
 
 /// Longest accepted path parameter, in bytes (under every filesystem's `NAME_MAX`,
 /// with room for the store's own suffixes).
-pub(crate) const MAX_PARAM_BYTES: usize = 200;
+pub const MAX_PARAM_BYTES: usize = 200;
 /// Longest accepted object key, in bytes (under S3's 1,024-byte key limit, with
 /// room for a namespace prefix and the store's own suffixes).
 pub(crate) const MAX_KEY_BYTES: usize = 768;
 
 /// Why a key could not be built: the client gets `400 Invalid path parameter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum KeyError {
+pub enum KeyError {
     /// A parameter is missing.
     #[error("missing required path parameter")]
     Missing,
@@ -33,12 +32,12 @@ pub(crate) enum KeyError {
 
 /// Path parameters whose values passed the parameter rule, in template order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct PathParams(Vec<(Arc<str>, String)>);
+pub struct PathParams(Vec<(Arc<str>, String)>);
 
 impl PathParams {
     /// Checks `pairs` (name, value): every value must pass the parameter rule and
     /// the length bound.
-    pub(crate) fn checked(
+    pub fn checked(
         pairs: impl IntoIterator<Item = (impl Into<Arc<str>>, String)>,
     ) -> Result<Self, KeyError> {
         let mut out = Vec::new();
@@ -52,7 +51,7 @@ impl PathParams {
     }
 
     /// The value of `name`.
-    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+    pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| &**k == name)
@@ -60,20 +59,20 @@ impl PathParams {
     }
 
     /// The `{identity}` value, when the template has one.
-    pub(crate) fn identity(&self) -> Option<&str> {
+    pub fn identity(&self) -> Option<&str> {
         self.get(IDENTITY_PARAM)
     }
 }
 
 /// A resolved object key such as `users/abc/notes`.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub(crate) struct ObjectKey(Box<str>);
+pub struct ObjectKey(Box<str>);
 
 impl ObjectKey {
     /// Fills the first `segments` segments of `template` from `params`, then appends
     /// `suffix` (a bundle member's name, from the config). The one constructor that
     /// takes client input.
-    pub(crate) fn resolve(
+    pub fn resolve(
         template: &PathTemplate,
         segments: usize,
         params: &PathParams,
@@ -94,22 +93,22 @@ impl ObjectKey {
 
     /// The key of a server-owned object named after a namespace (its registry
     /// record): a valid namespace name is a safe, single segment.
-    pub(crate) fn named(name: &NamespaceName) -> Self {
+    pub fn named(name: &NamespaceName) -> Self {
         Self(name.as_str().into())
     }
 
     /// The key of a server-owned object with a fixed name (a record of its own).
-    pub(crate) fn fixed(name: &'static str) -> Self {
+    pub fn fixed(name: &'static str) -> Self {
         Self(name.into())
     }
 
     /// The key as text.
-    pub(crate) fn as_str(&self) -> &str {
+    pub fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The keyring document beside this one (`<key>/_keyring`).
-    pub(crate) fn keyring(&self) -> Self {
+    pub fn keyring(&self) -> Self {
         self.derived("/_keyring")
     }
 
@@ -134,7 +133,7 @@ impl fmt::Display for ObjectKey {
 
 /// `.` and `..` segments pass the character rule; they never name a document.
 fn has_dot_segment(key: &str) -> bool {
-    crate::util::text::split_ascii(key, b'/').any(|s| s == "." || s == "..")
+    super::text::split_ascii(key, b'/').any(|s| s == "." || s == "..")
 }
 
 #[cfg(test)]

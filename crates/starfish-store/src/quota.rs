@@ -17,8 +17,7 @@
 //! it with its own count.
 
 use super::{NsStore, ObjectKey, StoreError};
-use crate::config::Quota;
-use crate::util::clock::Clock;
+use crate::clock::Clock;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +32,20 @@ pub(crate) const FLUSH_MS: u64 = 1_000;
 const LEASE_MARGIN_MS: u64 = 5_000;
 /// A lapsed lease's entry is kept this long for its node to come back to.
 const LAPSED_KEEP_MS: u64 = 24 * 3600 * 1000;
+
+/// A namespace's quota (`quota: {maxBytes, maxDocuments}`, an extension): bytes
+/// stored (every object, bookkeeping included) and documents (documents, logs and
+/// blobs). An absent limit is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Quota {
+    /// Most bytes the namespace may hold.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// Most documents the namespace may hold.
+    #[serde(default)]
+    pub max_documents: Option<u64>,
+}
 
 /// One node's lease in the record.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -68,10 +81,14 @@ struct UsageRecord {
 /// What a namespace uses and may use, as the admin API shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct UsageReport {
+pub struct UsageReport {
+    /// Bytes stored (every object, bookkeeping included).
     pub bytes: u64,
+    /// Documents stored (documents, logs and blobs).
     pub documents: u64,
+    /// The quota's byte limit, when it has one.
     pub max_bytes: Option<u64>,
+    /// The quota's document limit, when it has one.
     pub max_documents: Option<u64>,
 }
 
@@ -104,7 +121,7 @@ pub(crate) struct Reservation {
 
 /// A namespace's quota on one node. Shared by every store handle of the namespace.
 #[derive(Debug)]
-pub(crate) struct Ledger {
+pub struct Ledger {
     record: NsStore,
     key: ObjectKey,
     /// The namespace's own handle (no quota), to count what it held before.
@@ -128,9 +145,9 @@ fn added(value: u64, delta: i64) -> u64 {
 impl Ledger {
     /// The ledger of config namespace `name`, whose handle is `own`
     /// (record `_starfish/usage/ns/<name>`).
-    pub(crate) fn for_config(
+    pub fn for_config(
         docs: &super::DocStore,
-        name: &crate::config::NamespaceName,
+        name: &starfish_protocol::names::NamespaceName,
         own: NsStore,
         quota: Quota,
         clock: Arc<dyn Clock>,
@@ -142,9 +159,9 @@ impl Ledger {
     /// The ledger of runtime namespace `name` in `generation`, whose handle is `own`
     /// (record `_starfish/usage/t/<name>/<generation>`: a re-created namespace starts
     /// from nothing).
-    pub(crate) fn for_runtime(
+    pub fn for_runtime(
         docs: &super::DocStore,
-        name: &crate::config::NamespaceName,
+        name: &starfish_protocol::names::NamespaceName,
         generation: &str,
         own: NsStore,
         quota: Quota,
@@ -186,7 +203,7 @@ impl Ledger {
     }
 
     /// The record's key (removed with a deleted namespace).
-    pub(crate) fn record_key(&self) -> (&NsStore, &ObjectKey) {
+    pub fn record_key(&self) -> (&NsStore, &ObjectKey) {
         (&self.record, &self.key)
     }
 
@@ -255,7 +272,7 @@ impl Ledger {
     ///
     /// # Errors
     /// A store failure.
-    pub(crate) async fn report(&self) -> Result<UsageReport, StoreError> {
+    pub async fn report(&self) -> Result<UsageReport, StoreError> {
         let mut local = self.local.lock().await;
         let now = self.clock.now_ms();
         let record = self.renew(&mut local, 0, 0, now).await?;
@@ -271,7 +288,7 @@ impl Ledger {
     ///
     /// # Errors
     /// A store failure.
-    pub(crate) async fn set_limits(&self, limits: Quota) -> Result<(), StoreError> {
+    pub async fn set_limits(&self, limits: Quota) -> Result<(), StoreError> {
         self.ensure_record().await?;
         self.record
             .compare_and_swap_uncounted(&self.key, |current| {

@@ -1,5 +1,5 @@
-//! Re-sealing one object under a namespace's current data key, for `rotate-keys`
-//! (crate::rotate): read as stored, opened with the version it names, sealed again
+//! Re-sealing one object under a namespace's current data key, for `rotate-keys` (the
+//! server's `rotate`): read as stored, opened with the version it names, sealed again
 //! with a conditional write on the version read, so a write that lands in between is
 //! never overwritten (the writer sealed with the current key already).
 
@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 /// What [`NsStore::reseal`] did with one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Resealed {
+pub enum Resealed {
     /// Sealed again under the current version.
     Done,
     /// Already under the current version.
@@ -37,7 +37,7 @@ impl NsStore {
     ///
     /// # Errors
     /// [`StoreError`]; an object that does not open is an integrity error.
-    pub(crate) async fn reseal(
+    pub async fn reseal(
         &self,
         sealed: &NsStore,
         ring: &Arc<Keyring>,
@@ -105,7 +105,7 @@ impl NsStore {
     ) -> Result<Option<UpdateVersion>, StoreError> {
         self.writable()?;
         // Without conditional updates the caller made sure nobody else writes
-        // (crate::rotate::RotateOptions::offline).
+        // (the server's `rotate::RotateOptions::offline`).
         let mode = if self.docs.caps.conditional_update {
             PutMode::Update(expected)
         } else {

@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 const PART_BYTES: usize = 5 * 1024 * 1024;
 /// Suffix of the sidecar that holds a blob's content type (the reference's filesystem
 /// layout) and, from us, its SHA-256 and the version it describes.
-pub(crate) const META_SUFFIX: &str = ".__meta__";
+pub const META_SUFFIX: &str = ".__meta__";
 /// Room set aside for a blob's sidecar within a quota.
 const SIDECAR_ALLOWANCE: u64 = 512;
 /// The media type of a blob stored without one.
@@ -22,7 +22,7 @@ pub(super) const DEFAULT_BLOB_TYPE: &str = "application/octet-stream";
 
 /// Why a blob upload did not land. Nothing is stored in any of these cases.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum BlobError {
+pub enum BlobError {
     /// The body passed the limit.
     #[error("blob over the size limit")]
     TooLarge,
@@ -35,7 +35,7 @@ pub(crate) enum BlobError {
 }
 
 /// A stored blob ready to be sent.
-pub(crate) struct Blob {
+pub struct Blob {
     /// Its media type.
     pub content_type: String,
     /// Lowercase hex SHA-256 of its bytes.
@@ -45,7 +45,7 @@ pub(crate) struct Blob {
 }
 
 /// The bytes of a [`Blob`].
-pub(crate) enum BlobBody {
+pub enum BlobBody {
     /// Streaming from the store.
     Stream(GetResult),
     /// Already read (the hash had to be computed).
@@ -62,7 +62,7 @@ impl NsStore {
     ///
     /// # Errors
     /// [`BlobError`]; the upload is aborted and nothing is stored.
-    pub(crate) async fn put_blob<S, E>(
+    pub async fn put_blob<S, E>(
         &self,
         key: &ObjectKey,
         body: S,
@@ -195,7 +195,7 @@ impl NsStore {
     ///
     /// # Errors
     /// [`StoreError`] for anything but "not found".
-    pub(crate) async fn get_blob(&self, key: &ObjectKey) -> Result<Option<Blob>, StoreError> {
+    pub async fn get_blob(&self, key: &ObjectKey) -> Result<Option<Blob>, StoreError> {
         let result = match self.docs.inner.get(&self.path(key)).await {
             Ok(r) => r,
             Err(e) if super::is_missing(&e) => return Ok(None),

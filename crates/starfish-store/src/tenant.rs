@@ -7,11 +7,10 @@
 //! spell namespace A's location through namespace B's handle, whatever the key says.
 
 use super::{DocStore, ObjectKey, StoreError};
-use crate::config::NamespaceName;
-use crate::config::names::SYSTEM_ROOT;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use object_store::path::{Path, PathPart};
+use starfish_protocol::names::{NamespaceName, SYSTEM_ROOT};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -27,15 +26,16 @@ const TENANTS_DIR: &str = "t";
 
 /// One namespace's part of a store. A cheap `Clone`.
 #[derive(Debug, Clone)]
-pub(crate) struct NsStore {
+pub struct NsStore {
     pub(super) docs: DocStore,
     /// Put before every key; `None` when keys are exactly as the storagePath says.
     pub(super) root: Option<Path>,
     /// Writes are refused ([`StoreError::ReadOnly`]): a namespace frozen for the last
-    /// pass of a migration (crate::migrate).
+    /// pass of a migration (the server's `migrate`).
     read_only: bool,
-    /// Set while a migration of this namespace is frozen or done (crate::migrate): a
-    /// write admitted before the freeze was seen is refused when it reaches the store.
+    /// Set while a migration of this namespace is frozen or done (the server's
+    /// `migrate`): a write admitted before the freeze was seen is refused when it
+    /// reaches the store.
     moving: Option<Arc<AtomicBool>>,
     /// The namespace's quota, when it has one.
     pub(super) quota: Option<Arc<super::Ledger>>,
@@ -50,7 +50,7 @@ pub(crate) struct NsStore {
 impl NsStore {
     /// Keys exactly as their storagePath says: the root scope, a `shared` namespace
     /// (the reference's meaning), or a namespace with a store of its own.
-    pub(crate) fn whole(docs: DocStore) -> Self {
+    pub fn whole(docs: DocStore) -> Self {
         Self {
             docs,
             root: None,
@@ -63,7 +63,7 @@ impl NsStore {
     }
 
     /// Every key under `_starfish/ns/<name>/`: a `prefixed` namespace.
-    pub(crate) fn prefixed(docs: DocStore, namespace: &NamespaceName) -> Self {
+    pub fn prefixed(docs: DocStore, namespace: &NamespaceName) -> Self {
         let root = Path::from_iter([SYSTEM_ROOT, NAMESPACES_DIR, namespace.as_str()]);
         Self {
             docs,
@@ -78,7 +78,7 @@ impl NsStore {
 
     /// Every key under `_starfish/t/<name>/<generation>/`: a namespace created at
     /// runtime.
-    pub(crate) fn runtime(docs: DocStore, namespace: &NamespaceName, generation: &str) -> Self {
+    pub fn runtime(docs: DocStore, namespace: &NamespaceName, generation: &str) -> Self {
         let root = Path::from_iter([SYSTEM_ROOT, TENANTS_DIR, namespace.as_str(), generation]);
         Self {
             docs,
@@ -92,7 +92,7 @@ impl NsStore {
     }
 
     /// The handle of the server's own objects (`_starfish/<area>/…`) in `docs`.
-    pub(crate) fn system(docs: DocStore, area: &str) -> Self {
+    pub fn system(docs: DocStore, area: &str) -> Self {
         Self {
             docs,
             root: Some(Path::from_iter([SYSTEM_ROOT, area])),
@@ -105,7 +105,7 @@ impl NsStore {
     }
 
     /// This handle, refusing every write with [`StoreError::ReadOnly`].
-    pub(crate) fn read_only(&self) -> Self {
+    pub fn read_only(&self) -> Self {
         Self {
             read_only: true,
             ..self.clone()
@@ -114,7 +114,7 @@ impl NsStore {
 
     /// This handle, sealing at rest with `keys`' data keys (the same root, quota and
     /// flags).
-    pub(crate) fn sealed(&self, keys: Arc<super::Keyring>) -> Self {
+    pub fn sealed(&self, keys: Arc<super::Keyring>) -> Self {
         Self {
             docs: self.docs.sealed(keys),
             ..self.clone()
@@ -130,12 +130,12 @@ impl NsStore {
     }
 
     /// True when the store can replace an object only if it is still as read.
-    pub(crate) fn conditional_update(&self) -> bool {
+    pub fn conditional_update(&self) -> bool {
         self.docs.caps.conditional_update
     }
 
     /// This handle, writing within `ledger`'s quota.
-    pub(crate) fn with_quota(&self, ledger: Arc<super::Ledger>) -> Self {
+    pub fn with_quota(&self, ledger: Arc<super::Ledger>) -> Self {
         Self {
             quota: Some(ledger),
             ..self.clone()
@@ -143,12 +143,12 @@ impl NsStore {
     }
 
     /// The namespace's quota, when it has one.
-    pub(crate) fn quota(&self) -> Option<&Arc<super::Ledger>> {
+    pub fn quota(&self) -> Option<&Arc<super::Ledger>> {
         self.quota.as_ref()
     }
 
     /// This handle, refusing writes from the moment `moving` is set.
-    pub(crate) fn watched(&self, moving: Arc<AtomicBool>) -> Self {
+    pub fn watched(&self, moving: Arc<AtomicBool>) -> Self {
         Self {
             moving: Some(moving),
             ..self.clone()
@@ -176,7 +176,7 @@ impl NsStore {
     ///
     /// # Errors
     /// The store's error, as text.
-    pub(crate) async fn answers(&self) -> Result<(), String> {
+    pub async fn answers(&self) -> Result<(), String> {
         let probe = Path::from_iter([SYSTEM_ROOT, "ready"]);
         match self.docs.inner().head(&probe).await {
             Ok(_) => Ok(()),
@@ -189,7 +189,7 @@ impl NsStore {
     ///
     /// # Errors
     /// [`StoreError`].
-    pub(crate) async fn usage(&self) -> Result<(u64, u64), StoreError> {
+    pub async fn usage(&self) -> Result<(u64, u64), StoreError> {
         let mut listing = self.docs.inner().list(self.root.as_ref());
         let (mut objects, mut bytes) = (0u64, 0u64);
         while let Some(meta) = listing.next().await {
@@ -204,7 +204,7 @@ impl NsStore {
     ///
     /// # Errors
     /// [`StoreError`]; what was deleted stays deleted, and a retry finishes the job.
-    pub(crate) async fn clear(&self) -> Result<u64, StoreError> {
+    pub async fn clear(&self) -> Result<u64, StoreError> {
         self.writable()?;
         let locations: Vec<Path> = self
             .docs
@@ -230,7 +230,7 @@ impl NsStore {
     ///
     /// # Errors
     /// [`StoreError`].
-    pub(crate) async fn remove(&self, key: &ObjectKey) -> Result<(), StoreError> {
+    pub async fn remove(&self, key: &ObjectKey) -> Result<(), StoreError> {
         self.writable()?;
         let path = self.path(key);
         let result = self.docs.inner().delete(&path).await;
@@ -254,7 +254,7 @@ impl NsStore {
         let plain = text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
-            && crate::util::text::split_ascii(text, b'/')
+            && super::text::split_ascii(text, b'/')
                 .all(|part| !part.is_empty() && part != "." && part != "..");
         match (&self.root, plain) {
             (None, true) => text.into(),

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 /// Names a namespace may not take: they are the router's own first path segments.
-pub(crate) const RESERVED_NAMESPACES: [&str; 5] = ["pull", "push", "list", "health", "batch"];
+pub const RESERVED_NAMESPACES: [&str; 5] = ["pull", "push", "list", "health", "batch"];
 
 /// More names a namespace created at runtime may not take (a config's namespaces
 /// keep the reference's rules, so a reference config means the same here): the
@@ -13,13 +13,13 @@ pub(crate) const RESERVED_NAMESPACES: [&str; 5] = ["pull", "push", "list", "heal
 /// `status`, `api`), and routes to come (`auth`, `changes`, `ws`). Also refused:
 /// `v` followed by digits (`v1`, a version mount point) and any name starting with
 /// `_` (the server's, as `_starfish` is).
-pub(crate) const RESERVED_RUNTIME_NAMES: [&str; 10] = [
+pub const RESERVED_RUNTIME_NAMES: [&str; 10] = [
     "config", "events", "openapi", "metrics", "admin", "status", "api", "auth", "changes", "ws",
 ];
 
 /// True when a namespace created at runtime may not take `name` (see
 /// [`RESERVED_RUNTIME_NAMES`]; the reference's [`RESERVED_NAMESPACES`] too).
-pub(crate) fn is_reserved_runtime_name(name: &str) -> bool {
+pub fn is_reserved_runtime_name(name: &str) -> bool {
     let version = name
         .strip_prefix('v')
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
@@ -55,7 +55,7 @@ impl NamespaceNameError {
 /// A namespace name: `^[a-zA-Z0-9_-]+$` and not reserved.
 ///
 /// ```
-/// use starfish_server::internals::NamespaceName;
+/// use starfish_protocol::names::NamespaceName;
 /// assert!(NamespaceName::parse("acme-1_b").is_ok());
 /// assert!(NamespaceName::parse("pull").is_err());
 /// assert!(NamespaceName::parse("a.b").is_err());
@@ -105,7 +105,8 @@ impl fmt::Display for NamespaceName {
 pub struct CollectionName(Arc<str>);
 
 impl CollectionName {
-    pub(crate) fn new(name: &str) -> Self {
+    /// The collection name `name` (the config checks it).
+    pub fn new(name: &str) -> Self {
         Self(name.into())
     }
 
@@ -123,7 +124,7 @@ impl fmt::Display for CollectionName {
 
 /// True when `value` may stand for a path parameter: `^[a-zA-Z0-9._:@-]+$`
 /// (the reference's rule; `.` and `..` pass it and are caught by the key check).
-pub(crate) fn is_param_value(value: &str) -> bool {
+pub fn is_param_value(value: &str) -> bool {
     !value.is_empty()
         && value
             .bytes()
@@ -132,17 +133,17 @@ pub(crate) fn is_param_value(value: &str) -> bool {
 
 /// Suffixes of the store's own objects: a blob's metadata sidecar, a log's chunk
 /// folder, a staging file. No parameter value or template segment may end with one.
-pub(crate) const RESERVED_SUFFIXES: [&str; 3] = [".__meta__", "__seg", ".tmp"];
+pub const RESERVED_SUFFIXES: [&str; 3] = [".__meta__", "__seg", ".tmp"];
 /// Sibling documents the protocol gives a meaning to (`withKeyring`, shared
 /// members): only a literal template segment may name them.
 const RESERVED_NAMES: [&str; 2] = ["_keyring", "_members"];
 /// The server's own part of the store (isolated namespaces, the tenant registry, API
 /// keys): no parameter value and no template segment may name it, so no client key
 /// can reach into it.
-pub(crate) const SYSTEM_ROOT: &str = "_starfish";
+pub const SYSTEM_ROOT: &str = "_starfish";
 
 /// True when a parameter value names (or would form the key of) a bookkeeping object.
-pub(crate) fn is_reserved(value: &str) -> bool {
+pub fn is_reserved(value: &str) -> bool {
     // Case-insensitive: on a case-insensitive filesystem `_Starfish` is `_starfish`.
     value.eq_ignore_ascii_case(SYSTEM_ROOT)
         || RESERVED_NAMES.contains(&value)

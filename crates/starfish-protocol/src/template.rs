@@ -1,10 +1,10 @@
 //! Storage path templates: `users/{identity}/notes`.
 
-use super::names::{RESERVED_SUFFIXES, SYSTEM_ROOT, is_param_value};
+use crate::names::{RESERVED_SUFFIXES, SYSTEM_ROOT, is_param_value};
 use std::fmt;
 
 /// The parameter whose value is bound to the caller's identity.
-pub(crate) const IDENTITY_PARAM: &str = "identity";
+pub const IDENTITY_PARAM: &str = "identity";
 
 /// One `/`-separated part of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub enum Segment {
 /// segments, so a resolved key can never leave its template.
 ///
 /// ```
-/// use starfish_server::internals::PathTemplate;
+/// use starfish_protocol::template::PathTemplate;
 /// let t = PathTemplate::parse("users/{identity}/notes").unwrap();
 /// assert_eq!(t.params().collect::<Vec<_>>(), ["identity"]);
 /// assert!(t.has_identity());
@@ -112,7 +112,7 @@ impl PathTemplate {
     }
 
     /// The route pattern for this template (matchit syntax), e.g. `/users/{identity}/notes`.
-    pub(crate) fn route_pattern(&self) -> String {
+    pub fn route_pattern(&self) -> String {
         let mut out = String::new();
         for seg in &self.segments {
             out.push('/');
@@ -129,7 +129,7 @@ impl PathTemplate {
     }
 
     /// The route pattern of the template without its last segment (the list route).
-    pub(crate) fn parent_route_pattern(&self) -> String {
+    pub fn parent_route_pattern(&self) -> String {
         let full = self.route_pattern();
         match full.rfind('/') {
             Some(0) | None => String::from("/"),
@@ -186,7 +186,7 @@ impl fmt::Display for PathTemplate {
 }
 
 /// The reference's final check on a resolved key: no `..`, no control character, no `//`.
-pub(crate) fn is_safe_key(key: &str) -> bool {
+pub fn is_safe_key(key: &str) -> bool {
     // Plain scans of the bytes: `str::contains` sets up a substring search per call.
     let bytes = key.as_bytes();
     bytes.iter().all(|&b| b >= 0x20 && b != 0x7f)
