@@ -548,3 +548,31 @@ async fn a_deleted_namespace_answers_as_one_never_created() {
     let off = node(&store, &ManualClock::new(T0), false);
     assert_eq!(answer(&off, create("other")).await, framework_404());
 }
+
+/// The node that creates a namespace serves it at once, whatever the budget for
+/// looking up names it does not know (here one read a second, spent on a made-up
+/// name first): the writes right after a creation are never answered 404.
+#[tokio::test]
+async fn the_creating_node_serves_a_new_namespace_at_once() {
+    let store = DocStore::memory();
+    let mut tenants = starfish_server::TenantOptions::default();
+    tenants.unknown_lookups_per_second = 1;
+    let options = SyncOptions::new(config(), store.clone())
+        .with_clock(Arc::new(ManualClock::new(T0)))
+        .with_admin_key(KEY)
+        .with_tenant_options(tenants);
+    let app = create_sync_router(options).unwrap();
+    let res = send(&app, push("/nobody/push/board", &json!({"data": {}}))).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::NOT_FOUND,
+        "the second's one lookup, spent"
+    );
+    assert_eq!(status(&app, create("fresh")).await, StatusCode::CREATED);
+    for i in 0..3 {
+        let body =
+            json!({"data": {"i": i}, "baseHash": if i == 0 { Value::Null } else { json!("") }});
+        let res = send(&app, push("/fresh/push/board", &body)).await;
+        assert_ne!(res.status(), StatusCode::NOT_FOUND, "write {i}");
+    }
+}

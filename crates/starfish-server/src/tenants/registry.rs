@@ -7,6 +7,7 @@ use crate::config::names::SYSTEM_ROOT;
 use crate::config::names::is_reserved_runtime_name;
 use crate::store::StoreError;
 use futures::StreamExt;
+use std::sync::Arc;
 
 impl Tenants {
     /// Creates tenant `name` from `template` (a conditional create: one winner).
@@ -45,7 +46,16 @@ impl Tenants {
                 }
             })
             .await?;
-        self.forget(name);
+        // This node knows the tenant now: the writes that follow its creation are
+        // served at once, not looked up as unknown names (which a burst of them
+        // could take past the unknown-name budget: 404).
+        self.known.insert(
+            name.into(),
+            super::Known {
+                scope: self.scope(&valid, &record).map(Arc::new),
+                at_ms: self.clock.now_ms(),
+            },
+        );
         Ok(record)
     }
 
