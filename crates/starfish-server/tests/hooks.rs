@@ -26,7 +26,9 @@ const CONFIG: &str = r#"{
     {"name": "log", "storagePath": "log/{id}", "readRoles": ["public"], "writeRoles": ["public"],
      "appendOnly": {"type": "by_timestamp", "requireAuthorSignature": false}},
     {"name": "pics", "storagePath": "pics/{id}", "readRoles": ["public"], "writeRoles": ["public"],
-     "allowedMimeTypes": ["image/*"], "maxBodyBytes": 1024}
+     "allowedMimeTypes": ["image/*"], "maxBodyBytes": 1024},
+    {"name": "queue", "storagePath": "q/{topic}", "readRoles": ["public"], "writeRoles": ["public"],
+     "appendOnly": {"persist": false, "requireAuthorSignature": false}}
   ],
   "namespaces": {"acme": {"collections": [
     {"name": "docs", "storagePath": "acme/docs/{id}", "readRoles": ["public"], "writeRoles": ["public"]}
@@ -300,4 +302,98 @@ async fn after_write_hears_every_accepted_write_once_and_no_refused_one() {
         ]
     );
     assert!(events.iter().all(|e| e.timestamp >= T0));
+}
+
+/// Records every event, with the pushed data.
+#[derive(Default)]
+struct RecordBodies(Mutex<Vec<WriteEvent>>);
+
+impl AfterWrite for RecordBodies {
+    fn after_write(&self, event: &WriteEvent) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+    fn wants_body(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn events_carry_the_path_parameters_and_the_data_as_sent_only_when_asked() {
+    let plain = Arc::new(Record::default());
+    let app = create_sync_router(options().with_after_write(plain.clone())).unwrap();
+    push_doc(&app, "/push/docs/a", json!({"v": 1}), None).await;
+    let event = plain.0.lock().unwrap()[0].clone();
+    assert_eq!(event.param("id"), Some("a"));
+    assert_eq!(event.body, None, "no data unless the hook asks");
+
+    let bodies = Arc::new(RecordBodies::default());
+    let app = create_sync_router(options().with_after_write(bodies.clone())).unwrap();
+    let sent = json!({"v": 2, "nested": {"__proto__": {"x": 1}, "k": "v"}});
+    push_doc(&app, "/push/docs/b", sent.clone(), None).await;
+    send(&app, push("/push/log/l", &json!({"data": {"m": 1}}))).await;
+    let events = bodies.0.lock().unwrap().clone();
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        Value::Object((*events[0].body.clone().unwrap()).clone()),
+        sent,
+        "as sent, before sanitising"
+    );
+    assert_eq!(
+        events[1].body.as_deref().map(|b| Value::Object(b.clone())),
+        Some(json!({"m": 1}))
+    );
+    assert!(events.iter().all(|e| e.stored));
+}
+
+#[tokio::test]
+async fn a_queue_only_collection_tells_its_hooks_and_stores_nothing() {
+    let store = DocStore::memory();
+    let record = Arc::new(RecordBodies::default());
+    let app = create_sync_router(
+        SyncOptions::new(SyncConfig::from_json_str(CONFIG).unwrap(), store.clone())
+            .with_clock(Arc::new(ManualClock::new(T0)))
+            .with_after_write(record.clone()),
+    )
+    .unwrap();
+    for n in 0..3 {
+        let res = send(&app, push("/push/q/orders", &json!({"data": {"n": n}}))).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let body = json_body(res).await;
+        let expected = starfish_protocol::sha256_hex(format!("{{\"n\":{n}}}").as_bytes());
+        assert_eq!(
+            body["hash"],
+            expected.as_str(),
+            "the reference's hash of the item"
+        );
+    }
+    // Nothing stored: the store holds no object at all.
+    let listed: Vec<_> = futures::StreamExt::collect(store.inner().list(None)).await;
+    assert!(listed.is_empty(), "{listed:?}");
+    // Every pull reads as a document never written, whatever its bounds.
+    for uri in [
+        "/pull/q/orders",
+        "/pull/q/orders?last=10",
+        "/pull/q/orders?since=0",
+    ] {
+        let res = send(&app, get(uri)).await;
+        assert_eq!(res.status(), StatusCode::OK, "{uri}");
+        let body = json_body(res).await;
+        assert_eq!(
+            (&body["data"], &body["hash"]),
+            (&json!({}), &json!("")),
+            "{uri}"
+        );
+    }
+    let events = record.0.lock().unwrap().clone();
+    assert_eq!(events.len(), 3);
+    assert!(
+        events
+            .iter()
+            .all(|e| !e.stored && e.action == WriteAction::Append)
+    );
+    assert_eq!(events[2].param("topic"), Some("orders"));
+    assert_eq!(
+        events[2].body.as_deref().map(|b| Value::Object(b.clone())),
+        Some(json!({"n": 2}))
+    );
 }

@@ -62,6 +62,11 @@ impl PathParams {
     pub fn identity(&self) -> Option<&str> {
         self.get(IDENTITY_PARAM)
     }
+
+    /// Every (name, value), in template order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (&**k, v.as_str()))
+    }
 }
 
 /// A resolved object key such as `users/abc/notes`.

@@ -359,6 +359,8 @@ pub(crate) struct Inner {
     pub(crate) auth: Arc<dyn Authenticator>,
     pub(crate) gate: Gate,
     pub(crate) after_write: Option<Arc<dyn AfterWrite>>,
+    /// The after-write hook wants pushed bodies ([`AfterWrite::wants_body`]).
+    pub(crate) keep_bodies: bool,
     pub(crate) auth_timeout: Duration,
     pub(crate) max_collections_per_batch: usize,
     pub(crate) batch_key_deny_suffixes: Vec<String>,
@@ -456,6 +458,7 @@ impl AppState {
             clock: options.clock,
             auth,
             gate,
+            keep_bodies: options.after_write.as_ref().is_some_and(|h| h.wants_body()),
             after_write: options.after_write,
             auth_timeout: options.auth_timeout,
             max_collections_per_batch: options.max_collections_per_batch,

@@ -1,6 +1,9 @@
-//! The `after_write` hook: told once about every accepted write, never its data.
-//! Metrics, live change feeds and cache invalidation hang on it.
+//! The `after_write` hook: told once about every accepted write. Metrics, live
+//! change feeds, queues and cache invalidation hang on it. It carries the write's
+//! path parameters, and its data only to a hook that asks for it
+//! ([`AfterWrite::wants_body`]), as the reference's `WriteEvent` does.
 
+use serde_json::{Map, Value};
 use std::sync::Arc;
 
 /// What kind of write was accepted.
@@ -15,9 +18,9 @@ pub enum WriteAction {
     Blob,
 }
 
-/// One accepted write. It carries no document data, so end-to-end encryption holds
-/// for whatever consumes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One accepted write. It carries the document's data only to hooks that ask for
+/// it, so end-to-end encryption holds for the others.
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct WriteEvent {
     /// The namespace, `None` at the root.
@@ -34,14 +37,40 @@ pub struct WriteEvent {
     pub action: WriteAction,
     /// Who wrote it, `None` for anonymous writes.
     pub identity: Option<Arc<str>>,
+    /// The route's path parameters (name, value), in template order.
+    pub params: Arc<[(Arc<str>, Arc<str>)]>,
+    /// The pushed `data` as the client sent it (before sanitising), for a JSON
+    /// push or append, when a hook asked for bodies; `None` otherwise.
+    pub body: Option<Arc<Map<String, Value>>>,
+    /// False for a write that was accepted but not stored: an append to a
+    /// queue-only collection (`appendOnly.persist: false`), whose only effect is
+    /// what the hooks do with it.
+    pub stored: bool,
 }
 
-/// Called once per accepted write, after it is stored, never for a refused one. It
-/// runs on the request's task, so it should only hand the event on (a channel, a
-/// counter); set it with [`crate::app::state::SyncOptions::with_after_write`].
+impl WriteEvent {
+    /// A path parameter's value.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| &**v)
+    }
+}
+
+/// Called once per accepted write, after it is stored (or, for a queue-only
+/// collection, accepted), never for a refused one. It runs on the request's task,
+/// so it should only hand the event on (a channel, a counter); set it with
+/// [`crate::app::state::SyncOptions::with_after_write`].
 pub trait AfterWrite: Send + Sync + 'static {
     /// One write was accepted.
     fn after_write(&self, event: &WriteEvent);
+
+    /// True when events should carry the pushed data ([`WriteEvent::body`]): it
+    /// costs a copy of every pushed document. Off by default.
+    fn wants_body(&self) -> bool {
+        false
+    }
 }
 
 /// A dependency the router needs besides its store (Redis, NATS): `GET

@@ -395,11 +395,35 @@ pub(crate) fn after_write(
     doc: &Doc,
     caller: &Caller,
     action: WriteAction,
-    written: &Written,
+    written: Written,
 ) {
-    if !written.stored {
-        return;
+    // Live subscribers pull what changed: a write that stored nothing is no change.
+    if written.stored {
+        publish_change(state, scope, doc, &written);
     }
+    let Some(hook) = &state.after_write else {
+        return;
+    };
+    hook.after_write(&WriteEvent {
+        namespace: scope.namespace.as_ref().map(|n| n.as_str().into()),
+        collection: doc.collection.name.as_str().into(),
+        key: doc.key.as_str().into(),
+        hash: written.hash,
+        timestamp: written.timestamp,
+        action,
+        identity: caller.identity().map(Into::into),
+        params: doc
+            .params
+            .iter()
+            .map(|(n, v)| (n.into(), v.into()))
+            .collect(),
+        body: written.body.map(std::sync::Arc::new),
+        stored: written.stored,
+    });
+}
+
+/// Tells this node's live subscribers and the other nodes that `doc` changed.
+fn publish_change(state: &AppState, scope: &Scope, doc: &Doc, written: &Written) {
     let change = crate::live::Change::new(
         scope.namespace.as_ref().map(|n| n.as_str()),
         scope.generation.as_deref().unwrap_or(""),
@@ -415,18 +439,6 @@ pub(crate) fn after_write(
             metrics.change(if sent { "sent" } else { "dropped" });
         }
     }
-    let Some(hook) = &state.after_write else {
-        return;
-    };
-    hook.after_write(&WriteEvent {
-        namespace: scope.namespace.as_ref().map(|n| n.as_str().into()),
-        collection: doc.collection.name.as_str().into(),
-        key: doc.key.as_str().into(),
-        hash: written.hash.clone(),
-        timestamp: written.timestamp,
-        action,
-        identity: caller.identity().map(Into::into),
-    });
 }
 
 /// A request body: buffered when a signature had to cover it, otherwise still streaming.

@@ -41,8 +41,9 @@ pub(super) async fn push(
     let now = state.clock.now_ms();
     if collection.is_binary() {
         let written = blob::push(scope.store_for(collection), parts, &doc, body, now).await?;
-        after_write(state, scope, &doc, &caller, WriteAction::Blob, &written);
-        return Ok(axum::Json(json!({ "hash": written.hash })).into_response());
+        let answer = json!({ "hash": written.hash });
+        after_write(state, scope, &doc, &caller, WriteAction::Blob, written);
+        return Ok(axum::Json(answer).into_response());
     }
     // A JSON collection takes exactly `application/json`: the media type the
     // authenticator signed the body for.
@@ -65,6 +66,7 @@ pub(super) async fn push(
         &bytes,
         &state.log_limits,
         now,
+        state.keep_bodies,
     )
     .await?;
     let action = if collection.append_only.is_some() {
@@ -72,7 +74,7 @@ pub(super) async fn push(
     } else {
         WriteAction::Push
     };
-    after_write(state, scope, &doc, &caller, action, &written);
     let body = json!({ "hash": written.hash, "timestamp": written.timestamp });
+    after_write(state, scope, &doc, &caller, action, written);
     Ok(axum::Json(body).into_response())
 }

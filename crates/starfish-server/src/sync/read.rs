@@ -49,6 +49,9 @@ pub(crate) async fn read(
     now: u64,
 ) -> Result<Read, SyncError> {
     match &doc.collection.append_only {
+        // A queue-only collection stores nothing: every pull reads as a document
+        // never written, whatever its bounds (as the reference answers).
+        Some(config) if !config.persist => Ok(Read::Document(None)),
         Some(config) => {
             let range = bounded_range(log, config, limits.pull_cap(config), now)?;
             read_log(store, doc, caller, config, range)

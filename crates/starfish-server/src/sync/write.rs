@@ -15,7 +15,7 @@ use starfish_protocol::document::{AppendEnvelope, AuthorProof, parse_body_object
 use starfish_protocol::{PushEnvelope, StoredDoc, sha256_hex, stable_stringify};
 
 /// An accepted write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Written {
     /// The document's (or log's, or blob's) new hash.
     pub(crate) hash: String,
@@ -23,6 +23,8 @@ pub(crate) struct Written {
     pub(crate) timestamp: u64,
     /// False when nothing was stored (`appendOnly.persist: false`).
     pub(crate) stored: bool,
+    /// The pushed `data` as sent (before sanitising), when asked for.
+    pub(crate) body: Option<Map<String, Value>>,
 }
 
 /// A JSON push to `doc`: the body is parsed, then field write permissions and the
@@ -38,8 +40,10 @@ pub(crate) async fn push(
     body: &[u8],
     limits: &LogLimits,
     now: u64,
+    keep_body: bool,
 ) -> Result<Written, SyncError> {
     let body = parse_body_object(body)?;
+    let mut sent = None;
     if let Some(Value::Object(data)) = body.get("data") {
         check_field_writes(data, doc, caller)?;
         if let Some(schema) = &doc.collection.object_schema {
@@ -47,11 +51,16 @@ pub(crate) async fn push(
                 .validate(&Value::Object(data.clone()))
                 .map_err(SyncError::Schema)?;
         }
+        if keep_body {
+            sent = Some(data.clone());
+        }
     }
-    match &doc.collection.append_only {
+    let mut written = match &doc.collection.append_only {
         Some(config) => append(store, doc, caller, config, body, limits, now).await,
         None => push_document(store, doc, caller, body, now).await,
-    }
+    }?;
+    written.body = sent;
+    Ok(written)
 }
 
 /// `fieldPermissions` writeRoles: refused naming the first field the caller may not write.
@@ -143,6 +152,7 @@ async fn push_document(
             hash: new_doc.hash,
             timestamp: now,
             stored: true,
+            body: None,
         }),
         Err(CasError::Rejected(()) | CasError::Contended) => Err(SyncError::HashMismatch),
         Err(CasError::Store(e)) => Err(e.into()),
@@ -176,6 +186,7 @@ async fn append(
             hash,
             timestamp: envelope.ts.unwrap_or(now),
             stored: false,
+            body: None,
         });
     }
     let op = AppendOp {
@@ -194,6 +205,7 @@ async fn append(
             hash,
             timestamp,
             stored: true,
+            body: None,
         }),
         Err(AppendFailure::Refused(AppendError::NonMonotonic)) => {
             Err(SyncError::NonMonotonicTimestamp)
@@ -283,6 +295,7 @@ where
             hash,
             timestamp: now,
             stored: true,
+            body: None,
         }),
         Err(BlobError::TooLarge) => Err(SyncError::PayloadTooLarge),
         Err(BlobError::Body(e)) => {
