@@ -201,6 +201,7 @@ pub mod live;
 mod metrics;
 pub mod migrate;
 mod openapi;
+pub mod queue;
 pub mod rotate;
 mod routes;
 pub mod sharing;

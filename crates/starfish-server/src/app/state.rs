@@ -54,6 +54,8 @@ pub struct SyncOptions {
     pub authorize: Option<Arc<dyn Authorize>>,
     /// Told about every accepted write.
     pub after_write: Option<Arc<dyn AfterWrite>>,
+    /// Where the queue messages of collections with a `queue` setting go.
+    pub queue: Option<Arc<dyn crate::queue::QueueSink>>,
     /// Bound on authentication time.
     pub auth_timeout: Duration,
     /// Turns true when the server shuts down: open live-change streams end, so a
@@ -155,6 +157,7 @@ impl SyncOptions {
             role_enricher: None,
             authorize: None,
             after_write: None,
+            queue: None,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
             shutdown: None,
             key_wrap: None,
@@ -343,6 +346,15 @@ impl SyncOptions {
         self
     }
 
+    /// Publishes a message to `sink` for every accepted write to a collection
+    /// with a `queue` setting (the reference's queuing plugin; `queue::NatsQueue`
+    /// with the `nats` feature).
+    #[must_use]
+    pub fn with_queue(mut self, sink: Arc<dyn crate::queue::QueueSink>) -> Self {
+        self.queue = Some(sink);
+        self
+    }
+
     /// Tells `hook` about every accepted write.
     #[must_use]
     pub fn with_after_write(mut self, hook: Arc<dyn AfterWrite>) -> Self {
@@ -359,8 +371,11 @@ pub(crate) struct Inner {
     pub(crate) auth: Arc<dyn Authenticator>,
     pub(crate) gate: Gate,
     pub(crate) after_write: Option<Arc<dyn AfterWrite>>,
-    /// The after-write hook wants pushed bodies ([`AfterWrite::wants_body`]).
+    /// The after-write hook or a queue wants pushed bodies ([`AfterWrite::wants_body`],
+    /// a collection's `queue.includeBody`).
     pub(crate) keep_bodies: bool,
+    /// Where queue messages go.
+    pub(crate) queue: Option<Arc<dyn crate::queue::QueueSink>>,
     pub(crate) auth_timeout: Duration,
     pub(crate) max_collections_per_batch: usize,
     pub(crate) batch_key_deny_suffixes: Vec<String>,
@@ -437,6 +452,8 @@ impl AppState {
             options.clock.clone(),
         );
         let live = live_bus(&options);
+        let keep_bodies = options.after_write.as_ref().is_some_and(|h| h.wants_body())
+            || (options.queue.is_some() && queue_wants_bodies(&options.config));
         let gate = Gate {
             restrictions: options.config.restrictions.clone(),
             enricher: options.role_enricher,
@@ -458,7 +475,8 @@ impl AppState {
             clock: options.clock,
             auth,
             gate,
-            keep_bodies: options.after_write.as_ref().is_some_and(|h| h.wants_body()),
+            keep_bodies,
+            queue: options.queue,
             after_write: options.after_write,
             auth_timeout: options.auth_timeout,
             max_collections_per_batch: options.max_collections_per_batch,
@@ -645,3 +663,14 @@ pub(crate) fn namespace_store(
 /// The last readiness answer and when it was given.
 pub(crate) type ReadyCache =
     tokio::sync::Mutex<Option<(u64, (axum::http::StatusCode, axum::Json<serde_json::Value>))>>;
+
+/// True when a collection of the config (at the root, in a namespace or a template)
+/// publishes its pushed data (`queue.includeBody`).
+fn queue_wants_bodies(config: &SyncConfig) -> bool {
+    let scopes = std::iter::once(&config.collections)
+        .chain(config.namespaces.iter().map(|n| &n.collections))
+        .chain(config.templates.iter().map(|t| &t.collections));
+    scopes
+        .flatten()
+        .any(|c| c.queue.as_ref().is_some_and(|q| q.include_body))
+}

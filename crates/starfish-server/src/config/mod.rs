@@ -5,6 +5,7 @@
 //! messages (all errors are collected, not first-fail). Past this module no `String`
 //! stands for a role, a template or a size.
 
+pub(crate) mod queue;
 mod raw;
 mod routes;
 pub(crate) mod schema;
@@ -335,6 +336,8 @@ pub struct Collection {
     pub root_only: bool,
     /// Identity restrictions for this collection.
     pub restrictions: Vec<Restriction>,
+    /// Publish each accepted write (our `queue` extension field; `config/queue.rs`).
+    pub queue: Option<Arc<queue::QueueSettings>>,
     /// What `GET /config` tells clients about this collection (the reference's
     /// `toCollectionClientInfo`, built once at load).
     pub client_info: Value,

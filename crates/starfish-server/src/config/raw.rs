@@ -64,6 +64,8 @@ pub(crate) struct RawCollection {
     pub(crate) listable: Option<bool>,
     pub(crate) root_only: Option<bool>,
     pub(crate) restrictions: Option<Value>,
+    /// Our extension: publish each write (`config/queue.rs`).
+    pub(crate) queue: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]

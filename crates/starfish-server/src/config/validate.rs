@@ -367,6 +367,7 @@ struct Typed {
     object_schema: Option<crate::config::schema::ObjectSchema>,
     rate_limits: RateLimits,
     restrictions: Vec<Restriction>,
+    queue: Option<crate::config::queue::QueueSettings>,
 }
 
 /// Checks one scope's collections and converts those without errors.
@@ -424,12 +425,14 @@ fn check_collection(c: &Resolved, global: Option<RateFields>, errors: &mut Vec<S
     let encryption = parse_encryption(c, errors);
     let object_schema = compile_schema(c, errors);
     check_positive_sizes(c, errors);
+    let queue = crate::config::queue::settings(raw.queue.as_ref(), template.as_ref(), p, errors);
     Typed {
         template,
         encryption,
         object_schema,
         rate_limits,
         restrictions,
+        queue,
     }
 }
 
@@ -656,6 +659,7 @@ fn build_collection(c: Resolved, typed: Typed) -> Option<Collection> {
         listable: c.listable,
         root_only: c.root_only,
         restrictions: typed.restrictions,
+        queue: typed.queue.map(Arc::new),
         client_info,
     })
 }

@@ -55,6 +55,7 @@ struct Inner {
     auth_failures: Family<ReasonLabels, Counter>,
     store_seconds: Family<OpLabels, Histogram>,
     changes: Family<OutcomeLabels, Counter>,
+    queued: Family<OutcomeLabels, Counter>,
     shared_fallbacks: Counter,
     sources: Mutex<Vec<(Gauge, Source)>>,
     gauges: Gauges,
@@ -120,6 +121,12 @@ impl Metrics {
             "Changes carried between nodes: sent (queued for the feed), dropped (its queue was full), received (from other nodes)",
             changes.clone(),
         );
+        let queued = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "queue_messages",
+            "Queue messages handed to the queue (outcome=sent) or dropped, its buffer full (outcome=dropped)",
+            queued.clone(),
+        );
         let shared_fallbacks = Counter::default();
         registry.register(
             "shared_limits_fallbacks",
@@ -160,6 +167,7 @@ impl Metrics {
             auth_failures,
             store_seconds,
             changes,
+            queued,
             shared_fallbacks,
             sources: Mutex::new(Vec::new()),
             gauges,
@@ -232,6 +240,14 @@ impl Metrics {
     pub(crate) fn change(&self, outcome: &'static str) {
         self.0
             .changes
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// One queue message handed to the queue (`sent`) or dropped, its buffer full.
+    pub(crate) fn queued(&self, outcome: &'static str) {
+        self.0
+            .queued
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }

@@ -401,10 +401,11 @@ pub(crate) fn after_write(
     if written.stored {
         publish_change(state, scope, doc, &written);
     }
-    let Some(hook) = &state.after_write else {
+    let queue = state.queue.as_ref().zip(doc.collection.queue.as_deref());
+    if state.after_write.is_none() && queue.is_none() {
         return;
-    };
-    hook.after_write(&WriteEvent {
+    }
+    let event = WriteEvent {
         namespace: scope.namespace.as_ref().map(|n| n.as_str().into()),
         collection: doc.collection.name.as_str().into(),
         key: doc.key.as_str().into(),
@@ -419,7 +420,17 @@ pub(crate) fn after_write(
             .collect(),
         body: written.body.map(std::sync::Arc::new),
         stored: written.stored,
-    });
+    };
+    if let Some((sink, settings)) = queue {
+        let (subject, payload) = crate::queue::message(settings, &event);
+        let sent = sink.publish(subject, payload);
+        if let Some(metrics) = &state.metrics {
+            metrics.queued(if sent { "sent" } else { "dropped" });
+        }
+    }
+    if let Some(hook) = &state.after_write {
+        hook.after_write(&event);
+    }
 }
 
 /// Tells this node's live subscribers and the other nodes that `doc` changed.
