@@ -452,8 +452,7 @@ impl AppState {
             options.clock.clone(),
         );
         let live = live_bus(&options);
-        let keep_bodies = options.after_write.as_ref().is_some_and(|h| h.wants_body())
-            || (options.queue.is_some() && queue_wants_bodies(&options.config));
+        let keep_bodies = keeps_bodies(&options);
         let gate = Gate {
             restrictions: options.config.restrictions.clone(),
             enricher: options.role_enricher,
@@ -663,6 +662,13 @@ pub(crate) fn namespace_store(
 /// The last readiness answer and when it was given.
 pub(crate) type ReadyCache =
     tokio::sync::Mutex<Option<(u64, (axum::http::StatusCode, axum::Json<serde_json::Value>))>>;
+
+/// True when the pushed data must be kept for after the write: the hook asks for
+/// it, or a queue publishes it.
+fn keeps_bodies(options: &SyncOptions) -> bool {
+    options.after_write.as_ref().is_some_and(|h| h.wants_body())
+        || (options.queue.is_some() && queue_wants_bodies(&options.config))
+}
 
 /// True when a collection of the config (at the root, in a namespace or a template)
 /// publishes its pushed data (`queue.includeBody`).
