@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: the Rust workspace (unit, router, conformance, CLI tests),
 # the store suite on an S3-compatible server, the shared replay cache and limits on
-# Redis, live changes between nodes on NATS,
+# Redis, live changes between nodes on NATS, queue messages compared with the
+# reference Python server's queuing plugin (tests/queue),
 # schemathesis against the OpenAPI
 # document and a live server, the interop harness with the official clients (against
 # our server, then against the reference), then
@@ -15,6 +16,7 @@ cargo test --workspace
 bash tests/s3/run.sh
 bash tests/redis/run.sh
 bash tests/nats/run.sh
+bash tests/queue/run.sh
 bash tests/openapi/run.sh
 bash tests/interop/run.sh
 # The same scenarios against the reference TypeScript server (with its sharing

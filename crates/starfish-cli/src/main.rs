@@ -22,6 +22,7 @@ mod mask;
 mod migrate;
 mod observe;
 mod openapi;
+mod queue;
 mod rotate;
 mod serve;
 mod settings;
@@ -321,7 +322,7 @@ fn with_other_nodes(
             .with_change_feed(feed)
             .with_readiness_check("nats", ready);
     }
-    Ok(options)
+    settings.queue.apply(options, runtime)
 }
 
 /// `options` with the rest of the settings: the master key of encryption at rest,

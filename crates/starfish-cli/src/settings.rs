@@ -109,6 +109,14 @@ pub(crate) struct ServeArgs {
     /// [default: off].
     #[arg(long, env = "STARFISH_SHARING", num_args = 0..=1, default_missing_value = "true")]
     sharing: Option<bool>,
+    /// Publish the queue messages of collections with a `queue` setting on this
+    /// NATS server (the reference's queuing plugin) [default: off].
+    #[arg(long, env = "STARFISH_QUEUE_NATS")]
+    queue_nats: Option<String>,
+    /// Publish them into this JetStream stream (created when missing),
+    /// acknowledged and de-duplicated, instead of on core NATS.
+    #[arg(long, env = "STARFISH_QUEUE_STREAM")]
+    queue_stream: Option<String>,
     /// Reverse proxies in front of the server; the client IP for rate limits is the
     /// N-th `X-Forwarded-For` entry from the right. 0: the socket address [default: 0].
     #[arg(long, env = "STARFISH_TRUSTED_PROXY_HOPS")]
@@ -251,6 +259,7 @@ pub(crate) struct ServerSection {
     openapi_endpoint: Option<bool>,
     trusted_proxy_hops: Option<usize>,
     sharing: crate::sharing::SharingSection,
+    queue: crate::queue::QueueSection,
     auth: AuthSection,
     cors: CorsSection,
     no_compression: Option<bool>,
@@ -356,6 +365,8 @@ pub(crate) struct Settings {
     pub(crate) openapi_endpoint: bool,
     #[serde(skip_serializing_if = "is_default")]
     pub(crate) sharing: crate::sharing::SharingSection,
+    #[serde(skip_serializing_if = "is_default")]
+    pub(crate) queue: crate::queue::QueueSection,
     pub(crate) trusted_proxy_hops: usize,
     pub(crate) auth: AuthSettings,
     pub(crate) cors: Cors,
@@ -478,6 +489,7 @@ impl Settings {
                 .or(section.openapi_endpoint)
                 .unwrap_or(false),
             sharing: section.sharing.with_flag(args.sharing),
+            queue: section.queue.with_flags(args.queue_nats, args.queue_stream),
             trusted_proxy_hops: args
                 .trusted_proxy_hops
                 .or(section.trusted_proxy_hops)
