@@ -235,3 +235,113 @@ async fn a_gap_in_a_nodes_numbered_changes_ends_the_streams() {
         "a change that never came ends the stream"
     );
 }
+
+/// JetStream queue messages (`--queue-stream`): a consumer that was down through
+/// 1,000 writes and a restart of NATS (killed, its stream on disk) receives every
+/// write's message, once each. Writes never waited on NATS meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs nats-server: run by tests/nats/run.sh"]
+async fn a_jetstream_consumer_down_through_writes_and_a_nats_restart_gets_each_once() {
+    use async_nats::jetstream::consumer::{self, pull};
+    use starfish_server::queue::{JetStreamSettings, NatsQueue};
+
+    const WRITES: usize = 1000;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let args = |p: &str| -> Vec<String> {
+        [
+            "-a",
+            "127.0.0.1",
+            "-p",
+            p,
+            "-js",
+            "-sd",
+            dir.path().to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let p = port.to_string();
+    let start = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        OwnServer::start("nats-server", &refs, port).await
+    };
+    let mut nats = start(args(&p)).await;
+    let url = format!("nats://127.0.0.1:{port}");
+    let settings = JetStreamSettings {
+        stream: "STARFISH_QUEUE".into(),
+        subjects: vec!["items".into(), "items.>".into()],
+    };
+    let queue = NatsQueue::connect(&url, Some(settings)).await.unwrap();
+    // The consumer exists (durable) but reads nothing until the end.
+    let client = async_nats::connect(&url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("STARFISH_QUEUE").await.unwrap();
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some("late".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let config = SyncConfig::from_value(json!({"version": 1, "collections": [
+        {"name": "items", "storagePath": "items/{id}", "readRoles": ["public"],
+         "writeRoles": ["public"], "queue": {"subjectParam": "id"}}]}))
+    .unwrap();
+    let app = create_sync_router(
+        SyncOptions::new(config, DocStore::memory())
+            .with_clock(Arc::new(ManualClock::new(T0)))
+            .with_queue(Arc::new(queue)),
+    )
+    .unwrap();
+    for i in 0..WRITES {
+        if i == 400 {
+            nats.kill(); // NATS dies mid-stream, its stream on disk.
+        }
+        if i == 700 {
+            nats = start(args(&p)).await;
+        }
+        let body = json!({"data": {"i": i}, "baseHash": null});
+        let res = tokio::time::timeout(
+            Duration::from_secs(5),
+            send(&app, push(&format!("/push/items/i{i}"), &body)),
+        )
+        .await
+        .expect("a write never waits on NATS");
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    // The consumer comes back and reads everything.
+    let consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer("late").await.unwrap();
+    let mut seen = std::collections::HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < WRITES && tokio::time::Instant::now() < deadline {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(200)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await
+            .unwrap();
+        while let Some(message) = batch.next().await {
+            let message = message.unwrap();
+            let subject = message.subject.to_string();
+            *seen.entry(subject).or_insert(0) += 1;
+            message.ack().await.unwrap();
+        }
+    }
+    let mut info = js.get_stream("STARFISH_QUEUE").await.unwrap();
+    let stored = info.info().await.unwrap().state.messages;
+    assert_eq!(
+        seen.len(),
+        WRITES,
+        "every write's message arrived ({stored} in the stream)"
+    );
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert_eq!(stored, WRITES as u64, "the stream holds each once");
+    drop(nats);
+}
