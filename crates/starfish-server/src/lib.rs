@@ -193,6 +193,7 @@
 
 pub mod access;
 mod app;
+pub mod audit;
 pub mod auth;
 mod browser;
 mod config;

@@ -56,6 +56,8 @@ pub struct SyncOptions {
     pub after_write: Option<Arc<dyn AfterWrite>>,
     /// Where the queue messages of collections with a `queue` setting go.
     pub queue: Option<Arc<dyn crate::queue::QueueSink>>,
+    /// Where audit records go, and how reads are sampled.
+    pub audit: Option<crate::audit::AuditOptions>,
     /// Bound on authentication time.
     pub auth_timeout: Duration,
     /// Turns true when the server shuts down: open live-change streams end, so a
@@ -158,6 +160,7 @@ impl SyncOptions {
             authorize: None,
             after_write: None,
             queue: None,
+            audit: None,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
             shutdown: None,
             key_wrap: None,
@@ -346,6 +349,14 @@ impl SyncOptions {
         self
     }
 
+    /// Records every decision on data (pulls, pushes, lists, allowed or denied)
+    /// and every admin action in an audit trail ([`crate::audit`]).
+    #[must_use]
+    pub fn with_audit(mut self, audit: crate::audit::AuditOptions) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
     /// Publishes a message to `sink` for every accepted write to a collection
     /// with a `queue` setting (the reference's queuing plugin; `queue::NatsQueue`
     /// with the `nats` feature).
@@ -376,6 +387,8 @@ pub(crate) struct Inner {
     pub(crate) keep_bodies: bool,
     /// Where queue messages go.
     pub(crate) queue: Option<Arc<dyn crate::queue::QueueSink>>,
+    /// The audit trail, when on.
+    pub(crate) audit: Option<crate::audit::Auditor>,
     pub(crate) auth_timeout: Duration,
     pub(crate) max_collections_per_batch: usize,
     pub(crate) batch_key_deny_suffixes: Vec<String>,
@@ -434,15 +447,7 @@ impl AppState {
             namespaces.insert(ns.name.to_string(), scope);
         }
         let auth = authenticator(&mut options)?;
-        let tenants = Tenants::new(
-            &options.config,
-            options.store.clone(),
-            options.namespace_stores.clone(),
-            &options.tenants,
-            options.key_wrap.clone(),
-            options.clock.clone(),
-        );
-        tenants.check().map_err(|e| ConfigError::Invalid(vec![e]))?;
+        let tenants = runtime_tenants(&options)?;
         let keys = api_keys(&options)?;
         let migrations = crate::migrate::Migrations::new(
             &options.config,
@@ -453,6 +458,7 @@ impl AppState {
         );
         let live = live_bus(&options);
         let keep_bodies = keeps_bodies(&options);
+        let audit = options.audit.take().map(crate::audit::Auditor::new);
         let gate = Gate {
             restrictions: options.config.restrictions.clone(),
             enricher: options.role_enricher,
@@ -476,6 +482,7 @@ impl AppState {
             gate,
             keep_bodies,
             queue: options.queue,
+            audit,
             after_write: options.after_write,
             auth_timeout: options.auth_timeout,
             max_collections_per_batch: options.max_collections_per_batch,
@@ -598,6 +605,20 @@ fn authenticator(options: &mut SyncOptions) -> Result<Arc<dyn Authenticator>, Co
         settings,
         options.clock.clone(),
     )))
+}
+
+/// The runtime namespaces' registry, checked against the config.
+fn runtime_tenants(options: &SyncOptions) -> Result<Tenants, ConfigError> {
+    let tenants = Tenants::new(
+        &options.config,
+        options.store.clone(),
+        options.namespace_stores.clone(),
+        &options.tenants,
+        options.key_wrap.clone(),
+        options.clock.clone(),
+    );
+    tenants.check().map_err(|e| ConfigError::Invalid(vec![e]))?;
+    Ok(tenants)
 }
 
 /// The API keys, kept when an admin key turns the admin API on.

@@ -525,3 +525,72 @@ fn key_missing(e: TenantError) -> AdminError {
         other => other.into(),
     }
 }
+
+/// Records every admin request in the audit trail: the action its route names,
+/// what it acted on (the namespace or key id of its path), who asked (an API key
+/// by its id; the admin key is named as such, never shown), and the answer.
+pub(crate) async fn audited(
+    State(state): State<AppState>,
+    matched: axum::extract::MatchedPath,
+    request: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let api_key_id = crate::routes::bearer(request.headers())
+        .and_then(|token| token.strip_prefix(crate::tenants::keys::PREFIX))
+        .and_then(|rest| rest.split('_').next())
+        .map(str::to_owned);
+    let response = next.run(request).await;
+    let Some(auditor) = &state.audit else {
+        return response;
+    };
+    let (action, target) = admin_action(&method, matched.as_str(), &path);
+    let status = response.status();
+    let success = status.is_success();
+    let record = crate::audit::AuditRecord {
+        timestamp: state.clock.now_ms(),
+        action,
+        success,
+        status_code: status.as_u16(),
+        target,
+        reason: (!success)
+            .then(|| status.canonical_reason().map(str::to_owned))
+            .flatten(),
+        identity: api_key_id.is_none().then(|| "admin-key".to_owned()),
+        api_key_id,
+        ..crate::audit::AuditRecord::default()
+    };
+    auditor.record(record);
+    response
+}
+
+/// Longest namespace name or key id an admin audit record repeats from a path.
+const MAX_TARGET_CHARS: usize = 128;
+
+/// The audit action of an admin route, and the namespace or key its path names.
+fn admin_action(method: &axum::http::Method, route: &str, path: &str) -> (String, Option<String>) {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // A name or id of the path, bounded: a record never carries much client text.
+    let target = segments
+        .get(3)
+        .map(|s| s.chars().take(MAX_TARGET_CHARS).collect());
+    let action = match (method.as_str(), route) {
+        ("POST", "/_starfish/admin/namespaces") => "namespace.create",
+        ("GET", "/_starfish/admin/namespaces") => "namespace.list",
+        ("GET", "/_starfish/admin/namespaces/{name}") => "namespace.show",
+        ("DELETE", "/_starfish/admin/namespaces/{name}") => "namespace.delete",
+        (_, "/_starfish/admin/namespaces/{name}/quota") => "namespace.quota",
+        (_, "/_starfish/admin/namespaces/{name}/limits") => "namespace.limits",
+        (_, "/_starfish/admin/namespaces/{name}/{action}") => match segments.get(4) {
+            Some(&"suspend") => "namespace.suspend",
+            Some(&"resume") => "namespace.resume",
+            _ => "namespace.action",
+        },
+        ("POST", "/_starfish/admin/keys") => "key.create",
+        ("GET", "/_starfish/admin/keys/{id}") => "key.show",
+        (_, "/_starfish/admin/keys/{id}/revoke") => "key.revoke",
+        _ => "other",
+    };
+    (format!("admin.{action}"), target)
+}

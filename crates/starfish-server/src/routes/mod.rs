@@ -85,18 +85,33 @@ fn fixed_routes() -> Vec<(&'static str, axum::routing::MethodRouter<AppState>)> 
     ]
 }
 
-/// The routes with handlers of their own, without a fallback.
-pub(crate) fn fixed_router() -> Router<AppState> {
-    fixed_routes()
+/// The routes with handlers of their own, without a fallback; the admin routes
+/// audited when `state` audits.
+pub(crate) fn fixed_router(state: &AppState) -> Router<AppState> {
+    let (admin_routes, others): (Vec<_>, Vec<_>) = fixed_routes()
+        .into_iter()
+        .partition(|(path, _)| path.starts_with("/_starfish/admin"));
+    let mut admin_router = admin_routes
         .into_iter()
         .fold(Router::new(), |router, (path, methods)| {
+            router.route(path, methods)
+        });
+    if state.audit.is_some() {
+        admin_router = admin_router.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::audited,
+        ));
+    }
+    others
+        .into_iter()
+        .fold(admin_router, |router, (path, methods)| {
             router.route(path, methods)
         })
 }
 
-pub(crate) fn router() -> Router<AppState> {
+pub(crate) fn router(state: &AppState) -> Router<AppState> {
     // Every other path is the pipeline's to parse (404 when it is none of its routes).
-    fixed_router().fallback(dispatch)
+    fixed_router(state).fallback(dispatch)
 }
 
 /// The pipeline (every path but the fixed routes) as a service.
@@ -133,7 +148,7 @@ pub(crate) struct Routes {
 impl Routes {
     pub(crate) fn new(state: AppState) -> Self {
         Self {
-            fixed: router().with_state(state.clone()),
+            fixed: router(&state).with_state(state.clone()),
             pipeline: Pipeline(state),
         }
     }
@@ -193,6 +208,21 @@ struct Routed {
 }
 
 impl Routed {
+    /// What `endpoint` is, for metrics and the audit trail.
+    fn of_endpoint(endpoint: &Endpoint<'_>) -> Self {
+        match &endpoint {
+            Endpoint::Pull(scope, doc) => Routed::of(scope, Some(&doc.collection), "pull"),
+            Endpoint::Push(scope, doc) => {
+                Routed::of(scope, Some(&doc.collection), push_action(&doc.collection))
+            }
+            Endpoint::Bundle(scope, _) => Routed::of(scope, None, "bundle"),
+            Endpoint::List(scope, doc) => Routed::of(scope, Some(&doc.collection), "list"),
+            Endpoint::Batch(scope) => Routed::of(scope, None, "batch"),
+            Endpoint::Config(scope) => Routed::of(scope, None, "config"),
+            Endpoint::Events(scope) => Routed::of(scope, None, "events"),
+        }
+    }
+
     fn of(
         scope: &Scope,
         collection: Option<&crate::config::Collection>,
@@ -224,38 +254,124 @@ fn push_action(collection: &crate::config::Collection) -> &'static str {
 }
 
 async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Response {
-    let Some(metrics) = state.metrics.clone() else {
+    if state.metrics.is_none() && state.audit.is_none() {
         return route(&state, request, &mut Routed::default())
             .await
             .into_response();
-    };
-    let _in_flight = metrics.in_flight();
+    }
+    let _in_flight = state.metrics.as_ref().map(|m| m.in_flight());
     let mut routed = Routed {
         action: "other",
         ..Routed::default()
     };
-    let result = route(&state, request, &mut routed).await;
-    let status = match &result {
-        Ok(response) => response.status(),
-        Err(e) => {
-            match e {
-                ApiError::Auth(AuthError::Unauthorized(reason)) => {
-                    metrics.auth_failure(crate::metrics::auth_reason(reason));
-                }
-                ApiError::Auth(AuthError::Forbidden(_)) => metrics.auth_failure("forbidden"),
-                ApiError::AuthTimeout => metrics.auth_failure("timeout"),
-                _ => {}
-            }
-            e.status()
+    let (result, trail) = match &state.audit {
+        None => (route(&state, request, &mut routed).await, None),
+        Some(_) => {
+            let request_id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let traced = async {
+                let result = route(&state, request, &mut routed).await;
+                (result, crate::audit::TRAIL.with(|t| t.take()))
+            };
+            let cell = std::cell::RefCell::new(crate::audit::Trail::default());
+            let (result, trail) = crate::audit::TRAIL.scope(cell, traced).await;
+            (result, Some((trail, request_id)))
         }
     };
-    metrics.request(
-        &routed.namespace,
-        &routed.collection,
-        routed.action,
-        status.as_u16(),
-    );
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(e) => e.status(),
+    };
+    if let Some(metrics) = &state.metrics {
+        if let Err(e) = &result {
+            count_auth_failure(metrics, e);
+        }
+        metrics.request(
+            &routed.namespace,
+            &routed.collection,
+            routed.action,
+            status.as_u16(),
+        );
+    }
+    if let (Some(auditor), Some((trail, request_id))) = (&state.audit, trail) {
+        audit_request(&state, auditor, &routed, trail, request_id, &result, status);
+    }
     result.into_response()
+}
+
+/// Counts an authentication failure by its reason.
+fn count_auth_failure(metrics: &crate::metrics::Metrics, e: &ApiError) {
+    match e {
+        ApiError::Auth(AuthError::Unauthorized(reason)) => {
+            metrics.auth_failure(crate::metrics::auth_reason(reason));
+        }
+        ApiError::Auth(AuthError::Forbidden(_)) => metrics.auth_failure("forbidden"),
+        ApiError::AuthTimeout => metrics.auth_failure("timeout"),
+        _ => {}
+    }
+}
+
+/// One audit record for a routed request (reads, writes and lists; a path that
+/// routes nowhere, or `GET /config`, is not a decision on data).
+fn audit_request(
+    state: &AppState,
+    auditor: &crate::audit::Auditor,
+    routed: &Routed,
+    trail: crate::audit::Trail,
+    request_id: Option<String>,
+    result: &Result<Response, ApiError>,
+    status: axum::http::StatusCode,
+) {
+    let action = match routed.action {
+        "pull" | "bundle" | "batch" | "events" => "pull",
+        "push" | "append" | "blob" => "push",
+        "list" => "list",
+        _ => return,
+    };
+    let reason = trail.reason.or_else(|| match result {
+        Err(e) => Some(e.to_string()),
+        Ok(_) => None,
+    });
+    let success = status.is_success() || status == axum::http::StatusCode::NOT_MODIFIED;
+    let record = crate::audit::AuditRecord {
+        timestamp: state.clock.now_ms(),
+        action: action.into(),
+        collection: trail
+            .collection
+            .unwrap_or_else(|| routed.collection.clone()),
+        identity: trail.identity,
+        document_key: trail.document_key.unwrap_or_default(),
+        success,
+        status_code: status.as_u16(),
+        params: trail.params,
+        namespace: Some(routed.namespace.clone()).filter(|n| !n.is_empty()),
+        request_id,
+        api_key_id: trail.api_key_id,
+        reason: if success { None } else { reason },
+        ..crate::audit::AuditRecord::default()
+    };
+    auditor.record(record);
+}
+
+/// Notes in the audit trail what a single-document endpoint touches.
+fn note_endpoint(endpoint: &Endpoint<'_>) {
+    let doc = match endpoint {
+        Endpoint::Pull(_, doc) | Endpoint::Push(_, doc) | Endpoint::List(_, doc) => doc,
+        _ => return,
+    };
+    crate::audit::note(|t| {
+        t.collection = Some(doc.collection.name.as_str().to_owned());
+        t.document_key = Some(doc.key.as_str().to_owned());
+        t.params = Some(
+            doc.params
+                .iter()
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect(),
+        );
+    });
 }
 
 /// How long the answer to a request refused by its namespace's count is held.
@@ -285,6 +401,10 @@ async fn route(
             .or_else(|| tenant.as_deref().filter(|t| named(t, name)))
     };
     let endpoint = Endpoint::parse(&state.root, namespace, &parts.method, parts.uri.path())?;
+    if state.metrics.is_some() || state.audit.is_some() {
+        note_endpoint(&endpoint);
+        *routed = Routed::of_endpoint(&endpoint);
+    }
     // A place among the namespace's requests in flight, before anything else is done.
     // Then the namespace's count for the window: over it, refused before the
     // signature is verified.
@@ -313,19 +433,6 @@ async fn route(
         }
         None => None,
     };
-    if state.metrics.is_some() {
-        *routed = match &endpoint {
-            Endpoint::Pull(scope, doc) => Routed::of(scope, Some(&doc.collection), "pull"),
-            Endpoint::Push(scope, doc) => {
-                Routed::of(scope, Some(&doc.collection), push_action(&doc.collection))
-            }
-            Endpoint::Bundle(scope, _) => Routed::of(scope, None, "bundle"),
-            Endpoint::List(scope, doc) => Routed::of(scope, Some(&doc.collection), "list"),
-            Endpoint::Batch(scope) => Routed::of(scope, None, "batch"),
-            Endpoint::Config(scope) => Routed::of(scope, None, "config"),
-            Endpoint::Events(scope) => Routed::of(scope, None, "events"),
-        };
-    }
     // A pull is awaited in place; the other routes' futures are boxed, so that this
     // future (moved into a box of its own for every request) is sized by a pull's
     // alone, not by the largest route's.
@@ -378,6 +485,7 @@ pub(crate) async fn allow(
     };
     state.gate.authorize(caller, touch).await.map_err(|denied| {
         tracing::debug!(reason = %denied, key = %doc.key, "access refused");
+        crate::audit::note(|t| t.reason = Some(denied.to_string()));
         match denied {
             Denied::Forbidden(_) => ApiError::Forbidden,
             Denied::Hook(e) => {
@@ -573,6 +681,7 @@ pub(crate) async fn authenticate(
     let caller = tokio::time::timeout(state.auth_timeout, state.auth.authenticate(request))
         .await
         .map_err(|_| ApiError::AuthTimeout)??;
+    crate::audit::note(|t| t.identity = caller.identity().map(str::to_owned));
     Ok((caller, request_body))
 }
 
@@ -593,7 +702,10 @@ async fn key_caller(
     scope: Option<&Scope>,
 ) -> Result<Caller, ApiError> {
     let record = match keys.check(token).await {
-        Ok(Ok(record)) => record,
+        Ok(Ok(record)) => {
+            crate::audit::note(|t| t.api_key_id = Some(record.id.clone()));
+            record
+        }
         Ok(Err(refused)) => {
             tracing::debug!(?refused, "API key refused");
             return Err(AuthError::Unauthorized("API key refused".into()).into());

@@ -28,7 +28,7 @@ pub fn create_sync_router(options: SyncOptions) -> Result<axum::Router, ConfigEr
     let pipeline = stack.wrap(crate::routes::Pipeline(state.clone()), true);
     // The fixed routes' own method routers answer HEAD (outside these layers).
     let layer = tower::layer::layer_fn(move |route: axum::routing::Route| stack.wrap(route, false));
-    Ok(crate::routes::fixed_router()
+    Ok(crate::routes::fixed_router(&state)
         .with_state(state)
         .layer(layer)
         .route_service("/{*rest}", pipeline.clone())

@@ -1,0 +1,264 @@
+//! The audit trail: one [`AuditRecord`] per decision, the reference's `AuditEntry`
+//! (`timestamp`, `action`, `collection`, `identity`, `documentKey`, `success`,
+//! `statusCode`, `params`) plus what an operator of many tenants needs
+//! (`namespace`, `requestId`, `apiKeyId`, `node`, `reason`, `target`): every pull,
+//! push and list, allowed or denied, and every admin action. Never a document's
+//! data, a token or a secret: a record holds names, keys, identities and statuses.
+//!
+//! Records go to an [`AuditSink`]: [`JsonLines`] (stdout or a file) or one of your
+//! own. Successful reads may be sampled ([`AuditOptions::read_sample`]); denials,
+//! writes and admin actions never are.
+
+mod trail;
+
+pub(crate) use trail::{TRAIL, Trail, note};
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One audited decision.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct AuditRecord {
+    /// When it was decided, ms since the epoch.
+    pub timestamp: u64,
+    /// `pull`, `push`, `list`, or an admin action (`admin.namespace.create`, …).
+    pub action: String,
+    /// The collection (`""` when none: a batch, an admin action).
+    pub collection: String,
+    /// Who asked, when known (`null` for an anonymous or unverified caller).
+    pub identity: Option<String>,
+    /// The object key read or written (`""` when none).
+    pub document_key: String,
+    /// The request succeeded (2xx or 304).
+    pub success: bool,
+    /// The status answered.
+    pub status_code: u16,
+    /// The route's path parameters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params: Option<BTreeMap<String, String>>,
+    /// The namespace (`None` at the root).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The request's `x-request-id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The API key used, by id (never its token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_id: Option<String>,
+    /// The node that decided.
+    pub node: String,
+    /// Why it was refused (the server's own words; never the client's input).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What an admin action acted on (a namespace, a key id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// Where audit records go. Called on the request's task: hand the record on (a
+/// channel, a buffer), never wait.
+pub trait AuditSink: Send + Sync + 'static {
+    /// One decision.
+    fn record(&self, record: &AuditRecord);
+}
+
+/// How a router audits.
+#[derive(Clone)]
+pub struct AuditOptions {
+    /// Where the records go.
+    pub sink: Arc<dyn AuditSink>,
+    /// One successful read (pull, list) in this many is recorded; 1: all. Denials,
+    /// writes and admin actions are always recorded.
+    pub read_sample: u32,
+    /// This node's name in the records.
+    pub node: String,
+}
+
+impl std::fmt::Debug for AuditOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditOptions")
+            .field("read_sample", &self.read_sample)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditOptions {
+    /// Every decision to `sink`, from node `node`.
+    pub fn new(sink: Arc<dyn AuditSink>, node: impl Into<String>) -> Self {
+        Self {
+            sink,
+            read_sample: 1,
+            node: node.into(),
+        }
+    }
+
+    /// One successful read in `n` (at least 1).
+    #[must_use]
+    pub fn with_read_sample(mut self, n: u32) -> Self {
+        self.read_sample = n.max(1);
+        self
+    }
+}
+
+/// The router's auditor: the options and the sampling counter.
+pub(crate) struct Auditor {
+    options: AuditOptions,
+    reads: AtomicU64,
+}
+
+impl Auditor {
+    pub(crate) fn new(options: AuditOptions) -> Self {
+        Self {
+            options,
+            reads: AtomicU64::new(0),
+        }
+    }
+
+    /// Records `record` (its node filled in), unless it is a successful read the
+    /// sampling leaves out.
+    pub(crate) fn record(&self, mut record: AuditRecord) {
+        let read = record.action == "pull" || record.action == "list";
+        if read && record.success && self.options.read_sample > 1 {
+            let n = self.reads.fetch_add(1, Ordering::Relaxed);
+            if n % u64::from(self.options.read_sample) != 0 {
+                return;
+            }
+        }
+        record.node.clone_from(&self.options.node);
+        self.options.sink.record(&record);
+    }
+}
+
+/// Records as JSON lines, written by a thread of their own from a bounded buffer:
+/// a slow disk never holds a request. What does not fit is dropped and counted.
+pub struct JsonLines {
+    lines: std::sync::mpsc::SyncSender<Vec<u8>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for JsonLines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonLines")
+            .field("dropped", &self.dropped.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Records waiting to be written; past it, new ones are dropped.
+const LINES: usize = 16_384;
+
+impl JsonLines {
+    /// Writes to `out` (stdout, a file opened for appending, …).
+    pub fn new(mut out: Box<dyn std::io::Write + Send>) -> Self {
+        let (lines, waiting) = std::sync::mpsc::sync_channel::<Vec<u8>>(LINES);
+        std::thread::spawn(move || {
+            while let Ok(line) = waiting.recv() {
+                let _ = out.write_all(&line);
+                // Written out when the buffer runs dry: a burst is one write.
+                if waiting.try_recv().is_err() {
+                    let _ = out.flush();
+                }
+            }
+            let _ = out.flush();
+        });
+        Self {
+            lines,
+            dropped: Arc::default(),
+        }
+    }
+
+    /// Appends to the file at `path` (created when missing).
+    ///
+    /// # Errors
+    /// The file cannot be opened.
+    pub fn file(path: &std::path::Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Self::new(Box::new(std::io::BufWriter::new(file))))
+    }
+
+    /// Records dropped so far, the buffer full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl AuditSink for JsonLines {
+    fn record(&self, record: &AuditRecord) {
+        let mut line = serde_json::to_vec(record).unwrap_or_default();
+        line.push(b'\n');
+        if self.lines.try_send(line).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Kept(Mutex<Vec<AuditRecord>>);
+    impl AuditSink for Kept {
+        fn record(&self, record: &AuditRecord) {
+            self.0.lock().unwrap().push(record.clone());
+        }
+    }
+
+    fn read(success: bool) -> AuditRecord {
+        AuditRecord {
+            action: "pull".into(),
+            success,
+            status_code: if success { 200 } else { 403 },
+            ..AuditRecord::default()
+        }
+    }
+
+    #[test]
+    fn successful_reads_are_sampled_and_nothing_else_is() {
+        let kept = Arc::new(Kept::default());
+        let auditor = Auditor::new(AuditOptions::new(kept.clone(), "n1").with_read_sample(10));
+        for _ in 0..100 {
+            auditor.record(read(true));
+            auditor.record(read(false));
+        }
+        let records = kept.0.lock().unwrap();
+        assert_eq!(records.iter().filter(|r| r.success).count(), 10);
+        assert_eq!(records.iter().filter(|r| !r.success).count(), 100);
+        assert!(records.iter().all(|r| r.node == "n1"));
+    }
+
+    #[test]
+    fn a_record_reads_as_the_references_entry_with_our_fields() {
+        let record = AuditRecord {
+            timestamp: 7,
+            action: "push".into(),
+            collection: "notes".into(),
+            identity: None,
+            document_key: "users/a/notes".into(),
+            success: false,
+            status_code: 403,
+            params: Some(BTreeMap::from([("identity".into(), "a".into())])),
+            node: "n1".into(),
+            reason: Some("missing role".into()),
+            ..AuditRecord::default()
+        };
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"timestamp": 7, "action": "push", "collection": "notes",
+                "identity": null, "documentKey": "users/a/notes", "success": false,
+                "statusCode": 403, "params": {"identity": "a"}, "node": "n1",
+                "reason": "missing role"})
+        );
+    }
+}

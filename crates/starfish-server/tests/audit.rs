@@ -1,0 +1,258 @@
+//! The audit trail: a walk of allowed and denied requests (401, 403, 409, 413,
+//! 415, 429, 507) and admin actions gives exactly the expected records, and no
+//! record carries a document's data, a token or a secret.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use serde_json::{Value, json};
+use starfish_server::audit::{AuditOptions, AuditRecord, AuditSink};
+use starfish_server::auth::ManualClock;
+use starfish_server::store::DocStore;
+use starfish_server::{SyncConfig, SyncOptions, create_sync_router};
+use std::sync::{Arc, Mutex};
+
+const ADMIN: &str = "admin-secret-0123456789";
+const SECRET_DATA: &str = "the-secret-payload-7f3a";
+
+const CONFIG: &str = r#"{
+  "version": 1,
+  "collections": [
+    {"name": "docs", "storagePath": "docs/{id}", "readRoles": ["public"], "writeRoles": ["public"],
+     "maxBodyBytes": 256, "rateLimit": {"push": {"windowMs": 60000, "maxRequests": 6}}},
+    {"name": "notes", "storagePath": "users/{identity}/notes", "readRoles": ["self"], "writeRoles": ["self"]},
+    {"name": "pics", "storagePath": "pics/{id}", "readRoles": ["public"], "writeRoles": ["public"],
+     "allowedMimeTypes": ["image/*"]}
+  ],
+  "namespaceTemplates": {"team": {
+    "collections": [{"name": "docs", "storagePath": "docs/{id}", "readRoles": ["public"], "writeRoles": ["public"]}],
+    "quota": {"maxDocuments": 1}
+  }}
+}"#;
+
+#[derive(Default)]
+struct Kept(Mutex<Vec<AuditRecord>>);
+
+impl AuditSink for Kept {
+    fn record(&self, record: &AuditRecord) {
+        self.0.lock().unwrap().push(record.clone());
+    }
+}
+
+fn admin(method: &str, uri: &str, body: Option<Value>) -> Request<Body> {
+    let b = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {ADMIN}"));
+    match body {
+        Some(v) => b
+            .header("content-type", "application/json")
+            .body(Body::from(v.to_string()))
+            .unwrap(),
+        None => b.body(Body::empty()).unwrap(),
+    }
+}
+
+/// (action, collection, documentKey, status, namespace, target) of a record.
+type Seen = (String, String, String, u16, Option<String>, Option<String>);
+
+fn seen(r: &AuditRecord) -> Seen {
+    (
+        r.action.clone(),
+        r.collection.clone(),
+        r.document_key.clone(),
+        r.status_code,
+        r.namespace.clone(),
+        r.target.clone(),
+    )
+}
+
+fn s(action: &str, collection: &str, key: &str, status: u16) -> Seen {
+    (
+        action.into(),
+        collection.into(),
+        key.into(),
+        status,
+        None,
+        None,
+    )
+}
+
+#[tokio::test]
+async fn a_walk_of_decisions_gives_exactly_the_expected_records_and_no_secret() {
+    let kept = Arc::new(Kept::default());
+    let app = create_sync_router(
+        SyncOptions::new(
+            SyncConfig::from_json_str(CONFIG).unwrap(),
+            DocStore::memory(),
+        )
+        .with_clock(Arc::new(ManualClock::new(T0)))
+        .with_admin_key(ADMIN)
+        .with_audit(AuditOptions::new(kept.clone(), "node-1")),
+    )
+    .unwrap();
+    let a = user(1);
+
+    // Allowed: a create, a pull, a signed write of one's own notes.
+    let (_, created) = push_doc(&app, "/push/docs/a", json!({"s": SECRET_DATA}), None).await;
+    send(&app, get("/pull/docs/a")).await;
+    let notes = format!("/push/users/{}/notes", a.id);
+    let res = send(
+        &app,
+        Signed::push(&notes, &a, &json!({"data": {"s": SECRET_DATA}})).build(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // Denied: 409 stale base, 413 too large, 415 media type, 403 another's notes,
+    // 401 a tampered signature, 429 over the rate limit.
+    let stale = json!({"s": SECRET_DATA});
+    assert_eq!(
+        push_doc(&app, "/push/docs/a", stale, Some("stale")).await.0,
+        StatusCode::CONFLICT
+    );
+    let big = json!({"s": "x".repeat(300)});
+    assert_eq!(
+        push_doc(&app, "/push/docs/b", big, None).await.0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    let text = Request::post("/push/pics/p")
+        .header("content-type", "text/plain")
+        .header("content-length", 2)
+        .body(Body::from("hi"))
+        .unwrap();
+    assert_eq!(
+        send(&app, text).await.status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    let other = user(2);
+    let theirs = format!("/push/users/{}/notes", other.id);
+    let res = send(
+        &app,
+        Signed::push(&theirs, &a, &json!({"data": {}})).build(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let mut forged = Signed::push(&notes, &a, &json!({"data": {"s": SECRET_DATA}}));
+    forged.signed_path = "/push/elsewhere".into();
+    assert_eq!(
+        send(&app, forged.build()).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(created["hash"].is_string());
+    let mut limited = StatusCode::OK;
+    for n in 0..8 {
+        let (status, _) = push_doc(&app, &format!("/push/docs/r{n}"), json!({"n": n}), None).await;
+        limited = status;
+    }
+    assert_eq!(limited, StatusCode::TOO_MANY_REQUESTS);
+    // Admin: create a namespace, fill its quota (507 past it), suspend, delete.
+    let create = admin(
+        "POST",
+        "/_starfish/admin/namespaces",
+        Some(json!({"name": "t1", "template": "team"})),
+    );
+    assert_eq!(send(&app, create).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        push_doc(&app, "/t1/push/docs/x", json!({"n": 1}), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        push_doc(&app, "/t1/push/docs/y", json!({"n": 2}), None)
+            .await
+            .0,
+        StatusCode::INSUFFICIENT_STORAGE
+    );
+    let suspend = admin("POST", "/_starfish/admin/namespaces/t1/suspend", None);
+    assert_eq!(send(&app, suspend).await.status(), StatusCode::OK);
+    let wrong_key = Request::builder()
+        .method("DELETE")
+        .uri("/_starfish/admin/namespaces/t1")
+        .header("authorization", "Bearer not-the-admin-key-0123456789")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        send(&app, wrong_key).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    let records = kept.0.lock().unwrap().clone();
+    let notes_key = format!("users/{}/notes", a.id);
+    let theirs_key = format!("users/{}/notes", other.id);
+    let mut expected = vec![
+        s("push", "docs", "docs/a", 200),
+        s("pull", "docs", "docs/a", 200),
+        s("push", "notes", &notes_key, 200),
+        s("push", "docs", "docs/a", 409),
+        s("push", "docs", "docs/b", 413),
+        s("push", "pics", "pics/p", 415),
+        s("push", "notes", &theirs_key, 403),
+        s("push", "notes", &notes_key, 401),
+    ];
+    for n in 0..8 {
+        // Six pushes to `docs` a minute: the create, the 409 and the 413 counted.
+        let status = if n < 4 { 200 } else { 429 };
+        expected.push(s("push", "docs", &format!("docs/r{n}"), status));
+    }
+    let admin_record = |action: &str, status: u16| {
+        (
+            format!("admin.{action}"),
+            String::new(),
+            String::new(),
+            status,
+            None,
+            Some("t1".into()),
+        )
+    };
+    let mut tail = vec![(
+        "admin.namespace.create".into(),
+        String::new(),
+        String::new(),
+        201,
+        None,
+        None,
+    )];
+    tail.push((
+        "push".into(),
+        "docs".into(),
+        "docs/x".into(),
+        200,
+        Some("t1".into()),
+        None,
+    ));
+    tail.push((
+        "push".into(),
+        "docs".into(),
+        "docs/y".into(),
+        507,
+        Some("t1".into()),
+        None,
+    ));
+    tail.push(admin_record("namespace.suspend", 200));
+    tail.push(admin_record("namespace.delete", 401));
+    expected.extend(tail);
+    let got: Vec<Seen> = records.iter().map(seen).collect();
+    assert_eq!(got, expected, "{records:#?}");
+
+    // Who: the signed writer; success and reasons; the node.
+    assert_eq!(records[2].identity.as_deref(), Some(a.id.as_str()));
+    assert!(records.iter().all(|r| r.node == "node-1"));
+    assert!(records.iter().all(|r| r.success == (r.status_code < 300)));
+    assert!(
+        records
+            .iter()
+            .filter(|r| !r.success)
+            .all(|r| r.reason.is_some()),
+        "{records:#?}"
+    );
+    assert_eq!(records[0].params.as_ref().unwrap()["id"], "a");
+    // Never the data, a token, a signature, a key or the admin secret.
+    let text = serde_json::to_string(&records).unwrap();
+    for secret in [SECRET_DATA, ADMIN, "not-the-admin-key"] {
+        assert!(!text.contains(secret), "a record holds {secret}");
+    }
+    assert!(!text.contains("Cap ") && !text.contains("Bearer"), "{text}");
+}
