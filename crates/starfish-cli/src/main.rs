@@ -14,6 +14,7 @@
 //! the config file's `server:` section: flag > environment > section > default.
 
 mod admin;
+mod audit;
 mod client;
 mod cors;
 mod init;
@@ -345,6 +346,7 @@ fn with_settings(mut options: SyncOptions, settings: &Settings) -> Result<SyncOp
     let options = settings.cors.apply(options, settings.no_compression)?;
     let clock: Arc<dyn starfish_server::auth::Clock> = Arc::new(starfish_server::auth::SystemClock);
     let options = settings.sharing.apply_enrichers(options, clock)?;
+    let options = settings.audit.apply(options)?;
     settings.tenancy.apply(options)
 }
 

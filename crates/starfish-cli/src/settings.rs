@@ -117,6 +117,15 @@ pub(crate) struct ServeArgs {
     /// acknowledged and de-duplicated, instead of on core NATS.
     #[arg(long, env = "STARFISH_QUEUE_STREAM")]
     queue_stream: Option<String>,
+    /// Write the audit trail (every pull, push and list, allowed or denied, and
+    /// every admin action) as JSON lines to this file, or `-` for stdout
+    /// [default: off].
+    #[arg(long, env = "STARFISH_AUDIT_LOG")]
+    audit_log: Option<PathBuf>,
+    /// Record one successful read in this many (denials, writes and admin actions
+    /// always) [default: 1].
+    #[arg(long, env = "STARFISH_AUDIT_READ_SAMPLE")]
+    audit_read_sample: Option<u32>,
     /// Reverse proxies in front of the server; the client IP for rate limits is the
     /// N-th `X-Forwarded-For` entry from the right. 0: the socket address [default: 0].
     #[arg(long, env = "STARFISH_TRUSTED_PROXY_HOPS")]
@@ -260,6 +269,7 @@ pub(crate) struct ServerSection {
     trusted_proxy_hops: Option<usize>,
     sharing: crate::sharing::SharingSection,
     queue: crate::queue::QueueSection,
+    audit: crate::audit::AuditSection,
     auth: AuthSection,
     cors: CorsSection,
     no_compression: Option<bool>,
@@ -367,6 +377,8 @@ pub(crate) struct Settings {
     pub(crate) sharing: crate::sharing::SharingSection,
     #[serde(skip_serializing_if = "is_default")]
     pub(crate) queue: crate::queue::QueueSection,
+    #[serde(skip_serializing_if = "is_default")]
+    pub(crate) audit: crate::audit::AuditSection,
     pub(crate) trusted_proxy_hops: usize,
     pub(crate) auth: AuthSettings,
     pub(crate) cors: Cors,
@@ -490,6 +502,9 @@ impl Settings {
                 .unwrap_or(false),
             sharing: section.sharing.with_flag(args.sharing),
             queue: section.queue.with_flags(args.queue_nats, args.queue_stream),
+            audit: section
+                .audit
+                .with_flags(args.audit_log, args.audit_read_sample),
             trusted_proxy_hops: args
                 .trusted_proxy_hops
                 .or(section.trusted_proxy_hops)

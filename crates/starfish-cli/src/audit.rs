@@ -1,0 +1,67 @@
+//! `starfish serve`'s audit settings: where the audit trail goes.
+//!
+//! ```yaml
+//! server:
+//!   audit:
+//!     log: /var/log/starfish/audit.jsonl   # --audit-log (`-`: stdout)
+//!     readSample: 1                        # --audit-read-sample: one successful read in N
+//! ```
+
+use serde::{Deserialize, Serialize};
+use starfish_server::SyncOptions;
+use starfish_server::audit::{AuditOptions, JsonLines};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The `server: audit:` section, and its flags.
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct AuditSection {
+    /// JSON lines to this file, or `-` for stdout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) log: Option<PathBuf>,
+    /// One successful read in this many is recorded (1: every one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) read_sample: Option<u32>,
+}
+
+impl AuditSection {
+    /// The flags over the section.
+    pub(crate) fn with_flags(mut self, log: Option<PathBuf>, read_sample: Option<u32>) -> Self {
+        if log.is_some() {
+            self.log = log;
+        }
+        if read_sample.is_some() {
+            self.read_sample = read_sample;
+        }
+        self
+    }
+
+    /// `options` auditing to the log, when one is set.
+    ///
+    /// # Errors
+    /// The log file cannot be opened.
+    pub(crate) fn apply(&self, options: SyncOptions) -> Result<SyncOptions, String> {
+        let Some(log) = &self.log else {
+            return Ok(options);
+        };
+        let sink = if log.as_os_str() == "-" {
+            JsonLines::new(Box::new(std::io::stdout()))
+        } else {
+            JsonLines::file(log).map_err(|e| format!("--audit-log {}: {e}", log.display()))?
+        };
+        let node = hostname();
+        let audit =
+            AuditOptions::new(Arc::new(sink), node).with_read_sample(self.read_sample.unwrap_or(1));
+        Ok(options.with_audit(audit))
+    }
+}
+
+/// This machine's name, for the records' `node` (the process id when unknown).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("pid-{}", std::process::id()))
+}
