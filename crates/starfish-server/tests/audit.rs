@@ -29,6 +29,9 @@ const CONFIG: &str = r#"{
   "namespaceTemplates": {"team": {
     "collections": [{"name": "docs", "storagePath": "docs/{id}", "readRoles": ["public"], "writeRoles": ["public"]}],
     "quota": {"maxDocuments": 1}
+  },
+  "open": {
+    "collections": [{"name": "docs", "storagePath": "docs/{id}", "readRoles": ["public"], "writeRoles": ["public"]}]
   }}
 }"#;
 
@@ -255,4 +258,114 @@ async fn a_walk_of_decisions_gives_exactly_the_expected_records_and_no_secret() 
         assert!(!text.contains(secret), "a record holds {secret}");
     }
     assert!(!text.contains("Cap ") && !text.contains("Bearer"), "{text}");
+}
+
+/// A tenant's own trail: kept in its part of the store, read by its admin, by no
+/// other tenant's, and gone with it.
+#[tokio::test]
+async fn a_tenant_reads_its_own_trail_and_no_other_tenants() {
+    let store = DocStore::memory();
+    let kept = Arc::new(Kept::default());
+    let audit = AuditOptions::new(kept.clone(), "node-1")
+        .with_tenant_trails(std::time::Duration::from_secs(86_400));
+    let app = create_sync_router(
+        SyncOptions::new(SyncConfig::from_json_str(CONFIG).unwrap(), store.clone())
+            .with_clock(Arc::new(ManualClock::new(T0)))
+            .with_admin_key(ADMIN)
+            .with_audit(audit),
+    )
+    .unwrap();
+    for name in ["ta", "tb"] {
+        let create = admin(
+            "POST",
+            "/_starfish/admin/namespaces",
+            Some(json!({"name": name, "template": "open"})),
+        );
+        assert_eq!(send(&app, create).await.status(), StatusCode::CREATED);
+    }
+    assert_eq!(
+        push_doc(&app, "/ta/push/docs/x", json!({"s": SECRET_DATA}), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, get("/ta/pull/docs/nope")).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        push_doc(&app, "/tb/push/docs/y", json!({"n": 1}), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // An API key that administers tb only.
+    let create_key = admin(
+        "POST",
+        "/_starfish/admin/keys",
+        Some(json!({"grants": {"tb": ["read"]}, "admin": true})),
+    );
+    let res = send(&app, create_key).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let token = json_body(res).await["key"].as_str().unwrap().to_owned();
+
+    let read = |uri: &str, key: &str| {
+        Request::get(uri)
+            .header("authorization", format!("Bearer {key}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let res = send(&app, read("/_starfish/admin/namespaces/ta/audit", ADMIN)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let trail = json_body(res).await;
+    let actions: Vec<(&str, &str)> = trail["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap(),
+                r["documentKey"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [("push", "docs/x"), ("pull", "docs/nope")],
+        "{trail}"
+    );
+    assert!(!trail.to_string().contains(SECRET_DATA));
+    // tb's admin reads tb's trail, never ta's.
+    let res = send(&app, read("/_starfish/admin/namespaces/tb/audit", &token)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let theirs = json_body(res).await;
+    assert_eq!(theirs["records"][0]["documentKey"], "docs/y", "{theirs}");
+    assert!(!theirs.to_string().contains("docs/x"));
+    let res = send(&app, read("/_starfish/admin/namespaces/ta/audit", &token)).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    // Kept inside ta's part of the store; deleted with it.
+    let keys: Vec<String> = futures::StreamExt::collect::<Vec<_>>(store.inner().list(None))
+        .await
+        .into_iter()
+        .map(|m| m.unwrap().location.to_string())
+        .collect();
+    let ta_trail: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.contains("/_starfish/audit/ta/"))
+        .collect();
+    assert!(
+        !ta_trail.is_empty() && ta_trail.iter().all(|k| k.starts_with("_starfish/t/ta/")),
+        "{keys:?}"
+    );
+    let delete = admin("DELETE", "/_starfish/admin/namespaces/ta", None);
+    assert_eq!(send(&app, delete).await.status(), StatusCode::OK);
+    let after: Vec<String> = futures::StreamExt::collect::<Vec<_>>(store.inner().list(None))
+        .await
+        .into_iter()
+        .map(|m| m.unwrap().location.to_string())
+        .collect();
+    assert!(
+        after.iter().all(|k| !k.contains("/_starfish/audit/ta/")),
+        "{after:?}"
+    );
 }

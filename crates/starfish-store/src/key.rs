@@ -107,6 +107,21 @@ impl ObjectKey {
         Self(name.into())
     }
 
+    /// A batch of a namespace's audit trail, `_starfish/audit/<namespace>/<batch>`
+    /// in its part of the store: under the server's own root, which no client key
+    /// can name. `batch` is the server's (`<ms>-<node>-<n>`).
+    pub fn audit_batch(namespace: &NamespaceName, batch: &str) -> Self {
+        Self(format!("{}/{namespace}/{batch}", Self::AUDIT_ROOT).into())
+    }
+
+    /// The folder of a namespace's audit trail (see [`Self::audit_batch`]).
+    pub fn audit_folder(namespace: &NamespaceName) -> Self {
+        Self(format!("{}/{namespace}", Self::AUDIT_ROOT).into())
+    }
+
+    /// Where audit trails are kept in a namespace's part of the store.
+    const AUDIT_ROOT: &'static str = "_starfish/audit";
+
     /// The key as text.
     pub fn as_str(&self) -> &str {
         &self.0

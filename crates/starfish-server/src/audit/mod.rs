@@ -9,7 +9,10 @@
 //! own. Successful reads may be sampled ([`AuditOptions::read_sample`]); denials,
 //! writes and admin actions never are.
 
+mod tenant;
 mod trail;
+
+pub(crate) use tenant::TenantTrails;
 
 pub(crate) use trail::{TRAIL, Trail, note};
 
@@ -77,6 +80,10 @@ pub struct AuditOptions {
     pub read_sample: u32,
     /// This node's name in the records.
     pub node: String,
+    /// Keep each namespace's records in its own part of the store too, for its
+    /// admin to read (`GET /_starfish/admin/namespaces/<name>/audit`), this long
+    /// (ms); `None`: not kept.
+    pub tenant_retention_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for AuditOptions {
@@ -95,7 +102,16 @@ impl AuditOptions {
             sink,
             read_sample: 1,
             node: node.into(),
+            tenant_retention_ms: None,
         }
+    }
+
+    /// Keeps each namespace's records in its part of the store for `retention`,
+    /// readable by its admin.
+    #[must_use]
+    pub fn with_tenant_trails(mut self, retention: std::time::Duration) -> Self {
+        self.tenant_retention_ms = Some(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
+        self
     }
 
     /// One successful read in `n` (at least 1).
@@ -106,23 +122,36 @@ impl AuditOptions {
     }
 }
 
-/// The router's auditor: the options and the sampling counter.
+/// The router's auditor: the options, the sampling counter, the tenants' trails.
 pub(crate) struct Auditor {
     options: AuditOptions,
     reads: AtomicU64,
+    pub(crate) tenants: Option<Arc<TenantTrails>>,
 }
 
 impl Auditor {
     pub(crate) fn new(options: AuditOptions) -> Self {
+        let tenants = options
+            .tenant_retention_ms
+            .map(|retention| Arc::new(TenantTrails::new(&options.node, retention)));
         Self {
             options,
             reads: AtomicU64::new(0),
+            tenants,
         }
     }
 
     /// Records `record` (its node filled in), unless it is a successful read the
-    /// sampling leaves out.
-    pub(crate) fn record(&self, mut record: AuditRecord) {
+    /// sampling leaves out; a namespace's record goes to its own trail too, through
+    /// `tenant` (its name and its part of the store).
+    pub(crate) fn record(
+        &self,
+        mut record: AuditRecord,
+        tenant: Option<(
+            &starfish_protocol::names::NamespaceName,
+            &crate::store::NsStore,
+        )>,
+    ) {
         let read = record.action == "pull" || record.action == "list";
         if read && record.success && self.options.read_sample > 1 {
             let n = self.reads.fetch_add(1, Ordering::Relaxed);
@@ -132,6 +161,9 @@ impl Auditor {
         }
         record.node.clone_from(&self.options.node);
         self.options.sink.record(&record);
+        if let (Some(trails), Some((name, store))) = (&self.tenants, tenant) {
+            trails.push(name, store, &record, record.timestamp);
+        }
     }
 }
 
@@ -228,8 +260,8 @@ mod tests {
         let kept = Arc::new(Kept::default());
         let auditor = Auditor::new(AuditOptions::new(kept.clone(), "n1").with_read_sample(10));
         for _ in 0..100 {
-            auditor.record(read(true));
-            auditor.record(read(false));
+            auditor.record(read(true), None);
+            auditor.record(read(false), None);
         }
         let records = kept.0.lock().unwrap();
         assert_eq!(records.iter().filter(|r| r.success).count(), 10);

@@ -561,8 +561,70 @@ pub(crate) async fn audited(
         api_key_id,
         ..crate::audit::AuditRecord::default()
     };
-    auditor.record(record);
+    let tenant = match &record.target {
+        Some(name) => tenant_store(&state, name).await,
+        None => None,
+    };
+    auditor.record(record, tenant.as_ref().map(|(n, s)| (n, s)));
     response
+}
+
+/// A namespace's name and the part of the store its own trail is kept in, when it
+/// exists (a config namespace, or a runtime one not deleted).
+async fn tenant_store(
+    state: &AppState,
+    name: &str,
+) -> Option<(crate::config::NamespaceName, crate::store::NsStore)> {
+    let scope = match state.namespaces.get(name) {
+        Some(scope) => std::sync::Arc::new(scope.clone()),
+        None => state.tenants.lookup(name).await.ok()??,
+    };
+    let namespace = scope.namespace.clone()?;
+    Some((
+        namespace,
+        scope.sealed.as_ref().unwrap_or(&scope.store).clone(),
+    ))
+}
+
+/// `GET /_starfish/admin/namespaces/<name>/audit?since=&limit=`: the namespace's
+/// own trail, oldest first, for the admin key or an API key that administers it
+/// (never another namespace's).
+pub(crate) async fn audit_trail(
+    State(state): State<AppState>,
+    Path((name, what)): Path<(String, String)>,
+    request: Request<Body>,
+) -> Result<Response, AdminError> {
+    if what != "audit" {
+        return Err(AdminError::NotFound);
+    }
+    let principal = check(&state, request.headers()).await?;
+    principal.may_ask(&name)?;
+    let trails = state
+        .audit
+        .as_ref()
+        .and_then(|a| a.tenants.clone())
+        .ok_or(AdminError::NotFound)?;
+    let query = request.uri().query();
+    let param = |p: &str| crate::routes::query::param(query, p);
+    let since = param("since")
+        .map_or(Ok(0), |v| v.parse::<u64>())
+        .map_err(|_| AdminError::BadRequest("Invalid since"))?;
+    let limit = param("limit")
+        .map_or(Ok(MAX_PAGE), |v| v.parse::<usize>())
+        .map_err(|_| AdminError::BadRequest("Invalid limit"))?
+        .clamp(1, MAX_PAGE);
+    let (namespace, store) = tenant_store(&state, &name)
+        .await
+        .ok_or(AdminError::NotFound)?;
+    if let Some(generation) = state.tenants.record(&name).await.ok().map(|r| r.generation) {
+        principal.may(&name, Some(&generation))?;
+    } else {
+        principal.may(&name, None)?;
+    }
+    let (records, more) = trails
+        .read(&store, &namespace, since, limit, state.clock.now_ms())
+        .await?;
+    Ok(Json(json!({"records": records, "hasMore": more})).into_response())
 }
 
 /// Longest namespace name or key id an admin audit record repeats from a path.
@@ -582,6 +644,7 @@ fn admin_action(method: &axum::http::Method, route: &str, path: &str) -> (String
         ("DELETE", "/_starfish/admin/namespaces/{name}") => "namespace.delete",
         (_, "/_starfish/admin/namespaces/{name}/quota") => "namespace.quota",
         (_, "/_starfish/admin/namespaces/{name}/limits") => "namespace.limits",
+        ("GET", "/_starfish/admin/namespaces/{name}/{action}") => "namespace.audit",
         (_, "/_starfish/admin/namespaces/{name}/{action}") => match segments.get(4) {
             Some(&"suspend") => "namespace.suspend",
             Some(&"resume") => "namespace.resume",

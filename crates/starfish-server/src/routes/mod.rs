@@ -77,7 +77,7 @@ fn fixed_routes() -> Vec<(&'static str, axum::routing::MethodRouter<AppState>)> 
         ),
         (
             "/_starfish/admin/namespaces/{name}/{action}",
-            post(admin::action),
+            post(admin::action).get(admin::audit_trail),
         ),
         ("/_starfish/admin/keys", post(admin::create_key)),
         ("/_starfish/admin/keys/{id}", get(admin::key)),
@@ -353,11 +353,17 @@ fn audit_request(
         reason: if success { None } else { reason },
         ..crate::audit::AuditRecord::default()
     };
-    auditor.record(record);
+    let tenant = trail.tenant.as_ref().map(|(name, store)| (name, store));
+    auditor.record(record, tenant);
 }
 
 /// Notes in the audit trail what a single-document endpoint touches.
 fn note_endpoint(endpoint: &Endpoint<'_>) {
+    let scope = endpoint.scope();
+    if let Some(name) = &scope.namespace {
+        let store = scope.sealed.as_ref().unwrap_or(&scope.store).clone();
+        crate::audit::note(|t| t.tenant = Some((name.clone(), store)));
+    }
     let doc = match endpoint {
         Endpoint::Pull(_, doc) | Endpoint::Push(_, doc) | Endpoint::List(_, doc) => doc,
         _ => return,
