@@ -141,9 +141,25 @@ impl Auditor {
         }
     }
 
-    /// Records `record` (its node filled in), unless it is a successful read the
-    /// sampling leaves out; a namespace's record goes to its own trail too, through
-    /// `tenant` (its name and its part of the store).
+    /// False for a successful read (`action` pull or list) the sampling leaves
+    /// out: then nothing is built for it.
+    pub(crate) fn keeps(&self, action: &str, success: bool) -> bool {
+        let read = action == "pull" || action == "list";
+        if !(read && success && self.options.read_sample > 1) {
+            return true;
+        }
+        let n = self.reads.fetch_add(1, Ordering::Relaxed);
+        n % u64::from(self.options.read_sample) == 0
+    }
+
+    /// True when namespaces keep trails of their own.
+    pub(crate) fn keeps_tenant_trails(&self) -> bool {
+        self.tenants.is_some()
+    }
+
+    /// Records `record` (its node filled in; [`Self::keeps`] said so); a
+    /// namespace's record goes to its own trail too, through `tenant` (its name
+    /// and its part of the store).
     pub(crate) fn record(
         &self,
         mut record: AuditRecord,
@@ -152,13 +168,6 @@ impl Auditor {
             &crate::store::NsStore,
         )>,
     ) {
-        let read = record.action == "pull" || record.action == "list";
-        if read && record.success && self.options.read_sample > 1 {
-            let n = self.reads.fetch_add(1, Ordering::Relaxed);
-            if n % u64::from(self.options.read_sample) != 0 {
-                return;
-            }
-        }
         record.node.clone_from(&self.options.node);
         self.options.sink.record(&record);
         if let (Some(trails), Some((name, store))) = (&self.tenants, tenant) {
@@ -167,42 +176,44 @@ impl Auditor {
     }
 }
 
-/// Records as JSON lines, written by a thread of their own from a bounded buffer:
-/// a slow disk never holds a request. What does not fit is dropped and counted.
+/// Records as JSON lines. A record is written into a shared buffer on the
+/// request's task (no allocation, no wake-up of another thread); a thread of its
+/// own writes the buffer out every 100 ms, in one system call, so a slow disk never
+/// holds a request. Past [`MAX_BUFFERED_BYTES`] waiting, records are dropped and
+/// counted.
 pub struct JsonLines {
-    lines: std::sync::mpsc::SyncSender<Vec<u8>>,
-    dropped: Arc<AtomicU64>,
+    shared: Arc<Lines>,
+}
+
+/// What the request tasks and the writer thread share.
+struct Lines {
+    buffer: std::sync::Mutex<Vec<u8>>,
+    dropped: AtomicU64,
 }
 
 impl std::fmt::Debug for JsonLines {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JsonLines")
-            .field("dropped", &self.dropped.load(Ordering::Relaxed))
+            .field("dropped", &self.dropped())
             .finish_non_exhaustive()
     }
 }
 
-/// Records waiting to be written; past it, new ones are dropped.
-const LINES: usize = 16_384;
+/// Bytes of records waiting to be written; past it, new ones are dropped.
+const MAX_BUFFERED_BYTES: usize = 16 << 20;
+/// How often the buffer is written out.
+const WRITE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl JsonLines {
     /// Writes to `out` (stdout, a file opened for appending, …).
-    pub fn new(mut out: Box<dyn std::io::Write + Send>) -> Self {
-        let (lines, waiting) = std::sync::mpsc::sync_channel::<Vec<u8>>(LINES);
-        std::thread::spawn(move || {
-            while let Ok(line) = waiting.recv() {
-                let _ = out.write_all(&line);
-                // Written out when the buffer runs dry: a burst is one write.
-                if waiting.try_recv().is_err() {
-                    let _ = out.flush();
-                }
-            }
-            let _ = out.flush();
+    pub fn new(out: Box<dyn std::io::Write + Send>) -> Self {
+        let shared = Arc::new(Lines {
+            buffer: std::sync::Mutex::new(Vec::with_capacity(64 * 1024)),
+            dropped: AtomicU64::new(0),
         });
-        Self {
-            lines,
-            dropped: Arc::default(),
-        }
+        let lines = Arc::downgrade(&shared);
+        std::thread::spawn(move || write_lines(&lines, out));
+        Self { shared }
     }
 
     /// Appends to the file at `path` (created when missing).
@@ -214,21 +225,54 @@ impl JsonLines {
             .create(true)
             .append(true)
             .open(path)?;
-        Ok(Self::new(Box::new(std::io::BufWriter::new(file))))
+        Ok(Self::new(Box::new(file)))
     }
 
     /// Records dropped so far, the buffer full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The writer thread of [`JsonLines`]: the buffer out every [`WRITE_EVERY`], until
+/// the sink is gone (then what is left).
+fn write_lines(lines: &std::sync::Weak<Lines>, mut out: Box<dyn std::io::Write + Send>) {
+    let mut spare = Vec::with_capacity(64 * 1024);
+    loop {
+        // A thread of its own, not the async runtime's: sleeping holds nothing.
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(WRITE_EVERY);
+        let Some(shared) = lines.upgrade() else {
+            return;
+        };
+        {
+            let mut buffer = shared
+                .buffer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::swap(&mut *buffer, &mut spare);
+        }
+        if !spare.is_empty() {
+            let _ = out.write_all(&spare);
+            let _ = out.flush();
+            spare.clear();
+        }
     }
 }
 
 impl AuditSink for JsonLines {
     fn record(&self, record: &AuditRecord) {
-        let mut line = serde_json::to_vec(record).unwrap_or_default();
-        line.push(b'\n');
-        if self.lines.try_send(line).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        let mut buffer = self
+            .shared
+            .buffer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buffer.len() >= MAX_BUFFERED_BYTES {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if serde_json::to_writer(&mut *buffer, record).is_ok() {
+            buffer.push(b'\n');
         }
     }
 }
@@ -260,8 +304,12 @@ mod tests {
         let kept = Arc::new(Kept::default());
         let auditor = Auditor::new(AuditOptions::new(kept.clone(), "n1").with_read_sample(10));
         for _ in 0..100 {
-            auditor.record(read(true), None);
-            auditor.record(read(false), None);
+            for success in [true, false] {
+                let record = read(success);
+                if auditor.keeps(&record.action, record.success) {
+                    auditor.record(record, None);
+                }
+            }
         }
         let records = kept.0.lock().unwrap();
         assert_eq!(records.iter().filter(|r| r.success).count(), 10);

@@ -14,6 +14,8 @@ pub(crate) struct Trail {
     pub(crate) document_key: Option<String>,
     pub(crate) params: Option<BTreeMap<String, String>>,
     pub(crate) reason: Option<String>,
+    /// Namespaces keep trails of their own: note where.
+    pub(crate) keep_tenant: bool,
     /// The namespace and the part of the store its own trail is kept in.
     pub(crate) tenant: Option<(
         starfish_protocol::names::NamespaceName,

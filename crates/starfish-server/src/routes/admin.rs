@@ -562,8 +562,8 @@ pub(crate) async fn audited(
         ..crate::audit::AuditRecord::default()
     };
     let tenant = match &record.target {
-        Some(name) => tenant_store(&state, name).await,
-        None => None,
+        Some(name) if auditor.keeps_tenant_trails() => tenant_store(&state, name).await,
+        _ => None,
     };
     auditor.record(record, tenant.as_ref().map(|(n, s)| (n, s)));
     response

@@ -276,7 +276,13 @@ async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Resp
                 let result = route(&state, request, &mut routed).await;
                 (result, crate::audit::TRAIL.with(|t| t.take()))
             };
-            let cell = std::cell::RefCell::new(crate::audit::Trail::default());
+            let cell = std::cell::RefCell::new(crate::audit::Trail {
+                keep_tenant: state
+                    .audit
+                    .as_ref()
+                    .is_some_and(|a| a.keeps_tenant_trails()),
+                ..crate::audit::Trail::default()
+            });
             let (result, trail) = crate::audit::TRAIL.scope(cell, traced).await;
             (result, Some((trail, request_id)))
         }
@@ -331,11 +337,14 @@ fn audit_request(
         "list" => "list",
         _ => return,
     };
+    let success = status.is_success() || status == axum::http::StatusCode::NOT_MODIFIED;
+    if !auditor.keeps(action, success) {
+        return;
+    }
     let reason = trail.reason.or_else(|| match result {
         Err(e) => Some(e.to_string()),
         Ok(_) => None,
     });
-    let success = status.is_success() || status == axum::http::StatusCode::NOT_MODIFIED;
     let record = crate::audit::AuditRecord {
         timestamp: state.clock.now_ms(),
         action: action.into(),
@@ -361,8 +370,12 @@ fn audit_request(
 fn note_endpoint(endpoint: &Endpoint<'_>) {
     let scope = endpoint.scope();
     if let Some(name) = &scope.namespace {
-        let store = scope.sealed.as_ref().unwrap_or(&scope.store).clone();
-        crate::audit::note(|t| t.tenant = Some((name.clone(), store)));
+        crate::audit::note(|t| {
+            if t.keep_tenant {
+                let store = scope.sealed.as_ref().unwrap_or(&scope.store).clone();
+                t.tenant = Some((name.clone(), store));
+            }
+        });
     }
     let doc = match endpoint {
         Endpoint::Pull(_, doc) | Endpoint::Push(_, doc) | Endpoint::List(_, doc) => doc,
