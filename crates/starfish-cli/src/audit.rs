@@ -5,6 +5,8 @@
 //!   audit:
 //!     log: /var/log/starfish/audit.jsonl   # --audit-log (`-`: stdout)
 //!     readSample: 1                        # --audit-read-sample: one successful read in N
+//!     tenantRetentionDays: 30              # --audit-tenant-retention-days: each namespace
+//!                                          # keeps its own trail, read by its admin
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -23,16 +25,27 @@ pub(crate) struct AuditSection {
     /// One successful read in this many is recorded (1: every one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) read_sample: Option<u32>,
+    /// Each namespace keeps its own trail this many days.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tenant_retention_days: Option<u32>,
 }
 
 impl AuditSection {
     /// The flags over the section.
-    pub(crate) fn with_flags(mut self, log: Option<PathBuf>, read_sample: Option<u32>) -> Self {
+    pub(crate) fn with_flags(
+        mut self,
+        log: Option<PathBuf>,
+        read_sample: Option<u32>,
+        tenant_retention_days: Option<u32>,
+    ) -> Self {
         if log.is_some() {
             self.log = log;
         }
         if read_sample.is_some() {
             self.read_sample = read_sample;
+        }
+        if tenant_retention_days.is_some() {
+            self.tenant_retention_days = tenant_retention_days;
         }
         self
     }

@@ -126,6 +126,11 @@ pub(crate) struct ServeArgs {
     /// always) [default: 1].
     #[arg(long, env = "STARFISH_AUDIT_READ_SAMPLE")]
     audit_read_sample: Option<u32>,
+    /// Each namespace also keeps its own trail, this many days, in its part of the
+    /// store, for its admin to read (`GET /_starfish/admin/namespaces/<name>/audit`)
+    /// [default: off].
+    #[arg(long, env = "STARFISH_AUDIT_TENANT_RETENTION_DAYS")]
+    audit_tenant_retention_days: Option<u32>,
     /// Reverse proxies in front of the server; the client IP for rate limits is the
     /// N-th `X-Forwarded-For` entry from the right. 0: the socket address [default: 0].
     #[arg(long, env = "STARFISH_TRUSTED_PROXY_HOPS")]
@@ -502,9 +507,11 @@ impl Settings {
                 .unwrap_or(false),
             sharing: section.sharing.with_flag(args.sharing),
             queue: section.queue.with_flags(args.queue_nats, args.queue_stream),
-            audit: section
-                .audit
-                .with_flags(args.audit_log, args.audit_read_sample),
+            audit: section.audit.with_flags(
+                args.audit_log,
+                args.audit_read_sample,
+                args.audit_tenant_retention_days,
+            ),
             trusted_proxy_hops: args
                 .trusted_proxy_hops
                 .or(section.trusted_proxy_hops)
