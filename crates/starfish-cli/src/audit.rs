@@ -4,6 +4,7 @@
 //! server:
 //!   audit:
 //!     log: /var/log/starfish/audit.jsonl   # --audit-log (`-`: stdout)
+//!     nats: nats://127.0.0.1:4222          # --audit-nats: starfish.audit.<namespace>
 //!     readSample: 1                        # --audit-read-sample: one successful read in N
 //!     tenantRetentionDays: 30              # --audit-tenant-retention-days: each namespace
 //!                                          # keeps its own trail, read by its admin
@@ -11,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 use starfish_server::SyncOptions;
-use starfish_server::audit::{AuditOptions, JsonLines};
+use starfish_server::audit::{AuditOptions, AuditSink, JsonLines};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -25,6 +26,9 @@ pub(crate) struct AuditSection {
     /// One successful read in this many is recorded (1: every one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) read_sample: Option<u32>,
+    /// Records also on this NATS server, under `starfish.audit.<namespace>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) nats: Option<String>,
     /// Each namespace keeps its own trail this many days.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) tenant_retention_days: Option<u32>,
@@ -37,7 +41,11 @@ impl AuditSection {
         log: Option<PathBuf>,
         read_sample: Option<u32>,
         tenant_retention_days: Option<u32>,
+        nats: Option<String>,
     ) -> Self {
+        if nats.is_some() {
+            self.nats = nats;
+        }
         if log.is_some() {
             self.log = log;
         }
@@ -50,22 +58,37 @@ impl AuditSection {
         self
     }
 
-    /// `options` auditing to the log, when one is set.
+    /// `options` auditing to the log and NATS, when they are set.
     ///
     /// # Errors
-    /// The log file cannot be opened.
-    pub(crate) fn apply(&self, options: SyncOptions) -> Result<SyncOptions, String> {
-        let Some(log) = &self.log else {
+    /// The log file cannot be opened, or NATS cannot be reached.
+    pub(crate) fn apply(
+        &self,
+        options: SyncOptions,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<SyncOptions, String> {
+        let mut sinks: Vec<Arc<dyn AuditSink>> = Vec::new();
+        if let Some(log) = &self.log {
+            let sink = if log.as_os_str() == "-" {
+                JsonLines::new(Box::new(std::io::stdout()))
+            } else {
+                JsonLines::file(log).map_err(|e| format!("--audit-log {}: {e}", log.display()))?
+            };
+            sinks.push(Arc::new(sink));
+        }
+        if let Some(url) = &self.nats {
+            let sink = runtime.block_on(starfish_server::audit::NatsAudit::connect(url, None))?;
+            sinks.push(Arc::new(sink));
+        }
+        if sinks.is_empty() {
             return Ok(options);
-        };
-        let sink = if log.as_os_str() == "-" {
-            JsonLines::new(Box::new(std::io::stdout()))
-        } else {
-            JsonLines::file(log).map_err(|e| format!("--audit-log {}: {e}", log.display()))?
-        };
-        let node = hostname();
-        let audit =
-            AuditOptions::new(Arc::new(sink), node).with_read_sample(self.read_sample.unwrap_or(1));
+        }
+        let mut audit = AuditOptions::new(Arc::new(sinks), hostname())
+            .with_read_sample(self.read_sample.unwrap_or(1));
+        if let Some(days) = self.tenant_retention_days {
+            audit =
+                audit.with_tenant_trails(std::time::Duration::from_secs(u64::from(days) * 86_400));
+        }
         Ok(options.with_audit(audit))
     }
 }

@@ -323,7 +323,8 @@ fn with_other_nodes(
             .with_change_feed(feed)
             .with_readiness_check("nats", ready);
     }
-    settings.queue.apply(options, runtime)
+    let options = settings.queue.apply(options, runtime)?;
+    settings.audit.apply(options, runtime)
 }
 
 /// `options` with the rest of the settings: the master key of encryption at rest,
@@ -346,7 +347,7 @@ fn with_settings(mut options: SyncOptions, settings: &Settings) -> Result<SyncOp
     let options = settings.cors.apply(options, settings.no_compression)?;
     let clock: Arc<dyn starfish_server::auth::Clock> = Arc::new(starfish_server::auth::SystemClock);
     let options = settings.sharing.apply_enrichers(options, clock)?;
-    let options = settings.audit.apply(options)?;
+
     settings.tenancy.apply(options)
 }
 

@@ -131,6 +131,10 @@ pub(crate) struct ServeArgs {
     /// [default: off].
     #[arg(long, env = "STARFISH_AUDIT_TENANT_RETENTION_DAYS")]
     audit_tenant_retention_days: Option<u32>,
+    /// Publish the audit trail on this NATS server too, one subject per namespace
+    /// (`starfish.audit.<namespace>`, `~` for the root) [default: off].
+    #[arg(long, env = "STARFISH_AUDIT_NATS")]
+    audit_nats: Option<String>,
     /// Reverse proxies in front of the server; the client IP for rate limits is the
     /// N-th `X-Forwarded-For` entry from the right. 0: the socket address [default: 0].
     #[arg(long, env = "STARFISH_TRUSTED_PROXY_HOPS")]
@@ -511,6 +515,7 @@ impl Settings {
                 args.audit_log,
                 args.audit_read_sample,
                 args.audit_tenant_retention_days,
+                args.audit_nats,
             ),
             trusted_proxy_hops: args
                 .trusted_proxy_hops

@@ -345,3 +345,51 @@ async fn a_jetstream_consumer_down_through_writes_and_a_nats_restart_gets_each_o
     assert_eq!(stored, WRITES as u64, "the stream holds each once");
     drop(nats);
 }
+
+/// The audit trail on NATS: one subject per namespace (`~` for the root), so each
+/// tenant's consumer hears its own records only.
+#[tokio::test]
+#[ignore = "needs nats-server: run by tests/nats/run.sh"]
+async fn audit_records_reach_nats_on_a_subject_per_namespace() {
+    use starfish_server::audit::{AuditOptions, NatsAudit};
+    let port = free_port();
+    let _nats = OwnServer::nats(port).await;
+    let url = format!("nats://127.0.0.1:{port}");
+    let client = async_nats::connect(&url).await.unwrap();
+    let mut acme = client.subscribe("starfish.audit.acme").await.unwrap();
+    let mut root = client.subscribe("starfish.audit.~").await.unwrap();
+    client.flush().await.unwrap();
+    let sink = NatsAudit::connect(&url, None).await.unwrap();
+    let config = SyncConfig::from_value(json!({"version": 1,
+        "collections": [{"name": "board", "storagePath": "board/{id}", "readRoles": ["public"], "writeRoles": ["public"]}],
+        "namespaces": {"acme": {"collections": [
+            {"name": "notes", "storagePath": "users/{identity}/notes", "readRoles": ["self"], "writeRoles": ["self"]}]}}}))
+    .unwrap();
+    let app = create_sync_router(
+        SyncOptions::new(config, DocStore::memory())
+            .with_clock(Arc::new(ManualClock::new(T0)))
+            .with_audit(AuditOptions::new(Arc::new(sink), "n1")),
+    )
+    .unwrap();
+    push_doc(&app, "/push/board/b1", json!({"t": 1}), None).await;
+    let res = send(&app, get("/acme/pull/users/someone/notes")).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let on_root = next_record(&mut root).await;
+    assert_eq!(
+        (on_root["action"].as_str(), on_root["statusCode"].as_u64()),
+        (Some("push"), Some(200))
+    );
+    let on_acme = next_record(&mut acme).await;
+    assert_eq!(on_acme["namespace"], "acme");
+    assert_eq!(on_acme["statusCode"], 403);
+    assert_eq!(on_acme["documentKey"], "users/someone/notes");
+}
+
+/// The next message of `sub`, as JSON (within 5 s).
+async fn next_record(sub: &mut async_nats::Subscriber) -> Value {
+    let message = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    serde_json::from_slice(&message.payload).unwrap()
+}

@@ -5,12 +5,17 @@
 //! push and list, allowed or denied, and every admin action. Never a document's
 //! data, a token or a secret: a record holds names, keys, identities and statuses.
 //!
-//! Records go to an [`AuditSink`]: [`JsonLines`] (stdout or a file) or one of your
-//! own. Successful reads may be sampled ([`AuditOptions::read_sample`]); denials,
+//! Records go to an [`AuditSink`]: [`JsonLines`] (stdout or a file), `NatsAudit`
+//! (feature `nats`: a subject per namespace), or one of your own. Successful reads may be sampled ([`AuditOptions::read_sample`]); denials,
 //! writes and admin actions never are.
 
+#[cfg(feature = "nats")]
+mod nats;
 mod tenant;
 mod trail;
+
+#[cfg(feature = "nats")]
+pub use nats::NatsAudit;
 
 pub(crate) use tenant::TenantTrails;
 
@@ -68,6 +73,15 @@ pub struct AuditRecord {
 pub trait AuditSink: Send + Sync + 'static {
     /// One decision.
     fn record(&self, record: &AuditRecord);
+}
+
+/// Several sinks: each record to every one, in order.
+impl AuditSink for Vec<Arc<dyn AuditSink>> {
+    fn record(&self, record: &AuditRecord) {
+        for sink in self {
+            sink.record(record);
+        }
+    }
 }
 
 /// How a router audits.

@@ -94,7 +94,7 @@ impl Change {
 }
 
 /// A name as one subject token.
-fn token(name: &str) -> String {
+pub(crate) fn token(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for c in name.chars() {
         match c {
