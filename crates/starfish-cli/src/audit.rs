@@ -77,8 +77,7 @@ impl AuditSection {
             sinks.push(Arc::new(sink));
         }
         if let Some(url) = &self.nats {
-            let sink = runtime.block_on(starfish_server::audit::NatsAudit::connect(url, None))?;
-            sinks.push(Arc::new(sink));
+            sinks.push(runtime.block_on(nats_sink(url))?);
         }
         if sinks.is_empty() {
             return Ok(options);
@@ -91,6 +90,20 @@ impl AuditSection {
         }
         Ok(options.with_audit(audit))
     }
+}
+
+/// The audit trail on NATS at `url`.
+#[cfg(feature = "nats")]
+async fn nats_sink(url: &str) -> Result<Arc<dyn AuditSink>, String> {
+    let sink = starfish_server::audit::NatsAudit::connect(url, None)
+        .await
+        .map_err(|e| format!("cannot reach NATS (--audit-nats): {e}"))?;
+    Ok(Arc::new(sink))
+}
+
+#[cfg(not(feature = "nats"))]
+async fn nats_sink(_url: &str) -> Result<Arc<dyn AuditSink>, String> {
+    Err("this build lacks the `nats` feature (--audit-nats)".into())
 }
 
 /// This machine's name, for the records' `node` (the process id when unknown).

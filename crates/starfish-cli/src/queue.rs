@@ -54,16 +54,36 @@ impl QueueSection {
         let Some(url) = &self.nats else {
             return Ok(options);
         };
-        let jetstream =
-            self.stream
-                .as_ref()
-                .map(|stream| starfish_server::queue::JetStreamSettings {
-                    stream: stream.clone(),
-                    subjects: subjects(&options.config),
-                });
-        let queue = runtime.block_on(starfish_server::queue::NatsQueue::connect(url, jetstream))?;
-        Ok(options.with_queue(std::sync::Arc::new(queue)))
+        let stream = self
+            .stream
+            .as_ref()
+            .map(|stream| (stream.clone(), subjects(&options.config)));
+        let queue = runtime.block_on(nats_queue(url, stream))?;
+        Ok(options.with_queue(queue))
     }
+}
+
+/// Queue messages on NATS at `url`, into the JetStream `stream` (name, subjects)
+/// when one is set.
+#[cfg(feature = "nats")]
+async fn nats_queue(
+    url: &str,
+    stream: Option<(String, Vec<String>)>,
+) -> Result<std::sync::Arc<dyn starfish_server::queue::QueueSink>, String> {
+    let jetstream = stream
+        .map(|(stream, subjects)| starfish_server::queue::JetStreamSettings { stream, subjects });
+    let queue = starfish_server::queue::NatsQueue::connect(url, jetstream)
+        .await
+        .map_err(|e| format!("cannot reach NATS (--queue-nats): {e}"))?;
+    Ok(std::sync::Arc::new(queue))
+}
+
+#[cfg(not(feature = "nats"))]
+async fn nats_queue(
+    _url: &str,
+    _stream: Option<(String, Vec<String>)>,
+) -> Result<std::sync::Arc<dyn starfish_server::queue::QueueSink>, String> {
+    Err("this build lacks the `nats` feature (--queue-nats)".into())
 }
 
 /// Every subject the config's collections publish on: each topic, and below it when

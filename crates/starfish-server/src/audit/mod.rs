@@ -193,7 +193,7 @@ impl Auditor {
 /// Records as JSON lines. A record is written into a shared buffer on the
 /// request's task (no allocation, no wake-up of another thread); a thread of its
 /// own writes the buffer out every 100 ms, in one system call, so a slow disk never
-/// holds a request. Past [`MAX_BUFFERED_BYTES`] waiting, records are dropped and
+/// holds a request. Past 16 MiB waiting, records are dropped and
 /// counted.
 pub struct JsonLines {
     shared: Arc<Lines>,
