@@ -86,11 +86,16 @@ async fn nats_queue(
     Err("this build lacks the `nats` feature (--queue-nats)".into())
 }
 
-/// Every subject the config's collections publish on: each topic, and below it when
-/// a parameter is appended.
+/// Every subject the config's collections publish on (the root's, the config
+/// namespaces' and the templates' runtime namespaces are made from): each topic,
+/// and below it when a parameter is appended.
 fn subjects(config: &SyncConfig) -> Vec<String> {
     let mut out = Vec::new();
-    for (_, c) in config.all_collections() {
+    let collections = config
+        .all_collections()
+        .map(|(_, c)| c)
+        .chain(config.template_collections());
+    for c in collections {
         let Some(queue) = &c.queue else { continue };
         let topic = queue.topic.clone().unwrap_or_else(|| c.name.to_string());
         if queue.subject_param.is_some() {
@@ -114,5 +119,33 @@ fn warn_queue_only(config: &SyncConfig, queue: bool) {
                 "appendOnly.persist=false but no queue publishes this collection (a `queue` setting and --queue-nats): its pushes will be neither stored nor published"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stream_holds_every_topic_templates_included() {
+        let config = SyncConfig::from_yaml_str(
+            r#"
+version: 1
+collections:
+  - {name: posts, storagePath: "posts/{id}", readRoles: [public], writeRoles: [public],
+     queue: {topic: posts.changed, subjectParam: id}}
+  - {name: quiet, storagePath: "quiet/{id}", readRoles: [public], writeRoles: [public]}
+namespaceTemplates:
+  team:
+    collections:
+      - {name: orders, storagePath: "orders/{id}", readRoles: [public], writeRoles: [public],
+         queue: {}}
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            subjects(&config),
+            ["orders", "posts.changed", "posts.changed.>"]
+        );
     }
 }

@@ -428,6 +428,11 @@ impl SyncConfig {
         self.collections.iter().map(|c| c.storage_path.as_str())
     }
 
+    /// The collections of the namespace templates runtime namespaces are made from.
+    pub fn template_collections(&self) -> impl Iterator<Item = &Arc<Collection>> {
+        self.templates.iter().flat_map(|t| t.collections.iter())
+    }
+
     /// Every collection with the namespace it belongs to (`None` for root).
     pub fn all_collections(
         &self,
