@@ -60,7 +60,7 @@ mod reseal;
 mod s3;
 mod seal;
 mod tenant;
-mod text;
+pub mod text;
 
 pub use append::{AppendFailure, AppendOp, LogRead};
 pub use blob::{Blob, BlobBody, BlobError, META_SUFFIX};

@@ -1,12 +1,12 @@
 //! A text scan on the request path, written as a plain byte loop (the server's
-//! `util::text` has the same for its own paths).
+//! `util::text` uses it too).
 //!
 //! `str::split(char)` calls a searcher per piece, which costs more than the short
 //! strings of a key (two to ten segments of a few bytes).
 
 /// `text.split(byte as char)` for an ASCII `byte`, by a byte scan: the same pieces in
 /// the same order, empty ones included.
-pub(super) fn split_ascii(text: &str, byte: u8) -> SplitAscii<'_> {
+pub fn split_ascii(text: &str, byte: u8) -> SplitAscii<'_> {
     debug_assert!(byte.is_ascii());
     SplitAscii {
         rest: Some(text),
@@ -16,7 +16,7 @@ pub(super) fn split_ascii(text: &str, byte: u8) -> SplitAscii<'_> {
 
 /// The iterator of [`split_ascii`].
 #[derive(Clone, Debug)]
-pub(super) struct SplitAscii<'a> {
+pub struct SplitAscii<'a> {
     rest: Option<&'a str>,
     byte: u8,
 }

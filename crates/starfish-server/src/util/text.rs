@@ -3,42 +3,7 @@
 //! `str::split(char)` and friends call a searcher per piece, which costs more than
 //! the short strings of a path and its keys (two to ten segments of a few bytes).
 
-/// `text.split(byte as char)` for an ASCII `byte`, by a byte scan: the same pieces in
-/// the same order, empty ones included.
-pub(crate) fn split_ascii(text: &str, byte: u8) -> SplitAscii<'_> {
-    debug_assert!(byte.is_ascii());
-    SplitAscii {
-        rest: Some(text),
-        byte,
-    }
-}
-
-/// The iterator of [`split_ascii`].
-#[derive(Clone, Debug)]
-pub(crate) struct SplitAscii<'a> {
-    rest: Option<&'a str>,
-    byte: u8,
-}
-
-impl<'a> Iterator for SplitAscii<'a> {
-    type Item = &'a str;
-
-    #[inline]
-    fn next(&mut self) -> Option<&'a str> {
-        let rest = self.rest?;
-        match rest.bytes().position(|b| b == self.byte) {
-            // An ASCII byte is a whole character: both sides are on char boundaries.
-            Some(at) => {
-                self.rest = rest.get(at + 1..);
-                rest.get(..at)
-            }
-            None => {
-                self.rest = None;
-                Some(rest)
-            }
-        }
-    }
-}
+pub(crate) use starfish_store::text::split_ascii;
 
 /// `text.split_once(byte as char)` for an ASCII `byte`, by a byte scan.
 pub(crate) fn split_once_ascii(text: &str, byte: u8) -> Option<(&str, &str)> {
