@@ -114,3 +114,42 @@ fn hostname() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| format!("pid-{}", std::process::id()))
 }
+
+impl AuditSection {
+    /// Records an admin action run by the binary itself (`migrate`, `rotate-keys`)
+    /// in the audit log, when one is set: written before the command exits.
+    pub(crate) fn record_offline(&self, action: &str, target: &str, result: &Result<(), String>) {
+        let Some(log) = &self.log else {
+            return;
+        };
+        let mut record = starfish_server::audit::AuditRecord::default();
+        record.timestamp = now_ms();
+        record.action = format!("admin.{action}");
+        record.identity = Some("operator".into());
+        record.success = result.is_ok();
+        record.status_code = if result.is_ok() { 200 } else { 500 };
+        record.node = hostname();
+        record.target = Some(target.to_owned());
+        record.reason = result.as_ref().err().cloned();
+        let mut line = serde_json::to_vec(&record).unwrap_or_default();
+        line.push(b'\n');
+        let written = if log.as_os_str() == "-" {
+            std::io::Write::write_all(&mut std::io::stdout(), &line)
+        } else {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .and_then(|mut file| std::io::Write::write_all(&mut file, &line))
+        };
+        if let Err(e) = written {
+            eprintln!("starfish: the audit record of {action} was not written: {e}");
+        }
+    }
+}
+
+/// Milliseconds since the epoch, by the system clock.
+fn now_ms() -> u64 {
+    use starfish_server::auth::Clock as _;
+    starfish_server::auth::SystemClock.now_ms()
+}

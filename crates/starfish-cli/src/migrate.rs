@@ -37,12 +37,21 @@ pub(crate) struct MigrateArgs {
 }
 
 pub(crate) fn run(args: MigrateArgs) -> Result<(), String> {
-    let (config, _, store) = crate::as_serve_finds_it(args.serve)?;
+    let (config, settings, store) = crate::as_serve_finds_it(args.serve)?;
+    let audit = settings.audit;
+    let target = args.namespace.clone().unwrap_or_default();
+    let action = if args.abort {
+        Some("namespace.migrate-abort")
+    } else if args.status {
+        None
+    } else {
+        Some("namespace.migrate")
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         if args.status {
             let all = migration_status(&store).await.map_err(|e| e.to_string())?;
             let text = serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?;
@@ -84,7 +93,11 @@ pub(crate) fn run(args: MigrateArgs) -> Result<(), String> {
             report.copied, report.unchanged
         );
         Ok(())
-    })
+    });
+    if let Some(action) = action {
+        audit.record_offline(action, &target, &result);
+    }
+    result
 }
 
 /// Prints phase changes, and the count every [`REPORT_EVERY`] objects.

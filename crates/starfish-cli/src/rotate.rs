@@ -31,6 +31,7 @@ pub(crate) struct RotateArgs {
 
 pub(crate) fn run(args: RotateArgs) -> Result<(), String> {
     let (config, settings, store) = crate::as_serve_finds_it(args.serve)?;
+    let audit = settings.audit.clone();
     let mut options = settings.tenancy.apply(SyncOptions::new(config, store))?;
     let master = crate::master_key()?
         .ok_or("give the master key: STARFISH_MASTER_KEY or STARFISH_MASTER_KEY_FILE")?;
@@ -44,7 +45,7 @@ pub(crate) fn run(args: RotateArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let mut seen = 0u64;
         let report = rotate_keys(&options, &namespace, how, |r| {
             seen += 1;
@@ -75,5 +76,7 @@ pub(crate) fn run(args: RotateArgs) -> Result<(), String> {
             );
         }
         Ok(())
-    })
+    });
+    audit.record_offline("rotate-keys", &namespace, &result);
+    result
 }

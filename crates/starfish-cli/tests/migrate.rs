@@ -106,8 +106,23 @@ fn migrate_moves_a_namespace_of_a_running_server_to_its_prefix() {
 
     let (ok, out) = migrate(&config, &data_dir, &["acme"]);
     assert!(!ok && out.contains("migrated already"), "{out}");
-    let (ok, out) = migrate(&config, &data_dir, &["nope"]);
+    // A migration is an admin action: it lands in the audit log, refused ones too.
+    let log = data_dir.parent().unwrap().join("audit.jsonl");
+    let log_arg = log.to_str().unwrap();
+    let (ok, out) = migrate(&config, &data_dir, &["nope", "--audit-log", log_arg]);
     assert!(!ok && out.contains("no namespace"), "{out}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let record: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(record["action"], "admin.namespace.migrate", "{text}");
+    assert_eq!(record["target"], "nope");
+    assert_eq!(
+        (record["success"].as_bool(), record["statusCode"].as_u64()),
+        (Some(false), Some(500))
+    );
+    assert!(
+        record["reason"].as_str().unwrap().contains("no namespace"),
+        "{text}"
+    );
 }
 
 /// A SIGTERM (an orchestrator stopping the job) stops the copier as Ctrl-C does,
