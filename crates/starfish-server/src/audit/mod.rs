@@ -274,20 +274,31 @@ fn write_lines(lines: &std::sync::Weak<Lines>, mut out: Box<dyn std::io::Write +
     }
 }
 
+thread_local! {
+    /// A record's line, written before the shared buffer is locked: the lock is
+    /// held for a copy, not for the formatting.
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl AuditSink for JsonLines {
     fn record(&self, record: &AuditRecord) {
-        let mut buffer = self
-            .shared
-            .buffer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if buffer.len() >= MAX_BUFFERED_BYTES {
-            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        if serde_json::to_writer(&mut *buffer, record).is_ok() {
-            buffer.push(b'\n');
-        }
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            if serde_json::to_writer(&mut *line, record).is_err() {
+                return;
+            }
+            line.push(b'\n');
+            let mut buffer = self
+                .shared
+                .buffer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if buffer.len() >= MAX_BUFFERED_BYTES {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            } else {
+                buffer.extend_from_slice(line);
+            }
+        });
     }
 }
 
