@@ -52,7 +52,7 @@ done
 # `unsupported_method` is left out: it expects 405 for a method a path does not
 # document, and the protocol answers 404 there, as the reference does. The live-change
 # streams (`events:*`) are left out too: a subscription that succeeds never ends, and
-# schemathesis would wait on it (tests/live.rs and the interop suite test them).
+# schemathesis would wait on it (tests/it/live.rs and the interop suite test them).
 echo "openapi: schemathesis $("$VENV/bin/schemathesis" --version | awk '{print $NF}') against $BASE"
 set +e
 (cd "$WORK" && "$VENV/bin/schemathesis" --config-file "$HERE/schemathesis.toml" \

@@ -4,7 +4,7 @@
 # both publishing on one nats-server of our own (Debian's, see ../nats/install.sh),
 # receive the same writes; compare.py checks they publish the same subjects and
 # payloads. Then the JetStream test (a consumer down through 1,000 writes and a
-# NATS restart gets every message once): cargo test --test queue_jetstream.
+# NATS restart gets every message once) is run by ../nats/run.sh.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)

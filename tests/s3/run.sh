@@ -30,4 +30,4 @@ cd "$ROOT"
 cargo test -p starfish-server --features aws --test s3
 # The `starfish` binary from the default build (the S3 store is built in), set up
 # only by STARFISH_* and these AWS_* variables: push, then pull from a second process.
-cargo test -p starfish-cli --test cli -- s3_store_configured_only_by_environment_variables
+cargo test -p starfish-cli --test it -- cli::s3_store_configured_only_by_environment_variables

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-mod common;
+use crate::common;
 use common::*;
 
 fn has(headers: &[String], line: &str) -> bool {

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-mod common;
+use crate::common;
 use common::*;
 
 const CONFIG: &str = r#"version: 1

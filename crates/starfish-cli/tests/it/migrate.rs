@@ -2,7 +2,7 @@
 //! namespace moves to its prefix on disk, the server serves the same documents from
 //! there without a restart, and its shared twin keeps the old ones.
 
-mod common;
+use crate::common;
 
 use common::{BIN, Server};
 use std::process::Command;

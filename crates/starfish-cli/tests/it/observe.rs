@@ -1,7 +1,7 @@
 //! `starfish serve --metrics-addr`: Prometheus metrics on a listener of their own;
 //! a request id on every response (the client's, or a fresh one); JSON logs.
 
-mod common;
+use crate::common;
 
 use common::Server;
 use std::io::{Read, Write};

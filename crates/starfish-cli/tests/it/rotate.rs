@@ -2,7 +2,7 @@
 //! master key from `STARFISH_MASTER_KEY`, and `starfish admin rotate-keys` seals its
 //! objects again under a new key; the server reads them after.
 
-mod common;
+use crate::common;
 
 use common::{BIN, Server};
 use std::process::Command;

@@ -9,7 +9,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-mod common;
+use crate::common;
 use common::*;
 
 /// Longest a test waits for something the server is due to do within a second or two.

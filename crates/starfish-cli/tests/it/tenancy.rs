@@ -2,7 +2,7 @@
 //! namespace created at runtime from a template, served, then deleted; `--isolation`
 //! separating two namespaces' identical storage paths on disk.
 
-mod common;
+use crate::common;
 
 use common::{BIN, Server};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! reaches exactly the namespaces and rights it names; revoked or expired keys get
 //! 401; the store never holds a key's secret.
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use axum::body::Body;

@@ -1,7 +1,7 @@
 //! Append-only logs: author proofs, timestamps, bounds, the segmented layout, and
 //! concurrent appenders on one node and on two nodes sharing a store.
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use common::*;

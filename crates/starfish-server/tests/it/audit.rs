@@ -2,7 +2,7 @@
 //! 415, 429, 507) and admin actions gives exactly the expected records, and no
 //! record carries a document's data, a token or a secret.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

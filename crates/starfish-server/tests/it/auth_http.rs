@@ -1,7 +1,7 @@
 //! Authentication and access over HTTP: cap-certs, request signatures, replay,
 //! scopes, revocation, mounting under a prefix, and pluggable authenticators.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

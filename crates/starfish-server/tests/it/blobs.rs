@@ -1,7 +1,7 @@
 //! Binary collections: MIME rules, limits with and without Content-Length, ETags,
 //! owner-only writes, and the filesystem layout.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

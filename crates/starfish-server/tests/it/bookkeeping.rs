@@ -2,7 +2,7 @@
 //! `_keyring` and `_members` siblings) can never be named by a client's parameter,
 //! and reads stay within their bounds whatever numbers a client sends.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};

@@ -2,7 +2,7 @@
 //! headers, the credentials-with-`*` startup error) and compressed JSON responses
 //! that leave ETags and blobs alone.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};

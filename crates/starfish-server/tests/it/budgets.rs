@@ -3,7 +3,7 @@
 //! `429` with `Retry-After` past them, other namespaces untouched; changeable for a
 //! runtime namespace through the admin API.
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use axum::body::Body;

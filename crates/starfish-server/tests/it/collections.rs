@@ -1,6 +1,6 @@
 //! Bundles, batch pull, listing and rate limits over HTTP.
 
-mod common;
+use crate::common;
 
 use axum::http::{Request, StatusCode};
 use common::*;

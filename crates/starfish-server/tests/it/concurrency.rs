@@ -1,7 +1,7 @@
 //! Compare-and-swap under concurrency: on one router, and across two routers that
 //! share only the object store (as two server processes would).
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use common::*;

@@ -4,7 +4,7 @@
 //! is refused with a clear error, and delegated collections are stored as the client
 //! sent them.
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use axum::body::Body;

@@ -1,7 +1,7 @@
 //! What an attacker with self-issued certificates can do to other users: nothing
 //! that locks them out or replays their requests.
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use common::*;

@@ -2,7 +2,7 @@
 //! member and batch entry too), and `after_write` hears of every accepted write once
 //! and of no refused one.
 
-mod common;
+use crate::common;
 
 use axum::http::{Request, StatusCode};
 use common::*;

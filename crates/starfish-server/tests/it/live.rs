@@ -3,7 +3,7 @@
 //! (`data:` frames; which document, its hash and time, never the data), and only of
 //! documents it may read.
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use axum::body::{Body, BodyDataStream};

@@ -3,7 +3,7 @@
 //! log and blob reads the same after, and an interrupted migration goes on from
 //! where it stopped.
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use axum::body::Body;

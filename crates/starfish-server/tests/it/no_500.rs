@@ -1,7 +1,7 @@
 //! No input reaches a 500: generated paths and bodies through every route, on the
 //! memory and the filesystem store; every refusal leaves the store as it was.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

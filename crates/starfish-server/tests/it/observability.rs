@@ -2,7 +2,7 @@
 //! refused credentials by reason class; store latency; gauges) and the health
 //! routes (`/health/live`, `/health/ready` with a dependency that fails).
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use common::*;

@@ -2,7 +2,7 @@
 //! expected list is derived here from the config file itself, not from the
 //! generator), every path parameter declared, known answers, and the endpoint.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -14,8 +14,8 @@ use starfish_server::{
 };
 use std::collections::BTreeSet;
 
-const SAMPLE: &str = include_str!("../../../examples/serve-yaml/starfish.yaml");
-const SCHEMATHESIS: &str = include_str!("../../../tests/openapi/starfish.yaml");
+const SAMPLE: &str = include_str!("../../../../examples/serve-yaml/starfish.yaml");
+const SCHEMATHESIS: &str = include_str!("../../../../tests/openapi/starfish.yaml");
 
 /// Namespaces, bundles (one member pull-only, one push-only), logs, blobs, listable
 /// collections, pull-only and push-only collections, a static path and rate limits.

@@ -3,7 +3,7 @@
 //! prefix, percent-encoded parameters that select another collection's document,
 //! JSON media types, identity restrictions, and bounded, filtered batch log pulls.
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use axum::body::Body;

@@ -1,6 +1,6 @@
 //! Pull and push of JSON documents over HTTP: every status with its exact body.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

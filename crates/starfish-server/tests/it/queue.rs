@@ -2,7 +2,7 @@
 //! accepted write to a collection with a `queue` setting, handed to a sink without
 //! waiting; a queue-only collection publishes and stores nothing.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::*;

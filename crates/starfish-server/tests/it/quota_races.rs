@@ -3,7 +3,7 @@
 //! refusal is `507 {"error":"Quota exceeded"}` and comes at once (no `408`, no `503`
 //! from contention on the usage record).
 
-mod common;
+use crate::common;
 
 use async_trait::async_trait;
 use axum::Router;

@@ -2,7 +2,7 @@
 //! (`507 {"error":"Quota exceeded"}`), the usage the admin API reports is what the
 //! store holds, and two routers over one store never exceed the quota together.
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use axum::body::Body;

@@ -3,7 +3,7 @@
 //! not touch the store; blobs, logs and bundles stay current; the cache stays within
 //! its bytes.
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use axum::body::Body;

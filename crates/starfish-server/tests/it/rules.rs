@@ -1,7 +1,7 @@
 //! Collection rules: objectSchema, fieldPermissions, author proofs on documents,
 //! pullOnly, and the /config endpoint.
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use common::*;

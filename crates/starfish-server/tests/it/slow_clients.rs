@@ -1,7 +1,7 @@
 //! Slow and many clients: a stalled body is cut off with 408 while others are served,
 //! and past `max_in_flight` a request gets 503 at once instead of queueing.
 
-mod common;
+use crate::common;
 
 use common::*;
 use starfish_server::auth::ManualClock;

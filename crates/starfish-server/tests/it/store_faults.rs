@@ -1,7 +1,7 @@
 //! Store faults: the client gets `503 {"error":"Storage unavailable"}`, nothing
 //! partial is ever visible, and the server serves again by itself once the store does.
 
-mod common;
+use crate::common;
 
 use async_trait::async_trait;
 use axum::http::{Request, StatusCode};

@@ -2,7 +2,7 @@
 //! `trustedRoots`. A tenant's certificate with a wildcard scope walks every route of
 //! another tenant and reads nothing and writes nothing.
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use axum::body::Body;

@@ -4,7 +4,7 @@
 //! one; namespace admins hand on no more than they hold; other Bearer tokens still
 //! reach a custom authenticator.
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use axum::http::StatusCode;

@@ -1,7 +1,7 @@
 //! Namespaces created at runtime through the admin API: served by every router over
 //! the same store within the refresh bound, suspended, deleted, created once.
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use axum::body::Body;
