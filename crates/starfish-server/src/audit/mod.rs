@@ -172,20 +172,22 @@ impl Auditor {
     }
 
     /// Records `record` (its node filled in; [`Self::keeps`] said so); a
-    /// namespace's record goes to its own trail too, through `tenant` (its name
-    /// and its part of the store).
+    /// namespace's record goes to its own trail too, through `tenants` (each
+    /// namespace's name and its part of the store).
     pub(crate) fn record(
         &self,
         mut record: AuditRecord,
-        tenant: Option<(
-            &starfish_protocol::names::NamespaceName,
-            &crate::store::NsStore,
-        )>,
+        tenants: &[(
+            starfish_protocol::names::NamespaceName,
+            crate::store::NsStore,
+        )],
     ) {
         record.node.clone_from(&self.options.node);
         self.options.sink.record(&record);
-        if let (Some(trails), Some((name, store))) = (&self.tenants, tenant) {
-            trails.push(name, store, &record, record.timestamp);
+        if let Some(trails) = &self.tenants {
+            for (name, store) in tenants {
+                trails.push(name, store, &record, record.timestamp);
+            }
         }
     }
 }
@@ -332,7 +334,7 @@ mod tests {
             for success in [true, false] {
                 let record = read(success);
                 if auditor.keeps(&record.action, record.success) {
-                    auditor.record(record, None);
+                    auditor.record(record, &[]);
                 }
             }
         }

@@ -179,6 +179,17 @@ pub(crate) async fn create(
     let (parts, body) = request.into_parts();
     let principal = check(&state, &parts.headers).await?;
     let body: CreateBody = read_json(body).await?;
+    let name = body.name.clone();
+    let answer = create_namespace(&state, &principal, body).await;
+    // The name is in the body, not the path: the answer tells the audit record.
+    Ok(AuditedTarget::new(&name, [name.as_str()]).on(answer.into_response()))
+}
+
+async fn create_namespace(
+    state: &AppState,
+    principal: &Principal,
+    body: CreateBody,
+) -> Result<Response, AdminError> {
     // Choosing a template and trusted roots is the operator's: a namespace admin
     // key cannot create (or re-create) a namespace.
     principal.may_all()?;
@@ -489,7 +500,8 @@ pub(crate) async fn create_key(
         .await?;
     let mut out = key_json(&record);
     out["key"] = json!(token);
-    Ok((StatusCode::CREATED, Json(out)).into_response())
+    let made = (StatusCode::CREATED, Json(out)).into_response();
+    Ok(AuditedTarget::of_key(&record).on(made))
 }
 
 /// `GET /_starfish/admin/keys/<id>`.
@@ -516,7 +528,7 @@ pub(crate) async fn revoke_key(
     let record = keys.get(&id).await.map_err(key_missing)?;
     may_manage(&principal, &record)?;
     let record = keys.revoke(&id).await.map_err(key_missing)?;
-    Ok(Json(key_json(&record)).into_response())
+    Ok(AuditedTarget::of_key(&record).on(Json(key_json(&record)).into_response()))
 }
 
 fn key_missing(e: TenantError) -> AdminError {
@@ -526,9 +538,47 @@ fn key_missing(e: TenantError) -> AdminError {
     }
 }
 
+/// What an admin answer tells its audit record when the path does not say it all:
+/// what it acted on (a namespace named in the body, a key made), and the
+/// namespaces whose own trails the record goes to (a key's, each it grants).
+#[derive(Debug, Clone)]
+pub(crate) struct AuditedTarget {
+    target: String,
+    namespaces: Vec<String>,
+}
+
+impl AuditedTarget {
+    fn new<'a>(target: &str, namespaces: impl IntoIterator<Item = &'a str>) -> Self {
+        // A record never carries much client text.
+        let bounded = |s: &str| s.chars().take(MAX_TARGET_CHARS).collect::<String>();
+        Self {
+            target: bounded(target),
+            namespaces: namespaces.into_iter().map(bounded).collect(),
+        }
+    }
+
+    fn of_key(record: &crate::tenants::keys::KeyRecord) -> Self {
+        Self::new(
+            &record.id,
+            record
+                .grants
+                .keys()
+                .map(String::as_str)
+                .filter(|n| *n != "*"),
+        )
+    }
+
+    fn on(self, mut response: Response) -> Response {
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
 /// Records every admin request in the audit trail: the action its route names,
-/// what it acted on (the namespace or key id of its path), who asked (an API key
-/// by its id; the admin key is named as such, never shown), and the answer.
+/// what it acted on (the namespace or key id of its path, or what the answer
+/// names: [`AuditedTarget`]), who asked (an API key by its id; the admin key is
+/// named as such, never shown), and the answer. A namespace's record goes to its
+/// own trail too.
 pub(crate) async fn audited(
     State(state): State<AppState>,
     matched: axum::extract::MatchedPath,
@@ -545,7 +595,11 @@ pub(crate) async fn audited(
     let Some(auditor) = &state.audit else {
         return response;
     };
-    let (action, target) = admin_action(&method, matched.as_str(), &path);
+    let (action, path_target) = admin_action(&method, matched.as_str(), &path);
+    let (target, namespaces) = match response.extensions().get::<AuditedTarget>() {
+        Some(told) => (Some(told.target.clone()), told.namespaces.clone()),
+        None => (path_target.clone(), path_target.into_iter().collect()),
+    };
     let status = response.status();
     let success = status.is_success();
     let record = crate::audit::AuditRecord {
@@ -561,11 +615,13 @@ pub(crate) async fn audited(
         api_key_id,
         ..crate::audit::AuditRecord::default()
     };
-    let tenant = match &record.target {
-        Some(name) if auditor.keeps_tenant_trails() => tenant_store(&state, name).await,
-        _ => None,
-    };
-    auditor.record(record, tenant.as_ref().map(|(n, s)| (n, s)));
+    let mut tenants = Vec::new();
+    if auditor.keeps_tenant_trails() {
+        for name in &namespaces {
+            tenants.extend(tenant_store(&state, name).await);
+        }
+    }
+    auditor.record(record, &tenants);
     response
 }
 

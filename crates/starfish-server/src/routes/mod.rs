@@ -362,8 +362,7 @@ fn audit_request(
         reason: if success { None } else { reason },
         ..crate::audit::AuditRecord::default()
     };
-    let tenant = trail.tenant.as_ref().map(|(name, store)| (name, store));
-    auditor.record(record, tenant);
+    auditor.record(record, trail.tenant.as_slice());
 }
 
 /// Notes in the audit trail what a single-document endpoint touches.

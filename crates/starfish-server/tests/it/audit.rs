@@ -210,14 +210,8 @@ async fn a_walk_of_decisions_gives_exactly_the_expected_records_and_no_secret() 
             Some("t1".into()),
         )
     };
-    let mut tail = vec![(
-        "admin.namespace.create".into(),
-        String::new(),
-        String::new(),
-        201,
-        None,
-        None,
-    )];
+    // The created namespace is the create's target (its name is in the body).
+    let mut tail = vec![admin_record("namespace.create", 201)];
     tail.push((
         "push".into(),
         "docs".into(),
@@ -329,17 +323,30 @@ async fn a_tenant_reads_its_own_trail_and_no_other_tenants() {
             )
         })
         .collect();
+    // Its creation too: the create's record goes to the trail of what it created.
     assert_eq!(
         actions,
-        [("push", "docs/x"), ("pull", "docs/nope")],
+        [
+            ("admin.namespace.create", ""),
+            ("push", "docs/x"),
+            ("pull", "docs/nope")
+        ],
         "{trail}"
     );
+    assert_eq!(trail["records"][0]["target"], "ta", "{trail}");
     assert!(!trail.to_string().contains(SECRET_DATA));
     // tb's admin reads tb's trail, never ta's.
     let res = send(&app, read("/_starfish/admin/namespaces/tb/audit", &token)).await;
     assert_eq!(res.status(), StatusCode::OK);
     let theirs = json_body(res).await;
-    assert_eq!(theirs["records"][0]["documentKey"], "docs/y", "{theirs}");
+    assert_eq!(theirs["records"][1]["documentKey"], "docs/y", "{theirs}");
+    // The key's creation names the key it made (by id, never its token), and is
+    // in the trail of the namespace it administers.
+    let key_id = token.split('_').nth(1).unwrap();
+    let created = &theirs["records"][2];
+    assert_eq!(created["action"], "admin.key.create", "{theirs}");
+    assert_eq!(created["target"], key_id, "{theirs}");
+    assert!(!theirs.to_string().contains(&token));
     assert!(!theirs.to_string().contains("docs/x"));
     let res = send(&app, read("/_starfish/admin/namespaces/ta/audit", &token)).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
