@@ -276,7 +276,6 @@ fn cap_auth_options(settings: &Settings) -> Result<CapAuthOptions, String> {
     if let Some(path) = &settings.revocations {
         cap_auth.revocations = Arc::new(load_revocations(path)?);
     }
-    settings.sharing.apply_validators(&mut cap_auth);
     Ok(cap_auth)
 }
 
@@ -346,7 +345,7 @@ fn with_settings(mut options: SyncOptions, settings: &Settings) -> Result<SyncOp
     let options = settings.limits.apply(options);
     let options = settings.cors.apply(options, settings.no_compression)?;
     let clock: Arc<dyn starfish_server::auth::Clock> = Arc::new(starfish_server::auth::SystemClock);
-    let options = settings.sharing.apply_enrichers(options, clock)?;
+    let options = settings.sharing.apply(options, clock)?;
 
     settings.tenancy.apply(options)
 }

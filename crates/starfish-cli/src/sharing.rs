@@ -23,9 +23,9 @@
 
 use serde::{Deserialize, Serialize};
 use starfish_server::SyncOptions;
-use starfish_server::auth::{CapAuthOptions, Clock};
+use starfish_server::auth::Clock;
 use starfish_server::sharing::{
-    Enrichers, EntitlementEnricher, IssuerBoundEnricher, RegistryEnricher, validators,
+    Enrichers, EntitlementEnricher, IssuerBoundEnricher, RegistryEnricher, SharingPlugin,
 };
 use std::sync::Arc;
 
@@ -103,23 +103,20 @@ impl SharingSection {
         self
     }
 
-    /// The validators, on `cap_auth`, when turned on.
-    pub(crate) fn apply_validators(&self, cap_auth: &mut CapAuthOptions) {
-        if self.validators == Some(true) {
-            cap_auth.validators = validators();
-        }
-    }
-
-    /// `options` with the enrichers the section names (none: unchanged).
+    /// `options` with the sharing plugin when the validators are on, and the
+    /// enrichers the section names (none: unchanged).
     ///
     /// # Errors
     /// A registry or entitlements path that is not a storage path template with its
     /// parameter.
-    pub(crate) fn apply_enrichers(
+    pub(crate) fn apply(
         &self,
-        options: SyncOptions,
+        mut options: SyncOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<SyncOptions, String> {
+        if self.validators == Some(true) {
+            options = options.with_plugin(Arc::new(SharingPlugin));
+        }
         let mut enrichers = Enrichers::new();
         for e in &self.issuer_bound {
             enrichers = enrichers.with(Arc::new(IssuerBoundEnricher {

@@ -169,6 +169,8 @@
 //! - [`store`]: [`store::DocStore`] over any `object_store`, with compare-and-swap
 //!   (the `starfish-store` crate, re-exported).
 //! - [`AfterWrite`]: one [`WriteEvent`] per accepted write, never the data.
+//! - [`hooks`]: server plugins ([`hooks::Plugin`]), the reference's `ServerPlugin`:
+//!   certificate validators and hooks at named places of the pipeline.
 //!
 //! # Features
 //!
@@ -197,7 +199,7 @@ pub mod audit;
 pub mod auth;
 mod browser;
 mod config;
-mod hooks;
+pub mod hooks;
 pub mod live;
 mod metrics;
 pub mod migrate;

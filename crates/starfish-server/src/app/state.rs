@@ -54,6 +54,8 @@ pub struct SyncOptions {
     pub authorize: Option<Arc<dyn Authorize>>,
     /// Told about every accepted write.
     pub after_write: Option<Arc<dyn AfterWrite>>,
+    /// Server plugins, in order ([`crate::hooks::plugin`]).
+    pub plugins: Vec<Arc<dyn crate::hooks::Plugin>>,
     /// Where the queue messages of collections with a `queue` setting go.
     pub queue: Option<Arc<dyn crate::queue::QueueSink>>,
     /// Where audit records go, and how reads are sampled.
@@ -141,6 +143,10 @@ impl std::fmt::Debug for SyncOptions {
             .field("role_enricher", &self.role_enricher.is_some())
             .field("authorize", &self.authorize.is_some())
             .field("after_write", &self.after_write.is_some())
+            .field(
+                "plugins",
+                &self.plugins.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            )
             .field("cors", &self.cors)
             .field("compression", &self.compression)
             .finish_non_exhaustive()
@@ -159,6 +165,7 @@ impl SyncOptions {
             role_enricher: None,
             authorize: None,
             after_write: None,
+            plugins: Vec::new(),
             queue: None,
             audit: None,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
@@ -372,6 +379,15 @@ impl SyncOptions {
         self.after_write = Some(hook);
         self
     }
+
+    /// Adds `plugin` after those already added: its certificate validators join
+    /// the authenticator's, its hooks run at their places, in order
+    /// ([`crate::hooks::plugin`]).
+    #[must_use]
+    pub fn with_plugin(mut self, plugin: Arc<dyn crate::hooks::Plugin>) -> Self {
+        self.plugins.push(plugin);
+        self
+    }
 }
 
 pub(crate) struct Inner {
@@ -382,7 +398,9 @@ pub(crate) struct Inner {
     pub(crate) auth: Arc<dyn Authenticator>,
     pub(crate) gate: Gate,
     pub(crate) after_write: Option<Arc<dyn AfterWrite>>,
-    /// The after-write hook or a queue wants pushed bodies ([`AfterWrite::wants_body`],
+    /// The plugins, in order.
+    pub(crate) plugins: crate::hooks::Plugins,
+    /// The after-write hook, a plugin or a queue wants pushed bodies ([`AfterWrite::wants_body`],
     /// a collection's `queue.includeBody`).
     pub(crate) keep_bodies: bool,
     /// Where queue messages go.
@@ -459,10 +477,11 @@ impl AppState {
         let live = live_bus(&options);
         let keep_bodies = keeps_bodies(&options);
         let audit = options.audit.take().map(crate::audit::Auditor::new);
+        let plugins = crate::hooks::Plugins::new(std::mem::take(&mut options.plugins));
         let gate = Gate {
             restrictions: options.config.restrictions.clone(),
             enricher: options.role_enricher,
-            hook: options.authorize,
+            hook: authorize_hook(options.authorize, &plugins),
         };
         let state = Self(Arc::new(Inner {
             metrics: options.metrics.clone(),
@@ -484,6 +503,7 @@ impl AppState {
             queue: options.queue,
             audit,
             after_write: options.after_write,
+            plugins,
             auth_timeout: options.auth_timeout,
             max_collections_per_batch: options.max_collections_per_batch,
             batch_key_deny_suffixes: options.batch_key_deny_suffixes,
@@ -597,7 +617,10 @@ fn authenticator(options: &mut SyncOptions) -> Result<Arc<dyn Authenticator>, Co
     if let Some(custom) = options.authenticator.take() {
         return Ok(custom);
     }
-    let settings = std::mem::take(&mut options.cap_auth);
+    let mut settings = std::mem::take(&mut options.cap_auth);
+    for validator in options.plugins.iter().flat_map(|p| p.cap_validators()) {
+        settings.validators.add(validator);
+    }
     settings
         .check()
         .map_err(|e| ConfigError::Invalid(vec![e]))?;
@@ -680,6 +703,20 @@ pub(crate) fn namespace_store(
     })
 }
 
+/// The access gate's last word: the embedder's authorize hook, then the plugins'.
+fn authorize_hook(
+    first: Option<Arc<dyn Authorize>>,
+    plugins: &crate::hooks::Plugins,
+) -> Option<Arc<dyn Authorize>> {
+    if plugins.is_empty() {
+        return first;
+    }
+    Some(Arc::new(crate::hooks::plugin::ChainedAuthorize {
+        first,
+        plugins: plugins.clone(),
+    }))
+}
+
 /// The last readiness answer and when it was given.
 pub(crate) type ReadyCache =
     tokio::sync::Mutex<Option<(u64, (axum::http::StatusCode, axum::Json<serde_json::Value>))>>;
@@ -688,6 +725,7 @@ pub(crate) type ReadyCache =
 /// it, or a queue publishes it.
 fn keeps_bodies(options: &SyncOptions) -> bool {
     options.after_write.as_ref().is_some_and(|h| h.wants_body())
+        || options.plugins.iter().any(|p| p.wants_body())
         || (options.queue.is_some() && queue_wants_bodies(&options.config))
 }
 

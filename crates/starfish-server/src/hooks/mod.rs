@@ -1,7 +1,15 @@
 //! The `after_write` hook: told once about every accepted write. Metrics, live
 //! change feeds, queues and cache invalidation hang on it. It carries the write's
 //! path parameters, and its data only to a hook that asks for it
-//! ([`AfterWrite::wants_body`]), as the reference's `WriteEvent` does.
+//! ([`AfterWrite::wants_body`]), as the reference's `WriteEvent` does. And
+//! [`plugin`]: the reference's server plugins, hooks at named places of the
+//! pipeline.
+
+pub mod plugin;
+
+pub use plugin::{
+    HookContext, HookFuture, Plugin, Plugins, PullAnswer, PullDecision, PushContext, PushDecision,
+};
 
 use serde_json::{Map, Value};
 use std::sync::Arc;

@@ -166,6 +166,10 @@ pub(super) fn schemas() -> Value {
         "ListPage": object(&["items", "hasMore"], json!({
             "items": { "type": "array", "items": { "type": "string" } },
             "hasMore": { "type": "boolean" },
+            "values": {
+                "type": "array",
+                "items": { "anyOf": [ schema_ref("Document"), { "type": "null" } ] },
+            },
         })),
         "BatchResponse": object(&["collections"], json!({
             "collections": {

@@ -377,12 +377,12 @@ pub(super) fn list(scope: &Scope, c: &Collection) -> Value {
         .rate_limited(c.rate_limits.list.is_some())
         .json(
             200,
-            "A page of names, sorted; `after` the last one for the next page.",
+            "A page of names, sorted; `after` the last one for the next page. With `include=values`, `values`: each listed document's pull body (`null` where the caller may not read it), at most 100 documents and 4 MiB of bodies per page.",
             schema_ref("ListPage"),
         )
         .error(
             400,
-            "`Invalid path parameter`, `Invalid limit parameter` (an integer from 1 to 1000).",
+            "`Invalid path parameter`, `Invalid limit parameter` (an integer from 1 to 1000), `Invalid include parameter`.",
         );
     let mut op = collection_op(scope, c, "list", "List", r);
     let parent = c.storage_path.segments().len().saturating_sub(1);
@@ -399,6 +399,14 @@ pub(super) fn list(scope: &Scope, c: &Collection) -> Value {
         "Exclusive cursor: names after this one.",
         json!({ "type": "string" }),
     ));
+    if !c.is_binary() && c.append_only.is_none() {
+        op.parameters.push(optional_param(
+            "include",
+            "query",
+            "`values`: each listed document's pull body too.",
+            json!({ "type": "string", "enum": ["values"] }),
+        ));
+    }
     op.security = Some(security(is_public(c, Action::List)));
     op.build()
 }

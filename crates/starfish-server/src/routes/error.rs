@@ -35,6 +35,9 @@ pub(crate) enum ApiError {
     /// A list's `limit` is not an integer from 1 to 1000.
     #[error("Invalid limit parameter")]
     InvalidListLimit,
+    /// A list's `include` is not `values`, or asks a log's or a blob's values.
+    #[error("Invalid include parameter")]
+    InvalidInclude,
     /// A batch pull without `collections`.
     #[error("Missing collections parameter")]
     MissingCollections,
@@ -115,6 +118,25 @@ pub(crate) enum ApiError {
     /// store): logged, never served.
     #[error("Stored data failed its integrity check")]
     Integrity,
+    /// A plugin refused the request with a status of its choosing (a status
+    /// outside 4xx and 5xx answers 500).
+    #[error("{error}")]
+    PluginRefused {
+        /// The status the plugin chose.
+        status: StatusCode,
+        /// Its error.
+        error: String,
+    },
+    /// A plugin's hook failed: logged with its name.
+    #[error("Internal Server Error")]
+    PluginFailed,
+}
+
+impl From<crate::hooks::plugin::Refusal> for ApiError {
+    fn from(refusal: crate::hooks::plugin::Refusal) -> Self {
+        tracing::error!(plugin = %refusal.plugin, error = %refusal.error.0, "plugin hook failed");
+        Self::PluginFailed
+    }
 }
 
 /// Seconds a write refused during a migration's last pass is asked to wait.
@@ -236,6 +258,7 @@ impl ApiError {
             | Self::InvalidLimit
             | Self::InvalidLast
             | Self::InvalidListLimit
+            | Self::InvalidInclude
             | Self::MissingCollections
             | Self::TooManyCollections
             | Self::InvalidParams
@@ -253,7 +276,15 @@ impl ApiError {
             Self::AuthTimeout | Self::Auth(AuthError::ReplayUnavailable(_)) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::AuthorizationError | Self::Integrity => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::AuthorizationError | Self::Integrity | Self::PluginFailed => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            Self::PluginRefused { status, .. }
+                if status.is_client_error() || status.is_server_error() =>
+            {
+                *status
+            }
+            Self::PluginRefused { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             // The store is a dependency: its failure is ours to retry, not the client's.
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::JsonMediaTypeRequired => StatusCode::UNSUPPORTED_MEDIA_TYPE,

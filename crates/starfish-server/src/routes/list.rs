@@ -1,21 +1,36 @@
 //! `GET /[ns/]list/<storage path without its last segment>?limit=&after=`: the keys
-//! of a listable collection, in order, with an exclusive cursor.
+//! of a listable collection, in order, with an exclusive cursor; with
+//! `include=values`, each listed document's pull body too, as the caller may read
+//! it (`null` where the read rules refuse it), in pages of at most 100 documents
+//! and 4 MiB of bodies.
 
 use super::endpoint::Doc;
 use super::query::{canonical_uint, param};
 use super::{admit, allow, authenticate, is_public, rate_check};
 use crate::access::Action;
 use crate::app::state::AppState;
+use crate::auth::Caller;
 use crate::routes::error::ApiError;
+use crate::store::PathParams;
+use crate::sync::read::read_document_body;
 use crate::tenants::Scope;
 use axum::Json;
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
 use serde_json::json;
+use serde_json::value::RawValue;
+use starfish_protocol::template::Segment;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
+/// At most this many documents' values in a page: each is a read.
+const MAX_VALUES: usize = 100;
+/// A page with values ends once its bodies pass this many bytes (`hasMore`).
+const MAX_VALUES_BYTES: usize = 4 << 20;
+/// Documents read at once for a page with values.
+const READS_AT_ONCE: usize = 8;
 
 pub(super) async fn list(
     state: &AppState,
@@ -45,10 +60,100 @@ pub(super) async fn list(
             .filter(|n| (1..=MAX_LIMIT).contains(n))
             .ok_or(ApiError::InvalidListLimit)?,
     };
+    let with_values = match param(query, "include").as_deref() {
+        None => false,
+        // A log's or a blob's value is no bounded JSON body.
+        Some("values")
+            if !prefix.collection.is_binary() && prefix.collection.append_only.is_none() =>
+        {
+            true
+        }
+        Some(_) => return Err(ApiError::InvalidInclude),
+    };
+    let limit = if with_values {
+        limit.min(MAX_VALUES)
+    } else {
+        limit
+    };
     let after = param(query, "after");
-    let (items, has_more) = scope
+    let (mut items, mut has_more) = scope
         .store
         .list_page(&prefix.key, after.as_deref(), limit)
         .await?;
-    Ok(Json(json!({ "items": items, "hasMore": has_more })).into_response())
+    if !with_values {
+        return Ok(Json(json!({ "items": items, "hasMore": has_more })).into_response());
+    }
+    let values = values(state, &caller, scope, &prefix, &items).await?;
+    if values.len() < items.len() {
+        // Cut at the byte bound: the next page starts after the last value sent.
+        items.truncate(values.len());
+        has_more = true;
+    }
+    Ok(Json(json!({ "items": items, "values": values, "hasMore": has_more })).into_response())
+}
+
+/// The pull body of each listed document (`null` where the caller may not read
+/// it), in order, until their bytes pass [`MAX_VALUES_BYTES`] (at least one).
+async fn values(
+    state: &AppState,
+    caller: &Caller,
+    scope: &Scope,
+    prefix: &Doc,
+    items: &[String],
+) -> Result<Vec<Option<Box<RawValue>>>, ApiError> {
+    let now = state.clock.now_ms();
+    let reads: Vec<_> = items
+        .iter()
+        .map(|item| value(state, caller, scope, prefix, item, now))
+        .collect();
+    let mut reads = futures::stream::iter(reads).buffered(READS_AT_ONCE);
+    let (mut out, mut bytes) = (Vec::with_capacity(items.len()), 0);
+    while let Some(read) = reads.next().await {
+        let read = read?;
+        bytes += read.as_ref().map_or(0, |v| v.get().len());
+        if bytes > MAX_VALUES_BYTES && !out.is_empty() {
+            break;
+        }
+        out.push(read);
+    }
+    Ok(out)
+}
+
+/// One listed document's pull body, as a pull of it would answer it; `None` when
+/// the read rules refuse it, or its name is no parameter value.
+async fn value(
+    state: &AppState,
+    caller: &Caller,
+    scope: &Scope,
+    prefix: &Doc,
+    item: &str,
+    now: u64,
+) -> Result<Option<Box<RawValue>>, ApiError> {
+    let collection = &prefix.collection;
+    let segments = collection.storage_path.segments();
+    let Some(Segment::Param(last)) = segments.last() else {
+        return Ok(None);
+    };
+    let params = prefix
+        .params
+        .iter()
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .chain([(last.clone(), item.to_owned())]);
+    let Ok(params) = PathParams::checked(params) else {
+        return Ok(None);
+    };
+    let Ok(doc) = Doc::resolve(collection, segments.len(), &params, false) else {
+        return Ok(None);
+    };
+    match allow(state, caller, scope, &doc, Action::Pull).await {
+        Ok(()) => {}
+        Err(ApiError::Forbidden) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let store = scope.store_for(collection);
+    let (body, _) = Box::pin(read_document_body(store, doc.as_ref(), caller, now, true)).await?;
+    let text = String::from_utf8(body).map_err(|_| ApiError::Integrity)?;
+    RawValue::from_string(text)
+        .map(Some)
+        .map_err(|_| ApiError::Integrity)
 }

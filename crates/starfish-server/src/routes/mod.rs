@@ -528,7 +528,7 @@ pub(crate) fn after_write(
         publish_change(state, scope, doc, &written);
     }
     let queue = state.queue.as_ref().zip(doc.collection.queue.as_deref());
-    if state.after_write.is_none() && queue.is_none() {
+    if state.after_write.is_none() && queue.is_none() && state.plugins.is_empty() {
         return;
     }
     let event = WriteEvent {
@@ -556,6 +556,22 @@ pub(crate) fn after_write(
     }
     if let Some(hook) = &state.after_write {
         hook.after_write(&event);
+    }
+    state.plugins.after_write(&event);
+}
+
+/// What the plugins' pull and push hooks are told of a request.
+fn hook_context<'a>(
+    scope: &'a Scope,
+    doc: &'a Doc,
+    caller: &'a Caller,
+) -> crate::hooks::HookContext<'a> {
+    crate::hooks::HookContext {
+        namespace: scope.namespace.as_ref().map(|n| n.as_str()),
+        collection: doc.collection.name.as_str(),
+        params: &doc.params,
+        key: doc.key.as_str(),
+        identity: caller.identity(),
     }
 }
 

@@ -30,6 +30,11 @@ pub(super) async fn pull(
     super::charge(state, parts, scope, &caller).await?;
     allow(state, &caller, scope, &doc, Action::Pull).await?;
     rate_check(state, parts, scope, &doc.collection, &caller, Action::Pull).await?;
+    if !state.plugins.is_empty() {
+        if let Some(answer) = Box::pin(plugin_hooks(state, parts, scope, &doc, &caller)).await? {
+            return Ok(answer);
+        }
+    }
     if doc.collection.is_binary() {
         // Boxed, as the log read below: a document pull's future stays small.
         return Box::pin(blob::pull(
@@ -80,6 +85,50 @@ pub(super) async fn pull(
         &parts.headers,
         || axum::Json(body).into_response(),
     ))
+}
+
+/// The plugins' `before_pull` (a refusal), then, for a JSON collection, their
+/// `intercept_pull` (an answer: bytes with the ETag of their SHA-256 and the
+/// collection's caching, as a blob's pull).
+async fn plugin_hooks(
+    state: &AppState,
+    parts: &Parts,
+    scope: &Scope,
+    doc: &Doc,
+    caller: &Caller,
+) -> Result<Option<Response>, ApiError> {
+    use crate::hooks::{PullAnswer, PullDecision};
+    let ctx = super::hook_context(scope, doc, caller);
+    if let PullDecision::Reject { status, error } = state.plugins.before_pull(&ctx).await? {
+        return Err(ApiError::PluginRefused { status, error });
+    }
+    if doc.collection.is_binary() {
+        return Ok(None);
+    }
+    let PullAnswer::Respond {
+        status,
+        body,
+        content_type,
+    } = state.plugins.intercept_pull(&ctx).await?
+    else {
+        return Ok(None);
+    };
+    let hash = starfish_protocol::sha256_hex(&body);
+    let content_type = axum::http::HeaderValue::from_str(&content_type).unwrap_or(
+        axum::http::HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(Some(render::cached(
+        etag(&hash),
+        &doc.collection,
+        &parts.headers,
+        || {
+            let mut response = (status, body).into_response();
+            response
+                .headers_mut()
+                .insert(axum::http::header::CONTENT_TYPE, content_type);
+            response
+        },
+    )))
 }
 
 /// `?withKeyring=1|true`: adds the sibling `<key>/_keyring` document to `body`,

@@ -8,6 +8,7 @@ use super::{
 };
 use crate::access::Action;
 use crate::app::state::AppState;
+use crate::auth::Caller;
 use crate::hooks::WriteAction;
 use crate::routes::error::ApiError;
 use crate::sync::write;
@@ -15,6 +16,7 @@ use crate::tenants::Scope;
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde_json::json;
 
 #[tracing::instrument(level = "debug", skip_all, fields(collection = %doc.collection.name))]
@@ -40,6 +42,16 @@ pub(super) async fn push(
     rate_check(state, parts, scope, collection, &caller, Action::Push).await?;
     let now = state.clock.now_ms();
     if collection.is_binary() {
+        // A blob is streamed to the store: its hooks see no body, and may not
+        // transform it.
+        match intercept(state, scope, &doc, &caller, Bytes::new()).await? {
+            Intercepted::Answer(answer) => return Ok(answer),
+            Intercepted::Go { transformed, .. } if transformed => {
+                tracing::error!(collection = %collection.name, "a plugin transformed a blob push");
+                return Err(ApiError::PluginFailed);
+            }
+            Intercepted::Go { .. } => {}
+        }
         let written = blob::push(scope.store_for(collection), parts, &doc, body, now).await?;
         let answer = json!({ "hash": written.hash });
         after_write(state, scope, &doc, &caller, WriteAction::Blob, written);
@@ -59,6 +71,10 @@ pub(super) async fn push(
         RequestBody::Buffered(bytes) => bytes,
         RequestBody::Streaming(body) => read_limited(body, declared, limit).await?,
     };
+    let bytes = match intercept(state, scope, &doc, &caller, bytes).await? {
+        Intercepted::Answer(answer) => return Ok(answer),
+        Intercepted::Go { body, .. } => body,
+    };
     let written = write::push(
         scope.store_for(collection),
         doc.as_ref(),
@@ -77,4 +93,37 @@ pub(super) async fn push(
     let body = json!({ "hash": written.hash, "timestamp": written.timestamp });
     after_write(state, scope, &doc, &caller, action, written);
     Ok(axum::Json(body).into_response())
+}
+
+/// What the plugins' push hooks made of a push.
+enum Intercepted {
+    /// Go on with this body (`transformed`: not the one the client sent).
+    Go { body: Bytes, transformed: bool },
+    /// Answered on the route's behalf, or refused: nothing is stored.
+    Answer(Response),
+}
+
+/// The plugins' `intercept_push`, in order (nothing to do without plugins).
+async fn intercept(
+    state: &AppState,
+    scope: &Scope,
+    doc: &Doc,
+    caller: &Caller,
+    body: Bytes,
+) -> Result<Intercepted, ApiError> {
+    use crate::hooks::plugin::PushOutcome;
+    if state.plugins.is_empty() {
+        return Ok(Intercepted::Go {
+            body,
+            transformed: false,
+        });
+    }
+    let ctx = super::hook_context(scope, doc, caller);
+    match Box::pin(state.plugins.intercept_push(ctx, body)).await? {
+        PushOutcome::Proceed { body, transformed } => Ok(Intercepted::Go { body, transformed }),
+        PushOutcome::Reject { status, error } => Err(ApiError::PluginRefused { status, error }),
+        PushOutcome::Respond { status, body } => Ok(Intercepted::Answer(
+            (status, axum::Json(body)).into_response(),
+        )),
+    }
 }

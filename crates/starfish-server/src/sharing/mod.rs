@@ -56,11 +56,27 @@ impl CapValidator for AudienceCaps {
 }
 
 /// The sharing plugin's validators (`sharingServerPlugin`): member and audience
-/// certificates. Set them with `CapAuthOptions::validators`.
+/// certificates. Set them with `CapAuthOptions::validators`, or register
+/// [`SharingPlugin`].
 pub fn validators() -> CapValidators {
     CapValidators::new()
         .with(Arc::new(MemberCaps))
         .with(Arc::new(AudienceCaps))
+}
+
+/// The sharing plugin (`sharingServerPlugin`), registered as any other with
+/// `SyncOptions::with_plugin`: it brings the member and audience validators.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SharingPlugin;
+
+impl crate::hooks::Plugin for SharingPlugin {
+    fn name(&self) -> &str {
+        "sharing"
+    }
+
+    fn cap_validators(&self) -> Vec<Arc<dyn crate::auth::CapValidator>> {
+        vec![Arc::new(MemberCaps), Arc::new(AudienceCaps)]
+    }
 }
 
 /// Several role enrichers, asked in order; the caller holds the roles of all

@@ -277,6 +277,20 @@ async fn member_caps_are_refused_without_the_sharing_validators() {
 }
 
 #[tokio::test]
+async fn the_sharing_plugin_registers_the_validators_as_a_plugin() {
+    let (alice, bob, carol) = (user(1), user(2), user(3));
+    let options = SyncOptions::new(config(&alice, &carol), DocStore::memory())
+        .with_clock(Arc::new(ManualClock::new(T0)))
+        .with_role_enricher(enricher())
+        .with_plugin(Arc::new(starfish_server::sharing::SharingPlugin));
+    let app = create_sync_router(options).unwrap();
+    alice_writes_her_space(&app, &alice).await;
+    let cap = member(&alice, &bob, &["read"], "spaces", READ_ONLY);
+    let uri = format!("/pull/spaces/{}/s1", alice.id);
+    assert_eq!(get(&app, &uri, &bob.key, &cap).await, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn a_member_reads_and_writes_what_its_owner_shared_and_a_reader_only_reads() {
     let app = router();
     let (alice, bob) = (user(1), user(2));
