@@ -9,6 +9,7 @@
 //! (feature `nats`: a subject per namespace), or one of your own. Successful reads may be sampled ([`AuditOptions::read_sample`]); denials,
 //! writes and admin actions never are.
 
+mod line;
 #[cfg(feature = "nats")]
 mod nats;
 mod tenant;
@@ -68,11 +69,106 @@ pub struct AuditRecord {
     pub target: Option<String>,
 }
 
+/// An [`AuditRecord`] as the router holds it, borrowed from the request: what a
+/// sink that writes records out at once (a JSON line) takes without copying them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditEntry<'a> {
+    /// When it was decided, ms since the epoch.
+    pub timestamp: u64,
+    /// See [`AuditRecord::action`].
+    pub action: &'a str,
+    /// See [`AuditRecord::collection`].
+    pub collection: &'a str,
+    /// See [`AuditRecord::identity`].
+    pub identity: Option<&'a str>,
+    /// See [`AuditRecord::document_key`].
+    pub document_key: &'a str,
+    /// See [`AuditRecord::success`].
+    pub success: bool,
+    /// See [`AuditRecord::status_code`].
+    pub status_code: u16,
+    /// The route's path parameters, sorted by name.
+    pub params: Option<&'a [(&'a str, &'a str)]>,
+    /// See [`AuditRecord::namespace`].
+    pub namespace: Option<&'a str>,
+    /// See [`AuditRecord::request_id`].
+    pub request_id: Option<&'a str>,
+    /// See [`AuditRecord::api_key_id`].
+    pub api_key_id: Option<&'a str>,
+    /// See [`AuditRecord::node`].
+    pub node: &'a str,
+    /// See [`AuditRecord::reason`].
+    pub reason: Option<&'a str>,
+    /// See [`AuditRecord::target`].
+    pub target: Option<&'a str>,
+}
+
+impl AuditEntry<'_> {
+    /// The same, owned.
+    pub fn to_record(&self) -> AuditRecord {
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        AuditRecord {
+            timestamp: self.timestamp,
+            action: self.action.to_owned(),
+            collection: self.collection.to_owned(),
+            identity: owned(self.identity),
+            document_key: self.document_key.to_owned(),
+            success: self.success,
+            status_code: self.status_code,
+            params: self.params.map(|p| {
+                p.iter()
+                    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                    .collect()
+            }),
+            namespace: owned(self.namespace),
+            request_id: owned(self.request_id),
+            api_key_id: owned(self.api_key_id),
+            node: self.node.to_owned(),
+            reason: owned(self.reason),
+            target: owned(self.target),
+        }
+    }
+}
+
+impl AuditRecord {
+    /// Calls `f` with this record borrowed.
+    pub fn with_entry<R>(&self, f: impl FnOnce(&AuditEntry<'_>) -> R) -> R {
+        let params: Option<Vec<(&str, &str)>> = self
+            .params
+            .as_ref()
+            .map(|p| p.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect());
+        f(&AuditEntry {
+            timestamp: self.timestamp,
+            action: &self.action,
+            collection: &self.collection,
+            identity: self.identity.as_deref(),
+            document_key: &self.document_key,
+            success: self.success,
+            status_code: self.status_code,
+            params: params.as_deref(),
+            namespace: self.namespace.as_deref(),
+            request_id: self.request_id.as_deref(),
+            api_key_id: self.api_key_id.as_deref(),
+            node: &self.node,
+            reason: self.reason.as_deref(),
+            target: self.target.as_deref(),
+        })
+    }
+}
+
 /// Where audit records go. Called on the request's task: hand the record on (a
 /// channel, a buffer), never wait.
 pub trait AuditSink: Send + Sync + 'static {
     /// One decision.
     fn record(&self, record: &AuditRecord);
+
+    /// One decision, borrowed: the router calls this. By default it makes an
+    /// [`AuditRecord`] of it for [`Self::record`]; a sink that writes the record
+    /// out at once overrides it to skip the copy ([`JsonLines`] does).
+    fn record_entry(&self, entry: &AuditEntry<'_>) {
+        self.record(&entry.to_record());
+    }
 }
 
 /// Several sinks: each record to every one, in order.
@@ -80,6 +176,12 @@ impl AuditSink for Vec<Arc<dyn AuditSink>> {
     fn record(&self, record: &AuditRecord) {
         for sink in self {
             sink.record(record);
+        }
+    }
+
+    fn record_entry(&self, entry: &AuditEntry<'_>) {
+        for sink in self {
+            sink.record_entry(entry);
         }
     }
 }
@@ -176,17 +278,29 @@ impl Auditor {
     /// namespace's name and its part of the store).
     pub(crate) fn record(
         &self,
-        mut record: AuditRecord,
+        record: &AuditRecord,
         tenants: &[(
             starfish_protocol::names::NamespaceName,
             crate::store::NsStore,
         )],
     ) {
-        record.node.clone_from(&self.options.node);
-        self.options.sink.record(&record);
+        record.with_entry(|entry| self.record_entry(*entry, tenants));
+    }
+
+    /// [`Self::record`], borrowed: what the router's requests are recorded with.
+    pub(crate) fn record_entry<'a>(
+        &'a self,
+        mut entry: AuditEntry<'a>,
+        tenants: &[(
+            starfish_protocol::names::NamespaceName,
+            crate::store::NsStore,
+        )],
+    ) {
+        entry.node = &self.options.node;
+        self.options.sink.record_entry(&entry);
         if let Some(trails) = &self.tenants {
             for (name, store) in tenants {
-                trails.push(name, store, &record, record.timestamp);
+                trails.push(name, store, &entry);
             }
         }
     }
@@ -284,11 +398,13 @@ thread_local! {
 
 impl AuditSink for JsonLines {
     fn record(&self, record: &AuditRecord) {
+        record.with_entry(|entry| self.record_entry(entry));
+    }
+
+    fn record_entry(&self, entry: &AuditEntry<'_>) {
         LINE.with_borrow_mut(|line| {
             line.clear();
-            if serde_json::to_writer(&mut *line, record).is_err() {
-                return;
-            }
+            line::write(entry, line);
             line.push(b'\n');
             let mut buffer = self
                 .shared
@@ -334,7 +450,7 @@ mod tests {
             for success in [true, false] {
                 let record = read(success);
                 if auditor.keeps(&record.action, record.success) {
-                    auditor.record(record, &[]);
+                    auditor.record(&record, &[]);
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! subscribes to its own; published from a bounded buffer (core NATS, at most
 //! once), dropped and counted when it is full.
 
-use super::{AuditRecord, AuditSink};
+use super::{AuditEntry, AuditRecord, AuditSink};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,12 +66,17 @@ impl NatsAudit {
 
 impl AuditSink for NatsAudit {
     fn record(&self, record: &AuditRecord) {
+        record.with_entry(|entry| self.record_entry(entry));
+    }
+
+    fn record_entry(&self, record: &AuditEntry<'_>) {
         let namespace = record
             .namespace
-            .as_deref()
             .map_or_else(|| "~".to_owned(), crate::live::token);
         let subject = format!("{}.{namespace}", self.prefix);
-        let payload = Bytes::from(serde_json::to_vec(record).unwrap_or_default());
+        let mut line = Vec::with_capacity(256);
+        super::line::write(record, &mut line);
+        let payload = Bytes::from(line);
         if self.buffer.try_send((subject, payload)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }

@@ -7,7 +7,7 @@
 //! A crash loses the batch not yet written: at most about a second of records.
 //! Batches older than the retention are deleted as new ones are written.
 
-use super::AuditRecord;
+use super::AuditEntry;
 use crate::store::{NsStore, ObjectKey, StoreError};
 use starfish_protocol::names::NamespaceName;
 use std::collections::HashMap;
@@ -63,14 +63,15 @@ impl TenantTrails {
         self: &std::sync::Arc<Self>,
         namespace: &NamespaceName,
         store: &NsStore,
-        record: &AuditRecord,
-        now_ms: u64,
+        record: &AuditEntry<'_>,
     ) {
+        let now_ms = record.timestamp;
         if self.buffered.load(Ordering::Relaxed) >= MAX_BUFFERED as u64 {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let mut line = serde_json::to_vec(record).unwrap_or_default();
+        let mut line = Vec::with_capacity(256);
+        super::line::write(record, &mut line);
         line.push(b'\n');
         let full = {
             let mut pending = self

@@ -3,24 +3,15 @@
 //! which the dispatcher turns into one record when the answer is known.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 
-/// What a request's steps noted.
+/// What a request's steps noted: only what the endpoint and the answer do not say
+/// (what was touched is the endpoint's), so that it stays small: the scoped
+/// future moves it in and out of the thread at every poll.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Trail {
     pub(crate) identity: Option<String>,
     pub(crate) api_key_id: Option<String>,
-    pub(crate) collection: Option<String>,
-    pub(crate) document_key: Option<String>,
-    pub(crate) params: Option<BTreeMap<String, String>>,
     pub(crate) reason: Option<String>,
-    /// Namespaces keep trails of their own: note where.
-    pub(crate) keep_tenant: bool,
-    /// The namespace and the part of the store its own trail is kept in.
-    pub(crate) tenant: Option<(
-        starfish_protocol::names::NamespaceName,
-        crate::store::NsStore,
-    )>,
 }
 
 tokio::task_local! {

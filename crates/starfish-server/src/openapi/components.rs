@@ -112,6 +112,21 @@ fn document_properties() -> Value {
     })
 }
 
+/// A list's page: the names, and with `include=values` each one's pull body.
+fn list_page() -> Value {
+    object(
+        &["items", "hasMore"],
+        json!({
+            "items": { "type": "array", "items": { "type": "string" } },
+            "hasMore": { "type": "boolean" },
+            "values": {
+                "type": "array",
+                "items": { "anyOf": [ schema_ref("Document"), { "type": "null" } ] },
+            },
+        }),
+    )
+}
+
 /// `components.schemas`.
 pub(super) fn schemas() -> Value {
     let mut pull = document_properties();
@@ -163,14 +178,7 @@ pub(super) fn schemas() -> Value {
             },
             "timestamp": { "type": "integer", "minimum": 0 },
         })),
-        "ListPage": object(&["items", "hasMore"], json!({
-            "items": { "type": "array", "items": { "type": "string" } },
-            "hasMore": { "type": "boolean" },
-            "values": {
-                "type": "array",
-                "items": { "anyOf": [ schema_ref("Document"), { "type": "null" } ] },
-            },
-        })),
+        "ListPage": list_page(),
         "BatchResponse": object(&["collections"], json!({
             "collections": {
                 "type": "object",

@@ -621,7 +621,7 @@ pub(crate) async fn audited(
             tenants.extend(tenant_store(&state, name).await);
         }
     }
-    auditor.record(record, &tenants);
+    auditor.record(&record, &tenants);
     response
 }
 

@@ -18,7 +18,7 @@ pub(super) async fn pull(
     state: &AppState,
     parts: &Parts,
     scope: &Scope,
-    members: Vec<Doc>,
+    members: &[Doc],
 ) -> Result<Response, ApiError> {
     let public = members
         .iter()
@@ -30,7 +30,7 @@ pub(super) async fn pull(
         check_binding(&caller, &first.params).map_err(|_| ApiError::Forbidden)?;
     }
     let mut readable = Vec::with_capacity(members.len());
-    for member in &members {
+    for member in members {
         // A member the caller may not read is left out, never reported.
         match allow(state, &caller, scope, member, Action::Pull).await {
             Ok(()) => readable.push(member),

@@ -36,13 +36,13 @@ pub(super) async fn list(
     state: &AppState,
     parts: &Parts,
     scope: &Scope,
-    prefix: Doc,
+    prefix: &Doc,
 ) -> Result<Response, ApiError> {
     let public = is_public(&prefix.collection, Action::List);
     let (caller, _) = authenticate(state, parts, Body::empty(), public, Some(scope)).await?;
     admit(scope, &caller)?;
     super::charge(state, parts, scope, &caller).await?;
-    allow(state, &caller, scope, &prefix, Action::List).await?;
+    allow(state, &caller, scope, prefix, Action::List).await?;
     rate_check(
         state,
         parts,
@@ -83,7 +83,7 @@ pub(super) async fn list(
     if !with_values {
         return Ok(Json(json!({ "items": items, "hasMore": has_more })).into_response());
     }
-    let values = values(state, &caller, scope, &prefix, &items).await?;
+    let values = values(state, &caller, scope, prefix, &items).await?;
     if values.len() < items.len() {
         // Cut at the byte bound: the next page starts after the last value sent.
         items.truncate(values.len());

@@ -264,34 +264,21 @@ async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Resp
         action: "other",
         ..Routed::default()
     };
-    let (result, trail) = match &state.audit {
-        None => (route(&state, request, &mut routed).await, None),
+    let result = match &state.audit {
+        None => route(&state, request, &mut routed).await,
+        // The request's steps note who asked and why it was refused; `route` reads
+        // it for the record it writes once the answer is known.
         Some(_) => {
-            let request_id = request
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let traced = async {
-                let result = route(&state, request, &mut routed).await;
-                (result, crate::audit::TRAIL.with(|t| t.take()))
-            };
-            let cell = std::cell::RefCell::new(crate::audit::Trail {
-                keep_tenant: state
-                    .audit
-                    .as_ref()
-                    .is_some_and(|a| a.keeps_tenant_trails()),
-                ..crate::audit::Trail::default()
-            });
-            let (result, trail) = crate::audit::TRAIL.scope(cell, traced).await;
-            (result, Some((trail, request_id)))
+            let cell = std::cell::RefCell::new(crate::audit::Trail::default());
+            let routing = route(&state, request, &mut routed);
+            crate::audit::TRAIL.scope(cell, routing).await
         }
     };
-    let status = match &result {
-        Ok(response) => response.status(),
-        Err(e) => e.status(),
-    };
     if let Some(metrics) = &state.metrics {
+        let status = match &result {
+            Ok(response) => response.status(),
+            Err(e) => e.status(),
+        };
         if let Err(e) = &result {
             count_auth_failure(metrics, e);
         }
@@ -301,9 +288,6 @@ async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Resp
             routed.action,
             status.as_u16(),
         );
-    }
-    if let (Some(auditor), Some((trail, request_id))) = (&state.audit, trail) {
-        audit_request(&state, auditor, &routed, trail, request_id, &result, status);
     }
     result.into_response()
 }
@@ -321,76 +305,76 @@ fn count_auth_failure(metrics: &crate::metrics::Metrics, e: &ApiError) {
 }
 
 /// One audit record for a routed request (reads, writes and lists; a path that
-/// routes nowhere, or `GET /config`, is not a decision on data).
+/// routes nowhere, or `GET /config`, is not a decision on data), built from the
+/// endpoint, what the request's steps noted, and the answer.
 fn audit_request(
     state: &AppState,
     auditor: &crate::audit::Auditor,
-    routed: &Routed,
-    trail: crate::audit::Trail,
-    request_id: Option<String>,
+    headers: &HeaderMap,
+    endpoint: &Endpoint<'_>,
     result: &Result<Response, ApiError>,
-    status: axum::http::StatusCode,
 ) {
-    let action = match routed.action {
-        "pull" | "bundle" | "batch" | "events" => "pull",
-        "push" | "append" | "blob" => "push",
-        "list" => "list",
-        _ => return,
+    let (action, doc) = match endpoint {
+        Endpoint::Pull(_, doc) => ("pull", Some(doc)),
+        Endpoint::Push(_, doc) => ("push", Some(doc)),
+        Endpoint::List(_, doc) => ("list", Some(doc)),
+        Endpoint::Bundle(..) | Endpoint::Batch(_) | Endpoint::Events(_) => ("pull", None),
+        Endpoint::Config(_) => return,
+    };
+    let status = match result {
+        Ok(response) => response.status(),
+        Err(e) => e.status(),
     };
     let success = status.is_success() || status == axum::http::StatusCode::NOT_MODIFIED;
     if !auditor.keeps(action, success) {
         return;
     }
-    let reason = trail.reason.or_else(|| match result {
-        Err(e) => Some(e.to_string()),
-        Ok(_) => None,
+    let trail = crate::audit::TRAIL
+        .try_with(|t| t.take())
+        .unwrap_or_default();
+    let reason = (!success)
+        .then(|| {
+            trail.reason.or_else(|| match result {
+                Err(e) => Some(e.to_string()),
+                Ok(_) => None,
+            })
+        })
+        .flatten();
+    let scope = endpoint.scope();
+    // Borrowed from the request: nothing is copied for a record written at once.
+    let params = doc.map(|d| {
+        let mut sorted: smallvec::SmallVec<[(&str, &str); 4]> = d.params.iter().collect();
+        sorted.sort_unstable_by_key(|(name, _)| *name);
+        sorted
     });
-    let record = crate::audit::AuditRecord {
+    let record = crate::audit::AuditEntry {
         timestamp: state.clock.now_ms(),
-        action: action.into(),
-        collection: trail
-            .collection
-            .unwrap_or_else(|| routed.collection.clone()),
-        identity: trail.identity,
-        document_key: trail.document_key.unwrap_or_default(),
+        action,
+        collection: doc.map_or("", |d| d.collection.name.as_str()),
+        identity: trail.identity.as_deref(),
+        document_key: doc.map_or("", |d| d.key.as_str()),
         success,
         status_code: status.as_u16(),
-        params: trail.params,
-        namespace: Some(routed.namespace.clone()).filter(|n| !n.is_empty()),
-        request_id,
-        api_key_id: trail.api_key_id,
-        reason: if success { None } else { reason },
-        ..crate::audit::AuditRecord::default()
+        params: params.as_deref(),
+        namespace: scope.namespace.as_ref().map(|n| n.as_str()),
+        request_id: headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()),
+        api_key_id: trail.api_key_id.as_deref(),
+        reason: reason.as_deref(),
+        ..crate::audit::AuditEntry::default()
     };
-    auditor.record(record, trail.tenant.as_slice());
+    // A namespace's record goes to its own trail too (sealed as its data is).
+    let tenant = match &scope.namespace {
+        Some(name) if auditor.keeps_tenant_trails() => {
+            let store = scope.sealed.as_ref().unwrap_or(&scope.store).clone();
+            Some((name.clone(), store))
+        }
+        _ => None,
+    };
+    auditor.record_entry(record, tenant.as_slice());
 }
 
-/// Notes in the audit trail what a single-document endpoint touches.
-fn note_endpoint(endpoint: &Endpoint<'_>) {
-    let scope = endpoint.scope();
-    if let Some(name) = &scope.namespace {
-        crate::audit::note(|t| {
-            if t.keep_tenant {
-                let store = scope.sealed.as_ref().unwrap_or(&scope.store).clone();
-                t.tenant = Some((name.clone(), store));
-            }
-        });
-    }
-    let doc = match endpoint {
-        Endpoint::Pull(_, doc) | Endpoint::Push(_, doc) | Endpoint::List(_, doc) => doc,
-        _ => return,
-    };
-    crate::audit::note(|t| {
-        t.collection = Some(doc.collection.name.as_str().to_owned());
-        t.document_key = Some(doc.key.as_str().to_owned());
-        t.params = Some(
-            doc.params
-                .iter()
-                .map(|(n, v)| (n.to_owned(), v.to_owned()))
-                .collect(),
-        );
-    });
-}
+/// The request id header, as `starfish serve` and proxies set it.
+const X_REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
 
 /// How long the answer to a request refused by its namespace's count is held.
 const REFUSAL_PACE: std::time::Duration = std::time::Duration::from_millis(50);
@@ -419,10 +403,23 @@ async fn route(
             .or_else(|| tenant.as_deref().filter(|t| named(t, name)))
     };
     let endpoint = Endpoint::parse(&state.root, namespace, &parts.method, parts.uri.path())?;
-    if state.metrics.is_some() || state.audit.is_some() {
-        note_endpoint(&endpoint);
+    if state.metrics.is_some() {
         *routed = Routed::of_endpoint(&endpoint);
     }
+    let result = serve(state, &parts, body, &endpoint).await;
+    if let Some(auditor) = &state.audit {
+        audit_request(state, auditor, &parts.headers, &endpoint, &result);
+    }
+    result
+}
+
+/// Serves a routed request: its namespace's budget, then its route.
+async fn serve(
+    state: &AppState,
+    parts: &Parts,
+    body: Body,
+    endpoint: &Endpoint<'_>,
+) -> Result<Response, ApiError> {
     // A place among the namespace's requests in flight, before anything else is done.
     // Then the namespace's count for the window: over it, refused before the
     // signature is verified.
@@ -454,16 +451,20 @@ async fn route(
     // A pull is awaited in place; the other routes' futures are boxed, so that this
     // future (moved into a box of its own for every request) is sized by a pull's
     // alone, not by the largest route's.
-    match endpoint {
-        Endpoint::Pull(scope, doc) => pull::pull(state, &parts, scope, doc).await,
-        Endpoint::Push(scope, doc) => Box::pin(push::push(state, &parts, body, scope, doc)).await,
-        Endpoint::Bundle(scope, members) => {
-            Box::pin(bundle::pull(state, &parts, scope, members)).await
+    match *endpoint {
+        Endpoint::Pull(scope, ref doc) => pull::pull(state, parts, scope, doc).await,
+        Endpoint::Push(scope, ref doc) => {
+            Box::pin(push::push(state, parts, body, scope, doc)).await
         }
-        Endpoint::List(scope, doc) => Box::pin(list::list(state, &parts, scope, doc)).await,
-        Endpoint::Batch(scope) => Box::pin(batch::pull(state, &parts, scope)).await,
-        Endpoint::Config(scope) => Box::pin(config::namespace(state, parts, body, scope)).await,
-        Endpoint::Events(scope) => Box::pin(events::events(state, &parts, scope)).await,
+        Endpoint::Bundle(scope, ref members) => {
+            Box::pin(bundle::pull(state, parts, scope, members)).await
+        }
+        Endpoint::List(scope, ref doc) => Box::pin(list::list(state, parts, scope, doc)).await,
+        Endpoint::Batch(scope) => Box::pin(batch::pull(state, parts, scope)).await,
+        Endpoint::Config(scope) => {
+            Box::pin(config::namespace(state, parts.clone(), body, scope)).await
+        }
+        Endpoint::Events(scope) => Box::pin(events::events(state, parts, scope)).await,
     }
 }
 

@@ -22,16 +22,16 @@ pub(super) async fn pull(
     state: &AppState,
     parts: &Parts,
     scope: &Scope,
-    doc: Doc,
+    doc: &Doc,
 ) -> Result<Response, ApiError> {
     let public = is_public(&doc.collection, Action::Pull);
     let (caller, _) = authenticate(state, parts, Body::empty(), public, Some(scope)).await?;
     admit(scope, &caller)?;
     super::charge(state, parts, scope, &caller).await?;
-    allow(state, &caller, scope, &doc, Action::Pull).await?;
+    allow(state, &caller, scope, doc, Action::Pull).await?;
     rate_check(state, parts, scope, &doc.collection, &caller, Action::Pull).await?;
     if !state.plugins.is_empty() {
-        if let Some(answer) = Box::pin(plugin_hooks(state, parts, scope, &doc, &caller)).await? {
+        if let Some(answer) = Box::pin(plugin_hooks(state, parts, scope, doc, &caller)).await? {
             return Ok(answer);
         }
     }
@@ -39,7 +39,7 @@ pub(super) async fn pull(
         // Boxed, as the log read below: a document pull's future stays small.
         return Box::pin(blob::pull(
             scope.store_for(&doc.collection),
-            &doc,
+            doc,
             &parts.headers,
         ))
         .await;
@@ -77,7 +77,7 @@ pub(super) async fn pull(
         }
     };
     if doc.collection.append_only.is_none() && wants_keyring(query) {
-        with_keyring(state, &caller, scope, &doc, &mut body, now).await?;
+        with_keyring(state, &caller, scope, doc, &mut body, now).await?;
     }
     Ok(render::cached(
         etag(&hash),

@@ -25,14 +25,14 @@ pub(super) async fn push(
     parts: &Parts,
     body: Body,
     scope: &Scope,
-    doc: Doc,
+    doc: &Doc,
 ) -> Result<Response, ApiError> {
     let collection = &doc.collection;
     let public = is_public(collection, Action::Push);
     let (caller, body) = authenticate(state, parts, body, public, Some(scope)).await?;
     admit(scope, &caller)?;
     super::charge(state, parts, scope, &caller).await?;
-    allow(state, &caller, scope, &doc, Action::Push).await?;
+    allow(state, &caller, scope, doc, Action::Push).await?;
     // The declared length against `maxBodyBytes`, then the rate limit, before any
     // unsigned body is read.
     let declared = content_length(&parts.headers)?;
@@ -44,7 +44,7 @@ pub(super) async fn push(
     if collection.is_binary() {
         // A blob is streamed to the store: its hooks see no body, and may not
         // transform it.
-        match intercept(state, scope, &doc, &caller, Bytes::new()).await? {
+        match intercept(state, scope, doc, &caller, Bytes::new()).await? {
             Intercepted::Answer(answer) => return Ok(answer),
             Intercepted::Go { transformed, .. } if transformed => {
                 tracing::error!(collection = %collection.name, "a plugin transformed a blob push");
@@ -52,9 +52,9 @@ pub(super) async fn push(
             }
             Intercepted::Go { .. } => {}
         }
-        let written = blob::push(scope.store_for(collection), parts, &doc, body, now).await?;
+        let written = blob::push(scope.store_for(collection), parts, doc, body, now).await?;
         let answer = json!({ "hash": written.hash });
-        after_write(state, scope, &doc, &caller, WriteAction::Blob, written);
+        after_write(state, scope, doc, &caller, WriteAction::Blob, written);
         return Ok(axum::Json(answer).into_response());
     }
     // A JSON collection takes exactly `application/json`: the media type the
@@ -71,7 +71,7 @@ pub(super) async fn push(
         RequestBody::Buffered(bytes) => bytes,
         RequestBody::Streaming(body) => read_limited(body, declared, limit).await?,
     };
-    let bytes = match intercept(state, scope, &doc, &caller, bytes).await? {
+    let bytes = match intercept(state, scope, doc, &caller, bytes).await? {
         Intercepted::Answer(answer) => return Ok(answer),
         Intercepted::Go { body, .. } => body,
     };
@@ -91,7 +91,7 @@ pub(super) async fn push(
         WriteAction::Push
     };
     let body = json!({ "hash": written.hash, "timestamp": written.timestamp });
-    after_write(state, scope, &doc, &caller, action, written);
+    after_write(state, scope, doc, &caller, action, written);
     Ok(axum::Json(body).into_response())
 }
 
