@@ -117,18 +117,25 @@ async fn plugin_hooks(
     let content_type = axum::http::HeaderValue::from_str(&content_type).unwrap_or(
         axum::http::HeaderValue::from_static("application/octet-stream"),
     );
-    Ok(Some(render::cached(
-        etag(&hash),
-        &doc.collection,
-        &parts.headers,
-        || {
-            let mut response = (status, body).into_response();
-            response
-                .headers_mut()
-                .insert(axum::http::header::CONTENT_TYPE, content_type);
-            response
-        },
-    )))
+    let mut response = render::cached(etag(&hash), &doc.collection, &parts.headers, || {
+        let mut response = (status, body).into_response();
+        response
+            .headers_mut()
+            .insert(axum::http::header::CONTENT_TYPE, content_type);
+        response
+    });
+    // The plugin saw who asked: its answer is this caller's, never a shared
+    // cache's.
+    let cache = axum::http::header::CACHE_CONTROL;
+    if let Some(public) = response.headers().get(&cache).and_then(|v| v.to_str().ok()) {
+        if !public.starts_with("private") {
+            let private = format!("private, {public}");
+            if let Ok(value) = axum::http::HeaderValue::from_str(&private) {
+                response.headers_mut().insert(cache, value);
+            }
+        }
+    }
+    Ok(Some(response))
 }
 
 /// `?withKeyring=1|true`: adds the sibling `<key>/_keyring` document to `body`,

@@ -73,6 +73,10 @@ pub(super) async fn push(
     };
     let bytes = match intercept(state, scope, doc, &caller, bytes).await? {
         Intercepted::Answer(answer) => return Ok(answer),
+        // A plugin's body keeps the collection's limit too.
+        Intercepted::Go { body, .. } if body.len() as u64 > limit => {
+            return Err(ApiError::PayloadTooLarge);
+        }
         Intercepted::Go { body, .. } => body,
     };
     let written = write::push(

@@ -22,7 +22,11 @@ const CONFIG: &str = r#"{
      "writeRoles": ["public"], "listable": true, "maxBodyBytes": 200000,
      "fieldPermissions": {"secret": {"readRoles": ["cap:read:secret"]}}},
     {"name": "feed", "storagePath": "feeds/{id}", "readRoles": ["public"], "writeRoles": ["public"],
-     "listable": true, "appendOnly": {}}
+     "listable": true, "appendOnly": {}},
+    {"name": "reports", "storagePath": "reports/{id}", "readRoles": ["public"], "writeRoles": ["public"],
+     "listable": true, "pushOnly": true},
+    {"name": "metered", "storagePath": "metered/{id}", "readRoles": ["public"], "writeRoles": ["public"],
+     "listable": true, "rateLimit": {"pull": {"windowMs": 60000, "maxRequests": 3}}}
   ]
 }"#;
 
@@ -157,6 +161,8 @@ async fn include_is_checked_and_refused_for_logs() {
         "/list/boards/b1/cards?include=value",
         "/list/boards/b1/cards?include=",
         "/list/feeds?include=values",
+        // Never read back: listing its values would be a way around that.
+        "/list/reports?include=values",
     ] {
         assert_error(
             send(&app, get(uri)).await,
@@ -213,4 +219,30 @@ async fn values_listed_while_writers_change_them_are_each_a_whole_version() {
     for value in page["values"].as_array().unwrap() {
         assert_eq!(value["data"]["v"], 20);
     }
+}
+
+#[tokio::test]
+async fn each_value_is_a_pull_for_the_collections_rate_limit() {
+    let app = app();
+    for id in ["a", "b", "c", "d", "e"] {
+        let (status, _) = push_doc(
+            &app,
+            &format!("/push/metered/{id}"),
+            json!({"id": id}),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // Three pulls a minute: the page ends after three values.
+    let page = list(&app, "/list/metered?include=values").await;
+    assert_eq!(page["items"], json!(["a", "b", "c"]));
+    assert_eq!(page["values"].as_array().unwrap().len(), 3);
+    assert_eq!(page["hasMore"], true);
+    let res = send(&app, get("/list/metered?include=values&after=c")).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        send(&app, get("/pull/metered/d")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }

@@ -239,8 +239,9 @@ async fn an_intercepted_pull_answers_bytes_with_their_etag_and_304() {
         etag.to_str().unwrap(),
         format!("\"{}\"", starfish_protocol::sha256_hex(&parquet))
     );
-    // The collection's caching (docs: cacheDurationMs 60000, public).
-    assert_eq!(res.headers()["cache-control"], "max-age=60");
+    // The collection's caching (docs: cacheDurationMs 60000), but private: the
+    // plugin saw who asked.
+    assert_eq!(res.headers()["cache-control"], "private, max-age=60");
     assert_eq!(body_bytes(res).await, parquet);
     assert!(taken(&log).contains(&"B.intercept_pull docs/events".to_owned()));
     let again = Request::get("/pull/docs/events")
@@ -371,4 +372,63 @@ async fn a_plugins_authorize_refusal_answers_403() {
         StatusCode::FORBIDDEN
     );
     assert_eq!(taken(&log), ["A.authorize docs/a", "B.authorize docs/a"]);
+}
+
+#[tokio::test]
+async fn a_before_pull_refusal_hides_a_listed_value_and_a_transform_keeps_the_size_limit() {
+    let store = DocStore::memory();
+    let config = starfish_server::SyncConfig::from_value(json!({
+        "version": 1,
+        "collections": [{"name": "cards", "storagePath": "cards/{id}", "readRoles": ["public"],
+                         "writeRoles": ["public"], "listable": true, "maxBodyBytes": 256}]
+    }))
+    .unwrap();
+    struct HideB;
+    impl Plugin for HideB {
+        fn name(&self) -> &str {
+            "hide-b"
+        }
+        fn before_pull<'a>(
+            &'a self,
+            ctx: &'a HookContext<'a>,
+        ) -> Option<HookFuture<'a, PullDecision>> {
+            (ctx.key == "cards/b").then(|| {
+                async {
+                    Ok(PullDecision::Reject {
+                        status: StatusCode::FORBIDDEN,
+                        error: "hidden".into(),
+                    })
+                }
+                .boxed()
+            })
+        }
+        fn intercept_push<'a>(
+            &'a self,
+            ctx: &'a PushContext<'a>,
+        ) -> Option<HookFuture<'a, PushDecision>> {
+            // Pads a push to `cards/big` past the collection's 256 bytes.
+            (ctx.request.key == "cards/big").then(|| {
+                let big = format!(r#"{{"data":{{"pad":"{}"}}}}"#, "x".repeat(300));
+                async move { Ok(PushDecision::Transform(Bytes::from(big))) }.boxed()
+            })
+        }
+    }
+    let app = create_sync_router(
+        SyncOptions::new(config, store.clone())
+            .with_clock(Arc::new(ManualClock::new(T0)))
+            .with_plugin(Arc::new(HideB)),
+    )
+    .unwrap();
+    for id in ["a", "b"] {
+        let (status, _) =
+            push_doc(&app, &format!("/push/cards/{id}"), json!({"id": id}), None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let page = json_body(send(&app, get("/list/cards?include=values")).await).await;
+    assert_eq!(page["items"], json!(["a", "b"]));
+    assert_eq!(page["values"][0]["data"], json!({"id": "a"}));
+    assert_eq!(page["values"][1], serde_json::Value::Null, "{page}");
+    let res = send(&app, push("/push/cards/big", &json!({"data": {}}))).await;
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(stored(&store, "cards/big").await, None);
 }
