@@ -29,6 +29,7 @@ mod serve;
 mod settings;
 mod sharing;
 mod tenancy;
+mod webhooks;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
@@ -346,6 +347,7 @@ fn with_settings(mut options: SyncOptions, settings: &Settings) -> Result<SyncOp
     let options = settings.cors.apply(options, settings.no_compression)?;
     let clock: Arc<dyn starfish_server::auth::Clock> = Arc::new(starfish_server::auth::SystemClock);
     let options = settings.sharing.apply(options, clock)?;
+    let options = options.with_webhooks(settings.webhooks.build()?);
 
     settings.tenancy.apply(options)
 }

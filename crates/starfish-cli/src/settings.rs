@@ -277,6 +277,7 @@ pub(crate) struct ServerSection {
     openapi_endpoint: Option<bool>,
     trusted_proxy_hops: Option<usize>,
     sharing: crate::sharing::SharingSection,
+    webhooks: crate::webhooks::WebhooksSection,
     queue: crate::queue::QueueSection,
     audit: crate::audit::AuditSection,
     auth: AuthSection,
@@ -384,6 +385,8 @@ pub(crate) struct Settings {
     pub(crate) openapi_endpoint: bool,
     #[serde(skip_serializing_if = "is_default")]
     pub(crate) sharing: crate::sharing::SharingSection,
+    #[serde(skip_serializing_if = "is_default")]
+    pub(crate) webhooks: crate::webhooks::WebhooksSection,
     #[serde(skip_serializing_if = "is_default")]
     pub(crate) queue: crate::queue::QueueSection,
     #[serde(skip_serializing_if = "is_default")]
@@ -510,6 +513,7 @@ impl Settings {
                 .or(section.openapi_endpoint)
                 .unwrap_or(false),
             sharing: section.sharing.with_flag(args.sharing),
+            webhooks: section.webhooks.with_paths(|p| beside(&config, p)),
             queue: section.queue.with_flags(args.queue_nats, args.queue_stream),
             audit: section.audit.with_flags(
                 args.audit_log,

@@ -8,13 +8,14 @@ pub const RESERVED_NAMESPACES: [&str; 5] = ["pull", "push", "list", "health", "b
 
 /// More names a namespace created at runtime may not take (a config's namespaces
 /// keep the reference's rules, so a reference config means the same here): the
-/// server's own fixed routes (`/config`, `/events`, `/openapi.json`), names a
+/// server's own fixed routes (`/config`, `/events`, `/openapi.json`, `/webhook`), names a
 /// deployment puts beside the server or mounts it under (`metrics`, `admin`,
 /// `status`, `api`), and routes to come (`auth`, `changes`, `ws`). Also refused:
 /// `v` followed by digits (`v1`, a version mount point) and any name starting with
 /// `_` (the server's, as `_starfish` is).
-pub const RESERVED_RUNTIME_NAMES: [&str; 10] = [
+pub const RESERVED_RUNTIME_NAMES: [&str; 11] = [
     "config", "events", "openapi", "metrics", "admin", "status", "api", "auth", "changes", "ws",
+    "webhook",
 ];
 
 /// True when a namespace created at runtime may not take `name` (see

@@ -169,6 +169,7 @@
 //! - [`store`]: [`store::DocStore`] over any `object_store`, with compare-and-swap
 //!   (the `starfish-store` crate, re-exported).
 //! - [`AfterWrite`]: one [`WriteEvent`] per accepted write, never the data.
+//! - [`webhooks`]: webhook ingress, HMAC-verified inbound `POST`s made into pushes.
 //! - [`hooks`]: server plugins ([`hooks::Plugin`]), the reference's `ServerPlugin`:
 //!   certificate validators and hooks at named places of the pipeline.
 //!
@@ -212,6 +213,7 @@ pub mod store;
 mod sync;
 mod tenants;
 mod util;
+pub mod webhooks;
 
 pub use app::state::{
     ConfigEndpoint, DEFAULT_AUTH_TIMEOUT, DEFAULT_MAX_APPEND_PULL_ELEMENTS, DEFAULT_MAX_IN_FLIGHT,

@@ -429,7 +429,7 @@ fn fresh_cert(mut identity: Identity) -> Result<Identity, String> {
     Ok(identity)
 }
 
-fn read_identity(file: &Path) -> Result<Identity, String> {
+pub(crate) fn read_identity(file: &Path) -> Result<Identity, String> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read the identity {}: {e}", file.display()))?;
     let value: Value =

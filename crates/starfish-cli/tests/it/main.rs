@@ -15,3 +15,4 @@ mod openapi;
 mod rotate;
 mod slow_clients;
 mod tenancy;
+mod webhooks;

@@ -56,6 +56,8 @@ pub struct SyncOptions {
     pub after_write: Option<Arc<dyn AfterWrite>>,
     /// Server plugins, in order ([`crate::hooks::plugin`]).
     pub plugins: Vec<Arc<dyn crate::hooks::Plugin>>,
+    /// Webhook ingress routes (`POST /webhook/<id>`).
+    pub webhooks: crate::webhooks::Webhooks,
     /// Where the queue messages of collections with a `queue` setting go.
     pub queue: Option<Arc<dyn crate::queue::QueueSink>>,
     /// Where audit records go, and how reads are sampled.
@@ -166,6 +168,7 @@ impl SyncOptions {
             authorize: None,
             after_write: None,
             plugins: Vec::new(),
+            webhooks: crate::webhooks::Webhooks::new(),
             queue: None,
             audit: None,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
@@ -388,6 +391,14 @@ impl SyncOptions {
         self.plugins.push(plugin);
         self
     }
+
+    /// Serves `webhooks` at `POST /webhook/<id>` ([`crate::webhooks`]); a config
+    /// namespace may then not be named `webhook`.
+    #[must_use]
+    pub fn with_webhooks(mut self, webhooks: crate::webhooks::Webhooks) -> Self {
+        self.webhooks = webhooks;
+        self
+    }
 }
 
 pub(crate) struct Inner {
@@ -400,6 +411,8 @@ pub(crate) struct Inner {
     pub(crate) after_write: Option<Arc<dyn AfterWrite>>,
     /// The plugins, in order.
     pub(crate) plugins: crate::hooks::Plugins,
+    /// Webhook ingress, when it has routes.
+    pub(crate) webhooks: Option<Arc<crate::webhooks::Ingress>>,
     /// The after-write hook, a plugin or a queue wants pushed bodies ([`AfterWrite::wants_body`],
     /// a collection's `queue.includeBody`).
     pub(crate) keep_bodies: bool,
@@ -464,6 +477,7 @@ impl AppState {
             let scope = namespace_scope(&options, &options.config, ns)?;
             namespaces.insert(ns.name.to_string(), scope);
         }
+        let webhooks = webhook_ingress(&mut options)?;
         let auth = authenticator(&mut options)?;
         let tenants = runtime_tenants(&options)?;
         let keys = api_keys(&options)?;
@@ -504,6 +518,7 @@ impl AppState {
             audit,
             after_write: options.after_write,
             plugins,
+            webhooks,
             auth_timeout: options.auth_timeout,
             max_collections_per_batch: options.max_collections_per_batch,
             batch_key_deny_suffixes: options.batch_key_deny_suffixes,
@@ -701,6 +716,31 @@ pub(crate) fn namespace_store(
             NsStore::whole(own)
         }
     })
+}
+
+/// The webhook routes with the replay cache and signing host of the cap-cert
+/// settings (read before the authenticator takes them).
+fn webhook_ingress(
+    options: &mut SyncOptions,
+) -> Result<Option<Arc<crate::webhooks::Ingress>>, ConfigError> {
+    if options.webhooks.is_empty() {
+        return Ok(None);
+    }
+    if options
+        .config
+        .namespaces
+        .iter()
+        .any(|n| n.name.as_str() == "webhook")
+    {
+        return Err(ConfigError::Invalid(vec![
+            "a namespace named webhook hides the webhook routes (POST /webhook/<id>)".into(),
+        ]));
+    }
+    Ok(Some(Arc::new(crate::webhooks::Ingress::new(
+        std::mem::take(&mut options.webhooks),
+        options.cap_auth.shared_replay.clone(),
+        options.cap_auth.host_override.as_deref(),
+    ))))
 }
 
 /// The access gate's last word: the embedder's authorize hook, then the plugins'.

@@ -25,6 +25,7 @@ mod push;
 pub(crate) mod query;
 mod render;
 mod stack;
+mod webhook;
 
 pub(crate) use crate::access::is_public;
 
@@ -102,11 +103,16 @@ pub(crate) fn fixed_router(state: &AppState) -> Router<AppState> {
             admin::audited,
         ));
     }
-    others
+    let router = others
         .into_iter()
         .fold(admin_router, |router, (path, methods)| {
             router.route(path, methods)
-        })
+        });
+    if state.webhooks.is_some() {
+        router.route("/webhook/{id}", axum::routing::any(webhook::ingest))
+    } else {
+        router
+    }
 }
 
 pub(crate) fn router(state: &AppState) -> Router<AppState> {
@@ -143,24 +149,31 @@ impl tower::Service<Request<Body>> for Pipeline {
 pub(crate) struct Routes {
     fixed: axum::Router,
     pipeline: Pipeline,
+    webhooks: bool,
 }
 
 impl Routes {
     pub(crate) fn new(state: AppState) -> Self {
         Self {
             fixed: router(&state).with_state(state.clone()),
+            webhooks: state.webhooks.is_some(),
             pipeline: Pipeline(state),
         }
     }
 
-    /// Whether `path` may be one of [`router`]'s own routes (anything else is its
-    /// fallback's).
-    fn fixed(path: &str) -> bool {
-        matches!(
-            path,
-            "/health" | "/health/live" | "/health/ready" | "/config" | "/openapi.json"
-        ) || path.starts_with("/_starfish/")
+    fn fixed(&self, path: &str) -> bool {
+        is_fixed(path, self.webhooks)
     }
+}
+
+/// Whether `path` may be one of [`router`]'s own routes (anything else is its
+/// fallback's); `/webhook/<id>` is one when webhooks are configured.
+fn is_fixed(path: &str, webhooks: bool) -> bool {
+    matches!(
+        path,
+        "/health" | "/health/live" | "/health/ready" | "/config" | "/openapi.json"
+    ) || path.starts_with("/_starfish/")
+        || (webhooks && path.starts_with("/webhook/"))
 }
 
 impl tower::Service<Request<Body>> for Routes {
@@ -179,7 +192,7 @@ impl tower::Service<Request<Body>> for Routes {
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        if Self::fixed(request.uri().path()) {
+        if self.fixed(request.uri().path()) {
             // A HEAD is answered as a GET here: the outermost router drops the body
             // (and keeps the GET's headers, compression included), as it did when
             // these routes were its own.
@@ -357,7 +370,11 @@ fn audit_request(
         status_code: status.as_u16(),
         params: params.as_deref(),
         namespace: scope.namespace.as_ref().map(|n| n.as_str()),
-        request_id: headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()),
+        // A client's id is kept only when it is short and plain.
+        request_id: headers
+            .get(X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic())),
         api_key_id: trail.api_key_id.as_deref(),
         reason: reason.as_deref(),
         ..crate::audit::AuditEntry::default()
@@ -876,8 +893,9 @@ mod tests {
                 })
                 .collect();
             let concrete = concrete.join("/");
-            assert!(Routes::fixed(&concrete), "{path}");
+            assert!(is_fixed(&concrete, false), "{path}");
         }
-        assert!(!Routes::fixed("/pull/docs/a") && !Routes::fixed("/health/x"));
+        assert!(!is_fixed("/pull/docs/a", false) && !is_fixed("/health/x", false));
+        assert!(is_fixed("/webhook/x", true) && !is_fixed("/webhook/x", false));
     }
 }

@@ -39,3 +39,4 @@ mod store_faults;
 mod tenancy;
 mod tenant_lifecycle;
 mod tenants_runtime;
+mod webhooks;

@@ -1,0 +1,334 @@
+//! Webhook ingress: HMAC-verified inbound posts (the reference's headers, codes and
+//! 300 s tolerance), accepted once, transformed by JSON pointers, and pushed
+//! through the whole pipeline (roles, author proofs, quotas, audit) as the route's
+//! own identity when it has one.
+
+use crate::common;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use starfish_protocol::identity::Identity;
+use starfish_server::auth::ManualClock;
+use starfish_server::store::DocStore;
+use starfish_server::webhooks::{Transform, WebhookRoute, Webhooks};
+use starfish_server::{SyncConfig, SyncOptions, create_sync_router};
+use std::sync::Arc;
+
+const SECRET: &[u8] = b"whsec-0123456789";
+
+fn config() -> SyncConfig {
+    SyncConfig::from_value(json!({
+        "version": 1,
+        "collections": [
+            {"name": "inbox", "storagePath": "inbox/{id}", "readRoles": ["public"], "writeRoles": ["public"]},
+            {"name": "events", "storagePath": "events/log", "readRoles": ["public"], "writeRoles": ["public"],
+             "appendOnly": {"requireAuthorSignature": false}},
+            {"name": "bot", "storagePath": "bots/{identity}/log", "readRoles": ["public"], "writeRoles": ["self"],
+             "appendOnly": {}}
+        ],
+        "namespaces": {"acme": {"quota": {"maxDocuments": 1}, "isolation": "prefixed", "collections": [
+            {"name": "inbox", "storagePath": "inbox/{id}", "readRoles": ["public"], "writeRoles": ["public"]}
+        ]}}
+    }))
+    .unwrap()
+}
+
+/// The routes: `ci` creates `inbox/<delivery id>` from two fields; `chat` (with a
+/// timestamp) appends the whole `message` object to `events/log`; `bot` appends to
+/// the bot identity's own log (writeRoles self, author proof required); `anon-bot`
+/// tries the same without an identity; `acme` fills a namespace at its quota.
+fn app(clock: &ManualClock, bot: &Identity) -> Router {
+    let ci = Transform::fields([("status", "/build/status"), ("repo", "/repository/name")])
+        .unwrap()
+        .with_param("id", "/delivery")
+        .unwrap();
+    let bot_target = format!("/push/bots/{}/log", bot.user_id());
+    let webhooks = Webhooks::new()
+        .with(
+            "ci",
+            WebhookRoute::new("/push/inbox/{id}", SECRET, ci.clone()).unwrap(),
+        )
+        .with(
+            "chat",
+            WebhookRoute::new(
+                "/push/events/log",
+                SECRET,
+                Transform::whole("/message").unwrap(),
+            )
+            .unwrap()
+            .with_timestamp_header("X-Webhook-Timestamp", 300)
+            .unwrap(),
+        )
+        .with(
+            "bot",
+            WebhookRoute::new(&bot_target, SECRET, Transform::whole("").unwrap())
+                .unwrap()
+                .with_identity(bot.clone()),
+        )
+        .with(
+            "anon-bot",
+            WebhookRoute::new(&bot_target, SECRET, Transform::whole("").unwrap()).unwrap(),
+        )
+        .with(
+            "acme",
+            WebhookRoute::new("/acme/push/inbox/{id}", SECRET, ci).unwrap(),
+        );
+    create_sync_router(
+        SyncOptions::new(config(), DocStore::memory())
+            .with_clock(Arc::new(clock.clone()))
+            .with_webhooks(webhooks),
+    )
+    .unwrap()
+}
+
+fn hmac_hex(message: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET).unwrap();
+    mac.update(message);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// A webhook post of `body`, signed over the body (or `ts.body` when `ts` is given).
+fn hook(id: &str, body: &Value, ts: Option<u64>) -> Request<Body> {
+    let raw = body.to_string();
+    let mut req =
+        Request::post(format!("/webhook/{id}")).header("content-type", "application/json");
+    match ts {
+        Some(ts) => {
+            req = req.header("x-webhook-timestamp", ts.to_string()).header(
+                "x-webhook-signature",
+                hmac_hex(format!("{ts}.{raw}").as_bytes()),
+            );
+        }
+        None => req = req.header("x-webhook-signature", hmac_hex(raw.as_bytes())),
+    }
+    req.body(Body::from(raw)).unwrap()
+}
+
+async fn answer(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
+    let res = send(app, req).await;
+    let status = res.status();
+    let bytes = body_bytes(res).await;
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn bot() -> Identity {
+    Identity::generate(T0 / 1000).unwrap()
+}
+
+#[tokio::test]
+async fn a_signed_webhook_becomes_a_push_once() {
+    let clock = ManualClock::new(T0);
+    let app = app(&clock, &bot());
+    let payload =
+        json!({"delivery": "d-1", "build": {"status": "green"}, "repository": {"name": "api"}});
+    let (status, body) = answer(&app, hook("ci", &payload, None)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let pulled = json_body(send(&app, get("/pull/inbox/d-1")).await).await;
+    assert_eq!(pulled["data"], json!({"status": "green", "repo": "api"}));
+    assert_eq!(pulled["hash"], body["hash"]);
+    // The same delivery again: refused before anything is written.
+    let (status, body) = answer(&app, hook("ci", &payload, None)).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::UNAUTHORIZED, json!({"error": "replayed"}))
+    );
+}
+
+#[tokio::test]
+async fn callers_are_verified_as_the_reference_verifies_them() {
+    let clock = ManualClock::new(T0);
+    let app = app(&clock, &bot());
+    let now = T0 / 1000;
+    let message = json!({"message": {"text": "hi"}});
+    let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
+        (
+            hook("nope", &message, None),
+            StatusCode::NOT_FOUND,
+            "unknown_webhook",
+        ),
+        (
+            Request::get("/webhook/chat").body(Body::empty()).unwrap(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            Request::post("/webhook/chat")
+                .body(Body::from(message.to_string()))
+                .unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "missing_signature",
+        ),
+        // Signed over the body alone: this route signs `ts.body`.
+        (
+            hook("chat", &message, None),
+            StatusCode::UNAUTHORIZED,
+            "missing_timestamp",
+        ),
+        (
+            hook("chat", &message, Some(now - 301)),
+            StatusCode::UNAUTHORIZED,
+            "timestamp_out_of_tolerance",
+        ),
+        (
+            hook("chat", &message, Some(now + 301)),
+            StatusCode::UNAUTHORIZED,
+            "timestamp_out_of_tolerance",
+        ),
+        (
+            {
+                let mut req = hook("chat", &message, Some(now));
+                req.headers_mut()
+                    .insert("x-webhook-timestamp", (now + 1).into());
+                req
+            },
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+        ),
+        (
+            {
+                let mut req = hook("ci", &message, None);
+                req.headers_mut()
+                    .insert("x-webhook-signature", "00ff".parse().unwrap());
+                req
+            },
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+        ),
+        // Verified, but the transform finds no `message` object.
+        (
+            hook("chat", &json!({"text": "hi"}), Some(now)),
+            StatusCode::BAD_REQUEST,
+            "rejected_by_transform",
+        ),
+        (
+            hook("chat", &json!({"message": "hi"}), Some(now + 1)),
+            StatusCode::BAD_REQUEST,
+            "rejected_by_transform",
+        ),
+        // A parameter that breaks the path rules.
+        (
+            hook(
+                "ci",
+                &json!({"delivery": "../x", "build": {"status": 1}, "repository": {"name": 2}}),
+                None,
+            ),
+            StatusCode::BAD_REQUEST,
+            "rejected_by_transform",
+        ),
+    ];
+    for (req, status, error) in cases {
+        let (got, body) = answer(&app, req).await;
+        assert_eq!((got, body), (status, json!({"error": error})));
+    }
+    // Nothing was written by any of them.
+    let log = json_body(send(&app, get("/pull/events/log?checkpoint=0")).await).await;
+    assert_eq!(log["hash"], "", "{log}");
+    // Within the tolerance, accepted: appended as sent.
+    let (status, body) = answer(&app, hook("chat", &message, Some(now - 299))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let log = json_body(send(&app, get("/pull/events/log?checkpoint=0")).await).await;
+    assert_eq!(log["data"]["items"][0]["data"]["text"], "hi", "{log}");
+}
+
+#[tokio::test]
+async fn the_push_goes_through_the_pipeline_as_the_routes_identity() {
+    let clock = ManualClock::new(T0);
+    let bot = bot();
+    let app = app(&clock, &bot);
+    let event = json!({"kind": "deploy", "n": 1});
+    // Without an identity, the bot's own log (writeRoles self) refuses it.
+    let (status, _) = answer(&app, hook("anon-bot", &event, None)).await;
+    assert!(
+        status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN,
+        "{status}"
+    );
+    // As the bot: signed by its device certificate, with its author proof.
+    let (status, body) = answer(&app, hook("bot", &event, None)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let log = json_body(
+        send(
+            &app,
+            get(&format!("/pull/bots/{}/log?checkpoint=0", bot.user_id())),
+        )
+        .await,
+    )
+    .await;
+    let item = &log["data"]["items"][0];
+    assert_eq!(item["data"]["kind"], "deploy", "{log}");
+    assert!(item["authorPubkey"].is_string(), "{log}");
+    // Quotas hold: a namespace with room for one document takes one webhook.
+    let one = json!({"delivery": "a", "build": {"status": "x"}, "repository": {"name": "r"}});
+    let two = json!({"delivery": "b", "build": {"status": "x"}, "repository": {"name": "r"}});
+    assert_eq!(
+        answer(&app, hook("acme", &one, None)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        answer(&app, hook("acme", &two, None)).await.0,
+        StatusCode::INSUFFICIENT_STORAGE
+    );
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_each_land_once_and_replays_never() {
+    let clock = ManualClock::new(T0);
+    let app = app(&clock, &bot());
+    let now = T0 / 1000;
+    // 20 distinct messages and, for each, 4 copies sent at once.
+    let mut tasks = Vec::new();
+    for n in 0..20 {
+        for _ in 0..4 {
+            let app = app.clone();
+            let message = json!({"message": {"n": n}});
+            tasks.push(tokio::spawn(async move {
+                (n, answer(&app, hook("chat", &message, Some(now))).await.0)
+            }));
+        }
+    }
+    let mut accepted = vec![0; 20];
+    for task in tasks {
+        let (n, status) = task.await.unwrap();
+        match status {
+            StatusCode::OK => accepted[n] += 1,
+            StatusCode::UNAUTHORIZED => {}
+            other => panic!("{other}"),
+        }
+    }
+    assert!(accepted.iter().all(|&a| a == 1), "{accepted:?}");
+    let log = json_body(send(&app, get("/pull/events/log?checkpoint=0")).await).await;
+    let mut seen: Vec<u64> = log["data"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["data"]["n"].as_u64().unwrap())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..20).collect::<Vec<u64>>());
+}
+
+#[test]
+fn a_namespace_named_webhook_is_refused_beside_webhooks() {
+    let config = SyncConfig::from_value(json!({
+        "version": 1, "collections": [],
+        "namespaces": {"webhook": {"collections": [
+            {"name": "a", "storagePath": "a/{id}", "readRoles": ["public"], "writeRoles": ["public"]}
+        ]}}
+    }))
+    .unwrap();
+    let webhooks = Webhooks::new().with(
+        "x",
+        WebhookRoute::new("/push/a/b", SECRET, Transform::whole("").unwrap()).unwrap(),
+    );
+    let built =
+        create_sync_router(SyncOptions::new(config, DocStore::memory()).with_webhooks(webhooks));
+    assert!(built.is_err());
+    assert!(WebhookRoute::new("/push/a/b", b"", Transform::whole("").unwrap()).is_err());
+}
