@@ -44,6 +44,13 @@ pub trait ReplayStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// True when the store answers now (for `/health/ready`).
     fn ping(&self) -> BoxFuture<'_, bool>;
+
+    /// Forgets a claim, so that the same fingerprint may be claimed again (a
+    /// webhook whose push failed, retried by its sender). By default nothing is
+    /// forgotten.
+    fn release(&self, _fingerprint: [u8; 16]) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// A [`ReplayStore`] in Redis: one script per claim, atomically, counts the claim
@@ -217,6 +224,20 @@ impl ReplayStore for RedisReplay {
                 first: first == 1,
                 remembers_since_ms: u64::try_from(since).unwrap_or(u64::MAX),
             })
+        })
+    }
+
+    fn release(&self, fingerprint: [u8; 16]) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let key = format!("{}{}", self.prefix, hex::encode(fingerprint));
+            if let Err(e) = redis::cmd("DEL")
+                .arg(key)
+                .query_async::<i64>(&mut conn)
+                .await
+            {
+                tracing::warn!(error = %e, "a replay claim was not released");
+            }
         })
     }
 

@@ -3,6 +3,7 @@
 
 use crate::app::state::AppState;
 use crate::webhooks;
+use crate::webhooks::replay::Seen;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{Method, StatusCode};
@@ -38,14 +39,29 @@ pub(crate) async fn ingest(
         Ok(signature) => signature,
         Err(error) => return refuse(StatusCode::UNAUTHORIZED, error),
     };
-    match ingress.first(&id, &route, &signature, now_ms).await {
-        Ok(true) => {}
-        Ok(false) => return refuse(StatusCode::UNAUTHORIZED, "replayed"),
-        Err(()) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "Replay cache unavailable"),
-    }
+    // Transformed before it is claimed: a delivery refused here takes no room.
     let Some((data, target)) = webhooks::transformed(&route, &raw) else {
         return refuse(StatusCode::BAD_REQUEST, "rejected_by_transform");
     };
-    let push = webhooks::forwarded(&ingress, &route, &target, data, &parts, now_ms);
-    super::dispatch(State(state), push).await
+    match ingress.claim(&id, &route, &signature, now_ms).await {
+        Seen::First => {}
+        Seen::Again => return refuse(StatusCode::UNAUTHORIZED, "replayed"),
+        Seen::Unknown => {
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "Replay cache unavailable");
+        }
+    }
+    let Some(push) = webhooks::forwarded(&ingress, &route, &target, data, &parts, now_ms) else {
+        ingress.release(&id, &signature).await;
+        return refuse(StatusCode::INTERNAL_SERVER_ERROR, "ingest_failed");
+    };
+    let answer = super::dispatch(State(state), push).await;
+    // A push that may succeed when sent again: the sender's retry is taken.
+    let status = answer.status();
+    if status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+    {
+        ingress.release(&id, &signature).await;
+    }
+    answer
 }

@@ -15,7 +15,7 @@
 //! {"error":"rejected_by_transform"}` when the transform finds nothing, and
 //! otherwise whatever the push answers.
 
-mod replay;
+pub(crate) mod replay;
 mod transform;
 
 pub use transform::Transform;
@@ -36,6 +36,8 @@ pub(crate) const MAX_BODY_BYTES: u64 = 1 << 20;
 const DEFAULT_SIGNATURE_HEADER: &str = "x-webhook-signature";
 /// The reference's default tolerance for a timestamp, seconds.
 const DEFAULT_TOLERANCE_SECS: u64 = 300;
+/// The largest tolerance a route may set, seconds.
+const MAX_TOLERANCE_SECS: u64 = 3600;
 /// The host the forwarded pushes are signed for, unless the router verifies
 /// signatures against a configured host.
 const INTERNAL_HOST: &str = "webhook.internal";
@@ -100,12 +102,17 @@ impl WebhookRoute {
     /// at most `tolerance_secs` away from now.
     ///
     /// # Errors
-    /// Not a header name.
+    /// Not a header name, or a tolerance over an hour.
     pub fn with_timestamp_header(
         mut self,
         name: &str,
         tolerance_secs: u64,
     ) -> Result<Self, String> {
+        if tolerance_secs > MAX_TOLERANCE_SECS {
+            return Err(format!(
+                "a tolerance of at most {MAX_TOLERANCE_SECS} seconds"
+            ));
+        }
         self.timestamp_header = Some(header_name(name)?);
         self.tolerance_secs = tolerance_secs;
         Ok(self)
@@ -155,7 +162,7 @@ impl Webhooks {
 #[derive(Debug)]
 pub(crate) struct Ingress {
     webhooks: Webhooks,
-    seen: replay::Seen,
+    seen: replay::Signatures,
     /// The host forwarded pushes are signed for.
     host: String,
 }
@@ -166,18 +173,27 @@ impl Ingress {
         self.webhooks.routes.get(id).cloned()
     }
 
-    /// True the first time `signature` is seen on `id` within the route's window
-    /// (twice its tolerance, at least a minute); `Err` when the shared cache does
-    /// not answer.
-    pub(crate) async fn first(
+    /// Claims `signature` on `id` for the route's window (twice its tolerance, at
+    /// least a minute).
+    pub(crate) async fn claim(
         &self,
         id: &str,
         route: &WebhookRoute,
-        signature: &str,
+        signature: &Verified,
         now_ms: u64,
-    ) -> Result<bool, ()> {
+    ) -> replay::Seen {
         let window_ms = route.tolerance_secs.saturating_mul(2_000).max(60_000);
-        self.seen.first(id, signature, window_ms, now_ms).await
+        let fingerprint = replay::fingerprint(id, &signature.hex);
+        let signed_ms = signature.signed_secs.map(|s| s.saturating_mul(1000));
+        self.seen
+            .claim(id, fingerprint, window_ms, now_ms, signed_ms)
+            .await
+    }
+
+    /// Forgets the claim of `signature` (its push failed: the sender may retry).
+    pub(crate) async fn release(&self, id: &str, signature: &Verified) {
+        let fingerprint = replay::fingerprint(id, &signature.hex);
+        self.seen.release(id, fingerprint).await;
     }
 
     pub(crate) fn new(
@@ -185,12 +201,27 @@ impl Ingress {
         shared: Option<Arc<dyn crate::auth::ReplayStore>>,
         host_override: Option<&str>,
     ) -> Self {
+        for (id, route) in &webhooks.routes {
+            if route.timestamp_header.is_none() {
+                tracing::warn!(
+                    webhook = %id,
+                    "webhook without a timestamp header: a delivery replayed after its window is taken again"
+                );
+            }
+        }
         Self {
             webhooks,
-            seen: replay::Seen::new(shared),
+            seen: replay::Signatures::new(shared),
             host: host_override.unwrap_or(INTERNAL_HOST).to_owned(),
         }
     }
+}
+
+/// A signature that held, and when the sender said it signed.
+#[derive(Debug)]
+pub(crate) struct Verified {
+    hex: String,
+    signed_secs: Option<u64>,
 }
 
 /// Checks the caller's HMAC (and timestamp); the signature, when it holds.
@@ -199,7 +230,7 @@ pub(crate) fn verify(
     headers: &HeaderMap,
     raw: &[u8],
     now_secs: u64,
-) -> Result<String, &'static str> {
+) -> Result<Verified, &'static str> {
     let provided = headers
         .get(&route.signature_header)
         .and_then(|v| v.to_str().ok())
@@ -208,6 +239,7 @@ pub(crate) fn verify(
         .ok_or("missing_signature")?;
     let mut mac =
         Hmac::<Sha256>::new_from_slice(&route.secret.0).map_err(|_| "invalid_signature")?;
+    let mut signed_secs = None;
     if let Some(name) = &route.timestamp_header {
         let ts = headers
             .get(name)
@@ -219,6 +251,7 @@ pub(crate) fn verify(
         }
         mac.update(ts.as_bytes());
         mac.update(b".");
+        signed_secs = Some(secs);
     }
     mac.update(raw);
     let expected = hex::encode(mac.finalize().into_bytes());
@@ -226,7 +259,10 @@ pub(crate) fn verify(
     if !same {
         return Err("invalid_signature");
     }
-    Ok(provided)
+    Ok(Verified {
+        hex: provided,
+        signed_secs,
+    })
 }
 
 /// What `payload` becomes: the document's data and the filled target path;
@@ -238,7 +274,8 @@ pub(crate) fn transformed(route: &WebhookRoute, raw: &[u8]) -> Option<(Value, St
 }
 
 /// The push a webhook becomes: to `target`, as the route's identity when it has
-/// one (signed, with its append author proof), or anonymously as a create.
+/// one (signed, with its append author proof), or anonymously as a create;
+/// `None` when it cannot be made (no random nonce, a target no URI can carry).
 pub(crate) fn forwarded(
     ingress: &Ingress,
     route: &WebhookRoute,
@@ -246,7 +283,7 @@ pub(crate) fn forwarded(
     data: Value,
     inbound: &axum::http::request::Parts,
     now_ms: u64,
-) -> Request<Body> {
+) -> Option<Request<Body>> {
     let document_key = transform::document_key(target);
     let mut headers: Vec<(HeaderName, String)> = Vec::new();
     let body = match &route.identity {
@@ -266,7 +303,7 @@ pub(crate) fn forwarded(
             let body =
                 json!({ "data": data, "authorPubkey": pubkey, "authorSignature": signature })
                     .to_string();
-            let nonce = starfish_protocol::identity::fresh_nonce().unwrap_or_default();
+            let nonce = starfish_protocol::identity::fresh_nonce().ok()?;
             let signed = identity.sign(&starfish_protocol::signing::SignedRequest {
                 method: "POST",
                 path_and_query: target,
@@ -296,7 +333,7 @@ pub(crate) fn forwarded(
     if let Some(id) = inbound.headers.get("x-request-id") {
         request = request.header("x-request-id", id.clone());
     }
-    let mut request = request.body(Body::from(body)).unwrap_or_default();
+    let mut request = request.body(Body::from(body)).ok()?;
     // Limits by address apply to the webhook's sender.
     if let Some(peer) = inbound
         .extensions
@@ -304,5 +341,5 @@ pub(crate) fn forwarded(
     {
         request.extensions_mut().insert(*peer);
     }
-    request
+    Some(request)
 }

@@ -162,6 +162,17 @@ pub(super) fn check_target(target: &str, transform: &Transform) -> Result<(), St
             "webhook target {target:?} is not /push/<path> or /<namespace>/push/<path>"
         ));
     }
+    // The payload fills the storage path, never the namespace or the verb.
+    let push_at = push_at.unwrap_or(0);
+    if segments[..=push_at].iter().any(|s| s.starts_with('{')) {
+        return Err(format!(
+            "webhook target {target:?}: a parameter before push/"
+        ));
+    }
+    let literal = target.replace(['{', '}'], "");
+    if literal.parse::<axum::http::Uri>().is_err() || literal.contains(['?', '#', '%']) {
+        return Err(format!("webhook target {target:?} is not a plain path"));
+    }
     for name in placeholders(target) {
         if !transform.param_names().any(|p| p == name) {
             return Err(format!(
@@ -251,6 +262,8 @@ mod tests {
         assert!(check_target("/pull/events/{id}", &t).is_err());
         assert!(check_target("/push/events/{other}", &t).is_err());
         assert!(check_target("/push//x", &t).is_err());
+        assert!(check_target("/{id}/push/events/x", &t).is_err());
+        assert!(check_target("/push/events/{id}?x=1", &t).is_err());
         let params = [("id".to_owned(), "d-1".to_owned())];
         assert_eq!(
             fill("/push/events/{id}", &params).unwrap(),

@@ -29,7 +29,9 @@ fn config() -> SyncConfig {
             {"name": "events", "storagePath": "events/log", "readRoles": ["public"], "writeRoles": ["public"],
              "appendOnly": {"requireAuthorSignature": false}},
             {"name": "bot", "storagePath": "bots/{identity}/log", "readRoles": ["public"], "writeRoles": ["self"],
-             "appendOnly": {}}
+             "appendOnly": {}},
+            {"name": "limited", "storagePath": "limited/{id}", "readRoles": ["public"], "writeRoles": ["public"],
+             "rateLimit": {"push": {"windowMs": 60000, "maxRequests": 1}}}
         ],
         "namespaces": {"acme": {"quota": {"maxDocuments": 1}, "isolation": "prefixed", "collections": [
             {"name": "inbox", "storagePath": "inbox/{id}", "readRoles": ["public"], "writeRoles": ["public"]}
@@ -76,7 +78,11 @@ fn app(clock: &ManualClock, bot: &Identity) -> Router {
         )
         .with(
             "acme",
-            WebhookRoute::new("/acme/push/inbox/{id}", SECRET, ci).unwrap(),
+            WebhookRoute::new("/acme/push/inbox/{id}", SECRET, ci.clone()).unwrap(),
+        )
+        .with(
+            "lim",
+            WebhookRoute::new("/push/limited/{id}", SECRET, ci).unwrap(),
         );
     create_sync_router(
         SyncOptions::new(config(), DocStore::memory())
@@ -331,4 +337,31 @@ fn a_namespace_named_webhook_is_refused_beside_webhooks() {
         create_sync_router(SyncOptions::new(config, DocStore::memory()).with_webhooks(webhooks));
     assert!(built.is_err());
     assert!(WebhookRoute::new("/push/a/b", b"", Transform::whole("").unwrap()).is_err());
+}
+
+#[tokio::test]
+async fn a_delivery_whose_push_may_succeed_later_can_be_sent_again() {
+    let clock = ManualClock::new(T0);
+    let app = app(&clock, &bot());
+    let one = json!({"delivery": "a", "build": {"status": "x"}, "repository": {"name": "r"}});
+    let two = json!({"delivery": "b", "build": {"status": "x"}, "repository": {"name": "r"}});
+    assert_eq!(
+        answer(&app, hook("lim", &one, None)).await.0,
+        StatusCode::OK
+    );
+    // One push a minute: the second delivery is refused for now...
+    assert_eq!(
+        answer(&app, hook("lim", &two, None)).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // ...and its retry, the same bytes a minute later, is taken, not a replay.
+    clock.advance(60_000);
+    assert_eq!(
+        answer(&app, hook("lim", &two, None)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        answer(&app, hook("lim", &two, None)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }
