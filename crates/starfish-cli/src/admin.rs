@@ -33,6 +33,16 @@ enum AdminCommand {
     /// A new data key for a namespace with `encryptAtRest`, and its objects sealed
     /// again under it (works on the store directly, as `serve` finds it; no admin key).
     RotateKeys(Box<crate::rotate::RotateArgs>),
+    /// Projects COLLECTION's documents in NAMESPACE (`~`: the root) into their
+    /// projections again (`server: projections:`), a page at a time until done;
+    /// resumable with `--after` (the last key a page printed).
+    Reproject {
+        namespace: String,
+        collection: String,
+        /// Start after this source key.
+        #[arg(long)]
+        after: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -132,6 +142,14 @@ impl AdminRequest {
 pub(crate) fn run(args: AdminArgs) -> Result<(), String> {
     let request = match args.command {
         AdminCommand::RotateKeys(rotate) => return crate::rotate::run(*rotate),
+        AdminCommand::Reproject {
+            namespace,
+            collection,
+            after,
+        } => {
+            let key = admin_key(args.key_file.as_deref())?;
+            return reproject(&args.url, &key, &namespace, &collection, after);
+        }
         AdminCommand::Namespaces(command) => Ok(namespace_request(command)),
         AdminCommand::Keys(command) => key_request(command),
     };
@@ -140,6 +158,44 @@ pub(crate) fn run(args: AdminArgs) -> Result<(), String> {
     let request = request?;
     let (status, text) = http(&args.url, &request, &key)?;
     print_answer(status, text)
+}
+
+/// Calls the reproject endpoint until it says done, printing each page's report
+/// (the last key done, to resume from after an interruption).
+fn reproject(
+    url: &str,
+    key: &str,
+    namespace: &str,
+    collection: &str,
+    mut after: Option<String>,
+) -> Result<(), String> {
+    let mut errors = 0;
+    loop {
+        let query = after
+            .as_deref()
+            .map_or(String::new(), |a| format!("?after={a}"));
+        let path = format!("/_starfish/admin/namespaces/{namespace}/reproject/{collection}{query}");
+        let (status, text) = http(url, &AdminRequest::new("POST", path), key)?;
+        if !(200..300).contains(&status) {
+            return print_answer(status, text);
+        }
+        let report: Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+        println!("{report}");
+        errors += report["errors"].as_array().map_or(0, Vec::len);
+        if report["done"] == true {
+            break;
+        }
+        after = report["after"].as_str().map(str::to_owned);
+        if after.is_none() {
+            break;
+        }
+    }
+    if errors > 0 {
+        return Err(format!(
+            "{errors} documents were not projected (see the reports)"
+        ));
+    }
+    Ok(())
 }
 
 /// The admin key: `STARFISH_ADMIN_KEY`, else the first line of `--key-file`.

@@ -23,6 +23,7 @@ mod mask;
 mod migrate;
 mod observe;
 mod openapi;
+mod projections;
 mod queue;
 mod rotate;
 mod serve;
@@ -348,6 +349,7 @@ fn with_settings(mut options: SyncOptions, settings: &Settings) -> Result<SyncOp
     let clock: Arc<dyn starfish_server::auth::Clock> = Arc::new(starfish_server::auth::SystemClock);
     let options = settings.sharing.apply(options, clock)?;
     let options = options.with_webhooks(settings.webhooks.build()?);
+    let options = options.with_projections(projections::build(&settings.projections)?);
 
     settings.tenancy.apply(options)
 }

@@ -278,6 +278,7 @@ pub(crate) struct ServerSection {
     trusted_proxy_hops: Option<usize>,
     sharing: crate::sharing::SharingSection,
     webhooks: crate::webhooks::WebhooksSection,
+    projections: Vec<crate::projections::ProjectionSection>,
     queue: crate::queue::QueueSection,
     audit: crate::audit::AuditSection,
     auth: AuthSection,
@@ -387,6 +388,8 @@ pub(crate) struct Settings {
     pub(crate) sharing: crate::sharing::SharingSection,
     #[serde(skip_serializing_if = "is_default")]
     pub(crate) webhooks: crate::webhooks::WebhooksSection,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) projections: Vec<crate::projections::ProjectionSection>,
     #[serde(skip_serializing_if = "is_default")]
     pub(crate) queue: crate::queue::QueueSection,
     #[serde(skip_serializing_if = "is_default")]
@@ -514,6 +517,7 @@ impl Settings {
                 .unwrap_or(false),
             sharing: section.sharing.with_flag(args.sharing),
             webhooks: section.webhooks.with_paths(|p| beside(&config, p)),
+            projections: section.projections,
             queue: section.queue.with_flags(args.queue_nats, args.queue_stream),
             audit: section.audit.with_flags(
                 args.audit_log,

@@ -205,6 +205,7 @@ pub mod live;
 mod metrics;
 pub mod migrate;
 mod openapi;
+pub mod projections;
 pub mod queue;
 pub mod rotate;
 mod routes;

@@ -55,4 +55,38 @@ impl NsStore {
         let has_more = smallest.len() > limit;
         Ok((smallest.into_iter().take(limit).collect(), has_more))
     }
+
+    /// Every key under `prefix/`, at any depth (relative to the namespace, as
+    /// `prefix/...`), after `after`, at most `limit` of them, and whether more
+    /// follow; bookkeeping objects left out. Memory stays bounded by the page size.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn list_deep_page(
+        &self,
+        prefix: &ObjectKey,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool), StoreError> {
+        let prefix_path = self.path(prefix);
+        let prefix_text = format!("{prefix_path}/");
+        let mut listing = self.docs.inner.list(Some(&prefix_path));
+        let mut smallest = BTreeSet::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta?;
+            let Some(rest) = meta.location.as_ref().strip_prefix(&prefix_text) else {
+                continue;
+            };
+            let key = format!("{}/{rest}", prefix.as_str());
+            if rest.split('/').any(is_bookkeeping) || after.is_some_and(|a| key.as_str() <= a) {
+                continue;
+            }
+            smallest.insert(key);
+            if smallest.len() > limit + 1 {
+                smallest.pop_last();
+            }
+        }
+        let has_more = smallest.len() > limit;
+        Ok((smallest.into_iter().take(limit).collect(), has_more))
+    }
 }

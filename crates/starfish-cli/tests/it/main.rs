@@ -12,6 +12,7 @@ mod early_answers;
 mod migrate;
 mod observe;
 mod openapi;
+mod projections;
 mod rotate;
 mod slow_clients;
 mod tenancy;

@@ -58,6 +58,8 @@ pub struct SyncOptions {
     pub plugins: Vec<Arc<dyn crate::hooks::Plugin>>,
     /// Webhook ingress routes (`POST /webhook/<id>`).
     pub webhooks: crate::webhooks::Webhooks,
+    /// Projections kept as their sources are written ([`crate::projections`]).
+    pub projections: crate::projections::Projections,
     /// Where the queue messages of collections with a `queue` setting go.
     pub queue: Option<Arc<dyn crate::queue::QueueSink>>,
     /// Where audit records go, and how reads are sampled.
@@ -169,6 +171,7 @@ impl SyncOptions {
             after_write: None,
             plugins: Vec::new(),
             webhooks: crate::webhooks::Webhooks::new(),
+            projections: crate::projections::Projections::new(),
             queue: None,
             audit: None,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
@@ -399,6 +402,14 @@ impl SyncOptions {
         self.webhooks = webhooks;
         self
     }
+
+    /// Keeps `projections` as their source collections are written
+    /// ([`crate::projections`]).
+    #[must_use]
+    pub fn with_projections(mut self, projections: crate::projections::Projections) -> Self {
+        self.projections = projections;
+        self
+    }
 }
 
 pub(crate) struct Inner {
@@ -413,6 +424,8 @@ pub(crate) struct Inner {
     pub(crate) plugins: crate::hooks::Plugins,
     /// Webhook ingress, when it has routes.
     pub(crate) webhooks: Option<Arc<crate::webhooks::Ingress>>,
+    /// The projections.
+    pub(crate) projections: crate::projections::Projections,
     /// The after-write hook, a plugin or a queue wants pushed bodies ([`AfterWrite::wants_body`],
     /// a collection's `queue.includeBody`).
     pub(crate) keep_bodies: bool,
@@ -519,6 +532,7 @@ impl AppState {
             after_write: options.after_write,
             plugins,
             webhooks,
+            projections: std::mem::take(&mut options.projections),
             auth_timeout: options.auth_timeout,
             max_collections_per_batch: options.max_collections_per_batch,
             batch_key_deny_suffixes: options.batch_key_deny_suffixes,

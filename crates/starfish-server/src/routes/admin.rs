@@ -359,6 +359,56 @@ pub(crate) async fn action(
     Ok(Json(record_json(&record, &state.tenants)).into_response())
 }
 
+/// Source documents a reproject call projects at most, unless it asks fewer.
+const REPROJECT_PAGE: usize = 500;
+
+/// `POST /_starfish/admin/namespaces/<name>/reproject/<collection>?after=&limit=`:
+/// projects `collection`'s documents again, a page at a time (`~` names the
+/// root, for the admin key only); call again with the answer's `after` until
+/// `done` ([`crate::projections::reproject`]).
+pub(crate) async fn reproject(
+    State(state): State<AppState>,
+    Path((name, collection)): Path<(String, String)>,
+    request: Request<Body>,
+) -> Result<Response, AdminError> {
+    let principal = check(&state, request.headers()).await?;
+    let scope = if name == "~" {
+        principal.may_all()?;
+        std::sync::Arc::new(state.root.clone())
+    } else {
+        principal.may_ask(&name)?;
+        match state.namespaces.get(&name) {
+            Some(scope) => std::sync::Arc::new(scope.clone()),
+            None => state
+                .tenants
+                .lookup(&name)
+                .await?
+                .ok_or(AdminError::NotFound)?,
+        }
+    };
+    let Some(collection) = scope.routes.by_name.get(&collection).cloned() else {
+        return Err(AdminError::NotFound);
+    };
+    let query = request.uri().query();
+    let param = |p: &str| crate::routes::query::param(query, p);
+    let limit = param("limit")
+        .map_or(Ok(REPROJECT_PAGE), |v| v.parse::<usize>())
+        .ok()
+        .filter(|n| (1..=REPROJECT_PAGE).contains(n))
+        .ok_or(AdminError::BadRequest("Invalid limit"))?;
+    let after = param("after");
+    let report = crate::projections::reproject(
+        &state.projections,
+        scope.store_for(&collection),
+        &collection,
+        after.as_deref(),
+        limit,
+        state.clock.now_ms(),
+    )
+    .await?;
+    Ok(Json(report).into_response())
+}
+
 /// `DELETE /_starfish/admin/namespaces/<name>`.
 pub(crate) async fn delete(
     State(state): State<AppState>,
@@ -701,6 +751,7 @@ fn admin_action(method: &axum::http::Method, route: &str, path: &str) -> (String
         (_, "/_starfish/admin/namespaces/{name}/quota") => "namespace.quota",
         (_, "/_starfish/admin/namespaces/{name}/limits") => "namespace.limits",
         ("GET", "/_starfish/admin/namespaces/{name}/{action}") => "namespace.audit",
+        (_, "/_starfish/admin/namespaces/{name}/reproject/{collection}") => "namespace.reproject",
         (_, "/_starfish/admin/namespaces/{name}/{action}") => match segments.get(4) {
             Some(&"suspend") => "namespace.suspend",
             Some(&"resume") => "namespace.resume",

@@ -80,6 +80,10 @@ fn fixed_routes() -> Vec<(&'static str, axum::routing::MethodRouter<AppState>)> 
             "/_starfish/admin/namespaces/{name}/{action}",
             post(admin::action).get(admin::audit_trail),
         ),
+        (
+            "/_starfish/admin/namespaces/{name}/reproject/{collection}",
+            post(admin::reproject),
+        ),
         ("/_starfish/admin/keys", post(admin::create_key)),
         ("/_starfish/admin/keys/{id}", get(admin::key)),
         ("/_starfish/admin/keys/{id}/revoke", post(admin::revoke_key)),

@@ -42,20 +42,7 @@ pub(super) async fn push(
     rate_check(state, parts, scope, collection, &caller, Action::Push).await?;
     let now = state.clock.now_ms();
     if collection.is_binary() {
-        // A blob is streamed to the store: its hooks see no body, and may not
-        // transform it.
-        match intercept(state, scope, doc, &caller, Bytes::new()).await? {
-            Intercepted::Answer(answer) => return Ok(answer),
-            Intercepted::Go { transformed, .. } if transformed => {
-                tracing::error!(collection = %collection.name, "a plugin transformed a blob push");
-                return Err(ApiError::PluginFailed);
-            }
-            Intercepted::Go { .. } => {}
-        }
-        let written = blob::push(scope.store_for(collection), parts, doc, body, now).await?;
-        let answer = json!({ "hash": written.hash });
-        after_write(state, scope, doc, &caller, WriteAction::Blob, written);
-        return Ok(axum::Json(answer).into_response());
+        return Box::pin(push_blob(state, parts, body, scope, doc, &caller, now)).await;
     }
     // A JSON collection takes exactly `application/json`: the media type the
     // authenticator signed the body for.
@@ -95,8 +82,56 @@ pub(super) async fn push(
         WriteAction::Push
     };
     let body = json!({ "hash": written.hash, "timestamp": written.timestamp });
+    let stored = written.stored;
     after_write(state, scope, doc, &caller, action, written);
+    if stored && action == WriteAction::Push && !state.projections.is_empty() {
+        // Awaited: the answer comes once the projections show the write.
+        project(state, scope, doc, now).await;
+    }
     Ok(axum::Json(body).into_response())
+}
+
+/// A blob, streamed to the store: its plugin hooks see no body, and may not
+/// transform it.
+async fn push_blob(
+    state: &AppState,
+    parts: &Parts,
+    body: RequestBody,
+    scope: &Scope,
+    doc: &Doc,
+    caller: &Caller,
+    now: u64,
+) -> Result<Response, ApiError> {
+    match intercept(state, scope, doc, caller, Bytes::new()).await? {
+        Intercepted::Answer(answer) => return Ok(answer),
+        Intercepted::Go { transformed, .. } if transformed => {
+            tracing::error!(collection = %doc.collection.name, "a plugin transformed a blob push");
+            return Err(ApiError::PluginFailed);
+        }
+        Intercepted::Go { .. } => {}
+    }
+    let store = scope.store_for(&doc.collection);
+    let written = blob::push(store, parts, doc, body, now).await?;
+    let answer = json!({ "hash": written.hash });
+    after_write(state, scope, doc, caller, WriteAction::Blob, written);
+    Ok(axum::Json(answer).into_response())
+}
+
+/// Keeps the projections of `doc`'s collection; a failure is logged, never
+/// answered (the write stands; `reproject` repairs).
+async fn project(state: &AppState, scope: &Scope, doc: &Doc, now: u64) {
+    let store = scope.store_for(&doc.collection);
+    let projected = crate::projections::project(
+        &state.projections,
+        store,
+        &doc.collection,
+        &doc.key,
+        &doc.params,
+        now,
+    );
+    if let Err(e) = Box::pin(projected).await {
+        tracing::warn!(collection = %doc.collection.name, key = %doc.key, error = %e, "projection not updated");
+    }
 }
 
 /// What the plugins' push hooks made of a push.

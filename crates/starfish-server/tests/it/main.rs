@@ -27,6 +27,7 @@ mod observability;
 mod openapi;
 mod pipeline_holes;
 mod plugins;
+mod projections;
 mod pull_push;
 mod queue;
 mod quota_races;
