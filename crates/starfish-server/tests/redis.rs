@@ -393,3 +393,58 @@ async fn a_redis_that_goes_back_in_time_is_noticed_and_nothing_is_accepted_twice
         StatusCode::OK
     );
 }
+
+/// A webhook delivery replayed to another node is refused: the signature is claimed
+/// in the shared replay cache.
+#[tokio::test]
+#[ignore = "needs a Redis server: run by tests/redis/run.sh"]
+async fn a_webhook_delivery_replayed_to_another_node_is_refused() {
+    use hmac::{Hmac, Mac};
+    use starfish_server::webhooks::{Transform, WebhookRoute, Webhooks};
+    let replay = redis().await;
+    let store = DocStore::memory();
+    let node = |replay: Arc<dyn ReplayStore>| {
+        let route = WebhookRoute::new(
+            "/push/docs/{id}",
+            b"whsec",
+            Transform::fields([("n", "/n")])
+                .unwrap()
+                .with_param("id", "/id")
+                .unwrap(),
+        )
+        .unwrap();
+        create_sync_router(
+            SyncOptions::new(config(), store.clone())
+                .with_clock(Arc::new(ManualClock::new(T0)))
+                .with_cap_auth(CapAuthOptions {
+                    shared_replay: Some(replay),
+                    ..CapAuthOptions::default()
+                })
+                .with_webhooks(Webhooks::new().with("w", route)),
+        )
+        .unwrap()
+    };
+    let (a, b) = (node(replay.clone()), node(replay));
+    let delivery = |n: u64| {
+        let body = json!({"id": format!("w{n}"), "n": n}).to_string();
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"whsec").unwrap();
+        mac.update(body.as_bytes());
+        Request::post("/webhook/w")
+            .header(
+                "x-webhook-signature",
+                hex::encode(mac.finalize().into_bytes()),
+            )
+            .body(Body::from(body))
+            .unwrap()
+    };
+    assert_eq!(send(&a, delivery(1)).await.status(), StatusCode::OK);
+    assert_eq!(
+        send(&b, delivery(1)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(send(&b, delivery(2)).await.status(), StatusCode::OK);
+    assert_eq!(
+        send(&a, delivery(2)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}

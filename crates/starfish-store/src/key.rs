@@ -122,6 +122,26 @@ impl ObjectKey {
     /// Where audit trails are kept in a namespace's part of the store.
     const AUDIT_ROOT: &'static str = "_starfish/audit";
 
+    /// A namespace's webhook route `id` (created through the admin API), under the
+    /// server's own root in its part of the store; `None` for an id that is not a
+    /// lower-case name of at most 64 letters, digits and `-`.
+    pub fn webhook(id: &str) -> Option<Self> {
+        let plain = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        plain.then(|| Self(format!("{}/{id}", Self::WEBHOOK_ROOT).into()))
+    }
+
+    /// The folder of a namespace's webhook routes (see [`Self::webhook`]).
+    pub fn webhook_folder() -> Self {
+        Self(Self::WEBHOOK_ROOT.into())
+    }
+
+    /// Where a namespace's webhook routes are kept in its part of the store.
+    const WEBHOOK_ROOT: &'static str = "_starfish/webhooks";
+
     /// The key as text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -423,7 +423,7 @@ pub(crate) struct Inner {
     /// The plugins, in order.
     pub(crate) plugins: crate::hooks::Plugins,
     /// Webhook ingress, when it has routes.
-    pub(crate) webhooks: Option<Arc<crate::webhooks::Ingress>>,
+    pub(crate) webhooks: Arc<crate::webhooks::Ingress>,
     /// The projections.
     pub(crate) projections: crate::projections::Projections,
     /// The after-write hook, a plugin or a queue wants pushed bodies ([`AfterWrite::wants_body`],
@@ -733,28 +733,26 @@ pub(crate) fn namespace_store(
 }
 
 /// The webhook routes with the replay cache and signing host of the cap-cert
-/// settings (read before the authenticator takes them).
+/// settings (read before the authenticator takes them); namespaces' own routes
+/// (created through the admin API) go through it too.
 fn webhook_ingress(
     options: &mut SyncOptions,
-) -> Result<Option<Arc<crate::webhooks::Ingress>>, ConfigError> {
-    if options.webhooks.is_empty() {
-        return Ok(None);
-    }
-    if options
+) -> Result<Arc<crate::webhooks::Ingress>, ConfigError> {
+    let named_webhook = options
         .config
         .namespaces
         .iter()
-        .any(|n| n.name.as_str() == "webhook")
-    {
+        .any(|n| n.name.as_str() == "webhook");
+    if !options.webhooks.is_empty() && named_webhook {
         return Err(ConfigError::Invalid(vec![
             "a namespace named webhook hides the webhook routes (POST /webhook/<id>)".into(),
         ]));
     }
-    Ok(Some(Arc::new(crate::webhooks::Ingress::new(
+    Ok(Arc::new(crate::webhooks::Ingress::new(
         std::mem::take(&mut options.webhooks),
         options.cap_auth.shared_replay.clone(),
         options.cap_auth.host_override.as_deref(),
-    ))))
+    )))
 }
 
 /// The access gate's last word: the embedder's authorize hook, then the plugins'.

@@ -38,7 +38,7 @@ const MAX_ADMIN_BODY: usize = 16 * 1024;
 const MAX_PAGE: usize = 1000;
 
 /// Who is calling the admin API.
-enum Principal {
+pub(super) enum Principal {
     /// The admin key: everything.
     Super,
     /// An API key with `admin`: the namespaces it names (all with `*`).
@@ -47,7 +47,7 @@ enum Principal {
 
 impl Principal {
     /// May administer `namespace` of `generation` (`None`: a config namespace).
-    fn may(&self, namespace: &str, generation: Option<&str>) -> Result<(), AdminError> {
+    pub(super) fn may(&self, namespace: &str, generation: Option<&str>) -> Result<(), AdminError> {
         match self {
             Self::Super => Ok(()),
             Self::Key(k) if k.administers(namespace, generation) => Ok(()),
@@ -58,7 +58,7 @@ impl Principal {
     /// May ask about `namespace` at all: decided from the key alone, before anything
     /// is looked up, so a namespace admin key gets the same answer for a namespace
     /// outside its grants whether it exists, is the config's, or is another tenant's.
-    fn may_ask(&self, namespace: &str) -> Result<(), AdminError> {
+    pub(super) fn may_ask(&self, namespace: &str) -> Result<(), AdminError> {
         match self {
             Self::Super => Ok(()),
             Self::Key(k) if k.names(namespace) => Ok(()),
@@ -134,7 +134,7 @@ impl IntoResponse for AdminError {
 }
 
 /// Admits an admin request, or says why not (404 when the admin API is off).
-async fn check(state: &AppState, headers: &HeaderMap) -> Result<Principal, AdminError> {
+pub(super) async fn check(state: &AppState, headers: &HeaderMap) -> Result<Principal, AdminError> {
     let key = state.admin_key.as_ref().ok_or(AdminError::NotFound)?;
     if key.admits(headers) {
         return Ok(Principal::Super);
@@ -424,7 +424,7 @@ pub(crate) async fn delete(
 }
 
 /// Reads a JSON admin body of at most [`MAX_ADMIN_BODY`] bytes.
-async fn read_json<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, AdminError> {
+pub(super) async fn read_json<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, AdminError> {
     let bytes = axum::body::to_bytes(body, MAX_ADMIN_BODY)
         .await
         .map_err(|_| AdminError::BadRequest("Invalid request body"))?;

@@ -25,6 +25,7 @@ mod push;
 pub(crate) mod query;
 mod render;
 mod stack;
+mod tenant_webhooks;
 mod webhook;
 
 pub(crate) use crate::access::is_public;
@@ -84,6 +85,18 @@ fn fixed_routes() -> Vec<(&'static str, axum::routing::MethodRouter<AppState>)> 
             "/_starfish/admin/namespaces/{name}/reproject/{collection}",
             post(admin::reproject),
         ),
+        (
+            "/_starfish/admin/namespaces/{name}/webhooks",
+            post(tenant_webhooks::create).get(tenant_webhooks::list),
+        ),
+        (
+            "/_starfish/admin/namespaces/{name}/webhooks/{id}",
+            axum::routing::delete(tenant_webhooks::delete),
+        ),
+        (
+            "/_starfish/webhooks/{namespace}/{id}",
+            axum::routing::any(tenant_webhooks::ingest),
+        ),
         ("/_starfish/admin/keys", post(admin::create_key)),
         ("/_starfish/admin/keys/{id}", get(admin::key)),
         ("/_starfish/admin/keys/{id}/revoke", post(admin::revoke_key)),
@@ -112,7 +125,7 @@ pub(crate) fn fixed_router(state: &AppState) -> Router<AppState> {
         .fold(admin_router, |router, (path, methods)| {
             router.route(path, methods)
         });
-    if state.webhooks.is_some() {
+    if state.webhooks.has_routes() {
         router.route("/webhook/{id}", axum::routing::any(webhook::ingest))
     } else {
         router
@@ -160,7 +173,7 @@ impl Routes {
     pub(crate) fn new(state: AppState) -> Self {
         Self {
             fixed: router(&state).with_state(state.clone()),
-            webhooks: state.webhooks.is_some(),
+            webhooks: state.webhooks.has_routes(),
             pipeline: Pipeline(state),
         }
     }

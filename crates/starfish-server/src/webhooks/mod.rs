@@ -168,9 +168,14 @@ pub(crate) struct Ingress {
 }
 
 impl Ingress {
-    /// The webhook `id`.
+    /// The webhook `id` of the config.
     pub(crate) fn route(&self, id: &str) -> Option<Arc<WebhookRoute>> {
         self.webhooks.routes.get(id).cloned()
+    }
+
+    /// True when the config has webhooks (`/webhook/<id>` is then mounted).
+    pub(crate) fn has_routes(&self) -> bool {
+        !self.webhooks.is_empty()
     }
 
     /// Claims `signature` on `id` for the route's window (twice its tolerance, at
@@ -342,4 +347,49 @@ pub(crate) fn forwarded(
         request.extensions_mut().insert(*peer);
     }
     Some(request)
+}
+
+/// A namespace's own webhook route, created through the admin API and kept in its
+/// part of the store (sealed with its key when it seals at rest); its secret is the
+/// server's, shown once.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct StoredRoute {
+    /// `/push/<storage path>`, within the namespace.
+    pub(crate) target: String,
+    /// The shared secret, hex.
+    pub(crate) secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) timestamp_header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tolerance_seconds: Option<u64>,
+    pub(crate) transform: Value,
+    pub(crate) created_at: u64,
+}
+
+impl StoredRoute {
+    /// The route it makes in `namespace`: its target under `/<namespace>`.
+    ///
+    /// # Errors
+    /// A target outside `/push/`, or a bad transform or header.
+    pub(crate) fn route(&self, namespace: &str) -> Result<WebhookRoute, String> {
+        if !self.target.starts_with("/push/") {
+            return Err("target: a /push/<storage path> of the namespace".into());
+        }
+        let target = format!("/{namespace}{}", self.target);
+        let transform = Transform::from_value(&self.transform)?;
+        let mut route = WebhookRoute::new(&target, self.secret.as_bytes(), transform)?;
+        if let Some(name) = &self.timestamp_header {
+            let tolerance = self.tolerance_seconds.unwrap_or(DEFAULT_TOLERANCE_SECS);
+            route = route.with_timestamp_header(name, tolerance)?;
+        }
+        Ok(route)
+    }
+
+    /// A new secret: 32 random bytes, hex.
+    pub(crate) fn new_secret() -> Option<String> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).ok()?;
+        Some(hex::encode(bytes))
+    }
 }

@@ -75,7 +75,11 @@ impl Signatures {
                 }
                 // The cache lost what it held since then: a delivery signed before
                 // may have been taken in a memory it no longer has.
-                Ok(claim) if signed_ms.unwrap_or(0) < claim.remembers_since_ms => Seen::Unknown,
+                // (Without a timestamp, when it was signed is not known: such a
+                // route is only protected within its window, as documented.)
+                Ok(claim) if signed_ms.is_some_and(|s| s < claim.remembers_since_ms) => {
+                    Seen::Unknown
+                }
                 Ok(claim) if claim.first => Seen::First,
                 Ok(_) => Seen::Again,
             };

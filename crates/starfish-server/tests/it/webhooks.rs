@@ -365,3 +365,150 @@ async fn a_delivery_whose_push_may_succeed_later_can_be_sent_again() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// A runtime namespace's own webhook: created by its admin (the secret shown
+/// once), served at `/_starfish/webhooks/<ns>/<id>`, pushing only into that
+/// namespace, refused to another namespace's admin, and gone once deleted.
+#[tokio::test]
+async fn a_runtime_namespace_creates_serves_and_deletes_its_own_webhook() {
+    const KEY: &str = "admin-secret-0123456789";
+    let config = SyncConfig::from_value(json!({
+        "version": 1,
+        "collections": [{"name": "inbox", "storagePath": "inbox/{id}", "readRoles": ["public"], "writeRoles": ["public"]}],
+        "namespaceTemplates": {"team": {"collections": [
+            {"name": "inbox", "storagePath": "inbox/{id}", "readRoles": ["public"], "writeRoles": ["public"]}]}}
+    }))
+    .unwrap();
+    let store = DocStore::memory();
+    let app = create_sync_router(
+        SyncOptions::new(config, store.clone())
+            .with_clock(Arc::new(ManualClock::new(T0)))
+            .with_admin_key(KEY),
+    )
+    .unwrap();
+    let admin = |method: &str, uri: &str, body: Option<Value>| {
+        let b = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("content-type", "application/json");
+        b.body(body.map_or(Body::empty(), |v| Body::from(v.to_string())))
+            .unwrap()
+    };
+    for name in ["t1", "t2"] {
+        let res = send(
+            &app,
+            admin(
+                "POST",
+                "/_starfish/admin/namespaces",
+                Some(json!({"name": name, "template": "team"})),
+            ),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+    }
+    let hook_def = json!({"id": "ci", "target": "/push/inbox/{id}",
+        "transform": {"data": {"status": "/status"}, "params": {"id": "/id"}}});
+    let res = send(
+        &app,
+        admin(
+            "POST",
+            "/_starfish/admin/namespaces/t1/webhooks",
+            Some(hook_def.clone()),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created = json_body(res).await;
+    assert_eq!(created["url"], "/_starfish/webhooks/t1/ci");
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert_eq!(secret.len(), 64);
+    // The id is taken; a target outside push/ or into another namespace is refused.
+    let res = send(
+        &app,
+        admin(
+            "POST",
+            "/_starfish/admin/namespaces/t1/webhooks",
+            Some(hook_def),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    for target in ["/t2/push/inbox/{id}", "/pull/inbox/{id}"] {
+        let bad = json!({"id": "x", "target": target, "transform": {"data": ""}});
+        let res = send(
+            &app,
+            admin("POST", "/_starfish/admin/namespaces/t1/webhooks", Some(bad)),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{target}");
+    }
+    // The listing never shows the secret.
+    let listed = json_body(
+        send(
+            &app,
+            admin("GET", "/_starfish/admin/namespaces/t1/webhooks", None),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(listed["webhooks"][0]["id"], "ci");
+    assert!(!listed.to_string().contains(&secret));
+
+    let deliver = |body: &Value, key: &[u8]| {
+        let raw = body.to_string();
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        mac.update(raw.as_bytes());
+        Request::post("/_starfish/webhooks/t1/ci")
+            .header(
+                "x-webhook-signature",
+                hex::encode(mac.finalize().into_bytes()),
+            )
+            .body(Body::from(raw))
+            .unwrap()
+    };
+    let payload = json!({"id": "d1", "status": "green"});
+    assert_eq!(
+        send(&app, deliver(&payload, b"guess")).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, body) = answer(&app, deliver(&payload, secret.as_bytes())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let pulled = json_body(send(&app, get("/t1/pull/inbox/d1")).await).await;
+    assert_eq!(pulled["data"], json!({"status": "green"}));
+    assert_eq!(
+        json_body(send(&app, get("/t2/pull/inbox/d1")).await).await["hash"],
+        ""
+    );
+    assert_eq!(
+        json_body(send(&app, get("/pull/inbox/d1")).await).await["hash"],
+        ""
+    );
+    // Kept in t1's own part of the store.
+    let keys: Vec<String> = futures::StreamExt::collect::<Vec<_>>(store.inner().list(None))
+        .await
+        .into_iter()
+        .map(|m| m.unwrap().location.to_string())
+        .collect();
+    let kept: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.ends_with("_starfish/webhooks/ci"))
+        .collect();
+    assert!(
+        kept.len() == 1 && kept[0].starts_with("_starfish/t/t1/"),
+        "{keys:?}"
+    );
+    // Deleted: unknown from then on.
+    let res = send(
+        &app,
+        admin("DELETE", "/_starfish/admin/namespaces/t1/webhooks/ci", None),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let again = json!({"id": "d2", "status": "red"});
+    let (status, body) = answer(&app, deliver(&again, secret.as_bytes())).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::NOT_FOUND, json!({"error": "unknown_webhook"}))
+    );
+}
