@@ -752,6 +752,9 @@ fn admin_action(method: &axum::http::Method, route: &str, path: &str) -> (String
         (_, "/_starfish/admin/namespaces/{name}/limits") => "namespace.limits",
         ("GET", "/_starfish/admin/namespaces/{name}/{action}") => "namespace.audit",
         (_, "/_starfish/admin/namespaces/{name}/reproject/{collection}") => "namespace.reproject",
+        ("POST", "/_starfish/admin/namespaces/{name}/webhooks") => "namespace.webhook.create",
+        ("GET", "/_starfish/admin/namespaces/{name}/webhooks") => "namespace.webhook.list",
+        (_, "/_starfish/admin/namespaces/{name}/webhooks/{id}") => "namespace.webhook.delete",
         (_, "/_starfish/admin/namespaces/{name}/{action}") => match segments.get(4) {
             Some(&"suspend") => "namespace.suspend",
             Some(&"resume") => "namespace.resume",
