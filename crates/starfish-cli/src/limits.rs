@@ -41,6 +41,26 @@ pub(crate) struct LimitsArgs {
     /// Requests handled at once; past it, 503 at once, never queued [default: 1024].
     #[arg(long, env = "STARFISH_MAX_IN_FLIGHT", value_name = "N")]
     max_in_flight: Option<usize>,
+    /// Live-change subscriptions open at once on this node; past it, 429 [default:
+    /// from memory, a quarter of it at 64 KiB each, 1000 to 100000, under
+    /// --max-connections].
+    #[arg(long, env = "STARFISH_MAX_SUBSCRIPTIONS", value_name = "N")]
+    max_subscriptions: Option<usize>,
+    /// Subscriptions one caller may hold [default: 8].
+    #[arg(long, env = "STARFISH_MAX_SUBSCRIPTIONS_PER_CALLER", value_name = "N")]
+    max_subscriptions_per_caller: Option<usize>,
+    /// Subscriptions from one client address (behind the trusted proxies)
+    /// [default: 256].
+    #[arg(long, env = "STARFISH_MAX_SUBSCRIPTIONS_PER_IP", value_name = "N")]
+    max_subscriptions_per_ip: Option<usize>,
+    /// A namespace's share of the node's subscriptions, unless its limits set
+    /// maxSubscriptions [default: half of --max-subscriptions].
+    #[arg(
+        long,
+        env = "STARFISH_MAX_SUBSCRIPTIONS_PER_NAMESPACE",
+        value_name = "N"
+    )]
+    max_subscriptions_per_namespace: Option<usize>,
 }
 
 /// The `server.limits` section.
@@ -52,6 +72,10 @@ pub(crate) struct LimitsSection {
     max_connections: Option<usize>,
     request_timeout: Option<f64>,
     max_in_flight: Option<usize>,
+    max_subscriptions: Option<usize>,
+    max_subscriptions_per_caller: Option<usize>,
+    max_subscriptions_per_ip: Option<usize>,
+    max_subscriptions_per_namespace: Option<usize>,
 }
 
 /// A positive number of seconds (fractions allowed), at least a millisecond.
@@ -107,6 +131,27 @@ pub(crate) struct Limits {
     max_connections: usize,
     request_timeout: Seconds,
     max_in_flight: usize,
+    max_subscriptions: usize,
+    max_subscriptions_per_caller: usize,
+    max_subscriptions_per_ip: usize,
+    max_subscriptions_per_namespace: usize,
+}
+
+/// Subscriptions by default: a quarter of the machine's memory at 64 KiB each
+/// (a stream's socket buffers and state, generously), 1000 to 100000, and under
+/// the connection limit.
+fn default_subscriptions(max_connections: usize) -> usize {
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<usize>().ok()
+        })
+        .map_or(4 << 30, |kib| kib.saturating_mul(1024));
+    (memory / 4 / (64 << 10))
+        .clamp(1_000, 100_000)
+        .min(max_connections.saturating_mul(9) / 10)
+        .max(1)
 }
 
 /// The flag's value, else the section's (checked and named `server.limits.KEY`).
@@ -176,14 +221,65 @@ impl Limits {
                 DEFAULT_MAX_IN_FLIGHT,
                 MAX_CONNECTIONS_BOUND,
             )?,
+            ..Self::subscriptions(&args, &section)?
+        })
+    }
+
+    /// The subscription bounds (the rest of the value is a placeholder).
+    fn subscriptions(args: &LimitsArgs, section: &LimitsSection) -> Result<Self, String> {
+        let connections = args
+            .max_connections
+            .or(section.max_connections)
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        let defaults = starfish_server::live::LiveLimits::default();
+        let total = count(
+            args.max_subscriptions,
+            section.max_subscriptions,
+            "--max-subscriptions (limits.maxSubscriptions)",
+            default_subscriptions(connections),
+            MAX_CONNECTIONS_BOUND,
+        )?;
+        Ok(Self {
+            max_subscriptions: total,
+            max_subscriptions_per_caller: count(
+                args.max_subscriptions_per_caller,
+                section.max_subscriptions_per_caller,
+                "--max-subscriptions-per-caller (limits.maxSubscriptionsPerCaller)",
+                defaults.per_caller.min(total),
+                total,
+            )?,
+            max_subscriptions_per_ip: count(
+                args.max_subscriptions_per_ip,
+                section.max_subscriptions_per_ip,
+                "--max-subscriptions-per-ip (limits.maxSubscriptionsPerIp)",
+                defaults.per_ip.min(total),
+                total,
+            )?,
+            max_subscriptions_per_namespace: count(
+                args.max_subscriptions_per_namespace,
+                section.max_subscriptions_per_namespace,
+                "--max-subscriptions-per-namespace (limits.maxSubscriptionsPerNamespace)",
+                (total / 2).max(1),
+                total,
+            )?,
+            header_read_timeout: Seconds(DEFAULT_HEADER_READ_TIMEOUT),
+            idle_timeout: Seconds(DEFAULT_IDLE_TIMEOUT),
+            max_connections: connections,
+            request_timeout: Seconds(DEFAULT_REQUEST_TIMEOUT.as_secs_f64()),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         })
     }
 
     /// `options` with the router's limits (request timeout, requests in flight).
     pub(crate) fn apply(&self, options: SyncOptions) -> SyncOptions {
+        let mut live = starfish_server::live::LiveLimits::with_total(self.max_subscriptions);
+        live.per_caller = self.max_subscriptions_per_caller;
+        live.per_ip = self.max_subscriptions_per_ip;
+        live.per_namespace = Some(self.max_subscriptions_per_namespace);
         options
             .with_request_timeout(self.request_timeout.duration())
             .with_max_in_flight(self.max_in_flight)
+            .with_live_limits(live)
     }
 
     /// The HTTP server's limits.
@@ -221,6 +317,10 @@ mod tests {
             max_connections: None,
             request_timeout: None,
             max_in_flight: None,
+            max_subscriptions: None,
+            max_subscriptions_per_caller: None,
+            max_subscriptions_per_ip: None,
+            max_subscriptions_per_namespace: None,
         }
     }
 
@@ -241,6 +341,28 @@ mod tests {
         assert_eq!(limits.idle_timeout, Duration::from_secs(7));
         assert_eq!(limits.max_connections, 3);
         assert_eq!(limits.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+    }
+
+    #[test]
+    fn subscription_bounds_resolve_under_the_connection_limit() {
+        let section = LimitsSection {
+            max_connections: Some(100),
+            max_subscriptions_per_ip: Some(5),
+            ..LimitsSection::default()
+        };
+        let limits = Limits::resolve(no_flags(), section).unwrap();
+        // From memory, but under 9 in 10 of the connections.
+        assert_eq!(limits.max_subscriptions, 90);
+        assert_eq!(limits.max_subscriptions_per_ip, 5);
+        assert_eq!(limits.max_subscriptions_per_namespace, 45);
+        assert_eq!(limits.max_subscriptions_per_caller, 8);
+        let args = LimitsArgs {
+            max_subscriptions: Some(10),
+            max_subscriptions_per_caller: Some(11),
+            ..no_flags()
+        };
+        let err = Limits::resolve(args, LimitsSection::default()).unwrap_err();
+        assert!(err.contains("--max-subscriptions-per-caller"), "{err}");
     }
 
     #[test]

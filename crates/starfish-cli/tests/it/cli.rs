@@ -524,20 +524,39 @@ fn connection_limits_and_fsync_come_from_flags_environment_and_section() {
     let plain = dir.path().join("plain.yaml");
     std::fs::write(&plain, &sample).unwrap();
 
+    // The connection limits of `limits` (its subscription bounds are checked below).
+    let connection_limits = |s: &serde_json::Value| {
+        let keys = [
+            "headerReadTimeout",
+            "idleTimeout",
+            "maxConnections",
+            "requestTimeout",
+            "maxInFlight",
+        ];
+        serde_json::Value::Object(
+            keys.iter()
+                .map(|k| ((*k).to_owned(), s["limits"][k].clone()))
+                .collect(),
+        )
+    };
     let s = print_config(&plain, &[], &[]);
     assert_eq!(
-        s["limits"],
+        connection_limits(&s),
         serde_json::json!({"headerReadTimeout": 10, "idleTimeout": 60, "maxConnections": 10000,
                            "requestTimeout": 30, "maxInFlight": 1024}),
         "the defaults"
     );
+    assert_eq!(s["limits"]["maxSubscriptionsPerCaller"], 8);
+    assert_eq!(s["limits"]["maxSubscriptionsPerIp"], 256);
     assert_eq!(s["fsync"], false);
     let s = print_config(&config, &[], &[]);
     assert_eq!(
-        s["limits"],
+        connection_limits(&s),
         serde_json::json!({"headerReadTimeout": 5, "idleTimeout": 1.5, "maxConnections": 100,
                            "requestTimeout": 20, "maxInFlight": 64})
     );
+    // Subscriptions stay under the connection limit.
+    assert_eq!(s["limits"]["maxSubscriptions"], 90);
     assert_eq!(s["fsync"], true);
     let env = [
         ("STARFISH_IDLE_TIMEOUT", "7"),

@@ -58,6 +58,8 @@ pub struct SyncOptions {
     pub plugins: Vec<Arc<dyn crate::hooks::Plugin>>,
     /// Webhook ingress routes (`POST /webhook/<id>`).
     pub webhooks: crate::webhooks::Webhooks,
+    /// How many live-change subscriptions the node holds open.
+    pub live_limits: crate::live::LiveLimits,
     /// Projections kept as their sources are written ([`crate::projections`]).
     pub projections: crate::projections::Projections,
     /// Where the queue messages of collections with a `queue` setting go.
@@ -171,6 +173,7 @@ impl SyncOptions {
             after_write: None,
             plugins: Vec::new(),
             webhooks: crate::webhooks::Webhooks::new(),
+            live_limits: crate::live::LiveLimits::default(),
             projections: crate::projections::Projections::new(),
             queue: None,
             audit: None,
@@ -400,6 +403,13 @@ impl SyncOptions {
     #[must_use]
     pub fn with_webhooks(mut self, webhooks: crate::webhooks::Webhooks) -> Self {
         self.webhooks = webhooks;
+        self
+    }
+
+    /// Bounds the live-change subscriptions this node holds open.
+    #[must_use]
+    pub fn with_live_limits(mut self, limits: crate::live::LiveLimits) -> Self {
+        self.live_limits = limits;
         self
     }
 
@@ -694,10 +704,11 @@ fn api_keys(options: &SyncOptions) -> Result<Option<ApiKeys>, ConfigError> {
 /// The node's bus of live subscribers, ended with the server, and fed by the
 /// change feed from the other nodes.
 fn live_bus(options: &SyncOptions) -> Arc<crate::live::bus::Bus> {
-    let live = Arc::new(match options.shutdown.clone() {
+    let bus = match options.shutdown.clone() {
         Some(stopping) => crate::live::bus::Bus::new(stopping),
         None => crate::live::bus::Bus::default(),
-    });
+    };
+    let live = Arc::new(bus.with_limits(options.live_limits));
     if let Some(feed) = &options.change_feed {
         feed.attach(crate::live::ChangeSink::new(&live, options.metrics.clone()));
     }

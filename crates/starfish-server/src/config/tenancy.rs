@@ -65,6 +65,10 @@ pub struct NamespaceLimits {
     /// Requests of the namespace in flight at once; past it, 429 at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<u32>,
+    /// Live-change subscriptions of the namespace open at once on one node (its
+    /// share of the node's; by default half of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_subscriptions: Option<u32>,
 }
 
 fn default_limit_window() -> u64 {
@@ -78,13 +82,17 @@ impl NamespaceLimits {
             || self.max_requests == Some(0)
             || self.max_requests_per_identity == Some(0)
             || self.max_concurrent == Some(0)
+            || self.max_subscriptions == Some(0)
         {
             Some("limits must be positive whole numbers")
         } else if self.max_requests.is_none()
             && self.max_requests_per_identity.is_none()
             && self.max_concurrent.is_none()
+            && self.max_subscriptions.is_none()
         {
-            Some("limits must set maxRequests, maxRequestsPerIdentity or maxConcurrent")
+            Some(
+                "limits must set maxRequests, maxRequestsPerIdentity, maxConcurrent or maxSubscriptions",
+            )
         } else {
             None
         }

@@ -18,19 +18,57 @@ pub(crate) struct TooManySubscriptions;
 
 /// Frames a subscriber may have waiting before it is dropped.
 pub(crate) const BUFFER: usize = 256;
-/// Subscriptions one caller (identity, API key, or IP when anonymous) may hold.
-pub(crate) const PER_CALLER: usize = 8;
-/// Subscriptions from one IP address, whatever identities it presents (anyone can
-/// mint identities).
-pub(crate) const PER_IP: usize = 32;
-/// Subscriptions on one node: well under its connection limit, so streams can never
-/// take every connection.
-pub(crate) const TOTAL: usize = 1_000;
+
+/// How many live-change subscriptions a node holds open at once: in all, per
+/// caller, per address, and per namespace. Past any of them a new one gets `429`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LiveLimits {
+    /// Subscriptions on the node (keep it under the accept loop's connection
+    /// limit, so streams never take every connection).
+    pub total: usize,
+    /// Subscriptions one caller (identity, API key, or address when anonymous)
+    /// may hold.
+    pub per_caller: usize,
+    /// Subscriptions from one client address (behind the trusted proxies),
+    /// whatever identities it presents: anyone can mint identities.
+    pub per_ip: usize,
+    /// A namespace's share of the node's subscriptions, unless its limits set
+    /// `maxSubscriptions`; `None`: half of `total`.
+    pub per_namespace: Option<usize>,
+}
+
+impl Default for LiveLimits {
+    fn default() -> Self {
+        Self {
+            total: 10_000,
+            per_caller: 8,
+            per_ip: 256,
+            per_namespace: None,
+        }
+    }
+}
+
+impl LiveLimits {
+    /// `total` in all, the other bounds as by default.
+    pub fn with_total(total: usize) -> Self {
+        Self {
+            total,
+            ..Self::default()
+        }
+    }
+
+    /// A namespace's share when its limits do not set one.
+    pub(crate) fn namespace_share(&self) -> usize {
+        self.per_namespace.unwrap_or(self.total / 2).max(1)
+    }
+}
 
 /// The subscribers of one node, by the places they listen to.
 #[derive(Debug)]
 pub(crate) struct Bus {
     state: Mutex<Subscribers>,
+    limits: LiveLimits,
     /// True once the server is shutting down: every stream ends.
     stopping: tokio::sync::watch::Receiver<bool>,
     /// The sender of `stopping` when nobody else holds one (it never turns true).
@@ -42,6 +80,7 @@ impl Default for Bus {
         let (tx, rx) = tokio::sync::watch::channel(false);
         Self {
             state: Mutex::default(),
+            limits: LiveLimits::default(),
             stopping: rx,
             _never: Some(tx),
         }
@@ -49,7 +88,7 @@ impl Default for Bus {
 }
 
 /// A subscription's places, and the counts it holds a place in.
-type Held = (Vec<Arc<str>>, [Arc<str>; 2]);
+type Held = (Vec<Arc<str>>, Vec<Arc<str>>);
 
 #[derive(Debug, Default)]
 struct Subscribers {
@@ -116,9 +155,21 @@ impl Bus {
     pub(crate) fn new(stopping: tokio::sync::watch::Receiver<bool>) -> Self {
         Self {
             state: Mutex::default(),
+            limits: LiveLimits::default(),
             stopping,
             _never: None,
         }
+    }
+
+    /// This bus with `limits`.
+    pub(crate) fn with_limits(mut self, limits: LiveLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Its limits.
+    pub(crate) fn limits(&self) -> &LiveLimits {
+        &self.limits
     }
 
     /// What says the server is shutting down.
@@ -126,25 +177,35 @@ impl Bus {
         self.stopping.clone()
     }
 
-    /// Subscribes `caller`, from `ip`, to `places` (each once, however often named).
+    /// Subscribes `caller`, from `ip`, to `places` (each once, however often
+    /// named); `namespace` (its name and generation) with its share, when the
+    /// places are a namespace's.
     ///
     /// # Errors
-    /// `429 Too many concurrent requests` when the caller holds [`PER_CALLER`]
-    /// subscriptions already, its IP [`PER_IP`], or the node [`TOTAL`].
+    /// `429 Too many concurrent requests` when the node, the caller, its address or
+    /// its namespace holds as many subscriptions as [`LiveLimits`] allows.
     pub(crate) fn subscribe(
         self: &Arc<Self>,
         caller: &str,
         ip: &str,
+        namespace: Option<(&str, usize)>,
         mut places: Vec<Arc<str>>,
     ) -> Result<Subscription, TooManySubscriptions> {
         places.sort_unstable();
         places.dedup();
-        let counts: [Arc<str>; 2] = [format!("caller:{caller}").into(), format!("ip:{ip}").into()];
+        let mut counts: Vec<(Arc<str>, usize)> = vec![
+            (format!("caller:{caller}").into(), self.limits.per_caller),
+            (format!("ip:{ip}").into(), self.limits.per_ip),
+        ];
+        if let Some((name, share)) = namespace {
+            counts.push((format!("ns:{name}").into(), share));
+        }
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let held = |key: &Arc<str>| s.held.get(key).copied().unwrap_or(0);
-        if s.subs.len() >= TOTAL || held(&counts[0]) >= PER_CALLER || held(&counts[1]) >= PER_IP {
+        let full = |(key, max): &(Arc<str>, usize)| s.held.get(key).copied().unwrap_or(0) >= *max;
+        if s.subs.len() >= self.limits.total || counts.iter().any(full) {
             return Err(TooManySubscriptions);
         }
+        let counts: Vec<Arc<str>> = counts.into_iter().map(|(key, _)| key).collect();
         let (tx, rx) = mpsc::channel(BUFFER);
         let id = s.next;
         s.next += 1;
@@ -228,9 +289,16 @@ mod tests {
         let bus = Arc::new(Bus::default());
         let a = place("acme", "", "notes/a");
         let b = place("acme", "", "notes/b");
-        let mut one = bus.subscribe("alice", "1.1.1.1", vec![a.clone()]).unwrap();
+        let mut one = bus
+            .subscribe("alice", "1.1.1.1", None, vec![a.clone()])
+            .unwrap();
         let mut both = bus
-            .subscribe("bob", "1.1.1.2", vec![a.clone(), b.clone(), a.clone()])
+            .subscribe(
+                "bob",
+                "1.1.1.2",
+                None,
+                vec![a.clone(), b.clone(), a.clone()],
+            )
             .unwrap();
         bus.publish(&b, || Arc::from("B"));
         bus.publish(&a, || Arc::from("A"));
@@ -254,45 +322,104 @@ mod tests {
         drop(both);
         assert_eq!(bus.subscribers(), 0);
         // The caller's count came back with its subscriptions.
-        let held: Vec<_> = (0..PER_CALLER)
-            .map(|_| bus.subscribe("carol", "1.1.1.3", vec![a.clone()]).unwrap())
-            .collect();
-        assert!(matches!(
-            bus.subscribe("carol", "1.1.1.3", vec![a.clone()]),
-            Err(TooManySubscriptions)
-        ));
-        drop(held);
-        assert!(bus.subscribe("carol", "1.1.1.3", vec![a.clone()]).is_ok());
-        // Many identities from one address: bounded by the address.
-        let minted: Vec<_> = (0..PER_IP)
-            .map(|i| {
-                bus.subscribe(&format!("minted{i}"), "6.6.6.6", vec![a.clone()])
+        let held: Vec<_> = (0..bus.limits().per_caller)
+            .map(|_| {
+                bus.subscribe("carol", "1.1.1.3", None, vec![a.clone()])
                     .unwrap()
             })
             .collect();
         assert!(matches!(
-            bus.subscribe("minted-more", "6.6.6.6", vec![a]),
+            bus.subscribe("carol", "1.1.1.3", None, vec![a.clone()]),
+            Err(TooManySubscriptions)
+        ));
+        drop(held);
+        assert!(
+            bus.subscribe("carol", "1.1.1.3", None, vec![a.clone()])
+                .is_ok()
+        );
+        // Many identities from one address: bounded by the address.
+        let minted: Vec<_> = (0..bus.limits().per_ip)
+            .map(|i| {
+                bus.subscribe(&format!("minted{i}"), "6.6.6.6", None, vec![a.clone()])
+                    .unwrap()
+            })
+            .collect();
+        assert!(matches!(
+            bus.subscribe("minted-more", "6.6.6.6", None, vec![a]),
             Err(TooManySubscriptions)
         ));
         drop(minted);
     }
 
     #[tokio::test]
+    async fn a_namespace_holds_at_most_its_share_and_the_node_its_total() {
+        let limits = LiveLimits {
+            total: 6,
+            per_namespace: Some(4),
+            ..LiveLimits::default()
+        };
+        let bus = Arc::new(Bus::default().with_limits(limits));
+        let a = place("acme", "", "notes/a");
+        let acme = Some(("acme\u{0}", limits.namespace_share()));
+        let held: Vec<_> = (0..4)
+            .map(|i| {
+                bus.subscribe(
+                    &format!("u{i}"),
+                    &format!("10.0.0.{i}"),
+                    acme,
+                    vec![a.clone()],
+                )
+                .unwrap()
+            })
+            .collect();
+        // acme has its four: a fifth caller of acme is refused, another tenant is not.
+        assert!(
+            bus.subscribe("u9", "10.0.0.9", acme, vec![a.clone()])
+                .is_err()
+        );
+        let other = Some(("other\u{0}", limits.namespace_share()));
+        let theirs: Vec<_> = (0..2)
+            .map(|i| {
+                bus.subscribe(
+                    &format!("o{i}"),
+                    &format!("10.0.1.{i}"),
+                    other,
+                    vec![a.clone()],
+                )
+                .unwrap()
+            })
+            .collect();
+        // The node holds its six.
+        assert!(
+            bus.subscribe("o9", "10.0.1.9", other, vec![a.clone()])
+                .is_err()
+        );
+        drop(held);
+        assert!(bus.subscribe("u9", "10.0.0.9", acme, vec![a]).is_ok());
+        drop(theirs);
+    }
+
+    #[tokio::test]
     async fn ending_every_stream_ends_each_one_and_frees_its_counts() {
         let bus = Arc::new(Bus::default());
         let a = place("acme", "", "notes/a");
-        let mut subs: Vec<_> = (0..PER_CALLER)
-            .map(|_| bus.subscribe("alice", "1.1.1.1", vec![a.clone()]).unwrap())
+        let mut subs: Vec<_> = (0..bus.limits().per_caller)
+            .map(|_| {
+                bus.subscribe("alice", "1.1.1.1", None, vec![a.clone()])
+                    .unwrap()
+            })
             .collect();
         bus.publish(&a, || Arc::from("before"));
-        assert_eq!(bus.end_all(), PER_CALLER);
+        assert_eq!(bus.end_all(), bus.limits().per_caller);
         for sub in &mut subs {
             // What was sent before still arrives; then the stream ends.
             assert_eq!(sub.frames.recv().await.as_deref(), Some("before"));
             assert!(sub.frames.recv().await.is_none());
         }
         // The caller may subscribe again at once (its old streams are ending).
-        let mut again = bus.subscribe("alice", "1.1.1.1", vec![a.clone()]).unwrap();
+        let mut again = bus
+            .subscribe("alice", "1.1.1.1", None, vec![a.clone()])
+            .unwrap();
         drop(subs);
         bus.publish(&a, || Arc::from("after"));
         assert_eq!(again.frames.recv().await.as_deref(), Some("after"));

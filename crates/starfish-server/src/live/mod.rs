@@ -2,6 +2,7 @@
 //! feed that carries changes between nodes (`feed.rs`, with `NatsFeed` over NATS).
 
 pub(crate) mod bus;
+pub use bus::LiveLimits;
 mod feed;
 
 pub use feed::*;

@@ -116,7 +116,17 @@ pub(super) async fn events(
         Some(identity) => identity.to_owned(),
         None => format!("ip:{ip}"),
     };
-    let subscription = state.live.subscribe(&who, &ip, places)?;
+    // A namespace's subscriptions count against its share of the node's.
+    let tenant = scope.namespace.as_ref().map(|_| {
+        let share = scope
+            .budget
+            .as_ref()
+            .and_then(|b| b.limits().max_subscriptions)
+            .map_or_else(|| state.live.limits().namespace_share(), |n| n as usize);
+        (format!("{namespace}\u{0}{generation}"), share)
+    });
+    let tenant = tenant.as_ref().map(|(key, share)| (key.as_str(), *share));
+    let subscription = state.live.subscribe(&who, &ip, tenant, places)?;
     // The stream ends after its lifetime, or when the caller's credentials expire.
     let lifetime = caller.expires_ms().map_or(MAX_LIFETIME, |exp| {
         let left = exp.saturating_sub(state.clock.now_ms());

@@ -232,3 +232,66 @@ async fn a_stream_ends_when_the_callers_certificate_expires() {
         "{lasted:?}"
     );
 }
+
+/// The node's bounds are the embedder's (`SyncOptions::with_live_limits`), and a
+/// namespace holds at most its share of them (its limits' `maxSubscriptions`, or
+/// half of the node's): one tenant cannot take every stream.
+#[tokio::test]
+async fn a_namespace_holds_its_share_of_the_nodes_subscriptions() {
+    let board = json!([{"name": "board", "storagePath": "board/{id}",
+                        "readRoles": ["public"], "writeRoles": ["public"]}]);
+    let config = SyncConfig::from_value(json!({
+        "version": 1,
+        "collections": board,
+        "namespaces": {
+            "acme": {"collections": board, "limits": {"maxSubscriptions": 2}},
+            "globex": {"collections": board}
+        }
+    }))
+    .unwrap();
+    let mut limits = starfish_server::live::LiveLimits::with_total(6);
+    limits.per_caller = 6;
+    let app = create_sync_router(
+        SyncOptions::new(config, DocStore::memory())
+            .with_clock(Arc::new(ManualClock::new(T0)))
+            .with_live_limits(limits),
+    )
+    .unwrap();
+    let open = |uri: &'static str| {
+        let app = app.clone();
+        async move { send(&app, get(uri)).await }
+    };
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let res = open("/acme/events?paths=board/b1").await;
+        assert_eq!(res.status(), StatusCode::OK);
+        held.push(res);
+    }
+    // acme has its two (its limits); globex has half the node's six: three.
+    assert_eq!(
+        open("/acme/events?paths=board/b1").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    for _ in 0..3 {
+        let res = open("/globex/events?paths=board/b1").await;
+        assert_eq!(res.status(), StatusCode::OK);
+        held.push(res);
+    }
+    assert_eq!(
+        open("/globex/events?paths=board/b1").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // The root's own streams count only against the node: one more fits, then six.
+    let res = open("/events?paths=board/b1").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    held.push(res);
+    assert_eq!(
+        open("/events?paths=board/b1").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    drop(held);
+    assert_eq!(
+        open("/acme/events?paths=board/b1").await.status(),
+        StatusCode::OK
+    );
+}
