@@ -1,0 +1,239 @@
+//! Live changes at scale, measured (run by hand, not in CI; docs/performance.md):
+//! starts `starfish serve` (memory store, one public document), opens N
+//! subscriptions to it from many loopback source addresses, pushes changes, and
+//! reports subscriptions accepted and refused, the server's resident memory per
+//! subscriber, the open rate, the fan-out latency of each change to every
+//! subscriber (p50, p99, max) and the frames missed.
+//!
+//! ```sh
+//! cargo build --release -p starfish-cli -p starfish-chaos
+//! target/release/livebench --bin target/release/starfish --subscribers 10000 --changes 20
+//! ```
+//!
+//! The process needs a file descriptor per subscription (`ulimit -n`), and so does
+//! the server.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+
+const CONFIG: &str = r#"{"version": 1, "collections": [{"name": "board", "storagePath": "board/{id}",
+  "readRoles": ["public"], "writeRoles": ["public"]}]}"#;
+
+struct Args {
+    bin: String,
+    subscribers: usize,
+    changes: usize,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        bin: "target/release/starfish".into(),
+        subscribers: 1000,
+        changes: 20,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_default();
+        match flag.as_str() {
+            "--bin" => args.bin = value,
+            "--subscribers" => args.subscribers = value.parse().expect("--subscribers N"),
+            "--changes" => args.changes = value.parse().expect("--changes N"),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    args
+}
+
+/// The server's resident memory, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The `n`-th loopback source address (127.1.0.1, 127.1.0.2, ...).
+fn source(n: usize) -> SocketAddr {
+    let n = u32::try_from(n).unwrap_or(0);
+    let ip = Ipv4Addr::from(0x7f01_0001 + n);
+    SocketAddr::from((ip, 0))
+}
+
+/// Opens one subscription from source address `n`; `None` when refused.
+async fn subscribe(port: u16, n: usize) -> Option<BufReader<TcpStream>> {
+    let socket = TcpSocket::new_v4().ok()?;
+    socket.bind(source(n)).ok()?;
+    let mut stream = socket.connect(SocketAddr::from(([127, 0, 0, 1], port))).await.ok()?;
+    stream
+        .write_all(b"GET /events?paths=board/b1 HTTP/1.1\r\nHost: bench\r\n\r\n")
+        .await
+        .ok()?;
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).await.ok()?;
+    if !status.contains(" 200 ") {
+        return None;
+    }
+    // Headers, then the stream's first comment (the subscription is in place).
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        if line.starts_with(": connected") {
+            return Some(reader);
+        }
+    }
+}
+
+/// One plain HTTP request on a fresh connection; the answer's body.
+async fn request(port: u16, head: &str, body: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let text = format!(
+        "{head}\r\nHost: bench\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(text.as_bytes()).await.expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[at]
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    let dir = std::env::temp_dir().join(format!("livebench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("config.json");
+    std::fs::write(&config, CONFIG).expect("config");
+    let n = args.subscribers;
+    let mut server = tokio::process::Command::new(&args.bin)
+        .args(["serve", "--store", "memory", "--port", "0", "--config"])
+        .arg(&config)
+        .args(["--max-subscriptions", &(n + 10).to_string()])
+        .args(["--max-subscriptions-per-ip", "8"])
+        .args(["--max-connections", &(n + 100).to_string()])
+        .env("RUST_LOG", "warn,starfish=info")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the server");
+    let pid = server.id().expect("pid");
+    let mut log = BufReader::new(server.stdout.take().expect("stdout")).lines();
+    let port: u16 = loop {
+        let line = log.next_line().await.expect("log").expect("server exited");
+        if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            break digits.parse().expect("port");
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+    request(port, "POST /push/board/b1 HTTP/1.1", r#"{"data":{"n":0},"baseHash":null}"#).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_before = rss_kib(pid);
+
+    // Open: 64 at a time.
+    let started = Instant::now();
+    let mut opened = Vec::with_capacity(n);
+    let mut refused = 0;
+    let mut next = 0;
+    while next < n {
+        let batch: Vec<_> = (next..(next + 64).min(n)).map(|i| tokio::spawn(subscribe(port, i))).collect();
+        next += batch.len();
+        for task in batch {
+            match task.await.expect("task") {
+                Some(reader) => opened.push(reader),
+                None => refused += 1,
+            }
+        }
+    }
+    let open_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_open = rss_kib(pid);
+
+    // Fan-out: each subscriber reads its frames and notes when each arrived.
+    let received = Arc::new(AtomicUsize::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    for mut reader in opened.drain(..) {
+        let tx = tx.clone();
+        let received = received.clone();
+        tokio::spawn(async move {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                if line.starts_with("data:") {
+                    received.fetch_add(1, Ordering::Relaxed);
+                    let _ = tx.send(Instant::now());
+                }
+            }
+        });
+    }
+    drop(tx);
+    let accepted = n - refused;
+    let mut latencies = Vec::with_capacity(accepted * args.changes);
+    let mut sent_at = Vec::with_capacity(args.changes);
+    let mut base = String::new();
+    let mut missed = 0usize;
+    for change in 0..args.changes {
+        let pulled = request(port, "GET /pull/board/b1 HTTP/1.1", "").await;
+        base = pulled
+            .split("\"hash\":\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or(&base)
+            .to_owned();
+        let body = format!(r#"{{"data":{{"n":{change}}},"baseHash":"{base}"}}"#);
+        let t0 = Instant::now();
+        sent_at.push(t0);
+        request(port, "POST /push/board/b1 HTTP/1.1", &body).await;
+        // Wait for every subscriber's frame of this change (at most 10 s).
+        let mut got = 0;
+        let deadline = t0 + Duration::from_secs(10);
+        while got < accepted {
+            match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+                Ok(Some(at)) => {
+                    got += 1;
+                    latencies.push(at - t0);
+                }
+                _ => break,
+            }
+        }
+        missed += accepted - got;
+    }
+    latencies.sort_unstable();
+    let per_sub = if accepted > 0 {
+        (rss_open.saturating_sub(rss_before) as f64) / accepted as f64
+    } else {
+        0.0
+    };
+    println!(
+        "subscribers {n}: accepted {accepted}, refused {refused}; RSS {rss_before} -> {rss_open} KiB ({per_sub:.1} KiB per subscriber); opened at {:.0}/s; fan-out of {} changes p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; frames missed {missed}",
+        accepted as f64 / open_secs,
+        args.changes,
+        percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
+        percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+    );
+    let _ = server.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
