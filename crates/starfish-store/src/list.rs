@@ -37,7 +37,7 @@ impl NsStore {
             }
             None => self.docs.inner.list(Some(&prefix_path)),
         };
-        let mut smallest = BTreeSet::new();
+        let mut smallest = Smallest::new(limit);
         while let Some(meta) = listing.next().await {
             let meta = meta?;
             let Some(item) = meta.location.as_ref().strip_prefix(&prefix_text) else {
@@ -47,13 +47,9 @@ impl NsStore {
             if item.contains('/') || is_bookkeeping(item) || after.is_some_and(|a| item <= a) {
                 continue;
             }
-            smallest.insert(item.to_owned());
-            if smallest.len() > limit + 1 {
-                smallest.pop_last();
-            }
+            smallest.keep(item.to_owned());
         }
-        let has_more = smallest.len() > limit;
-        Ok((smallest.into_iter().take(limit).collect(), has_more))
+        Ok(smallest.page())
     }
 
     /// Every key under `prefix/`, at any depth (relative to the namespace, as
@@ -71,7 +67,7 @@ impl NsStore {
         let prefix_path = self.path(prefix);
         let prefix_text = format!("{prefix_path}/");
         let mut listing = self.docs.inner.list(Some(&prefix_path));
-        let mut smallest = BTreeSet::new();
+        let mut smallest = Smallest::new(limit);
         while let Some(meta) = listing.next().await {
             let meta = meta?;
             let Some(rest) = meta.location.as_ref().strip_prefix(&prefix_text) else {
@@ -81,12 +77,37 @@ impl NsStore {
             if rest.split('/').any(is_bookkeeping) || after.is_some_and(|a| key.as_str() <= a) {
                 continue;
             }
-            smallest.insert(key);
-            if smallest.len() > limit + 1 {
-                smallest.pop_last();
-            }
+            smallest.keep(key);
         }
-        let has_more = smallest.len() > limit;
-        Ok((smallest.into_iter().take(limit).collect(), has_more))
+        Ok(smallest.page())
+    }
+}
+
+/// The `limit` smallest names seen, and whether there were more: memory bounded by
+/// the page size, whatever order the backend lists in.
+struct Smallest {
+    names: BTreeSet<String>,
+    limit: usize,
+}
+
+impl Smallest {
+    fn new(limit: usize) -> Self {
+        Self {
+            names: BTreeSet::new(),
+            limit,
+        }
+    }
+
+    fn keep(&mut self, name: String) {
+        self.names.insert(name);
+        if self.names.len() > self.limit + 1 {
+            self.names.pop_last();
+        }
+    }
+
+    /// The page, and whether more follow it.
+    fn page(self) -> (Vec<String>, bool) {
+        let has_more = self.names.len() > self.limit;
+        (self.names.into_iter().take(self.limit).collect(), has_more)
     }
 }

@@ -71,7 +71,10 @@ fn source(n: usize) -> SocketAddr {
 async fn subscribe(port: u16, n: usize) -> Option<BufReader<TcpStream>> {
     let socket = TcpSocket::new_v4().ok()?;
     socket.bind(source(n)).ok()?;
-    let mut stream = socket.connect(SocketAddr::from(([127, 0, 0, 1], port))).await.ok()?;
+    let mut stream = socket
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .ok()?;
     stream
         .write_all(b"GET /events?paths=board/b1 HTTP/1.1\r\nHost: bench\r\n\r\n")
         .await
@@ -97,7 +100,9 @@ async fn subscribe(port: u16, n: usize) -> Option<BufReader<TcpStream>> {
 
 /// One plain HTTP request on a fresh connection; the answer's body.
 async fn request(port: u16, head: &str, body: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
     let text = format!(
         "{head}\r\nHost: bench\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -145,7 +150,12 @@ async fn main() {
         }
     };
     tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
-    request(port, "POST /push/board/b1 HTTP/1.1", r#"{"data":{"n":0},"baseHash":null}"#).await;
+    request(
+        port,
+        "POST /push/board/b1 HTTP/1.1",
+        r#"{"data":{"n":0},"baseHash":null}"#,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_before = rss_kib(pid);
 
@@ -155,7 +165,9 @@ async fn main() {
     let mut refused = 0;
     let mut next = 0;
     while next < n {
-        let batch: Vec<_> = (next..(next + 64).min(n)).map(|i| tokio::spawn(subscribe(port, i))).collect();
+        let batch: Vec<_> = (next..(next + 64).min(n))
+            .map(|i| tokio::spawn(subscribe(port, i)))
+            .collect();
         next += batch.len();
         for task in batch {
             match task.await.expect("task") {
