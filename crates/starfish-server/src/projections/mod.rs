@@ -8,7 +8,8 @@
 //! it read the source. So concurrent writers on several nodes converge: whichever
 //! projection commits last read the source after every projection it replaced, and
 //! re-projecting any document (after a crash, a config change, a deleted target:
-//! `starfish admin reproject`) gives the same target. Entries are kept sorted by id.
+//! `starfish admin reproject`) gives the same target. Entries are kept sorted by
+//! their source's key, and show only what any reader of the source collection sees.
 
 use crate::config::Collection;
 use crate::store::{CasError, NsStore, ObjectKey, PathParams, StoreError};
@@ -21,6 +22,9 @@ use std::sync::Arc;
 pub const DEFAULT_MAX_ITEMS: usize = 1000;
 /// Rounds of read-then-swap before a projection gives up (logged).
 const MAX_ROUNDS: usize = 16;
+/// The largest target written, bytes: past it, new entries are refused as past
+/// `max_items` (every push to its sources rewrites it whole).
+const MAX_TARGET_BYTES: usize = 1 << 20;
 
 /// A projection: which collection's documents it follows, where each one's entry
 /// goes, and what the entry is.
@@ -90,13 +94,14 @@ impl Projection for IndexProjection {
 
     fn entry(&self, _key: &str, source: &StoredDoc) -> Option<Map<String, Value>> {
         let mut entry = Map::new();
-        entry.insert("hash".into(), json!(source.hash));
-        entry.insert("timestamp".into(), json!(source.ts));
         for field in &self.fields {
             if let Some(value) = source.data.get(field) {
                 entry.insert(field.clone(), value.clone());
             }
         }
+        // The document's own, whatever its fields are named.
+        entry.insert("hash".into(), json!(source.hash));
+        entry.insert("timestamp".into(), json!(source.ts));
         Some(entry)
     }
 
@@ -140,7 +145,7 @@ impl Projections {
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
     /// The target holds its `max_items` entries.
-    #[error("projection target {target} is full ({max} entries): {key} not added")]
+    #[error("projection target {target} is full ({max} entries, or 1 MiB): {key} not added")]
     Full {
         /// The target's key.
         target: String,
@@ -176,7 +181,7 @@ pub(crate) async fn project(
 ) -> Result<(), ProjectionError> {
     let mut first = Ok(());
     for projection in projections.of(collection.name.as_str()) {
-        let done = project_one(projection.as_ref(), store, key, params, now).await;
+        let done = project_one(projection.as_ref(), store, collection, key, params, now).await;
         if let Err(e) = done {
             if first.is_ok() {
                 first = Err(e);
@@ -189,6 +194,7 @@ pub(crate) async fn project(
 async fn project_one(
     projection: &dyn Projection,
     store: &NsStore,
+    collection: &Collection,
     key: &ObjectKey,
     params: &PathParams,
     now: u64,
@@ -210,21 +216,23 @@ async fn project_one(
         let entry = source
             .as_deref()
             .and_then(StoredDoc::parse)
+            .and_then(|doc| readable(collection, doc, now))
             .and_then(|doc| projection.entry(key.as_str(), &doc));
         let mut items = items_of(before.as_deref());
         if !fold(&mut items, &id, key.as_str(), entry) {
             return Ok(());
         }
-        if items.len() > projection.max_items() {
+        let count = items.len();
+        let mut data = Map::new();
+        data.insert("items".into(), Value::Array(items));
+        let bytes = StoredDoc::new(data, now, None).to_bytes();
+        if count > projection.max_items() || bytes.len() > MAX_TARGET_BYTES {
             return Err(ProjectionError::Full {
                 target,
                 max: projection.max_items(),
                 key: key.as_str().to_owned(),
             });
         }
-        let mut data = Map::new();
-        data.insert("items".into(), Value::Array(items));
-        let bytes = StoredDoc::new(data, now, None).to_bytes();
         let swapped = store
             .compare_and_swap(&target_key, |current| {
                 if current == before.as_deref() {
@@ -243,6 +251,23 @@ async fn project_one(
     Err(ProjectionError::Contended(target))
 }
 
+/// The source as any reader of the collection sees it: fields with read roles of
+/// their own left out (an index is read by whoever reads its collection), and
+/// nothing for an expired or empty document (its entry is removed).
+fn readable(collection: &Collection, mut doc: StoredDoc, now: u64) -> Option<StoredDoc> {
+    if let Some(ttl) = collection.ttl_ms {
+        if doc.ts.saturating_add(ttl.get()) <= now {
+            return None;
+        }
+    }
+    for (field, permission) in &collection.field_permissions {
+        if !permission.read.is_empty() {
+            doc.data.remove(field);
+        }
+    }
+    (!doc.data.is_empty()).then_some(doc)
+}
+
 /// The entries of a stored target (none when absent or not one).
 fn items_of(bytes: Option<&[u8]>) -> Vec<Value> {
     bytes
@@ -254,10 +279,12 @@ fn items_of(bytes: Option<&[u8]>) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// Puts `entry` (or its absence) for `id` into `items`, sorted by id; false when
+/// Puts `entry` (or its absence) for `key` into `items`, sorted by key; false when
 /// nothing changed.
 fn fold(items: &mut Vec<Value>, id: &str, key: &str, entry: Option<Map<String, Value>>) -> bool {
-    let at = items.binary_search_by(|item| item["id"].as_str().unwrap_or("").cmp(id));
+    // By the source's whole key: two sources with the same last parameter never
+    // share an entry.
+    let at = items.binary_search_by(|item| item["key"].as_str().unwrap_or("").cmp(key));
     match (at, entry) {
         (Ok(i), None) => {
             items.remove(i);
@@ -321,6 +348,10 @@ pub(crate) async fn reproject(
         })
         .collect();
     let mut report = Reprojected::default();
+    if projections.of(collection.name.as_str()).next().is_none() {
+        report.done = true;
+        return Ok(report);
+    }
     let Some(prefix) = fixed_key(&fixed.join("/")) else {
         report.done = true;
         report
@@ -392,6 +423,43 @@ mod tests {
         assert!(fold(&mut items, "a", "x/a", None));
         assert!(!fold(&mut items, "zz", "x/zz", None));
         assert_eq!(items.len(), 1);
+    }
+
+    #[test]
+    fn two_sources_with_the_same_last_parameter_have_two_entries() {
+        let mut items = Vec::new();
+        assert!(fold(&mut items, "x", "users/a/notes/x", Some(Map::new())));
+        assert!(fold(&mut items, "x", "users/b/notes/x", Some(Map::new())));
+        assert_eq!(items.len(), 2);
+        assert!(fold(&mut items, "x", "users/a/notes/x", None));
+        assert_eq!(items[0]["key"], "users/b/notes/x");
+    }
+
+    #[test]
+    fn an_entry_shows_what_any_reader_sees_and_nothing_once_expired() {
+        let config = crate::config::SyncConfig::from_value(json!({
+            "version": 1,
+            "collections": [{"name": "cards", "storagePath": "cards/{id}", "readRoles": ["public"],
+                "writeRoles": ["public"], "ttlMs": 1000,
+                "fieldPermissions": {"secret": {"readRoles": ["cap:read:secret"]}}}]
+        }))
+        .unwrap();
+        let cards = config.routes.by_name["cards"].clone();
+        let mut data = Map::new();
+        data.insert("title".into(), json!("t"));
+        data.insert("secret".into(), json!("s"));
+        let doc = StoredDoc::new(data, 5_000, None);
+        let seen = readable(&cards, doc.clone(), 5_500).unwrap();
+        assert!(seen.data.contains_key("title") && !seen.data.contains_key("secret"));
+        assert!(readable(&cards, doc, 6_000).is_none());
+        let index =
+            IndexProjection::new("cards", "index", vec!["secret".into(), "hash".into()]).unwrap();
+        let mut data = Map::new();
+        data.insert("hash".into(), json!("forged"));
+        let entry = index
+            .entry("cards/a", &StoredDoc::new(data, 1, None))
+            .unwrap();
+        assert_ne!(entry["hash"], "forged");
     }
 
     #[test]

@@ -373,17 +373,29 @@ pub(crate) async fn reproject(
 ) -> Result<Response, AdminError> {
     let principal = check(&state, request.headers()).await?;
     let scope = if name == "~" {
-        principal.may_all()?;
+        // The root is the operator's: the admin key only.
+        if !matches!(principal, Principal::Super) {
+            return Err(AdminError::Forbidden);
+        }
         std::sync::Arc::new(state.root.clone())
     } else {
         principal.may_ask(&name)?;
         match state.namespaces.get(&name) {
-            Some(scope) => std::sync::Arc::new(scope.clone()),
-            None => state
-                .tenants
-                .lookup(&name)
-                .await?
-                .ok_or(AdminError::NotFound)?,
+            Some(scope) => {
+                principal.may(&name, None)?;
+                std::sync::Arc::new(scope.clone())
+            }
+            // A runtime namespace: this generation of it (a key of a deleted one
+            // of the same name acts nowhere).
+            None => {
+                let record = state.tenants.record(&name).await?;
+                principal.may(&name, Some(&record.generation))?;
+                state
+                    .tenants
+                    .lookup(&name)
+                    .await?
+                    .ok_or(AdminError::NotFound)?
+            }
         }
     };
     let Some(collection) = scope.routes.by_name.get(&collection).cloned() else {

@@ -352,7 +352,7 @@ pub(crate) fn forwarded(
 /// A namespace's own webhook route, created through the admin API and kept in its
 /// part of the store (sealed with its key when it seals at rest); its secret is the
 /// server's, shown once.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct StoredRoute {
     /// `/push/<storage path>`, within the namespace.
@@ -365,6 +365,14 @@ pub(crate) struct StoredRoute {
     pub(crate) tolerance_seconds: Option<u64>,
     pub(crate) transform: Value,
     pub(crate) created_at: u64,
+}
+
+impl std::fmt::Debug for StoredRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredRoute")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
 }
 
 impl StoredRoute {

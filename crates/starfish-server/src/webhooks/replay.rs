@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 /// forgotten to make room: past it, the route's new deliveries are refused (503)
 /// until the oldest expire.
 const MAX_REMEMBERED: usize = 50_000;
+/// Routes this node remembers signatures of at most.
+const MAX_ROUTES: usize = 1024;
 
 /// What a claim found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +90,13 @@ impl Signatures {
             .local
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if local.len() >= MAX_ROUTES && !local.contains_key(id) {
+            // Routes come and go (a namespace's own): forget those with nothing live.
+            local.retain(|_, route| route.live(now_ms));
+            if local.len() >= MAX_ROUTES {
+                return Seen::Unknown;
+            }
+        }
         let route = local.entry(id.to_owned()).or_default();
         route.claim(fingerprint, now_ms.saturating_add(ttl_ms), now_ms)
     }
@@ -109,6 +118,11 @@ impl Signatures {
 }
 
 impl Local {
+    /// True while it remembers a signature that has not expired.
+    fn live(&self, now: u64) -> bool {
+        self.until.values().any(|&until| until > now)
+    }
+
     fn claim(&mut self, fingerprint: [u8; 16], until: u64, now: u64) -> Seen {
         while let Some(&(old, expires)) = self.order.front() {
             if expires > now {

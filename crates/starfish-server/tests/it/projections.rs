@@ -174,7 +174,7 @@ async fn an_index_is_bounded_and_says_what_it_left_out() {
     let errors = reproject(&app, "~", 500).await;
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(
-        errors[0].as_str().unwrap().contains("is full (3 entries)"),
+        errors[0].as_str().unwrap().contains("is full (3 entries"),
         "{errors:?}"
     );
 }

@@ -15,8 +15,6 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
@@ -121,17 +119,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[at]
 }
 
-#[tokio::main]
-async fn main() {
-    let args = args();
-    let dir = std::env::temp_dir().join(format!("livebench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = dir.join("config.json");
-    std::fs::write(&config, CONFIG).expect("config");
-    let n = args.subscribers;
-    let mut server = tokio::process::Command::new(&args.bin)
+/// Starts the server over `config`, sized for `n` subscriptions; it and its port.
+async fn start(bin: &str, config: &std::path::Path, n: usize) -> (tokio::process::Child, u16) {
+    let mut server = tokio::process::Command::new(bin)
         .args(["serve", "--store", "memory", "--port", "0", "--config"])
-        .arg(&config)
+        .arg(config)
         .args(["--max-subscriptions", &(n + 10).to_string()])
         .args(["--max-subscriptions-per-ip", "8"])
         .args(["--max-connections", &(n + 100).to_string()])
@@ -140,7 +132,6 @@ async fn main() {
         .kill_on_drop(true)
         .spawn()
         .expect("start the server");
-    let pid = server.id().expect("pid");
     let mut log = BufReader::new(server.stdout.take().expect("stdout")).lines();
     let port: u16 = loop {
         let line = log.next_line().await.expect("log").expect("server exited");
@@ -150,16 +141,12 @@ async fn main() {
         }
     };
     tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
-    request(
-        port,
-        "POST /push/board/b1 HTTP/1.1",
-        r#"{"data":{"n":0},"baseHash":null}"#,
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_before = rss_kib(pid);
+    (server, port)
+}
 
-    // Open: 64 at a time.
+/// Opens `n` subscriptions, 64 at a time: those accepted, how many were refused,
+/// and the seconds it took.
+async fn open_all(port: u16, n: usize) -> (Vec<BufReader<TcpStream>>, usize, f64) {
     let started = Instant::now();
     let mut opened = Vec::with_capacity(n);
     let mut refused = 0;
@@ -176,16 +163,14 @@ async fn main() {
             }
         }
     }
-    let open_secs = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_open = rss_kib(pid);
+    (opened, refused, started.elapsed().as_secs_f64())
+}
 
-    // Fan-out: each subscriber reads its frames and notes when each arrived.
-    let received = Arc::new(AtomicUsize::new(0));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-    for mut reader in opened.drain(..) {
+/// Each subscriber reads its frames; the instants they arrived come out here.
+fn listen(opened: Vec<BufReader<TcpStream>>) -> tokio::sync::mpsc::UnboundedReceiver<Instant> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    for mut reader in opened {
         let tx = tx.clone();
-        let received = received.clone();
         tokio::spawn(async move {
             let mut line = String::new();
             loop {
@@ -194,31 +179,35 @@ async fn main() {
                     return;
                 }
                 if line.starts_with("data:") {
-                    received.fetch_add(1, Ordering::Relaxed);
                     let _ = tx.send(Instant::now());
                 }
             }
         });
     }
-    drop(tx);
-    let accepted = n - refused;
-    let mut latencies = Vec::with_capacity(accepted * args.changes);
-    let mut sent_at = Vec::with_capacity(args.changes);
-    let mut base = String::new();
-    let mut missed = 0usize;
-    for change in 0..args.changes {
+    rx
+}
+
+/// Pushes `changes` changes, waiting (at most 10 s each) for each to reach the
+/// `accepted` subscribers: the latencies, sorted, and the frames missed.
+async fn fan_out(
+    port: u16,
+    changes: usize,
+    accepted: usize,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Instant>,
+) -> (Vec<Duration>, usize) {
+    let mut latencies = Vec::with_capacity(accepted * changes);
+    let mut missed = 0;
+    for change in 0..changes {
         let pulled = request(port, "GET /pull/board/b1 HTTP/1.1", "").await;
-        base = pulled
+        let base = pulled
             .split("\"hash\":\"")
             .nth(1)
             .and_then(|r| r.split('"').next())
-            .unwrap_or(&base)
+            .unwrap_or("")
             .to_owned();
         let body = format!(r#"{{"data":{{"n":{change}}},"baseHash":"{base}"}}"#);
         let t0 = Instant::now();
-        sent_at.push(t0);
         request(port, "POST /push/board/b1 HTTP/1.1", &body).await;
-        // Wait for every subscriber's frame of this change (at most 10 s).
         let mut got = 0;
         let deadline = t0 + Duration::from_secs(10);
         while got < accepted {
@@ -233,18 +222,42 @@ async fn main() {
         missed += accepted - got;
     }
     latencies.sort_unstable();
+    (latencies, missed)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    let dir = std::env::temp_dir().join(format!("livebench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("config.json");
+    std::fs::write(&config, CONFIG).expect("config");
+    let n = args.subscribers;
+    let (mut server, port) = start(&args.bin, &config, n).await;
+    let pid = server.id().expect("pid");
+    let first = r#"{"data":{"n":0},"baseHash":null}"#;
+    request(port, "POST /push/board/b1 HTTP/1.1", first).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_before = rss_kib(pid);
+    let (opened, refused, open_secs) = open_all(port, n).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_open = rss_kib(pid);
+    let accepted = opened.len();
+    let mut rx = listen(opened);
+    let (latencies, missed) = fan_out(port, args.changes, accepted, &mut rx).await;
     let per_sub = if accepted > 0 {
         (rss_open.saturating_sub(rss_before) as f64) / accepted as f64
     } else {
         0.0
     };
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
         "subscribers {n}: accepted {accepted}, refused {refused}; RSS {rss_before} -> {rss_open} KiB ({per_sub:.1} KiB per subscriber); opened at {:.0}/s; fan-out of {} changes p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; frames missed {missed}",
         accepted as f64 / open_secs,
         args.changes,
-        percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
-        percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
-        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99)),
+        ms(latencies.last().copied().unwrap_or_default()),
     );
     let _ = server.kill().await;
     let _ = std::fs::remove_dir_all(&dir);
