@@ -165,6 +165,10 @@ pub(crate) async fn ingest(
     request: Request<Body>,
 ) -> Response {
     let unknown = || refuse(StatusCode::NOT_FOUND, "unknown_webhook");
+    // Nothing is read for what cannot be a delivery.
+    if request.method() != axum::http::Method::POST {
+        return refuse(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    }
     let Some(key) = ObjectKey::webhook(&id) else {
         return unknown();
     };

@@ -295,3 +295,45 @@ async fn a_namespace_holds_its_share_of_the_nodes_subscriptions() {
         StatusCode::OK
     );
 }
+
+/// Forty callers subscribing to one namespace at once: exactly its share is
+/// taken, the rest refused, and every place comes back when they close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_namespaces_share_holds_under_concurrent_subscriptions() {
+    let board = json!([{"name": "board", "storagePath": "board/{id}",
+                        "readRoles": ["public"], "writeRoles": ["public"]}]);
+    let config = SyncConfig::from_value(json!({
+        "version": 1, "collections": [],
+        "namespaces": {"acme": {"collections": board, "limits": {"maxSubscriptions": 10}}}
+    }))
+    .unwrap();
+    let mut limits = starfish_server::live::LiveLimits::with_total(100);
+    limits.per_caller = 100;
+    limits.per_ip = 100;
+    let app = create_sync_router(
+        SyncOptions::new(config, DocStore::memory())
+            .with_clock(Arc::new(ManualClock::new(T0)))
+            .with_live_limits(limits),
+    )
+    .unwrap();
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { send(&app, get("/acme/events?paths=board/b1")).await })
+        })
+        .collect();
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for task in tasks {
+        let res = task.await.unwrap();
+        match res.status() {
+            StatusCode::OK => open.push(res),
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            other => panic!("{other}"),
+        }
+    }
+    assert_eq!((open.len(), refused), (10, 30));
+    drop(open);
+    let again = send(&app, get("/acme/events?paths=board/b1")).await;
+    assert_eq!(again.status(), StatusCode::OK);
+}

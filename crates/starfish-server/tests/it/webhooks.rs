@@ -467,6 +467,9 @@ async fn a_runtime_namespace_creates_serves_and_deletes_its_own_webhook() {
             .body(Body::from(raw))
             .unwrap()
     };
+    // Nothing but a POST is a delivery.
+    let res = send(&app, get("/_starfish/webhooks/t1/ci")).await;
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
     let payload = json!({"id": "d1", "status": "green"});
     assert_eq!(
         send(&app, deliver(&payload, b"guess")).await.status(),
