@@ -708,7 +708,10 @@ fn live_bus(options: &SyncOptions) -> Arc<crate::live::bus::Bus> {
         Some(stopping) => crate::live::bus::Bus::new(stopping),
         None => crate::live::bus::Bus::default(),
     };
-    let live = Arc::new(bus.with_limits(options.live_limits));
+    let live = Arc::new(
+        bus.with_limits(options.live_limits)
+            .with_clock(options.clock.clone()),
+    );
     if let Some(feed) = &options.change_feed {
         feed.attach(crate::live::ChangeSink::new(&live, options.metrics.clone()));
     }

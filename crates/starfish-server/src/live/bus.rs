@@ -6,8 +6,18 @@
 //! hash, never the data. Each subscriber has a bounded buffer: one that does not keep
 //! up is dropped (its stream ends; the client reconnects and pulls), never buffered
 //! without bound. Subscriptions are bounded per caller and in all.
+//!
+//! Every frame carries an SSE `id` (`<ms>-<seq>-<epoch>`: when this node heard
+//! the change, its number here, and this node's run). The node remembers the last
+//! [`LiveLimits::replay`] changes it heard (its own and, with a feed, the other
+//! nodes'): a stream that reconnects with `Last-Event-ID` gets what it missed from
+//! them, exactly when it was this node's (the same run), and from a little before
+//! its id's time ([`ACROSS_NODES`]) when it was another node's; past what the node
+//! remembers, it gets an `event: pull` frame (pull what you hold).
 
-use std::collections::HashMap;
+use bytes::Bytes;
+use starfish_store::Clock;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::mpsc;
 
@@ -16,8 +26,14 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TooManySubscriptions;
 
-/// Frames a subscriber may have waiting before it is dropped.
+/// Frames a subscriber may have waiting before it is dropped; also the most a
+/// reconnecting stream is replayed (further behind, it is told to pull).
 pub(crate) const BUFFER: usize = 256;
+/// A stream resumed from another node's id is replayed what this node heard from
+/// this long before that id's time: a change reaches the nodes within it (through
+/// the feed, clocks in step), so what the first node sent after the id reached this
+/// one after the id's time less this. A few changes may come twice; none is missed.
+pub(crate) const ACROSS_NODES: u64 = 5_000;
 
 /// How many live-change subscriptions a node holds open at once: in all, per
 /// caller, per address, and per namespace. Past any of them a new one gets `429`.
@@ -36,6 +52,9 @@ pub struct LiveLimits {
     /// A namespace's share of the node's subscriptions, unless its limits set
     /// `maxSubscriptions`; `None`: half of `total`.
     pub per_namespace: Option<usize>,
+    /// Changes the node remembers for streams that reconnect with
+    /// `Last-Event-ID` (about 300 bytes each).
+    pub replay: usize,
 }
 
 impl Default for LiveLimits {
@@ -45,6 +64,7 @@ impl Default for LiveLimits {
             per_caller: 8,
             per_ip: 256,
             per_namespace: None,
+            replay: 4096,
         }
     }
 }
@@ -69,6 +89,7 @@ impl LiveLimits {
 pub(crate) struct Bus {
     state: Mutex<Subscribers>,
     limits: LiveLimits,
+    clock: Arc<dyn Clock>,
     /// True once the server is shutting down: every stream ends.
     stopping: tokio::sync::watch::Receiver<bool>,
     /// The sender of `stopping` when nobody else holds one (it never turns true).
@@ -79,8 +100,9 @@ impl Default for Bus {
     fn default() -> Self {
         let (tx, rx) = tokio::sync::watch::channel(false);
         Self {
-            state: Mutex::default(),
+            state: Mutex::new(Subscribers::new(&starfish_store::SystemClock)),
             limits: LiveLimits::default(),
+            clock: Arc::new(starfish_store::SystemClock),
             stopping: rx,
             _never: Some(tx),
         }
@@ -90,19 +112,150 @@ impl Default for Bus {
 /// A subscription's places, and the counts it holds a place in.
 type Held = (Vec<Arc<str>>, Vec<Arc<str>>);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Subscribers {
     /// The sending end of each subscription's buffer, by place and subscription.
-    by_place: HashMap<Arc<str>, HashMap<u64, mpsc::Sender<Arc<str>>>>,
+    by_place: HashMap<Arc<str>, HashMap<u64, mpsc::Sender<Bytes>>>,
     /// Each subscription's places and the counts it holds a place in (its caller's
     /// and its IP's).
     subs: HashMap<u64, Held>,
     /// Subscriptions per caller (`caller:` keys) and per IP (`ip:` keys).
     held: HashMap<Arc<str>, usize>,
     next: u64,
+    /// The changes this node heard last, for streams that reconnect.
+    heard: Heard,
+}
+
+/// The last changes a node heard, oldest first, and what it no longer holds.
+#[derive(Debug)]
+struct Heard {
+    /// This run of the node (random at start), in every id it gives.
+    epoch: Arc<str>,
+    frames: VecDeque<Frame>,
+    /// The number of the last change heard.
+    last: u64,
+    /// Changes numbered up to `floor`, or heard up to `floor_ms`, may be gone.
+    floor: u64,
+    floor_ms: u64,
+}
+
+/// A change as its subscribers get it.
+#[derive(Debug)]
+struct Frame {
+    seq: u64,
+    at_ms: u64,
+    place: Arc<str>,
+    bytes: Bytes,
+}
+
+/// Where a reconnecting stream was: the `Last-Event-ID` it sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Position {
+    at_ms: u64,
+    seq: u64,
+    epoch: String,
+}
+
+impl Position {
+    /// Reads an id this bus gave (`<ms>-<seq>-<epoch>`); `None` for anything else.
+    pub(crate) fn parse(id: &str) -> Option<Self> {
+        let mut parts = id.splitn(3, '-');
+        let at_ms = parts.next()?.parse().ok()?;
+        let seq = parts.next()?.parse().ok()?;
+        let epoch = parts.next()?;
+        let hex = epoch.len() <= 32 && epoch.bytes().all(|b| b.is_ascii_hexdigit());
+        hex.then(|| Self {
+            at_ms,
+            seq,
+            epoch: epoch.to_owned(),
+        })
+    }
+}
+
+/// What a stream hears first, before live frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Opening {
+    /// A new stream (no `Last-Event-ID`): its position, nothing else.
+    Fresh,
+    /// The frames it missed since its `Last-Event-ID` (maybe none).
+    Replayed(usize),
+    /// It missed more than this node remembers (or its id is not one of ours):
+    /// an `event: pull` frame.
+    Pull,
+}
+
+impl Heard {
+    fn new(now_ms: u64) -> Self {
+        let mut epoch = [0u8; 4];
+        // Without randomness, the time: still another run than the last one.
+        let epoch = match getrandom::fill(&mut epoch) {
+            Ok(()) => hex::encode(epoch),
+            Err(_) => format!("{:x}", now_ms & 0xffff_ffff),
+        };
+        Self {
+            epoch: epoch.into(),
+            frames: VecDeque::new(),
+            last: 0,
+            floor: 0,
+            floor_ms: now_ms,
+        }
+    }
+
+    /// The id of the last change heard, at `now_ms`.
+    fn position(&self, now_ms: u64) -> String {
+        format!("{now_ms}-{}-{}", self.last, self.epoch)
+    }
+
+    /// Forgets every change heard (some may be missing): a stream resumed from
+    /// before now is told to pull.
+    fn forget(&mut self, now_ms: u64) {
+        self.frames.clear();
+        // A number for the gap: every position given before it is behind it.
+        self.last += 1;
+        self.floor = self.last;
+        self.floor_ms = now_ms;
+    }
+
+    /// The frames after `since` of `places` (sorted), at most `max`; `None` when
+    /// this node cannot tell them all.
+    fn since(&self, since: &Position, places: &[Arc<str>], max: usize) -> Option<Vec<Bytes>> {
+        let ours = since.epoch == *self.epoch;
+        let from = if ours {
+            if since.seq < self.floor || since.seq > self.last {
+                return None;
+            }
+            self.frames.partition_point(|f| f.seq <= since.seq)
+        } else {
+            let from_ms = since.at_ms.checked_sub(ACROSS_NODES)?;
+            if from_ms <= self.floor_ms {
+                return None;
+            }
+            self.frames.partition_point(|f| f.at_ms < from_ms)
+        };
+        let mut missed = Vec::new();
+        for frame in self.frames.range(from..) {
+            if places.binary_search(&frame.place).is_ok() {
+                if missed.len() == max {
+                    return None;
+                }
+                missed.push(frame.bytes.clone());
+            }
+        }
+        Some(missed)
+    }
 }
 
 impl Subscribers {
+    fn new(clock: &dyn Clock) -> Self {
+        Self {
+            by_place: HashMap::new(),
+            subs: HashMap::new(),
+            held: HashMap::new(),
+            next: 0,
+            heard: Heard::new(clock.now_ms()),
+        }
+    }
+
     fn remove(&mut self, id: u64) {
         let Some((places, counts)) = self.subs.remove(&id) else {
             return;
@@ -126,12 +279,18 @@ impl Subscribers {
     }
 }
 
-/// One subscription: frames arrive on `frames`; dropping it unsubscribes.
+/// One subscription: `opening` first, then frames arrive on `frames`; dropping it
+/// unsubscribes.
 #[derive(Debug)]
 pub(crate) struct Subscription {
     bus: Arc<Bus>,
     id: u64,
-    pub(crate) frames: mpsc::Receiver<Arc<str>>,
+    /// What the stream sends first: `: connected`, what it missed (or `event:
+    /// pull`), and its position.
+    pub(crate) opening: Bytes,
+    /// What [`Subscription::opening`] holds.
+    pub(crate) opened: Opening,
+    pub(crate) frames: mpsc::Receiver<Bytes>,
 }
 
 impl Drop for Subscription {
@@ -150,12 +309,38 @@ pub(crate) fn place(namespace: &str, generation: &str, key: &str) -> Arc<str> {
     format!("{namespace}\u{0}{generation}\u{0}{key}").into()
 }
 
+/// The first bytes of a stream at `position`, with what it missed
+/// (`Some(None)`: more than can be told).
+fn opening(position: &str, missed: Option<Option<Vec<Bytes>>>) -> (Bytes, Opening) {
+    match missed {
+        None => (
+            Bytes::from(format!(": connected\nid: {position}\n\n")),
+            Opening::Fresh,
+        ),
+        Some(None) => (
+            Bytes::from(format!(
+                ": connected\n\nevent: pull\nid: {position}\ndata: {{\"pull\":true}}\n\n"
+            )),
+            Opening::Pull,
+        ),
+        Some(Some(frames)) => {
+            let mut out = b": connected\n\n".to_vec();
+            for frame in &frames {
+                out.extend_from_slice(frame);
+            }
+            out.extend_from_slice(format!("id: {position}\n\n").as_bytes());
+            (Bytes::from(out), Opening::Replayed(frames.len()))
+        }
+    }
+}
+
 impl Bus {
     /// A bus whose streams end when `stopping` turns true.
     pub(crate) fn new(stopping: tokio::sync::watch::Receiver<bool>) -> Self {
         Self {
-            state: Mutex::default(),
+            state: Mutex::new(Subscribers::new(&starfish_store::SystemClock)),
             limits: LiveLimits::default(),
+            clock: Arc::new(starfish_store::SystemClock),
             stopping,
             _never: None,
         }
@@ -164,6 +349,13 @@ impl Bus {
     /// This bus with `limits`.
     pub(crate) fn with_limits(mut self, limits: LiveLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// This bus reading time from `clock`.
+    pub(crate) fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.state = Mutex::new(Subscribers::new(&*clock));
+        self.clock = clock;
         self
     }
 
@@ -179,7 +371,8 @@ impl Bus {
 
     /// Subscribes `caller`, from `ip`, to `places` (each once, however often
     /// named); `namespace` (its name and generation) with its share, when the
-    /// places are a namespace's.
+    /// places are a namespace's. `resume`: the stream's `Last-Event-ID`, read or
+    /// not (`Some(None)`: an id that is not one of ours).
     ///
     /// # Errors
     /// `429 Too many concurrent requests` when the node, the caller, its address or
@@ -190,6 +383,7 @@ impl Bus {
         ip: &str,
         namespace: Option<(&str, usize)>,
         mut places: Vec<Arc<str>>,
+        resume: Option<Option<&Position>>,
     ) -> Result<Subscription, TooManySubscriptions> {
         places.sort_unstable();
         places.dedup();
@@ -200,11 +394,16 @@ impl Bus {
         if let Some((name, share)) = namespace {
             counts.push((format!("ns:{name}").into(), share));
         }
+        let now_ms = self.clock.now_ms();
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let full = |(key, max): &(Arc<str>, usize)| s.held.get(key).copied().unwrap_or(0) >= *max;
         if s.subs.len() >= self.limits.total || counts.iter().any(full) {
             return Err(TooManySubscriptions);
         }
+        // Under the lock that publishing takes: nothing heard between what is
+        // replayed and what the buffer gets, nothing twice.
+        let missed = resume.map(|since| since.and_then(|p| s.heard.since(p, &places, BUFFER)));
+        let (opening, opened) = opening(&s.heard.position(now_ms), missed);
         let counts: Vec<Arc<str>> = counts.into_iter().map(|(key, _)| key).collect();
         let (tx, rx) = mpsc::channel(BUFFER);
         let id = s.next;
@@ -222,21 +421,47 @@ impl Bus {
         Ok(Subscription {
             bus: self.clone(),
             id,
+            opening,
+            opened,
             frames: rx,
         })
     }
 
-    /// Hands the frame `make` builds (only when someone listens) to every
-    /// subscriber of `place`; one whose buffer is full is dropped.
-    pub(crate) fn publish(&self, place: &str, make: impl FnOnce() -> Arc<str>) {
+    /// Numbers the change of `place` whose `data:` is `data`, remembers it, and
+    /// hands it to every subscriber of `place`; one whose buffer is full is dropped.
+    pub(crate) fn publish(&self, place: Arc<str>, data: &str) {
+        let now_ms = self.clock.now_ms();
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(listeners) = s.by_place.get(place) else {
+        let heard = &mut s.heard;
+        heard.last += 1;
+        // One frame, shared by every listener and the memory of the node.
+        let bytes = Bytes::from(format!(
+            "id: {now_ms}-{}-{}\ndata: {data}\n\n",
+            heard.last, heard.epoch
+        ));
+        if heard.frames.len() >= self.limits.replay {
+            if let Some(old) = heard.frames.pop_front() {
+                heard.floor = old.seq;
+                heard.floor_ms = old.at_ms;
+            }
+        }
+        if self.limits.replay == 0 {
+            heard.floor = heard.last;
+            heard.floor_ms = now_ms;
+        } else {
+            heard.frames.push_back(Frame {
+                seq: heard.last,
+                at_ms: now_ms,
+                place: place.clone(),
+                bytes: bytes.clone(),
+            });
+        }
+        let Some(listeners) = s.by_place.get(&place) else {
             return;
         };
-        let frame = make();
         let slow: Vec<u64> = listeners
             .iter()
-            .filter(|(_, tx)| tx.try_send(frame.clone()).is_err())
+            .filter(|(_, tx)| tx.try_send(bytes.clone()).is_err())
             .map(|(id, _)| *id)
             .collect();
         for id in slow {
@@ -251,22 +476,23 @@ impl Bus {
             &change.generation,
             &change.path,
         );
-        self.publish(&place, || change.frame());
+        self.publish(place, &change.frame());
     }
 
     /// Ends every stream on this node, at once: its subscribers may have missed
     /// changes (the feed between nodes lost some), and a stream that stays open
-    /// must never have a silent gap. Each client reconnects and pulls. Returns how
-    /// many streams it ended.
+    /// must never have a silent gap. Each client reconnects and pulls; one that
+    /// resumes from before now is told to pull. Returns how many streams it ended.
     pub(crate) fn end_all(&self) -> usize {
+        let now_ms = self.clock.now_ms();
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let ended = s.subs.len();
         // Dropping every sender ends every stream; the subscriptions' own drops then
         // find nothing left to remove.
-        *s = Subscribers {
-            next: s.next,
-            ..Subscribers::default()
-        };
+        s.by_place.clear();
+        s.subs.clear();
+        s.held.clear();
+        s.heard.forget(now_ms);
         ended
     }
 
@@ -284,13 +510,20 @@ impl Bus {
 mod tests {
     use super::*;
 
+    /// The `data:` of a frame.
+    fn data(frame: Option<Bytes>) -> String {
+        let frame = String::from_utf8(frame.expect("a frame").to_vec()).unwrap();
+        let line = frame.lines().find_map(|l| l.strip_prefix("data: "));
+        line.expect("a data line").to_owned()
+    }
+
     #[tokio::test]
     async fn frames_reach_their_places_and_slow_subscribers_are_dropped() {
         let bus = Arc::new(Bus::default());
         let a = place("acme", "", "notes/a");
         let b = place("acme", "", "notes/b");
         let mut one = bus
-            .subscribe("alice", "1.1.1.1", None, vec![a.clone()])
+            .subscribe("alice", "1.1.1.1", None, vec![a.clone()], None)
             .unwrap();
         let mut both = bus
             .subscribe(
@@ -298,20 +531,21 @@ mod tests {
                 "1.1.1.2",
                 None,
                 vec![a.clone(), b.clone(), a.clone()],
+                None,
             )
             .unwrap();
-        bus.publish(&b, || Arc::from("B"));
-        bus.publish(&a, || Arc::from("A"));
-        assert_eq!(&*both.frames.recv().await.unwrap(), "B");
-        assert_eq!(&*both.frames.recv().await.unwrap(), "A");
+        bus.publish(b.clone(), "B");
+        bus.publish(a.clone(), "A");
+        assert_eq!(data(both.frames.recv().await), "B");
+        assert_eq!(data(both.frames.recv().await), "A");
         assert!(
             both.frames.try_recv().is_err(),
             "a place named twice hears once"
         );
-        assert_eq!(&*one.frames.recv().await.unwrap(), "A");
+        assert_eq!(data(one.frames.recv().await), "A");
         // `one` stops reading: past its buffer it is dropped, its stream ends.
         for _ in 0..=BUFFER {
-            bus.publish(&a, || Arc::from("x"));
+            bus.publish(a.clone(), "x");
             let _ = both.frames.try_recv();
         }
         assert_eq!(bus.subscribers(), 1);
@@ -324,28 +558,34 @@ mod tests {
         // The caller's count came back with its subscriptions.
         let held: Vec<_> = (0..bus.limits().per_caller)
             .map(|_| {
-                bus.subscribe("carol", "1.1.1.3", None, vec![a.clone()])
+                bus.subscribe("carol", "1.1.1.3", None, vec![a.clone()], None)
                     .unwrap()
             })
             .collect();
         assert!(matches!(
-            bus.subscribe("carol", "1.1.1.3", None, vec![a.clone()]),
+            bus.subscribe("carol", "1.1.1.3", None, vec![a.clone()], None),
             Err(TooManySubscriptions)
         ));
         drop(held);
         assert!(
-            bus.subscribe("carol", "1.1.1.3", None, vec![a.clone()])
+            bus.subscribe("carol", "1.1.1.3", None, vec![a.clone()], None)
                 .is_ok()
         );
         // Many identities from one address: bounded by the address.
         let minted: Vec<_> = (0..bus.limits().per_ip)
             .map(|i| {
-                bus.subscribe(&format!("minted{i}"), "6.6.6.6", None, vec![a.clone()])
-                    .unwrap()
+                bus.subscribe(
+                    &format!("minted{i}"),
+                    "6.6.6.6",
+                    None,
+                    vec![a.clone()],
+                    None,
+                )
+                .unwrap()
             })
             .collect();
         assert!(matches!(
-            bus.subscribe("minted-more", "6.6.6.6", None, vec![a]),
+            bus.subscribe("minted-more", "6.6.6.6", None, vec![a], None),
             Err(TooManySubscriptions)
         ));
         drop(minted);
@@ -368,13 +608,14 @@ mod tests {
                     &format!("10.0.0.{i}"),
                     acme,
                     vec![a.clone()],
+                    None,
                 )
                 .unwrap()
             })
             .collect();
         // acme has its four: a fifth caller of acme is refused, another tenant is not.
         assert!(
-            bus.subscribe("u9", "10.0.0.9", acme, vec![a.clone()])
+            bus.subscribe("u9", "10.0.0.9", acme, vec![a.clone()], None)
                 .is_err()
         );
         let other = Some(("other\u{0}", limits.namespace_share()));
@@ -385,17 +626,18 @@ mod tests {
                     &format!("10.0.1.{i}"),
                     other,
                     vec![a.clone()],
+                    None,
                 )
                 .unwrap()
             })
             .collect();
         // The node holds its six.
         assert!(
-            bus.subscribe("o9", "10.0.1.9", other, vec![a.clone()])
+            bus.subscribe("o9", "10.0.1.9", other, vec![a.clone()], None)
                 .is_err()
         );
         drop(held);
-        assert!(bus.subscribe("u9", "10.0.0.9", acme, vec![a]).is_ok());
+        assert!(bus.subscribe("u9", "10.0.0.9", acme, vec![a], None).is_ok());
         drop(theirs);
     }
 
@@ -405,24 +647,167 @@ mod tests {
         let a = place("acme", "", "notes/a");
         let mut subs: Vec<_> = (0..bus.limits().per_caller)
             .map(|_| {
-                bus.subscribe("alice", "1.1.1.1", None, vec![a.clone()])
+                bus.subscribe("alice", "1.1.1.1", None, vec![a.clone()], None)
                     .unwrap()
             })
             .collect();
-        bus.publish(&a, || Arc::from("before"));
+        bus.publish(a.clone(), "before");
         assert_eq!(bus.end_all(), bus.limits().per_caller);
         for sub in &mut subs {
             // What was sent before still arrives; then the stream ends.
-            assert_eq!(sub.frames.recv().await.as_deref(), Some("before"));
+            assert_eq!(data(sub.frames.recv().await), "before");
             assert!(sub.frames.recv().await.is_none());
         }
         // The caller may subscribe again at once (its old streams are ending).
         let mut again = bus
-            .subscribe("alice", "1.1.1.1", None, vec![a.clone()])
+            .subscribe("alice", "1.1.1.1", None, vec![a.clone()], None)
             .unwrap();
         drop(subs);
-        bus.publish(&a, || Arc::from("after"));
-        assert_eq!(again.frames.recv().await.as_deref(), Some("after"));
+        bus.publish(a.clone(), "after");
+        assert_eq!(data(again.frames.recv().await), "after");
         assert_eq!(bus.subscribers(), 1);
+    }
+
+    /// The `id` an opening ends with.
+    fn position(sub: &Subscription) -> Position {
+        let text = std::str::from_utf8(&sub.opening).unwrap();
+        let id = text.lines().rev().find_map(|l| l.strip_prefix("id: "));
+        Position::parse(id.expect("an id")).expect("one of ours")
+    }
+
+    /// The `data:` lines of an opening.
+    fn replayed(sub: &Subscription) -> Vec<&str> {
+        let text = std::str::from_utf8(&sub.opening).unwrap();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_stream_resumed_on_its_node_hears_exactly_what_it_missed() {
+        let bus = Arc::new(Bus::default());
+        let (a, b) = (place("", "", "a"), place("", "", "b"));
+        let first = bus
+            .subscribe("u", "1.1.1.1", None, vec![a.clone()], None)
+            .unwrap();
+        assert_eq!(first.opened, Opening::Fresh);
+        let at = position(&first);
+        drop(first);
+        for n in 0..5 {
+            bus.publish(a.clone(), &format!("a{n}"));
+            bus.publish(b.clone(), &format!("b{n}"));
+        }
+        let mut back = bus
+            .subscribe("u", "1.1.1.1", None, vec![a.clone()], Some(Some(&at)))
+            .unwrap();
+        assert_eq!(back.opened, Opening::Replayed(5));
+        assert_eq!(replayed(&back), ["a0", "a1", "a2", "a3", "a4"]);
+        // Its new position: after everything heard; what comes next arrives live, once.
+        let now = position(&back);
+        bus.publish(a.clone(), "a5");
+        assert_eq!(data(back.frames.recv().await), "a5");
+        let again = bus
+            .subscribe("u", "1.1.1.1", None, vec![a.clone(), b], Some(Some(&now)))
+            .unwrap();
+        assert_eq!(replayed(&again), ["a5"]);
+        // Each frame's own id resumes after it.
+        let a5 = bus
+            .state
+            .lock()
+            .unwrap()
+            .heard
+            .frames
+            .back()
+            .unwrap()
+            .bytes
+            .clone();
+        let id = std::str::from_utf8(&a5).unwrap().lines().next().unwrap();
+        let id = Position::parse(id.strip_prefix("id: ").unwrap()).unwrap();
+        let after = bus
+            .subscribe("u", "1.1.1.1", None, vec![a], Some(Some(&id)))
+            .unwrap();
+        assert_eq!(after.opened, Opening::Replayed(0));
+    }
+
+    #[tokio::test]
+    async fn a_stream_further_behind_than_the_node_remembers_is_told_to_pull() {
+        let limits = LiveLimits {
+            replay: 4,
+            ..LiveLimits::default()
+        };
+        let bus = Arc::new(Bus::default().with_limits(limits));
+        let a = place("", "", "a");
+        let at = position(
+            &bus.subscribe("u", "1.1.1.1", None, vec![a.clone()], None)
+                .unwrap(),
+        );
+        let resume = |since: Option<&Position>| {
+            bus.subscribe("u", "1.1.1.1", None, vec![a.clone()], Some(since))
+                .unwrap()
+        };
+        for n in 0..4 {
+            bus.publish(a.clone(), &format!("a{n}"));
+        }
+        assert_eq!(resume(Some(&at)).opened, Opening::Replayed(4));
+        // A fifth change pushes the first out: the stream cannot be told all.
+        bus.publish(a.clone(), "a4");
+        let told = resume(Some(&at));
+        assert_eq!(told.opened, Opening::Pull);
+        let text = std::str::from_utf8(&told.opening).unwrap();
+        assert!(text.contains("event: pull\n"), "{text}");
+        assert!(replayed(&told) == [r#"{"pull":true}"#], "{text}");
+        // Its position is current: from there it resumes exactly.
+        assert_eq!(resume(Some(&position(&told))).opened, Opening::Replayed(0));
+        // An id not ours, or one from the future: pull.
+        assert_eq!(resume(None).opened, Opening::Pull);
+        let ahead = Position { seq: 99, ..at };
+        assert_eq!(resume(Some(&ahead)).opened, Opening::Pull);
+        assert_eq!(Position::parse("12-3-zz"), None);
+        assert_eq!(Position::parse("12-3"), None);
+        // More missed than a buffer holds: pull (cheaper than replaying it all).
+        let big = Arc::new(Bus::default());
+        let at = position(
+            &big.subscribe("u", "1.1.1.1", None, vec![a.clone()], None)
+                .unwrap(),
+        );
+        for _ in 0..=BUFFER {
+            big.publish(a.clone(), "x");
+        }
+        let far = big.subscribe("u", "1.1.1.1", None, vec![a.clone()], Some(Some(&at)));
+        assert_eq!(far.unwrap().opened, Opening::Pull);
+        // Changes lost on the way (the feed was cut): every earlier position pulls.
+        let now = position(&resume(None));
+        bus.end_all();
+        assert_eq!(resume(Some(&now)).opened, Opening::Pull);
+    }
+
+    #[tokio::test]
+    async fn a_stream_resumed_on_another_node_hears_what_that_node_heard_since_its_time() {
+        let clock = starfish_store::ManualClock::new(1_000_000);
+        let node = || Arc::new(Bus::default().with_clock(Arc::new(clock.clone())));
+        let (one, two) = (node(), node());
+        let a = place("", "", "a");
+        // Both nodes hear every change (through the feed), a little apart.
+        let both = |data: &str| {
+            one.publish(a.clone(), data);
+            two.publish(a.clone(), data);
+        };
+        both("old");
+        clock.set(1_020_000);
+        both("seen");
+        let on_one = one.subscribe("u", "1.1.1.1", None, vec![a.clone()], None);
+        let at = position(&on_one.unwrap());
+        clock.set(1_021_000);
+        both("missed");
+        let resumed = two
+            .subscribe("u", "1.1.1.1", None, vec![a.clone()], Some(Some(&at)))
+            .unwrap();
+        // From a little before its time: what it saw may come again, never less.
+        assert_eq!(replayed(&resumed), ["seen", "missed"]);
+        // A node that started after that time cannot tell: pull.
+        clock.set(1_030_000);
+        let late = node();
+        let resumed = late.subscribe("u", "1.1.1.1", None, vec![a], Some(Some(&at)));
+        assert_eq!(resumed.unwrap().opened, Opening::Pull);
     }
 }

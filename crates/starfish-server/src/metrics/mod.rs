@@ -18,6 +18,54 @@ use prometheus_client::registry::Registry;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+impl Gauges {
+    /// The node's gauges, registered.
+    fn new(registry: &mut Registry) -> Self {
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        Gauges {
+            rate_buckets: gauge(
+                registry,
+                "rate_limit_buckets",
+                "Rate-limit counters held in memory",
+            ),
+            replay_entries: gauge(
+                registry,
+                "replay_cache_entries",
+                "Nonces held by the replay cache",
+            ),
+            tenants_cached: gauge(
+                registry,
+                "tenants_cached",
+                "Runtime namespaces looked up and kept in memory",
+            ),
+            subscribers: gauge(
+                registry,
+                "live_subscribers",
+                "Open subscriptions to live changes (GET /events)",
+            ),
+            in_flight: gauge(registry, "requests_in_flight", "Requests being served"),
+        }
+    }
+}
+
+/// `metric`, registered as `name`.
+fn registered<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// A counter by outcome, registered as `name`.
+fn outcomes(registry: &mut Registry, name: &str, help: &str) -> Family<OutcomeLabels, Counter> {
+    registered(registry, name, help, Family::default())
+}
+
 /// One request, as counted.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -56,6 +104,7 @@ struct Inner {
     store_seconds: Family<OpLabels, Histogram>,
     changes: Family<OutcomeLabels, Counter>,
     queued: Family<OutcomeLabels, Counter>,
+    resumes: Family<OutcomeLabels, Counter>,
     shared_fallbacks: Counter,
     sources: Mutex<Vec<(Gauge, Source)>>,
     gauges: Gauges,
@@ -96,17 +145,17 @@ impl Metrics {
     /// Empty metrics, every series registered under `starfish_`.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("starfish");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let requests: Family<RequestLabels, Counter> = registered(
+            &mut registry,
             "requests",
             "Requests by namespace, collection, action and status",
-            requests.clone(),
+            Family::default(),
         );
-        let auth_failures = Family::<ReasonLabels, Counter>::default();
-        registry.register(
+        let auth_failures: Family<ReasonLabels, Counter> = registered(
+            &mut registry,
             "auth_failures",
             "Refused credentials by reason class",
-            auth_failures.clone(),
+            Family::default(),
         );
         let store_seconds =
             Family::<OpLabels, Histogram>::new_with_constructor(store_histogram as fn() -> _);
@@ -115,17 +164,20 @@ impl Metrics {
             "Latency of object store calls by operation and outcome",
             store_seconds.clone(),
         );
-        let changes = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
+        let changes = outcomes(
+            &mut registry,
             "live_changes",
             "Changes carried between nodes: sent (queued for the feed), dropped (its queue was full), received (from other nodes)",
-            changes.clone(),
         );
-        let queued = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
+        let queued = outcomes(
+            &mut registry,
             "queue_messages",
             "Queue messages handed to the queue (outcome=sent) or dropped, its buffer full (outcome=dropped)",
-            queued.clone(),
+        );
+        let resumes = outcomes(
+            &mut registry,
+            "live_resumes",
+            "Live streams reopened with Last-Event-ID: replayed (what they missed, maybe nothing) or pull (told to pull: further behind than the node remembers)",
         );
         let shared_fallbacks = Counter::default();
         registry.register(
@@ -133,34 +185,7 @@ impl Metrics {
             "Times the shared rate-limit counters failed or were slow and this node counted alone",
             shared_fallbacks.clone(),
         );
-        let gauge = |registry: &mut Registry, name: &str, help: &str| {
-            let g = Gauge::default();
-            registry.register(name, help, g.clone());
-            g
-        };
-        let gauges = Gauges {
-            rate_buckets: gauge(
-                &mut registry,
-                "rate_limit_buckets",
-                "Rate-limit counters held in memory",
-            ),
-            replay_entries: gauge(
-                &mut registry,
-                "replay_cache_entries",
-                "Nonces held by the replay cache",
-            ),
-            tenants_cached: gauge(
-                &mut registry,
-                "tenants_cached",
-                "Runtime namespaces looked up and kept in memory",
-            ),
-            subscribers: gauge(
-                &mut registry,
-                "live_subscribers",
-                "Open subscriptions to live changes (GET /events)",
-            ),
-            in_flight: gauge(&mut registry, "requests_in_flight", "Requests being served"),
-        };
+        let gauges = Gauges::new(&mut registry);
         Self(Arc::new(Inner {
             registry,
             requests,
@@ -168,6 +193,7 @@ impl Metrics {
             store_seconds,
             changes,
             queued,
+            resumes,
             shared_fallbacks,
             sources: Mutex::new(Vec::new()),
             gauges,
@@ -240,6 +266,14 @@ impl Metrics {
     pub(crate) fn change(&self, outcome: &'static str) {
         self.0
             .changes
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// One live stream reopened with `Last-Event-ID`: `replayed` or `pull`.
+    pub(crate) fn resumed(&self, outcome: &'static str) {
+        self.0
+            .resumes
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }

@@ -489,7 +489,7 @@ pub(super) fn batch(scope: &Scope) -> Value {
 pub(super) fn events(scope: &Scope) -> Value {
     let r = Responses::default()
         .with(200, json!({
-            "description": "An endless Server-Sent Events stream: a `: connected` comment, then one `data:` frame per accepted write to a named document (`{namespace, collection, path, hash, timestamp}`, never the data), a `: keep-alive` comment every 20 s; it ends after 15 minutes, at shutdown, or when the subscriber falls 256 frames behind.",
+            "description": "An endless Server-Sent Events stream: a `: connected` comment with the stream's `id`, then one frame per accepted write to a named document (an `id:` and `data:` `{namespace, collection, path, hash, timestamp}`, never the data), a `: keep-alive` comment every 20 s; it ends after 15 minutes, at shutdown, or when the subscriber falls 256 frames behind. Reconnecting with `Last-Event-ID`, the stream first replays what was missed, or sends `event: pull` when the node cannot tell.",
             "content": { "text/event-stream": { "schema": { "type": "string" } } },
         }))
         .error(400, "`Missing paths parameter`, `too many candidates` (more than 64 paths), `Invalid path parameter`.")

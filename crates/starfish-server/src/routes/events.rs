@@ -13,7 +13,7 @@ use super::endpoint::{Doc, Endpoint};
 use super::{admit, allow, authenticate, charge, client_ip, is_public, query, rate_check};
 use crate::access::Action;
 use crate::app::state::AppState;
-use crate::live::bus::Subscription;
+use crate::live::bus::{Opening, Position, Subscription};
 use crate::routes::error::ApiError;
 use crate::tenants::Scope;
 use axum::body::Body;
@@ -52,9 +52,9 @@ fn candidates(parts: &Parts, scope: &Scope) -> Result<Vec<Doc>, ApiError> {
     Ok(docs)
 }
 
-/// The frames of a stream: a first comment at once (the client knows it is
-/// connected), then one frame per change, a keep-alive comment every 20 s, until
-/// `lifetime` has passed or the server stops.
+/// The frames of a stream: at once its opening (a `: connected` comment, what it
+/// missed since its `Last-Event-ID`, its position), then one frame per change, a
+/// keep-alive comment every 20 s, until `lifetime` has passed or the server stops.
 fn frames(
     subscription: Subscription,
     lifetime: Duration,
@@ -67,13 +67,12 @@ fn frames(
         (subscription, ticks, stopping, true),
         move |(mut sub, mut ticks, mut stopping, first)| async move {
             if first {
-                return Some((
-                    Bytes::from_static(b": connected\n\n"),
-                    (sub, ticks, stopping, false),
-                ));
+                let opening = std::mem::take(&mut sub.opening);
+                return Some((opening, (sub, ticks, stopping, false)));
             }
             let frame = tokio::select! {
-                frame = sub.frames.recv() => Bytes::from(format!("data: {}\n\n", frame?)),
+                // The frame all its listeners share, as it is.
+                frame = sub.frames.recv() => frame?,
                 _ = ticks.tick() => Bytes::from_static(b": keep-alive\n\n"),
                 // Past its lifetime, or the server is shutting down: the stream ends.
                 () = tokio::time::sleep_until(end) => return None,
@@ -82,6 +81,13 @@ fn frames(
             Some((frame, (sub, ticks, stopping, false)))
         },
     )
+}
+
+/// The stream's `Last-Event-ID`, when it sent one: `Some(None)` for an id that is
+/// not one this server gives (it is told to pull).
+fn last_event_id(parts: &Parts) -> Option<Option<Position>> {
+    let id = parts.headers.get("last-event-id")?;
+    Some(id.to_str().ok().and_then(Position::parse))
 }
 
 pub(super) async fn events(
@@ -126,7 +132,16 @@ pub(super) async fn events(
         (format!("{namespace}\u{0}{generation}"), share)
     });
     let tenant = tenant.as_ref().map(|(key, share)| (key.as_str(), *share));
-    let subscription = state.live.subscribe(&who, &ip, tenant, places)?;
+    let since = last_event_id(parts);
+    let resume = since.as_ref().map(Option::as_ref);
+    let subscription = state.live.subscribe(&who, &ip, tenant, places, resume)?;
+    if let Some(metrics) = &state.metrics {
+        match subscription.opened {
+            Opening::Fresh => {}
+            Opening::Replayed(_) => metrics.resumed("replayed"),
+            Opening::Pull => metrics.resumed("pull"),
+        }
+    }
     // The stream ends after its lifetime, or when the caller's credentials expire.
     let lifetime = caller.expires_ms().map_or(MAX_LIFETIME, |exp| {
         let left = exp.saturating_sub(state.clock.now_ms());

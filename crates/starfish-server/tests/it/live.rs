@@ -337,3 +337,268 @@ async fn a_namespaces_share_holds_under_concurrent_subscriptions() {
     let again = send(&app, get("/acme/events?paths=board/b1")).await;
     assert_eq!(again.status(), StatusCode::OK);
 }
+
+/// A router on the sample config whose node remembers `replay` changes and lets
+/// one caller hold 100 streams.
+fn resumable(replay: usize) -> Router {
+    let board = json!([{"name": "board", "storagePath": "board/{id}",
+                        "readRoles": ["public"], "writeRoles": ["public"]}]);
+    let config = SyncConfig::from_value(json!({"version": 1, "collections": board})).unwrap();
+    let mut limits = starfish_server::live::LiveLimits::with_total(1000);
+    limits.per_caller = 100;
+    limits.per_ip = 100;
+    limits.replay = replay;
+    create_sync_router(
+        SyncOptions::new(config, DocStore::memory())
+            .with_clock(Arc::new(ManualClock::new(T0)))
+            .with_live_limits(limits),
+    )
+    .unwrap()
+}
+
+/// Opens `GET uri`, with `Last-Event-ID: since` when given.
+async fn open_stream(app: &Router, uri: &str, since: Option<&str>) -> BodyDataStream {
+    let mut req = get(uri);
+    if let Some(id) = since {
+        req.headers_mut()
+            .insert("last-event-id", id.parse().unwrap());
+    }
+    let res = send(app, req).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    res.into_body().into_data_stream()
+}
+
+/// What a chunk of a stream says: the hashes of its changes, its last `id`, and
+/// whether it said to pull.
+fn read_chunk(chunk: &str, hashes: &mut Vec<String>, id: &mut Option<String>) -> bool {
+    let mut pull = false;
+    for frame in chunk.split("\n\n") {
+        for line in frame.lines() {
+            if let Some(v) = line.strip_prefix("id: ") {
+                *id = Some(v.to_owned());
+            } else if line == "event: pull" {
+                pull = true;
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                let change: Value = serde_json::from_str(v).unwrap();
+                if let Some(hash) = change["hash"].as_str() {
+                    hashes.push(hash.to_owned());
+                }
+            }
+        }
+    }
+    pull
+}
+
+/// Twenty subscribers drop their streams and reconnect with `Last-Event-ID` at
+/// random moments while four writers push sixty changes: each one hears every
+/// change, none told to pull (the node remembers them all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_that_reconnects_with_last_event_id_hears_every_change_it_missed() {
+    let app = resumable(4096);
+    let uri = "/events?paths=board/w0,board/w1,board/w2,board/w3";
+    let (finish, done) = tokio::sync::watch::channel(false);
+    // Every subscriber is there before the first write: it hears all of them.
+    let mut first = Vec::new();
+    for _ in 0..20 {
+        first.push(open_stream(&app, uri, None).await);
+    }
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let (mut base, mut written) = (None::<String>, Vec::new());
+                for n in 0..15 {
+                    let path = format!("/push/board/w{w}");
+                    let (s, body) =
+                        push_doc(&app, &path, json!({"w": w, "n": n}), base.as_deref()).await;
+                    assert_eq!(s, StatusCode::OK, "{body}");
+                    base = body["hash"].as_str().map(str::to_owned);
+                    written.extend(base.clone());
+                    tokio::task::yield_now().await;
+                }
+                written
+            })
+        })
+        .collect();
+    let subscribers: Vec<_> = (1u64..)
+        .zip(first)
+        .map(|(seed, stream)| {
+            let (app, mut done) = (app.clone(), done.clone());
+            tokio::spawn(async move {
+                let (mut heard, mut id, mut r) = (Vec::new(), None::<String>, seed);
+                let mut stream = Some(stream);
+                loop {
+                    // Once the writers are done: one last reconnect hears the rest.
+                    let finishing = *done.borrow();
+                    let mut stream = match stream.take() {
+                        Some(stream) => stream,
+                        None => open_stream(&app, uri, id.as_deref()).await,
+                    };
+                    let chunk = next_frame(&mut stream).await;
+                    assert!(!read_chunk(&chunk, &mut heard, &mut id), "told to pull");
+                    if finishing {
+                        return heard;
+                    }
+                    // A few frames, then the connection drops.
+                    r = r
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    for _ in 0..(r >> 60) % 4 {
+                        tokio::select! {
+                            chunk = next_frame(&mut stream) => {
+                                assert!(!read_chunk(&chunk, &mut heard, &mut id));
+                            }
+                            _ = done.wait_for(|d| *d) => break,
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut written = Vec::new();
+    for writer in writers {
+        written.extend(writer.await.unwrap());
+    }
+    finish.send(true).unwrap();
+    written.sort();
+    for subscriber in subscribers {
+        let mut heard = tokio::time::timeout(Duration::from_secs(20), subscriber)
+            .await
+            .expect("each subscriber finishes")
+            .unwrap();
+        heard.sort();
+        heard.dedup();
+        assert_eq!(
+            heard, written,
+            "every change, heard live or on reconnecting"
+        );
+    }
+}
+
+/// A node that remembers three changes: a stream further behind is told to pull,
+/// as is one whose id is not one this server gives; from the pull frame's id it
+/// resumes exactly.
+#[tokio::test]
+async fn a_stream_further_behind_than_the_window_is_told_to_pull() {
+    let app = resumable(3);
+    let uri = "/events?paths=board/b1";
+    let mut stream = open_stream(&app, uri, None).await;
+    let (mut heard, mut id) = (Vec::new(), None);
+    assert!(!read_chunk(
+        &next_frame(&mut stream).await,
+        &mut heard,
+        &mut id
+    ));
+    drop(stream);
+    let mut base: Option<String> = None;
+    for n in 0..4 {
+        let (s, body) = push_doc(&app, "/push/board/b1", json!({"n": n}), base.as_deref()).await;
+        assert_eq!(s, StatusCode::OK);
+        base = body["hash"].as_str().map(str::to_owned);
+    }
+    let mut stream = open_stream(&app, uri, id.as_deref()).await;
+    let chunk = next_frame(&mut stream).await;
+    assert!(
+        read_chunk(&chunk, &mut heard, &mut id),
+        "told to pull: {chunk}"
+    );
+    assert!(heard.is_empty(), "no change, only the pull: {chunk}");
+    drop(stream);
+    let (s, body) = push_doc(&app, "/push/board/b1", json!({"n": 9}), base.as_deref()).await;
+    assert_eq!(s, StatusCode::OK);
+    let mut stream = open_stream(&app, uri, id.as_deref()).await;
+    assert!(!read_chunk(
+        &next_frame(&mut stream).await,
+        &mut heard,
+        &mut id
+    ));
+    assert_eq!(heard, [body["hash"].as_str().unwrap()]);
+    for unknown in ["garbage", "1-2-zz", "99999999999999999999999-1-ab"] {
+        let mut stream = open_stream(&app, uri, Some(unknown)).await;
+        assert!(read_chunk(
+            &next_frame(&mut stream).await,
+            &mut heard,
+            &mut id
+        ));
+    }
+}
+
+/// Over TCP: a subscriber that stops reading is dropped once its buffers are
+/// full, while another subscriber of the same document hears every change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_does_not_delay_a_fast_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// More frames than the sockets' buffers and the stream's hold.
+    const CHANGES: usize = 1000;
+    let app = resumable(16);
+    // Small send buffers (the accepted sockets inherit them): a reader that stops
+    // fills them in a few dozen frames, not thousands.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(4096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(64).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = app.clone();
+    tokio::spawn(async move { axum::serve(listener, served).await.unwrap() });
+    let request = b"GET /events?paths=board/b1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    // The slow one: a small receive buffer, and it never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let mut slow = socket.connect(addr).await.unwrap();
+    slow.write_all(request).await.unwrap();
+    let mut fast = tokio::net::TcpStream::connect(addr).await.unwrap();
+    fast.write_all(request).await.unwrap();
+    let (mut fast_rd, _keep) = fast.into_split();
+    let (progress, mut heard_so_far) = tokio::sync::watch::channel(0usize);
+    let reader = tokio::spawn(async move {
+        let (mut text, mut buf) = (String::new(), vec![0u8; 65536]);
+        while text.matches("data: ").count() < CHANGES {
+            progress.send_replace(text.matches("data: ").count());
+            let n = tokio::time::timeout(Duration::from_secs(10), fast_rd.read(&mut buf))
+                .await
+                .expect("the fast subscriber is never kept waiting")
+                .unwrap();
+            assert!(n > 0, "the fast stream stays open");
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        text
+    });
+    // Both streams are open before the first write.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Writes go through the same router in process; the streams are over TCP.
+    let mut base: Option<String> = None;
+    for n in 0..CHANGES {
+        // The fast one keeps up (never 64 behind); the slow one reads nothing.
+        let keeping_up = heard_so_far.wait_for(|heard| heard + 64 > n);
+        tokio::time::timeout(Duration::from_secs(10), keeping_up)
+            .await
+            .expect("the fast subscriber is never kept waiting")
+            .unwrap();
+        let (s, body) = push_doc(&app, "/push/board/b1", json!({"n": n}), base.as_deref()).await;
+        assert_eq!(s, StatusCode::OK);
+        base = body["hash"].as_str().map(str::to_owned);
+    }
+    let text = reader.await.unwrap();
+    assert_eq!(
+        text.matches("data: ").count(),
+        CHANGES,
+        "every change, in order"
+    );
+    // The slow one was cut off: reading now, it finds fewer changes, then the end
+    // of its stream (the last chunk of the body; the connection may stay open).
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while !got.ends_with(b"\r\n0\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut buf))
+            .await
+            .expect("the slow stream ends")
+            .unwrap();
+        assert!(n > 0, "the connection closed before the stream ended");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let heard = String::from_utf8_lossy(&got).matches("data: ").count();
+    assert!(
+        heard < CHANGES,
+        "the slow subscriber was dropped after {heard}"
+    );
+}
