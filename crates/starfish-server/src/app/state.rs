@@ -708,10 +708,14 @@ fn live_bus(options: &SyncOptions) -> Arc<crate::live::bus::Bus> {
         Some(stopping) => crate::live::bus::Bus::new(stopping),
         None => crate::live::bus::Bus::default(),
     };
-    let live = Arc::new(
-        bus.with_limits(options.live_limits)
-            .with_clock(options.clock.clone()),
-    );
+    let bus = bus
+        .with_limits(options.live_limits)
+        .with_clock(options.clock.clone());
+    // With a feed, every node hears every change: a stream may resume on another.
+    let live = Arc::new(match options.change_feed {
+        Some(_) => bus.across_nodes(),
+        None => bus,
+    });
     if let Some(feed) = &options.change_feed {
         feed.attach(crate::live::ChangeSink::new(&live, options.metrics.clone()));
     }

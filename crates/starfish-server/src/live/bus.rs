@@ -34,6 +34,9 @@ pub(crate) const BUFFER: usize = 256;
 /// the feed, clocks in step), so what the first node sent after the id reached this
 /// one after the id's time less this. A few changes may come twice; none is missed.
 pub(crate) const ACROSS_NODES: u64 = 5_000;
+/// The most changes a node may be set to remember ([`LiveLimits::replay`]): a
+/// resume scans at most this many under the bus's lock.
+pub(crate) const MAX_REPLAY: usize = 65_536;
 
 /// How many live-change subscriptions a node holds open at once: in all, per
 /// caller, per address, and per namespace. Past any of them a new one gets `429`.
@@ -53,7 +56,8 @@ pub struct LiveLimits {
     /// `maxSubscriptions`; `None`: half of `total`.
     pub per_namespace: Option<usize>,
     /// Changes the node remembers for streams that reconnect with
-    /// `Last-Event-ID` (about 300 bytes each).
+    /// `Last-Event-ID` (about 300 bytes each, plus the document's path; at most
+    /// 65,536).
     pub replay: usize,
 }
 
@@ -131,7 +135,12 @@ struct Subscribers {
 struct Heard {
     /// This run of the node (random at start), in every id it gives.
     epoch: Arc<str>,
+    /// True when other nodes' changes reach this one (a feed): an id another
+    /// node gave can be resumed from by time.
+    across: bool,
     frames: VecDeque<Frame>,
+    /// The latest time given to a frame (times never go back, whatever the clock).
+    newest_ms: u64,
     /// The number of the last change heard.
     last: u64,
     /// Changes numbered up to `floor`, or heard up to `floor_ms`, may be gone.
@@ -144,8 +153,18 @@ struct Heard {
 struct Frame {
     seq: u64,
     at_ms: u64,
+    /// The place's hash, compared before the place itself.
+    key: u64,
     place: Arc<str>,
     bytes: Bytes,
+}
+
+/// A place's hash, to find a subscription's places among many frames quickly.
+fn key(place: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    place.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Where a reconnecting stream was: the `Last-Event-ID` it sent.
@@ -163,7 +182,7 @@ impl Position {
         let at_ms = parts.next()?.parse().ok()?;
         let seq = parts.next()?.parse().ok()?;
         let epoch = parts.next()?;
-        let hex = epoch.len() <= 32 && epoch.bytes().all(|b| b.is_ascii_hexdigit());
+        let hex = epoch.len() == EPOCH_BYTES * 2 && epoch.bytes().all(|b| b.is_ascii_hexdigit());
         hex.then(|| Self {
             at_ms,
             seq,
@@ -171,6 +190,9 @@ impl Position {
         })
     }
 }
+
+/// Random bytes naming a run of a node.
+const EPOCH_BYTES: usize = 8;
 
 /// What a stream hears first, before live frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,24 +208,33 @@ pub(crate) enum Opening {
 
 impl Heard {
     fn new(now_ms: u64) -> Self {
-        let mut epoch = [0u8; 4];
-        // Without randomness, the time: still another run than the last one.
-        let epoch = match getrandom::fill(&mut epoch) {
-            Ok(()) => hex::encode(epoch),
-            Err(_) => format!("{:x}", now_ms & 0xffff_ffff),
-        };
+        let mut epoch = [0u8; EPOCH_BYTES];
+        if getrandom::fill(&mut epoch).is_err() {
+            // Without randomness, the time and the process: still another run.
+            let mixed = now_ms ^ (u64::from(std::process::id()) << 40);
+            epoch = mixed.to_be_bytes();
+        }
         Self {
-            epoch: epoch.into(),
+            epoch: hex::encode(epoch).into(),
+            across: false,
             frames: VecDeque::new(),
+            newest_ms: now_ms,
             last: 0,
             floor: 0,
             floor_ms: now_ms,
         }
     }
 
+    /// The time of a frame heard at `now_ms`: never before an earlier one's.
+    fn time(&mut self, now_ms: u64) -> u64 {
+        self.newest_ms = self.newest_ms.max(now_ms);
+        self.newest_ms
+    }
+
     /// The id of the last change heard, at `now_ms`.
-    fn position(&self, now_ms: u64) -> String {
-        format!("{now_ms}-{}-{}", self.last, self.epoch)
+    fn position(&mut self, now_ms: u64) -> String {
+        let at = self.time(now_ms);
+        format!("{at}-{}-{}", self.last, self.epoch)
     }
 
     /// Forgets every change heard (some may be missing): a stream resumed from
@@ -213,28 +244,69 @@ impl Heard {
         // A number for the gap: every position given before it is behind it.
         self.last += 1;
         self.floor = self.last;
-        self.floor_ms = now_ms;
+        self.floor_ms = self.time(now_ms);
+    }
+
+    /// Numbers the change of `place` whose `data:` is `data`, and remembers up to
+    /// `keep` changes: the frame every listener gets.
+    fn hear(&mut self, place: &Arc<str>, data: &str, now_ms: u64, keep: usize) -> Bytes {
+        let at_ms = self.time(now_ms);
+        self.last += 1;
+        // One frame, shared by every listener and the memory of the node.
+        let bytes = Bytes::from(format!(
+            "id: {at_ms}-{}-{}\ndata: {data}\n\n",
+            self.last, self.epoch
+        ));
+        while self.frames.len() >= keep.max(1) {
+            let Some(old) = self.frames.pop_front() else {
+                break;
+            };
+            self.floor = old.seq;
+            self.floor_ms = old.at_ms;
+        }
+        if keep == 0 {
+            self.floor = self.last;
+            self.floor_ms = at_ms;
+        } else {
+            self.frames.push_back(Frame {
+                seq: self.last,
+                at_ms,
+                key: key(place),
+                place: place.clone(),
+                bytes: bytes.clone(),
+            });
+        }
+        bytes
     }
 
     /// The frames after `since` of `places` (sorted), at most `max`; `None` when
     /// this node cannot tell them all.
     fn since(&self, since: &Position, places: &[Arc<str>], max: usize) -> Option<Vec<Bytes>> {
-        let ours = since.epoch == *self.epoch;
-        let from = if ours {
+        let from = if since.epoch == *self.epoch {
             if since.seq < self.floor || since.seq > self.last {
                 return None;
             }
             self.frames.partition_point(|f| f.seq <= since.seq)
         } else {
+            // Another node's id: only when this one hears the others, and from a
+            // time it still remembers and has reached (an id from the future, or
+            // from clocks far apart, cannot be matched).
             let from_ms = since.at_ms.checked_sub(ACROSS_NODES)?;
-            if from_ms <= self.floor_ms {
+            if !self.across || from_ms <= self.floor_ms || from_ms > self.newest_ms {
                 return None;
             }
             self.frames.partition_point(|f| f.at_ms < from_ms)
         };
+        let mut keys: Vec<(u64, &str)> = places.iter().map(|p| (key(p), &**p)).collect();
+        keys.sort_unstable();
         let mut missed = Vec::new();
         for frame in self.frames.range(from..) {
-            if places.binary_search(&frame.place).is_ok() {
+            let at = keys.partition_point(|(k, _)| *k < frame.key);
+            let named = keys[at..]
+                .iter()
+                .take_while(|(k, _)| *k == frame.key)
+                .any(|(_, place)| *place == &*frame.place);
+            if named {
                 if missed.len() == max {
                     return None;
                 }
@@ -348,13 +420,31 @@ impl Bus {
 
     /// This bus with `limits`.
     pub(crate) fn with_limits(mut self, limits: LiveLimits) -> Self {
-        self.limits = limits;
+        self.limits = LiveLimits {
+            replay: limits.replay.min(MAX_REPLAY),
+            ..limits
+        };
+        self
+    }
+
+    /// This bus hearing other nodes' changes through a feed: a stream resumed
+    /// from another node's id is replayed from its time.
+    pub(crate) fn across_nodes(self) -> Self {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .heard
+            .across = true;
         self
     }
 
     /// This bus reading time from `clock`.
     pub(crate) fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        let across = self.state.get_mut().is_ok_and(|s| s.heard.across);
         self.state = Mutex::new(Subscribers::new(&*clock));
+        if across {
+            self = self.across_nodes();
+        }
         self.clock = clock;
         self
     }
@@ -403,7 +493,7 @@ impl Bus {
         // Under the lock that publishing takes: nothing heard between what is
         // replayed and what the buffer gets, nothing twice.
         let missed = resume.map(|since| since.and_then(|p| s.heard.since(p, &places, BUFFER)));
-        let (opening, opened) = opening(&s.heard.position(now_ms), missed);
+        let position = s.heard.position(now_ms);
         let counts: Vec<Arc<str>> = counts.into_iter().map(|(key, _)| key).collect();
         let (tx, rx) = mpsc::channel(BUFFER);
         let id = s.next;
@@ -418,6 +508,8 @@ impl Bus {
             *s.held.entry(key.clone()).or_default() += 1;
         }
         s.subs.insert(id, (places, counts));
+        drop(s);
+        let (opening, opened) = opening(&position, missed);
         Ok(Subscription {
             bus: self.clone(),
             id,
@@ -432,30 +524,7 @@ impl Bus {
     pub(crate) fn publish(&self, place: Arc<str>, data: &str) {
         let now_ms = self.clock.now_ms();
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let heard = &mut s.heard;
-        heard.last += 1;
-        // One frame, shared by every listener and the memory of the node.
-        let bytes = Bytes::from(format!(
-            "id: {now_ms}-{}-{}\ndata: {data}\n\n",
-            heard.last, heard.epoch
-        ));
-        if heard.frames.len() >= self.limits.replay {
-            if let Some(old) = heard.frames.pop_front() {
-                heard.floor = old.seq;
-                heard.floor_ms = old.at_ms;
-            }
-        }
-        if self.limits.replay == 0 {
-            heard.floor = heard.last;
-            heard.floor_ms = now_ms;
-        } else {
-            heard.frames.push_back(Frame {
-                seq: heard.last,
-                at_ms: now_ms,
-                place: place.clone(),
-                bytes: bytes.clone(),
-            });
-        }
+        let bytes = s.heard.hear(&place, data, now_ms, self.limits.replay);
         let Some(listeners) = s.by_place.get(&place) else {
             return;
         };
@@ -784,7 +853,10 @@ mod tests {
     #[tokio::test]
     async fn a_stream_resumed_on_another_node_hears_what_that_node_heard_since_its_time() {
         let clock = starfish_store::ManualClock::new(1_000_000);
-        let node = || Arc::new(Bus::default().with_clock(Arc::new(clock.clone())));
+        let node = || {
+            let bus = Bus::default().with_clock(Arc::new(clock.clone()));
+            Arc::new(bus.across_nodes())
+        };
         let (one, two) = (node(), node());
         let a = place("", "", "a");
         // Both nodes hear every change (through the feed), a little apart.
@@ -807,7 +879,42 @@ mod tests {
         // A node that started after that time cannot tell: pull.
         clock.set(1_030_000);
         let late = node();
-        let resumed = late.subscribe("u", "1.1.1.1", None, vec![a], Some(Some(&at)));
+        let resumed = late.subscribe("u", "1.1.1.1", None, vec![a.clone()], Some(Some(&at)));
         assert_eq!(resumed.unwrap().opened, Opening::Pull);
+        // An id from further ahead than this node has reached: pull, not nothing.
+        let ahead = Position {
+            at_ms: 1_040_000,
+            ..at.clone()
+        };
+        let resumed = two.subscribe("u", "1.1.1.1", None, vec![a.clone()], Some(Some(&ahead)));
+        assert_eq!(resumed.unwrap().opened, Opening::Pull);
+        // Without a feed a node never heard the others' changes: pull.
+        let alone = Arc::new(Bus::default().with_clock(Arc::new(clock.clone())));
+        alone.publish(a.clone(), "x");
+        clock.set(1_040_000);
+        let since = Position {
+            at_ms: 1_039_000,
+            ..at
+        };
+        let resumed = alone.subscribe("u", "1.1.1.1", None, vec![a], Some(Some(&since)));
+        assert_eq!(resumed.unwrap().opened, Opening::Pull);
+    }
+
+    #[tokio::test]
+    async fn times_never_go_back_and_the_ring_stays_in_order() {
+        let clock = starfish_store::ManualClock::new(2_000_000);
+        let bus = Arc::new(
+            Bus::default()
+                .with_clock(Arc::new(clock.clone()))
+                .across_nodes(),
+        );
+        let a = place("", "", "a");
+        bus.publish(a.clone(), "first");
+        // The clock steps back ten seconds: the next frame keeps the later time.
+        clock.set(1_990_000);
+        bus.publish(a, "second");
+        let s = bus.state.lock().unwrap();
+        let times: Vec<u64> = s.heard.frames.iter().map(|f| f.at_ms).collect();
+        assert_eq!(times, [2_000_000, 2_000_000]);
     }
 }
