@@ -15,5 +15,6 @@ mod openapi;
 mod projections;
 mod rotate;
 mod slow_clients;
+mod streams;
 mod tenancy;
 mod webhooks;

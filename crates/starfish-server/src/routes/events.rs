@@ -72,7 +72,7 @@ fn frames(
             }
             let frame = tokio::select! {
                 // The frame all its listeners share, as it is.
-                frame = sub.frames.recv() => frame?,
+                frame = sub.frames.recv() => Bytes::clone(&*frame?),
                 _ = ticks.tick() => Bytes::from_static(b": keep-alive\n\n"),
                 // Past its lifetime, or the server is shutting down: the stream ends.
                 () = tokio::time::sleep_until(end) => return None,

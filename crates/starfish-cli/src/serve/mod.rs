@@ -1,5 +1,7 @@
 //! The HTTP server of `starfish serve`: an accept loop of HTTP/1.1 connections over
 //! hyper, with the limits that belong to connections rather than to the router.
+//! Live-change streams (`GET /events`) are served off hyper, with the same limits
+//! (`stream.rs`): a connection that only writes needs no buffers of its own.
 //!
 //! - **Header read.** A client has `header_read_timeout` to send a request's line and
 //!   headers, counted from the connection's accept, or on a kept-alive connection from
@@ -55,6 +57,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
+
+mod stream;
 
 /// The connection limits of [`serve`].
 #[derive(Debug, Clone, Copy)]
@@ -223,8 +227,15 @@ async fn connection<S: App>(
     limits: ServeLimits,
     builder: http1::Builder,
     mut stop: watch::Receiver<()>,
-    _slot: OwnedSemaphorePermit,
+    slot: OwnedSemaphorePermit,
 ) {
+    // A live-change stream is served off hyper (`stream.rs`), lighter.
+    match stream::opens_stream(&stream, &limits).await {
+        None => return,
+        Some(true) => return stream::serve(stream, peer, app, limits, (stop, slot)).await,
+        Some(false) => {}
+    }
+    let _slot = slot;
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Tracked {
         stream,

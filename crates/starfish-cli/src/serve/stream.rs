@@ -1,0 +1,428 @@
+//! Live-change streams (`GET /events?…`, `GET /<namespace>/events?…`) served off
+//! hyper. A stream is one response that lasts minutes and only writes; hyper keeps
+//! an 8 KiB read buffer and an 8 KiB write buffer for every connection for its
+//! whole life, which made a subscriber cost 17 KiB. A connection whose first bytes
+//! are such a request is served here instead: its head is read (at most
+//! [`MAX_HEAD`] bytes, within the header-read timeout) and parsed with `httparse`,
+//! handed to the same app (every layer, `ConnectInfo` included), and the answer
+//! written as it comes, each frame in one vectored write, nothing buffered between
+//! frames. The connection then closes (`connection: close`): a stream is the last
+//! request of its connection. Anything else (another route, a request line split
+//! across packets, TLS) goes to hyper as before.
+//!
+//! The connection limits hold as for hyper's connections: the head within
+//! `header_read_timeout`, no write stalled for longer than `request_timeout +
+//! idle_timeout`, the connection's slot held until it closes, and at shutdown the
+//! stream ends (the router's bus ends it; this loop also stops on the accept loop's
+//! signal). Bytes a client sends after its request (nothing a stream answers) close
+//! the connection, as does the client's end of stream.
+
+use super::{App, ServeLimits};
+use axum::body::Body;
+use axum::body::Bytes;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderName, HeaderValue, Request, Version, header};
+use http_body_util::BodyExt;
+use starfish_protocol::names::RESERVED_NAMESPACES;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+/// Most bytes of a stream's request head (hyper's 431 past its own limit).
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
+/// Most header lines of a stream's request.
+const MAX_HEADERS: usize = 64;
+
+/// Waits for a connection's first bytes (within the header-read timeout) and tells
+/// whether they open a stream, leaving them unread; `None`: the client went, or
+/// sent nothing in time.
+pub(super) async fn opens_stream(stream: &TcpStream, limits: &ServeLimits) -> Option<bool> {
+    let mut first = [0u8; 256];
+    let peeked = tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)).await;
+    match peeked {
+        Ok(Ok(n)) if n > 0 => Some(is_stream(&first[..n])),
+        _ => None,
+    }
+}
+
+/// Whether `first` (the first bytes a connection sent) is the start of a
+/// live-change subscription: `GET /events` or `GET /<namespace>/events`, its path
+/// ending there (a query or the request line's end follows).
+pub(super) fn is_stream(first: &[u8]) -> bool {
+    let Some(path) = first.strip_prefix(b"GET /") else {
+        return false;
+    };
+    let end = path.iter().position(|&b| b == b'?' || b == b' ');
+    let Some(end) = end else {
+        return false;
+    };
+    match &path[..end] {
+        b"events" => true,
+        // A namespace's (never the router's own first segments: `/pull/events` is
+        // a pull, kept on its kept-alive connection; were one taken here anyway,
+        // the app would answer it the same, and the connection close after it).
+        segments => segments.strip_suffix(b"/events").is_some_and(|ns| {
+            !ns.is_empty()
+                && !ns.contains(&b'/')
+                && !RESERVED_NAMESPACES.iter().any(|r| r.as_bytes() == ns)
+        }),
+    }
+}
+
+/// What a connection holds until it closes: the accept loop's stop signal (the loop
+/// waits for every receiver to go) and the connection's slot.
+type Held = (watch::Receiver<()>, tokio::sync::OwnedSemaphorePermit);
+
+/// Serves the stream `stream` opened: reads its head, asks `app`, then writes the
+/// answer until it ends, the client goes, or the server stops, and closes. The
+/// writing goes on in a task of its own, which holds only the socket and the body:
+/// the connection's task (sized for hyper's connection and the app's call) ends.
+pub(super) async fn serve<S: App>(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    app: S,
+    limits: ServeLimits,
+    held: Held,
+) {
+    let request = match read_head(&mut stream, peer, &limits).await {
+        Ok(request) => request,
+        Err(Refusal::Gone) => return,
+        Err(Refusal::Answer(status)) => {
+            let head =
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            if write_within(&mut stream, &limits, &[IoSlice::new(head.as_bytes())])
+                .await
+                .is_ok()
+            {
+                linger(&mut stream).await;
+            }
+            return;
+        }
+    };
+    let http10 = request.version() == Version::HTTP_10;
+    let Ok(response) = app.oneshot(request).await;
+    let (parts, body) = response.into_parts();
+    let framing = Framing::of(&body, http10);
+    let head = response_head(&parts, framing);
+    if write_within(&mut stream, &limits, &[IoSlice::new(&head)])
+        .await
+        .is_err()
+    {
+        return;
+    }
+    drop(head);
+    tokio::spawn(async move {
+        let (mut stop, _slot) = held;
+        if pump(&mut stream, body, framing, &limits, &mut stop).await {
+            let _ = tokio::time::timeout(limits.idle_timeout, stream.shutdown()).await;
+        }
+    });
+}
+
+/// Ends the connection after a refusal sent while the client may still be sending
+/// (a body it announced): our end first, then what arrives is read and discarded
+/// for a while, so that the client reads the answer rather than a reset.
+async fn linger(stream: &mut TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 1024];
+    let mut left = super::LINGER_BYTES;
+    let until = Instant::now() + super::LINGER_TIME;
+    while left > 0 {
+        match tokio::time::timeout_at(until, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+            _ => return,
+        }
+    }
+}
+
+/// Why a head was not handed to the app.
+enum Refusal {
+    /// The client went, or was too slow: close.
+    Gone,
+    /// Answer with this status line's code and reason, then close.
+    Answer(&'static str),
+}
+
+/// Reads and parses the request head, within the header-read timeout.
+async fn read_head(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    limits: &ServeLimits,
+) -> Result<Request<Body>, Refusal> {
+    let deadline = Instant::now() + limits.header_read_timeout;
+    let mut head = Vec::with_capacity(1024);
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&head) {
+            Ok(httparse::Status::Complete(_)) => return request(&parsed, peer),
+            Ok(httparse::Status::Partial) => {}
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(Refusal::Answer("431 Request Header Fields Too Large"));
+            }
+            Err(_) => return Err(Refusal::Answer("400 Bad Request")),
+        }
+        if head.len() >= MAX_HEAD {
+            return Err(Refusal::Answer("431 Request Header Fields Too Large"));
+        }
+        head.reserve(1024.min(MAX_HEAD - head.len()));
+        let room = (MAX_HEAD - head.len()).min(head.capacity() - head.len());
+        let mut limited = (&mut *stream).take(room as u64);
+        match tokio::time::timeout_at(deadline, limited.read_buf(&mut head)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return Err(Refusal::Gone),
+        }
+    }
+}
+
+/// The request the app gets: what the client sent, no body, and its address.
+fn request(parsed: &httparse::Request<'_, '_>, peer: SocketAddr) -> Result<Request<Body>, Refusal> {
+    let bad = || Refusal::Answer("400 Bad Request");
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        Some(1) => Version::HTTP_11,
+        _ => return Err(bad()),
+    };
+    let mut request = Request::builder()
+        .method(parsed.method.ok_or_else(bad)?)
+        .uri(parsed.path.ok_or_else(bad)?)
+        .version(version)
+        .body(Body::empty())
+        .map_err(|_| bad())?;
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad())?;
+        // A stream's request has no body: one announced is not read, so refused.
+        let has_body = (name == header::CONTENT_LENGTH && h.value != b"0")
+            || name == header::TRANSFER_ENCODING;
+        if has_body {
+            return Err(bad());
+        }
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| bad())?;
+        request.headers_mut().append(name, value);
+    }
+    if version == Version::HTTP_11 && !request.headers().contains_key(header::HOST) {
+        return Err(bad());
+    }
+    request.extensions_mut().insert(ConnectInfo(peer));
+    Ok(request)
+}
+
+/// How a response's body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// `content-length` (known in advance).
+    Length(u64),
+    /// `transfer-encoding: chunked` (HTTP/1.1, length unknown).
+    Chunked,
+    /// Until the connection closes (HTTP/1.0, length unknown).
+    Close,
+}
+
+impl Framing {
+    fn of<B: hyper::body::Body>(body: &B, http10: bool) -> Self {
+        if body.is_end_stream() {
+            return Self::Length(0);
+        }
+        match body.size_hint().exact() {
+            Some(n) => Self::Length(n),
+            None if http10 => Self::Close,
+            None => Self::Chunked,
+        }
+    }
+}
+
+/// The status line and headers of the answer, with its framing, a `date`, and
+/// `connection: close`.
+fn response_head(parts: &axum::http::response::Parts, framing: Framing) -> Vec<u8> {
+    let status = parts.status;
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
+    for (name, value) in &parts.headers {
+        let framing_header = name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::CONNECTION;
+        if !framing_header {
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        let date = httpdate::fmt_http_date(std::time::SystemTime::UNIX_EPOCH + now());
+        head.extend_from_slice(format!("date: {date}\r\n").as_bytes());
+    }
+    match framing {
+        Framing::Length(n) => head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes()),
+        Framing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Close => {}
+    }
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    head
+}
+
+/// The time since the epoch, by the server's clock.
+fn now() -> std::time::Duration {
+    use starfish_server::auth::Clock as _;
+    std::time::Duration::from_millis(starfish_server::auth::SystemClock.now_ms())
+}
+
+/// Writes `body` framed as `framing` until it ends (true: close cleanly), fails,
+/// stalls, or the client goes or speaks, or the server stops (false: drop).
+async fn pump<B: hyper::body::Body<Data = Bytes> + Unpin>(
+    stream: &mut TcpStream,
+    mut body: B,
+    framing: Framing,
+    limits: &ServeLimits,
+    stop: &mut watch::Receiver<()>,
+) -> bool {
+    loop {
+        tokio::select! {
+            data = next_data(&mut body) => {
+                let data = match data {
+                    Next::End => break,
+                    Next::Failed => return false,
+                    Next::Data(data) => data,
+                };
+                if write_frame(stream, &data, framing, limits).await.is_err() {
+                    return false;
+                }
+            }
+            // The client closed, or sent bytes a stream never answers.
+            _ = stream.readable() => {
+                let mut probe = [0u8; 1];
+                match stream.try_read(&mut probe) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    _ => return false,
+                }
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    framing != Framing::Chunked
+        || write_within(stream, limits, &[IoSlice::new(b"0\r\n\r\n")])
+            .await
+            .is_ok()
+}
+
+/// What a response body gave next.
+enum Next {
+    Data(Bytes),
+    End,
+    Failed,
+}
+
+/// The body's next bytes (trailers and empty pieces skipped).
+async fn next_data<B: hyper::body::Body<Data = Bytes> + Unpin>(body: &mut B) -> Next {
+    loop {
+        match body.frame().await {
+            None => return Next::End,
+            Some(Err(_)) => return Next::Failed,
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if !data.is_empty() {
+                        return Next::Data(data);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One piece of the body, in one vectored write (framed when chunked).
+async fn write_frame(
+    stream: &mut TcpStream,
+    data: &[u8],
+    framing: Framing,
+    limits: &ServeLimits,
+) -> Result<(), ()> {
+    if framing != Framing::Chunked {
+        return write_within(stream, limits, &[IoSlice::new(data)]).await;
+    }
+    let size = format!("{:x}\r\n", data.len());
+    let pieces = [
+        IoSlice::new(size.as_bytes()),
+        IoSlice::new(data),
+        IoSlice::new(b"\r\n"),
+    ];
+    write_within(stream, limits, &pieces).await
+}
+
+/// Writes every byte of `pieces`, unless no byte moves for `request_timeout +
+/// idle_timeout` (a client that stopped reading) or the connection fails.
+async fn write_within(
+    stream: &mut TcpStream,
+    limits: &ServeLimits,
+    pieces: &[IoSlice<'_>],
+) -> Result<(), ()> {
+    let stall = limits.request_timeout + limits.idle_timeout;
+    let mut storage: Vec<IoSlice<'_>> = pieces.to_vec();
+    let mut left: &mut [IoSlice<'_>] = &mut storage;
+    while !left.is_empty() {
+        let written = tokio::time::timeout(stall, stream.write_vectored(left)).await;
+        match written {
+            Ok(Ok(n)) if n > 0 => IoSlice::advance_slices(&mut left, n),
+            _ => return Err(()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_event_stream_requests_are_taken_off_hyper() {
+        for yes in [
+            &b"GET /events?paths=a HTTP/1.1\r\n"[..],
+            b"GET /acme/events?paths=a HTTP/1.1\r\n",
+            b"GET /events HTTP/1.1\r\n",
+        ] {
+            assert!(is_stream(yes), "{}", String::from_utf8_lossy(yes));
+        }
+        for no in [
+            &b"GET /pull/events?x HTTP/1.1\r\n"[..],
+            b"GET /a/b/events?x HTTP/1.1\r\n",
+            b"GET //events?x HTTP/1.1\r\n",
+            b"GET /eventsx?x HTTP/1.1\r\n",
+            b"POST /events?paths=a HTTP/1.1\r\n",
+            b"GET /even",
+            b"GET /events",
+            b"",
+        ] {
+            assert!(!is_stream(no), "{}", String::from_utf8_lossy(no));
+        }
+    }
+
+    #[test]
+    fn a_head_is_framed_by_us_whatever_the_app_set() {
+        let response = axum::http::Response::builder()
+            .status(429)
+            .header("content-type", "application/json")
+            .header("content-length", "999")
+            .header("connection", "keep-alive")
+            .body(())
+            .unwrap();
+        let (parts, ()) = response.into_parts();
+        let head = String::from_utf8(response_head(&parts, Framing::Length(30))).unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("content-type: application/json\r\n"));
+        assert!(head.contains("content-length: 30\r\n") && !head.contains("999"));
+        assert!(head.contains("\r\ndate: ") && !head.contains("keep-alive"));
+        assert!(head.ends_with("connection: close\r\n\r\n"));
+    }
+}

@@ -1,0 +1,203 @@
+//! Live-change streams through the real `starfish serve`, which serves them off
+//! hyper (`src/serve/stream.rs`): the same answers as any route (layers, request
+//! ids, refusals with their JSON bodies), frames as they come, resuming with
+//! `Last-Event-ID`, the subscription gone when the client goes, streams ended at
+//! shutdown, and heads it will not take refused.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::common;
+use common::*;
+
+/// Opens a connection and sends `head` (a request line and headers, no blank line).
+fn send_head(server: &Server, head: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    write!(stream, "{head}\r\n\r\n").unwrap();
+    stream
+}
+
+/// The response head on `stream`, lower-cased.
+fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "closed: {head:?}");
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap().to_ascii_lowercase()
+}
+
+/// One line, CRLF removed.
+fn read_line(stream: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "closed: {line:?}");
+        line.push(byte[0]);
+    }
+    line.truncate(line.len() - 2);
+    String::from_utf8(line).unwrap()
+}
+
+/// The next chunk of a chunked body; `None` for the last (empty) one.
+fn next_chunk(stream: &mut TcpStream) -> Option<String> {
+    let size = usize::from_str_radix(&read_line(stream), 16).unwrap();
+    let mut data = vec![0u8; size + 2];
+    stream.read_exact(&mut data).unwrap();
+    assert!(data.ends_with(b"\r\n"));
+    data.truncate(size);
+    (size > 0).then(|| String::from_utf8(data).unwrap())
+}
+
+/// The last `id:` of a chunk.
+fn last_id(chunk: &str) -> String {
+    let id = chunk.lines().rev().find_map(|l| l.strip_prefix("id: "));
+    id.expect("an id").to_owned()
+}
+
+/// Pushes `data` to the guestbook room `room`; the new hash.
+fn push(server: &Server, room: &str, n: u32) -> String {
+    let body = format!(r#"{{"data":{{"n":{n}}}}}"#);
+    let (status, answer) = server.request("POST", &format!("/push/guestbook/{room}"), Some(&body));
+    assert_eq!(status, 200, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    answer["hash"].as_str().unwrap().to_owned()
+}
+
+/// The guestbook room `n`: each write here goes to a room of its own (a write
+/// without a base hash creates a document).
+fn room(n: u32) -> String {
+    format!("r{n}")
+}
+
+/// The `live_subscribers` gauge on the metrics listener.
+fn subscribers(metrics: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", metrics)).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("starfish_live_subscribers "));
+    line.unwrap_or("").to_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_stream_hears_changes_resumes_and_ends_with_its_client_and_the_server() {
+    let metrics = free_port();
+    let addr = format!("127.0.0.1:{metrics}");
+    let server = Server::memory(&["--metrics-addr", &addr], &[]);
+    let (a, b) = (room(1), room(2));
+    let get = format!("GET /events?paths=guestbook/{a},guestbook/{b} HTTP/1.1\r\nHost: x");
+    let mut stream = send_head(&server, &get);
+    let head = read_head(&mut stream);
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    for line in [
+        "content-type: text/event-stream",
+        "transfer-encoding: chunked",
+        "connection: close",
+        "x-request-id: ",
+        "date: ",
+    ] {
+        assert!(head.contains(line), "{line} in {head}");
+    }
+    let opening = next_chunk(&mut stream).unwrap();
+    assert!(opening.starts_with(": connected\n"), "{opening}");
+    assert!(eventually(
+        || subscribers(metrics) == "starfish_live_subscribers 1"
+    ));
+    let hash = push(&server, &a, 1);
+    let frame = next_chunk(&mut stream).unwrap();
+    assert!(frame.contains(&format!("\"hash\":\"{hash}\"")), "{frame}");
+    let id = last_id(&frame);
+    // The client goes: its subscription goes with it.
+    drop(stream);
+    assert!(eventually(
+        || subscribers(metrics) == "starfish_live_subscribers 0"
+    ));
+    // What it missed meanwhile comes first when it is back with its last id.
+    let missed = [push(&server, &b, 2), push(&server, &room(3), 3)];
+    let mut stream = send_head(&server, &format!("{get}\r\nLast-Event-ID: {id}"));
+    read_head(&mut stream);
+    let opening = next_chunk(&mut stream).unwrap();
+    assert!(opening.contains(&missed[0]), "{opening}");
+    assert!(
+        !opening.contains(&missed[1]),
+        "not a path it named: {opening}"
+    );
+    // At shutdown the stream ends (its last chunk) and the server exits.
+    let status = server.terminate();
+    assert!(status.success());
+    let rest = std::iter::from_fn(|| next_chunk(&mut stream)).count();
+    assert_eq!(rest, 0, "nothing but the end");
+}
+
+#[test]
+fn refusals_and_heads_it_will_not_take_on_the_stream_path() {
+    let server = Server::memory(&[], &[]);
+    // The router's refusals, with their bodies and lengths.
+    let (status, headers, body) = server.send("GET /events HTTP/1.1", "");
+    assert_eq!(status, 400);
+    assert!(headers.contains(&format!("content-length: {}", body.len())));
+    assert_eq!(body, br#"{"error":"Missing paths parameter"}"#);
+    let (status, _, _) = server.send("GET /nowhere/events?paths=x/y HTTP/1.1", "");
+    assert_eq!(status, 404);
+    // A body announced on a stream's request, a head too long: refused, closed.
+    let (status, _, _) = server.send("GET /events?paths=guestbook/r1 HTTP/1.1", "hello");
+    assert_eq!(status, 400);
+    let long = format!(
+        "GET /events?paths=guestbook/r1 HTTP/1.1\r\nHost: x\r\nX-Pad: {}",
+        "a".repeat(20_000)
+    );
+    let mut stream = send_head(&server, &long);
+    assert!(read_head(&mut stream).starts_with("http/1.1 431 "));
+    // A request line sent in two pieces goes to hyper, and is served the same.
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream.write_all(b"GET /eve").unwrap();
+    // The pause between the pieces: a read that waits 100 ms for nothing.
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    assert!(
+        stream.read(&mut [0u8; 1]).is_err(),
+        "no answer to half a line"
+    );
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream
+        .write_all(b"nts?paths=guestbook/r1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(read_head(&mut stream).starts_with("http/1.1 200 "));
+    assert!(next_chunk(&mut stream).unwrap().starts_with(": connected"));
+    // HTTP/1.0: no chunks, the stream runs until the connection closes.
+    let mut stream = send_head(&server, "GET /events?paths=guestbook/r1 HTTP/1.0");
+    let head = read_head(&mut stream);
+    assert!(
+        head.starts_with("http/1.1 200 ") && !head.contains("chunked"),
+        "{head}"
+    );
+    let mut opening = [0u8; 12];
+    stream.read_exact(&mut opening).unwrap();
+    assert_eq!(&opening, b": connected\n");
+}
