@@ -50,27 +50,29 @@ pub(super) async fn opens_stream(stream: &TcpStream, limits: &ServeLimits) -> Op
 }
 
 /// Whether `first` (the first bytes a connection sent) is the start of a
-/// live-change subscription: `GET /events` or `GET /<namespace>/events`, its path
-/// ending there (a query or the request line's end follows).
+/// live-change subscription: a `GET` whose path (before its query) ends in
+/// `/events`: `/events`, `/<namespace>/events`, under a base path too
+/// (`/v1/acme/events`). Never when the first segment is one of the router's own
+/// (`/pull/notes/events` is a pull, kept on its kept-alive connection; were a
+/// request taken here anyway, the app would answer it the same, and the
+/// connection close after it).
 pub(super) fn is_stream(first: &[u8]) -> bool {
     let Some(path) = first.strip_prefix(b"GET /") else {
         return false;
     };
-    let end = path.iter().position(|&b| b == b'?' || b == b' ');
-    let Some(end) = end else {
+    let Some(end) = path.iter().position(|&b| b == b'?' || b == b' ') else {
         return false;
     };
-    match &path[..end] {
-        b"events" => true,
-        // A namespace's (never the router's own first segments: `/pull/events` is
-        // a pull, kept on its kept-alive connection; were one taken here anyway,
-        // the app would answer it the same, and the connection close after it).
-        segments => segments.strip_suffix(b"/events").is_some_and(|ns| {
-            !ns.is_empty()
-                && !ns.contains(&b'/')
-                && !RESERVED_NAMESPACES.iter().any(|r| r.as_bytes() == ns)
-        }),
-    }
+    let path = &path[..end];
+    let first_segment = path.split(|&b| b == b'/').next().unwrap_or_default();
+    let routes = RESERVED_NAMESPACES
+        .iter()
+        .any(|r| r.as_bytes() == first_segment);
+    let events = path == b"events"
+        || path
+            .strip_suffix(b"/events")
+            .is_some_and(|before| !before.is_empty() && !before.ends_with(b"/"));
+    events && !routes && !path.starts_with(b"/")
 }
 
 /// What a connection holds until it closes: the accept loop's stop signal (the loop
@@ -391,9 +393,11 @@ mod tests {
         ] {
             assert!(is_stream(yes), "{}", String::from_utf8_lossy(yes));
         }
+        assert!(is_stream(b"GET /v1/acme/events?paths=a HTTP/1.1\r\n"));
         for no in [
             &b"GET /pull/events?x HTTP/1.1\r\n"[..],
-            b"GET /a/b/events?x HTTP/1.1\r\n",
+            b"GET /pull/a/events?x HTTP/1.1\r\n",
+            b"GET /a//events?x HTTP/1.1\r\n",
             b"GET //events?x HTTP/1.1\r\n",
             b"GET /eventsx?x HTTP/1.1\r\n",
             b"POST /events?paths=a HTTP/1.1\r\n",
