@@ -229,14 +229,19 @@ async fn connection<S: App>(
     mut stop: watch::Receiver<()>,
     slot: OwnedSemaphorePermit,
 ) {
-    // A live-change stream is served off hyper (`stream.rs`), lighter.
-    match stream::opens_stream(&stream, &limits).await {
+    // The request head is due within the header-read timeout of the accept, whoever
+    // serves it. A live-change stream is served off hyper (`stream.rs`), lighter.
+    let accepted = Instant::now();
+    let head_due = accepted + limits.header_read_timeout;
+    match stream::opens_stream(&stream, head_due, &mut stop).await {
         None => return,
-        Some(true) => return stream::serve(stream, peer, app, limits, (stop, slot)).await,
+        Some(true) => {
+            return stream::serve(stream, peer, app, limits, head_due, (stop, slot)).await;
+        }
         Some(false) => {}
     }
     let _slot = slot;
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::since(accepted));
     let io = TokioIo::new(Tracked {
         stream,
         activity: activity.clone(),
@@ -375,9 +380,10 @@ struct Activity {
 }
 
 impl Activity {
-    fn new() -> Self {
+    /// A connection accepted at `start`.
+    fn since(start: Instant) -> Self {
         Self {
-            start: Instant::now(),
+            start,
             last_io: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),

@@ -23,7 +23,7 @@ use axum::body::Bytes;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderName, HeaderValue, Request, Version, header};
 use http_body_util::BodyExt;
-use starfish_protocol::names::RESERVED_NAMESPACES;
+use starfish_protocol::names::{RESERVED_NAMESPACES, RESERVED_RUNTIME_NAMES};
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,15 +37,23 @@ pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// Most header lines of a stream's request.
 const MAX_HEADERS: usize = 64;
 
-/// Waits for a connection's first bytes (within the header-read timeout) and tells
+/// Waits for a connection's first bytes (until `head_due`, its accept plus the
+/// header-read timeout; or until the server stops) and tells
 /// whether they open a stream, leaving them unread; `None`: the client went, or
 /// sent nothing in time.
-pub(super) async fn opens_stream(stream: &TcpStream, limits: &ServeLimits) -> Option<bool> {
+pub(super) async fn opens_stream(
+    stream: &TcpStream,
+    head_due: Instant,
+    stop: &mut watch::Receiver<()>,
+) -> Option<bool> {
     let mut first = [0u8; 256];
-    let peeked = tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)).await;
-    match peeked {
-        Ok(Ok(n)) if n > 0 => Some(is_stream(&first[..n])),
-        _ => None,
+    tokio::select! {
+        peeked = tokio::time::timeout_at(head_due, stream.peek(&mut first)) => match peeked {
+            Ok(Ok(n)) if n > 0 => Some(is_stream(&first[..n])),
+            _ => None,
+        },
+        // Shutting down: a connection that sent nothing yet is closed at once.
+        _ = stop.changed() => None,
     }
 }
 
@@ -64,14 +72,18 @@ pub(super) fn is_stream(first: &[u8]) -> bool {
         return false;
     };
     let path = &path[..end];
+    if path == b"events" {
+        return true;
+    }
     let first_segment = path.split(|&b| b == b'/').next().unwrap_or_default();
-    let routes = RESERVED_NAMESPACES
-        .iter()
-        .any(|r| r.as_bytes() == first_segment);
-    let events = path == b"events"
-        || path
-            .strip_suffix(b"/events")
-            .is_some_and(|before| !before.is_empty() && !before.ends_with(b"/"));
+    let routes = first_segment.starts_with(b"_")
+        || RESERVED_NAMESPACES
+            .iter()
+            .chain(&RESERVED_RUNTIME_NAMES)
+            .any(|r| r.as_bytes() == first_segment);
+    let events = path
+        .strip_suffix(b"/events")
+        .is_some_and(|before| !before.is_empty() && !before.ends_with(b"/"));
     events && !routes && !path.starts_with(b"/")
 }
 
@@ -88,9 +100,10 @@ pub(super) async fn serve<S: App>(
     peer: SocketAddr,
     app: S,
     limits: ServeLimits,
-    held: Held,
+    head_due: Instant,
+    mut held: Held,
 ) {
-    let request = match read_head(&mut stream, peer, &limits).await {
+    let request = match read_head(&mut stream, peer, head_due, &mut held.0).await {
         Ok(request) => request,
         Err(Refusal::Gone) => return,
         Err(Refusal::Answer(status)) => {
@@ -108,7 +121,7 @@ pub(super) async fn serve<S: App>(
     let http10 = request.version() == Version::HTTP_10;
     let Ok(response) = app.oneshot(request).await;
     let (parts, body) = response.into_parts();
-    let framing = Framing::of(&body, http10);
+    let framing = Framing::of(parts.status, &body, http10);
     let head = response_head(&parts, framing);
     if write_within(&mut stream, &limits, &[IoSlice::new(&head)])
         .await
@@ -151,13 +164,14 @@ enum Refusal {
     Answer(&'static str),
 }
 
-/// Reads and parses the request head, within the header-read timeout.
+/// Reads and parses the request head, by `head_due` (the connection's accept plus
+/// the header-read timeout) and unless the server stops.
 async fn read_head(
     stream: &mut TcpStream,
     peer: SocketAddr,
-    limits: &ServeLimits,
+    head_due: Instant,
+    stop: &mut watch::Receiver<()>,
 ) -> Result<Request<Body>, Refusal> {
-    let deadline = Instant::now() + limits.header_read_timeout;
     let mut head = Vec::with_capacity(1024);
     loop {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -176,9 +190,12 @@ async fn read_head(
         head.reserve(1024.min(MAX_HEAD - head.len()));
         let room = (MAX_HEAD - head.len()).min(head.capacity() - head.len());
         let mut limited = (&mut *stream).take(room as u64);
-        match tokio::time::timeout_at(deadline, limited.read_buf(&mut head)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            _ => return Err(Refusal::Gone),
+        tokio::select! {
+            read = tokio::time::timeout_at(head_due, limited.read_buf(&mut head)) => match read {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return Err(Refusal::Gone),
+            },
+            _ = stop.changed() => return Err(Refusal::Gone),
         }
     }
 }
@@ -218,6 +235,8 @@ fn request(parsed: &httparse::Request<'_, '_>, peer: SocketAddr) -> Result<Reque
 /// How a response's body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
+    /// No body, and no header saying so (`1xx`, `204`, `304`).
+    Empty,
     /// `content-length` (known in advance).
     Length(u64),
     /// `transfer-encoding: chunked` (HTTP/1.1, length unknown).
@@ -227,7 +246,13 @@ enum Framing {
 }
 
 impl Framing {
-    fn of<B: hyper::body::Body>(body: &B, http10: bool) -> Self {
+    fn of<B: hyper::body::Body>(status: axum::http::StatusCode, body: &B, http10: bool) -> Self {
+        let bodiless = status.is_informational()
+            || status == axum::http::StatusCode::NO_CONTENT
+            || status == axum::http::StatusCode::NOT_MODIFIED;
+        if bodiless {
+            return Self::Empty;
+        }
         if body.is_end_stream() {
             return Self::Length(0);
         }
@@ -267,7 +292,7 @@ fn response_head(parts: &axum::http::response::Parts, framing: Framing) -> Vec<u
     match framing {
         Framing::Length(n) => head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes()),
         Framing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        Framing::Close => {}
+        Framing::Close | Framing::Empty => {}
     }
     head.extend_from_slice(b"connection: close\r\n\r\n");
     head
@@ -288,14 +313,30 @@ async fn pump<B: hyper::body::Body<Data = Bytes> + Unpin>(
     limits: &ServeLimits,
     stop: &mut watch::Receiver<()>,
 ) -> bool {
+    if framing == Framing::Empty {
+        return true;
+    }
+    // Bytes the head announced and not yet written.
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        _ => u64::MAX,
+    };
+    // As on hyper's connections: a response that moves no byte for this long is
+    // cut off (a stream's keep-alive comments move some every 20 s).
+    let stall = limits.request_timeout + limits.idle_timeout;
     loop {
         tokio::select! {
-            data = next_data(&mut body) => {
+            data = tokio::time::timeout(stall, next_data(&mut body)) => {
                 let data = match data {
-                    Next::End => break,
-                    Next::Failed => return false,
-                    Next::Data(data) => data,
+                    Ok(Next::End) => break,
+                    Ok(Next::Failed) | Err(_) => return false,
+                    Ok(Next::Data(data)) => data,
                 };
+                // More than announced: the answer is broken, the connection too.
+                let Some(rest) = left.checked_sub(data.len() as u64) else {
+                    return false;
+                };
+                left = rest;
                 if write_frame(stream, &data, framing, limits).await.is_err() {
                     return false;
                 }
@@ -311,10 +352,14 @@ async fn pump<B: hyper::body::Body<Data = Bytes> + Unpin>(
             _ = stop.changed() => break,
         }
     }
-    framing != Framing::Chunked
-        || write_within(stream, limits, &[IoSlice::new(b"0\r\n\r\n")])
+    match framing {
+        Framing::Chunked => write_within(stream, limits, &[IoSlice::new(b"0\r\n\r\n")])
             .await
-            .is_ok()
+            .is_ok(),
+        // Fewer than announced: the client must not take it for the whole answer.
+        Framing::Length(_) => left == 0,
+        Framing::Close | Framing::Empty => true,
+    }
 }
 
 /// What a response body gave next.
@@ -395,6 +440,9 @@ mod tests {
         }
         assert!(is_stream(b"GET /v1/acme/events?paths=a HTTP/1.1\r\n"));
         for no in [
+            &b"GET /config/events?x HTTP/1.1\r\n"[..],
+            b"GET /events/events?x HTTP/1.1\r\n",
+            b"GET /_starfish/events?x HTTP/1.1\r\n",
             &b"GET /pull/events?x HTTP/1.1\r\n"[..],
             b"GET /pull/a/events?x HTTP/1.1\r\n",
             b"GET /a//events?x HTTP/1.1\r\n",

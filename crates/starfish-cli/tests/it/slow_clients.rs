@@ -138,6 +138,30 @@ fn half_sent_headers_are_cut_off_while_others_are_served() {
     assert!(server.terminate().success());
 }
 
+/// The head is due within the header-read timeout of the accept, whoever reads it
+/// (hyper, or the live-change stream path): a client that waits before its first
+/// byte does not get a fresh timeout from that byte.
+#[test]
+fn a_head_begun_late_is_still_due_from_the_accept() {
+    let server = Server::memory(&["--header-read-timeout", "2", "--idle-timeout", "60"], &[]);
+    let mut late = [connect(&server), connect(&server)];
+    // Both wait (their clocks run together).
+    assert!(silent_for(&mut late[0], Duration::from_millis(1500)));
+    // 1.5 s after the accept: half a head, for a pull and for a stream.
+    late[0].write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+    late[1]
+        .write_all(b"GET /events?paths=guestbook/a HTTP/1.1\r\n")
+        .unwrap();
+    // Due at 2 s: closed well before 1.5 s + 2 s.
+    for stream in &mut late {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(1200)))
+            .unwrap();
+        assert!(closed_without_answer(stream), "cut off at its due time");
+    }
+    assert_eq!(health(&server), 200);
+}
+
 #[test]
 fn an_idle_keep_alive_connection_is_closed_but_not_by_the_header_timeout() {
     // Idle timeout 1 s, header timeout 30 s: the close is the idle timeout's.
