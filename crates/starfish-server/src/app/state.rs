@@ -716,6 +716,7 @@ fn live_bus(options: &SyncOptions) -> Arc<crate::live::bus::Bus> {
         Some(_) => bus.across_nodes(),
         None => bus,
     });
+    live.end_at_shutdown();
     if let Some(feed) = &options.change_feed {
         feed.attach(crate::live::ChangeSink::new(&live, options.metrics.clone()));
     }

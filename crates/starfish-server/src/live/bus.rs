@@ -98,6 +98,10 @@ pub(crate) struct Bus {
     stopping: tokio::sync::watch::Receiver<bool>,
     /// The sender of `stopping` when nobody else holds one (it never turns true).
     _never: Option<tokio::sync::watch::Sender<bool>>,
+    /// True when a task of the bus ends every stream at shutdown (then a stream
+    /// need not watch `stopping` itself, which costs a lock on a shared list at
+    /// each of its frames).
+    watched: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Bus {
@@ -109,6 +113,7 @@ impl Default for Bus {
             clock: Arc::new(starfish_store::SystemClock),
             stopping: rx,
             _never: Some(tx),
+            watched: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -130,6 +135,8 @@ struct Subscribers {
     next: u64,
     /// The changes this node heard last, for streams that reconnect.
     heard: Heard,
+    /// The server is shutting down: a new stream ends at once.
+    stopped: bool,
 }
 
 /// The last changes a node heard, oldest first, and what it no longer holds.
@@ -327,6 +334,7 @@ impl Subscribers {
             held: HashMap::new(),
             next: 0,
             heard: Heard::new(clock.now_ms()),
+            stopped: false,
         }
     }
 
@@ -417,6 +425,7 @@ impl Bus {
             clock: Arc::new(starfish_store::SystemClock),
             stopping,
             _never: None,
+            watched: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -456,9 +465,42 @@ impl Bus {
         &self.limits
     }
 
-    /// What says the server is shutting down.
-    pub(crate) fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.stopping.clone()
+    /// What a stream must watch to end at shutdown: nothing when the bus ends
+    /// its streams itself ([`Bus::end_at_shutdown`]).
+    pub(crate) fn stopping(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        let watched = self.watched.load(std::sync::atomic::Ordering::Acquire);
+        (!watched).then(|| self.stopping.clone())
+    }
+
+    /// Ends every stream, and every one opened later at once, when the server
+    /// shuts down: a task on the current runtime waits for it. `false` (streams
+    /// then watch for it themselves) outside a runtime.
+    pub(crate) fn end_at_shutdown(self: &Arc<Self>) -> bool {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let mut stopping = self.stopping.clone();
+        let bus = Arc::downgrade(self);
+        runtime.spawn(async move {
+            // Err: the sender is gone without a shutdown (the bus itself, dropped).
+            if stopping.wait_for(|stop| *stop).await.is_ok() {
+                if let Some(bus) = bus.upgrade() {
+                    bus.end_for_good();
+                }
+            }
+        });
+        self.watched
+            .store(true, std::sync::atomic::Ordering::Release);
+        true
+    }
+
+    /// Ends every stream, and refuses the ones to come (they end at once).
+    fn end_for_good(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stopped = true;
+        self.end_all();
     }
 
     /// Subscribes `caller`, from `ip`, to `places` (each once, however often
@@ -498,6 +540,19 @@ impl Bus {
         let position = s.heard.position(now_ms);
         let counts: Vec<Arc<str>> = counts.into_iter().map(|(key, _)| key).collect();
         let (tx, rx) = mpsc::channel(BUFFER);
+        if s.stopped {
+            // Shutting down: the stream has its opening, then ends.
+            drop(s);
+            drop(tx);
+            let (opening, opened) = opening(&position, missed);
+            return Ok(Subscription {
+                bus: self.clone(),
+                id: u64::MAX,
+                opening,
+                opened,
+                frames: rx,
+            });
+        }
         let id = s.next;
         s.next += 1;
         for place in &places {

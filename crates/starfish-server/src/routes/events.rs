@@ -58,27 +58,32 @@ fn candidates(parts: &Parts, scope: &Scope) -> Result<Vec<Doc>, ApiError> {
 fn frames(
     subscription: Subscription,
     lifetime: Duration,
-    stopping: tokio::sync::watch::Receiver<bool>,
+    stopping: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> impl futures::Stream<Item = Bytes> + Send + 'static {
     let start = tokio::time::Instant::now() + KEEPALIVE;
     let ticks = tokio::time::interval_at(start, KEEPALIVE);
-    let end = tokio::time::Instant::now() + lifetime;
+    // Armed once: a timer is not set and cancelled at every frame.
+    let end = Box::pin(tokio::time::sleep(lifetime));
     futures::stream::unfold(
-        (subscription, ticks, stopping, true),
-        move |(mut sub, mut ticks, mut stopping, first)| async move {
+        (subscription, ticks, end, stopping, true),
+        move |(mut sub, mut ticks, mut end, mut stopping, first)| async move {
             if first {
                 let opening = std::mem::take(&mut sub.opening);
-                return Some((opening, (sub, ticks, stopping, false)));
+                return Some((opening, (sub, ticks, end, stopping, false)));
             }
             let frame = tokio::select! {
+                // A frame waiting is taken without looking at anything else.
+                biased;
                 // The frame all its listeners share, as it is.
                 frame = sub.frames.recv() => Bytes::clone(&*frame?),
                 _ = ticks.tick() => Bytes::from_static(b": keep-alive\n\n"),
-                // Past its lifetime, or the server is shutting down: the stream ends.
-                () = tokio::time::sleep_until(end) => return None,
-                _ = stopping.wait_for(|stop| *stop) => return None,
+                // Past its lifetime, or the server is shutting down: the stream ends
+                // (at shutdown the bus ends it, or, outside a runtime, `stopping`).
+                () = end.as_mut() => return None,
+                _ = async { stopping.as_mut()?.wait_for(|stop| *stop).await.ok() },
+                    if stopping.is_some() => return None,
             };
-            Some((frame, (sub, ticks, stopping, false)))
+            Some((frame, (sub, ticks, end, stopping, false)))
         },
     )
 }

@@ -195,6 +195,12 @@ async fn streams_end_when_the_server_shuts_down() {
         .await
         .expect("the stream ends at once");
     assert!(end.is_none(), "{end:?}");
+    // One opened while shutting down ends after its opening.
+    let res = send(&app, get("/events?paths=board/b1")).await;
+    let mut late = res.into_body().into_data_stream();
+    assert!(next_frame(&mut late).await.starts_with(": connected"));
+    let end = tokio::time::timeout(Duration::from_secs(5), late.next()).await;
+    assert!(end.expect("it ends at once").is_none());
 }
 
 #[tokio::test(start_paused = true)]
