@@ -10,6 +10,11 @@
 //! target/release/livebench --bin target/release/starfish --subscribers 10000 --changes 20
 //! ```
 //!
+//! With `--signed`, each subscription is a signed request of an identity of its
+//! own (minted and signed before the clock starts) naming the public board and the
+//! identity's own notes: the server verifies a device certificate and a request
+//! signature per open, as for a fresh client.
+//!
 //! The process needs a file descriptor per subscription (`ulimit -n`), and so does
 //! the server.
 
@@ -20,12 +25,14 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 
 const CONFIG: &str = r#"{"version": 1, "collections": [{"name": "board", "storagePath": "board/{id}",
-  "readRoles": ["public"], "writeRoles": ["public"]}]}"#;
+  "readRoles": ["public"], "writeRoles": ["public"]},
+  {"name": "notes", "storagePath": "users/{identity}/notes", "readRoles": ["self"], "writeRoles": ["self"]}]}"#;
 
 struct Args {
     bin: String,
     subscribers: usize,
     changes: usize,
+    signed: bool,
 }
 
 fn args() -> Args {
@@ -33,9 +40,14 @@ fn args() -> Args {
         bin: "target/release/starfish".into(),
         subscribers: 1000,
         changes: 20,
+        signed: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--signed" {
+            args.signed = true;
+            continue;
+        }
         let value = it.next().unwrap_or_default();
         match flag.as_str() {
             "--bin" => args.bin = value,
@@ -65,18 +77,44 @@ fn source(n: usize) -> SocketAddr {
     SocketAddr::from((ip, 0))
 }
 
-/// Opens one subscription from source address `n`; `None` when refused.
-async fn subscribe(port: u16, n: usize) -> Option<BufReader<TcpStream>> {
+/// The request that opens subscription `n`: anonymous, or signed by an identity of
+/// its own.
+fn subscription_head(signed: bool) -> String {
+    if !signed {
+        return "GET /events?paths=board/b1 HTTP/1.1\r\nHost: bench\r\n\r\n".into();
+    }
+    use starfish_server::auth::Clock as _;
+    let now = Duration::from_millis(starfish_server::auth::SystemClock.now_ms());
+    let identity =
+        starfish_protocol::identity::Identity::generate(now.as_secs()).expect("identity");
+    let path = format!("/events?paths=board/b1,users/{}/notes", identity.user_id());
+    let nonce = starfish_protocol::identity::fresh_nonce().expect("nonce");
+    let request = starfish_protocol::signing::SignedRequest {
+        method: "GET",
+        path_and_query: &path,
+        body: b"",
+        host: "bench",
+        ts: i64::try_from(now.as_millis()).expect("ms"),
+        nonce: &nonce,
+    };
+    let headers: String = identity
+        .sign(&request)
+        .pairs()
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    format!("GET {path} HTTP/1.1\r\nHost: bench\r\n{headers}\r\n")
+}
+
+/// Opens one subscription from source address `n` with `head`; `None` when refused.
+async fn subscribe(port: u16, n: usize, head: String) -> Option<BufReader<TcpStream>> {
     let socket = TcpSocket::new_v4().ok()?;
     socket.bind(source(n)).ok()?;
     let mut stream = socket
         .connect(SocketAddr::from(([127, 0, 0, 1], port)))
         .await
         .ok()?;
-    stream
-        .write_all(b"GET /events?paths=board/b1 HTTP/1.1\r\nHost: bench\r\n\r\n")
-        .await
-        .ok()?;
+    stream.write_all(head.as_bytes()).await.ok()?;
     let mut reader = BufReader::new(stream);
     let mut status = String::new();
     reader.read_line(&mut status).await.ok()?;
@@ -144,23 +182,28 @@ async fn start(bin: &str, config: &std::path::Path, n: usize) -> (tokio::process
     (server, port)
 }
 
-/// Opens `n` subscriptions, 64 at a time: those accepted, how many were refused,
-/// and the seconds it took.
-async fn open_all(port: u16, n: usize) -> (Vec<BufReader<TcpStream>>, usize, f64) {
+/// Opens the subscriptions `heads` name, at most 64 opening at once (a new one
+/// starts as soon as one is open): those accepted, how many were refused, and the
+/// seconds it took.
+async fn open_all(port: u16, heads: Vec<String>) -> (Vec<BufReader<TcpStream>>, usize, f64) {
+    let n = heads.len();
+    let opening = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
     let started = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for (i, head) in heads.into_iter().enumerate() {
+        let permit = opening.clone().acquire_owned().await.expect("open");
+        tasks.push(tokio::spawn(async move {
+            let opened = subscribe(port, i, head).await;
+            drop(permit);
+            opened
+        }));
+    }
     let mut opened = Vec::with_capacity(n);
     let mut refused = 0;
-    let mut next = 0;
-    while next < n {
-        let batch: Vec<_> = (next..(next + 64).min(n))
-            .map(|i| tokio::spawn(subscribe(port, i)))
-            .collect();
-        next += batch.len();
-        for task in batch {
-            match task.await.expect("task") {
-                Some(reader) => opened.push(reader),
-                None => refused += 1,
-            }
+    for task in tasks {
+        match task.await.expect("task") {
+            Some(reader) => opened.push(reader),
+            None => refused += 1,
         }
     }
     (opened, refused, started.elapsed().as_secs_f64())
@@ -239,7 +282,9 @@ async fn main() {
     request(port, "POST /push/board/b1 HTTP/1.1", first).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_before = rss_kib(pid);
-    let (opened, refused, open_secs) = open_all(port, n).await;
+    // Minted and signed before the clock starts.
+    let heads: Vec<String> = (0..n).map(|_| subscription_head(args.signed)).collect();
+    let (opened, refused, open_secs) = open_all(port, heads).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_open = rss_kib(pid);
     let accepted = opened.len();
