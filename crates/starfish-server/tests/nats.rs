@@ -393,3 +393,94 @@ async fn next_record(sub: &mut async_nats::Subscriber) -> Value {
         .unwrap();
     serde_json::from_slice(&message.payload).unwrap()
 }
+
+/// A stream that drops on node A and comes back on node B with A's last id hears
+/// every change it missed, whichever node accepted it: B replays what it heard
+/// through NATS from a little before that id's time.
+#[tokio::test]
+#[ignore = "needs nats-server: run by tests/nats/run.sh"]
+async fn a_stream_resumed_on_another_node_hears_what_it_missed() {
+    let url = std::env::var("STARFISH_TEST_NATS_URL")
+        .expect("STARFISH_TEST_NATS_URL is not set: run tests/nats/run.sh");
+    let prefix = format!("test{}.resume", std::process::id());
+    let store = DocStore::memory();
+    // The nodes' clocks agree; they started ten seconds before the stream opened.
+    let clock = ManualClock::new(T0);
+    let node = |clock: ManualClock| {
+        let (store, url, prefix) = (store.clone(), url.clone(), prefix.clone());
+        async move {
+            let config = SyncConfig::from_value(json!({
+                "version": 1,
+                "collections": [{"name": "board", "storagePath": "board/{id}",
+                                 "readRoles": ["public"], "writeRoles": ["public"]}]
+            }))
+            .unwrap();
+            let feed = NatsFeed::connect(&url, Some(&prefix)).await.unwrap();
+            create_sync_router(
+                SyncOptions::new(config, store)
+                    .with_clock(Arc::new(clock))
+                    .with_change_feed(Arc::new(feed)),
+            )
+            .unwrap()
+        }
+    };
+    let (a, b) = (node(clock.clone()).await, node(clock.clone()).await);
+    clock.set(T0 + 10_000);
+    let uri = "/events?paths=board/b1";
+    let res = send(&a, get(uri)).await;
+    let mut on_a = res.into_body().into_data_stream();
+    let opening = next(&mut on_a, Duration::from_secs(5)).await.unwrap();
+    let id = opening
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap()
+        .to_owned();
+    drop(on_a);
+    // Meanwhile, writes on both nodes; B hears them all (its own, A's by NATS).
+    let mut watch_b = subscribe(&b, uri).await;
+    let mut base: Option<String> = None;
+    let mut written = Vec::new();
+    for (n, node) in [&a, &b, &a, &b, &a].into_iter().enumerate() {
+        let (status, body) =
+            push_doc(node, "/push/board/b1", json!({"n": n}), base.as_deref()).await;
+        assert_eq!(status, StatusCode::OK);
+        base = body["hash"].as_str().map(str::to_owned);
+        written.extend(base.clone());
+        let heard = next(&mut watch_b, Duration::from_secs(2))
+            .await
+            .expect("B hears it");
+        assert_eq!(data(&heard)["hash"], body["hash"]);
+    }
+    let mut req = get(uri);
+    req.headers_mut()
+        .insert("last-event-id", id.parse().unwrap());
+    let res = send(&b, req).await;
+    let mut on_b = res.into_body().into_data_stream();
+    let opening = next(&mut on_b, Duration::from_secs(5)).await.unwrap();
+    let replayed: Vec<&str> = opening
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|v| v["hash"].as_str().map(str::to_owned))
+        .map(|h| {
+            written
+                .iter()
+                .find(|w| **w == h)
+                .map(String::as_str)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        replayed,
+        written.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    // An id from further ahead than B's own time cannot be matched: pull.
+    let ahead = id.replacen(&(T0 + 10_000).to_string(), &(T0 + 100_000).to_string(), 1);
+    let mut req = get(uri);
+    req.headers_mut()
+        .insert("last-event-id", ahead.parse().unwrap());
+    let res = send(&b, req).await;
+    let mut told = res.into_body().into_data_stream();
+    let opening = next(&mut told, Duration::from_secs(5)).await.unwrap();
+    assert!(opening.contains("event: pull"), "{opening}");
+}
