@@ -223,6 +223,18 @@ impl Client {
         path_and_query: &str,
         body: Vec<u8>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        self.send_with(method, path_and_query, &[], body).await
+    }
+
+    /// [`Client::send`] with `extra` headers (not signed: the signature covers the
+    /// method, path, body, host and time).
+    async fn send_with(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        extra: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
         let signed = match &self.identity {
             None => None,
             Some(identity) => {
@@ -238,7 +250,8 @@ impl Client {
                 }))
             }
         };
-        let headers: Vec<(&str, &str)> = signed.iter().flat_map(|h| h.pairs()).collect();
+        let mut headers: Vec<(&str, &str)> = signed.iter().flat_map(|h| h.pairs()).collect();
+        headers.extend_from_slice(extra);
         http::send(&self.server, method, path_and_query, &headers, body).await
     }
 
@@ -308,7 +321,9 @@ impl Client {
 
     /// Follows `/events` for `paths`: prints each change's JSON on a line of its
     /// own; reconnects (1 s, doubling to 30 s) when the stream ends or the server
-    /// is busy; stops on a refusal (`4xx` but `429`) or after `count` changes.
+    /// is busy, with `Last-Event-ID` (the changes made meanwhile come first; further
+    /// behind than the server remembers, a `{"pull":true}` line says to pull);
+    /// stops on a refusal (`4xx` but `429`) or after `count` changes.
     async fn watch(&self, paths: &[String], count: Option<u64>) -> Result<(), String> {
         let paths: Vec<String> = paths
             .iter()
@@ -319,9 +334,10 @@ impl Client {
             .finish();
         let target = format!("{}?{query}", self.route("events"));
         let mut seen = 0u64;
+        let mut events = SseReader::default();
         let mut backoff = Duration::from_secs(1);
         loop {
-            match self.follow(&target, count, &mut seen).await {
+            match self.follow(&target, count, &mut seen, &mut events).await {
                 Ok(Followed::Done) => return Ok(()),
                 Ok(Followed::Ended) => backoff = Duration::from_secs(1),
                 Err(Refused::Finally(message)) => return Err(message),
@@ -338,9 +354,16 @@ impl Client {
         target: &str,
         count: Option<u64>,
         seen: &mut u64,
+        events: &mut SseReader,
     ) -> Result<Followed, Refused> {
+        events.pending.clear();
+        let last = events.last_id.clone();
+        let resume: Vec<(&str, &str)> = last
+            .iter()
+            .map(|id| ("last-event-id", id.as_str()))
+            .collect();
         let response = self
-            .send("GET", target, Vec::new())
+            .send_with("GET", target, &resume, Vec::new())
             .await
             .map_err(Refused::ForNow)?;
         let status = response.status().as_u16();
@@ -354,7 +377,6 @@ impl Client {
             });
         }
         let mut body = response.into_body();
-        let mut events = SseReader::default();
         while let Some(chunk) = http::next_chunk(&mut body).await.map_err(Refused::ForNow)? {
             for data in events.push(&chunk) {
                 println!("{data}");
@@ -385,10 +407,12 @@ enum Refused {
     Finally(String),
 }
 
-/// Server-Sent Events read from pieces of a body: the `data` of each event.
+/// Server-Sent Events read from pieces of a body: the `data` of each event, and
+/// the last `id` the server gave (sent back as `Last-Event-ID` on reconnecting).
 #[derive(Default)]
 struct SseReader {
     pending: String,
+    last_id: Option<String>,
 }
 
 impl SseReader {
@@ -399,6 +423,10 @@ impl SseReader {
         let mut out = Vec::new();
         while let Some(end) = self.pending.find("\n\n") {
             let event: String = self.pending.drain(..end + 2).collect();
+            let id = event.lines().rev().find_map(|l| l.strip_prefix("id:"));
+            if let Some(id) = id {
+                self.last_id = Some(id.strip_prefix(' ').unwrap_or(id).to_owned());
+            }
             let data: Vec<&str> = event
                 .lines()
                 .filter_map(|line| line.strip_prefix("data:"))
@@ -491,6 +519,9 @@ mod tests {
         assert!(sse.push(b": connected\n\ndata: {\"a\"").is_empty());
         assert_eq!(sse.push(b":1}\n\n: keep-alive\n\n"), ["{\"a\":1}"]);
         assert_eq!(sse.push(b"id: 7\r\ndata: x\r\n\r\ndata: y\n\n"), ["x", "y"]);
+        assert_eq!(sse.last_id.as_deref(), Some("7"));
+        assert!(sse.push(b": connected\nid: 9-1-ab\n\n").is_empty());
+        assert_eq!(sse.last_id.as_deref(), Some("9-1-ab"));
     }
 
     #[test]

@@ -312,10 +312,10 @@ fn a_50_mb_blob_round_trips_while_the_server_stays_far_below_50_mb() {
         grown < 16 * 1024,
         "the 50 MB transfer grew the server by {grown} KiB: not far below 50 MB"
     );
-    // The debug binary alone is about 26.5 MiB resident here (its pages, the
-    // journal's thread): 40 MiB left 13.5 MiB for two 5 MiB parts in flight and
-    // failed one run in two.
-    assert!(peak < 44 * 1024, "peak RSS {peak} KiB");
+    // No bound on the peak itself: the debug binary alone is resident for 29.5 MiB
+    // here (it was 26.5 when a 44 MiB bound was set, and grows with the code linked
+    // in), so such a bound measured the binary, not the transfer; the growth above is
+    // the transfer's.
     assert!(server.terminate().success());
 }
 

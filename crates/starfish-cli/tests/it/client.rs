@@ -263,6 +263,72 @@ fn watch_prints_each_change_of_the_documents_it_follows() {
     assert!(!ok && err.contains("403"), "{err}");
 }
 
+/// `watch` reconnects with the last id it heard: a server restarted meanwhile
+/// (another run, which cannot tell what was missed) says to pull, and `watch`
+/// prints that as a line of its own.
+#[test]
+fn watch_resumes_with_the_last_id_and_says_when_to_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("starfish.yaml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let start = || {
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "--port", &port, "--config"])
+            .arg(&config)
+            .arg("--data")
+            .arg(dir.path().join("data"));
+        Server::spawn(command)
+    };
+    let server = start();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut watch = Reaped(
+        Command::new(BIN)
+            .args(["watch", "board/lobby", "--count", "2"])
+            .env("STARFISH_URL", &url)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = watch.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    // Writes until the stream has heard one (it opens in the background).
+    let first = (0..500).find_map(|n| {
+        starfish(&url, &["push", "board/lobby", &format!(r#"{{"n":{n}}}"#)]);
+        lines
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .ok()
+    });
+    assert!(first.expect("a change heard").contains("board/lobby"));
+    server.kill();
+    let again = start();
+    let pull = lines.recv_timeout(std::time::Duration::from_secs(30));
+    assert_eq!(pull.expect("a line after the restart"), r#"{"pull":true}"#);
+    assert!(watch.0.wait().unwrap().success());
+    drop(again);
+}
+
+/// A child process killed when the test is done with it, passed or not.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The README's first signed request, run as written: its code block between
 /// the `first-signed-request` markers, in an empty folder, with the binary on
 /// `PATH` and `STARFISH_URL` pointing at a server on the sample config.
