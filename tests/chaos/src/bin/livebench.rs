@@ -10,6 +10,10 @@
 //! target/release/livebench --bin target/release/starfish --subscribers 10000 --changes 20
 //! ```
 //!
+//! With `--load SECS`, pulls on 8 kept-alive connections and a push every 100 ms run
+//! for SECS before the streams open and again while they are open (every push a
+//! fan-out): their rates and p50/p99, side by side.
+//!
 //! With `--signed`, each subscription is a signed request of an identity of its
 //! own (minted and signed before the clock starts) naming the public board and the
 //! identity's own notes: the server verifies a device certificate and a request
@@ -33,6 +37,9 @@ struct Args {
     subscribers: usize,
     changes: usize,
     signed: bool,
+    /// Seconds of pulls (and a push every 100 ms) before the streams open and
+    /// again while they are open; 0: none.
+    load: f64,
 }
 
 fn args() -> Args {
@@ -41,6 +48,7 @@ fn args() -> Args {
         subscribers: 1000,
         changes: 20,
         signed: false,
+        load: 0.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +61,7 @@ fn args() -> Args {
             "--bin" => args.bin = value,
             "--subscribers" => args.subscribers = value.parse().expect("--subscribers N"),
             "--changes" => args.changes = value.parse().expect("--changes N"),
+            "--load" => args.load = value.parse().expect("--load SECS"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -147,6 +156,82 @@ async fn request(port: u16, head: &str, body: &str) -> String {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).await.expect("read");
     answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()
+}
+
+/// Pulls `board/b1` over `clients` kept-alive connections for `secs`, while a
+/// push goes in every 100 ms: the pulls' and the pushes' latencies, sorted.
+async fn load(port: u16, clients: usize, secs: f64) -> (Vec<Duration>, Vec<Duration>) {
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let pullers: Vec<_> = (0..clients)
+        .map(|_| tokio::spawn(pull_until(port, until)))
+        .collect();
+    let mut pushes = Vec::new();
+    while Instant::now() < until {
+        let pulled = request(port, "GET /pull/board/b1 HTTP/1.1", "").await;
+        let base = pulled
+            .split("\"hash\":\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("")
+            .to_owned();
+        let body = format!(
+            r#"{{"data":{{"load":{}}},"baseHash":"{base}"}}"#,
+            pushes.len()
+        );
+        let t0 = Instant::now();
+        request(port, "POST /push/board/b1 HTTP/1.1", &body).await;
+        pushes.push(t0.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut pulls = Vec::new();
+    for puller in pullers {
+        pulls.extend(puller.await.expect("puller"));
+    }
+    pulls.sort_unstable();
+    pushes.sort_unstable();
+    (pulls, pushes)
+}
+
+/// One kept-alive connection pulling `board/b1` until `until`: each latency.
+async fn pull_until(port: u16, until: Instant) -> Vec<Duration> {
+    let stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut reader = BufReader::new(stream);
+    let mut latencies = Vec::new();
+    let mut line = String::new();
+    while Instant::now() < until {
+        let t0 = Instant::now();
+        let head = b"GET /pull/board/b1 HTTP/1.1\r\nHost: bench\r\n\r\n";
+        reader.get_mut().write_all(head).await.expect("send");
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            reader.read_line(&mut line).await.expect("read");
+            let lower = line.to_ascii_lowercase();
+            if let Some(n) = lower.strip_prefix("content-length:") {
+                length = n.trim().parse().unwrap_or(0);
+            }
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body).await.expect("body");
+        latencies.push(t0.elapsed());
+    }
+    latencies
+}
+
+/// "rate/s, p50, p99" of `sorted` latencies over `secs`.
+fn summary(sorted: &[Duration], secs: f64) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!(
+        "{:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+        sorted.len() as f64 / secs,
+        ms(percentile(sorted, 0.5)),
+        ms(percentile(sorted, 0.99)),
+    )
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -281,6 +366,12 @@ async fn main() {
     let first = r#"{"data":{"n":0},"baseHash":null}"#;
     request(port, "POST /push/board/b1 HTTP/1.1", first).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // Pulls and pushes before any stream is open, to compare with below.
+    let quiet = if args.load > 0.0 {
+        Some(load(port, 8, args.load).await)
+    } else {
+        None
+    };
     let rss_before = rss_kib(pid);
     // Minted and signed before the clock starts.
     let heads: Vec<String> = (0..n).map(|_| subscription_head(args.signed)).collect();
@@ -290,6 +381,21 @@ async fn main() {
     let accepted = opened.len();
     let mut rx = listen(opened);
     let (latencies, missed) = fan_out(port, args.changes, accepted, &mut rx).await;
+    if let Some((pulls, pushes)) = quiet {
+        // The frames of the pushes below are read, and dropped.
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let (busy_pulls, busy_pushes) = load(port, 8, args.load).await;
+        println!(
+            "pulls on 8 connections: {} without streams, {} with {accepted} open and a change every 100 ms",
+            summary(&pulls, args.load),
+            summary(&busy_pulls, args.load),
+        );
+        println!(
+            "pushes (one every 100 ms): p99 {:.2} ms without streams, {:.2} ms with them",
+            percentile(&pushes, 0.99).as_secs_f64() * 1000.0,
+            percentile(&busy_pushes, 0.99).as_secs_f64() * 1000.0,
+        );
+    }
     let per_sub = if accepted > 0 {
         (rss_open.saturating_sub(rss_before) as f64) / accepted as f64
     } else {
