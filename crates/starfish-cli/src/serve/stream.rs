@@ -131,8 +131,9 @@ pub(super) async fn serve<S: App>(
     }
     drop(head);
     tokio::spawn(async move {
-        let (mut stop, _slot) = held;
-        if pump(&mut stream, body, framing, &limits, &mut stop).await {
+        // Held until the stream is done: the accept loop waits for it at shutdown.
+        let _held = held;
+        if pump(&mut stream, body, framing, &limits).await {
             let _ = tokio::time::timeout(limits.idle_timeout, stream.shutdown()).await;
         }
     });
@@ -305,13 +306,18 @@ fn now() -> std::time::Duration {
 }
 
 /// Writes `body` framed as `framing` until it ends (true: close cleanly), fails,
-/// stalls, or the client goes or speaks, or the server stops (false: drop).
+/// stalls, or the client goes or speaks (false: drop). At shutdown the router's
+/// live bus ends every stream's body, and so this.
+///
+/// What it waits on is set up once for the stream, not at every frame (at 10,000
+/// subscribers a frame is 10,000 times this loop): one timer for stalls, re-armed
+/// only when it fires (a frame notes when bytes last moved), and one wait for the
+/// client's end of the connection.
 async fn pump<B: hyper::body::Body<Data = Bytes> + Unpin>(
     stream: &mut TcpStream,
     mut body: B,
     framing: Framing,
     limits: &ServeLimits,
-    stop: &mut watch::Receiver<()>,
 ) -> bool {
     if framing == Framing::Empty {
         return true;
@@ -323,35 +329,47 @@ async fn pump<B: hyper::body::Body<Data = Bytes> + Unpin>(
     };
     // As on hyper's connections: a response that moves no byte for this long is
     // cut off (a stream's keep-alive comments move some every 20 s).
-    let stall = limits.request_timeout + limits.idle_timeout;
-    loop {
-        tokio::select! {
-            data = tokio::time::timeout(stall, next_data(&mut body)) => {
-                let data = match data {
-                    Ok(Next::End) => break,
-                    Ok(Next::Failed) | Err(_) => return false,
-                    Ok(Next::Data(data)) => data,
-                };
-                // More than announced: the answer is broken, the connection too.
-                let Some(rest) = left.checked_sub(data.len() as u64) else {
-                    return false;
-                };
-                left = rest;
-                if write_frame(stream, &data, framing, limits).await.is_err() {
-                    return false;
+    let stall = Stall::new(limits.request_timeout + limits.idle_timeout);
+    let mut stall = std::pin::pin!(stall);
+    // The body to its end (the borrows of the socket's halves end with the block).
+    {
+        let (reader, mut writer) = stream.split();
+        let mut spoke = std::pin::pin!(reader.readable());
+        loop {
+            tokio::select! {
+                biased;
+                data = next_data(&mut body) => {
+                    let data = match data {
+                        Next::End => break,
+                        Next::Failed => return false,
+                        Next::Data(data) => data,
+                    };
+                    // More than announced: the answer is broken, the connection too.
+                    let Some(rest) = left.checked_sub(data.len() as u64) else {
+                        return false;
+                    };
+                    left = rest;
+                    let write = write_frame(&mut writer, &data, framing);
+                    if stall.as_mut().within(write).await.is_err() {
+                        return false;
+                    }
                 }
-            }
-            // The client closed, or sent bytes a stream never answers.
-            _ = stream.readable() => {
-                let mut probe = [0u8; 1];
-                match stream.try_read(&mut probe) {
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    _ => return false,
+                // The client closed, or sent bytes a stream never answers.
+                _ = spoke.as_mut() => {
+                    let mut probe = [0u8; 1];
+                    match reader.try_read(&mut probe) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            spoke.set(reader.readable());
+                        }
+                        _ => return false,
+                    }
                 }
+                stalled = stall.as_mut().fired() => if stalled {
+                    return false;
+                },
             }
-            _ = stop.changed() => break,
         }
-    }
+    };
     match framing {
         Framing::Chunked => write_within(stream, limits, &[IoSlice::new(b"0\r\n\r\n")])
             .await
@@ -359,6 +377,60 @@ async fn pump<B: hyper::body::Body<Data = Bytes> + Unpin>(
         // Fewer than announced: the client must not take it for the whole answer.
         Framing::Length(_) => left == 0,
         Framing::Close | Framing::Empty => true,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream's stall timer: armed once, and when it fires, armed again for the
+    /// time bytes last moved plus the limit, unless that has passed.
+    struct Stall {
+        #[pin]
+        timer: tokio::time::Sleep,
+        moved: Instant,
+        limit: std::time::Duration,
+    }
+}
+
+impl Stall {
+    fn new(limit: std::time::Duration) -> Self {
+        Self {
+            timer: tokio::time::sleep(limit),
+            moved: Instant::now(),
+            limit,
+        }
+    }
+
+    /// Waits for the timer; true when nothing moved for the limit (else it is
+    /// armed again, false).
+    async fn fired(self: std::pin::Pin<&mut Self>) -> bool {
+        let mut this = self.project();
+        this.timer.as_mut().await;
+        let due = *this.moved + *this.limit;
+        if Instant::now() >= due {
+            return true;
+        }
+        this.timer.reset(due);
+        false
+    }
+
+    /// `write`, unless it stalls; bytes moved when it is done.
+    async fn within(
+        mut self: std::pin::Pin<&mut Self>,
+        write: impl std::future::Future<Output = Result<(), ()>>,
+    ) -> Result<(), ()> {
+        let mut write = std::pin::pin!(write);
+        loop {
+            tokio::select! {
+                biased;
+                done = write.as_mut() => {
+                    *self.as_mut().project().moved = Instant::now();
+                    return done;
+                }
+                stalled = self.as_mut().fired() => if stalled {
+                    return Err(());
+                },
+            }
+        }
     }
 }
 
@@ -388,24 +460,61 @@ async fn next_data<B: hyper::body::Body<Data = Bytes> + Unpin>(body: &mut B) -> 
 
 /// One piece of the body, in one vectored write (framed when chunked).
 async fn write_frame(
-    stream: &mut TcpStream,
+    writer: &mut tokio::net::tcp::WriteHalf<'_>,
     data: &[u8],
     framing: Framing,
-    limits: &ServeLimits,
 ) -> Result<(), ()> {
-    if framing != Framing::Chunked {
-        return write_within(stream, limits, &[IoSlice::new(data)]).await;
-    }
-    let size = format!("{:x}\r\n", data.len());
-    let pieces = [
-        IoSlice::new(size.as_bytes()),
+    let mut size = [0u8; 18];
+    let size = chunk_size(data.len(), &mut size);
+    let chunked = [
+        IoSlice::new(size),
         IoSlice::new(data),
         IoSlice::new(b"\r\n"),
     ];
-    write_within(stream, limits, &pieces).await
+    let pieces: &[IoSlice<'_>] = if framing == Framing::Chunked {
+        &chunked
+    } else {
+        &chunked[1..2]
+    };
+    write_all(writer, pieces).await
 }
 
-/// Writes every byte of `pieces`, unless no byte moves for `request_timeout +
+/// `n` in hex and CRLF, a chunk's first line, written into `buf` (no allocation:
+/// this runs once per frame per subscriber).
+fn chunk_size(n: usize, buf: &mut [u8; 18]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut at = 16;
+    let mut n = n;
+    loop {
+        at -= 1;
+        buf[at] = HEX[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    buf[16] = b'\r';
+    buf[17] = b'\n';
+    &buf[at..]
+}
+
+/// Writes every byte of `pieces`.
+async fn write_all<W: tokio::io::AsyncWrite + Unpin>(
+    writer: &mut W,
+    pieces: &[IoSlice<'_>],
+) -> Result<(), ()> {
+    let mut storage: Vec<IoSlice<'_>> = pieces.to_vec();
+    let mut left: &mut [IoSlice<'_>] = &mut storage;
+    while !left.is_empty() {
+        match writer.write_vectored(left).await {
+            Ok(n) if n > 0 => IoSlice::advance_slices(&mut left, n),
+            _ => return Err(()),
+        }
+    }
+    Ok(())
+}
+
+/// Writes every byte of `pieces`, unless it takes `request_timeout +
 /// idle_timeout` (a client that stopped reading) or the connection fails.
 async fn write_within(
     stream: &mut TcpStream,
@@ -413,16 +522,10 @@ async fn write_within(
     pieces: &[IoSlice<'_>],
 ) -> Result<(), ()> {
     let stall = limits.request_timeout + limits.idle_timeout;
-    let mut storage: Vec<IoSlice<'_>> = pieces.to_vec();
-    let mut left: &mut [IoSlice<'_>] = &mut storage;
-    while !left.is_empty() {
-        let written = tokio::time::timeout(stall, stream.write_vectored(left)).await;
-        match written {
-            Ok(Ok(n)) if n > 0 => IoSlice::advance_slices(&mut left, n),
-            _ => return Err(()),
-        }
+    match tokio::time::timeout(stall, write_all(stream, pieces)).await {
+        Ok(done) => done,
+        Err(_) => Err(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -454,6 +557,14 @@ mod tests {
             b"",
         ] {
             assert!(!is_stream(no), "{}", String::from_utf8_lossy(no));
+        }
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex_lines() {
+        let mut buf = [0u8; 18];
+        for n in [0usize, 1, 15, 16, 255, 4096, 0xdead_beef, usize::MAX] {
+            assert_eq!(chunk_size(n, &mut buf), format!("{n:x}\r\n").as_bytes());
         }
     }
 

@@ -201,3 +201,49 @@ fn refusals_and_heads_it_will_not_take_on_the_stream_path() {
     stream.read_exact(&mut opening).unwrap();
     assert_eq!(&opening, b": connected\n");
 }
+
+/// A subscriber that stops reading holds nothing for long: once its socket's
+/// buffers are full, the connection is cut off after `--request-timeout` plus
+/// `--idle-timeout` without a byte moving, as on hyper's connections.
+#[test]
+fn a_stream_whose_reader_stopped_is_cut_off() {
+    let server = Server::memory(&["--request-timeout", "1", "--idle-timeout", "1"], &[]);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", server.port).parse().unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut slow: TcpStream = socket.into();
+    write!(
+        slow,
+        "GET /events?paths=guestbook/slow HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    // Changes until its buffers are full and more (each frame is about 250 bytes).
+    let body = |n: u32| format!(r#"{{"data":{{"n":{n}}}}}"#);
+    let (status, first) = server.request("POST", "/push/guestbook/slow", Some(&body(0)));
+    assert_eq!(status, 200, "{first}");
+    let mut base: String = serde_json::from_str::<serde_json::Value>(&first).unwrap()["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for n in 1..1500 {
+        let push = format!(r#"{{"data":{{"n":{n}}},"baseHash":"{base}"}}"#);
+        let (status, answer) = server.request("POST", "/push/guestbook/slow", Some(&push));
+        assert_eq!(status, 200, "{answer}");
+        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        base = answer["hash"].as_str().unwrap().to_owned();
+    }
+    // Reading now: what was buffered, then the end (not a wait for more).
+    slow.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut sink = Vec::new();
+    match slow.read_to_end(&mut sink) {
+        Ok(_) => {}
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    assert!(
+        sink.len() < 1500 * 250,
+        "cut off before every frame: {}",
+        sink.len()
+    );
+}
