@@ -268,6 +268,7 @@ async fn connection<S: App>(
         }
     });
     let mut conn = pin!(builder.serve_connection(io, service));
+    let mut stopped = pin!(stopped(&mut stop));
     let mut stopping = false;
     let tick = timer_tick(&limits);
     let first = activity.deadline(&limits).0;
@@ -280,7 +281,7 @@ async fn connection<S: App>(
                 }
                 break;
             }
-            _ = stop.changed(), if !stopping => {
+            _ = stopped.as_mut(), if !stopping => {
                 // Closes it if idle; otherwise the response in progress is its last.
                 conn.as_mut().graceful_shutdown();
                 stopping = true;
@@ -295,6 +296,47 @@ async fn connection<S: App>(
                 timer.as_mut().reset(deadline.min(now + tick));
             }
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The accept loop's stop signal as a connection waits for it, at each of its
+    /// wakes (each request): polled for real the first time, which registers the
+    /// connection's task with the channel, and then only once the channel has
+    /// changed. Polling it for real takes the lock of a list every connection
+    /// shares; looking at the channel's version takes none.
+    struct Stopped<F> {
+        #[pin]
+        changed: F,
+        probe: watch::Receiver<()>,
+        polled: bool,
+    }
+}
+
+/// The wait for `stop` to change, as a connection's [`Stopped`].
+fn stopped(
+    stop: &mut watch::Receiver<()>,
+) -> Stopped<impl Future<Output = Result<(), watch::error::RecvError>> + '_> {
+    let probe = stop.clone();
+    Stopped {
+        changed: stop.changed(),
+        probe,
+        polled: false,
+    }
+}
+
+impl<F: Future> Future for Stopped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        // Still registered from the first poll, with this task's waker (a task's
+        // waker does not change): nothing to do until the channel changes.
+        if *this.polled && !this.probe.has_changed().unwrap_or(true) {
+            return Poll::Pending;
+        }
+        *this.polled = true;
+        this.changed.poll(cx)
     }
 }
 
@@ -443,8 +485,9 @@ impl InFlight {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
         activity.head_started.store(NONE, Ordering::Relaxed);
         activity.body_unread.store(false, Ordering::Relaxed);
-        // The request's silence is counted from its start at the earliest.
-        activity.on_write();
+        // The request's silence is counted from its start at the earliest: from
+        // the read of its head's last bytes, just now (no clock read here: this is
+        // once per request).
         Self(activity)
     }
 }
@@ -452,7 +495,9 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.0.idle_since.store(self.0.now(), Ordering::Relaxed);
+            // Idle since the response's last bytes went out, just before.
+            let last_io = self.0.last_io.load(Ordering::Relaxed);
+            self.0.idle_since.store(last_io, Ordering::Relaxed);
         }
     }
 }
