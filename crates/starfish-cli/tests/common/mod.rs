@@ -154,6 +154,15 @@ impl Server {
     }
 }
 
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Waits (at most 10 s) until `found` says yes: for files a running server writes
 /// to the filesystem store, whose journal is written out within a second.
 pub fn eventually(mut found: impl FnMut() -> bool) -> bool {

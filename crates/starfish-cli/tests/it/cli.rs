@@ -332,15 +332,6 @@ fn starfish() -> Command {
     command
 }
 
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `starfish serve --print-config=json` with `env` and `flags`: the `server` object.
 fn print_config(
     config: &std::path::Path,

@@ -271,12 +271,7 @@ fn watch_resumes_with_the_last_id_and_says_when_to_pull() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("starfish.yaml");
     std::fs::write(&config, CONFIG).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let port = free_port().to_string();
     let start = || {
         let mut command = Command::new(BIN);
         command

@@ -91,14 +91,6 @@ fn subscribers(metrics: u16) -> String {
     line.unwrap_or("").to_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn a_stream_hears_changes_resumes_and_ends_with_its_client_and_the_server() {
     let metrics = free_port();

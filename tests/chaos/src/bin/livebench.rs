@@ -143,6 +143,15 @@ async fn subscribe(port: u16, n: usize, head: String) -> Option<BufReader<TcpStr
     }
 }
 
+/// The board's current hash, for the next push's `baseHash`.
+async fn current_hash(port: u16) -> String {
+    let pulled = request(port, "GET /pull/board/b1 HTTP/1.1", "").await;
+    let hash = pulled.split("\"hash\":\"").nth(1);
+    hash.and_then(|r| r.split('"').next())
+        .unwrap_or("")
+        .to_owned()
+}
+
 /// One plain HTTP request on a fresh connection; the answer's body.
 async fn request(port: u16, head: &str, body: &str) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port))
@@ -167,13 +176,7 @@ async fn load(port: u16, clients: usize, secs: f64) -> (Vec<Duration>, Vec<Durat
         .collect();
     let mut pushes = Vec::new();
     while Instant::now() < until {
-        let pulled = request(port, "GET /pull/board/b1 HTTP/1.1", "").await;
-        let base = pulled
-            .split("\"hash\":\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or("")
-            .to_owned();
+        let base = current_hash(port).await;
         let body = format!(
             r#"{{"data":{{"load":{}}},"baseHash":"{base}"}}"#,
             pushes.len()
@@ -326,13 +329,7 @@ async fn fan_out(
     let mut latencies = Vec::with_capacity(accepted * changes);
     let mut missed = 0;
     for change in 0..changes {
-        let pulled = request(port, "GET /pull/board/b1 HTTP/1.1", "").await;
-        let base = pulled
-            .split("\"hash\":\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or("")
-            .to_owned();
+        let base = current_hash(port).await;
         let body = format!(r#"{{"data":{{"n":{change}}},"baseHash":"{base}"}}"#);
         let t0 = Instant::now();
         request(port, "POST /push/board/b1 HTTP/1.1", &body).await;
