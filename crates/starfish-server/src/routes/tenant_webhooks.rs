@@ -105,6 +105,7 @@ pub(crate) async fn create(
         }
         Err(CasError::Store(e)) => return Err(e.into()),
     }
+    state.webhooks.forget_tenant_route(&name, &body.id);
     let url = format!("/_starfish/webhooks/{name}/{}", body.id);
     let answer =
         json!({"id": body.id, "url": url, "target": stored.target, "secret": stored.secret});
@@ -155,6 +156,7 @@ pub(crate) async fn delete(
             .into_response());
     }
     kept(&scope).remove(&key).await?;
+    state.webhooks.forget_tenant_route(&name, &id);
     Ok(Json(json!({ "id": id, "deleted": true })).into_response())
 }
 
@@ -180,23 +182,55 @@ pub(crate) async fn ingest(
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "Storage unavailable");
         }
     };
-    let bytes = match kept(&scope).get(&key).await {
+    // Read from the store at most every few seconds, whatever arrives: a delivery
+    // is verified with its route's secret, so reading it is the price of every
+    // request, signed or not.
+    let generation = scope.generation.as_deref().unwrap_or("");
+    let route = match state.webhooks.tenant_route(&namespace, generation, &id) {
+        Some(route) => route,
+        None => {
+            let route = match stored_route(&scope, &key, &namespace, &id).await {
+                Ok(route) => route.map(Arc::new),
+                Err(refused) => return refused,
+            };
+            let hooks = &state.webhooks;
+            hooks.read_tenant_route(&namespace, generation, &id, route.clone());
+            route
+        }
+    };
+    let Some(route) = route else {
+        return unknown();
+    };
+    serve(state, &format!("{namespace}/{id}"), &route, request).await
+}
+
+/// The route of the webhook at `key` as the namespace's store holds it: `None`
+/// when it holds none; an answer when it cannot be read.
+async fn stored_route(
+    scope: &Scope,
+    key: &ObjectKey,
+    namespace: &str,
+    id: &str,
+) -> Result<Option<crate::webhooks::WebhookRoute>, Response> {
+    let bytes = match kept(scope).get(key).await {
         Ok(Some(bytes)) => bytes,
-        Ok(None) => return unknown(),
+        Ok(None) => return Ok(None),
         Err(e) => {
             tracing::error!(error = %e, "webhook: route read failed");
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "Storage unavailable");
+            return Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Storage unavailable",
+            ));
         }
     };
     let route = serde_json::from_slice::<StoredRoute>(&bytes)
         .map_err(|e| e.to_string())
-        .and_then(|stored| stored.route(&namespace));
-    let route = match route {
-        Ok(route) => route,
+        .and_then(|stored| stored.route(namespace));
+    match route {
+        Ok(route) => Ok(Some(route)),
         Err(e) => {
             tracing::error!(namespace = %namespace, webhook = %id, error = %e, "webhook: a stored route is not one");
-            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "ingest_failed");
+            Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, "ingest_failed"))
         }
-    };
-    serve(state, &format!("{namespace}/{id}"), &route, request).await
+    }
 }

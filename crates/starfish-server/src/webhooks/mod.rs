@@ -29,6 +29,7 @@ use sha2::Sha256;
 use starfish_protocol::identity::Identity;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The largest webhook body read.
 pub(crate) const MAX_BODY_BYTES: u64 = 1 << 20;
@@ -165,7 +166,23 @@ pub(crate) struct Ingress {
     seen: replay::Signatures,
     /// The host forwarded pushes are signed for.
     host: String,
+    /// Runtime namespaces' webhook routes as last read from their store (or known
+    /// not to be there): a delivery must be verified with its route's secret, so
+    /// without this every request, signed or not, would cost a store read.
+    tenant_routes: std::sync::Mutex<TenantRoutes>,
 }
+
+/// Routes of runtime namespaces' webhooks, by namespace, generation and id, with
+/// when they were read.
+type TenantRoutes = HashMap<(String, String, String), (Option<Arc<WebhookRoute>>, Instant)>;
+
+/// How long a namespace's webhook route read from the store is used before it is
+/// read again (another node's create or delete is seen within it).
+pub(crate) const TENANT_ROUTE_TTL: Duration = Duration::from_secs(5);
+/// How long an id found in no store is taken as unknown.
+const UNKNOWN_ROUTE_TTL: Duration = Duration::from_secs(1);
+/// Routes remembered at most; past it, all are forgotten.
+const MAX_TENANT_ROUTES: usize = 4096;
 
 impl Ingress {
     /// The webhook `id` of the config.
@@ -218,7 +235,59 @@ impl Ingress {
             webhooks,
             seen: replay::Signatures::new(shared),
             host: host_override.unwrap_or(INTERNAL_HOST).to_owned(),
+            tenant_routes: std::sync::Mutex::default(),
         }
+    }
+
+    /// The route of webhook `id` of namespace `namespace` (its `generation`) as
+    /// read lately: `Some(None)` when it was found in no store; `None` when it
+    /// must be read.
+    pub(crate) fn tenant_route(
+        &self,
+        namespace: &str,
+        generation: &str,
+        id: &str,
+    ) -> Option<Option<Arc<WebhookRoute>>> {
+        let routes = self
+            .tenant_routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (namespace.to_owned(), generation.to_owned(), id.to_owned());
+        let (route, read) = routes.get(&key)?;
+        let ttl = if route.is_some() {
+            TENANT_ROUTE_TTL
+        } else {
+            UNKNOWN_ROUTE_TTL
+        };
+        (read.elapsed() < ttl).then(|| route.clone())
+    }
+
+    /// Remembers what the store holds for webhook `id` of `namespace`.
+    pub(crate) fn read_tenant_route(
+        &self,
+        namespace: &str,
+        generation: &str,
+        id: &str,
+        route: Option<Arc<WebhookRoute>>,
+    ) {
+        let mut routes = self
+            .tenant_routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if routes.len() >= MAX_TENANT_ROUTES {
+            routes.clear();
+        }
+        let key = (namespace.to_owned(), generation.to_owned(), id.to_owned());
+        routes.insert(key, (route, Instant::now()));
+    }
+
+    /// Forgets what was read of webhook `id` of `namespace` (created or deleted on
+    /// this node: seen at once here, within [`TENANT_ROUTE_TTL`] on others).
+    pub(crate) fn forget_tenant_route(&self, namespace: &str, id: &str) {
+        self.tenant_routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(ns, _, hook), _| !(ns == namespace && hook == id));
     }
 }
 

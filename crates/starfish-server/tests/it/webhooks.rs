@@ -515,3 +515,91 @@ async fn a_runtime_namespace_creates_serves_and_deletes_its_own_webhook() {
         (StatusCode::NOT_FOUND, json!({"error": "unknown_webhook"}))
     );
 }
+
+/// What an unverified caller costs: a namespace's webhook route is read from the
+/// store once for many deliveries, signed or not (it holds the secret they are
+/// verified with); deleted or created again on this node, the change holds at once.
+#[tokio::test]
+async fn a_namespace_webhooks_route_is_read_once_for_many_deliveries() {
+    const KEY: &str = "admin-secret-0123456789";
+    let config = SyncConfig::from_value(json!({
+        "version": 1, "collections": [],
+        "namespaceTemplates": {"team": {"collections": [
+            {"name": "inbox", "storagePath": "inbox/{id}", "readRoles": ["public"], "writeRoles": ["public"]}]}}
+    }))
+    .unwrap();
+    let metrics = starfish_server::Metrics::new();
+    let app = create_sync_router(
+        SyncOptions::new(config, DocStore::memory())
+            .with_clock(Arc::new(ManualClock::new(T0)))
+            .with_admin_key(KEY)
+            .with_metrics(metrics.clone()),
+    )
+    .unwrap();
+    let admin = |method: &str, uri: &str, body: Option<Value>| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("content-type", "application/json")
+            .body(body.map_or(Body::empty(), |v| Body::from(v.to_string())))
+            .unwrap()
+    };
+    let created = json!({"name": "t1", "template": "team"});
+    let res = send(
+        &app,
+        admin("POST", "/_starfish/admin/namespaces", Some(created)),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let hooks = "/_starfish/admin/namespaces/t1/webhooks";
+    let def = json!({"id": "ci", "target": "/push/inbox/{id}",
+        "transform": {"data": {"status": "/status"}, "params": {"id": "/id"}}});
+    let res = send(&app, admin("POST", hooks, Some(def.clone()))).await;
+    let secret = json_body(res).await["secret"].as_str().unwrap().to_owned();
+    let deliver = |n: u32, key: &[u8]| {
+        let raw = json!({"id": format!("d{n}"), "status": "green"}).to_string();
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        mac.update(raw.as_bytes());
+        Request::post("/_starfish/webhooks/t1/ci")
+            .header(
+                "x-webhook-signature",
+                hex::encode(mac.finalize().into_bytes()),
+            )
+            .body(Body::from(raw))
+            .unwrap()
+    };
+    let gets = || {
+        let text = metrics.render();
+        let line = text
+            .lines()
+            .filter(|l| l.starts_with("starfish_store_request_seconds_count{op=\"get\""))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap());
+        line.sum::<f64>()
+    };
+    assert_eq!(
+        send(&app, deliver(0, secret.as_bytes())).await.status(),
+        StatusCode::OK
+    );
+    let before = gets();
+    for n in 1..=30 {
+        let res = send(&app, deliver(n, b"a guess")).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(gets(), before, "thirty refused deliveries read nothing");
+    // Deleted, then created again with a new secret: at once on this node.
+    let res = send(&app, admin("DELETE", &format!("{hooks}/ci"), None)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = send(&app, deliver(31, secret.as_bytes())).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let res = send(&app, admin("POST", hooks, Some(def))).await;
+    let renewed = json_body(res).await["secret"].as_str().unwrap().to_owned();
+    let res = send(&app, deliver(32, secret.as_bytes())).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "the old secret is gone"
+    );
+    let res = send(&app, deliver(33, renewed.as_bytes())).await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
