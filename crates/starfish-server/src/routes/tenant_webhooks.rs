@@ -10,7 +10,7 @@
 //! | `DELETE /_starfish/admin/namespaces/<name>/webhooks/<id>` | deletes one |
 
 use super::admin::{AdminError, check, read_json};
-use super::webhook::{refuse, serve};
+use super::webhook::{refuse, refused_delivery, serve};
 use crate::app::state::AppState;
 use crate::store::{CasError, NsStore, ObjectKey};
 use crate::tenants::Scope;
@@ -166,10 +166,17 @@ pub(crate) async fn ingest(
     Path((namespace, id)): Path<(String, String)>,
     request: Request<Body>,
 ) -> Response {
-    let unknown = || refuse(StatusCode::NOT_FOUND, "unknown_webhook");
+    let hook = format!("{namespace}/{id}");
+    let headers = request.headers().clone();
+    // Refused before a namespace is known: the node's trail only.
+    let unknown = || {
+        let refused = (StatusCode::NOT_FOUND, "unknown_webhook");
+        refused_delivery(&state, &hook, &headers, None, refused)
+    };
     // Nothing is read for what cannot be a delivery.
     if request.method() != axum::http::Method::POST {
-        return refuse(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+        let refused = (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+        return refused_delivery(&state, &hook, &headers, None, refused);
     }
     let Some(key) = ObjectKey::webhook(&id) else {
         return unknown();
@@ -198,10 +205,15 @@ pub(crate) async fn ingest(
             route
         }
     };
+    let tenant = scope
+        .namespace
+        .clone()
+        .map(|name| (name, kept(&scope).clone()));
     let Some(route) = route else {
-        return unknown();
+        let refused = (StatusCode::NOT_FOUND, "unknown_webhook");
+        return refused_delivery(&state, &hook, &headers, tenant, refused);
     };
-    serve(state, &format!("{namespace}/{id}"), &route, request).await
+    serve(state, &hook, &route, request, tenant).await
 }
 
 /// The route of the webhook at `key` as the namespace's store holds it: `None`

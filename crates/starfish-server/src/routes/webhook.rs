@@ -21,47 +21,104 @@ pub(crate) async fn ingest(
     request: Request<Body>,
 ) -> Response {
     let Some(route) = state.webhooks.route(&id) else {
-        return refuse(StatusCode::NOT_FOUND, "unknown_webhook");
+        let refused = (StatusCode::NOT_FOUND, "unknown_webhook");
+        return refused_delivery(&state, &id, request.headers(), None, refused);
     };
-    serve(state, &id, &route, request).await
+    serve(state, &id, &route, request, None).await
 }
 
+/// A namespace's own part of the store, for its audit trail.
+pub(crate) type Tenant = (
+    starfish_protocol::names::NamespaceName,
+    crate::store::NsStore,
+);
+
 /// Verifies, transforms, claims and pushes one delivery to `route` (`id` keys its
-/// claims).
+/// claims); a delivery refused before its push is audited here (the push itself
+/// is audited as every push is), to `tenant`'s trail too for a namespace's webhook.
 pub(crate) async fn serve(
     state: AppState,
     id: &str,
     route: &webhooks::WebhookRoute,
     request: Request<Body>,
+    tenant: Option<Tenant>,
 ) -> Response {
+    let headers = request.headers().clone();
+    match deliver(state.clone(), id, route, request).await {
+        Ok(answer) => answer,
+        Err(refused) => refused_delivery(&state, id, &headers, tenant, refused),
+    }
+}
+
+/// The answer to a delivery refused before its push, recorded in the audit trail
+/// (action `webhook`, the webhook as its target, the refusal as its reason).
+pub(crate) fn refused_delivery(
+    state: &AppState,
+    id: &str,
+    headers: &axum::http::HeaderMap,
+    tenant: Option<Tenant>,
+    (status, error): (StatusCode, &'static str),
+) -> Response {
+    if let Some(auditor) = state.audit.as_ref().filter(|a| a.keeps("webhook", false)) {
+        let request_id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()));
+        let record = crate::audit::AuditRecord {
+            timestamp: state.clock.now_ms(),
+            action: "webhook".into(),
+            status_code: status.as_u16(),
+            namespace: tenant.as_ref().map(|(name, _)| name.as_str().to_owned()),
+            request_id: request_id.map(str::to_owned),
+            reason: Some(error.to_owned()),
+            target: Some(format!("webhook:{id}")),
+            ..crate::audit::AuditRecord::default()
+        };
+        let trails: Vec<Tenant> = tenant
+            .filter(|_| auditor.keeps_tenant_trails())
+            .into_iter()
+            .collect();
+        auditor.record(&record, &trails);
+    }
+    refuse(status, error)
+}
+
+/// [`serve`] without the audit of refusals: the answer once pushed, or why the
+/// delivery was refused before.
+async fn deliver(
+    state: AppState,
+    id: &str,
+    route: &webhooks::WebhookRoute,
+    request: Request<Body>,
+) -> Result<Response, (StatusCode, &'static str)> {
     if request.method() != Method::POST {
-        return refuse(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+        return Err((StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
     }
     let ingress = state.webhooks.clone();
     let (parts, body) = request.into_parts();
     let declared = super::body::content_length(&parts.headers).ok().flatten();
     let Ok(raw) = super::body::read_limited(body, declared, webhooks::MAX_BODY_BYTES).await else {
-        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"));
     };
     let now_ms = state.clock.now_ms();
     let signature = match webhooks::verify(route, &parts.headers, &raw, now_ms / 1000) {
         Ok(signature) => signature,
-        Err(error) => return refuse(StatusCode::UNAUTHORIZED, error),
+        Err(error) => return Err((StatusCode::UNAUTHORIZED, error)),
     };
     // Transformed before it is claimed: a delivery refused here takes no room.
     let Some((data, target)) = webhooks::transformed(route, &raw) else {
-        return refuse(StatusCode::BAD_REQUEST, "rejected_by_transform");
+        return Err((StatusCode::BAD_REQUEST, "rejected_by_transform"));
     };
     match ingress.claim(id, route, &signature, now_ms).await {
         Seen::First => {}
-        Seen::Again => return refuse(StatusCode::UNAUTHORIZED, "replayed"),
+        Seen::Again => return Err((StatusCode::UNAUTHORIZED, "replayed")),
         Seen::Unknown => {
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "Replay cache unavailable");
+            return Err((StatusCode::SERVICE_UNAVAILABLE, "Replay cache unavailable"));
         }
     }
     let Some(push) = webhooks::forwarded(&ingress, route, &target, data, &parts, now_ms) else {
         ingress.release(id, &signature).await;
-        return refuse(StatusCode::INTERNAL_SERVER_ERROR, "ingest_failed");
+        return Err((StatusCode::INTERNAL_SERVER_ERROR, "ingest_failed"));
     };
     let answer = super::dispatch(State(state), push).await;
     // A push that may succeed when sent again: the sender's retry is taken.
@@ -72,5 +129,5 @@ pub(crate) async fn serve(
     {
         ingress.release(id, &signature).await;
     }
-    answer
+    Ok(answer)
 }

@@ -603,3 +603,84 @@ async fn a_namespace_webhooks_route_is_read_once_for_many_deliveries() {
     let res = send(&app, deliver(33, renewed.as_bytes())).await;
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+#[derive(Default)]
+struct Kept(std::sync::Mutex<Vec<starfish_server::audit::AuditRecord>>);
+
+impl starfish_server::audit::AuditSink for Kept {
+    fn record(&self, record: &starfish_server::audit::AuditRecord) {
+        self.0.lock().unwrap().push(record.clone());
+    }
+}
+
+/// A delivery refused before its push is a decision of its own in the audit
+/// trail (action `webhook`, the webhook as its target, the refusal as its reason,
+/// never the payload); one that is pushed is recorded as the push it became.
+#[tokio::test]
+async fn refused_deliveries_are_audited_and_pushes_as_pushes() {
+    let ci = Transform::fields([("status", "/build/status")])
+        .unwrap()
+        .with_param("id", "/delivery")
+        .unwrap();
+    let route = WebhookRoute::new("/push/inbox/{id}", SECRET, ci).unwrap();
+    let kept = Arc::new(Kept::default());
+    let app = create_sync_router(
+        SyncOptions::new(config(), DocStore::memory())
+            .with_clock(Arc::new(ManualClock::new(T0)))
+            .with_webhooks(Webhooks::new().with("ci", route))
+            .with_audit(starfish_server::audit::AuditOptions::new(
+                kept.clone(),
+                "n1",
+            )),
+    )
+    .unwrap();
+    let payload = json!({"delivery": "d1", "build": {"status": "secret-payload"}});
+    let mut forged = hook("ci", &payload, None);
+    forged
+        .headers_mut()
+        .insert("x-webhook-signature", "00".repeat(32).parse().unwrap());
+    assert_eq!(send(&app, forged).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(&app, hook("nope", &payload, None)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&app, hook("ci", &payload, None)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, hook("ci", &payload, None)).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "replayed"
+    );
+    let records = kept.0.lock().unwrap().clone();
+    let seen: Vec<(String, u16, Option<String>, Option<String>)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.action.clone(),
+                r.status_code,
+                r.target.clone(),
+                r.reason.clone(),
+            )
+        })
+        .collect();
+    let webhook = |status, target: &str, reason: &str| {
+        (
+            "webhook".to_owned(),
+            status,
+            Some(target.to_owned()),
+            Some(reason.to_owned()),
+        )
+    };
+    assert_eq!(seen[0], webhook(401, "webhook:ci", "invalid_signature"));
+    assert_eq!(seen[1], webhook(404, "webhook:nope", "unknown_webhook"));
+    assert_eq!((seen[2].0.as_str(), seen[2].1), ("push", 200));
+    assert_eq!(seen[3], webhook(401, "webhook:ci", "replayed"));
+    assert_eq!(records.len(), 4);
+    let text = serde_json::to_string(&records).unwrap();
+    assert!(
+        !text.contains("secret-payload") && !text.contains("whsec"),
+        "{text}"
+    );
+}
