@@ -146,15 +146,19 @@ fn check_config(path: &Path) -> Result<(), String> {
     // Route conflicts and overlapping templates are load errors: no router needed.
     let (text, is_json) = read_config(path)?;
     let config = load_config(path, &text, is_json)?;
-    load_section(path, &text, is_json)?;
-    for w in config.warnings() {
+    let section = load_section(path, &text, is_json)?;
+    let (webhooks, webhook_warnings) = section
+        .webhooks_beside(path)
+        .check()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    for w in config.warnings().iter().chain(&webhook_warnings) {
         println!("warning: {w}");
     }
     let (count, in_namespaces) = config
         .namespaces()
         .fold((0, 0), |(n, c), (_, cols)| (n + 1, c + cols));
     println!(
-        "{}: ok ({} root collections, {count} namespaces with {in_namespaces} collections)",
+        "{}: ok ({} root collections, {count} namespaces with {in_namespaces} collections, {webhooks} webhooks)",
         path.display(),
         config.root_collections(),
     );

@@ -446,6 +446,13 @@ impl AuthSettings {
 }
 
 /// `path` from the section, relative to the config file's directory.
+impl ServerSection {
+    /// Its webhooks, their files taken beside the config file at `config`.
+    pub(crate) fn webhooks_beside(&self, config: &Path) -> crate::webhooks::WebhooksSection {
+        self.webhooks.clone().with_paths(|p| beside(config, p))
+    }
+}
+
 fn beside(config: &Path, path: PathBuf) -> PathBuf {
     if path.is_absolute() {
         return path;

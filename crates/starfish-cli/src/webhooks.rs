@@ -77,11 +77,42 @@ impl WebhooksSection {
         }
         Ok(webhooks)
     }
+
+    /// What `check-config` says of the webhooks: each built as `serve` would, but
+    /// a secret that cannot be read here (an environment variable set only where
+    /// the server runs, a file on its machine) is a warning, not an error. The
+    /// number of webhooks, and the warnings.
+    ///
+    /// # Errors
+    /// As [`Self::build`], but for secrets this machine cannot read.
+    pub(crate) fn check(&self) -> Result<(usize, Vec<String>), String> {
+        let mut warnings = Vec::new();
+        for (id, hook) in &self.0 {
+            let named = |e: String| format!("server.webhooks.{id}: {e}");
+            if let Err(e) = hook.secret() {
+                if hook.secret.is_some() || hook.secret_env.is_some() == hook.secret_file.is_some()
+                {
+                    return Err(named(e));
+                }
+                warnings.push(named(format!(
+                    "{e} (here; it must be where the server runs)"
+                )));
+            }
+            hook.route_with("a secret to check the rest with")
+                .map_err(named)?;
+        }
+        Ok((self.0.len(), warnings))
+    }
 }
 
 impl WebhookSection {
     fn route(&self) -> Result<WebhookRoute, String> {
         let secret = self.secret()?;
+        self.route_with(&secret)
+    }
+
+    /// The route with `secret`.
+    fn route_with(&self, secret: &str) -> Result<WebhookRoute, String> {
         let transform = Transform::from_value(&self.transform)?;
         let mut route = WebhookRoute::new(&self.target, secret.as_bytes(), transform)?;
         if let Some(name) = &self.signature_header {

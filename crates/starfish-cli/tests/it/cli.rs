@@ -148,6 +148,63 @@ fn a_bad_config_is_one_line_on_stderr_and_a_failing_exit() {
     );
 }
 
+/// `check-config` builds the webhooks as `serve` would: a bad target or transform,
+/// a secret written in the file, is an error; a secret this machine cannot read
+/// (set only where the server runs) is a warning.
+#[test]
+fn check_config_checks_the_webhooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, hook: &str| {
+        let path = dir.path().join(name);
+        let text = format!(
+            "version: 1\ncollections:\n  - {{name: inbox, storagePath: \"inbox/{{id}}\", readRoles: [public], writeRoles: [public]}}\nserver:\n  webhooks:\n    ci: {hook}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        Command::new(BIN)
+            .arg("check-config")
+            .arg(&path)
+            .env_remove("CI_HOOK_SECRET")
+            .output()
+            .unwrap()
+    };
+    let transform = r#"transform: {data: {status: "/status"}, params: {id: "/id"}}"#;
+    let out = write(
+        "ok.yaml",
+        &format!("{{target: \"/push/inbox/{{id}}\", secretEnv: CI_HOOK_SECRET, {transform}}}"),
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("1 webhooks"), "{stdout}");
+    assert!(
+        stdout.contains("warning: server.webhooks.ci: secretEnv: CI_HOOK_SECRET is not set"),
+        "{stdout}"
+    );
+    for (name, hook, error) in [
+        (
+            "target.yaml",
+            format!("{{target: \"/pull/inbox/{{id}}\", secretEnv: X, {transform}}}"),
+            "server.webhooks.ci",
+        ),
+        (
+            "inline.yaml",
+            format!("{{target: \"/push/inbox/{{id}}\", secret: s3cret, {transform}}}"),
+            "never in the config file",
+        ),
+        (
+            "transform.yaml",
+            r#"{target: "/push/inbox/{id}", secretEnv: X, transform: 7}"#.to_owned(),
+            "server.webhooks.ci",
+        ),
+    ] {
+        let out = write(name, &hook);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            !out.status.success() && stderr.contains(error),
+            "{name}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn check_config_warns_of_a_role_one_edit_away_from_public_or_self() {
     let dir = tempfile::tempdir().unwrap();
