@@ -445,7 +445,6 @@ impl AuthSettings {
     }
 }
 
-/// `path` from the section, relative to the config file's directory.
 impl ServerSection {
     /// Its webhooks, their files taken beside the config file at `config`.
     pub(crate) fn webhooks_beside(&self, config: &Path) -> crate::webhooks::WebhooksSection {
@@ -453,6 +452,7 @@ impl ServerSection {
     }
 }
 
+/// `path` from the section, relative to the config file's directory.
 fn beside(config: &Path, path: PathBuf) -> PathBuf {
     if path.is_absolute() {
         return path;

@@ -90,8 +90,12 @@ impl WebhooksSection {
         for (id, hook) in &self.0 {
             let named = |e: String| format!("server.webhooks.{id}: {e}");
             if let Err(e) = hook.secret() {
-                if hook.secret.is_some() || hook.secret_env.is_some() == hook.secret_file.is_some()
-                {
+                // Written in the file, none or two sources, or read and empty: an
+                // error wherever it runs.
+                let unreadable_here = hook.secret.is_none()
+                    && hook.secret_env.is_some() != hook.secret_file.is_some()
+                    && e != "the secret is empty";
+                if !unreadable_here {
                     return Err(named(e));
                 }
                 warnings.push(named(format!(

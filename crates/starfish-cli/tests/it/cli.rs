@@ -167,6 +167,7 @@ fn check_config_checks_the_webhooks() {
             .output()
             .unwrap()
     };
+    std::fs::write(dir.path().join("empty.secret"), "\n").unwrap();
     let transform = r#"transform: {data: {status: "/status"}, params: {id: "/id"}}"#;
     let out = write(
         "ok.yaml",
@@ -194,6 +195,11 @@ fn check_config_checks_the_webhooks() {
             "transform.yaml",
             r#"{target: "/push/inbox/{id}", secretEnv: X, transform: 7}"#.to_owned(),
             "server.webhooks.ci",
+        ),
+        (
+            "empty.yaml",
+            format!("{{target: \"/push/inbox/{{id}}\", secretFile: empty.secret, {transform}}}"),
+            "the secret is empty",
         ),
     ] {
         let out = write(name, &hook);

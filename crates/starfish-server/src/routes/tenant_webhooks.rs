@@ -10,7 +10,7 @@
 //! | `DELETE /_starfish/admin/namespaces/<name>/webhooks/<id>` | deletes one |
 
 use super::admin::{AdminError, check, read_json};
-use super::webhook::{refuse, refused_delivery, serve};
+use super::webhook::{refused_delivery, serve};
 use crate::app::state::AppState;
 use crate::store::{CasError, NsStore, ObjectKey};
 use crate::tenants::Scope;
@@ -105,7 +105,7 @@ pub(crate) async fn create(
         }
         Err(CasError::Store(e)) => return Err(e.into()),
     }
-    state.webhooks.forget_tenant_route(&name, &body.id);
+    state.webhooks.forget_tenant_hooks(&name);
     let url = format!("/_starfish/webhooks/{name}/{}", body.id);
     let answer =
         json!({"id": body.id, "url": url, "target": stored.target, "secret": stored.secret});
@@ -156,7 +156,7 @@ pub(crate) async fn delete(
             .into_response());
     }
     kept(&scope).remove(&key).await?;
-    state.webhooks.forget_tenant_route(&name, &id);
+    state.webhooks.forget_tenant_hooks(&name);
     Ok(Json(json!({ "id": id, "deleted": true })).into_response())
 }
 
@@ -167,16 +167,16 @@ pub(crate) async fn ingest(
     request: Request<Body>,
 ) -> Response {
     let hook = format!("{namespace}/{id}");
-    let headers = request.headers().clone();
+    let asked = super::webhook::request_id(request.headers());
     // Refused before a namespace is known: the node's trail only.
     let unknown = || {
         let refused = (StatusCode::NOT_FOUND, "unknown_webhook");
-        refused_delivery(&state, &hook, &headers, None, refused)
+        refused_delivery(&state, &hook, asked.clone(), None, refused)
     };
     // Nothing is read for what cannot be a delivery.
     if request.method() != axum::http::Method::POST {
         let refused = (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
-        return refused_delivery(&state, &hook, &headers, None, refused);
+        return refused_delivery(&state, &hook, asked, None, refused);
     }
     let Some(key) = ObjectKey::webhook(&id) else {
         return unknown();
@@ -186,34 +186,68 @@ pub(crate) async fn ingest(
         Ok(None) => return unknown(),
         Err(e) => {
             tracing::error!(error = %e, "webhook: namespace lookup failed");
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "Storage unavailable");
+            let refused = (StatusCode::SERVICE_UNAVAILABLE, "Storage unavailable");
+            return refused_delivery(&state, &hook, asked, None, refused);
         }
     };
     // Read from the store at most every few seconds, whatever arrives: a delivery
     // is verified with its route's secret, so reading it is the price of every
-    // request, signed or not.
+    // request, signed or not. One listing answers for every id the namespace does
+    // not have.
     let generation = scope.generation.as_deref().unwrap_or("");
-    let route = match state.webhooks.tenant_route(&namespace, generation, &id) {
-        Some(route) => route,
-        None => {
-            let route = match stored_route(&scope, &key, &namespace, &id).await {
-                Ok(route) => route.map(Arc::new),
-                Err(refused) => return refused,
-            };
-            let hooks = &state.webhooks;
-            hooks.read_tenant_route(&namespace, generation, &id, route.clone());
-            route
-        }
-    };
     let tenant = scope
         .namespace
         .clone()
         .map(|name| (name, kept(&scope).clone()));
+    let route = match cached_route(&state, &scope, &namespace, generation, &id, &key).await {
+        Ok(route) => route,
+        Err(refused) => return refused_delivery(&state, &hook, asked, tenant, refused),
+    };
     let Some(route) = route else {
         let refused = (StatusCode::NOT_FOUND, "unknown_webhook");
-        return refused_delivery(&state, &hook, &headers, tenant, refused);
+        return refused_delivery(&state, &hook, asked, tenant, refused);
     };
     serve(state, &hook, &route, request, tenant).await
+}
+
+/// The route of webhook `id` of the namespace, as this node read it lately or as
+/// its store holds it now; `None` when it has no such webhook.
+async fn cached_route(
+    state: &AppState,
+    scope: &Scope,
+    namespace: &str,
+    generation: &str,
+    id: &str,
+    key: &ObjectKey,
+) -> Result<Option<Arc<crate::webhooks::WebhookRoute>>, (StatusCode, &'static str)> {
+    use crate::webhooks::Known;
+    let hooks = &state.webhooks;
+    let epoch = hooks.tenant_epoch();
+    match hooks.tenant_route(namespace, generation, id) {
+        Known::Route(route) => return Ok(Some(route)),
+        Known::Unknown => return Ok(None),
+        Known::Listed => {}
+        Known::Nothing => {
+            let listed = kept(scope)
+                .list_page(&ObjectKey::webhook_folder(), None, MAX_WEBHOOKS)
+                .await;
+            let Ok((ids, _)) = listed else {
+                return Err((StatusCode::SERVICE_UNAVAILABLE, "Storage unavailable"));
+            };
+            let ids: std::collections::HashSet<String> = ids.into_iter().collect();
+            let known = ids.contains(id);
+            hooks.listed_tenant_hooks(namespace, generation, ids, epoch);
+            if !known {
+                return Ok(None);
+            }
+        }
+    }
+    let Some(route) = stored_route(scope, key, namespace, id).await? else {
+        return Ok(None);
+    };
+    let route = Arc::new(route);
+    hooks.read_tenant_route(namespace, generation, id, route.clone(), epoch);
+    Ok(Some(route))
 }
 
 /// The route of the webhook at `key` as the namespace's store holds it: `None`
@@ -223,16 +257,13 @@ async fn stored_route(
     key: &ObjectKey,
     namespace: &str,
     id: &str,
-) -> Result<Option<crate::webhooks::WebhookRoute>, Response> {
+) -> Result<Option<crate::webhooks::WebhookRoute>, (StatusCode, &'static str)> {
     let bytes = match kept(scope).get(key).await {
         Ok(Some(bytes)) => bytes,
         Ok(None) => return Ok(None),
         Err(e) => {
             tracing::error!(error = %e, "webhook: route read failed");
-            return Err(refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Storage unavailable",
-            ));
+            return Err((StatusCode::SERVICE_UNAVAILABLE, "Storage unavailable"));
         }
     };
     let route = serde_json::from_slice::<StoredRoute>(&bytes)
@@ -242,7 +273,7 @@ async fn stored_route(
         Ok(route) => Ok(Some(route)),
         Err(e) => {
             tracing::error!(namespace = %namespace, webhook = %id, error = %e, "webhook: a stored route is not one");
-            Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, "ingest_failed"))
+            Err((StatusCode::INTERNAL_SERVER_ERROR, "ingest_failed"))
         }
     }
 }

@@ -22,7 +22,7 @@ pub(crate) async fn ingest(
 ) -> Response {
     let Some(route) = state.webhooks.route(&id) else {
         let refused = (StatusCode::NOT_FOUND, "unknown_webhook");
-        return refused_delivery(&state, &id, request.headers(), None, refused);
+        return refused_delivery(&state, &id, request_id(request.headers()), None, refused);
     };
     serve(state, &id, &route, request, None).await
 }
@@ -43,33 +43,40 @@ pub(crate) async fn serve(
     request: Request<Body>,
     tenant: Option<Tenant>,
 ) -> Response {
-    let headers = request.headers().clone();
+    let asked = request_id(request.headers());
     match deliver(state.clone(), id, route, request).await {
         Ok(answer) => answer,
-        Err(refused) => refused_delivery(&state, id, &headers, tenant, refused),
+        Err(refused) => refused_delivery(&state, id, asked, tenant, refused),
     }
 }
+
+/// The request's `x-request-id`, when it is short and plain (as the router keeps it).
+pub(crate) fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
+    let id = headers.get("x-request-id")?.to_str().ok()?;
+    (id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic())).then(|| id.to_owned())
+}
+
+/// The most characters of a webhook's id an audit record keeps.
+const MAX_TARGET_CHARS: usize = 128;
 
 /// The answer to a delivery refused before its push, recorded in the audit trail
 /// (action `webhook`, the webhook as its target, the refusal as its reason).
 pub(crate) fn refused_delivery(
     state: &AppState,
     id: &str,
-    headers: &axum::http::HeaderMap,
+    request_id: Option<String>,
     tenant: Option<Tenant>,
     (status, error): (StatusCode, &'static str),
 ) -> Response {
     if let Some(auditor) = state.audit.as_ref().filter(|a| a.keeps("webhook", false)) {
-        let request_id = headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|id| id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()));
+        // The id as the caller wrote it in the path: cut as admin targets are.
+        let id: String = id.chars().take(MAX_TARGET_CHARS).collect();
         let record = crate::audit::AuditRecord {
             timestamp: state.clock.now_ms(),
             action: "webhook".into(),
             status_code: status.as_u16(),
             namespace: tenant.as_ref().map(|(name, _)| name.as_str().to_owned()),
-            request_id: request_id.map(str::to_owned),
+            request_id,
             reason: Some(error.to_owned()),
             target: Some(format!("webhook:{id}")),
             ..crate::audit::AuditRecord::default()

@@ -166,23 +166,47 @@ pub(crate) struct Ingress {
     seen: replay::Signatures,
     /// The host forwarded pushes are signed for.
     host: String,
-    /// Runtime namespaces' webhook routes as last read from their store (or known
-    /// not to be there): a delivery must be verified with its route's secret, so
-    /// without this every request, signed or not, would cost a store read.
-    tenant_routes: std::sync::Mutex<TenantRoutes>,
+    /// What this node read lately of runtime namespaces' webhooks: a delivery is
+    /// verified with its route's secret, so without this every request, signed or
+    /// not, would cost a store read.
+    tenant_hooks: std::sync::Mutex<TenantHooks>,
 }
 
-/// Routes of runtime namespaces' webhooks, by namespace, generation and id, with
-/// when they were read.
-type TenantRoutes = HashMap<(String, String, String), (Option<Arc<WebhookRoute>>, Instant)>;
+/// Runtime namespaces' webhooks as this node read them, by namespace and
+/// generation, and how many times one was forgotten (a create or delete here).
+#[derive(Debug, Default)]
+struct TenantHooks {
+    forgotten: u64,
+    namespaces: HashMap<(String, String), Listed>,
+}
 
-/// How long a namespace's webhook route read from the store is used before it is
-/// read again (another node's create or delete is seen within it).
+/// One namespace's webhooks: their ids (listed at once, at most 100, so an id it
+/// does not have costs nothing), the routes read so far, and when.
+#[derive(Debug)]
+struct Listed {
+    ids: std::collections::HashSet<String>,
+    routes: HashMap<String, Arc<WebhookRoute>>,
+    at: Instant,
+}
+
+/// What a node knows of a namespace's webhook.
+#[derive(Debug)]
+pub(crate) enum Known {
+    /// Its route.
+    Route(Arc<WebhookRoute>),
+    /// The namespace has no such webhook.
+    Unknown,
+    /// It has it: read its route.
+    Listed,
+    /// Nothing fresh: list the namespace's webhooks.
+    Nothing,
+}
+
+/// How long what a node read of a namespace's webhooks is used before it is read
+/// again (another node's create or delete is seen within it).
 pub(crate) const TENANT_ROUTE_TTL: Duration = Duration::from_secs(5);
-/// How long an id found in no store is taken as unknown.
-const UNKNOWN_ROUTE_TTL: Duration = Duration::from_secs(1);
-/// Routes remembered at most; past it, all are forgotten.
-const MAX_TENANT_ROUTES: usize = 4096;
+/// Namespaces whose webhooks a node remembers at most; past it, it forgets all.
+const MAX_TENANT_NAMESPACES: usize = 4096;
 
 impl Ingress {
     /// The webhook `id` of the config.
@@ -235,59 +259,90 @@ impl Ingress {
             webhooks,
             seen: replay::Signatures::new(shared),
             host: host_override.unwrap_or(INTERNAL_HOST).to_owned(),
-            tenant_routes: std::sync::Mutex::default(),
+            tenant_hooks: std::sync::Mutex::default(),
         }
     }
 
-    /// The route of webhook `id` of namespace `namespace` (its `generation`) as
-    /// read lately: `Some(None)` when it was found in no store; `None` when it
-    /// must be read.
-    pub(crate) fn tenant_route(
+    fn hooks(&self) -> std::sync::MutexGuard<'_, TenantHooks> {
+        self.tenant_hooks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many times what this node read was forgotten: a read that started
+    /// before a forget must not be remembered after it.
+    pub(crate) fn tenant_epoch(&self) -> u64 {
+        self.hooks().forgotten
+    }
+
+    /// What this node knows lately of webhook `id` of namespace `namespace` (its
+    /// `generation`).
+    pub(crate) fn tenant_route(&self, namespace: &str, generation: &str, id: &str) -> Known {
+        let hooks = self.hooks();
+        let key = (namespace.to_owned(), generation.to_owned());
+        match hooks.namespaces.get(&key) {
+            Some(listed) if listed.at.elapsed() < TENANT_ROUTE_TTL => {
+                if let Some(route) = listed.routes.get(id) {
+                    Known::Route(route.clone())
+                } else if listed.ids.contains(id) {
+                    Known::Listed
+                } else {
+                    Known::Unknown
+                }
+            }
+            _ => Known::Nothing,
+        }
+    }
+
+    /// Remembers the ids of `namespace`'s webhooks, listed since `epoch`.
+    pub(crate) fn listed_tenant_hooks(
         &self,
         namespace: &str,
         generation: &str,
-        id: &str,
-    ) -> Option<Option<Arc<WebhookRoute>>> {
-        let routes = self
-            .tenant_routes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = (namespace.to_owned(), generation.to_owned(), id.to_owned());
-        let (route, read) = routes.get(&key)?;
-        let ttl = if route.is_some() {
-            TENANT_ROUTE_TTL
-        } else {
-            UNKNOWN_ROUTE_TTL
+        ids: std::collections::HashSet<String>,
+        epoch: u64,
+    ) {
+        let mut hooks = self.hooks();
+        if hooks.forgotten != epoch {
+            return;
+        }
+        if hooks.namespaces.len() >= MAX_TENANT_NAMESPACES {
+            hooks.namespaces.clear();
+        }
+        let listed = Listed {
+            ids,
+            routes: HashMap::new(),
+            at: Instant::now(),
         };
-        (read.elapsed() < ttl).then(|| route.clone())
+        let key = (namespace.to_owned(), generation.to_owned());
+        hooks.namespaces.insert(key, listed);
     }
 
-    /// Remembers what the store holds for webhook `id` of `namespace`.
+    /// Remembers the route of webhook `id` of `namespace`, read since `epoch`.
     pub(crate) fn read_tenant_route(
         &self,
         namespace: &str,
         generation: &str,
         id: &str,
-        route: Option<Arc<WebhookRoute>>,
+        route: Arc<WebhookRoute>,
+        epoch: u64,
     ) {
-        let mut routes = self
-            .tenant_routes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if routes.len() >= MAX_TENANT_ROUTES {
-            routes.clear();
+        let mut hooks = self.hooks();
+        if hooks.forgotten != epoch {
+            return;
         }
-        let key = (namespace.to_owned(), generation.to_owned(), id.to_owned());
-        routes.insert(key, (route, Instant::now()));
+        let key = (namespace.to_owned(), generation.to_owned());
+        if let Some(listed) = hooks.namespaces.get_mut(&key) {
+            listed.routes.insert(id.to_owned(), route);
+        }
     }
 
-    /// Forgets what was read of webhook `id` of `namespace` (created or deleted on
+    /// Forgets what was read of `namespace`'s webhooks (one created or deleted on
     /// this node: seen at once here, within [`TENANT_ROUTE_TTL`] on others).
-    pub(crate) fn forget_tenant_route(&self, namespace: &str, id: &str) {
-        self.tenant_routes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|(ns, _, hook), _| !(ns == namespace && hook == id));
+    pub(crate) fn forget_tenant_hooks(&self, namespace: &str) {
+        let mut hooks = self.hooks();
+        hooks.forgotten += 1;
+        hooks.namespaces.retain(|(ns, _), _| ns != namespace);
     }
 }
 

@@ -569,11 +569,12 @@ async fn a_namespace_webhooks_route_is_read_once_for_many_deliveries() {
             .body(Body::from(raw))
             .unwrap()
     };
+    // Every store call: reads, listings, writes.
     let gets = || {
         let text = metrics.render();
         let line = text
             .lines()
-            .filter(|l| l.starts_with("starfish_store_request_seconds_count{op=\"get\""))
+            .filter(|l| l.starts_with("starfish_store_request_seconds_count{"))
             .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap());
         line.sum::<f64>()
     };
@@ -587,6 +588,15 @@ async fn a_namespace_webhooks_route_is_read_once_for_many_deliveries() {
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     }
     assert_eq!(gets(), before, "thirty refused deliveries read nothing");
+    // Ids the namespace does not have, each new: one listing answers them all.
+    for n in 0..30 {
+        let req = Request::post(format!("/_starfish/webhooks/t1/sprayed-{n}"))
+            .header("x-webhook-signature", "00")
+            .body(Body::from("{}"))
+            .unwrap();
+        assert_eq!(send(&app, req).await.status(), StatusCode::NOT_FOUND);
+    }
+    assert_eq!(gets(), before, "thirty unknown ids read nothing");
     // Deleted, then created again with a new secret: at once on this node.
     let res = send(&app, admin("DELETE", &format!("{hooks}/ci"), None)).await;
     assert_eq!(res.status(), StatusCode::OK);
