@@ -24,19 +24,7 @@ impl NsStore {
     ) -> Result<(Vec<String>, bool), StoreError> {
         let prefix_path = self.path(prefix);
         let prefix_text = format!("{prefix_path}/");
-        let mut listing = match after {
-            Some(after) => {
-                let offset = object_store::path::Path::from_iter(
-                    prefix_path
-                        .parts()
-                        .chain(object_store::path::Path::from(after).parts()),
-                );
-                self.docs
-                    .inner
-                    .list_with_offset(Some(&prefix_path), &offset)
-            }
-            None => self.docs.inner.list(Some(&prefix_path)),
-        };
+        let mut listing = self.listing(&prefix_path, after);
         let mut smallest = Smallest::new(limit);
         while let Some(meta) = listing.next().await {
             let meta = meta?;
@@ -66,7 +54,9 @@ impl NsStore {
     ) -> Result<(Vec<String>, bool), StoreError> {
         let prefix_path = self.path(prefix);
         let prefix_text = format!("{prefix_path}/");
-        let mut listing = self.docs.inner.list(Some(&prefix_path));
+        // Keys after `after` only: each page lists from where the last one ended.
+        let from = after.and_then(|a| a.strip_prefix(&format!("{}/", prefix.as_str())));
+        let mut listing = self.listing(&prefix_path, from);
         let mut smallest = Smallest::new(limit);
         while let Some(meta) = listing.next().await {
             let meta = meta?;
@@ -80,6 +70,28 @@ impl NsStore {
             smallest.keep(key);
         }
         Ok(smallest.page())
+    }
+}
+
+impl NsStore {
+    /// What the backend holds under `prefix_path`, from after `after` (a name
+    /// relative to it) when given.
+    fn listing<'a>(
+        &'a self,
+        prefix_path: &'a object_store::path::Path,
+        after: Option<&str>,
+    ) -> futures::stream::BoxStream<'a, object_store::Result<object_store::ObjectMeta>> {
+        match after {
+            Some(after) => {
+                let offset = object_store::path::Path::from_iter(
+                    prefix_path
+                        .parts()
+                        .chain(object_store::path::Path::from(after).parts()),
+                );
+                self.docs.inner.list_with_offset(Some(prefix_path), &offset)
+            }
+            None => self.docs.inner.list(Some(prefix_path)),
+        }
     }
 }
 
