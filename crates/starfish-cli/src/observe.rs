@@ -131,23 +131,28 @@ where
                 .with_writer(writer)
         };
     }
+    // The formatter, under `LazyFields` when lazy (see there); one arm per format,
+    // since the layer's type depends on the format and on what it is stacked on.
+    macro_rules! with_fmt {
+        ($fields:ty, $fmt:expr) => {{
+            let fmt = $fmt;
+            if lazy {
+                tracing::Dispatch::new(logs.with(LazyFields::<_, $fields>::new(fmt)))
+            } else {
+                tracing::Dispatch::new(logs.with(fmt))
+            }
+        }};
+    }
     match format {
-        LogFormat::Text if !ansi => tracing::Dispatch::new(
-            logs.with(lazy.then_some(LazyFields(PlainFields)))
-                .with(layer!().fmt_fields(PlainFields)),
-        ),
-        LogFormat::Text => tracing::Dispatch::new(
-            logs.with(lazy.then(|| LazyFields(DefaultFields::new())))
-                .with(layer!()),
-        ),
-        LogFormat::Json => tracing::Dispatch::new(
-            logs.with(lazy.then(|| LazyFields(JsonFields::new()))).with(
-                layer!()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false),
-            ),
+        LogFormat::Text if !ansi => with_fmt!(PlainFields, layer!().fmt_fields(PlainFields)),
+        LogFormat::Text => with_fmt!(DefaultFields, layer!()),
+        LogFormat::Json => with_fmt!(
+            JsonFields,
+            layer!()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
         ),
     }
 }
@@ -159,7 +164,6 @@ struct Pending {
     id: axum::http::HeaderValue,
     method: axum::http::Method,
     uri: axum::http::Uri,
-    recorded: bool,
 }
 
 thread_local! {
@@ -210,62 +214,199 @@ impl Drop for Lent<'_> {
     }
 }
 
-/// Writes a request span's fields into it (as the formatter `N` would have when the
-/// span was created) before the first line inside it is formatted. A layer under the
-/// formatter: it sees each line first.
+/// The formatter layer `L` (its fields formatted by `N`), except that a request
+/// span gets no formatted fields when it is created: most requests write no line,
+/// and formatting the fields (empty as they are) cost a map insertion and an
+/// allocation a request. Before a line inside a request span is formatted, the
+/// span gets its fields through `L` itself (as `L` would have formatted them when
+/// the span was created, `SpanFields::Eager`): the request's [`Pending`] fields
+/// when it is the one polled on the line's thread, else none (the formatter then
+/// has what it expects, as for a span created with empty fields).
 ///
 /// The fields come from the request polled on the line's thread: a line written in
 /// the span from another task or thread (the span handed on with `instrument`) would
-/// have none until the request's own task writes one. Nothing hands the span on today;
-/// whatever starts to must record the fields first (`SpanFields::Eager` does).
-struct LazyFields<N>(N);
+/// have none. Nothing hands the span on today; whatever starts to must record the
+/// fields first (`SpanFields::Eager` does).
+struct LazyFields<L, N> {
+    fmt: L,
+    fields: std::marker::PhantomData<fn(N)>,
+}
 
-impl<S, N> tracing_subscriber::Layer<S> for LazyFields<N>
+impl<L, N> LazyFields<L, N> {
+    fn new(fmt: L) -> Self {
+        Self {
+            fmt,
+            fields: std::marker::PhantomData,
+        }
+    }
+}
+
+/// A span [`RequestIds`] creates.
+fn is_request_span(metadata: &tracing::Metadata<'_>) -> bool {
+    metadata.name() == "request" && metadata.target() == module_path!()
+}
+
+impl<S, L, N> tracing_subscriber::Layer<S> for LazyFields<L, N>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    L: tracing_subscriber::Layer<S>,
     N: for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static,
 {
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.fmt.on_register_dispatch(subscriber);
+    }
+
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.fmt.on_layer(subscriber);
+    }
+
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        self.fmt.register_callsite(metadata)
+    }
+
+    fn enabled(
+        &self,
+        metadata: &tracing::Metadata<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        self.fmt.enabled(metadata, ctx)
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if !is_request_span(attrs.metadata()) {
+            self.fmt.on_new_span(attrs, id, ctx);
+        }
+    }
+
+    fn on_record(
+        &self,
+        span: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.fmt.on_record(span, values, ctx);
+    }
+
+    fn on_follows_from(
+        &self,
+        span: &tracing::span::Id,
+        follows: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.fmt.on_follows_from(span, follows, ctx);
+    }
+
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        self.fmt.event_enabled(event, ctx)
+    }
+
     fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        let _ = POLLED.try_with(|polled| {
-            let Ok(mut polled) = polled.try_borrow_mut() else {
-                return;
-            };
-            let Some(pending) = polled.as_mut().filter(|p| !p.recorded) else {
-                return;
-            };
-            let Some(span) = ctx
-                .event_scope(event)
-                .and_then(|mut scope| scope.find(|s| s.id() == pending.span))
-            else {
-                return;
-            };
-            let fields = span.metadata().fields();
-            let (Some(id), Some(method), Some(path)) = (
-                fields.field("id"),
-                fields.field("method"),
-                fields.field("path"),
-            ) else {
-                return;
-            };
+        let unformatted: Vec<tracing::span::Id> = ctx
+            .event_scope(event)
+            .into_iter()
+            .flatten()
+            .filter(|span| {
+                is_request_span(span.metadata())
+                    && span
+                        .extensions()
+                        .get::<tracing_subscriber::fmt::FormattedFields<N>>()
+                        .is_none()
+            })
+            .map(|span| span.id())
+            .collect();
+        for span in unformatted {
+            self.format_request_fields(&span, ctx.clone());
+        }
+        self.fmt.on_event(event, ctx);
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        self.fmt.on_enter(id, ctx);
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        self.fmt.on_exit(id, ctx);
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        self.fmt.on_close(id, ctx);
+    }
+
+    fn on_id_change(
+        &self,
+        old: &tracing::span::Id,
+        new: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.fmt.on_id_change(old, new, ctx);
+    }
+}
+
+impl<L, N> LazyFields<L, N> {
+    /// Gives request span `span` its formatted fields, through the formatter: the
+    /// [`Pending`] ones when they are this span's, else none.
+    fn format_request_fields<S>(
+        &self,
+        span: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+        L: tracing_subscriber::Layer<S>,
+    {
+        let Some(metadata) = ctx.metadata(span) else {
+            return;
+        };
+        let fields = metadata.fields();
+        let pending = POLLED
+            .try_with(|polled| {
+                let polled = polled.try_borrow().ok()?;
+                let pending = polled.as_ref().filter(|p| &p.span == span)?;
+                Some((
+                    pending.id.clone(),
+                    pending.method.clone(),
+                    pending.uri.clone(),
+                ))
+            })
+            .ok()
+            .flatten();
+        let named = (
+            fields.field("id"),
+            fields.field("method"),
+            fields.field("path"),
+        );
+        if let (Some((id, method, uri)), (Some(id_field), Some(method_field), Some(path_field))) =
+            (pending, named)
+        {
             // As the eager span records them: see `RequestIds::call`.
-            let id_text = tracing::field::display(pending.id.to_str().unwrap_or_default());
-            let method_text = tracing::field::display(&pending.method);
-            let path_text = pending.uri.path();
+            let id_text = tracing::field::display(id.to_str().unwrap_or_default());
+            let method_text = tracing::field::display(&method);
+            let path_text = uri.path();
             let values: [(&tracing::field::Field, Option<&dyn tracing::Value>); 3] = [
-                (&id, Some(&id_text)),
-                (&method, Some(&method_text)),
-                (&path, Some(&path_text)),
+                (&id_field, Some(&id_text)),
+                (&method_field, Some(&method_text)),
+                (&path_field, Some(&path_text)),
             ];
             let values = fields.value_set(&values);
-            let record = tracing::span::Record::new(&values);
-            let mut extensions = span.extensions_mut();
-            if let Some(formatted) =
-                extensions.get_mut::<tracing_subscriber::fmt::FormattedFields<N>>()
-            {
-                let _ = self.0.add_fields(formatted, &record);
-            }
-            pending.recorded = true;
-        });
+            self.fmt
+                .on_record(span, &tracing::span::Record::new(&values), ctx);
+        } else {
+            let values: [(&tracing::field::Field, Option<&dyn tracing::Value>); 0] = [];
+            let values = fields.value_set(&values);
+            self.fmt
+                .on_record(span, &tracing::span::Record::new(&values), ctx);
+        }
     }
 }
 
@@ -582,7 +723,6 @@ where
                     id: id.clone(),
                     method: request.method().clone(),
                     uri: request.uri().clone(),
-                    recorded: false,
                 });
                 (span, pending)
             }
@@ -858,7 +998,6 @@ mod tests {
             id: axum::http::HeaderValue::from_static("x"),
             method: axum::http::Method::GET,
             uri: axum::http::Uri::from_static("/x"),
-            recorded: false,
         })
     }
 
@@ -1039,6 +1178,36 @@ mod tests {
         assert_eq!(plain.lines().count(), 8, "{plain}");
         assert!(!plain.contains('\x1b'), "{plain}");
         assert_eq!(plain, default);
+    }
+
+    /// A line inside a request span whose fields are not the polled request's (the
+    /// span entered from elsewhere) is still written, in every format: the span
+    /// then shows no fields, where the JSON formatter would have panicked on a span
+    /// without formatted fields.
+    #[test]
+    fn a_line_in_a_request_span_without_its_fields_is_written() {
+        for (format, ansi) in [
+            (LogFormat::Text, false),
+            (LogFormat::Text, true),
+            (LogFormat::Json, false),
+        ] {
+            let ((), text) = logged(format, ansi, "info", SpanFields::Lazy, async {
+                let span = tracing::info_span!(
+                    target: "starfish::observe",
+                    "request",
+                    id = tracing::field::Empty,
+                    method = tracing::field::Empty,
+                    path = tracing::field::Empty,
+                );
+                span.in_scope(|| tracing::warn!("from elsewhere"));
+                span.in_scope(|| tracing::warn!("and again"));
+            });
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 2, "{format:?} ansi={ansi}: {text}");
+            assert!(lines[0].contains("from elsewhere"), "{text}");
+            assert!(lines.iter().all(|l| l.contains("request")), "{text}");
+            assert!(!text.contains("id="), "{text}");
+        }
     }
 
     /// Every log line of a request names its id, method and path; a sane client id is
