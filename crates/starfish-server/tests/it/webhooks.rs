@@ -694,3 +694,141 @@ async fn refused_deliveries_are_audited_and_pushes_as_pushes() {
         "{text}"
     );
 }
+
+/// Two nodes over one store, deliveries racing a namespace's webhook being deleted
+/// and created again: on the node that changed it the change holds at once (every
+/// delivery that starts after the answer), on the other within the documented
+/// bound (`TENANT_ROUTE_TTL`, 5 s); and every delivery answered `200` left its
+/// document, none refused left one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webhook_changed_on_one_node_holds_there_at_once_and_on_another_within_the_bound() {
+    const KEY: &str = "admin-secret-0123456789";
+    const RACERS: u32 = 20;
+    let config = || {
+        SyncConfig::from_value(json!({
+            "version": 1, "collections": [],
+            "namespaceTemplates": {"team": {"collections": [
+                {"name": "inbox", "storagePath": "inbox/{id}", "readRoles": ["public"], "writeRoles": ["public"]}]}}
+        }))
+        .unwrap()
+    };
+    let store = DocStore::memory();
+    let node = || {
+        create_sync_router(
+            SyncOptions::new(config(), store.clone())
+                .with_clock(Arc::new(ManualClock::new(T0)))
+                .with_admin_key(KEY),
+        )
+        .unwrap()
+    };
+    let (a, b) = (node(), node());
+    let admin = |method: &str, uri: &str, body: Option<Value>| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("content-type", "application/json")
+            .body(body.map_or(Body::empty(), |v| Body::from(v.to_string())))
+            .unwrap()
+    };
+    let created = json!({"name": "t1", "template": "team"});
+    let res = send(
+        &a,
+        admin("POST", "/_starfish/admin/namespaces", Some(created)),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let hooks = "/_starfish/admin/namespaces/t1/webhooks";
+    let def = json!({"id": "ci", "target": "/push/inbox/{id}",
+        "transform": {"data": {"status": "/status"}, "params": {"id": "/id"}}});
+    let res = send(&a, admin("POST", hooks, Some(def.clone()))).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let first = json_body(res).await["secret"].as_str().unwrap().to_owned();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    // `RACERS` deliveries at once on `app` signed with `key`: (document id, status).
+    let racing = |app: &Router, key: &str| {
+        let requests: Vec<_> = (0..RACERS)
+            .map(|_| {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let raw = json!({"id": format!("d{n}"), "status": "green"}).to_string();
+                let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
+                mac.update(raw.as_bytes());
+                let req = Request::post("/_starfish/webhooks/t1/ci")
+                    .header(
+                        "x-webhook-signature",
+                        hex::encode(mac.finalize().into_bytes()),
+                    )
+                    .body(Body::from(raw))
+                    .unwrap();
+                let app = app.clone();
+                tokio::spawn(async move { (format!("d{n}"), send(&app, req).await.status()) })
+            })
+            .collect();
+        async move {
+            let mut answers = Vec::new();
+            for r in requests {
+                answers.push(r.await.unwrap());
+            }
+            answers
+        }
+    };
+    let statuses = |answers: &[(String, StatusCode)]| {
+        let mut s: Vec<u16> = answers.iter().map(|(_, s)| s.as_u16()).collect();
+        s.sort_unstable();
+        s.dedup();
+        s
+    };
+    let mut answered = Vec::new();
+    // Both nodes serve it (each has now read it once).
+    for app in [&a, &b] {
+        let got = racing(app, &first).await;
+        assert_eq!(statuses(&got), [200], "{got:?}");
+        answered.extend(got);
+    }
+    // Deleted on A while deliveries race it on both nodes.
+    let during_a = racing(&a, &first);
+    let during_b = racing(&b, &first);
+    let deleted = send(&a, admin("DELETE", &format!("{hooks}/ci"), None));
+    let (during_a, during_b, deleted) = tokio::join!(during_a, during_b, deleted);
+    assert_eq!(deleted.status(), StatusCode::OK);
+    for got in [&during_a, &during_b] {
+        assert!(
+            statuses(got).iter().all(|s| [200, 404].contains(s)),
+            "{got:?}"
+        );
+    }
+    answered.extend(during_a);
+    answered.extend(during_b);
+    // A: at once.
+    let after = racing(&a, &first).await;
+    assert_eq!(statuses(&after), [404], "{after:?}");
+    answered.extend(after);
+    // B: within the bound.
+    tokio::time::sleep(std::time::Duration::from_millis(5_200)).await;
+    let later = racing(&b, &first).await;
+    assert_eq!(statuses(&later), [404], "{later:?}");
+    answered.extend(later);
+    // Created again on A with a new secret: at once on A, within the bound on B.
+    let res = send(&a, admin("POST", hooks, Some(def))).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let second = json_body(res).await["secret"].as_str().unwrap().to_owned();
+    let renewed = racing(&a, &second).await;
+    assert_eq!(statuses(&renewed), [200], "{renewed:?}");
+    answered.extend(renewed);
+    let old = racing(&a, &first).await;
+    assert_eq!(statuses(&old), [401], "{old:?}");
+    answered.extend(old);
+    tokio::time::sleep(std::time::Duration::from_millis(5_200)).await;
+    let on_b = racing(&b, &second).await;
+    assert_eq!(statuses(&on_b), [200], "{on_b:?}");
+    answered.extend(on_b);
+    let old_on_b = racing(&b, &first).await;
+    assert_eq!(statuses(&old_on_b), [401], "{old_on_b:?}");
+    answered.extend(old_on_b);
+    // A document for each delivery answered 200, on either node; none for the rest.
+    for (id, status) in &answered {
+        let pulled = json_body(send(&b, get(&format!("/t1/pull/inbox/{id}"))).await).await;
+        let stored = pulled["hash"] != "";
+        assert_eq!(stored, *status == StatusCode::OK, "{id}: {status} {pulled}");
+    }
+}
