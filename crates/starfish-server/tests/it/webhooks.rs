@@ -21,6 +21,20 @@ use std::sync::Arc;
 
 const SECRET: &[u8] = b"whsec-0123456789";
 
+/// The admin key of the runtime-namespace tests.
+const KEY: &str = "admin-secret-0123456789";
+
+/// An admin request with [`KEY`], its body JSON.
+fn admin(method: &str, uri: &str, body: Option<Value>) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("content-type", "application/json")
+        .body(body.map_or(Body::empty(), |v| Body::from(v.to_string())))
+        .unwrap()
+}
+
 fn config() -> SyncConfig {
     SyncConfig::from_value(json!({
         "version": 1,
@@ -371,7 +385,6 @@ async fn a_delivery_whose_push_may_succeed_later_can_be_sent_again() {
 /// namespace, refused to another namespace's admin, and gone once deleted.
 #[tokio::test]
 async fn a_runtime_namespace_creates_serves_and_deletes_its_own_webhook() {
-    const KEY: &str = "admin-secret-0123456789";
     let config = SyncConfig::from_value(json!({
         "version": 1,
         "collections": [{"name": "inbox", "storagePath": "inbox/{id}", "readRoles": ["public"], "writeRoles": ["public"]}],
@@ -386,15 +399,6 @@ async fn a_runtime_namespace_creates_serves_and_deletes_its_own_webhook() {
             .with_admin_key(KEY),
     )
     .unwrap();
-    let admin = |method: &str, uri: &str, body: Option<Value>| {
-        let b = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", format!("Bearer {KEY}"))
-            .header("content-type", "application/json");
-        b.body(body.map_or(Body::empty(), |v| Body::from(v.to_string())))
-            .unwrap()
-    };
     for name in ["t1", "t2"] {
         let res = send(
             &app,
@@ -521,7 +525,6 @@ async fn a_runtime_namespace_creates_serves_and_deletes_its_own_webhook() {
 /// verified with); deleted or created again on this node, the change holds at once.
 #[tokio::test]
 async fn a_namespace_webhooks_route_is_read_once_for_many_deliveries() {
-    const KEY: &str = "admin-secret-0123456789";
     let config = SyncConfig::from_value(json!({
         "version": 1, "collections": [],
         "namespaceTemplates": {"team": {"collections": [
@@ -536,15 +539,6 @@ async fn a_namespace_webhooks_route_is_read_once_for_many_deliveries() {
             .with_metrics(metrics.clone()),
     )
     .unwrap();
-    let admin = |method: &str, uri: &str, body: Option<Value>| {
-        Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", format!("Bearer {KEY}"))
-            .header("content-type", "application/json")
-            .body(body.map_or(Body::empty(), |v| Body::from(v.to_string())))
-            .unwrap()
-    };
     let created = json!({"name": "t1", "template": "team"});
     let res = send(
         &app,
@@ -702,7 +696,6 @@ async fn refused_deliveries_are_audited_and_pushes_as_pushes() {
 /// document, none refused left one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_webhook_changed_on_one_node_holds_there_at_once_and_on_another_within_the_bound() {
-    const KEY: &str = "admin-secret-0123456789";
     const RACERS: u32 = 20;
     let config = || {
         SyncConfig::from_value(json!({
@@ -722,15 +715,6 @@ async fn a_webhook_changed_on_one_node_holds_there_at_once_and_on_another_within
         .unwrap()
     };
     let (a, b) = (node(), node());
-    let admin = |method: &str, uri: &str, body: Option<Value>| {
-        Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", format!("Bearer {KEY}"))
-            .header("content-type", "application/json")
-            .body(body.map_or(Body::empty(), |v| Body::from(v.to_string())))
-            .unwrap()
-    };
     let created = json!({"name": "t1", "template": "team"});
     let res = send(
         &a,
