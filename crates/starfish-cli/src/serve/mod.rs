@@ -236,64 +236,139 @@ async fn connection<S: App>(
     match stream::opens_stream(&stream, head_due, &mut stop).await {
         None => return,
         Some(true) => {
-            return stream::serve(stream, peer, app, limits, head_due, (stop, slot)).await;
+            let opening = Vec::with_capacity(1024);
+            return stream::serve(stream, opening, peer, app, limits, head_due, (stop, slot)).await;
         }
         Some(false) => {}
     }
-    let _slot = slot;
     let activity = Arc::new(Activity::since(accepted));
-    let io = TokioIo::new(Tracked {
-        stream,
-        activity: activity.clone(),
-        linger: None,
-    });
-    let requests = activity.clone();
-    // The connection's own copy of the app serves its requests: a copy per request
-    // (the whole stack's handles, counted up and down) is made only when the app says
-    // it is not ready.
-    let app = std::cell::RefCell::new(app);
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let guard = InFlight::start(requests.clone());
-        let request = app_request(request, peer, &requests);
-        let answer = hand_to_app(&app, request);
-        async move {
-            let response = match answer {
-                Answer::Called(call) => call.await?,
-                Answer::Waiting(call) => call.await?,
-            };
-            Ok::<_, Infallible>(response.map(|body| Guarded {
-                body,
-                _guard: guard,
-            }))
+    let back = std::sync::Mutex::new(None);
+    let hyper = Hyper {
+        peer,
+        limits: &limits,
+        builder: &builder,
+        activity: &activity,
+    };
+    let handed = hyper.serve(stream, app, &back, &mut stop).await;
+    // A stream asked on the kept-alive connection leaves hyper (and its buffers),
+    // served by the app hyper gave back.
+    let app = back
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let (Some((stream, opening)), Some(app)) = (handed, app) {
+        let head_due = Instant::now() + limits.header_read_timeout;
+        stream::serve(stream, opening, peer, app, limits, head_due, (stop, slot)).await;
+    }
+}
+
+/// What a connection served by hyper needs besides its socket and its app.
+struct Hyper<'a> {
+    peer: SocketAddr,
+    limits: &'a ServeLimits,
+    builder: &'a http1::Builder,
+    activity: &'a Arc<Activity>,
+}
+
+/// The connection's copy of the app, as hyper's service holds it: given back (into
+/// `back`) when hyper drops the service, for a stream handed over after it.
+struct Kept<'a, S> {
+    app: std::cell::RefCell<Option<S>>,
+    back: &'a std::sync::Mutex<Option<S>>,
+}
+
+impl<S> Drop for Kept<'_, S> {
+    fn drop(&mut self) {
+        if let Some(app) = self.app.get_mut().take() {
+            *self
+                .back
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(app);
         }
-    });
-    let mut conn = pin!(builder.serve_connection(io, service));
-    let mut stopped = pin!(stopped(&mut stop));
-    let mut stopping = false;
-    let tick = timer_tick(&limits);
-    let first = activity.deadline(&limits).0;
-    let mut timer = pin!(tokio::time::sleep_until(first.min(Instant::now() + tick)));
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!("connection from {peer}: {e}");
-                }
-                break;
+    }
+}
+
+impl Hyper<'_> {
+    /// Serves a connection's requests with hyper until it ends, a limit cuts it
+    /// off, or (after shutdown is signalled) its in-flight request is done; the
+    /// socket and the head's first bytes when a request between two others opens a
+    /// live-change stream (see [`Tracked`]): hyper has then closed its side
+    /// cleanly, nothing was lost. `app` is given back into `back`.
+    async fn serve<S: App>(
+        &self,
+        stream: TcpStream,
+        app: S,
+        back: &std::sync::Mutex<Option<S>>,
+        stop: &mut watch::Receiver<()>,
+    ) -> Option<(TcpStream, Vec<u8>)> {
+        let Self {
+            peer,
+            limits,
+            builder,
+            activity,
+        } = *self;
+        let io = TokioIo::new(Tracked {
+            stream: Some(stream),
+            activity: activity.clone(),
+            linger: None,
+            opening: None,
+        });
+        let requests = activity.clone();
+        // The connection's own copy of the app serves its requests: a copy per request
+        // (the whole stack's handles, counted up and down) is made only when the app says
+        // it is not ready.
+        let kept = Kept {
+            app: std::cell::RefCell::new(Some(app)),
+            back,
+        };
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let guard = InFlight::start(requests.clone());
+            let request = app_request(request, peer, &requests);
+            let mut app = kept.app.borrow_mut();
+            let app = app
+                .as_mut()
+                .expect("the app is kept until the connection ends");
+            let answer = hand_to_app(app, request);
+            async move {
+                let response = match answer {
+                    Answer::Called(call) => call.await?,
+                    Answer::Waiting(call) => call.await?,
+                };
+                Ok::<_, Infallible>(response.map(|body| Guarded {
+                    body,
+                    _guard: guard,
+                }))
             }
-            _ = stopped.as_mut(), if !stopping => {
-                // Closes it if idle; otherwise the response in progress is its last.
-                conn.as_mut().graceful_shutdown();
-                stopping = true;
-            }
-            () = timer.as_mut() => {
-                let (deadline, why) = activity.deadline(&limits);
-                let now = Instant::now();
-                if now >= deadline {
-                    tracing::debug!("closing the connection from {peer}: {why}");
-                    break;
+        });
+        let mut conn = pin!(builder.serve_connection(io, service));
+        let mut stopped = pin!(stopped(stop));
+        let mut stopping = false;
+        let tick = timer_tick(limits);
+        let first = activity.deadline(limits).0;
+        let mut timer = pin!(tokio::time::sleep_until(first.min(Instant::now() + tick)));
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    match result {
+                        Ok(()) if !stopping => return activity.take_handed(),
+                        Ok(()) => {}
+                        Err(e) => tracing::debug!("connection from {peer}: {e}"),
+                    }
+                    return None;
                 }
-                timer.as_mut().reset(deadline.min(now + tick));
+                _ = stopped.as_mut(), if !stopping => {
+                    // Closes it if idle; otherwise the response in progress is its last.
+                    conn.as_mut().graceful_shutdown();
+                    stopping = true;
+                }
+                () = timer.as_mut() => {
+                    let (deadline, why) = activity.deadline(limits);
+                    let now = Instant::now();
+                    if now >= deadline {
+                        tracing::debug!("closing the connection from {peer}: {why}");
+                        return None;
+                    }
+                    timer.as_mut().reset(deadline.min(now + tick));
+                }
             }
         }
     }
@@ -366,8 +441,7 @@ fn app_request(
 
 /// Hands `request` to the connection's copy of the app if it is ready; otherwise the
 /// request waits on that copy and the connection keeps a fresh one.
-fn hand_to_app<S: App>(app: &std::cell::RefCell<S>, request: Request<Body>) -> Answer<S> {
-    let mut app = app.borrow_mut();
+fn hand_to_app<S: App>(app: &mut S, request: Request<Body>) -> Answer<S> {
     let mut cx = Context::from_waker(std::task::Waker::noop());
     match app.poll_ready(&mut cx) {
         Poll::Ready(Ok(())) => Answer::Called(app.call(request)),
@@ -376,7 +450,7 @@ fn hand_to_app<S: App>(app: &std::cell::RefCell<S>, request: Request<Body>) -> A
         // a queue say, is kept and woken); the connection takes a fresh one.
         Poll::Pending => {
             let fresh = app.clone();
-            let asked = std::mem::replace(&mut *app, fresh);
+            let asked = std::mem::replace(app, fresh);
             Answer::Waiting(Box::pin(asked.oneshot(request)))
         }
     }
@@ -419,6 +493,9 @@ struct Activity {
     /// The last request's body was dropped before its end: if the connection closes
     /// now, it lingers.
     body_unread: AtomicBool,
+    /// The socket and a stream's first bytes, once hyper closed its side of a
+    /// connection whose next request opens a live-change stream (see [`Tracked`]).
+    handed: std::sync::Mutex<Option<(TcpStream, Vec<u8>)>>,
 }
 
 impl Activity {
@@ -431,7 +508,16 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             body_unread: AtomicBool::new(false),
+            handed: std::sync::Mutex::new(None),
         }
+    }
+
+    /// What [`Tracked`] handed over, if it did.
+    fn take_handed(&self) -> Option<(TcpStream, Vec<u8>)> {
+        self.handed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     fn now(&self) -> u64 {
@@ -571,11 +657,29 @@ impl Drop for Watched {
 
 /// The socket, noting when bytes move; it lingers when closed after an answer sent
 /// before its request's body was read (see the module documentation).
+///
+/// A request read between two others (none in flight) that opens a live-change
+/// stream is not given to hyper: its bytes are kept (`opening`), hyper reads the
+/// end of the connection instead and closes its side (after what it still had to
+/// write), and the close hands the socket and those bytes over
+/// ([`Activity::handed`]) to be served as `stream.rs` serves a connection's first
+/// request: without hyper's 16 KiB of buffers for the stream's whole life.
 struct Tracked {
-    stream: TcpStream,
+    /// `None` once handed over.
+    stream: Option<TcpStream>,
     activity: Arc<Activity>,
     /// Set once a lingering close has begun.
     linger: Option<Linger>,
+    /// A stream's request, read and kept from hyper.
+    opening: Option<Vec<u8>>,
+}
+
+/// The error of a socket handed over: hyper has nothing more to do with it.
+fn handed_over() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "handed over to a live-change stream",
+    )
 }
 
 /// A lingering close under way: what may still be discarded, and until when.
@@ -612,9 +716,20 @@ impl AsyncRead for Tracked {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let Some(stream) = this.stream.as_mut().filter(|_| this.opening.is_none()) else {
+            // What hyper reads of a connection handed over: its end.
+            return Poll::Ready(Ok(()));
+        };
         let before = buf.filled().len();
-        let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let poll = Pin::new(stream).poll_read(cx, buf);
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            let between = this.activity.in_flight.load(Ordering::Relaxed) == 0;
+            if between && stream::is_stream(read) {
+                this.opening = Some(read.to_vec());
+                buf.set_filled(before);
+                return Poll::Ready(Ok(()));
+            }
             this.activity.on_read();
         }
         poll
@@ -628,7 +743,10 @@ impl AsyncWrite for Tracked {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
+        let Some(stream) = this.stream.as_mut() else {
+            return Poll::Ready(Err(handed_over()));
+        };
+        let poll = Pin::new(stream).poll_write(cx, buf);
         if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.on_write();
         }
@@ -641,7 +759,10 @@ impl AsyncWrite for Tracked {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let poll = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        let Some(stream) = this.stream.as_mut() else {
+            return Poll::Ready(Err(handed_over()));
+        };
+        let poll = Pin::new(stream).poll_write_vectored(cx, bufs);
         if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.on_write();
         }
@@ -649,19 +770,37 @@ impl AsyncWrite for Tracked {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        self.stream
+            .as_ref()
+            .is_some_and(TcpStream::is_write_vectored)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        match self.get_mut().stream.as_mut() {
+            Some(stream) => Pin::new(stream).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 
     /// hyper's close: the end of stream is sent, then, when an answer went out before
     /// its request's body was read, the connection lingers before it is dropped.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(opening) = this.opening.take() {
+            // Not closed: handed over, with the stream's first bytes.
+            let handed = this.stream.take().map(|stream| (stream, opening));
+            *this
+                .activity
+                .handed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = handed;
+            return Poll::Ready(Ok(()));
+        }
+        let Some(stream) = this.stream.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
         if this.linger.is_none() {
-            std::task::ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
+            std::task::ready!(Pin::new(&mut *stream).poll_shutdown(cx))?;
             if !this.activity.body_unread.swap(false, Ordering::Relaxed) {
                 return Poll::Ready(Ok(()));
             }
@@ -671,7 +810,7 @@ impl AsyncWrite for Tracked {
             });
         }
         match &mut this.linger {
-            Some(linger) => linger.poll_done(&mut this.stream, cx).map(Ok),
+            Some(linger) => linger.poll_done(stream, cx).map(Ok),
             None => Poll::Ready(Ok(())),
         }
     }

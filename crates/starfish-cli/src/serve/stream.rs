@@ -7,8 +7,10 @@
 //! handed to the same app (every layer, `ConnectInfo` included), and the answer
 //! written as it comes, each frame in one vectored write, nothing buffered between
 //! frames. The connection then closes (`connection: close`): a stream is the last
-//! request of its connection. Anything else (another route, a request line split
-//! across packets, TLS) goes to hyper as before.
+//! request of its connection. Such a request read later on a kept-alive connection,
+//! between two others, is handed over from hyper the same way (`Tracked` in the
+//! module above). Anything else (another route, a request line split across
+//! packets, TLS) goes to hyper as before.
 //!
 //! The connection limits hold as for hyper's connections: the head within
 //! `header_read_timeout`, no write stalled for longer than `request_timeout +
@@ -95,15 +97,18 @@ type Held = (watch::Receiver<()>, tokio::sync::OwnedSemaphorePermit);
 /// answer until it ends, the client goes, or the server stops, and closes. The
 /// writing goes on in a task of its own, which holds only the socket and the body:
 /// the connection's task (sized for hyper's connection and the app's call) ends.
+/// `opening`: the head's first bytes when they were read already (the stream
+/// asked on a kept-alive connection, handed over from hyper).
 pub(super) async fn serve<S: App>(
     mut stream: TcpStream,
+    opening: Vec<u8>,
     peer: SocketAddr,
     app: S,
     limits: ServeLimits,
     head_due: Instant,
     mut held: Held,
 ) {
-    let request = match read_head(&mut stream, peer, head_due, &mut held.0).await {
+    let request = match read_head(&mut stream, opening, peer, head_due, &mut held.0).await {
         Ok(request) => request,
         Err(Refusal::Gone) => return,
         Err(Refusal::Answer(status)) => {
@@ -165,15 +170,17 @@ enum Refusal {
     Answer(&'static str),
 }
 
-/// Reads and parses the request head, by `head_due` (the connection's accept plus
+/// Reads and parses the request head (its first bytes `opening`, when read
+/// already), by `head_due` (the connection's accept, or the head's first bytes, plus
 /// the header-read timeout) and unless the server stops.
 async fn read_head(
     stream: &mut TcpStream,
+    opening: Vec<u8>,
     peer: SocketAddr,
     head_due: Instant,
     stop: &mut watch::Receiver<()>,
 ) -> Result<Request<Body>, Refusal> {
-    let mut head = Vec::with_capacity(1024);
+    let mut head = opening;
     loop {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut headers);

@@ -141,6 +141,77 @@ fn a_stream_hears_changes_resumes_and_ends_with_its_client_and_the_server() {
     assert_eq!(rest, 0, "nothing but the end");
 }
 
+/// A stream asked on a connection kept alive after other requests leaves hyper:
+/// its answer is written as a fresh connection's stream is (`connection: close`,
+/// which hyper never adds to a kept-alive HTTP/1.1 answer), after the answers
+/// before it, whole; it hears changes and goes with its client.
+#[test]
+fn a_stream_asked_after_other_requests_on_its_connection_leaves_hyper() {
+    let metrics = free_port();
+    let addr = format!("127.0.0.1:{metrics}");
+    let server = Server::memory(&["--metrics-addr", &addr], &[]);
+    let (a, b) = (room(1), room(2));
+    let big = "x".repeat(12_000);
+    let body = format!(r#"{{"data":{{"big":"{big}"}}}}"#);
+    let (status, answer) = server.request("POST", &format!("/push/guestbook/{b}"), Some(&body));
+    assert_eq!(status, 200, "{answer}");
+    let mut stream = send_head(
+        &server,
+        &format!("GET /pull/guestbook/{a} HTTP/1.1\r\nHost: x"),
+    );
+    for n in 0..3 {
+        let head = read_head(&mut stream);
+        assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+        assert!(!head.contains("connection: close"), "kept alive: {head}");
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .trim()
+            .parse::<usize>()
+            .unwrap();
+        let mut answer = vec![0u8; length];
+        stream.read_exact(&mut answer).unwrap();
+        let next = if n == 0 { &b } else { &a };
+        if n == 1 {
+            assert!(String::from_utf8(answer).unwrap().contains(&big));
+        }
+        if n < 2 {
+            write!(
+                stream,
+                "GET /pull/guestbook/{next} HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            .unwrap();
+        }
+    }
+    write!(
+        stream,
+        "GET /events?paths=guestbook/{a} HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    let head = read_head(&mut stream);
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    for line in [
+        "content-type: text/event-stream",
+        "transfer-encoding: chunked",
+        "connection: close",
+    ] {
+        assert!(head.contains(line), "{line} in {head}");
+    }
+    let opening = next_chunk(&mut stream).unwrap();
+    assert!(opening.starts_with(": connected\n"), "{opening}");
+    assert!(eventually(
+        || subscribers(metrics) == "starfish_live_subscribers 1"
+    ));
+    let hash = push(&server, &a, 1);
+    let frame = next_chunk(&mut stream).unwrap();
+    assert!(frame.contains(&format!("\"hash\":\"{hash}\"")), "{frame}");
+    drop(stream);
+    assert!(eventually(
+        || subscribers(metrics) == "starfish_live_subscribers 0"
+    ));
+}
+
 #[test]
 fn refusals_and_heads_it_will_not_take_on_the_stream_path() {
     let server = Server::memory(&[], &[]);

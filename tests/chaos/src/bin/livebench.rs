@@ -19,6 +19,10 @@
 //! identity's own notes: the server verifies a device certificate and a request
 //! signature per open, as for a fresh client.
 //!
+//! With `--reuse`, each subscription is asked on a connection that first pulled the
+//! board (kept alive, as `fetch` reuses one): what a client that reads, then
+//! subscribes, costs.
+//!
 //! The process needs a file descriptor per subscription (`ulimit -n`), and so does
 //! the server.
 
@@ -37,6 +41,8 @@ struct Args {
     subscribers: usize,
     changes: usize,
     signed: bool,
+    /// Each subscription's connection pulls the board first.
+    reuse: bool,
     /// Seconds of pulls (and a push every 100 ms) before the streams open and
     /// again while they are open; 0: none.
     load: f64,
@@ -48,12 +54,14 @@ fn args() -> Args {
         subscribers: 1000,
         changes: 20,
         signed: false,
+        reuse: false,
         load: 0.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        if flag == "--signed" {
-            args.signed = true;
+        if flag == "--signed" || flag == "--reuse" {
+            args.signed |= flag == "--signed";
+            args.reuse |= flag == "--reuse";
             continue;
         }
         let value = it.next().unwrap_or_default();
@@ -116,15 +124,18 @@ fn subscription_head(signed: bool) -> String {
 }
 
 /// Opens one subscription from source address `n` with `head`; `None` when refused.
-async fn subscribe(port: u16, n: usize, head: String) -> Option<BufReader<TcpStream>> {
+async fn subscribe(port: u16, n: usize, head: String, reuse: bool) -> Option<BufReader<TcpStream>> {
     let socket = TcpSocket::new_v4().ok()?;
     socket.bind(source(n)).ok()?;
-    let mut stream = socket
+    let stream = socket
         .connect(SocketAddr::from(([127, 0, 0, 1], port)))
         .await
         .ok()?;
-    stream.write_all(head.as_bytes()).await.ok()?;
     let mut reader = BufReader::new(stream);
+    if reuse {
+        pull_on(&mut reader).await?;
+    }
+    reader.get_mut().write_all(head.as_bytes()).await.ok()?;
     let mut status = String::new();
     reader.read_line(&mut status).await.ok()?;
     if !status.contains(" 200 ") {
@@ -141,6 +152,29 @@ async fn subscribe(port: u16, n: usize, head: String) -> Option<BufReader<TcpStr
             return Some(reader);
         }
     }
+}
+
+/// Pulls the board on `reader`'s connection, kept alive: the whole answer is read.
+async fn pull_on(reader: &mut BufReader<TcpStream>) -> Option<()> {
+    let pull = "GET /pull/board/b1 HTTP/1.1\r\nHost: bench\r\n\r\n";
+    reader.get_mut().write_all(pull.as_bytes()).await.ok()?;
+    let mut line = String::new();
+    let mut length = 0;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = n.trim().parse().ok()?;
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).await.ok()?;
+    Some(())
 }
 
 /// The board's current hash, for the next push's `baseHash`.
@@ -273,7 +307,11 @@ async fn start(bin: &str, config: &std::path::Path, n: usize) -> (tokio::process
 /// Opens the subscriptions `heads` name, at most 64 opening at once (a new one
 /// starts as soon as one is open): those accepted, how many were refused, and the
 /// seconds it took.
-async fn open_all(port: u16, heads: Vec<String>) -> (Vec<BufReader<TcpStream>>, usize, f64) {
+async fn open_all(
+    port: u16,
+    heads: Vec<String>,
+    reuse: bool,
+) -> (Vec<BufReader<TcpStream>>, usize, f64) {
     let n = heads.len();
     let opening = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
     let started = Instant::now();
@@ -281,7 +319,7 @@ async fn open_all(port: u16, heads: Vec<String>) -> (Vec<BufReader<TcpStream>>, 
     for (i, head) in heads.into_iter().enumerate() {
         let permit = opening.clone().acquire_owned().await.expect("open");
         tasks.push(tokio::spawn(async move {
-            let opened = subscribe(port, i, head).await;
+            let opened = subscribe(port, i, head, reuse).await;
             drop(permit);
             opened
         }));
@@ -372,7 +410,7 @@ async fn main() {
     let rss_before = rss_kib(pid);
     // Minted and signed before the clock starts.
     let heads: Vec<String> = (0..n).map(|_| subscription_head(args.signed)).collect();
-    let (opened, refused, open_secs) = open_all(port, heads).await;
+    let (opened, refused, open_secs) = open_all(port, heads, args.reuse).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_open = rss_kib(pid);
     let accepted = opened.len();
