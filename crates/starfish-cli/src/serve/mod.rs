@@ -311,6 +311,7 @@ impl Hyper<'_> {
             activity: activity.clone(),
             linger: None,
             opening: None,
+            flushed: true,
         });
         let requests = activity.clone();
         // The connection's own copy of the app serves its requests: a copy per request
@@ -672,6 +673,8 @@ struct Tracked {
     linger: Option<Linger>,
     /// A stream's request, read and kept from hyper.
     opening: Option<Vec<u8>>,
+    /// Everything hyper wrote has been flushed (no write since the last flush).
+    flushed: bool,
 }
 
 /// The error of a socket handed over: hyper has nothing more to do with it.
@@ -724,7 +727,12 @@ impl AsyncRead for Tracked {
         let poll = Pin::new(stream).poll_read(cx, buf);
         let read = &buf.filled()[before..];
         if !read.is_empty() {
-            let between = this.activity.in_flight.load(Ordering::Relaxed) == 0;
+            // Between two requests for sure: no request in flight, hyper's answer
+            // all out (a body's last chunk is dropped before it is written), and no
+            // body of the last request left to drain (bytes read now may be its).
+            let between = this.flushed
+                && this.activity.in_flight.load(Ordering::Relaxed) == 0
+                && !this.activity.body_unread.load(Ordering::Relaxed);
             if between && stream::is_stream(read) {
                 this.opening = Some(read.to_vec());
                 buf.set_filled(before);
@@ -746,6 +754,7 @@ impl AsyncWrite for Tracked {
         let Some(stream) = this.stream.as_mut() else {
             return Poll::Ready(Err(handed_over()));
         };
+        this.flushed = false;
         let poll = Pin::new(stream).poll_write(cx, buf);
         if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.on_write();
@@ -762,6 +771,7 @@ impl AsyncWrite for Tracked {
         let Some(stream) = this.stream.as_mut() else {
             return Poll::Ready(Err(handed_over()));
         };
+        this.flushed = false;
         let poll = Pin::new(stream).poll_write_vectored(cx, bufs);
         if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.on_write();
@@ -775,11 +785,17 @@ impl AsyncWrite for Tracked {
             .is_some_and(TcpStream::is_write_vectored)
     }
 
+    /// hyper flushes the socket once its own buffer is all written.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().stream.as_mut() {
-            Some(stream) => Pin::new(stream).poll_flush(cx),
-            None => Poll::Ready(Ok(())),
+        let this = self.get_mut();
+        let Some(stream) = this.stream.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let poll = Pin::new(stream).poll_flush(cx);
+        if matches!(poll, Poll::Ready(Ok(()))) {
+            this.flushed = true;
         }
+        poll
     }
 
     /// hyper's close: the end of stream is sent, then, when an answer went out before
@@ -820,6 +836,77 @@ impl AsyncWrite for Tracked {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A connected pair of sockets: ours (wrapped) and the client's.
+    async fn tracked_pair() -> (Tracked, TcpStream, Arc<Activity>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        let activity = Arc::new(Activity::since(Instant::now()));
+        let tracked = Tracked {
+            stream: Some(ours),
+            activity: activity.clone(),
+            linger: None,
+            opening: None,
+            flushed: true,
+        };
+        (tracked, client, activity)
+    }
+
+    /// A stream's request is kept from hyper only between two requests for sure:
+    /// none in flight, hyper's writes flushed, no unread body of the last request to
+    /// drain (bytes read then are its body). Otherwise hyper reads the bytes.
+    #[tokio::test]
+    async fn a_stream_request_is_kept_from_hyper_only_between_requests() {
+        const STREAM: &[u8] = b"GET /events?paths=a/b HTTP/1.1\r\nHost: x\r\n\r\n";
+        type Setup = fn(&mut Tracked, &Activity);
+        let cases: [(&str, Setup, bool); 4] = [
+            ("between requests", |_, _| {}, true),
+            (
+                "a request in flight",
+                |_, a| {
+                    a.in_flight.store(1, Ordering::Relaxed);
+                },
+                false,
+            ),
+            ("an answer not flushed", |t, _| t.flushed = false, false),
+            (
+                "a body left unread",
+                |_, a| {
+                    a.body_unread.store(true, Ordering::Relaxed);
+                },
+                false,
+            ),
+        ];
+        for (case, setup, kept) in cases {
+            let (mut tracked, mut client, activity) = tracked_pair().await;
+            setup(&mut tracked, &activity);
+            client.write_all(STREAM).await.unwrap();
+            let mut buf = [0u8; 256];
+            let n = tracked.read(&mut buf).await.unwrap();
+            if kept {
+                assert_eq!(n, 0, "{case}: hyper reads the end");
+                assert_eq!(tracked.opening.as_deref(), Some(STREAM), "{case}");
+                // Closed by hyper: handed over, not shut down.
+                tracked.shutdown().await.unwrap();
+                let (stream, opening) = activity.take_handed().expect(case);
+                assert_eq!(opening, STREAM);
+                drop(stream);
+            } else {
+                assert_eq!(&buf[..n], STREAM, "{case}: hyper reads the request");
+                assert!(tracked.opening.is_none(), "{case}");
+            }
+        }
+        // A write since the last flush holds it back; the flush lets it through.
+        let (mut tracked, mut client, _) = tracked_pair().await;
+        tracked.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        assert!(!tracked.flushed);
+        tracked.flush().await.unwrap();
+        client.write_all(STREAM).await.unwrap();
+        assert_eq!(tracked.read(&mut [0u8; 256]).await.unwrap(), 0);
+    }
 
     /// An app that echoes the path, counts its copies, and (with `pending_every`) says
     /// it is not ready on every n-th look, waking its caller at once.

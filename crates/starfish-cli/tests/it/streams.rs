@@ -212,6 +212,95 @@ fn a_stream_asked_after_other_requests_on_its_connection_leaves_hyper() {
     ));
 }
 
+/// Waits `d` without sleeping: a read on a socket nobody writes to.
+fn pause(d: Duration) {
+    let idle = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    idle.set_read_timeout(Some(d)).unwrap();
+    let _ = idle.recv(&mut [0u8; 1]);
+}
+
+/// Reads one answer with a `content-length` on `stream`: its head, lower-cased, and
+/// its body.
+fn read_answer(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    let head = read_head(stream);
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    (head, body)
+}
+
+/// A stream asked while hyper still holds answers it could not write yet (the
+/// client is not reading) is not taken from hyper: every answer before it arrives
+/// whole, then the stream (served by hyper, after them).
+#[test]
+fn a_stream_asked_while_answers_wait_to_be_written_waits_its_turn() {
+    let server = Server::memory(&[], &[]);
+    let big = "x".repeat(12_000);
+    let body = format!(r#"{{"data":{{"big":"{big}"}}}}"#);
+    let (status, answer) = server.request("POST", "/push/guestbook/big", Some(&body));
+    assert_eq!(status, 200, "{answer}");
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", server.port).parse().unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    const PULLS: usize = 40;
+    let pulls = "GET /pull/guestbook/big HTTP/1.1\r\nHost: x\r\n\r\n".repeat(PULLS);
+    stream.write_all(pulls.as_bytes()).unwrap();
+    // The server's buffers fill; then the stream's request, on its own.
+    pause(Duration::from_millis(300));
+    write!(
+        stream,
+        "GET /events?paths=guestbook/big HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    for n in 0..PULLS {
+        let (head, body) = read_answer(&mut stream);
+        assert!(
+            head.starts_with("http/1.1 200 ok\r\n"),
+            "answer {n}: {head}"
+        );
+        assert!(
+            String::from_utf8(body).unwrap().contains(&big),
+            "answer {n}"
+        );
+    }
+    let head = read_head(&mut stream);
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    let opening = next_chunk(&mut stream).unwrap();
+    assert!(opening.starts_with(": connected\n"), "{opening}");
+}
+
+/// Bytes of a request's body that look like a stream's request are its body, not a
+/// request: answered `413` from its head, the request's body is not taken for a
+/// stream's request even when it arrives after the answer.
+#[test]
+fn a_body_that_looks_like_a_stream_request_is_not_one() {
+    let server = Server::memory(&[], &[]);
+    let mut stream = send_head(
+        &server,
+        "POST /push/guestbook/r1 HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100000",
+    );
+    let (head, _) = read_answer(&mut stream);
+    assert!(head.starts_with("http/1.1 413 "), "{head}");
+    pause(Duration::from_millis(300));
+    let fake = "GET /events?paths=guestbook/r1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    let _ = stream.write_all(fake.as_bytes());
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    let rest = String::from_utf8_lossy(&rest).to_ascii_lowercase();
+    assert!(!rest.contains("text/event-stream"), "{rest}");
+}
+
 #[test]
 fn refusals_and_heads_it_will_not_take_on_the_stream_path() {
     let server = Server::memory(&[], &[]);
