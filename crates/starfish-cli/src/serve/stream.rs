@@ -125,20 +125,53 @@ pub(super) async fn serve<S: App>(
     };
     let http10 = request.version() == Version::HTTP_10;
     let Ok(response) = app.oneshot(request).await;
-    let (parts, body) = response.into_parts();
+    let (parts, mut body) = response.into_parts();
     let framing = Framing::of(parts.status, &body, http10);
     let head = response_head(&parts, framing);
-    if write_within(&mut stream, &limits, &[IoSlice::new(&head)])
+    // The body's first bytes when they are there already (a stream's opening
+    // comment is): written with the head, in one write.
+    let first = match framing {
+        Framing::Empty => None,
+        _ => ready_now(next_data(&mut body)),
+    };
+    let mut size = [0u8; 18];
+    let mut pieces = [
+        IoSlice::new(&head),
+        IoSlice::new(&[]),
+        IoSlice::new(&[]),
+        IoSlice::new(&[]),
+    ];
+    let mut count = 1;
+    let mut sent = 0;
+    if let Some(Next::Data(data)) = &first {
+        if let Framing::Length(n) = framing {
+            if data.len() as u64 > n {
+                // More than announced: the answer is broken.
+                return;
+            }
+        }
+        sent = data.len() as u64;
+        let (chunk, n) = framed(data, framing, &mut size);
+        pieces[1..=n].copy_from_slice(&chunk[..n]);
+        count += n;
+    }
+    if write_within(&mut stream, &limits, &pieces[..count])
         .await
         .is_err()
     {
         return;
     }
+    // What the body said already, when not bytes: its end, or its failure.
+    let said = match first {
+        Some(Next::End) => Some(true),
+        Some(Next::Failed) => Some(false),
+        _ => None,
+    };
     drop(head);
     tokio::spawn(async move {
         // Held until the stream is done: the accept loop waits for it at shutdown.
         let _held = held;
-        if pump(&mut stream, body, framing, &limits).await {
+        if pump(&mut stream, body, framing, (sent, said), &limits).await {
             let _ = tokio::time::timeout(limits.idle_timeout, stream.shutdown()).await;
         }
     });
@@ -324,14 +357,15 @@ async fn pump<B: hyper::body::Body<Data = Bytes> + Unpin>(
     stream: &mut TcpStream,
     mut body: B,
     framing: Framing,
+    (sent, said): (u64, Option<bool>),
     limits: &ServeLimits,
 ) -> bool {
-    if framing == Framing::Empty {
-        return true;
+    if framing == Framing::Empty || said == Some(false) {
+        return said != Some(false);
     }
-    // Bytes the head announced and not yet written.
+    // Bytes the head announced and not yet written (`sent` went with the head).
     let mut left = match framing {
-        Framing::Length(n) => n,
+        Framing::Length(n) => n - sent,
         _ => u64::MAX,
     };
     // As on hyper's connections: a response that moves no byte for this long is
@@ -342,7 +376,8 @@ async fn pump<B: hyper::body::Body<Data = Bytes> + Unpin>(
     {
         let (reader, mut writer) = stream.split();
         let mut spoke = std::pin::pin!(reader.readable());
-        loop {
+        // Unless the body ended already (`said`).
+        while said.is_none() {
             tokio::select! {
                 biased;
                 data = next_data(&mut body) => {
@@ -472,18 +507,40 @@ async fn write_frame(
     framing: Framing,
 ) -> Result<(), ()> {
     let mut size = [0u8; 18];
-    let size = chunk_size(data.len(), &mut size);
-    let chunked = [
-        IoSlice::new(size),
-        IoSlice::new(data),
-        IoSlice::new(b"\r\n"),
-    ];
-    let pieces: &[IoSlice<'_>] = if framing == Framing::Chunked {
-        &chunked
+    let (pieces, n) = framed(data, framing, &mut size);
+    write_all(writer, &pieces[..n]).await
+}
+
+/// `data` as a piece of the body on the wire, in the first `n` slices: a chunk
+/// when chunked (its size line written into `size`), else as it is. No
+/// allocation: this runs once per frame per subscriber.
+fn framed<'a>(
+    data: &'a [u8],
+    framing: Framing,
+    size: &'a mut [u8; 18],
+) -> ([IoSlice<'a>; 3], usize) {
+    if framing == Framing::Chunked {
+        let size = chunk_size(data.len(), size);
+        let chunk = [
+            IoSlice::new(size),
+            IoSlice::new(data),
+            IoSlice::new(b"\r\n"),
+        ];
+        (chunk, 3)
     } else {
-        &chunked[1..2]
-    };
-    write_all(writer, pieces).await
+        let empty = IoSlice::new(&[]);
+        ([IoSlice::new(data), empty, empty], 1)
+    }
+}
+
+/// `future`'s output if it is ready at once (polled once, without a waker to
+/// wake: whatever it waits on is asked again by the next poll).
+fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(future).poll(&mut cx) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
 }
 
 /// `n` in hex and CRLF, a chunk's first line, written into `buf` (no allocation:
