@@ -15,11 +15,11 @@
 //! its id's time ([`ACROSS_NODES`]) when it was another node's; past what the node
 //! remembers, it gets an `event: pull` frame (pull what you hold).
 
+use super::frames;
 use bytes::Bytes;
 use starfish_store::Clock;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
-use tokio::sync::mpsc;
 
 /// A subscription refused: the node, the caller or the address holds as many
 /// as it may (`429`).
@@ -126,7 +126,7 @@ struct Subscribers {
     /// The sending end of each subscription's buffer, by place and subscription.
     /// (A frame travels as an `Arc`: 8 bytes a slot of each subscriber's buffer
     /// rather than a `Bytes`'s 32, and buffers are allocated 32 slots at a time.)
-    by_place: HashMap<Arc<str>, HashMap<u64, mpsc::Sender<Arc<Bytes>>>>,
+    by_place: HashMap<Arc<str>, HashMap<u64, frames::Sender>>,
     /// Each subscription's places and the counts it holds a place in (its caller's
     /// and its IP's).
     subs: HashMap<u64, Held>,
@@ -372,7 +372,7 @@ pub(crate) struct Subscription {
     pub(crate) opening: Bytes,
     /// What [`Subscription::opening`] holds.
     pub(crate) opened: Opening,
-    pub(crate) frames: mpsc::Receiver<Arc<Bytes>>,
+    pub(crate) frames: frames::Receiver,
 }
 
 impl Drop for Subscription {
@@ -539,7 +539,7 @@ impl Bus {
         let missed = resume.map(|since| since.and_then(|p| s.heard.since(p, &places, BUFFER)));
         let position = s.heard.position(now_ms);
         let counts: Vec<Arc<str>> = counts.into_iter().map(|(key, _)| key).collect();
-        let (tx, rx) = mpsc::channel(BUFFER);
+        let (tx, rx) = frames::channel(BUFFER);
         if s.stopped {
             // Shutting down: the stream has its opening, then ends.
             drop(s);
@@ -585,14 +585,20 @@ impl Bus {
         let Some(listeners) = s.by_place.get(&place) else {
             return;
         };
-        let slow: Vec<u64> = listeners
-            .iter()
-            .filter(|(_, tx)| tx.try_send(bytes.clone()).is_err())
-            .map(|(id, _)| *id)
-            .collect();
+        // Queued under the lock (nothing replayed twice or missed), woken after it.
+        let mut to_wake = Vec::with_capacity(listeners.len());
+        let mut slow = Vec::new();
+        for (id, tx) in listeners {
+            match tx.push(bytes.clone()) {
+                Ok(wake) => to_wake.extend(wake),
+                Err(frames::Full) => slow.push(*id),
+            }
+        }
         for id in slow {
             s.remove(id);
         }
+        drop(s);
+        frames::wake(to_wake);
     }
 
     /// Hands `change` to the subscribers of its document.

@@ -201,6 +201,22 @@ async fn request(port: u16, head: &str, body: &str) -> String {
     answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()
 }
 
+/// [`load`] on a runtime of its own (two threads): its clients wait in no queue
+/// behind the subscribers' readers, which have the main runtime (the cores are
+/// shared all the same).
+async fn load_apart(port: u16, clients: usize, secs: f64) -> (Vec<Duration>, Vec<Duration>) {
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(load(port, clients, secs))
+    })
+    .await
+    .expect("load")
+}
+
 /// Pulls `board/b1` over `clients` kept-alive connections for `secs`, while a
 /// push goes in every 100 ms: the pulls' and the pushes' latencies, sorted.
 async fn load(port: u16, clients: usize, secs: f64) -> (Vec<Duration>, Vec<Duration>) {
@@ -403,7 +419,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Pulls and pushes before any stream is open, to compare with below.
     let quiet = if args.load > 0.0 {
-        Some(load(port, 8, args.load).await)
+        Some(load_apart(port, 8, args.load).await)
     } else {
         None
     };
@@ -419,7 +435,7 @@ async fn main() {
     if let Some((pulls, pushes)) = quiet {
         // The frames of the pushes below are read, and dropped.
         tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        let (busy_pulls, busy_pushes) = load(port, 8, args.load).await;
+        let (busy_pulls, busy_pushes) = load_apart(port, 8, args.load).await;
         println!(
             "pulls on 8 connections: {} without streams, {} with {accepted} open and a change every 100 ms",
             summary(&pulls, args.load),

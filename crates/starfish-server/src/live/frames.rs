@@ -1,0 +1,263 @@
+//! A subscriber's buffer of frames. The bus pushes a change's frame into every
+//! listener's buffer under its lock, without waking anyone; once the lock is let
+//! go, it wakes the listeners whose buffer was empty, a batch at a time, yielding
+//! between batches ([`wake`]). A change to 10,000 subscribers so never puts 10,000
+//! tasks in the runtime's queues at once, ahead of every request that arrives
+//! meanwhile: such a request waits behind a batch of stream writes, not the whole
+//! fan-out.
+
+use bytes::Bytes;
+use futures::task::AtomicWaker;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+/// Listeners woken at once; then the waking task yields to whatever is waiting.
+const WAKE_BATCH: usize = 64;
+
+/// A buffer of at most `capacity` frames, its sending and its receiving end.
+pub(crate) fn channel(capacity: usize) -> (Sender, Receiver) {
+    let shared = Arc::new(Shared {
+        frames: Mutex::new(Frames::default()),
+        waker: AtomicWaker::new(),
+        senders: AtomicUsize::new(1),
+        capacity,
+    });
+    (
+        Sender {
+            shared: shared.clone(),
+        },
+        Receiver { shared },
+    )
+}
+
+#[derive(Debug)]
+struct Shared {
+    frames: Mutex<Frames>,
+    waker: AtomicWaker,
+    /// Sending ends alive: none left, and the buffer empty, is the end.
+    senders: AtomicUsize,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct Frames {
+    queue: VecDeque<Arc<Bytes>>,
+    receiver_gone: bool,
+}
+
+impl Shared {
+    fn frames(&self) -> std::sync::MutexGuard<'_, Frames> {
+        self.frames.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The bus's end of a subscriber's buffer (one per place the subscriber listens
+/// to).
+#[derive(Debug)]
+pub(crate) struct Sender {
+    shared: Arc<Shared>,
+}
+
+/// A subscriber to wake, as [`Sender::push`] says.
+#[derive(Debug)]
+pub(crate) struct ToWake(Arc<Shared>);
+
+impl Sender {
+    /// Queues `frame` without waking the subscriber: the subscriber to wake when
+    /// its buffer was empty (else a wake is on its way or it is reading); an error
+    /// when its buffer is full or it is gone.
+    pub(crate) fn push(&self, frame: Arc<Bytes>) -> Result<Option<ToWake>, Full> {
+        let mut frames = self.shared.frames();
+        if frames.receiver_gone || frames.queue.len() >= self.shared.capacity {
+            return Err(Full);
+        }
+        let was_empty = frames.queue.is_empty();
+        frames.queue.push_back(frame);
+        drop(frames);
+        Ok(was_empty.then(|| ToWake(self.shared.clone())))
+    }
+}
+
+impl Clone for Sender {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last one: the subscriber reads what is left, then the end.
+            self.shared.waker.wake();
+        }
+    }
+}
+
+/// A subscriber's buffer was full, or the subscriber is gone.
+#[derive(Debug)]
+pub(crate) struct Full;
+
+/// Wakes `subscribers`: a batch now, the rest from a task of their own that yields
+/// between batches (outside a runtime, all now).
+pub(crate) fn wake(mut subscribers: Vec<ToWake>) {
+    if subscribers.len() <= WAKE_BATCH {
+        subscribers.iter().for_each(|s| s.0.waker.wake());
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        subscribers.iter().for_each(|s| s.0.waker.wake());
+        return;
+    };
+    let later = subscribers.split_off(WAKE_BATCH);
+    subscribers.iter().for_each(|s| s.0.waker.wake());
+    runtime.spawn(async move {
+        for batch in later.chunks(WAKE_BATCH) {
+            tokio::task::yield_now().await;
+            batch.iter().for_each(|s| s.0.waker.wake());
+        }
+    });
+}
+
+/// The subscriber's end of its buffer.
+#[derive(Debug)]
+pub(crate) struct Receiver {
+    shared: Arc<Shared>,
+}
+
+/// Why [`Receiver::try_recv`] has no frame.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Empty {
+    /// None yet.
+    Now,
+    /// None will come: every sending end is gone.
+    Ended,
+}
+
+impl Receiver {
+    /// The next frame; `None` once every sending end is gone and the buffer is
+    /// empty.
+    pub(crate) async fn recv(&mut self) -> Option<Arc<Bytes>> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arc<Bytes>>> {
+        match self.try_recv() {
+            Ok(frame) => return Poll::Ready(Some(frame)),
+            Err(Empty::Ended) => return Poll::Ready(None),
+            Err(Empty::Now) => {}
+        }
+        // Registered before looking again: a push or an end after the look wakes it.
+        self.shared.waker.register(cx.waker());
+        match self.try_recv() {
+            Ok(frame) => Poll::Ready(Some(frame)),
+            Err(Empty::Ended) => Poll::Ready(None),
+            Err(Empty::Now) => Poll::Pending,
+        }
+    }
+
+    /// The next frame if there is one now.
+    pub(crate) fn try_recv(&mut self) -> Result<Arc<Bytes>, Empty> {
+        // Read before the buffer: a sender's last frame is queued before it goes.
+        let ended = self.shared.senders.load(Ordering::Acquire) == 0;
+        match self.shared.frames().queue.pop_front() {
+            Some(frame) => Ok(frame),
+            None if ended => Err(Empty::Ended),
+            None => Err(Empty::Now),
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let mut frames = self.shared.frames();
+        frames.receiver_gone = true;
+        frames.queue.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: u8) -> Arc<Bytes> {
+        Arc::new(Bytes::from(vec![n]))
+    }
+
+    /// Frames come in order; the buffer refuses past its capacity; only a push
+    /// into an empty buffer asks for a wake; the end comes after the last frame.
+    #[tokio::test]
+    async fn frames_in_order_then_the_end() {
+        let (tx, mut rx) = channel(3);
+        let second = tx.clone();
+        assert!(tx.push(frame(1)).unwrap().is_some(), "was empty: wake");
+        assert!(
+            second.push(frame(2)).unwrap().is_none(),
+            "not empty: no wake"
+        );
+        assert!(tx.push(frame(3)).unwrap().is_none());
+        assert!(tx.push(frame(4)).is_err(), "full");
+        drop(tx);
+        assert_eq!(rx.recv().await.unwrap()[0], 1);
+        assert_eq!(rx.recv().await.unwrap()[0], 2);
+        assert_eq!(rx.try_recv().unwrap()[0], 3);
+        assert_eq!(rx.try_recv().unwrap_err(), Empty::Now, "one sender left");
+        drop(second);
+        assert_eq!(rx.try_recv().unwrap_err(), Empty::Ended);
+        assert!(rx.recv().await.is_none());
+    }
+
+    /// A waiting subscriber is woken by the wake of a push, and by the last
+    /// sender going; a push to a subscriber gone is refused.
+    #[tokio::test]
+    async fn a_waiting_subscriber_is_woken() {
+        let (tx, mut rx) = channel(8);
+        let reader = tokio::spawn(async move {
+            let first = rx.recv().await;
+            let end = rx.recv().await;
+            (first, end)
+        });
+        tokio::task::yield_now().await;
+        let to_wake = tx.push(frame(7)).unwrap();
+        wake(to_wake.into_iter().collect());
+        drop(tx);
+        let (first, end) = tokio::time::timeout(std::time::Duration::from_secs(10), reader)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert_eq!(first.unwrap()[0], 7);
+        assert!(end.is_none());
+        let (tx, rx) = channel(8);
+        drop(rx);
+        assert!(tx.push(frame(1)).is_err());
+    }
+
+    /// Many subscribers woken in batches all hear their frame.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_subscriber_of_a_large_batch_is_woken() {
+        let mut readers = Vec::new();
+        let mut senders = Vec::new();
+        for _ in 0..(WAKE_BATCH * 5 + 3) {
+            let (tx, mut rx) = channel(4);
+            readers.push(tokio::spawn(async move { rx.recv().await.map(|f| f[0]) }));
+            senders.push(tx);
+        }
+        tokio::task::yield_now().await;
+        let to_wake = senders
+            .iter()
+            .filter_map(|tx| tx.push(frame(9)).unwrap())
+            .collect();
+        wake(to_wake);
+        for reader in readers {
+            let heard = tokio::time::timeout(std::time::Duration::from_secs(10), reader)
+                .await
+                .expect("woken")
+                .unwrap();
+            assert_eq!(heard, Some(9));
+        }
+    }
+}
