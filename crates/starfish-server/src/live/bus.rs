@@ -125,7 +125,8 @@ type Held = (Vec<Arc<str>>, Vec<Arc<str>>);
 struct Subscribers {
     /// The sending end of each subscription's buffer, by place and subscription.
     /// (A frame travels as an `Arc`: 8 bytes a slot of each subscriber's buffer
-    /// rather than a `Bytes`'s 32, and buffers are allocated 32 slots at a time.)
+    /// rather than a `Bytes`'s 32; a buffer grows as frames wait, and gives the
+    /// room back once read: `frames.rs`.)
     by_place: HashMap<Arc<str>, HashMap<u64, frames::Sender>>,
     /// Each subscription's places and the counts it holds a place in (its caller's
     /// and its IP's).

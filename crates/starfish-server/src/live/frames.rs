@@ -15,6 +15,9 @@ use std::task::{Context, Poll};
 
 /// Listeners woken at once; then the waking task yields to whatever is waiting.
 const WAKE_BATCH: usize = 64;
+/// A subscriber's emptied buffer that holds room for more frames than this gives
+/// the room back.
+const SHRINK_PAST: usize = 32;
 
 /// A buffer of at most `capacity` frames, its sending and its receiving end.
 pub(crate) fn channel(capacity: usize) -> (Sender, Receiver) {
@@ -60,9 +63,16 @@ pub(crate) struct Sender {
     shared: Arc<Shared>,
 }
 
-/// A subscriber to wake, as [`Sender::push`] says.
+/// A subscriber to wake, as [`Sender::push`] says: woken when this is dropped (so
+/// that a wake is never lost, whatever happens to the task holding it).
 #[derive(Debug)]
 pub(crate) struct ToWake(Arc<Shared>);
+
+impl Drop for ToWake {
+    fn drop(&mut self) {
+        self.0.waker.wake();
+    }
+}
 
 impl Sender {
     /// Queues `frame` without waking the subscriber: the subscriber to wake when
@@ -103,22 +113,20 @@ impl Drop for Sender {
 pub(crate) struct Full;
 
 /// Wakes `subscribers`: a batch now, the rest from a task of their own that yields
-/// between batches (outside a runtime, all now).
+/// between batches (outside a runtime, all now). Each is woken as it is dropped:
+/// were the task dropped before its end (its runtime gone), the rest are woken
+/// then.
 pub(crate) fn wake(mut subscribers: Vec<ToWake>) {
-    if subscribers.len() <= WAKE_BATCH {
-        subscribers.iter().for_each(|s| s.0.waker.wake());
+    if subscribers.len() <= WAKE_BATCH || tokio::runtime::Handle::try_current().is_err() {
         return;
     }
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        subscribers.iter().for_each(|s| s.0.waker.wake());
-        return;
-    };
     let later = subscribers.split_off(WAKE_BATCH);
-    subscribers.iter().for_each(|s| s.0.waker.wake());
-    runtime.spawn(async move {
-        for batch in later.chunks(WAKE_BATCH) {
+    drop(subscribers);
+    tokio::spawn(async move {
+        let mut later = later.into_iter();
+        while !later.as_slice().is_empty() {
             tokio::task::yield_now().await;
-            batch.iter().for_each(|s| s.0.waker.wake());
+            later.by_ref().take(WAKE_BATCH).for_each(drop);
         }
     });
 }
@@ -164,10 +172,16 @@ impl Receiver {
     pub(crate) fn try_recv(&mut self) -> Result<Arc<Bytes>, Empty> {
         // Read before the buffer: a sender's last frame is queued before it goes.
         let ended = self.shared.senders.load(Ordering::Acquire) == 0;
-        match self.shared.frames().queue.pop_front() {
+        let mut frames = self.shared.frames();
+        match frames.queue.pop_front() {
             Some(frame) => Ok(frame),
-            None if ended => Err(Empty::Ended),
-            None => Err(Empty::Now),
+            None => {
+                // What a burst grew is given back once it is read.
+                if frames.queue.capacity() > SHRINK_PAST {
+                    frames.queue.shrink_to(SHRINK_PAST / 4);
+                }
+                Err(if ended { Empty::Ended } else { Empty::Now })
+            }
         }
     }
 }
@@ -234,6 +248,72 @@ mod tests {
         let (tx, rx) = channel(8);
         drop(rx);
         assert!(tx.push(frame(1)).is_err());
+    }
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// `n` subscribers waiting (each polled once with a counting waker) and a frame
+    /// pushed to each: the wakes to hand to [`wake`], and the counts.
+    fn waiting(n: usize) -> (Vec<ToWake>, Vec<Arc<Count>>, Vec<Receiver>) {
+        let (mut to_wake, mut counts, mut receivers) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..n {
+            let (tx, mut rx) = channel(4);
+            let count = Arc::new(Count::default());
+            let waker = std::task::Waker::from(count.clone());
+            assert!(rx.poll_recv(&mut Context::from_waker(&waker)).is_pending());
+            to_wake.extend(tx.push(frame(1)).unwrap());
+            // The bus keeps its senders; here they may go (a last sender's wake is
+            // counted too, so they are kept).
+            std::mem::forget(tx);
+            counts.push(count);
+            receivers.push(rx);
+        }
+        (to_wake, counts, receivers)
+    }
+
+    fn woken(counts: &[Arc<Count>]) -> usize {
+        counts
+            .iter()
+            .filter(|c| c.0.load(Ordering::SeqCst) > 0)
+            .count()
+    }
+
+    /// A batch is woken at once, the rest only as the waking task gets its turns,
+    /// and in the end every one.
+    #[tokio::test]
+    async fn subscribers_are_woken_a_batch_at_a_time() {
+        let (to_wake, counts, _receivers) = waiting(WAKE_BATCH * 3 + 5);
+        wake(to_wake);
+        assert_eq!(woken(&counts), WAKE_BATCH, "the first batch, at once");
+        let mut turns = 0;
+        while woken(&counts) < counts.len() {
+            tokio::task::yield_now().await;
+            turns += 1;
+            assert!(turns < 100, "woken: {}", woken(&counts));
+        }
+        assert!(turns >= 3, "a batch a turn: {turns}");
+    }
+
+    /// Were the waking task's runtime to go before it ran, the subscribers left in
+    /// it are woken all the same.
+    #[test]
+    fn a_waking_task_dropped_wakes_whom_it_held() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (to_wake, counts, _receivers) = waiting(WAKE_BATCH * 2);
+        runtime.block_on(async { wake(to_wake) });
+        assert_eq!(woken(&counts), WAKE_BATCH);
+        drop(runtime);
+        assert_eq!(woken(&counts), counts.len());
     }
 
     /// Many subscribers woken in batches all hear their frame.
