@@ -91,15 +91,16 @@ fn subscribers(metrics: u16) -> String {
     line.unwrap_or("").to_owned()
 }
 
-#[test]
-fn a_stream_hears_changes_resumes_and_ends_with_its_client_and_the_server() {
-    let metrics = free_port();
-    let addr = format!("127.0.0.1:{metrics}");
-    let server = Server::memory(&["--metrics-addr", &addr], &[]);
-    let (a, b) = (room(1), room(2));
-    let get = format!("GET /events?paths=guestbook/{a},guestbook/{b} HTTP/1.1\r\nHost: x");
-    let mut stream = send_head(&server, &get);
-    let head = read_head(&mut stream);
+/// Reads a stream's answer as written off hyper (its head, then the opening) and
+/// waits until the node counts its subscriber; then a push to `room` is its next
+/// frame. The frame.
+fn opened_off_hyper_hears(
+    server: &Server,
+    stream: &mut TcpStream,
+    metrics: u16,
+    room: &str,
+) -> String {
+    let head = read_head(stream);
     assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
     for line in [
         "content-type: text/event-stream",
@@ -110,14 +111,26 @@ fn a_stream_hears_changes_resumes_and_ends_with_its_client_and_the_server() {
     ] {
         assert!(head.contains(line), "{line} in {head}");
     }
-    let opening = next_chunk(&mut stream).unwrap();
+    let opening = next_chunk(stream).unwrap();
     assert!(opening.starts_with(": connected\n"), "{opening}");
     assert!(eventually(
         || subscribers(metrics) == "starfish_live_subscribers 1"
     ));
-    let hash = push(&server, &a, 1);
-    let frame = next_chunk(&mut stream).unwrap();
+    let hash = push(server, room, 1);
+    let frame = next_chunk(stream).unwrap();
     assert!(frame.contains(&format!("\"hash\":\"{hash}\"")), "{frame}");
+    frame
+}
+
+#[test]
+fn a_stream_hears_changes_resumes_and_ends_with_its_client_and_the_server() {
+    let metrics = free_port();
+    let addr = format!("127.0.0.1:{metrics}");
+    let server = Server::memory(&["--metrics-addr", &addr], &[]);
+    let (a, b) = (room(1), room(2));
+    let get = format!("GET /events?paths=guestbook/{a},guestbook/{b} HTTP/1.1\r\nHost: x");
+    let mut stream = send_head(&server, &get);
+    let frame = opened_off_hyper_hears(&server, &mut stream, metrics, &a);
     let id = last_id(&frame);
     // The client goes: its subscription goes with it.
     drop(stream);
@@ -189,23 +202,7 @@ fn a_stream_asked_after_other_requests_on_its_connection_leaves_hyper() {
         "GET /events?paths=guestbook/{a} HTTP/1.1\r\nHost: x\r\n\r\n"
     )
     .unwrap();
-    let head = read_head(&mut stream);
-    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
-    for line in [
-        "content-type: text/event-stream",
-        "transfer-encoding: chunked",
-        "connection: close",
-    ] {
-        assert!(head.contains(line), "{line} in {head}");
-    }
-    let opening = next_chunk(&mut stream).unwrap();
-    assert!(opening.starts_with(": connected\n"), "{opening}");
-    assert!(eventually(
-        || subscribers(metrics) == "starfish_live_subscribers 1"
-    ));
-    let hash = push(&server, &a, 1);
-    let frame = next_chunk(&mut stream).unwrap();
-    assert!(frame.contains(&format!("\"hash\":\"{hash}\"")), "{frame}");
+    opened_off_hyper_hears(&server, &mut stream, metrics, &a);
     drop(stream);
     assert!(eventually(
         || subscribers(metrics) == "starfish_live_subscribers 0"
