@@ -256,7 +256,12 @@ async fn connection<S: App>(
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let (Some((stream, opening)), Some(app)) = (handed, app) {
-        let head_due = Instant::now() + limits.header_read_timeout;
+        // Due as hyper's heads are: from the accept for the connection's first,
+        // else from its first bytes, just read.
+        let head_due = match activity.head_started.load(Ordering::Relaxed) {
+            NONE => Instant::now() + limits.header_read_timeout,
+            started => activity.at(started, limits.header_read_timeout),
+        };
         stream::serve(stream, opening, peer, app, limits, head_due, (stop, slot)).await;
     }
 }
