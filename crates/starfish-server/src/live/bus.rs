@@ -29,6 +29,9 @@ pub(crate) struct TooManySubscriptions;
 /// Frames a subscriber may have waiting before it is dropped; also the most a
 /// reconnecting stream is replayed (further behind, it is told to pull).
 pub(crate) const BUFFER: usize = 256;
+/// How far the first listener woken moves from one change to the next (a large
+/// odd number: the starts spread over any number of listeners).
+const WAKE_STRIDE: usize = 2_654_435_761;
 /// A stream resumed from another node's id is replayed what this node heard from
 /// this long before that id's time: a change reaches the nodes within it (through
 /// the feed, clocks in step), so what the first node sent after the id reached this
@@ -134,6 +137,8 @@ struct Subscribers {
     /// Subscriptions per caller (`caller:` keys) and per IP (`ip:` keys).
     held: HashMap<Arc<str>, usize>,
     next: u64,
+    /// Changes published: where the waking of the next one starts.
+    published: usize,
     /// The changes this node heard last, for streams that reconnect.
     heard: Heard,
     /// The server is shutting down: a new stream ends at once.
@@ -334,6 +339,7 @@ impl Subscribers {
             subs: HashMap::new(),
             held: HashMap::new(),
             next: 0,
+            published: 0,
             heard: Heard::new(clock.now_ms()),
             stopped: false,
         }
@@ -598,8 +604,11 @@ impl Bus {
         for id in slow {
             s.remove(id);
         }
+        // Woken from a different one each time: the same ones are not always last.
+        s.published = s.published.wrapping_add(1);
+        let start = s.published.wrapping_mul(WAKE_STRIDE);
         drop(s);
-        frames::wake(to_wake);
+        frames::wake(to_wake, start);
     }
 
     /// Hands `change` to the subscribers of its document.

@@ -112,14 +112,17 @@ impl Drop for Sender {
 #[derive(Debug)]
 pub(crate) struct Full;
 
-/// Wakes `subscribers`: a batch now, the rest from a task of their own that yields
-/// between batches (outside a runtime, all now). Each is woken as it is dropped:
-/// were the task dropped before its end (its runtime gone), the rest are woken
-/// then.
-pub(crate) fn wake(mut subscribers: Vec<ToWake>) {
+/// Wakes `subscribers`, from the one at `start` on (and round): a batch now, the
+/// rest from a task of their own that yields between batches (outside a runtime,
+/// all now). A caller varies `start` so that the same subscribers are not always
+/// the last. Each is woken as it is dropped: were the task dropped before its end
+/// (its runtime gone), the rest are woken then.
+pub(crate) fn wake(mut subscribers: Vec<ToWake>, start: usize) {
     if subscribers.len() <= WAKE_BATCH || tokio::runtime::Handle::try_current().is_err() {
         return;
     }
+    let len = subscribers.len();
+    subscribers.rotate_left(start % len);
     let later = subscribers.split_off(WAKE_BATCH);
     drop(subscribers);
     tokio::spawn(async move {
@@ -237,7 +240,7 @@ mod tests {
         });
         tokio::task::yield_now().await;
         let to_wake = tx.push(frame(7)).unwrap();
-        wake(to_wake.into_iter().collect());
+        wake(to_wake.into_iter().collect(), 0);
         drop(tx);
         let (first, end) = tokio::time::timeout(std::time::Duration::from_secs(10), reader)
             .await
@@ -291,8 +294,15 @@ mod tests {
     #[tokio::test]
     async fn subscribers_are_woken_a_batch_at_a_time() {
         let (to_wake, counts, _receivers) = waiting(WAKE_BATCH * 3 + 5);
-        wake(to_wake);
+        let start = WAKE_BATCH + 6;
+        wake(to_wake, start);
         assert_eq!(woken(&counts), WAKE_BATCH, "the first batch, at once");
+        assert!(
+            counts[start..start + WAKE_BATCH]
+                .iter()
+                .all(|c| c.0.load(Ordering::SeqCst) > 0),
+            "from `start` on"
+        );
         let mut turns = 0;
         while woken(&counts) < counts.len() {
             tokio::task::yield_now().await;
@@ -310,7 +320,7 @@ mod tests {
             .build()
             .unwrap();
         let (to_wake, counts, _receivers) = waiting(WAKE_BATCH * 2);
-        runtime.block_on(async { wake(to_wake) });
+        runtime.block_on(async { wake(to_wake, 0) });
         assert_eq!(woken(&counts), WAKE_BATCH);
         drop(runtime);
         assert_eq!(woken(&counts), counts.len());
@@ -331,7 +341,7 @@ mod tests {
             .iter()
             .filter_map(|tx| tx.push(frame(9)).unwrap())
             .collect();
-        wake(to_wake);
+        wake(to_wake, 7);
         for reader in readers {
             let heard = tokio::time::timeout(std::time::Duration::from_secs(10), reader)
                 .await
