@@ -209,6 +209,108 @@ fn a_stream_asked_after_other_requests_on_its_connection_leaves_hyper() {
     ));
 }
 
+/// Thirty clients at once, each pulling and then subscribing on the same kept-alive
+/// connection (as `fetch` does), while others pull on theirs: every stream is
+/// handed over from hyper and hears every change, in order.
+#[test]
+fn thirty_clients_subscribing_after_a_pull_each_hear_every_change() {
+    const CLIENTS: usize = 30;
+    const CHANGES: u32 = 5;
+    let metrics = free_port();
+    let addr = format!("127.0.0.1:{metrics}");
+    let server = Server::memory(
+        &[
+            "--metrics-addr",
+            &addr,
+            "--max-subscriptions-per-ip",
+            "64",
+            "--max-subscriptions-per-caller",
+            "64",
+        ],
+        &[],
+    );
+    let room = room(30);
+    let mut base = push(&server, &room, 0);
+    let port = server.port;
+    let subscribe = |n: usize| {
+        let room = room.clone();
+        std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(15)))
+                .unwrap();
+            for _ in 0..(1 + n % 3) {
+                write!(
+                    stream,
+                    "GET /pull/guestbook/{room} HTTP/1.1\r\nHost: x\r\n\r\n"
+                )
+                .unwrap();
+                let (head, _) = read_answer(&mut stream);
+                assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+            }
+            write!(
+                stream,
+                "GET /events?paths=guestbook/{room} HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            .unwrap();
+            let head = read_head(&mut stream);
+            assert!(head.contains("connection: close"), "off hyper: {head}");
+            let opening = next_chunk(&mut stream).unwrap();
+            assert!(opening.starts_with(": connected\n"), "{opening}");
+            stream
+        })
+    };
+    let streams: Vec<TcpStream> = (0..CLIENTS)
+        .map(subscribe)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let all = format!("starfish_live_subscribers {CLIENTS}");
+    assert!(eventually(|| subscribers(metrics) == all));
+    // Pulls on kept-alive connections of their own go on meanwhile.
+    let pulling = (0..4)
+        .map(|_| {
+            let room = room.clone();
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(15)))
+                    .unwrap();
+                for _ in 0..50 {
+                    write!(
+                        stream,
+                        "GET /pull/guestbook/{room} HTTP/1.1\r\nHost: x\r\n\r\n"
+                    )
+                    .unwrap();
+                    let (head, _) = read_answer(&mut stream);
+                    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+                }
+            })
+        })
+        .collect::<Vec<_>>();
+    let hashes: Vec<String> = (1..=CHANGES)
+        .map(|n| {
+            let body = format!(r#"{{"data":{{"n":{n}}},"baseHash":"{base}"}}"#);
+            let (status, answer) =
+                server.request("POST", &format!("/push/guestbook/{room}"), Some(&body));
+            assert_eq!(status, 200, "{answer}");
+            let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+            base = answer["hash"].as_str().unwrap().to_owned();
+            base.clone()
+        })
+        .collect();
+    for puller in pulling {
+        puller.join().unwrap();
+    }
+    for mut stream in streams {
+        for hash in &hashes {
+            let frame = next_chunk(&mut stream).unwrap();
+            assert!(frame.contains(&format!("\"hash\":\"{hash}\"")), "{frame}");
+        }
+    }
+}
+
 /// Waits `d` without sleeping: a read on a socket nobody writes to.
 fn pause(d: Duration) {
     let idle = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
