@@ -11,14 +11,31 @@ use std::time::Duration;
 use crate::common;
 use common::*;
 
-/// Opens a connection and sends `head` (a request line and headers, no blank line).
-fn send_head(server: &Server, head: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+/// A connection to `port`, its reads waiting at most 15 s.
+fn connect_to(port: u16) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(15)))
         .unwrap();
+    stream
+}
+
+/// Opens a connection and sends `head` (a request line and headers, no blank line).
+fn send_head(server: &Server, head: &str) -> TcpStream {
+    let mut stream = connect_to(server.port);
     write!(stream, "{head}\r\n\r\n").unwrap();
     stream
+}
+
+/// Pulls the guestbook room `room` on `stream`, kept alive: `200`.
+fn pull_on(stream: &mut TcpStream, room: &str) {
+    write!(
+        stream,
+        "GET /pull/guestbook/{room} HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    let (head, _) = read_answer(stream);
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
 }
 
 /// The response head on `stream`, lower-cased.
@@ -235,18 +252,9 @@ fn thirty_clients_subscribing_after_a_pull_each_hear_every_change() {
     let subscribe = |n: usize| {
         let room = room.clone();
         std::thread::spawn(move || {
-            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(15)))
-                .unwrap();
+            let mut stream = connect_to(port);
             for _ in 0..(1 + n % 3) {
-                write!(
-                    stream,
-                    "GET /pull/guestbook/{room} HTTP/1.1\r\nHost: x\r\n\r\n"
-                )
-                .unwrap();
-                let (head, _) = read_answer(&mut stream);
-                assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+                pull_on(&mut stream, &room);
             }
             write!(
                 stream,
@@ -273,18 +281,9 @@ fn thirty_clients_subscribing_after_a_pull_each_hear_every_change() {
         .map(|_| {
             let room = room.clone();
             std::thread::spawn(move || {
-                let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(15)))
-                    .unwrap();
+                let mut stream = connect_to(port);
                 for _ in 0..50 {
-                    write!(
-                        stream,
-                        "GET /pull/guestbook/{room} HTTP/1.1\r\nHost: x\r\n\r\n"
-                    )
-                    .unwrap();
-                    let (head, _) = read_answer(&mut stream);
-                    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+                    pull_on(&mut stream, &room);
                 }
             })
         })

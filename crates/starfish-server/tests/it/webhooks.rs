@@ -520,49 +520,72 @@ async fn a_runtime_namespace_creates_serves_and_deletes_its_own_webhook() {
     );
 }
 
+/// A config with no collections of its own and a `team` template with a public
+/// `inbox`: the runtime-namespace webhook tests'.
+fn team_config() -> SyncConfig {
+    SyncConfig::from_value(json!({
+        "version": 1, "collections": [],
+        "namespaceTemplates": {"team": {"collections": [
+            {"name": "inbox", "storagePath": "inbox/{id}", "readRoles": ["public"], "writeRoles": ["public"]}]}}
+    }))
+    .unwrap()
+}
+
+/// Namespace `t1`'s webhooks, as its admin manages them.
+const T1_HOOKS: &str = "/_starfish/admin/namespaces/t1/webhooks";
+
+/// The definition of `t1`'s webhook `ci`: a push to `inbox/<id>`.
+fn ci_hook() -> Value {
+    json!({"id": "ci", "target": "/push/inbox/{id}",
+        "transform": {"data": {"status": "/status"}, "params": {"id": "/id"}}})
+}
+
+/// Creates namespace `t1` (template `team`) on `app`, and its webhook `ci`: the
+/// webhook's secret.
+async fn t1_with_ci_hook(app: &Router) -> String {
+    let created = json!({"name": "t1", "template": "team"});
+    let res = send(
+        app,
+        admin("POST", "/_starfish/admin/namespaces", Some(created)),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = send(app, admin("POST", T1_HOOKS, Some(ci_hook()))).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    json_body(res).await["secret"].as_str().unwrap().to_owned()
+}
+
+/// A delivery to `t1`'s webhook `ci` of document `d<n>`, signed with `key`.
+fn ci_delivery(n: u32, key: &[u8]) -> Request<Body> {
+    let raw = json!({"id": format!("d{n}"), "status": "green"}).to_string();
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    mac.update(raw.as_bytes());
+    Request::post("/_starfish/webhooks/t1/ci")
+        .header(
+            "x-webhook-signature",
+            hex::encode(mac.finalize().into_bytes()),
+        )
+        .body(Body::from(raw))
+        .unwrap()
+}
+
 /// What an unverified caller costs: a namespace's webhook route is read from the
 /// store once for many deliveries, signed or not (it holds the secret they are
 /// verified with); deleted or created again on this node, the change holds at once.
 #[tokio::test]
 async fn a_namespace_webhooks_route_is_read_once_for_many_deliveries() {
-    let config = SyncConfig::from_value(json!({
-        "version": 1, "collections": [],
-        "namespaceTemplates": {"team": {"collections": [
-            {"name": "inbox", "storagePath": "inbox/{id}", "readRoles": ["public"], "writeRoles": ["public"]}]}}
-    }))
-    .unwrap();
     let metrics = starfish_server::Metrics::new();
     let app = create_sync_router(
-        SyncOptions::new(config, DocStore::memory())
+        SyncOptions::new(team_config(), DocStore::memory())
             .with_clock(Arc::new(ManualClock::new(T0)))
             .with_admin_key(KEY)
             .with_metrics(metrics.clone()),
     )
     .unwrap();
-    let created = json!({"name": "t1", "template": "team"});
-    let res = send(
-        &app,
-        admin("POST", "/_starfish/admin/namespaces", Some(created)),
-    )
-    .await;
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let hooks = "/_starfish/admin/namespaces/t1/webhooks";
-    let def = json!({"id": "ci", "target": "/push/inbox/{id}",
-        "transform": {"data": {"status": "/status"}, "params": {"id": "/id"}}});
-    let res = send(&app, admin("POST", hooks, Some(def.clone()))).await;
-    let secret = json_body(res).await["secret"].as_str().unwrap().to_owned();
-    let deliver = |n: u32, key: &[u8]| {
-        let raw = json!({"id": format!("d{n}"), "status": "green"}).to_string();
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-        mac.update(raw.as_bytes());
-        Request::post("/_starfish/webhooks/t1/ci")
-            .header(
-                "x-webhook-signature",
-                hex::encode(mac.finalize().into_bytes()),
-            )
-            .body(Body::from(raw))
-            .unwrap()
-    };
+    let secret = t1_with_ci_hook(&app).await;
+    let hooks = T1_HOOKS;
+    let def = ci_hook();
+    let deliver = ci_delivery;
     // Every store call: reads, listings, writes.
     let gets = || {
         let text = metrics.render();
@@ -697,53 +720,25 @@ async fn refused_deliveries_are_audited_and_pushes_as_pushes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_webhook_changed_on_one_node_holds_there_at_once_and_on_another_within_the_bound() {
     const RACERS: u32 = 20;
-    let config = || {
-        SyncConfig::from_value(json!({
-            "version": 1, "collections": [],
-            "namespaceTemplates": {"team": {"collections": [
-                {"name": "inbox", "storagePath": "inbox/{id}", "readRoles": ["public"], "writeRoles": ["public"]}]}}
-        }))
-        .unwrap()
-    };
     let store = DocStore::memory();
     let node = || {
         create_sync_router(
-            SyncOptions::new(config(), store.clone())
+            SyncOptions::new(team_config(), store.clone())
                 .with_clock(Arc::new(ManualClock::new(T0)))
                 .with_admin_key(KEY),
         )
         .unwrap()
     };
     let (a, b) = (node(), node());
-    let created = json!({"name": "t1", "template": "team"});
-    let res = send(
-        &a,
-        admin("POST", "/_starfish/admin/namespaces", Some(created)),
-    )
-    .await;
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let hooks = "/_starfish/admin/namespaces/t1/webhooks";
-    let def = json!({"id": "ci", "target": "/push/inbox/{id}",
-        "transform": {"data": {"status": "/status"}, "params": {"id": "/id"}}});
-    let res = send(&a, admin("POST", hooks, Some(def.clone()))).await;
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let first = json_body(res).await["secret"].as_str().unwrap().to_owned();
+    let first = t1_with_ci_hook(&a).await;
+    let (hooks, def) = (T1_HOOKS, ci_hook());
     let next = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     // `RACERS` deliveries at once on `app` signed with `key`: (document id, status).
     let racing = |app: &Router, key: &str| {
         let requests: Vec<_> = (0..RACERS)
             .map(|_| {
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let raw = json!({"id": format!("d{n}"), "status": "green"}).to_string();
-                let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
-                mac.update(raw.as_bytes());
-                let req = Request::post("/_starfish/webhooks/t1/ci")
-                    .header(
-                        "x-webhook-signature",
-                        hex::encode(mac.finalize().into_bytes()),
-                    )
-                    .body(Body::from(raw))
-                    .unwrap();
+                let req = ci_delivery(n, key.as_bytes());
                 let app = app.clone();
                 tokio::spawn(async move { (format!("d{n}"), send(&app, req).await.status()) })
             })
