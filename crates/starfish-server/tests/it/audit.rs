@@ -376,3 +376,44 @@ async fn a_tenant_reads_its_own_trail_and_no_other_tenants() {
         "{after:?}"
     );
 }
+
+#[tokio::test]
+async fn a_record_keeps_the_clients_request_id_when_short_and_plain() {
+    let kept = Arc::new(Kept::default());
+    let app = create_sync_router(
+        SyncOptions::new(
+            SyncConfig::from_json_str(CONFIG).unwrap(),
+            DocStore::memory(),
+        )
+        .with_audit(AuditOptions::new(kept.clone(), "node-1")),
+    )
+    .unwrap();
+    let pull = |id: Option<&str>, others: usize| {
+        let mut request = Request::get("/pull/docs/a");
+        for n in 0..others {
+            request = request.header(format!("x-other-{n}"), "v");
+        }
+        if let Some(id) = id {
+            request = request.header("X-Request-Id", id);
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    let long = "r".repeat(65);
+    let asked = [
+        (Some("req-1"), 0, Some("req-1")),
+        // Among a few headers and among many (looked up another way).
+        (Some("req-2"), 3, Some("req-2")),
+        (Some("req-3"), 12, Some("req-3")),
+        (Some(long.as_str()), 0, None),
+        (Some("two words"), 0, None),
+        (None, 0, None),
+        (None, 12, None),
+    ];
+    for (id, others, _) in asked {
+        send(&app, pull(id, others)).await;
+    }
+    let records = kept.0.lock().unwrap();
+    let ids: Vec<Option<&str>> = records.iter().map(|r| r.request_id.as_deref()).collect();
+    let expected: Vec<Option<&str>> = asked.iter().map(|(_, _, kept)| *kept).collect();
+    assert_eq!(ids, expected);
+}
