@@ -395,12 +395,18 @@ impl CapCert {
     /// # Errors
     /// [`CapCertError::BadSignature`].
     pub fn check_signature(&self) -> Result<(), CapCertError> {
+        self.verified_issuer_key().map(drop)
+    }
+
+    /// [`Self::check_signature`], giving the issuer's key it verified with (a
+    /// self-signed certificate's subject key too, decoded once).
+    pub fn verified_issuer_key(&self) -> Result<ed25519_dalek::VerifyingKey, CapCertError> {
         let (Some(key), Some(sig)) = (parse_public_key(&self.iss), parse_signature(&self.sig))
         else {
             return Err(CapCertError::BadSignature);
         };
         if verify(&key, self.signing_input().as_bytes(), &sig) {
-            Ok(())
+            Ok(key)
         } else {
             Err(CapCertError::BadSignature)
         }

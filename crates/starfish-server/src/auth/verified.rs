@@ -28,7 +28,8 @@ impl VerifiedCert {
     /// The reason it is refused: a bad signature, a kind without a validator, or a
     /// validator's refusal.
     pub(crate) fn new(cert: CapCert, validators: &CapValidators) -> Result<Self, String> {
-        cert.check_signature()
+        let issuer_key = cert
+            .verified_issuer_key()
             .map_err(|e: CapCertError| e.to_string())?;
         let extra = validators.check(&cert)?;
         let mut roles = cert.roles();
@@ -44,7 +45,11 @@ impl VerifiedCert {
         let weight = (cert.held_bytes()
             + role_bytes
             + std::mem::size_of::<ed25519_dalek::VerifyingKey>()) as u64;
-        let subject_key = cert.sub.as_deref().and_then(parse_public_key);
+        // A self-signed certificate's subject key is its issuer's, decoded already.
+        let subject_key = match cert.sub.as_deref() {
+            Some(sub) if sub == cert.iss => Some(issuer_key),
+            sub => sub.and_then(parse_public_key),
+        };
         Ok(Self {
             cert,
             roles,
