@@ -217,7 +217,7 @@ mod tests {
             let key = secret.verifying_key();
             cases.push((key, message.clone(), signature));
             let bit = (rng.next() % (84 * 8)) as usize;
-            let (mut sig, mut msg) = (signature.to_bytes(), message);
+            let (mut sig, mut msg) = (signature.to_bytes(), message.clone());
             if bit < 512 {
                 sig[bit / 8] ^= 1 << (bit % 8);
             } else {
@@ -240,11 +240,7 @@ mod tests {
             }
             let mut sig = signature.to_bytes();
             sig[32..].copy_from_slice(&wide);
-            cases.push((
-                key,
-                cases.last().unwrap().1.clone(),
-                Signature::from_bytes(&sig),
-            ));
+            cases.push((key, message, Signature::from_bytes(&sig)));
         }
         assert_eq!(agree(cases), 100);
     }
@@ -261,8 +257,12 @@ mod tests {
             // only when [k] kills it.
             let (key, sig) = signed(a, a * B + torsion, r, EdwardsPoint::default(), &message);
             cases.push((key, message.clone(), sig));
-            // `R` with a torsion part.
+            // `R` with a torsion part; and both with one, which verifies when
+            // -[k] turns the key's into R's.
             let (key, sig) = signed(a, a * B, r, torsion, &message);
+            cases.push((key, message.clone(), sig));
+            let other = EIGHT_TORSION[(n / 8) % 8];
+            let (key, sig) = signed(a, a * B + torsion, r, other, &message);
             cases.push((key, message.clone(), sig));
             // A small-order key (which the cofactorless equation may accept), a
             // small-order key and `R` (which it accepts when [k + 1] kills them),
@@ -314,6 +314,9 @@ mod tests {
         let mut e = p;
         e[5] = 0xfe;
         assert!(canonical_y(&e));
+        let mut e = p;
+        e[31] = 0x7e;
+        assert!(canonical_y(&e), "below p by 2^248");
         // Such an `R` (y = 1 + p, which decompresses) is refused, as verify_strict does.
         let mut one = p;
         one[0] = 0xee;
@@ -324,5 +327,26 @@ mod tests {
         let sig = Signature::from_bytes(&bytes);
         assert!(!verify(&secret.verifying_key(), b"m", &sig));
         assert!(!strict(&secret.verifying_key(), b"m", &sig));
+        // y = ±1 with the sign bit set (x = 0, of small order), as `R`; and keys
+        // encoded past the field (y = p + 3 decodes to a point of large order).
+        let mut cases = Vec::new();
+        for y in [1u8, 0xec] {
+            let mut r = if y == 1 { [0; 32] } else { p };
+            r[0] = y;
+            r[31] |= 0x80;
+            bytes[..32].copy_from_slice(&r);
+            cases.push((
+                secret.verifying_key(),
+                b"m".to_vec(),
+                Signature::from_bytes(&bytes),
+            ));
+        }
+        let mut past = p;
+        past[0] = 0xf0;
+        let key = VerifyingKey::from_bytes(&past).expect("y = p + 3 decodes");
+        assert!(key.to_edwards().is_torsion_free() || !key.to_edwards().is_small_order());
+        let honest = ed25519_dalek::Signer::sign(&secret, b"m");
+        cases.push((key, b"m".to_vec(), honest));
+        assert_eq!(agree(cases), 0);
     }
 }
