@@ -14,6 +14,10 @@ const DEFAULT_HEADER_READ_TIMEOUT: f64 = 10.0;
 const DEFAULT_IDLE_TIMEOUT: f64 = 60.0;
 /// The default `limits.maxConnections`.
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// The default `limits.streamsNice`.
+const DEFAULT_STREAMS_NICE: u8 = 0;
+/// The lowest priority a thread can take (`nice` 19).
+const MAX_NICE: u8 = 19;
 /// More connections than a semaphore holds, with room to spare.
 const MAX_CONNECTIONS_BOUND: usize = 1 << 32;
 
@@ -61,6 +65,14 @@ pub(crate) struct LimitsArgs {
         value_name = "N"
     )]
     max_subscriptions_per_namespace: Option<usize>,
+    /// How much lower the priority of the threads that write open live-change
+    /// streams is than the server's, in `nice` steps (0 to 19; `nice` stops at
+    /// 19): requests arriving while a change fans out to thousands of streams get
+    /// the cores first, the fan-out takes longer while requests keep them busy,
+    /// and a push waits longer on the streams (Linux; elsewhere ignored)
+    /// [default: 0, the same as requests'].
+    #[arg(long, env = "STARFISH_STREAMS_NICE", value_name = "NICE")]
+    streams_nice: Option<u8>,
 }
 
 /// The `server.limits` section.
@@ -76,6 +88,7 @@ pub(crate) struct LimitsSection {
     max_subscriptions_per_caller: Option<usize>,
     max_subscriptions_per_ip: Option<usize>,
     max_subscriptions_per_namespace: Option<usize>,
+    streams_nice: Option<u8>,
 }
 
 /// A positive number of seconds (fractions allowed), at least a millisecond.
@@ -135,6 +148,7 @@ pub(crate) struct Limits {
     max_subscriptions_per_caller: usize,
     max_subscriptions_per_ip: usize,
     max_subscriptions_per_namespace: usize,
+    streams_nice: u8,
 }
 
 /// Subscriptions by default: a quarter of the machine's memory at 64 KiB each
@@ -221,8 +235,21 @@ impl Limits {
                 DEFAULT_MAX_IN_FLIGHT,
                 MAX_CONNECTIONS_BOUND,
             )?,
+            streams_nice: match args.streams_nice.or(section.streams_nice) {
+                Some(nice) if nice > MAX_NICE => {
+                    return Err(format!(
+                        "--streams-nice (limits.streamsNice) must be between 0 and {MAX_NICE}, got {nice}"
+                    ));
+                }
+                nice => nice.unwrap_or(DEFAULT_STREAMS_NICE),
+            },
             ..Self::subscriptions(&args, &section)?
         })
+    }
+
+    /// The `nice` of the threads that write open streams.
+    pub(crate) fn streams_nice(&self) -> u8 {
+        self.streams_nice
     }
 
     /// The subscription bounds (the rest of the value is a placeholder).
@@ -267,6 +294,7 @@ impl Limits {
             max_connections: connections,
             request_timeout: Seconds(DEFAULT_REQUEST_TIMEOUT.as_secs_f64()),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            streams_nice: DEFAULT_STREAMS_NICE,
         })
     }
 
@@ -321,6 +349,7 @@ mod tests {
             max_subscriptions_per_caller: None,
             max_subscriptions_per_ip: None,
             max_subscriptions_per_namespace: None,
+            streams_nice: None,
         }
     }
 
@@ -363,6 +392,28 @@ mod tests {
         };
         let err = Limits::resolve(args, LimitsSection::default()).unwrap_err();
         assert!(err.contains("--max-subscriptions-per-caller"), "{err}");
+    }
+
+    #[test]
+    fn the_streams_nice_comes_from_the_flag_else_the_section_and_is_at_most_19() {
+        let from = |flag: Option<u8>, section: Option<u8>| {
+            let args = LimitsArgs {
+                streams_nice: flag,
+                ..no_flags()
+            };
+            let section = LimitsSection {
+                streams_nice: section,
+                ..LimitsSection::default()
+            };
+            Limits::resolve(args, section).map(|l| l.streams_nice())
+        };
+        assert_eq!(from(None, None), Ok(0));
+        assert_eq!(from(None, Some(10)), Ok(10));
+        assert_eq!(from(Some(19), Some(0)), Ok(19));
+        let err = from(Some(20), None).unwrap_err();
+        assert!(err.contains("--streams-nice"), "{err}");
+        let err = from(None, Some(40)).unwrap_err();
+        assert!(err.contains("limits.streamsNice"), "{err}");
     }
 
     #[test]

@@ -263,7 +263,45 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     // The sync routes as one service (no route table to match per request).
     let sync = create_sync_service(options).map_err(|e| one_line(&e))?;
     let app = observe::request_layers(mounted(sync, &settings.base_path), span_fields);
-    runtime.block_on(listen_and_serve(settings, app, metrics, stopping))
+    let streams = streams_runtime(settings.limits.streams_nice())?;
+    serve::write_streams_on(streams.handle().clone());
+    let served = runtime.block_on(listen_and_serve(settings, app, metrics, stopping));
+    // Every stream ended with the server (the accept loop waited for them).
+    drop(streams);
+    served
+}
+
+/// The runtime open live-change streams are written on, threads of its own beside
+/// the serving runtime's (`serve::write_streams_on`), at `nice` (`--streams-nice`):
+/// a fan-out's writes and the requests that arrive meanwhile are then scheduled by
+/// the kernel, requests first, not queued one behind the other.
+fn streams_runtime(nice: u8) -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("starfish-streams")
+        .max_blocking_threads(1)
+        .on_thread_start(move || lower_this_threads_priority(nice))
+        .build()
+        .map_err(|e| format!("cannot start the streams' runtime: {e}"))
+}
+
+/// Adds `nice` to the calling thread's `nice` (Linux: a thread's own; lowering
+/// needs no privilege), at most 19. A refusal is logged and the thread runs as
+/// others do.
+fn lower_this_threads_priority(nice: u8) {
+    if nice == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{getpriority_process, setpriority_process};
+        let this = Some(rustix::thread::gettid());
+        let lowered = getpriority_process(this)
+            .and_then(|now| setpriority_process(this, (now + i32::from(nice)).min(19)));
+        if let Err(e) = lowered {
+            tracing::warn!("cannot lower a stream thread's priority: {e}");
+        }
+    }
 }
 
 /// The store `serve` serves, with its read cache.
@@ -566,5 +604,35 @@ pub(crate) fn grace_seconds(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Ok(s),
         _ => Err("a number of seconds from 0 to 3600".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The streams' threads run at the `nice` asked, the requests' threads as they were.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_streams_threads_run_at_the_nice_asked() {
+        let nice_here = || rustix::process::getpriority_process(Some(rustix::thread::gettid()));
+        let before = nice_here().unwrap();
+        let streams = super::streams_runtime(7).unwrap();
+        let on_a_stream_thread = streams.block_on(async move {
+            tokio::spawn(async move { nice_here().unwrap() })
+                .await
+                .unwrap()
+        });
+        assert_eq!(on_a_stream_thread, (before + 7).min(19));
+        assert_eq!(
+            nice_here().unwrap(),
+            before,
+            "this thread is left as it was"
+        );
+        let unchanged = super::streams_runtime(0).unwrap();
+        let on_a_stream_thread = unchanged.block_on(async move {
+            tokio::spawn(async move { nice_here().unwrap() })
+                .await
+                .unwrap()
+        });
+        assert_eq!(on_a_stream_thread, before);
     }
 }

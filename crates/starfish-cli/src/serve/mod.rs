@@ -60,6 +60,8 @@ use tower::ServiceExt;
 
 mod stream;
 
+pub(crate) use stream::write_streams_on;
+
 /// The connection limits of [`serve`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ServeLimits {

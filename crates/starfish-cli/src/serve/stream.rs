@@ -168,13 +168,69 @@ pub(super) async fn serve<S: App>(
         _ => None,
     };
     drop(head);
-    tokio::spawn(async move {
-        // Held until the stream is done: the accept loop waits for it at shutdown.
+    let open = Open {
+        body,
+        framing,
+        progress: (sent, said),
+        limits,
+        held,
+    };
+    match STREAMS.get() {
+        None => {
+            tokio::spawn(open.write_out(stream));
+        }
+        // Moved to the streams' runtime: its socket leaves this runtime's poller
+        // for that one's.
+        Some(streams) => {
+            let Ok(stream) = stream.into_std() else {
+                return;
+            };
+            streams.spawn(async move {
+                if let Ok(stream) = TcpStream::from_std(stream) {
+                    open.write_out(stream).await;
+                }
+            });
+        }
+    }
+}
+
+/// Where open streams are written: in `starfish serve`, a runtime of their own
+/// ([`write_streams_on`]), so that a request arriving while a change fans out to
+/// thousands of streams is not queued behind their writes (the kernel shares the
+/// cores between the two runtimes' threads, and wakes a request's thread at
+/// once). When none was given (tests), the runtime that served the request.
+static STREAMS: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+
+/// Writes the streams opened from now on on `streams` (once per process).
+pub(crate) fn write_streams_on(streams: tokio::runtime::Handle) {
+    let _ = STREAMS.set(streams);
+}
+
+/// An open stream's answer, its head written: what is left to write.
+struct Open<B> {
+    body: B,
+    framing: Framing,
+    /// Bytes of the body written, and how it ended when it has.
+    progress: (u64, Option<bool>),
+    limits: ServeLimits,
+    /// Held until the stream is done: the accept loop waits for it at shutdown.
+    held: Held,
+}
+
+impl<B: hyper::body::Body<Data = Bytes> + Unpin> Open<B> {
+    async fn write_out(self, mut stream: TcpStream) {
+        let Self {
+            body,
+            framing,
+            progress,
+            limits,
+            held,
+        } = self;
         let _held = held;
-        if pump(&mut stream, body, framing, (sent, said), &limits).await {
+        if pump(&mut stream, body, framing, progress, &limits).await {
             let _ = tokio::time::timeout(limits.idle_timeout, stream.shutdown()).await;
         }
-    });
+    }
 }
 
 /// Ends the connection after a refusal sent while the client may still be sending
