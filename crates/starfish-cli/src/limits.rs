@@ -310,13 +310,14 @@ impl Limits {
             .with_live_limits(live)
     }
 
-    /// The HTTP server's limits.
-    pub(crate) fn serve_limits(&self) -> ServeLimits {
+    /// The HTTP server's limits, its open streams written on `streams`.
+    pub(crate) fn serve_limits(&self, streams: Option<tokio::runtime::Handle>) -> ServeLimits {
         ServeLimits {
             header_read_timeout: self.header_read_timeout.duration(),
             idle_timeout: self.idle_timeout.duration(),
             max_connections: self.max_connections,
             request_timeout: self.request_timeout.duration(),
+            streams,
         }
     }
 }
@@ -365,7 +366,7 @@ mod tests {
             max_connections: Some(3),
             ..LimitsSection::default()
         };
-        let limits = Limits::resolve(args, section).unwrap().serve_limits();
+        let limits = Limits::resolve(args, section).unwrap().serve_limits(None);
         assert_eq!(limits.header_read_timeout, Duration::from_secs(2));
         assert_eq!(limits.idle_timeout, Duration::from_secs(7));
         assert_eq!(limits.max_connections, 3);

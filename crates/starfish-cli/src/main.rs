@@ -264,44 +264,59 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let sync = create_sync_service(options).map_err(|e| one_line(&e))?;
     let app = observe::request_layers(mounted(sync, &settings.base_path), span_fields);
     let streams = streams_runtime(settings.limits.streams_nice())?;
-    serve::write_streams_on(streams.handle().clone());
-    let served = runtime.block_on(listen_and_serve(settings, app, metrics, stopping));
+    let served = runtime.block_on(listen_and_serve(
+        settings,
+        app,
+        metrics,
+        (stopping, streams.handle().clone()),
+    ));
     // Every stream ended with the server (the accept loop waited for them).
     drop(streams);
     served
 }
 
 /// The runtime open live-change streams are written on, threads of its own beside
-/// the serving runtime's (`serve::write_streams_on`), at `nice` (`--streams-nice`):
+/// the serving runtime's (`serve::ServeLimits::streams`), at `nice` (`--streams-nice`):
 /// a fan-out's writes and the requests that arrive meanwhile are then scheduled by
 /// the kernel, requests first, not queued one behind the other.
 fn streams_runtime(nice: u8) -> Result<tokio::runtime::Runtime, String> {
+    // The same `nice` for every thread, whichever thread starts it.
+    let nice = lowered_priority(nice);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("starfish-streams")
         .max_blocking_threads(1)
-        .on_thread_start(move || lower_this_threads_priority(nice))
+        .on_thread_start(move || set_this_threads_priority(nice))
         .build()
         .map_err(|e| format!("cannot start the streams' runtime: {e}"))
 }
 
-/// Adds `nice` to the calling thread's `nice` (Linux: a thread's own; lowering
-/// needs no privilege), at most 19. A refusal is logged and the thread runs as
-/// others do.
-fn lower_this_threads_priority(nice: u8) {
-    if nice == 0 {
-        return;
+/// The `nice` `by` steps lower than the calling thread's (at most 19); `None`
+/// for no change, or where a thread's priority is not set (not Linux).
+fn lowered_priority(by: u8) -> Option<i32> {
+    if by == 0 {
+        return None;
     }
     #[cfg(target_os = "linux")]
-    {
-        use rustix::process::{getpriority_process, setpriority_process};
+    match rustix::process::getpriority_process(Some(rustix::thread::gettid())) {
+        Ok(now) => return Some((now + i32::from(by)).min(19)),
+        Err(e) => tracing::warn!("cannot read this thread's priority: {e}"),
+    }
+    None
+}
+
+/// Sets the calling thread's `nice` (Linux: a thread's own; lowering needs no
+/// privilege). A refusal is logged and the thread runs as others do.
+fn set_this_threads_priority(nice: Option<i32>) {
+    #[cfg(target_os = "linux")]
+    if let Some(nice) = nice {
         let this = Some(rustix::thread::gettid());
-        let lowered = getpriority_process(this)
-            .and_then(|now| setpriority_process(this, (now + i32::from(nice)).min(19)));
-        if let Err(e) = lowered {
+        if let Err(e) = rustix::process::setpriority_process(this, nice) {
             tracing::warn!("cannot lower a stream thread's priority: {e}");
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 /// The store `serve` serves, with its read cache.
@@ -420,7 +435,7 @@ async fn listen_and_serve(
     settings: Settings,
     app: impl serve::App,
     metrics: Option<Metrics>,
-    stopping: tokio::sync::watch::Sender<bool>,
+    (stopping, streams): (tokio::sync::watch::Sender<bool>, tokio::runtime::Handle),
 ) -> Result<(), String> {
     // Before anything listens: a SIGTERM the moment the server (or its metrics
     // port) is up stops it gracefully instead of killing it by the signal's
@@ -441,10 +456,15 @@ async fn listen_and_serve(
         settings.base_path.join(", "),
         settings.store.name(),
     );
-    serve::serve(listener, app, settings.limits.serve_limits(), async move {
-        shutdown.await;
-        let _ = stopping.send(true);
-    })
+    serve::serve(
+        listener,
+        app,
+        settings.limits.serve_limits(Some(streams)),
+        async move {
+            shutdown.await;
+            let _ = stopping.send(true);
+        },
+    )
     .await;
     tracing::info!("starfish stopped");
     Ok(())
@@ -609,30 +629,40 @@ pub(crate) fn grace_seconds(text: &str) -> Result<f64, String> {
 
 #[cfg(test)]
 mod tests {
-    /// The streams' threads run at the `nice` asked, the requests' threads as they were.
+    /// The streams' threads run at the `nice` asked, those started later by one
+    /// of them too (not lower again), and the thread that built the runtime as it
+    /// was.
     #[cfg(target_os = "linux")]
     #[test]
     fn the_streams_threads_run_at_the_nice_asked() {
         let nice_here = || rustix::process::getpriority_process(Some(rustix::thread::gettid()));
         let before = nice_here().unwrap();
         let streams = super::streams_runtime(7).unwrap();
-        let on_a_stream_thread = streams.block_on(async move {
-            tokio::spawn(async move { nice_here().unwrap() })
-                .await
-                .unwrap()
+        let (worker, later) = streams.block_on(async move {
+            tokio::spawn(async move {
+                let worker = nice_here().unwrap();
+                let later = tokio::task::spawn_blocking(move || nice_here().unwrap());
+                (worker, later.await.unwrap())
+            })
+            .await
+            .unwrap()
         });
-        assert_eq!(on_a_stream_thread, (before + 7).min(19));
+        assert_eq!(worker, (before + 7).min(19));
+        assert_eq!(
+            later, worker,
+            "a thread a worker starts is not lowered again"
+        );
         assert_eq!(
             nice_here().unwrap(),
             before,
             "this thread is left as it was"
         );
         let unchanged = super::streams_runtime(0).unwrap();
-        let on_a_stream_thread = unchanged.block_on(async move {
+        let worker = unchanged.block_on(async move {
             tokio::spawn(async move { nice_here().unwrap() })
                 .await
                 .unwrap()
         });
-        assert_eq!(on_a_stream_thread, before);
+        assert_eq!(worker, before);
     }
 }

@@ -60,10 +60,8 @@ use tower::ServiceExt;
 
 mod stream;
 
-pub(crate) use stream::write_streams_on;
-
 /// The connection limits of [`serve`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ServeLimits {
     /// Longest wait for a request's line and headers.
     pub(crate) header_read_timeout: Duration,
@@ -73,6 +71,12 @@ pub(crate) struct ServeLimits {
     pub(crate) max_connections: usize,
     /// The router's request timeout (a request in flight answers within it).
     pub(crate) request_timeout: Duration,
+    /// Where open live-change streams are written: a runtime of their own in
+    /// `starfish serve`, so that a request arriving while a change fans out to
+    /// thousands of streams is not queued behind their writes (the kernel shares
+    /// the cores between the two runtimes' threads); `None`: the runtime that
+    /// served the stream's request.
+    pub(crate) streams: Option<tokio::runtime::Handle>,
 }
 
 /// How often accept errors other than a client's reset are logged and retried.
@@ -140,7 +144,7 @@ pub(crate) async fn serve(
             stream,
             peer,
             app.clone(),
-            limits,
+            limits.clone(),
             builder.clone(),
             stop_rx.clone(),
             permit,
@@ -962,6 +966,18 @@ mod tests {
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
     ) {
+        start_with(app, None).await
+    }
+
+    /// [`start`], open streams written on `streams`.
+    async fn start_with(
+        app: impl App,
+        streams: Option<tokio::runtime::Handle>,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let limits = ServeLimits {
@@ -969,6 +985,7 @@ mod tests {
             idle_timeout: Duration::from_secs(30),
             max_connections: 4,
             request_timeout: Duration::from_secs(30),
+            streams,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(listener, app, limits, async move {
@@ -1015,6 +1032,71 @@ mod tests {
 
     /// A request's body reaches the app whole, however it is sent; a request without
     /// one (which is given an empty body, not hyper's stream) reads as empty.
+    /// Reads from `stream` until `want` has arrived; what was read.
+    async fn read_until(stream: &mut TcpStream, want: &str) -> String {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains(want) {
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+                .await
+                .expect("in time")
+                .unwrap();
+            assert!(
+                n > 0,
+                "ended before {want:?}: {}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_open_stream_is_written_on_the_streams_runtime_and_ends_with_the_server() {
+        let config = r#"{"version": 1, "collections": [{"name": "board",
+            "storagePath": "board/{id}", "readRoles": ["public"], "writeRoles": ["public"]}]}"#;
+        let (stopping, stop_streams) = tokio::sync::watch::channel(false);
+        let options = starfish_server::SyncOptions::new(
+            starfish_server::SyncConfig::from_json_str(config).unwrap(),
+            starfish_server::store::DocStore::memory(),
+        )
+        .with_shutdown(stop_streams);
+        let app = starfish_server::create_sync_service(options).unwrap();
+        let streams = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (addr, stop, server) = start_with(app, Some(streams.handle().clone())).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let ask = "GET /events?paths=board/b1 HTTP/1.1\r\nHost: x\r\n\r\n";
+        stream.write_all(ask.as_bytes()).await.unwrap();
+        read_until(&mut stream, ": connected").await;
+        // Its writing task is the streams' runtime's only one.
+        assert_eq!(streams.metrics().num_alive_tasks(), 1);
+        // A push on another connection reaches it, through the bus, across runtimes.
+        let mut pusher = TcpStream::connect(addr).await.unwrap();
+        let body = r#"{"data": {"n": 1}, "baseHash": null}"#;
+        let push = format!(
+            "POST /push/board/b1 HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        pusher.write_all(push.as_bytes()).await.unwrap();
+        read_until(&mut pusher, "200 OK").await;
+        read_until(&mut stream, "board/b1").await;
+        // Shutdown ends it (its last chunk), and the server waits for it.
+        stop.send(()).unwrap();
+        stopping.send(true).unwrap();
+        drop(pusher);
+        read_until(&mut stream, "0\r\n\r\n").await;
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the server stops once its stream is done")
+            .unwrap();
+        assert_eq!(streams.metrics().num_alive_tasks(), 0);
+        streams.shutdown_background();
+    }
+
     #[tokio::test]
     async fn bodies_reach_the_app() {
         let app = axum::Router::new().fallback(|body: Bytes| async move { body });

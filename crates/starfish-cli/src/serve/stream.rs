@@ -15,9 +15,12 @@
 //! The connection limits hold as for hyper's connections: the head within
 //! `header_read_timeout`, no write stalled for longer than `request_timeout +
 //! idle_timeout`, the connection's slot held until it closes, and at shutdown the
-//! stream ends (the router's bus ends it; this loop also stops on the accept loop's
-//! signal). Bytes a client sends after its request (nothing a stream answers) close
-//! the connection, as does the client's end of stream.
+//! stream ends (the router ends it). Bytes a client sends after its request (nothing
+//! a stream answers) close the connection, as does the client's end of stream.
+//!
+//! Once its head is written, a stream still open is written from a task on the
+//! streams' runtime when `ServeLimits::streams` names one (`starfish serve` does),
+//! its socket moved to that runtime's poller.
 
 use super::{App, ServeLimits};
 use axum::body::Body;
@@ -168,6 +171,10 @@ pub(super) async fn serve<S: App>(
         _ => None,
     };
     drop(head);
+    // A stream still open goes to the streams' runtime, its socket to that
+    // runtime's poller; an answer whose end is known is finished here.
+    let open_ended = said.is_none() && !matches!(framing, Framing::Empty);
+    let streams = limits.streams.clone().filter(|_| open_ended);
     let open = Open {
         body,
         framing,
@@ -175,35 +182,20 @@ pub(super) async fn serve<S: App>(
         limits,
         held,
     };
-    match STREAMS.get() {
-        None => {
-            tokio::spawn(open.write_out(stream));
+    let Some(streams) = streams else {
+        tokio::spawn(open.write_out(stream));
+        return;
+    };
+    let Ok(stream) = stream.into_std() else {
+        tracing::debug!("a stream's socket could not leave this runtime: closed");
+        return;
+    };
+    streams.spawn(async move {
+        match TcpStream::from_std(stream) {
+            Ok(stream) => open.write_out(stream).await,
+            Err(e) => tracing::debug!("a stream's socket could not join the streams' runtime: {e}"),
         }
-        // Moved to the streams' runtime: its socket leaves this runtime's poller
-        // for that one's.
-        Some(streams) => {
-            let Ok(stream) = stream.into_std() else {
-                return;
-            };
-            streams.spawn(async move {
-                if let Ok(stream) = TcpStream::from_std(stream) {
-                    open.write_out(stream).await;
-                }
-            });
-        }
-    }
-}
-
-/// Where open streams are written: in `starfish serve`, a runtime of their own
-/// ([`write_streams_on`]), so that a request arriving while a change fans out to
-/// thousands of streams is not queued behind their writes (the kernel shares the
-/// cores between the two runtimes' threads, and wakes a request's thread at
-/// once). When none was given (tests), the runtime that served the request.
-static STREAMS: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
-
-/// Writes the streams opened from now on on `streams` (once per process).
-pub(crate) fn write_streams_on(streams: tokio::runtime::Handle) {
-    let _ = STREAMS.set(streams);
+    });
 }
 
 /// An open stream's answer, its head written: what is left to write.

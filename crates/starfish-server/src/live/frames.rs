@@ -4,7 +4,9 @@
 //! between batches ([`wake`]). A change to 10,000 subscribers so never puts 10,000
 //! tasks in the runtime's queues at once, ahead of every request that arrives
 //! meanwhile: such a request waits behind a batch of stream writes, not the whole
-//! fan-out.
+//! fan-out. (`starfish serve` writes its streams on a runtime of their own: there
+//! the wakes land in that runtime's queues, and the batches are paced by the
+//! publishing task's turns on the requests' runtime.)
 
 use bytes::Bytes;
 use futures::task::AtomicWaker;

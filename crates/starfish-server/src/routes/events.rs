@@ -60,17 +60,23 @@ fn frames(
     lifetime: Duration,
     stopping: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> impl futures::Stream<Item = Bytes> + Send + 'static {
-    let start = tokio::time::Instant::now() + KEEPALIVE;
-    let ticks = tokio::time::interval_at(start, KEEPALIVE);
-    // Armed once: a timer is not set and cancelled at every frame.
-    let end = Box::pin(tokio::time::sleep(lifetime));
+    let now = tokio::time::Instant::now();
+    let (first_tick, end_at) = (now + KEEPALIVE, now + lifetime);
     futures::stream::unfold(
-        (subscription, ticks, end, stopping, true),
-        move |(mut sub, mut ticks, mut end, mut stopping, first)| async move {
+        (subscription, None::<Timers>, stopping, true),
+        move |(mut sub, mut timers, mut stopping, first)| async move {
             if first {
                 let opening = std::mem::take(&mut sub.opening);
-                return Some((opening, (sub, ticks, end, stopping, false)));
+                return Some((opening, (sub, timers, stopping, false)));
             }
+            // Made at the first frame after the opening, not before: a server may
+            // move the stream to another runtime once its opening is written, and
+            // a timer belongs to the runtime it is made on. Armed once: a timer is
+            // not set and cancelled at every frame.
+            let (ticks, end) = timers.get_or_insert_with(|| {
+                let ticks = tokio::time::interval_at(first_tick, KEEPALIVE);
+                (ticks, Box::pin(tokio::time::sleep_until(end_at)))
+            });
             let frame = tokio::select! {
                 // A frame waiting is taken without looking at anything else.
                 biased;
@@ -83,10 +89,16 @@ fn frames(
                 _ = async { stopping.as_mut()?.wait_for(|stop| *stop).await.ok() },
                     if stopping.is_some() => return None,
             };
-            Some((frame, (sub, ticks, end, stopping, false)))
+            Some((frame, (sub, timers, stopping, false)))
         },
     )
 }
+
+/// A stream's keep-alive ticks and the end of its lifetime.
+type Timers = (
+    tokio::time::Interval,
+    std::pin::Pin<Box<tokio::time::Sleep>>,
+);
 
 /// The stream's `Last-Event-ID`, when it sent one: `Some(None)` for an id that is
 /// not one this server gives (it is told to pull).
