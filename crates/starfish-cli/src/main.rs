@@ -261,7 +261,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let metrics = settings.observe.metrics();
     let options = observe::ObserveSettings::apply(options, metrics.as_ref());
     // The sync routes as one service (no route table to match per request).
-    let sync = create_sync_service(options).map_err(|e| one_line(&e))?;
+    // Made inside the runtime: the router's bus then ends its streams itself at
+    // shutdown (a task waits for the signal), and no stream watches it alone.
+    let sync = {
+        let _in_runtime = runtime.enter();
+        create_sync_service(options).map_err(|e| one_line(&e))?
+    };
     let app = observe::request_layers(mounted(sync, &settings.base_path), span_fields);
     let streams = streams_runtime(settings.limits.streams_nice())?;
     let served = runtime.block_on(listen_and_serve(
