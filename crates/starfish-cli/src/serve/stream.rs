@@ -80,16 +80,20 @@ pub(super) fn is_stream(first: &[u8]) -> bool {
     if path == b"events" {
         return true;
     }
+    // Every request on a kept-alive connection is looked at: the cheap test first.
+    let events = path
+        .strip_suffix(b"/events")
+        .is_some_and(|before| !before.is_empty() && !before.ends_with(b"/"));
+    if !events || path.starts_with(b"/") {
+        return false;
+    }
     let first_segment = path.split(|&b| b == b'/').next().unwrap_or_default();
     let routes = first_segment.starts_with(b"_")
         || RESERVED_NAMESPACES
             .iter()
             .chain(&RESERVED_RUNTIME_NAMES)
             .any(|r| r.as_bytes() == first_segment);
-    let events = path
-        .strip_suffix(b"/events")
-        .is_some_and(|before| !before.is_empty() && !before.ends_with(b"/"));
-    events && !routes && !path.starts_with(b"/")
+    !routes
 }
 
 /// What a connection holds until it closes: the accept loop's stop signal (the loop
