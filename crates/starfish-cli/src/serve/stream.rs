@@ -175,10 +175,6 @@ pub(super) async fn serve<S: App>(
         _ => None,
     };
     drop(head);
-    // A stream still open goes to the streams' runtime, its socket to that
-    // runtime's poller; an answer whose end is known is finished here.
-    let open_ended = said.is_none() && !matches!(framing, Framing::Empty);
-    let streams = limits.streams.clone().filter(|_| open_ended);
     let open = Open {
         body,
         framing,
@@ -186,20 +182,7 @@ pub(super) async fn serve<S: App>(
         limits,
         held,
     };
-    let Some(streams) = streams else {
-        tokio::spawn(open.write_out(stream));
-        return;
-    };
-    let Ok(stream) = stream.into_std() else {
-        tracing::debug!("a stream's socket could not leave this runtime: closed");
-        return;
-    };
-    streams.spawn(async move {
-        match TcpStream::from_std(stream) {
-            Ok(stream) => open.write_out(stream).await,
-            Err(e) => tracing::debug!("a stream's socket could not join the streams' runtime: {e}"),
-        }
-    });
+    open.write_rest(stream);
 }
 
 /// An open stream's answer, its head written: what is left to write.
@@ -213,7 +196,31 @@ struct Open<B> {
     held: Held,
 }
 
-impl<B: hyper::body::Body<Data = Bytes> + Unpin> Open<B> {
+impl<B: hyper::body::Body<Data = Bytes> + Unpin + Send + 'static> Open<B> {
+    /// Writes the rest from a task of its own: a stream still open on the
+    /// streams' runtime (its socket moved to that runtime's poller), an answer
+    /// whose end is known on this one.
+    fn write_rest(self, stream: TcpStream) {
+        let open_ended = self.progress.1.is_none() && !matches!(self.framing, Framing::Empty);
+        let streams = self.limits.streams.clone().filter(|_| open_ended);
+        let Some(streams) = streams else {
+            tokio::spawn(self.write_out(stream));
+            return;
+        };
+        let Ok(stream) = stream.into_std() else {
+            tracing::debug!("a stream's socket could not leave this runtime: closed");
+            return;
+        };
+        streams.spawn(async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => self.write_out(stream).await,
+                Err(e) => {
+                    tracing::debug!("a stream's socket could not join the streams' runtime: {e}");
+                }
+            }
+        });
+    }
+
     async fn write_out(self, mut stream: TcpStream) {
         let Self {
             body,

@@ -12,13 +12,15 @@
 //! [`LiveLimits::replay`] changes it heard (its own and, with a feed, the other
 //! nodes'): a stream that reconnects with `Last-Event-ID` gets what it missed from
 //! them, exactly when it was this node's (the same run), and from a little before
-//! its id's time ([`ACROSS_NODES`]) when it was another node's; past what the node
+//! its id's time (`heard::ACROSS_NODES`) when it was another node's; past what the node
 //! remembers, it gets an `event: pull` frame (pull what you hold).
 
 use super::frames;
+use super::heard::Heard;
+pub(crate) use super::heard::Position;
 use bytes::Bytes;
 use starfish_store::Clock;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// A subscription refused: the node, the caller or the address holds as many
@@ -32,11 +34,6 @@ pub(crate) const BUFFER: usize = 256;
 /// How far the first listener woken moves from one change to the next (a large
 /// odd number: the starts spread over any number of listeners).
 const WAKE_STRIDE: usize = 2_654_435_761;
-/// A stream resumed from another node's id is replayed what this node heard from
-/// this long before that id's time: a change reaches the nodes within it (through
-/// the feed, clocks in step), so what the first node sent after the id reached this
-/// one after the id's time less this. A few changes may come twice; none is missed.
-pub(crate) const ACROSS_NODES: u64 = 5_000;
 /// The most changes a node may be set to remember ([`LiveLimits::replay`]): a
 /// resume scans at most this many under the bus's lock.
 pub(crate) const MAX_REPLAY: usize = 65_536;
@@ -145,70 +142,6 @@ struct Subscribers {
     stopped: bool,
 }
 
-/// The last changes a node heard, oldest first, and what it no longer holds.
-#[derive(Debug)]
-struct Heard {
-    /// This run of the node (random at start), in every id it gives.
-    epoch: Arc<str>,
-    /// True when other nodes' changes reach this one (a feed): an id another
-    /// node gave can be resumed from by time.
-    across: bool,
-    frames: VecDeque<Frame>,
-    /// The latest time given to a frame (times never go back, whatever the clock).
-    newest_ms: u64,
-    /// The number of the last change heard.
-    last: u64,
-    /// Changes numbered up to `floor`, or heard up to `floor_ms`, may be gone.
-    floor: u64,
-    floor_ms: u64,
-}
-
-/// A change as its subscribers get it.
-#[derive(Debug)]
-struct Frame {
-    seq: u64,
-    at_ms: u64,
-    /// The place's hash, compared before the place itself.
-    key: u64,
-    place: Arc<str>,
-    bytes: Bytes,
-}
-
-/// A place's hash, to find a subscription's places among many frames quickly.
-fn key(place: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    place.hash(&mut hasher);
-    hasher.finish()
-}
-
-/// Where a reconnecting stream was: the `Last-Event-ID` it sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Position {
-    at_ms: u64,
-    seq: u64,
-    epoch: String,
-}
-
-impl Position {
-    /// Reads an id this bus gave (`<ms>-<seq>-<epoch>`); `None` for anything else.
-    pub(crate) fn parse(id: &str) -> Option<Self> {
-        let mut parts = id.splitn(3, '-');
-        let at_ms = parts.next()?.parse().ok()?;
-        let seq = parts.next()?.parse().ok()?;
-        let epoch = parts.next()?;
-        let hex = epoch.len() == EPOCH_BYTES * 2 && epoch.bytes().all(|b| b.is_ascii_hexdigit());
-        hex.then(|| Self {
-            at_ms,
-            seq,
-            epoch: epoch.to_owned(),
-        })
-    }
-}
-
-/// Random bytes naming a run of a node.
-const EPOCH_BYTES: usize = 8;
-
 /// What a stream hears first, before live frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Opening {
@@ -219,117 +152,6 @@ pub(crate) enum Opening {
     /// It missed more than this node remembers (or its id is not one of ours):
     /// an `event: pull` frame.
     Pull,
-}
-
-impl Heard {
-    fn new(now_ms: u64) -> Self {
-        let mut epoch = [0u8; EPOCH_BYTES];
-        if getrandom::fill(&mut epoch).is_err() {
-            // Without randomness, the time and the process: still another run.
-            let mixed = now_ms ^ (u64::from(std::process::id()) << 40);
-            epoch = mixed.to_be_bytes();
-        }
-        Self {
-            epoch: hex::encode(epoch).into(),
-            across: false,
-            frames: VecDeque::new(),
-            newest_ms: now_ms,
-            last: 0,
-            floor: 0,
-            floor_ms: now_ms,
-        }
-    }
-
-    /// The time of a frame heard at `now_ms`: never before an earlier one's.
-    fn time(&mut self, now_ms: u64) -> u64 {
-        self.newest_ms = self.newest_ms.max(now_ms);
-        self.newest_ms
-    }
-
-    /// The id of the last change heard, at `now_ms`.
-    fn position(&mut self, now_ms: u64) -> String {
-        let at = self.time(now_ms);
-        format!("{at}-{}-{}", self.last, self.epoch)
-    }
-
-    /// Forgets every change heard (some may be missing): a stream resumed from
-    /// before now is told to pull.
-    fn forget(&mut self, now_ms: u64) {
-        self.frames.clear();
-        // A number for the gap: every position given before it is behind it.
-        self.last += 1;
-        self.floor = self.last;
-        self.floor_ms = self.time(now_ms);
-    }
-
-    /// Numbers the change of `place` whose `data:` is `data`, and remembers up to
-    /// `keep` changes: the frame every listener gets.
-    fn hear(&mut self, place: &Arc<str>, data: &str, now_ms: u64, keep: usize) -> Bytes {
-        let at_ms = self.time(now_ms);
-        self.last += 1;
-        // One frame, shared by every listener and the memory of the node.
-        let bytes = Bytes::from(format!(
-            "id: {at_ms}-{}-{}\ndata: {data}\n\n",
-            self.last, self.epoch
-        ));
-        while self.frames.len() >= keep.max(1) {
-            let Some(old) = self.frames.pop_front() else {
-                break;
-            };
-            self.floor = old.seq;
-            self.floor_ms = old.at_ms;
-        }
-        if keep == 0 {
-            self.floor = self.last;
-            self.floor_ms = at_ms;
-        } else {
-            self.frames.push_back(Frame {
-                seq: self.last,
-                at_ms,
-                key: key(place),
-                place: place.clone(),
-                bytes: bytes.clone(),
-            });
-        }
-        bytes
-    }
-
-    /// The frames after `since` of `places` (sorted), at most `max`; `None` when
-    /// this node cannot tell them all.
-    fn since(&self, since: &Position, places: &[Arc<str>], max: usize) -> Option<Vec<Bytes>> {
-        let from = if since.epoch == *self.epoch {
-            if since.seq < self.floor || since.seq > self.last {
-                return None;
-            }
-            self.frames.partition_point(|f| f.seq <= since.seq)
-        } else {
-            // Another node's id: only when this one hears the others, and from a
-            // time it still remembers and has reached (an id from the future, or
-            // from clocks far apart, cannot be matched).
-            let from_ms = since.at_ms.checked_sub(ACROSS_NODES)?;
-            if !self.across || from_ms <= self.floor_ms || from_ms > self.newest_ms {
-                return None;
-            }
-            self.frames.partition_point(|f| f.at_ms < from_ms)
-        };
-        let mut keys: Vec<(u64, &str)> = places.iter().map(|p| (key(p), &**p)).collect();
-        keys.sort_unstable();
-        let mut missed = Vec::new();
-        for frame in self.frames.range(from..) {
-            let at = keys.partition_point(|(k, _)| *k < frame.key);
-            let named = keys[at..]
-                .iter()
-                .take_while(|(k, _)| *k == frame.key)
-                .any(|(_, place)| *place == &*frame.place);
-            if named {
-                if missed.len() == max {
-                    return None;
-                }
-                missed.push(frame.bytes.clone());
-            }
-        }
-        Some(missed)
-    }
 }
 
 impl Subscribers {
@@ -853,16 +675,7 @@ mod tests {
             .unwrap();
         assert_eq!(replayed(&again), ["a5"]);
         // Each frame's own id resumes after it.
-        let a5 = bus
-            .state
-            .lock()
-            .unwrap()
-            .heard
-            .frames
-            .back()
-            .unwrap()
-            .bytes
-            .clone();
+        let a5 = bus.state.lock().unwrap().heard.last_frame().unwrap();
         let id = std::str::from_utf8(&a5).unwrap().lines().next().unwrap();
         let id = Position::parse(id.strip_prefix("id: ").unwrap()).unwrap();
         let after = bus
@@ -987,7 +800,7 @@ mod tests {
         clock.set(1_990_000);
         bus.publish(a, "second");
         let s = bus.state.lock().unwrap();
-        let times: Vec<u64> = s.heard.frames.iter().map(|f| f.at_ms).collect();
+        let times = s.heard.times();
         assert_eq!(times, [2_000_000, 2_000_000]);
     }
 }

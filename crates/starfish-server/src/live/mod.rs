@@ -4,6 +4,7 @@
 
 pub(crate) mod bus;
 mod frames;
+mod heard;
 pub use bus::LiveLimits;
 mod feed;
 
