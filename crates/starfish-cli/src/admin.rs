@@ -4,7 +4,6 @@
 
 use clap::Subcommand;
 use serde_json::{Value, json};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// `starfish admin`: calls the admin API of a running server.
@@ -298,46 +297,25 @@ fn print_answer(status: u16, text: String) -> Result<(), String> {
     }
 }
 
-/// One HTTP/1.1 request over plain TCP, `Connection: close`.
+/// One request with the admin key (the client subcommands' HTTP: hyper's client
+/// connection, so a chunked answer reads as one): its status and body as text.
 fn http(url: &str, request: &AdminRequest, key: &str) -> Result<(u16, String), String> {
+    let server = crate::client::http::ServerUrl::parse(url)?;
     let AdminRequest { method, path, body } = request;
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("--url must start with http://")?;
-    let (authority, base) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-        None => (rest, ""),
-    };
-    let addr = if authority.contains(':') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    let mut stream = std::net::TcpStream::connect(&addr)
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let body = body.as_ref().map(Value::to_string).unwrap_or_default();
-    let mut message = format!(
-        "{method} {base}{path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if !body.is_empty() {
-        message.push_str("Content-Type: application/json\r\n");
-    }
-    message.push_str("\r\n");
-    message.push_str(&body);
-    stream
-        .write_all(message.as_bytes())
-        .map_err(|e| format!("cannot send: {e}"))?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .map_err(|e| format!("cannot read the answer: {e}"))?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("not an HTTP answer")?;
-    Ok((status, body.to_owned()))
+    let body = body
+        .as_ref()
+        .map(|b| b.to_string().into_bytes())
+        .unwrap_or_default();
+    let authorization = format!("Bearer {key}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(async {
+        let path = format!("{}{path}", server.base);
+        let headers = [("authorization", authorization.as_str())];
+        let response = crate::client::http::send(&server, method, &path, &headers, body).await?;
+        let (status, bytes) = crate::client::http::whole(response).await?;
+        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    })
 }

@@ -11,7 +11,7 @@
 //! `{identity}` in a path is the identity's user id. A request is signed when an
 //! identity is given (`--identity` or `STARFISH_IDENTITY`), anonymous otherwise.
 
-mod http;
+pub(crate) mod http;
 
 use clap::{Args, Subcommand};
 use http::ServerUrl;
