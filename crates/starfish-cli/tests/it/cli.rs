@@ -369,10 +369,13 @@ fn a_50_mb_blob_round_trips_while_the_server_stays_far_below_50_mb() {
         baseline, peak
     );
     // What the transfer adds, not the binary's own footprint (which grows with the
-    // stores built in: the default build links the S3 client).
+    // stores built in: the default build links the S3 client). Measured on 2 cores
+    // with the whole suite running (2026-12-07, 13 runs): 11.3 to 14.2 MiB (the
+    // allocator's arenas of the file threads, hyper's buffers), and once past 16
+    // MiB; a transfer held in memory would add 50 MB. Half of it is the bound.
     let grown = peak.saturating_sub(baseline);
     assert!(
-        grown < 16 * 1024,
+        grown < 25 * 1024,
         "the 50 MB transfer grew the server by {grown} KiB: not far below 50 MB"
     );
     // No bound on the peak itself: the debug binary alone is resident for 29.5 MiB
