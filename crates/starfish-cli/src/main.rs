@@ -283,7 +283,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
 /// The runtime open live-change streams are written on, threads of its own beside
 /// the serving runtime's (`serve::ServeLimits::streams`), at `nice` (`--streams-nice`):
 /// a fan-out's writes and the requests that arrive meanwhile are then scheduled by
-/// the kernel, requests first, not queued one behind the other.
+/// the kernel side by side (requests first when `nice` is above 0), not queued one
+/// behind the other.
 fn streams_runtime(nice: u8) -> Result<tokio::runtime::Runtime, String> {
     // The same `nice` for every thread, whichever thread starts it.
     let nice = lowered_priority(nice);

@@ -459,18 +459,7 @@ async fn a_runtime_namespace_creates_serves_and_deletes_its_own_webhook() {
     assert_eq!(listed["webhooks"][0]["id"], "ci");
     assert!(!listed.to_string().contains(&secret));
 
-    let deliver = |body: &Value, key: &[u8]| {
-        let raw = body.to_string();
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-        mac.update(raw.as_bytes());
-        Request::post("/_starfish/webhooks/t1/ci")
-            .header(
-                "x-webhook-signature",
-                hex::encode(mac.finalize().into_bytes()),
-            )
-            .body(Body::from(raw))
-            .unwrap()
-    };
+    let deliver = |body: &Value, key: &[u8]| ci_signed(body.to_string(), key);
     // Nothing but a POST is a delivery.
     let res = send(&app, get("/_starfish/webhooks/t1/ci")).await;
     assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
@@ -557,7 +546,14 @@ async fn t1_with_ci_hook(app: &Router) -> String {
 
 /// A delivery to `t1`'s webhook `ci` of document `d<n>`, signed with `key`.
 fn ci_delivery(n: u32, key: &[u8]) -> Request<Body> {
-    let raw = json!({"id": format!("d{n}"), "status": "green"}).to_string();
+    ci_signed(
+        json!({"id": format!("d{n}"), "status": "green"}).to_string(),
+        key,
+    )
+}
+
+/// A delivery of `raw` to `t1`'s webhook `ci`, signed with `key`.
+fn ci_signed(raw: String, key: &[u8]) -> Request<Body> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
     mac.update(raw.as_bytes());
     Request::post("/_starfish/webhooks/t1/ci")
