@@ -77,103 +77,134 @@ impl ObserveSettings {
         };
         // Colours only for a terminal: escape codes cost time and clutter log files.
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-        let fields = SpanFields::for_directives(&directives);
-        let dispatch = dispatch(self.log_format, ansi, filter, fields, std::io::stdout);
+        let max =
+            tracing_subscriber::Layer::<tracing_subscriber::Registry>::max_level_hint(&filter);
+        let fields = SpanFields::for_directives(&directives, max);
+        let dispatch = dispatch(self.log_format, ansi, filter, std::io::stdout);
         tracing::dispatcher::set_global_default(dispatch)
             .expect("the log subscriber is set once, at start");
         fields
     }
 }
 
-/// How a request span gets its fields (id, method, path).
+/// How a request gets its `request` span (id, method, path).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SpanFields {
-    /// When the span is created: `RUST_LOG` selects on span fields (`[request{...}]`).
+    /// A span made for every request, with its fields: `RUST_LOG` selects on span
+    /// fields (`[request{...}]`), or lets `debug` lines through, which every request
+    /// writes and which may come from spans entered inside the request.
     Eager,
-    /// When the first line inside the span is written ([`LazyFields`]): most requests
-    /// write none, and formatting the fields was a tenth of a cached pull's work.
-    Lazy,
+    /// A span made only for a request that writes a line ([`Spanless`]), at the first
+    /// one: most requests write none, and making, entering and closing a span was
+    /// about a tenth of a cached pull's work.
+    Spanless,
 }
 
 impl SpanFields {
-    /// Eager only when `directives` name spans or fields (in brackets or braces),
-    /// which is when a filter looks at a span's fields.
-    fn for_directives(directives: &str) -> Self {
-        if directives.contains(['[', '{']) {
+    /// Spanless when `directives` name no spans or fields (in brackets or braces,
+    /// which is when a filter looks at a span's fields) and let through nothing
+    /// finer than `info` (`max`, the filter's hint): no span is then entered inside
+    /// a request, so the request's span, made at its first line, is the outermost.
+    fn for_directives(directives: &str, max: Option<tracing::level_filters::LevelFilter>) -> Self {
+        let coarse = max.is_some_and(|max| max <= tracing::level_filters::LevelFilter::INFO);
+        if directives.contains(['[', '{']) || !coarse {
             Self::Eager
         } else {
-            Self::Lazy
+            Self::Spanless
         }
     }
 }
 
-/// The log subscriber: `filter`, then (for [`SpanFields::Lazy`]) [`LazyFields`], then
-/// the formatter writing to `writer`.
+/// The log subscriber: `filter`, then the formatter writing to `writer`, under
+/// [`Spanless`] (which does nothing for [`SpanFields::Eager`]).
 fn dispatch<W>(
     format: LogFormat,
     ansi: bool,
     filter: tracing_subscriber::EnvFilter,
-    fields: SpanFields,
     writer: W,
 ) -> tracing::Dispatch
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    use tracing_subscriber::fmt::format::{DefaultFields, JsonFields};
     use tracing_subscriber::layer::SubscriberExt as _;
-    let lazy = fields == SpanFields::Lazy;
     let logs = tracing_subscriber::registry().with(filter);
-    // One per arm: the layer's type depends on what it is stacked on.
-    macro_rules! layer {
-        () => {
-            tracing_subscriber::fmt::layer()
-                .with_ansi(ansi)
-                .with_writer(writer)
-        };
-    }
-    // The formatter, under `LazyFields` when lazy (see there); one arm per format,
-    // since the layer's type depends on the format and on what it is stacked on.
-    macro_rules! with_fmt {
-        ($fields:ty, $fmt:expr) => {{
-            let fmt = $fmt;
-            if lazy {
-                tracing::Dispatch::new(logs.with(LazyFields::<_, $fields>::new(fmt)))
-            } else {
-                tracing::Dispatch::new(logs.with(fmt))
-            }
-        }};
-    }
+    let layer = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(writer);
+    // One arm per format, since the subscriber's type depends on the format.
     match format {
-        LogFormat::Text if !ansi => with_fmt!(PlainFields, layer!().fmt_fields(PlainFields)),
-        LogFormat::Text => with_fmt!(DefaultFields, layer!()),
-        LogFormat::Json => with_fmt!(
-            JsonFields,
-            layer!()
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(false)
-        ),
+        LogFormat::Text if !ansi => {
+            tracing::Dispatch::new(Spanless(logs.with(layer.fmt_fields(PlainFields))))
+        }
+        LogFormat::Text => tracing::Dispatch::new(Spanless(logs.with(layer))),
+        LogFormat::Json => tracing::Dispatch::new(Spanless(
+            logs.with(
+                layer
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            ),
+        )),
     }
 }
 
-/// A request's span fields, not yet written into its span: lent to [`POLLED`] while
-/// the request is polled (or dropped) on a thread.
+/// A request's span, not made yet (see [`Spanless`]): lent to [`POLLED`] while the
+/// request is polled (or dropped) on a thread.
 struct Pending {
-    span: tracing::span::Id,
+    /// The request span's callsite (made once, see [`request_layers`]).
+    metadata: &'static tracing::Metadata<'static>,
     id: axum::http::HeaderValue,
     method: axum::http::Method,
     uri: axum::http::Uri,
+    /// The span, once a line inside the request made it; closed with the request.
+    span: Option<tracing::span::Id>,
+}
+
+impl Pending {
+    /// The request's span, made through `logs` when there is none yet: `None` when
+    /// the filter turns request spans off (`RUST_LOG=warn`).
+    fn span(&mut self, logs: &impl tracing::Subscriber) -> Option<tracing::span::Id> {
+        if self.span.is_none() && logs.enabled(self.metadata) {
+            let fields = self.metadata.fields();
+            if let (Some(id_field), Some(method_field), Some(path_field)) = (
+                fields.field("id"),
+                fields.field("method"),
+                fields.field("path"),
+            ) {
+                // As `RequestIds::call` gives them to an eager span.
+                let id = tracing::field::display(self.id.to_str().unwrap_or_default());
+                let method = tracing::field::display(&self.method);
+                let path = self.uri.path();
+                let values: [(&tracing::field::Field, Option<&dyn tracing::Value>); 3] = [
+                    (&id_field, Some(&id)),
+                    (&method_field, Some(&method)),
+                    (&path_field, Some(&path)),
+                ];
+                let values = fields.value_set(&values);
+                let attributes = tracing::span::Attributes::new(self.metadata, &values);
+                self.span = Some(logs.new_span(&attributes));
+            }
+        }
+        self.span.clone()
+    }
+
+    /// Closes the request's span, if a line made one.
+    fn close(&mut self) {
+        if let Some(span) = self.span.take() {
+            tracing::dispatcher::get_default(|logs| logs.try_close(span.clone()));
+        }
+    }
 }
 
 thread_local! {
-    /// The fields of the request being polled on this thread, for [`LazyFields`].
+    /// The request being polled on this thread, for [`Spanless`].
     static POLLED: std::cell::RefCell<Option<Pending>> = const { std::cell::RefCell::new(None) };
 }
 
-/// [`Pending`] fields lent to [`POLLED`] for as long as this lives (panics included),
-/// then taken back, and whatever was lent before restored. With nothing to lend, it
-/// leaves [`POLLED`] alone (an outer request's fields stay where they are).
+/// [`Pending`] lent to [`POLLED`] for as long as this lives (panics included), then
+/// taken back, and whatever was lent before restored. With nothing to lend, it
+/// leaves [`POLLED`] alone (an outer request's stays where it is).
 struct Lent<'a> {
     slot: &'a mut Option<Pending>,
     before: Option<Pending>,
@@ -186,10 +217,12 @@ impl<'a> Lent<'a> {
         let mut before = None;
         let mut lending = false;
         if lent.is_some() {
-            // Without the thread-local (a thread being torn down) the fields stay put.
+            // Without the thread-local (a thread being torn down) it stays put.
             let _ = POLLED.try_with(|p| {
-                before = p.replace(lent.take());
-                lending = true;
+                if let Ok(mut p) = p.try_borrow_mut() {
+                    before = std::mem::replace(&mut *p, lent.take());
+                    lending = true;
+                }
             });
             if !lending {
                 *slot = lent;
@@ -207,206 +240,105 @@ impl Drop for Lent<'_> {
     fn drop(&mut self) {
         if self.lending {
             let before = self.before.take();
-            if let Ok(back) = POLLED.try_with(|p| p.replace(before)) {
+            if let Ok(Ok(back)) = POLLED.try_with(|p| {
+                p.try_borrow_mut()
+                    .map(|mut p| std::mem::replace(&mut *p, before))
+            }) {
                 *self.slot = back;
             }
         }
     }
 }
 
-/// The formatter layer `L` (its fields formatted by `N`), except that a request
-/// span gets no formatted fields when it is created: most requests write no line,
-/// and formatting the fields (empty as they are) cost a map insertion and an
-/// allocation a request. Before a line inside a request span is formatted, the
-/// span gets its fields through `L` itself (as `L` would have formatted them when
-/// the span was created, `SpanFields::Eager`): the request's [`Pending`] fields
-/// when it is the one polled on the line's thread, else none (the formatter then
-/// has what it expects, as for a span created with empty fields).
+/// The log subscriber `S`, where a request polled on a thread ([`POLLED`]) has its
+/// span made at the first line written inside it, and entered around each such
+/// line: the line reads as if the span had been made when the request came in, in
+/// every format, and a request that writes nothing (most) costs no span at all.
 ///
-/// The fields come from the request polled on the line's thread: a line written in
-/// the span from another task or thread (the span handed on with `instrument`) would
-/// have none. Nothing hands the span on today; whatever starts to must record the
-/// fields first (`SpanFields::Eager` does).
-struct LazyFields<L, N> {
-    fmt: L,
-    fields: std::marker::PhantomData<fn(N)>,
-}
+/// The request's span is the one polled on the line's thread: a line written from
+/// another task or thread (a task the request spawned) is outside it, as it would be
+/// outside a span made eagerly, which nothing hands on either. A span entered
+/// inside the request would end up outside the request's: [`SpanFields::Spanless`]
+/// is chosen only when no such span can be on (nothing finer than `info`).
+struct Spanless<S>(S);
 
-impl<L, N> LazyFields<L, N> {
-    fn new(fmt: L) -> Self {
-        Self {
-            fmt,
-            fields: std::marker::PhantomData,
-        }
-    }
-}
-
-/// A span [`RequestIds`] creates.
-fn is_request_span(metadata: &tracing::Metadata<'_>) -> bool {
-    metadata.name() == "request" && metadata.target() == module_path!()
-}
-
-impl<S, L, N> tracing_subscriber::Layer<S> for LazyFields<L, N>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    L: tracing_subscriber::Layer<S>,
-    N: for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static,
-{
+impl<S: tracing::Subscriber> tracing::Subscriber for Spanless<S> {
     fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
-        self.fmt.on_register_dispatch(subscriber);
-    }
-
-    fn on_layer(&mut self, subscriber: &mut S) {
-        self.fmt.on_layer(subscriber);
+        self.0.on_register_dispatch(subscriber);
     }
 
     fn register_callsite(
         &self,
         metadata: &'static tracing::Metadata<'static>,
     ) -> tracing::subscriber::Interest {
-        self.fmt.register_callsite(metadata)
+        self.0.register_callsite(metadata)
     }
 
-    fn enabled(
-        &self,
-        metadata: &tracing::Metadata<'_>,
-        ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) -> bool {
-        self.fmt.enabled(metadata, ctx)
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        self.0.enabled(metadata)
     }
 
-    fn on_new_span(
-        &self,
-        attrs: &tracing::span::Attributes<'_>,
-        id: &tracing::span::Id,
-        ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        if !is_request_span(attrs.metadata()) {
-            self.fmt.on_new_span(attrs, id, ctx);
-        }
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        self.0.max_level_hint()
     }
 
-    fn on_record(
-        &self,
-        span: &tracing::span::Id,
-        values: &tracing::span::Record<'_>,
-        ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        self.fmt.on_record(span, values, ctx);
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        self.0.new_span(span)
     }
 
-    fn on_follows_from(
-        &self,
-        span: &tracing::span::Id,
-        follows: &tracing::span::Id,
-        ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        self.fmt.on_follows_from(span, follows, ctx);
+    fn record(&self, span: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        self.0.record(span, values);
     }
 
-    fn event_enabled(
-        &self,
-        event: &tracing::Event<'_>,
-        ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) -> bool {
-        self.fmt.event_enabled(event, ctx)
+    fn record_follows_from(&self, span: &tracing::span::Id, follows: &tracing::span::Id) {
+        self.0.record_follows_from(span, follows);
     }
 
-    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        let unformatted: Vec<tracing::span::Id> = ctx
-            .event_scope(event)
-            .into_iter()
-            .flatten()
-            .filter(|span| {
-                is_request_span(span.metadata())
-                    && span
-                        .extensions()
-                        .get::<tracing_subscriber::fmt::FormattedFields<N>>()
-                        .is_none()
+    fn event_enabled(&self, event: &tracing::Event<'_>) -> bool {
+        self.0.event_enabled(event)
+    }
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        // Only a line that takes its span from where it is written; the borrow ends
+        // before the line is written (formatting it may write another).
+        let span = event
+            .is_contextual()
+            .then(|| {
+                POLLED.try_with(|polled| {
+                    let mut polled = polled.try_borrow_mut().ok()?;
+                    polled.as_mut()?.span(&self.0)
+                })
             })
-            .map(|span| span.id())
-            .collect();
-        for span in unformatted {
-            self.format_request_fields(&span, ctx.clone());
-        }
-        self.fmt.on_event(event, ctx);
-    }
-
-    fn on_enter(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        self.fmt.on_enter(id, ctx);
-    }
-
-    fn on_exit(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        self.fmt.on_exit(id, ctx);
-    }
-
-    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        self.fmt.on_close(id, ctx);
-    }
-
-    fn on_id_change(
-        &self,
-        old: &tracing::span::Id,
-        new: &tracing::span::Id,
-        ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        self.fmt.on_id_change(old, new, ctx);
-    }
-}
-
-impl<L, N> LazyFields<L, N> {
-    /// Gives request span `span` its formatted fields, through the formatter: the
-    /// [`Pending`] ones when they are this span's, else none.
-    fn format_request_fields<S>(
-        &self,
-        span: &tracing::span::Id,
-        ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) where
-        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-        L: tracing_subscriber::Layer<S>,
-    {
-        let Some(metadata) = ctx.metadata(span) else {
-            return;
-        };
-        let fields = metadata.fields();
-        let pending = POLLED
-            .try_with(|polled| {
-                let polled = polled.try_borrow().ok()?;
-                let pending = polled.as_ref().filter(|p| &p.span == span)?;
-                Some((
-                    pending.id.clone(),
-                    pending.method.clone(),
-                    pending.uri.clone(),
-                ))
-            })
-            .ok()
+            .and_then(Result::ok)
             .flatten();
-        let named = (
-            fields.field("id"),
-            fields.field("method"),
-            fields.field("path"),
-        );
-        if let (Some((id, method, uri)), (Some(id_field), Some(method_field), Some(path_field))) =
-            (pending, named)
-        {
-            // As the eager span records them: see `RequestIds::call`.
-            let id_text = tracing::field::display(id.to_str().unwrap_or_default());
-            let method_text = tracing::field::display(&method);
-            let path_text = uri.path();
-            let values: [(&tracing::field::Field, Option<&dyn tracing::Value>); 3] = [
-                (&id_field, Some(&id_text)),
-                (&method_field, Some(&method_text)),
-                (&path_field, Some(&path_text)),
-            ];
-            let values = fields.value_set(&values);
-            self.fmt
-                .on_record(span, &tracing::span::Record::new(&values), ctx);
-        } else {
-            let values: [(&tracing::field::Field, Option<&dyn tracing::Value>); 0] = [];
-            let values = fields.value_set(&values);
-            self.fmt
-                .on_record(span, &tracing::span::Record::new(&values), ctx);
+        match span {
+            Some(span) => {
+                self.0.enter(&span);
+                self.0.event(event);
+                self.0.exit(&span);
+            }
+            None => self.0.event(event),
         }
+    }
+
+    fn enter(&self, span: &tracing::span::Id) {
+        self.0.enter(span);
+    }
+
+    fn exit(&self, span: &tracing::span::Id) {
+        self.0.exit(span);
+    }
+
+    fn clone_span(&self, id: &tracing::span::Id) -> tracing::span::Id {
+        self.0.clone_span(id)
+    }
+
+    fn try_close(&self, id: tracing::span::Id) -> bool {
+        self.0.try_close(id)
+    }
+
+    fn current_span(&self) -> tracing_core::span::Current {
+        self.0.current_span()
     }
 }
 
@@ -609,23 +541,52 @@ impl<W: std::fmt::Write> std::fmt::Write for Escaping<'_, W> {
 
 /// Every request gets an `x-request-id` (the client's, if it sent a sane one, see
 /// [`sane_id`], else a fresh one), echoed in the response, and a `request` span
-/// carrying it, its method and its path, so every log line of the request names it.
-/// A `5xx` answer is logged at `error`; start and end of every request at `debug`.
+/// carrying it, its method and its path, so every log line of the request names it
+/// (made at the request's first line, for [`SpanFields::Spanless`]). A `5xx` answer
+/// is logged at `error`; start and end of every request at `debug`.
 ///
 /// One service around the whole router (`Router::layer` would box each layer per
 /// request), doing what tower-http's request-id and trace layers did together.
+/// Made under the log subscriber it logs to.
 pub(crate) fn request_layers<S>(app: S, fields: SpanFields) -> RequestIds<S> {
     let mut seed = [0u8; 8];
     // Without randomness the ids are still unique within the process.
     let _ = getrandom::fill(&mut seed);
+    let spanless = match fields {
+        SpanFields::Eager => None,
+        SpanFields::Spanless => Some(request_callsite()),
+    };
     RequestIds {
         inner: app,
-        fields,
+        spanless,
         ids: Sequential {
             prefix: u64::from_le_bytes(seed),
             next: std::sync::Arc::default(),
         },
     }
+}
+
+/// The callsite of request spans made at a request's first line (as the eager ones'
+/// `info_span!` would declare it), registered with the log subscribers.
+fn request_callsite() -> &'static tracing::Metadata<'static> {
+    use tracing_core::callsite::{Callsite as _, DefaultCallsite};
+    static CALLSITE: DefaultCallsite = DefaultCallsite::new(&METADATA);
+    static METADATA: tracing::Metadata<'static> = tracing::Metadata::new(
+        "request",
+        module_path!(),
+        tracing::Level::INFO,
+        Some(file!()),
+        Some(line!()),
+        Some(module_path!()),
+        tracing_core::field::FieldSet::new(
+            &["id", "method", "path"],
+            tracing_core::identify_callsite!(&CALLSITE),
+        ),
+        tracing_core::metadata::Kind::SPAN,
+    );
+    // Registered at the first call (what `info_span!` does at its first use).
+    CALLSITE.interest();
+    CALLSITE.metadata()
 }
 
 /// The request id header.
@@ -667,7 +628,8 @@ impl Sequential {
 #[derive(Clone)]
 pub(crate) struct RequestIds<S> {
     inner: S,
-    fields: SpanFields,
+    /// The request span's callsite, for [`SpanFields::Spanless`].
+    spanless: Option<&'static tracing::Metadata<'static>>,
     ids: Sequential,
 }
 
@@ -701,8 +663,8 @@ where
         };
         // The id displayed (a sane one holds nothing to escape); the path quoted and
         // escaped, since it may hold quotes, braces and any character above 0x7f.
-        let (span, mut pending) = match self.fields {
-            SpanFields::Eager => {
+        let (span, mut pending) = match self.spanless {
+            None => {
                 let span = tracing::info_span!(
                     "request",
                     id = %id.to_str().unwrap_or_default(),
@@ -711,25 +673,21 @@ where
                 );
                 (span, None)
             }
-            SpanFields::Lazy => {
-                let span = tracing::info_span!(
-                    "request",
-                    id = tracing::field::Empty,
-                    method = tracing::field::Empty,
-                    path = tracing::field::Empty,
-                );
-                let pending = span.id().map(|span| Pending {
-                    span,
+            Some(metadata) => {
+                let pending = Pending {
+                    metadata,
                     id: id.clone(),
                     method: request.method().clone(),
                     uri: request.uri().clone(),
-                });
-                (span, pending)
+                    span: None,
+                };
+                (tracing::Span::none(), Some(pending))
             }
         };
         if tracing::enabled!(tracing::Level::DEBUG) {
+            let _entered = span.enter();
             let _lent = Lent::new(&mut pending);
-            tracing::debug!(parent: &span, "started processing request");
+            tracing::debug!("started processing request");
         }
         Identified {
             inner: Some(self.inner.call(request)),
@@ -749,8 +707,9 @@ pin_project_lite::pin_project! {
     pub(crate) struct Identified<F> {
         #[pin]
         inner: Option<F>,
+        // The request's span (none for `SpanFields::Spanless`)...
         span: tracing::Span,
-        // The span's fields while they are not written into it (see `LazyFields`).
+        // ... or what makes it at the first line (see `Spanless`).
         pending: Option<Pending>,
         id: Option<axum::http::HeaderValue>,
         start: std::time::Instant,
@@ -763,6 +722,10 @@ pin_project_lite::pin_project! {
                 let _entered = this.span.enter();
                 let _lent = Lent::new(this.pending);
                 this.inner.set(None);
+            }
+            // The span a line made, closed with the request, finished or not.
+            if let Some(pending) = this.pending {
+                pending.close();
             }
         }
     }
@@ -779,35 +742,32 @@ where
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         let mut this = self.project();
-        let _lent = Lent::new(this.pending);
+        let lent = Lent::new(this.pending);
         let entered = this.span.enter();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
             panic!("`Identified` polled after it finished");
         };
         let Ok(mut response) = std::task::ready!(inner.poll(cx));
         this.inner.set(None);
-        drop(entered);
         if let Some(id) = this.id.take() {
             response.headers_mut().insert(REQUEST_ID, id);
         }
         let status = response.status().as_u16();
-        let span = &*this.span;
         // The latency is worked out only for a line that is written.
         let latency_ms = || this.start.elapsed().as_secs_f64() * 1000.0;
         if response.status().is_server_error() {
-            tracing::error!(parent: span, status, latency_ms = latency_ms(), "response failed");
+            tracing::error!(status, latency_ms = latency_ms(), "response failed");
         } else {
             tracing::debug!(
-                parent: span,
                 status,
                 latency_ms = latency_ms(),
                 "finished processing request"
             );
         }
+        drop((entered, lent));
         std::task::Poll::Ready(Ok(response))
     }
 }
-
 /// Serves `metrics` at `http://addr/metrics` until the process ends.
 ///
 /// # Errors
@@ -857,13 +817,12 @@ mod tests {
         format: LogFormat,
         ansi: bool,
         directives: &str,
-        fields: SpanFields,
         work: impl std::future::Future<Output = T>,
     ) -> (T, String) {
         let logs = Captured::default();
         let writer = logs.clone();
         let filter = tracing_subscriber::EnvFilter::try_new(directives).unwrap();
-        let subscriber = dispatch(format, ansi, filter, fields, move || writer.clone());
+        let subscriber = dispatch(format, ansi, filter, move || writer.clone());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -873,16 +832,18 @@ mod tests {
         (out, text)
     }
 
-    const BOTH: [SpanFields; 2] = [SpanFields::Eager, SpanFields::Lazy];
+    const BOTH: [SpanFields; 2] = [SpanFields::Eager, SpanFields::Spanless];
 
     fn app_with(fields: SpanFields) -> impl crate::serve::App {
-        let router = axum::Router::new().route(
-            "/boom/{x}",
-            axum::routing::get(|| async {
-                tracing::warn!("inside the handler");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }),
-        );
+        let router = axum::Router::new()
+            .route(
+                "/boom/{x}",
+                axum::routing::get(|| async {
+                    tracing::warn!("inside the handler");
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }),
+            )
+            .route("/quiet", axum::routing::get(|| async { StatusCode::OK }));
         request_layers(router, fields)
     }
 
@@ -919,7 +880,7 @@ mod tests {
                 let _ = app_with(fields).oneshot(request).await.unwrap();
             }
         };
-        let ((), text) = logged(format, ansi, directives, fields, requests);
+        let ((), text) = logged(format, ansi, directives, requests);
         text.lines()
             .map(|line| match format {
                 LogFormat::Json => {
@@ -940,10 +901,10 @@ mod tests {
             .collect()
     }
 
-    /// Fields written into a request span when its first line is written read exactly
-    /// as those given when it was created, in every format, at every level.
+    /// The lines of a request whose span is made at its first line read exactly as
+    /// those of one whose span was made with it, in every format, at every level.
     #[test]
-    fn lazy_span_fields_are_the_eager_ones() {
+    fn spanless_lines_are_the_eager_ones() {
         for (format, ansi) in [
             (LogFormat::Text, false),
             (LogFormat::Text, true),
@@ -951,8 +912,8 @@ mod tests {
         ] {
             for directives in ["info", "debug", "warn"] {
                 let eager = lines_of(format, ansi, directives, SpanFields::Eager);
-                let lazy = lines_of(format, ansi, directives, SpanFields::Lazy);
-                assert_eq!(lazy, eager, "{format:?} ansi={ansi} {directives}");
+                let spanless = lines_of(format, ansi, directives, SpanFields::Spanless);
+                assert_eq!(spanless, eager, "{format:?} ansi={ansi} {directives}");
                 // At `warn` the (info) request span is off, in both.
                 let named = eager.iter().filter(|l| l.contains("id-2")).count();
                 let spans = directives != "warn";
@@ -960,7 +921,7 @@ mod tests {
             }
         }
         // The debug lines name the request too.
-        let debug = lines_of(LogFormat::Text, false, "debug", SpanFields::Lazy);
+        let debug = lines_of(LogFormat::Text, false, "debug", SpanFields::Spanless);
         assert!(
             debug
                 .iter()
@@ -969,40 +930,53 @@ mod tests {
         );
     }
 
-    /// Span directives select on the request's fields: its spans then get them when
-    /// created (a span created without them would never match).
+    /// Span directives select on the request's fields, and `debug` lets through
+    /// spans that may be entered inside a request: requests then get their span
+    /// when they come in (one made later would never match, or would be inside).
     #[test]
-    fn span_directives_see_request_fields() {
-        assert_eq!(SpanFields::for_directives("info"), SpanFields::Lazy);
-        assert_eq!(SpanFields::for_directives(""), SpanFields::Lazy);
-        assert_eq!(
-            SpanFields::for_directives("warn,starfish=debug"),
-            SpanFields::Lazy
-        );
+    fn span_directives_and_fine_levels_make_spans_eagerly() {
+        let fields = |directives: &str| {
+            let filter = tracing_subscriber::EnvFilter::try_new(directives).unwrap();
+            let max =
+                tracing_subscriber::Layer::<tracing_subscriber::Registry>::max_level_hint(&filter);
+            SpanFields::for_directives(directives, max)
+        };
+        for directives in ["info", "", "warn", "off", "warn,starfish=info"] {
+            assert_eq!(fields(directives), SpanFields::Spanless, "{directives}");
+        }
         for directives in [
             "[request{id=id-2}]=debug",
             "info,[{path}]=trace",
             "[request]=info",
+            "debug",
+            "warn,starfish_store=debug",
+            "trace",
         ] {
-            assert_eq!(
-                SpanFields::for_directives(directives),
-                SpanFields::Eager,
-                "{directives}"
-            );
+            assert_eq!(fields(directives), SpanFields::Eager, "{directives}");
         }
     }
 
+    /// A [`Pending`] told apart by its (made up) span.
     fn pending(span: u64) -> Option<Pending> {
         Some(Pending {
-            span: tracing::span::Id::from_u64(span),
+            metadata: request_callsite(),
             id: axum::http::HeaderValue::from_static("x"),
             method: axum::http::Method::GET,
             uri: axum::http::Uri::from_static("/x"),
+            span: Some(tracing::span::Id::from_u64(span)),
         })
     }
 
+    fn span_of(pending: &Option<Pending>) -> Option<u64> {
+        pending
+            .as_ref()?
+            .span
+            .as_ref()
+            .map(tracing::span::Id::into_u64)
+    }
+
     fn polled() -> Option<u64> {
-        POLLED.with(|p| p.borrow().as_ref().map(|p| p.span.into_u64()))
+        POLLED.with(|p| span_of(&p.borrow()))
     }
 
     /// Lending nests: an inner request's fields are lent over the outer's and the
@@ -1025,9 +999,8 @@ mod tests {
             assert_eq!(polled(), Some(1));
         }
         assert_eq!(polled(), None);
-        let spans = |p: &Option<Pending>| p.as_ref().map(|p| p.span.into_u64());
         assert_eq!(
-            (spans(&outer), spans(&inner), spans(&none)),
+            (span_of(&outer), span_of(&inner), span_of(&none)),
             (Some(1), Some(2), None)
         );
     }
@@ -1090,7 +1063,7 @@ mod tests {
             let once = std::future::poll_fn(|cx| std::task::Poll::Ready(waiting.as_mut().poll(cx)));
             assert!(once.await.is_pending());
         };
-        let ((), text) = logged(LogFormat::Text, false, "info", fields, work);
+        let ((), text) = logged(LogFormat::Text, false, "info", work);
         let line = |what: &str| text.lines().find(|l| l.contains(what)).unwrap_or_default();
         for (what, path) in [
             ("dropped finished", "/done"),
@@ -1180,33 +1153,75 @@ mod tests {
         assert_eq!(plain, default);
     }
 
-    /// A line inside a request span whose fields are not the polled request's (the
-    /// span entered from elsewhere) is still written, in every format: the span
-    /// then shows no fields, where the JSON formatter would have panicked on a span
-    /// without formatted fields.
+    /// Counts the `request` spans made and closed.
+    #[derive(Clone, Default)]
+    struct Counted(Arc<Mutex<(usize, usize)>>);
+
+    impl<S> tracing_subscriber::Layer<S> for Counted
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            _: &tracing::span::Id,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if attrs.metadata().name() == "request" {
+                self.0.lock().unwrap().0 += 1;
+            }
+        }
+
+        fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+            if ctx.metadata(&id).is_some_and(|m| m.name() == "request") {
+                self.0.lock().unwrap().1 += 1;
+            }
+        }
+    }
+
+    /// Without span directives, a request gets a span only when it writes a line,
+    /// one however many it writes, and the span is closed with the request, whether
+    /// it finished or was dropped (an eager request's span is counted alike).
     #[test]
-    fn a_line_in_a_request_span_without_its_fields_is_written() {
-        for (format, ansi) in [
-            (LogFormat::Text, false),
-            (LogFormat::Text, true),
-            (LogFormat::Json, false),
-        ] {
-            let ((), text) = logged(format, ansi, "info", SpanFields::Lazy, async {
-                let span = tracing::info_span!(
-                    target: "starfish::observe",
-                    "request",
-                    id = tracing::field::Empty,
-                    method = tracing::field::Empty,
-                    path = tracing::field::Empty,
-                );
-                span.in_scope(|| tracing::warn!("from elsewhere"));
-                span.in_scope(|| tracing::warn!("and again"));
-            });
-            let lines: Vec<&str> = text.lines().collect();
-            assert_eq!(lines.len(), 2, "{format:?} ansi={ansi}: {text}");
-            assert!(lines[0].contains("from elsewhere"), "{text}");
-            assert!(lines.iter().all(|l| l.contains("request")), "{text}");
-            assert!(!text.contains("id="), "{text}");
+    fn only_requests_that_write_a_line_get_a_span_and_it_is_closed() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        for (fields, made) in [(SpanFields::Spanless, 3), (SpanFields::Eager, 6)] {
+            let counted = Counted::default();
+            let logs = Captured::default();
+            let writer = logs.clone();
+            let subscriber = Spanless(
+                tracing_subscriber::registry()
+                    .with(tracing_subscriber::EnvFilter::new("info"))
+                    .with(tracing_subscriber::fmt::layer().with_writer(move || writer.clone()))
+                    .with(counted.clone()),
+            );
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let work = async {
+                let request = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+                for path in ["/quiet", "/boom/1", "/quiet", "/boom/2", "/quiet"] {
+                    let _ = app_with(fields).oneshot(request(path)).await.unwrap();
+                }
+                // One that writes a line when dropped unfinished.
+                let inner = tower::service_fn(|_: Request<Body>| Holding {
+                    _guard: LogsOnDrop("unfinished"),
+                    ready: false,
+                });
+                let mut waiting =
+                    std::pin::pin!(request_layers(inner, fields).oneshot(request("/wait")));
+                let once =
+                    std::future::poll_fn(|cx| std::task::Poll::Ready(waiting.as_mut().poll(cx)));
+                assert!(once.await.is_pending());
+            };
+            tracing::subscriber::with_default(subscriber, || runtime.block_on(work));
+            let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+            assert_eq!(text.lines().count(), 5, "{text}");
+            assert_eq!(
+                *counted.0.lock().unwrap(),
+                (made, made),
+                "{fields:?}: {text}"
+            );
         }
     }
 
@@ -1234,7 +1249,7 @@ mod tests {
             let _ = app().oneshot(hostile).await.unwrap();
             (fresh, kept, uuid, spoof, long)
         };
-        let (ids, text) = logged(LogFormat::Text, false, "info", fields, work);
+        let (ids, text) = logged(LogFormat::Text, false, "info", work);
         let (fresh, kept, uuid, spoof, long) = ids;
         let hex = |id: &str| id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit());
         assert!(
