@@ -106,7 +106,10 @@ pin_project_lite::pin_project! {
     ///
     /// The timeout runs from the first time the request waits: one answered at its
     /// first poll (a cached pull) reads no clock and sets no timer, and one that waits
-    /// (for its body, for the store) gets its timer then, microseconds after it came.
+    /// (for its body, for the store) gets its timer then, as a rule right after it
+    /// came (the work of its first poll, and any wait for it, is not counted).
+    /// The timer is polled outside the task's budget, as `tokio::time::timeout`'s:
+    /// a request that spends its budget on every poll still times out.
     #[project = LimitedProj]
     pub(crate) enum LimitedFuture<F> {
         Busy,
@@ -115,7 +118,7 @@ pin_project_lite::pin_project! {
             inner: F,
             timeout: Duration,
             #[pin]
-            deadline: Option<tokio::time::Sleep>,
+            deadline: Option<tokio::task::Unconstrained<tokio::time::Sleep>>,
             place: Option<Place>,
         },
     }
@@ -141,7 +144,8 @@ where
                     return Poll::Ready(answer);
                 }
                 if deadline.is_none() {
-                    deadline.set(Some(tokio::time::sleep(*timeout)));
+                    let sleep = tokio::time::sleep(*timeout);
+                    deadline.set(Some(tokio::task::unconstrained(sleep)));
                 }
                 match deadline.as_pin_mut().map(|deadline| deadline.poll(cx)) {
                     Some(Poll::Ready(())) => {
@@ -260,6 +264,48 @@ mod tests {
             assert!(!next.is_finished());
             next.abort();
         });
+    }
+
+    /// A request that spends its whole budget on every poll (its timer would then
+    /// never be polled within budget) still gets 408 after the timeout.
+    #[test]
+    fn a_request_that_spends_its_budget_on_every_poll_still_times_out() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let inner = tower::service_fn(|_: Request| async {
+                loop {
+                    tokio::task::consume_budget().await;
+                }
+            });
+            let mut service = Limited::new(inner, Limits::new(Duration::from_millis(50), 1));
+            let spinning = tokio::spawn(service.call(request()));
+            let answer = tokio::time::timeout(Duration::from_secs(10), spinning)
+                .await
+                .expect("the request times out")
+                .unwrap()
+                .unwrap();
+            assert_eq!(answer.status(), StatusCode::REQUEST_TIMEOUT);
+        });
+    }
+
+    /// A request dropped before its answer (its client gone) gives its place back.
+    #[test]
+    fn a_dropped_request_gives_its_place_back() {
+        let limits = Limits::new(Duration::from_secs(3), 2);
+        let inner =
+            tower::service_fn(|_: Request| std::future::pending::<Result<Response, Infallible>>());
+        let mut service = Limited::new(inner, limits.clone());
+        let held: Vec<_> = (0..2).map(|_| service.call(request())).collect();
+        assert!(matches!(service.call(request()), LimitedFuture::Busy));
+        drop(held);
+        assert_eq!(limits.in_flight.now.load(Ordering::SeqCst), 0);
+        assert!(matches!(
+            service.call(request()),
+            LimitedFuture::Running { .. }
+        ));
     }
 
     /// A request answered at its first poll sets no timer: it is served on a runtime
