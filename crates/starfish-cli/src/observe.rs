@@ -134,10 +134,10 @@ where
     // One arm per format, since the subscriber's type depends on the format.
     match format {
         LogFormat::Text if !ansi => {
-            tracing::Dispatch::new(Spanless(logs.with(layer.fmt_fields(PlainFields))))
+            tracing::Dispatch::new(Spanless::new(logs.with(layer.fmt_fields(PlainFields))))
         }
-        LogFormat::Text => tracing::Dispatch::new(Spanless(logs.with(layer))),
-        LogFormat::Json => tracing::Dispatch::new(Spanless(
+        LogFormat::Text => tracing::Dispatch::new(Spanless::new(logs.with(layer))),
+        LogFormat::Json => tracing::Dispatch::new(Spanless::new(
             logs.with(
                 layer
                     .json()
@@ -157,15 +157,27 @@ struct Pending {
     id: axum::http::HeaderValue,
     method: axum::http::Method,
     uri: axum::http::Uri,
-    /// The span, once a line inside the request made it; closed with the request.
-    span: Option<tracing::span::Id>,
+    /// The span, once a line inside the request made it, and the subscriber that
+    /// made it (which closes it when this is dropped, with the request).
+    span: Option<(tracing::span::Id, tracing::Dispatch)>,
 }
 
 impl Pending {
-    /// The request's span, made through `logs` when there is none yet: `None` when
-    /// the filter turns request spans off (`RUST_LOG=warn`).
-    fn span(&mut self, logs: &impl tracing::Subscriber) -> Option<tracing::span::Id> {
+    /// The request's span, made through `logs` (which is `me`'s) when there is none
+    /// yet: `None` when the filter turns request spans off (`RUST_LOG=warn`).
+    fn span(
+        &mut self,
+        logs: &impl tracing::Subscriber,
+        me: &std::sync::OnceLock<tracing::dispatcher::WeakDispatch>,
+    ) -> Option<tracing::span::Id> {
         if self.span.is_none() && logs.enabled(self.metadata) {
+            let me = me.get()?.upgrade()?;
+            // Made now, the span is the child of whatever is entered: nothing, unless
+            // something enters a span of `info` or above inside a request.
+            debug_assert!(
+                logs.current_span().id().is_none(),
+                "a span entered inside a spanless request would end up outside its span"
+            );
             let fields = self.metadata.fields();
             if let (Some(id_field), Some(method_field), Some(path_field)) = (
                 fields.field("id"),
@@ -183,36 +195,39 @@ impl Pending {
                 ];
                 let values = fields.value_set(&values);
                 let attributes = tracing::span::Attributes::new(self.metadata, &values);
-                self.span = Some(logs.new_span(&attributes));
+                self.span = Some((logs.new_span(&attributes), me));
             }
         }
-        self.span.clone()
+        Some(self.span.as_ref()?.0.clone())
     }
+}
 
-    /// Closes the request's span, if a line made one.
-    fn close(&mut self) {
-        if let Some(span) = self.span.take() {
-            tracing::dispatcher::get_default(|logs| logs.try_close(span.clone()));
+impl Drop for Pending {
+    /// Closes the request's span, if a line made one, through the subscriber that
+    /// made it (whichever is the default by now, on whatever thread).
+    fn drop(&mut self) {
+        if let Some((span, logs)) = self.span.take() {
+            logs.try_close(span);
         }
     }
 }
 
 thread_local! {
     /// The request being polled on this thread, for [`Spanless`].
-    static POLLED: std::cell::RefCell<Option<Pending>> = const { std::cell::RefCell::new(None) };
+    static POLLED: std::cell::RefCell<Option<Box<Pending>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// [`Pending`] lent to [`POLLED`] for as long as this lives (panics included), then
 /// taken back, and whatever was lent before restored. With nothing to lend, it
 /// leaves [`POLLED`] alone (an outer request's stays where it is).
 struct Lent<'a> {
-    slot: &'a mut Option<Pending>,
-    before: Option<Pending>,
+    slot: &'a mut Option<Box<Pending>>,
+    before: Option<Box<Pending>>,
     lending: bool,
 }
 
 impl<'a> Lent<'a> {
-    fn new(slot: &'a mut Option<Pending>) -> Self {
+    fn new(slot: &'a mut Option<Box<Pending>>) -> Self {
         let mut lent = slot.take();
         let mut before = None;
         let mut lending = false;
@@ -260,42 +275,69 @@ impl Drop for Lent<'_> {
 /// outside a span made eagerly, which nothing hands on either. A span entered
 /// inside the request would end up outside the request's: [`SpanFields::Spanless`]
 /// is chosen only when no such span can be on (nothing finer than `info`).
-struct Spanless<S>(S);
+///
+/// It must be the outermost subscriber: it cannot pass on `downcast_raw` (an
+/// `unsafe fn`), so nothing above it could find the registry, and a
+/// `Dispatch::downcast_ref` finds only `Spanless` itself.
+struct Spanless<S> {
+    logs: S,
+    /// The dispatch this is in, for the spans it makes (see [`Pending::span`]).
+    me: std::sync::OnceLock<tracing::dispatcher::WeakDispatch>,
+}
+
+impl<S> Spanless<S> {
+    fn new(logs: S) -> Self {
+        Self {
+            logs,
+            me: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+/// A span entered in `logs` until dropped (a line that panics included).
+struct Inside<'a, S: tracing::Subscriber>(&'a S, tracing::span::Id);
+
+impl<S: tracing::Subscriber> Drop for Inside<'_, S> {
+    fn drop(&mut self) {
+        self.0.exit(&self.1);
+    }
+}
 
 impl<S: tracing::Subscriber> tracing::Subscriber for Spanless<S> {
     fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
-        self.0.on_register_dispatch(subscriber);
+        let _ = self.me.set(subscriber.downgrade());
+        self.logs.on_register_dispatch(subscriber);
     }
 
     fn register_callsite(
         &self,
         metadata: &'static tracing::Metadata<'static>,
     ) -> tracing::subscriber::Interest {
-        self.0.register_callsite(metadata)
+        self.logs.register_callsite(metadata)
     }
 
     fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
-        self.0.enabled(metadata)
+        self.logs.enabled(metadata)
     }
 
     fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
-        self.0.max_level_hint()
+        self.logs.max_level_hint()
     }
 
     fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        self.0.new_span(span)
+        self.logs.new_span(span)
     }
 
     fn record(&self, span: &tracing::span::Id, values: &tracing::span::Record<'_>) {
-        self.0.record(span, values);
+        self.logs.record(span, values);
     }
 
     fn record_follows_from(&self, span: &tracing::span::Id, follows: &tracing::span::Id) {
-        self.0.record_follows_from(span, follows);
+        self.logs.record_follows_from(span, follows);
     }
 
     fn event_enabled(&self, event: &tracing::Event<'_>) -> bool {
-        self.0.event_enabled(event)
+        self.logs.event_enabled(event)
     }
 
     fn event(&self, event: &tracing::Event<'_>) {
@@ -306,39 +348,36 @@ impl<S: tracing::Subscriber> tracing::Subscriber for Spanless<S> {
             .then(|| {
                 POLLED.try_with(|polled| {
                     let mut polled = polled.try_borrow_mut().ok()?;
-                    polled.as_mut()?.span(&self.0)
+                    polled.as_mut()?.span(&self.logs, &self.me)
                 })
             })
             .and_then(Result::ok)
             .flatten();
-        match span {
-            Some(span) => {
-                self.0.enter(&span);
-                self.0.event(event);
-                self.0.exit(&span);
-            }
-            None => self.0.event(event),
-        }
+        let _inside = span.map(|span| {
+            self.logs.enter(&span);
+            Inside(&self.logs, span)
+        });
+        self.logs.event(event);
     }
 
     fn enter(&self, span: &tracing::span::Id) {
-        self.0.enter(span);
+        self.logs.enter(span);
     }
 
     fn exit(&self, span: &tracing::span::Id) {
-        self.0.exit(span);
+        self.logs.exit(span);
     }
 
     fn clone_span(&self, id: &tracing::span::Id) -> tracing::span::Id {
-        self.0.clone_span(id)
+        self.logs.clone_span(id)
     }
 
     fn try_close(&self, id: tracing::span::Id) -> bool {
-        self.0.try_close(id)
+        self.logs.try_close(id)
     }
 
     fn current_span(&self) -> tracing_core::span::Current {
-        self.0.current_span()
+        self.logs.current_span()
     }
 }
 
@@ -681,7 +720,8 @@ where
                     uri: request.uri().clone(),
                     span: None,
                 };
-                (tracing::Span::none(), Some(pending))
+                // Boxed: it moves into the thread-local and back at every poll.
+                (tracing::Span::none(), Some(Box::new(pending)))
             }
         };
         if tracing::enabled!(tracing::Level::DEBUG) {
@@ -710,7 +750,7 @@ pin_project_lite::pin_project! {
         // The request's span (none for `SpanFields::Spanless`)...
         span: tracing::Span,
         // ... or what makes it at the first line (see `Spanless`).
-        pending: Option<Pending>,
+        pending: Option<Box<Pending>>,
         id: Option<axum::http::HeaderValue>,
         start: std::time::Instant,
     }
@@ -722,10 +762,6 @@ pin_project_lite::pin_project! {
                 let _entered = this.span.enter();
                 let _lent = Lent::new(this.pending);
                 this.inner.set(None);
-            }
-            // The span a line made, closed with the request, finished or not.
-            if let Some(pending) = this.pending {
-                pending.close();
             }
         }
     }
@@ -956,23 +992,19 @@ mod tests {
         }
     }
 
-    /// A [`Pending`] told apart by its (made up) span.
-    fn pending(span: u64) -> Option<Pending> {
-        Some(Pending {
+    /// A [`Pending`] told apart by its request id.
+    fn pending(id: u64) -> Option<Box<Pending>> {
+        Some(Box::new(Pending {
             metadata: request_callsite(),
-            id: axum::http::HeaderValue::from_static("x"),
+            id: axum::http::HeaderValue::from(id),
             method: axum::http::Method::GET,
             uri: axum::http::Uri::from_static("/x"),
-            span: Some(tracing::span::Id::from_u64(span)),
-        })
+            span: None,
+        }))
     }
 
-    fn span_of(pending: &Option<Pending>) -> Option<u64> {
-        pending
-            .as_ref()?
-            .span
-            .as_ref()
-            .map(tracing::span::Id::into_u64)
+    fn span_of(pending: &Option<Box<Pending>>) -> Option<u64> {
+        pending.as_ref()?.id.to_str().ok()?.parse().ok()
     }
 
     fn polled() -> Option<u64> {
@@ -1189,7 +1221,7 @@ mod tests {
             let counted = Counted::default();
             let logs = Captured::default();
             let writer = logs.clone();
-            let subscriber = Spanless(
+            let subscriber = Spanless::new(
                 tracing_subscriber::registry()
                     .with(tracing_subscriber::EnvFilter::new("info"))
                     .with(tracing_subscriber::fmt::layer().with_writer(move || writer.clone()))
@@ -1223,6 +1255,81 @@ mod tests {
                 "{fields:?}: {text}"
             );
         }
+    }
+
+    /// Two requests taking turns on one thread (each writes a line, waits, writes
+    /// another): every line names its own request, in both modes.
+    #[test]
+    fn requests_taking_turns_on_a_thread_each_name_their_own_lines() {
+        for fields in BOTH {
+            let app = || {
+                let router = axum::Router::new().route(
+                    "/turns/{x}",
+                    axum::routing::get(
+                        |axum::extract::Path(x): axum::extract::Path<String>| async move {
+                            tracing::warn!("before {x}");
+                            tokio::task::yield_now().await;
+                            tracing::warn!("after {x}");
+                            StatusCode::OK
+                        },
+                    ),
+                );
+                request_layers(router, fields)
+            };
+            let request = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+            let work = async {
+                let (a, b) = tokio::join!(
+                    app().oneshot(request("/turns/a")),
+                    app().oneshot(request("/turns/b"))
+                );
+                assert_eq!(
+                    (a.unwrap().status(), b.unwrap().status()),
+                    (StatusCode::OK, StatusCode::OK)
+                );
+            };
+            let ((), text) = logged(LogFormat::Text, false, "info", work);
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 4, "{fields:?}: {text}");
+            // They did take turns: a's second line after b's first.
+            let at = |what: &str| lines.iter().position(|l| l.ends_with(what)).unwrap();
+            assert!(at("before b") < at("after a"), "{fields:?}: {text}");
+            for line in lines {
+                let x = line.rsplit(' ').next().unwrap();
+                assert!(
+                    line.contains(&format!("path=\"/turns/{x}\"")),
+                    "{fields:?}: {line}"
+                );
+            }
+        }
+    }
+
+    /// A request whose line made its span, dropped under another subscriber, closes
+    /// the span through the subscriber that made it (the other has no such span).
+    #[test]
+    fn a_span_is_closed_by_the_subscriber_that_made_it() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let counted = Counted::default();
+        let maker = tracing::Dispatch::new(Spanless::new(
+            tracing_subscriber::registry()
+                .with(tracing_subscriber::EnvFilter::new("info"))
+                .with(counted.clone()),
+        ));
+        let inner = tower::service_fn(|_: Request<Body>| async {
+            tracing::warn!("a line inside");
+            std::future::pending::<Result<axum::response::Response, std::convert::Infallible>>()
+                .await
+        });
+        let request = Request::get("/wait").body(Body::empty()).unwrap();
+        let mut service = request_layers(inner, SpanFields::Spanless);
+        let mut waiting = Box::pin(tower::Service::call(&mut service, request));
+        tracing::dispatcher::with_default(&maker, || {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        });
+        assert_eq!(*counted.0.lock().unwrap(), (1, 0), "made at the line");
+        let other = tracing::Dispatch::new(tracing_subscriber::registry());
+        tracing::dispatcher::with_default(&other, || drop(waiting));
+        assert_eq!(*counted.0.lock().unwrap(), (1, 1), "closed by its maker");
     }
 
     /// Every log line of a request names its id, method and path; a sane client id is
