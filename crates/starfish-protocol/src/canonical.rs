@@ -44,22 +44,31 @@ fn write_value(out: &mut String, value: &Value) {
             }
             out.push(']');
         }
-        Value::Object(map) => {
-            // UTF-8 byte order is Unicode code point order, which is what the reference sorts by.
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, key);
-                out.push(':');
-                write_value(out, item);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => write_object(out, map.iter()),
     }
+}
+
+/// An object of `entries`, its keys sorted.
+fn write_object<'a>(out: &mut String, entries: impl Iterator<Item = (&'a String, &'a Value)>) {
+    // UTF-8 byte order is Unicode code point order, which is what the reference sorts by.
+    let mut entries: Vec<(&String, &Value)> = entries.collect();
+    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    out.push('{');
+    for (i, (key, item)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(out, key);
+        out.push(':');
+        write_value(out, item);
+    }
+    out.push('}');
+}
+
+/// [`stable_stringify`] of the object `map` without its key `skip` (a signed
+/// object's signing input), appended to `out`, without copying the object.
+pub fn write_stable_without(out: &mut String, map: &serde_json::Map<String, Value>, skip: &str) {
+    write_object(out, map.iter().filter(|(key, _)| key.as_str() != skip));
 }
 
 /// `JSON.stringify(string)`: escapes `"`, `\`, the short control escapes and every
@@ -130,4 +139,36 @@ pub fn write_js_number(out: &mut String, x: f64) {
         return;
     }
     out.push_str(ryu_js::Buffer::new().format_finite(x));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An object written without a key reads as the object with the key removed,
+    /// written whole: whatever the key's place in the order, whether it is there,
+    /// with nested values and keys beyond ASCII.
+    #[test]
+    fn an_object_without_a_key_is_written_as_if_the_key_were_removed() {
+        let objects = [
+            serde_json::json!({"sig": "s", "a": 1, "z": [1, {"y": "é", "b": null}]}),
+            serde_json::json!({"a": 1, "b": {"sig": "kept, nested"}, "sig": "x", "é": true}),
+            serde_json::json!({"only": "no sig here", "\u{1}": "\u{7f}"}),
+            serde_json::json!({"sig": "alone"}),
+            serde_json::json!({}),
+            serde_json::json!({"sih": 1, "sif": 2, "sig": 3, "si": 4, "sigg": 5}),
+        ];
+        for object in objects {
+            let map = object.as_object().unwrap();
+            let mut removed = map.clone();
+            removed.remove("sig");
+            let mut written = String::from("prefix:");
+            write_stable_without(&mut written, map, "sig");
+            assert_eq!(
+                written,
+                format!("prefix:{}", stable_stringify(&Value::Object(removed))),
+                "{object}"
+            );
+        }
+    }
 }

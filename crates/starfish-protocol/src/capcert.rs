@@ -1,7 +1,8 @@
 //! Capability certificates (§3.2–3.4): shape checks, validity window and signature.
 
+use crate::BASE64;
 use crate::author::{parse_public_key, parse_signature, verify};
-use crate::{BASE64, stable_stringify};
+use crate::canonical::write_stable_without;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -91,8 +92,9 @@ impl CapCertError {
 /// A cap-cert whose shape has been checked (not yet its window or signature).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CapCert {
-    /// The cert as received, for the signing input.
-    raw: serde_json::Map<String, Value>,
+    /// The signing input ([`Self::signing_input`]), made from the cert as received;
+    /// empty once forgotten ([`Self::forget_signing_input`]).
+    signed: String,
     /// `kind`.
     pub kind: CapKind,
     /// Issuer public key (hex).
@@ -345,8 +347,10 @@ impl CapCert {
         let aud = parse_aud(kind, obj.get("aud"))?;
         check_user_ids(&iss, &iss_user_id, sub.as_deref(), sub_user_id.as_ref())?;
         let sig = text(obj, "sig").unwrap_or_default();
+        let mut signed = String::from(CAP_CERT_DOMAIN);
+        write_stable_without(&mut signed, obj, "sig");
         Ok(Self {
-            raw: obj.clone(),
+            signed,
             kind,
             iss,
             iss_user_id,
@@ -363,14 +367,16 @@ impl CapCert {
         })
     }
 
-    /// `"starfish-capcert-v1\n" + stableStringify(cert without "sig")`.
-    pub fn signing_input(&self) -> String {
-        let mut unsigned = self.raw.clone();
-        unsigned.remove("sig");
-        format!(
-            "{CAP_CERT_DOMAIN}{}",
-            stable_stringify(&Value::Object(unsigned))
-        )
+    /// `"starfish-capcert-v1\n" + stableStringify(cert without "sig")`: empty once
+    /// forgotten.
+    pub fn signing_input(&self) -> &str {
+        &self.signed
+    }
+
+    /// Drops the signing input (most of what a certificate holds), for a certificate
+    /// kept after its signature verified: verifying it again then fails.
+    pub fn forget_signing_input(&mut self) {
+        self.signed = String::new();
     }
 
     /// The validity window at `now_secs`, with the 300 s skew.
@@ -438,26 +444,23 @@ impl CapCert {
         roles
     }
 
-    /// Bytes this certificate holds, roughly: every string twice (the raw JSON and
-    /// the parsed fields) plus a fixed overhead per string. For a cache's byte bound.
+    /// Bytes this certificate holds, roughly: its strings with an overhead of 24
+    /// each, its signing input, and the struct. For a cache's byte bound.
     pub fn held_bytes(&self) -> usize {
-        let raw: usize = self.raw.iter().map(|(k, v)| k.len() + json_bytes(v)).sum();
-        2 * raw + 512
-    }
-}
-
-/// Bytes of a JSON value's strings and numbers, with a small overhead per node.
-fn json_bytes(v: &Value) -> usize {
-    match v {
-        Value::String(s) => s.len() + 24,
-        Value::Array(items) => items.iter().map(json_bytes).sum::<usize>() + 24,
-        Value::Object(map) => {
-            map.iter()
-                .map(|(k, v)| k.len() + json_bytes(v))
-                .sum::<usize>()
-                + 48
-        }
-        _ => 16,
+        let text = |s: &str| s.len() + 24;
+        let texts = |list: &[String]| list.iter().map(|s| text(s)).sum::<usize>() + 24;
+        [&self.iss, &self.iss_user_id, &self.nonce, &self.sig]
+            .into_iter()
+            .map(|s| text(s))
+            .sum::<usize>()
+            + self.sub.as_deref().map_or(0, text)
+            + self.sub_user_id.as_deref().map_or(0, text)
+            + texts(&self.collections)
+            + self.paths.as_deref().map_or(0, texts)
+            + self.aud.as_deref().map_or(0, texts)
+            + self.ops.len() * 8
+            + self.signed.capacity()
+            + std::mem::size_of::<Self>()
     }
 }
 
@@ -470,4 +473,49 @@ pub fn verify_cap_cert(value: &Value, now_secs: f64) -> Result<CapCert, CapCertE
     cert.check_window(now_secs)?;
     cert.check_signature()?;
     Ok(cert)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    const NOW: u64 = 1_767_225_600;
+
+    /// The signing input covers every field but `sig`, those the parser does not
+    /// read included: a certificate with a field added after signing, or its
+    /// signature moved, fails.
+    #[test]
+    fn the_signature_covers_every_field_but_sig() {
+        let id = Identity::generate(NOW).unwrap();
+        assert!(verify_cap_cert(id.cert(), NOW as f64).is_ok());
+        let mut added = id.cert().clone();
+        added["extra"] = Value::from("added after signing");
+        assert!(matches!(
+            verify_cap_cert(&added, NOW as f64),
+            Err(CapCertError::BadSignature)
+        ));
+        let cert = CapCert::parse(id.cert()).unwrap();
+        assert!(cert.signing_input().starts_with(CAP_CERT_DOMAIN));
+        assert!(
+            !cert.signing_input().contains(&cert.sig),
+            "sig is not signed"
+        );
+    }
+
+    /// A certificate kept after it verified forgets its signing input: it then holds
+    /// well under half as much, and cannot be verified again.
+    #[test]
+    fn a_certificate_that_forgot_its_signing_input_holds_less_and_no_longer_verifies() {
+        let id = Identity::generate(NOW).unwrap();
+        let mut cert = CapCert::parse(id.cert()).unwrap();
+        let whole = cert.held_bytes();
+        cert.forget_signing_input();
+        assert!(
+            cert.held_bytes() * 10 < whole * 7,
+            "{} of {whole}",
+            cert.held_bytes()
+        );
+        assert_eq!(cert.check_signature(), Err(CapCertError::BadSignature));
+    }
 }

@@ -27,7 +27,7 @@ impl VerifiedCert {
     /// # Errors
     /// The reason it is refused: a bad signature, a kind without a validator, or a
     /// validator's refusal.
-    pub(crate) fn new(cert: CapCert, validators: &CapValidators) -> Result<Self, String> {
+    pub(crate) fn new(mut cert: CapCert, validators: &CapValidators) -> Result<Self, String> {
         let issuer_key = cert
             .verified_issuer_key()
             .map_err(|e: CapCertError| e.to_string())?;
@@ -41,6 +41,8 @@ impl VerifiedCert {
             roles.sort();
         }
         let roles: Arc<[Arc<str>]> = roles.into_iter().map(Arc::from).collect();
+        // Verified: its signing input, most of what it holds, is not needed again.
+        cert.forget_signing_input();
         let role_bytes: usize = roles.iter().map(|r| r.len() + 32).sum();
         let weight = (cert.held_bytes()
             + role_bytes
@@ -56,5 +58,24 @@ impl VerifiedCert {
             subject_key,
             weight,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A verified certificate, as cached, keeps no signing input, and its weight
+    /// counts what it holds without it.
+    #[test]
+    fn a_verified_certificate_is_cached_without_its_signing_input() {
+        const NOW: u64 = 1_767_225_600;
+        let id = starfish_protocol::identity::Identity::generate(NOW).unwrap();
+        let cert = CapCert::parse(id.cert()).unwrap();
+        let parsed = cert.held_bytes() as u64;
+        let verified = VerifiedCert::new(cert, &CapValidators::new()).unwrap();
+        assert!(verified.cert.signing_input().is_empty());
+        assert!(verified.weight < parsed, "{} of {parsed}", verified.weight);
+        assert!(verified.subject_key.is_some());
     }
 }
