@@ -87,6 +87,22 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user and system) of process `pid` (`self` for this one) so far.
+fn cpu(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command (which may hold spaces), from the third on.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    // Clock ticks of 10 ms (`getconf CLK_TCK` is 100 on Linux).
+    Duration::from_millis(ticks * 10)
+}
+
 /// The `n`-th loopback source address (127.1.0.1, 127.1.0.2, ...).
 fn source(n: usize) -> SocketAddr {
     let n = u32::try_from(n).unwrap_or(0);
@@ -431,7 +447,11 @@ async fn main() {
     let rss_open = rss_kib(pid);
     let accepted = opened.len();
     let mut rx = listen(opened);
+    let (server_cpu, own_cpu) = (cpu(&pid.to_string()), cpu("self"));
     let (latencies, missed) = fan_out(port, args.changes, accepted, &mut rx).await;
+    let per_change = |total: Duration| total.as_secs_f64() * 1000.0 / args.changes.max(1) as f64;
+    let server_cpu = per_change(cpu(&pid.to_string()).saturating_sub(server_cpu));
+    let own_cpu = per_change(cpu("self").saturating_sub(own_cpu));
     if let Some((pulls, pushes)) = quiet {
         // The frames of the pushes below are read, and dropped.
         tokio::spawn(async move { while rx.recv().await.is_some() {} });
@@ -460,6 +480,9 @@ async fn main() {
         ms(percentile(&latencies, 0.5)),
         ms(percentile(&latencies, 0.99)),
         ms(latencies.last().copied().unwrap_or_default()),
+    );
+    println!(
+        "CPU per change during the fan-outs: server {server_cpu:.1} ms, this client {own_cpu:.1} ms"
     );
     let _ = server.kill().await;
     let _ = std::fs::remove_dir_all(&dir);
