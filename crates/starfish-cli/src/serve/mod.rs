@@ -58,6 +58,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+mod pump;
 mod stream;
 
 /// The connection limits of [`serve`].

@@ -22,6 +22,7 @@
 //! streams' runtime when `ServeLimits::streams` names one (`starfish serve` does),
 //! its socket moved to that runtime's poller.
 
+use super::pump::{Framing, Pump, chunk_size};
 use super::{App, ServeLimits};
 use axum::body::Body;
 use axum::body::Bytes;
@@ -204,33 +205,43 @@ impl<B: hyper::body::Body<Data = Bytes> + Unpin + Send + 'static> Open<B> {
         let open_ended = self.progress.1.is_none() && !matches!(self.framing, Framing::Empty);
         let streams = self.limits.streams.clone().filter(|_| open_ended);
         let Some(streams) = streams else {
-            tokio::spawn(self.write_out(stream));
+            tokio::spawn(self.write_out(Ok(stream)));
             return;
         };
         let Ok(stream) = stream.into_std() else {
             tracing::debug!("a stream's socket could not leave this runtime: closed");
             return;
         };
-        streams.spawn(async move {
-            match TcpStream::from_std(stream) {
-                Ok(stream) => self.write_out(stream).await,
-                Err(e) => {
-                    tracing::debug!("a stream's socket could not join the streams' runtime: {e}");
-                }
-            }
-        });
+        streams.spawn(self.write_out(Err(stream)));
     }
 
-    async fn write_out(self, mut stream: TcpStream) {
+    /// Writes the rest to `stream` (one of this runtime, or one to join it).
+    async fn write_out(self, stream: Result<TcpStream, std::net::TcpStream>) {
+        let mut stream = match stream.or_else(TcpStream::from_std) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!("a stream's socket could not join the streams' runtime: {e}");
+                return;
+            }
+        };
         let Self {
             body,
             framing,
-            progress,
+            progress: (sent, said),
             limits,
             held,
         } = self;
         let _held = held;
-        if pump(&mut stream, body, framing, progress, &limits).await {
+        let clean = match said {
+            Some(false) => false,
+            _ if framing == Framing::Empty => true,
+            _ => {
+                let stall = limits.request_timeout + limits.idle_timeout;
+                let ended = said.is_some();
+                Pump::new(&mut stream, body, framing, (sent, ended), stall).await
+            }
+        };
+        if clean {
             let _ = tokio::time::timeout(limits.idle_timeout, stream.shutdown()).await;
         }
     }
@@ -332,19 +343,6 @@ fn request(parsed: &httparse::Request<'_, '_>, peer: SocketAddr) -> Result<Reque
     Ok(request)
 }
 
-/// How a response's body is delimited on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// No body, and no header saying so (`1xx`, `204`, `304`).
-    Empty,
-    /// `content-length` (known in advance).
-    Length(u64),
-    /// `transfer-encoding: chunked` (HTTP/1.1, length unknown).
-    Chunked,
-    /// Until the connection closes (HTTP/1.0, length unknown).
-    Close,
-}
-
 impl Framing {
     fn of<B: hyper::body::Body>(status: axum::http::StatusCode, body: &B, http10: bool) -> Self {
         let bodiless = status.is_informational()
@@ -404,137 +402,6 @@ fn now() -> std::time::Duration {
     std::time::Duration::from_millis(starfish_server::auth::SystemClock.now_ms())
 }
 
-/// Writes `body` framed as `framing` until it ends (true: close cleanly), fails,
-/// stalls, or the client goes or speaks (false: drop). At shutdown the router's
-/// live bus ends every stream's body, and so this.
-///
-/// What it waits on is set up once for the stream, not at every frame (at 10,000
-/// subscribers a frame is 10,000 times this loop): one timer for stalls, re-armed
-/// only when it fires (a frame notes when bytes last moved), and one wait for the
-/// client's end of the connection.
-async fn pump<B: hyper::body::Body<Data = Bytes> + Unpin>(
-    stream: &mut TcpStream,
-    mut body: B,
-    framing: Framing,
-    (sent, said): (u64, Option<bool>),
-    limits: &ServeLimits,
-) -> bool {
-    if framing == Framing::Empty || said == Some(false) {
-        return said != Some(false);
-    }
-    // Bytes the head announced and not yet written (`sent` went with the head).
-    let mut left = match framing {
-        Framing::Length(n) => n - sent,
-        _ => u64::MAX,
-    };
-    // As on hyper's connections: a response that moves no byte for this long is
-    // cut off (a stream's keep-alive comments move some every 20 s).
-    let stall = Stall::new(limits.request_timeout + limits.idle_timeout);
-    let mut stall = std::pin::pin!(stall);
-    // The body to its end (the borrows of the socket's halves end with the block).
-    {
-        let (reader, mut writer) = stream.split();
-        let mut spoke = std::pin::pin!(reader.readable());
-        // Unless the body ended already (`said`).
-        while said.is_none() {
-            tokio::select! {
-                biased;
-                data = next_data(&mut body) => {
-                    let data = match data {
-                        Next::End => break,
-                        Next::Failed => return false,
-                        Next::Data(data) => data,
-                    };
-                    // More than announced: the answer is broken, the connection too.
-                    let Some(rest) = left.checked_sub(data.len() as u64) else {
-                        return false;
-                    };
-                    left = rest;
-                    let write = write_frame(&mut writer, &data, framing);
-                    if stall.as_mut().within(write).await.is_err() {
-                        return false;
-                    }
-                }
-                // The client closed, or sent bytes a stream never answers.
-                _ = spoke.as_mut() => {
-                    let mut probe = [0u8; 1];
-                    match reader.try_read(&mut probe) {
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            spoke.set(reader.readable());
-                        }
-                        _ => return false,
-                    }
-                }
-                stalled = stall.as_mut().fired() => if stalled {
-                    return false;
-                },
-            }
-        }
-    };
-    match framing {
-        Framing::Chunked => write_within(stream, limits, &[IoSlice::new(b"0\r\n\r\n")])
-            .await
-            .is_ok(),
-        // Fewer than announced: the client must not take it for the whole answer.
-        Framing::Length(_) => left == 0,
-        Framing::Close | Framing::Empty => true,
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A stream's stall timer: armed once, and when it fires, armed again for the
-    /// time bytes last moved plus the limit, unless that has passed.
-    struct Stall {
-        #[pin]
-        timer: tokio::time::Sleep,
-        moved: Instant,
-        limit: std::time::Duration,
-    }
-}
-
-impl Stall {
-    fn new(limit: std::time::Duration) -> Self {
-        Self {
-            timer: tokio::time::sleep(limit),
-            moved: Instant::now(),
-            limit,
-        }
-    }
-
-    /// Waits for the timer; true when nothing moved for the limit (else it is
-    /// armed again, false).
-    async fn fired(self: std::pin::Pin<&mut Self>) -> bool {
-        let mut this = self.project();
-        this.timer.as_mut().await;
-        let due = *this.moved + *this.limit;
-        if Instant::now() >= due {
-            return true;
-        }
-        this.timer.reset(due);
-        false
-    }
-
-    /// `write`, unless it stalls; bytes moved when it is done.
-    async fn within(
-        mut self: std::pin::Pin<&mut Self>,
-        write: impl std::future::Future<Output = Result<(), ()>>,
-    ) -> Result<(), ()> {
-        let mut write = std::pin::pin!(write);
-        loop {
-            tokio::select! {
-                biased;
-                done = write.as_mut() => {
-                    *self.as_mut().project().moved = Instant::now();
-                    return done;
-                }
-                stalled = self.as_mut().fired() => if stalled {
-                    return Err(());
-                },
-            }
-        }
-    }
-}
-
 /// What a response body gave next.
 enum Next {
     Data(Bytes),
@@ -557,17 +424,6 @@ async fn next_data<B: hyper::body::Body<Data = Bytes> + Unpin>(body: &mut B) -> 
             }
         }
     }
-}
-
-/// One piece of the body, in one vectored write (framed when chunked).
-async fn write_frame(
-    writer: &mut tokio::net::tcp::WriteHalf<'_>,
-    data: &[u8],
-    framing: Framing,
-) -> Result<(), ()> {
-    let mut size = [0u8; 18];
-    let (pieces, n) = framed(data, framing, &mut size);
-    write_all(writer, &pieces[..n]).await
 }
 
 /// `data` as a piece of the body on the wire, in the first `n` slices: a chunk
@@ -600,25 +456,6 @@ fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
         std::task::Poll::Ready(output) => Some(output),
         std::task::Poll::Pending => None,
     }
-}
-
-/// `n` in hex and CRLF, a chunk's first line, written into `buf` (no allocation:
-/// this runs once per frame per subscriber).
-fn chunk_size(n: usize, buf: &mut [u8; 18]) -> &[u8] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut at = 16;
-    let mut n = n;
-    loop {
-        at -= 1;
-        buf[at] = HEX[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    buf[16] = b'\r';
-    buf[17] = b'\n';
-    &buf[at..]
 }
 
 /// Writes every byte of `pieces`.
