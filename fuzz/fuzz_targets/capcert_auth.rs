@@ -93,7 +93,7 @@ fn raw(fields: &[&[u8]], method: &[u8], path: &[u8], host: &[u8], body: &[u8]) {
     if let Some(cap) = fields.first().and_then(|f| f.strip_prefix(b"Cap ")) {
         if let Ok(json) = B64.decode(cap) {
             if let Ok(value) = serde_json::from_slice::<Value>(&json) {
-                let _ = CapCert::parse(&value).map(|c| (c.signing_input(), c.is_root_device()));
+                let _ = CapCert::parse(&value).map(|c| (c.signing_input().map(str::len), c.is_root_device()));
                 let _ = verify_cap_cert(&value, (T0 / 1000) as f64);
             }
         }

@@ -93,8 +93,8 @@ impl CapCertError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CapCert {
     /// The signing input ([`Self::signing_input`]), made from the cert as received;
-    /// empty once forgotten ([`Self::forget_signing_input`]).
-    signed: String,
+    /// `None` once forgotten ([`Self::forget_signing_input`]).
+    signed: Option<String>,
     /// `kind`.
     pub kind: CapKind,
     /// Issuer public key (hex).
@@ -350,7 +350,7 @@ impl CapCert {
         let mut signed = String::from(CAP_CERT_DOMAIN);
         write_stable_without(&mut signed, obj, "sig");
         Ok(Self {
-            signed,
+            signed: Some(signed),
             kind,
             iss,
             iss_user_id,
@@ -367,16 +367,17 @@ impl CapCert {
         })
     }
 
-    /// `"starfish-capcert-v1\n" + stableStringify(cert without "sig")`: empty once
+    /// `"starfish-capcert-v1\n" + stableStringify(cert without "sig")`: `None` once
     /// forgotten.
-    pub fn signing_input(&self) -> &str {
-        &self.signed
+    pub fn signing_input(&self) -> Option<&str> {
+        self.signed.as_deref()
     }
 
     /// Drops the signing input (most of what a certificate holds), for a certificate
-    /// kept after its signature verified: verifying it again then fails.
+    /// kept after its signature verified: verifying it again then fails, whatever
+    /// its signature.
     pub fn forget_signing_input(&mut self) {
-        self.signed = String::new();
+        self.signed = None;
     }
 
     /// The validity window at `now_secs`, with the 300 s skew.
@@ -407,11 +408,14 @@ impl CapCert {
     /// [`Self::check_signature`], giving the issuer's key it verified with (a
     /// self-signed certificate's subject key too, decoded once).
     pub fn verified_issuer_key(&self) -> Result<ed25519_dalek::VerifyingKey, CapCertError> {
-        let (Some(key), Some(sig)) = (parse_public_key(&self.iss), parse_signature(&self.sig))
-        else {
+        let (Some(key), Some(sig), Some(input)) = (
+            parse_public_key(&self.iss),
+            parse_signature(&self.sig),
+            self.signing_input(),
+        ) else {
             return Err(CapCertError::BadSignature);
         };
-        if verify(&key, self.signing_input().as_bytes(), &sig) {
+        if verify(&key, input.as_bytes(), &sig) {
             Ok(key)
         } else {
             Err(CapCertError::BadSignature)
@@ -459,7 +463,7 @@ impl CapCert {
             + self.paths.as_deref().map_or(0, texts)
             + self.aud.as_deref().map_or(0, texts)
             + self.ops.len() * 8
-            + self.signed.capacity()
+            + self.signed.as_ref().map_or(0, String::capacity)
             + std::mem::size_of::<Self>()
     }
 }
@@ -496,11 +500,29 @@ mod tests {
             Err(CapCertError::BadSignature)
         ));
         let cert = CapCert::parse(id.cert()).unwrap();
-        assert!(cert.signing_input().starts_with(CAP_CERT_DOMAIN));
-        assert!(
-            !cert.signing_input().contains(&cert.sig),
-            "sig is not signed"
-        );
+        let input = cert.signing_input().unwrap();
+        assert!(input.starts_with(CAP_CERT_DOMAIN));
+        assert!(!input.contains(&cert.sig), "sig is not signed");
+    }
+
+    /// A certificate that forgot its signing input does not verify over an empty
+    /// one: not even with a signature its issuer made over nothing.
+    #[test]
+    fn a_certificate_that_forgot_does_not_verify_over_nothing() {
+        use ed25519_dalek::Signer as _;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let iss = hex::encode(key.verifying_key().as_bytes());
+        let mut value = serde_json::json!({
+            "v": 1, "kind": "device", "iss": iss,
+            "issUserId": user_id_from_pub_hex(&iss), "sub": iss, "subKem": "00".repeat(32),
+            "scope": {"ops": ["read"], "collections": ["*"]},
+            "nbf": NOW - 60, "exp": NOW + 3600, "nonce": BASE64.encode([7u8; 16]),
+        });
+        value["sig"] = Value::from(BASE64.encode(key.sign(b"").to_bytes()));
+        let mut cert = CapCert::parse(&value).unwrap();
+        assert_eq!(cert.check_signature(), Err(CapCertError::BadSignature));
+        cert.forget_signing_input();
+        assert_eq!(cert.check_signature(), Err(CapCertError::BadSignature));
     }
 
     /// A certificate kept after it verified forgets its signing input: it then holds
