@@ -40,7 +40,7 @@ pin_project_lite::pin_project! {
         stream: &'s mut TcpStream,
         body: B,
         framing: Framing,
-        // Bytes the head announced and not yet written (`u64::MAX`: no length).
+        // Bytes the head announced and not yet written (for `Framing::Length`).
         left: u64,
         // The piece being written.
         out: Option<Piece>,
@@ -63,7 +63,7 @@ impl<'s, B: hyper::body::Body<Data = Bytes> + Unpin> Pump<'s, B> {
     ) -> Self {
         let left = match framing {
             Framing::Length(n) => n.saturating_sub(sent),
-            _ => u64::MAX,
+            _ => 0,
         };
         let mut pump = Self {
             stream,
@@ -95,11 +95,14 @@ impl<B: hyper::body::Body<Data = Bytes> + Unpin> Future for Pump<'_, B> {
         loop {
             // A piece under way: nothing else until it is out, unless it stalls.
             if let Some(piece) = this.out.as_mut() {
-                match piece.poll_write(this.stream, cx) {
-                    Poll::Ready(Ok(())) => {
-                        *this.out = None;
-                        this.stall.as_mut().moved();
-                    }
+                let before = piece.written;
+                let written = piece.poll_write(this.stream, cx);
+                // Bytes that moved, a whole piece or part of one, hold the stall off.
+                if piece.written > before {
+                    this.stall.as_mut().moved();
+                }
+                match written {
+                    Poll::Ready(Ok(())) => *this.out = None,
                     Poll::Ready(Err(())) => return Poll::Ready(false),
                     Poll::Pending => {
                         ready!(this.stall.poll_stalled(cx));
@@ -127,11 +130,11 @@ impl<B: hyper::body::Body<Data = Bytes> + Unpin> Future for Pump<'_, B> {
                         let Ok(data) = frame.into_data() else {
                             continue;
                         };
-                        // More than announced: the answer is broken, the connection too.
-                        let Some(rest) = this.left.checked_sub(data.len() as u64) else {
-                            return Poll::Ready(false);
-                        };
-                        if *this.left != u64::MAX {
+                        if let Framing::Length(_) = this.framing {
+                            // More than announced: the answer is broken, the connection too.
+                            let Some(rest) = this.left.checked_sub(data.len() as u64) else {
+                                return Poll::Ready(false);
+                            };
                             *this.left = rest;
                         }
                         if !data.is_empty() {
@@ -391,6 +394,68 @@ mod tests {
             (false, b"1\r\na\r\n".to_vec()),
             "a failed body is no whole answer"
         );
+    }
+
+    /// A body that ended with the head: the last chunk alone, or the length judged.
+    #[tokio::test]
+    async fn a_body_that_ended_with_the_head_is_finished_at_once() {
+        for (framing, sent, whole, wire) in [
+            (Framing::Chunked, 5, true, "0\r\n\r\n"),
+            (Framing::Length(5), 5, true, ""),
+            (Framing::Length(5), 3, false, ""),
+            (Framing::Close, 5, true, ""),
+        ] {
+            let (mut ours, mut client) = pair().await;
+            let reading = tokio::spawn(async move {
+                let mut read = Vec::new();
+                let _ = client.read_to_end(&mut read).await;
+                read
+            });
+            let limit = Duration::from_secs(5);
+            let pump = Pump::new(
+                &mut ours,
+                body(&[], Then::Wait),
+                framing,
+                (sent, true),
+                limit,
+            );
+            assert_eq!(pump.await, whole, "{framing:?} {sent}");
+            drop(ours);
+            assert_eq!(reading.await.unwrap(), wire.as_bytes(), "{framing:?}");
+        }
+    }
+
+    /// A client reading a large piece slowly but steadily is not cut off, however
+    /// long the piece takes, as long as bytes keep moving within the stall limit.
+    #[tokio::test]
+    async fn a_slow_but_steady_reader_is_not_cut_off() {
+        let big = "z".repeat(8 * 1024 * 1024);
+        let (mut ours, mut client) = pair().await;
+        let reading = tokio::spawn(async move {
+            let mut read = 0;
+            let mut buf = [0u8; 256 * 1024];
+            loop {
+                match client.read(&mut buf).await {
+                    Ok(0) | Err(_) => return read,
+                    Ok(n) => read += n,
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        });
+        // A limit shorter than the whole piece takes (about 1.3 s at this pace).
+        let limit = Duration::from_millis(400);
+        let started = Instant::now();
+        let pump = Pump::new(
+            &mut ours,
+            body(&[&big], Then::End),
+            Framing::Close,
+            (0, false),
+            limit,
+        );
+        assert!(pump.await, "cut off after {:?}", started.elapsed());
+        assert!(started.elapsed() > limit);
+        drop(ours);
+        assert_eq!(reading.await.unwrap(), big.len());
     }
 
     /// A piece larger than the socket takes at once goes out whole, in order, to a
