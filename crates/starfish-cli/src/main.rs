@@ -253,9 +253,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let store = cached_store(&settings)?;
     let cap_auth = cap_auth_options(&settings)?;
     let runtime = serving_runtime()?;
+    let streams = streams_runtime(settings.limits.streams_nice())?;
     // Flipped when the shutdown signal arrives: live-change streams end then.
     let (stopping, stop_streams) = tokio::sync::watch::channel(false);
-    let options = SyncOptions::new(config, store).with_shutdown(stop_streams);
+    let options = SyncOptions::new(config, store)
+        .with_shutdown(stop_streams)
+        .with_streams_runtime(streams.handle().clone());
     let options = with_other_nodes(options, cap_auth, &settings, &runtime)?;
     let options = with_settings(options, &settings)?;
     let metrics = settings.observe.metrics();
@@ -268,7 +271,6 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         create_sync_service(options).map_err(|e| one_line(&e))?
     };
     let app = observe::request_layers(mounted(sync, &settings.base_path), span_fields);
-    let streams = streams_runtime(settings.limits.streams_nice())?;
     let served = runtime.block_on(listen_and_serve(
         settings,
         app,

@@ -60,6 +60,10 @@ pub struct SyncOptions {
     pub webhooks: crate::webhooks::Webhooks,
     /// How many live-change subscriptions the node holds open.
     pub live_limits: crate::live::LiveLimits,
+    /// The runtime open live-change streams are written on, when the server moves
+    /// them to one of their own (`starfish serve` does): a change's listeners are
+    /// then woken from a task there.
+    pub streams_runtime: Option<tokio::runtime::Handle>,
     /// Projections kept as their sources are written ([`crate::projections`]).
     pub projections: crate::projections::Projections,
     /// Where the queue messages of collections with a `queue` setting go.
@@ -174,6 +178,7 @@ impl SyncOptions {
             plugins: Vec::new(),
             webhooks: crate::webhooks::Webhooks::new(),
             live_limits: crate::live::LiveLimits::default(),
+            streams_runtime: None,
             projections: crate::projections::Projections::new(),
             queue: None,
             audit: None,
@@ -410,6 +415,16 @@ impl SyncOptions {
     #[must_use]
     pub fn with_live_limits(mut self, limits: crate::live::LiveLimits) -> Self {
         self.live_limits = limits;
+        self
+    }
+
+    /// Names the runtime open live-change streams are written on, when the server
+    /// moves them to one of their own after their head (as `starfish serve` does):
+    /// a change's listeners are woken from a task there, so the request that
+    /// published it does not wake thousands of tasks across runtimes.
+    #[must_use]
+    pub fn with_streams_runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.streams_runtime = Some(runtime);
         self
     }
 
@@ -710,7 +725,8 @@ fn live_bus(options: &SyncOptions) -> Arc<crate::live::bus::Bus> {
     };
     let bus = bus
         .with_limits(options.live_limits)
-        .with_clock(options.clock.clone());
+        .with_clock(options.clock.clone())
+        .with_wakes_on(options.streams_runtime.clone());
     // With a feed, every node hears every change: a stream may resume on another.
     let live = Arc::new(match options.change_feed {
         Some(_) => bus.across_nodes(),

@@ -102,6 +102,9 @@ pub(crate) struct Bus {
     /// need not watch `stopping` itself, which costs a lock on a shared list at
     /// each of its frames).
     watched: std::sync::atomic::AtomicBool,
+    /// The runtime the streams are written on, when they have one of their own:
+    /// a fan-out's listeners are woken from there ([`frames::wake`]).
+    wakes_on: Option<tokio::runtime::Handle>,
 }
 
 impl Default for Bus {
@@ -114,6 +117,7 @@ impl Default for Bus {
             stopping: rx,
             _never: Some(tx),
             watched: std::sync::atomic::AtomicBool::new(false),
+            wakes_on: None,
         }
     }
 }
@@ -255,7 +259,15 @@ impl Bus {
             stopping,
             _never: None,
             watched: std::sync::atomic::AtomicBool::new(false),
+            wakes_on: None,
         }
+    }
+
+    /// This bus waking a fan-out's listeners from `runtime`, the one its streams
+    /// are written on.
+    pub(crate) fn with_wakes_on(mut self, runtime: Option<tokio::runtime::Handle>) -> Self {
+        self.wakes_on = runtime;
+        self
     }
 
     /// This bus with `limits`.
@@ -430,7 +442,7 @@ impl Bus {
         s.published = s.published.wrapping_add(1);
         let start = s.published.wrapping_mul(WAKE_STRIDE);
         drop(s);
-        frames::wake(to_wake, start);
+        frames::wake(to_wake, start, self.wakes_on.as_ref());
     }
 
     /// Hands `change` to the subscribers of its document.

@@ -4,9 +4,10 @@
 //! between batches ([`wake`]). A change to 10,000 subscribers so never puts 10,000
 //! tasks in the runtime's queues at once, ahead of every request that arrives
 //! meanwhile: such a request waits behind a batch of stream writes, not the whole
-//! fan-out. (`starfish serve` writes its streams on a runtime of their own: there
-//! the wakes land in that runtime's queues, and the batches are paced by the
-//! publishing task's turns on the requests' runtime.)
+//! fan-out. (`starfish serve` writes its streams on a runtime of their own, and
+//! names it to the bus: every batch is then woken from a task on that runtime, so
+//! the wakes are local to it and paced by its own turns, and the publishing
+//! request's runtime wakes nothing.)
 
 use bytes::Bytes;
 use futures::task::AtomicWaker;
@@ -116,24 +117,40 @@ pub(crate) struct Full;
 
 /// Wakes `subscribers`, from the one at `start` on (and round): a batch now, the
 /// rest from a task of their own that yields between batches (outside a runtime,
-/// all now). A caller varies `start` so that the same subscribers are not always
-/// the last. Each is woken as it is dropped: were the task dropped before its end
-/// (its runtime gone), the rest are woken then.
-pub(crate) fn wake(mut subscribers: Vec<ToWake>, start: usize) {
-    if subscribers.len() <= WAKE_BATCH || tokio::runtime::Handle::try_current().is_err() {
+/// all now). With `on`, the runtime the subscribers are written on, every batch
+/// of a fan-out larger than one batch is woken from a task there. A caller varies
+/// `start` so that the same subscribers are not always the last. Each is woken as
+/// it is dropped: were the task dropped before its end (its runtime gone), the
+/// rest are woken then.
+pub(crate) fn wake(
+    mut subscribers: Vec<ToWake>,
+    start: usize,
+    on: Option<&tokio::runtime::Handle>,
+) {
+    let here = tokio::runtime::Handle::try_current();
+    if subscribers.len() <= WAKE_BATCH || (on.is_none() && here.is_err()) {
         return;
     }
     let len = subscribers.len();
     subscribers.rotate_left(start % len);
-    let later = subscribers.split_off(WAKE_BATCH);
-    drop(subscribers);
-    tokio::spawn(async move {
+    let later = match on {
+        Some(_) => subscribers,
+        None => {
+            let later = subscribers.split_off(WAKE_BATCH);
+            drop(subscribers);
+            later
+        }
+    };
+    let pacing = async move {
         let mut later = later.into_iter();
         while !later.as_slice().is_empty() {
-            tokio::task::yield_now().await;
             later.by_ref().take(WAKE_BATCH).for_each(drop);
+            tokio::task::yield_now().await;
         }
-    });
+    };
+    if let Some(runtime) = on.or(here.as_ref().ok()) {
+        drop(runtime.spawn(pacing));
+    }
 }
 
 /// The subscriber's end of its buffer.
@@ -242,7 +259,7 @@ mod tests {
         });
         tokio::task::yield_now().await;
         let to_wake = tx.push(frame(7)).unwrap();
-        wake(to_wake.into_iter().collect(), 0);
+        wake(to_wake.into_iter().collect(), 0, None);
         drop(tx);
         let (first, end) = tokio::time::timeout(std::time::Duration::from_secs(10), reader)
             .await
@@ -255,13 +272,15 @@ mod tests {
         assert!(tx.push(frame(1)).is_err());
     }
 
-    /// Counts its wakes.
+    /// Counts its wakes, and names the threads they came from.
     #[derive(Default)]
-    struct Count(AtomicUsize);
+    struct Count(AtomicUsize, Mutex<Vec<String>>);
 
     impl std::task::Wake for Count {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
+            let thread = std::thread::current().name().unwrap_or_default().to_owned();
+            self.1.lock().unwrap().push(thread);
         }
     }
 
@@ -297,7 +316,7 @@ mod tests {
     async fn subscribers_are_woken_a_batch_at_a_time() {
         let (to_wake, counts, _receivers) = waiting(WAKE_BATCH * 3 + 5);
         let start = WAKE_BATCH + 6;
-        wake(to_wake, start);
+        wake(to_wake, start, None);
         assert_eq!(woken(&counts), WAKE_BATCH, "the first batch, at once");
         assert!(
             counts[start..start + WAKE_BATCH]
@@ -322,10 +341,51 @@ mod tests {
             .build()
             .unwrap();
         let (to_wake, counts, _receivers) = waiting(WAKE_BATCH * 2);
-        runtime.block_on(async { wake(to_wake, 0) });
+        runtime.block_on(async { wake(to_wake, 0, None) });
         assert_eq!(woken(&counts), WAKE_BATCH);
         drop(runtime);
         assert_eq!(woken(&counts), counts.len());
+    }
+
+    /// Named the runtime its subscribers are written on, a fan-out larger than a
+    /// batch is woken from there, every batch of it; one batch or less is woken at
+    /// once, where it is published.
+    #[test]
+    fn a_fan_out_is_woken_from_the_runtime_it_is_written_on() {
+        let streams = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("the-streams")
+            .build()
+            .unwrap();
+        let here = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (to_wake, counts, _receivers) = waiting(WAKE_BATCH * 3 + 1);
+        here.block_on(async { wake(to_wake, 5, Some(streams.handle())) });
+        let started = std::time::Instant::now();
+        while woken(&counts) < counts.len() {
+            assert!(
+                started.elapsed().as_secs() < 10,
+                "woken: {}",
+                woken(&counts)
+            );
+            std::thread::yield_now();
+        }
+        for count in &counts {
+            assert_eq!(*count.1.lock().unwrap(), ["the-streams"]);
+        }
+        let (few, counts, _receivers) = waiting(WAKE_BATCH);
+        std::thread::Builder::new()
+            .name("the-publisher".into())
+            .spawn(move || wake(few, 0, Some(streams.handle())))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(
+            counts
+                .iter()
+                .all(|c| *c.1.lock().unwrap() == ["the-publisher"])
+        );
     }
 
     /// Many subscribers woken in batches all hear their frame.
@@ -343,7 +403,7 @@ mod tests {
             .iter()
             .filter_map(|tx| tx.push(frame(9)).unwrap())
             .collect();
-        wake(to_wake, 7);
+        wake(to_wake, 7, None);
         for reader in readers {
             let heard = tokio::time::timeout(std::time::Duration::from_secs(10), reader)
                 .await
