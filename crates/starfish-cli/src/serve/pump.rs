@@ -34,7 +34,7 @@ pin_project_lite::pin_project! {
     /// Each piece of the body goes out in one vectored write (its chunk size line,
     /// the bytes, the chunk's end), from where the last write stopped. What it waits
     /// on is set up once for the stream: one timer for stalls, re-armed only when it
-    /// fires (a piece written notes when bytes last moved), and the socket's read
+    /// fires (every write that moves bytes notes when), and the socket's read
     /// readiness for the client's end of the connection.
     pub(super) struct Pump<'s, B> {
         stream: &'s mut TcpStream,
@@ -165,7 +165,7 @@ impl<B: hyper::body::Body<Data = Bytes> + Unpin> Future for Pump<'_, B> {
 
 /// A piece of the body on its way out: its chunk size line (when chunked), its
 /// bytes, its chunk end, and how many of all of them are written.
-struct Piece {
+pub(super) struct Piece {
     size: [u8; 18],
     /// Where the size line starts in `size` (18: none).
     size_at: u8,
@@ -176,7 +176,8 @@ struct Piece {
 }
 
 impl Piece {
-    fn of(data: Bytes, framing: Framing) -> Self {
+    /// `data` as a piece of the body framed as `framing` (a chunk when chunked).
+    pub(super) fn of(data: Bytes, framing: Framing) -> Self {
         let mut size = [0u8; 18];
         let (size_at, tail) = if framing == Framing::Chunked {
             let at = 18 - chunk_size(data.len(), &mut size).len();
@@ -204,14 +205,19 @@ impl Piece {
         })
     }
 
+    /// The whole piece on the wire, in three slices (some of them empty).
+    pub(super) fn slices(&self) -> [IoSlice<'_>; 3] {
+        [
+            IoSlice::new(&self.size[usize::from(self.size_at)..]),
+            IoSlice::new(&self.data),
+            IoSlice::new(self.tail),
+        ]
+    }
+
     /// Writes what is left of it, in one vectored write at a time.
     fn poll_write(&mut self, stream: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
         loop {
-            let all = [
-                IoSlice::new(&self.size[usize::from(self.size_at)..]),
-                IoSlice::new(&self.data),
-                IoSlice::new(self.tail),
-            ];
+            let all = self.slices();
             let total: usize = all.iter().map(|s| s.len()).sum();
             if self.written == total {
                 return Poll::Ready(Ok(()));
@@ -229,7 +235,7 @@ impl Piece {
 
 /// `n` in hex and CRLF, a chunk's first line, written at the end of `buf` (no
 /// allocation: this runs once per frame per subscriber).
-pub(super) fn chunk_size(n: usize, buf: &mut [u8; 18]) -> &[u8] {
+fn chunk_size(n: usize, buf: &mut [u8; 18]) -> &[u8] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut at = 16;
     let mut n = n;
@@ -537,6 +543,14 @@ mod tests {
             .expect("cut off");
         assert!(!clean);
         assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex_lines() {
+        let mut buf = [0u8; 18];
+        for n in [0usize, 1, 15, 16, 255, 4096, 0xdead_beef, usize::MAX] {
+            assert_eq!(chunk_size(n, &mut buf), format!("{n:x}\r\n").as_bytes());
+        }
     }
 
     /// What a subscriber's writing holds for its whole life stays small: the pump

@@ -22,7 +22,7 @@
 //! streams' runtime when `ServeLimits::streams` names one (`starfish serve` does),
 //! its socket moved to that runtime's poller.
 
-use super::pump::{Framing, Pump, chunk_size};
+use super::pump::{Framing, Piece, Pump};
 use super::{App, ServeLimits};
 use axum::body::Body;
 use axum::body::Bytes;
@@ -142,33 +142,27 @@ pub(super) async fn serve<S: App>(
         Framing::Empty => None,
         _ => ready_now(next_data(&mut body)),
     };
-    let mut size = [0u8; 18];
-    let mut pieces = [
-        IoSlice::new(&head),
-        IoSlice::new(&[]),
-        IoSlice::new(&[]),
-        IoSlice::new(&[]),
-    ];
-    let mut count = 1;
     let mut sent = 0;
-    if let Some(Next::Data(data)) = &first {
-        if let Framing::Length(n) = framing {
-            if data.len() as u64 > n {
-                // More than announced: the answer is broken.
-                return;
+    let piece = match &first {
+        Some(Next::Data(data)) => {
+            if let Framing::Length(n) = framing {
+                if data.len() as u64 > n {
+                    // More than announced: the answer is broken.
+                    return;
+                }
             }
+            sent = data.len() as u64;
+            Some(Piece::of(data.clone(), framing))
         }
-        sent = data.len() as u64;
-        let (chunk, n) = framed(data, framing, &mut size);
-        pieces[1..=n].copy_from_slice(&chunk[..n]);
-        count += n;
-    }
-    if write_within(&mut stream, &limits, &pieces[..count])
-        .await
-        .is_err()
-    {
+        _ => None,
+    };
+    let none = IoSlice::new(&[]);
+    let [size, data, tail] = piece.as_ref().map_or([none; 3], Piece::slices);
+    let pieces = [IoSlice::new(&head), size, data, tail];
+    if write_within(&mut stream, &limits, &pieces).await.is_err() {
         return;
     }
+    drop(piece);
     // What the body said already, when not bytes: its end, or its failure.
     let said = match first {
         Some(Next::End) => Some(true),
@@ -234,7 +228,6 @@ impl<B: hyper::body::Body<Data = Bytes> + Unpin + Send + 'static> Open<B> {
         let _held = held;
         let clean = match said {
             Some(false) => false,
-            _ if framing == Framing::Empty => true,
             _ => {
                 let stall = limits.request_timeout + limits.idle_timeout;
                 let ended = said.is_some();
@@ -426,28 +419,6 @@ async fn next_data<B: hyper::body::Body<Data = Bytes> + Unpin>(body: &mut B) -> 
     }
 }
 
-/// `data` as a piece of the body on the wire, in the first `n` slices: a chunk
-/// when chunked (its size line written into `size`), else as it is. No
-/// allocation: this runs once per frame per subscriber.
-fn framed<'a>(
-    data: &'a [u8],
-    framing: Framing,
-    size: &'a mut [u8; 18],
-) -> ([IoSlice<'a>; 3], usize) {
-    if framing == Framing::Chunked {
-        let size = chunk_size(data.len(), size);
-        let chunk = [
-            IoSlice::new(size),
-            IoSlice::new(data),
-            IoSlice::new(b"\r\n"),
-        ];
-        (chunk, 3)
-    } else {
-        let empty = IoSlice::new(&[]);
-        ([IoSlice::new(data), empty, empty], 1)
-    }
-}
-
 /// `future`'s output if it is ready at once (polled once, without a waker to
 /// wake: whatever it waits on is asked again by the next poll).
 fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
@@ -517,14 +488,6 @@ mod tests {
             b"",
         ] {
             assert!(!is_stream(no), "{}", String::from_utf8_lossy(no));
-        }
-    }
-
-    #[test]
-    fn chunk_sizes_are_hex_lines() {
-        let mut buf = [0u8; 18];
-        for n in [0usize, 1, 15, 16, 255, 4096, 0xdead_beef, usize::MAX] {
-            assert_eq!(chunk_size(n, &mut buf), format!("{n:x}\r\n").as_bytes());
         }
     }
 
