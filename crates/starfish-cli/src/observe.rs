@@ -152,8 +152,6 @@ where
 /// A request's span, not made yet (see [`Spanless`]): lent to [`POLLED`] while the
 /// request is polled (or dropped) on a thread.
 struct Pending {
-    /// The request span's callsite (made once, see [`request_layers`]).
-    metadata: &'static tracing::Metadata<'static>,
     id: axum::http::HeaderValue,
     method: axum::http::Method,
     uri: axum::http::Uri,
@@ -170,7 +168,8 @@ impl Pending {
         logs: &impl tracing::Subscriber,
         me: &std::sync::OnceLock<tracing::dispatcher::WeakDispatch>,
     ) -> Option<tracing::span::Id> {
-        if self.span.is_none() && logs.enabled(self.metadata) {
+        let metadata = request_callsite();
+        if self.span.is_none() && logs.enabled(metadata) {
             let me = me.get()?.upgrade()?;
             // Made now, the span is the child of whatever is entered: nothing, unless
             // something enters a span of `info` or above inside a request.
@@ -178,7 +177,7 @@ impl Pending {
                 logs.current_span().id().is_none(),
                 "a span entered inside a spanless request would end up outside its span"
             );
-            let fields = self.metadata.fields();
+            let fields = metadata.fields();
             if let (Some(id_field), Some(method_field), Some(path_field)) = (
                 fields.field("id"),
                 fields.field("method"),
@@ -194,7 +193,7 @@ impl Pending {
                     (&path_field, Some(&path)),
                 ];
                 let values = fields.value_set(&values);
-                let attributes = tracing::span::Attributes::new(self.metadata, &values);
+                let attributes = tracing::span::Attributes::new(metadata, &values);
                 self.span = Some((logs.new_span(&attributes), me));
             }
         }
@@ -586,18 +585,17 @@ impl<W: std::fmt::Write> std::fmt::Write for Escaping<'_, W> {
 ///
 /// One service around the whole router (`Router::layer` would box each layer per
 /// request), doing what tower-http's request-id and trace layers did together.
-/// Made under the log subscriber it logs to.
 pub(crate) fn request_layers<S>(app: S, fields: SpanFields) -> RequestIds<S> {
     let mut seed = [0u8; 8];
     // Without randomness the ids are still unique within the process.
     let _ = getrandom::fill(&mut seed);
-    let spanless = match fields {
-        SpanFields::Eager => None,
-        SpanFields::Spanless => Some(request_callsite()),
-    };
+    if fields == SpanFields::Spanless {
+        // Registered now, before any request: the filters know it when a line comes.
+        request_callsite();
+    }
     RequestIds {
         inner: app,
-        spanless,
+        fields,
         ids: Sequential {
             prefix: u64::from_le_bytes(seed),
             next: std::sync::Arc::default(),
@@ -667,8 +665,7 @@ impl Sequential {
 #[derive(Clone)]
 pub(crate) struct RequestIds<S> {
     inner: S,
-    /// The request span's callsite, for [`SpanFields::Spanless`].
-    spanless: Option<&'static tracing::Metadata<'static>>,
+    fields: SpanFields,
     ids: Sequential,
 }
 
@@ -702,8 +699,8 @@ where
         };
         // The id displayed (a sane one holds nothing to escape); the path quoted and
         // escaped, since it may hold quotes, braces and any character above 0x7f.
-        let (span, mut pending) = match self.spanless {
-            None => {
+        let (span, mut pending) = match self.fields {
+            SpanFields::Eager => {
                 let span = tracing::info_span!(
                     "request",
                     id = %id.to_str().unwrap_or_default(),
@@ -712,9 +709,8 @@ where
                 );
                 (span, None)
             }
-            Some(metadata) => {
+            SpanFields::Spanless => {
                 let pending = Pending {
-                    metadata,
                     id: id.clone(),
                     method: request.method().clone(),
                     uri: request.uri().clone(),
@@ -995,7 +991,6 @@ mod tests {
     /// A [`Pending`] told apart by its request id.
     fn pending(id: u64) -> Option<Box<Pending>> {
         Some(Box::new(Pending {
-            metadata: request_callsite(),
             id: axum::http::HeaderValue::from(id),
             method: axum::http::Method::GET,
             uri: axum::http::Uri::from_static("/x"),

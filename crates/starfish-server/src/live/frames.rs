@@ -127,30 +127,29 @@ pub(crate) fn wake(
     start: usize,
     on: Option<&tokio::runtime::Handle>,
 ) {
-    let here = tokio::runtime::Handle::try_current();
-    if subscribers.len() <= WAKE_BATCH || (on.is_none() && here.is_err()) {
+    if subscribers.len() <= WAKE_BATCH {
         return;
     }
+    let here = tokio::runtime::Handle::try_current().ok();
+    let Some(runtime) = on.or(here.as_ref()) else {
+        return;
+    };
     let len = subscribers.len();
     subscribers.rotate_left(start % len);
-    let later = match on {
-        Some(_) => subscribers,
-        None => {
-            let later = subscribers.split_off(WAKE_BATCH);
-            drop(subscribers);
-            later
-        }
+    let later = if on.is_some() {
+        subscribers
+    } else {
+        let later = subscribers.split_off(WAKE_BATCH);
+        drop(subscribers);
+        later
     };
-    let pacing = async move {
+    drop(runtime.spawn(async move {
         let mut later = later.into_iter();
         while !later.as_slice().is_empty() {
             later.by_ref().take(WAKE_BATCH).for_each(drop);
             tokio::task::yield_now().await;
         }
-    };
-    if let Some(runtime) = on.or(here.as_ref().ok()) {
-        drop(runtime.spawn(pacing));
-    }
+    }));
 }
 
 /// The subscriber's end of its buffer.
